@@ -1,0 +1,67 @@
+"""The scheduler's errors. Leaf docstrings are written for the person running orc."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an ensemble: where, what, and how to fix it."""
+
+    file: Path | None
+    agent: str | None
+    message: str
+    fix: str | None = None
+
+    def __str__(self) -> str:
+        where = str(self.file) if self.file else "<ensemble>"
+        if self.agent:
+            where += f": agent '{self.agent}'"
+        text = f"{where}: {self.message}"
+        if self.fix:
+            text += f" ({self.fix})"
+        return text
+
+
+class SchedulerError(Exception):
+    """Base of every error raised by orc.scheduler."""
+
+
+class EnsembleInvalid(SchedulerError):
+    """The ensemble file is not valid; nothing was run."""
+
+    def __init__(self, problems: list[Problem] | tuple[Problem, ...]) -> None:
+        self.problems = tuple(problems)
+        super().__init__(self.summary())
+
+    def summary(self) -> str:
+        if len(self.problems) == 1:
+            return str(self.problems[0])
+        lines = [f"{len(self.problems)} problems in the ensemble:"]
+        lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+class EnsembleNotFound(SchedulerError):
+    """No ensemble of that name or path exists in the places orc looks."""
+
+    def __init__(self, name: str, searched: tuple[Path, ...], available: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.searched = searched
+        self.available = available
+        where = ", ".join(str(p) for p in searched) or "(no ensemble folders exist)"
+        text = f"ensemble '{name}' not found; looked in: {where}"
+        if available:
+            shown = ", ".join(available[:12]) + (" ..." if len(available) > 12 else "")
+            text += f"; available: {shown}"
+        super().__init__(text)
+
+
+class JournalCorrupt(SchedulerError):
+    """A run journal could not be read back; the run cannot be shown or resumed from it."""
+
+
+class RunNotFound(SchedulerError):
+    """No run with that id is recorded under this orc home."""

@@ -1,0 +1,194 @@
+"""The run journal: an append-only msgpack file per run, written as the run happens.
+
+Record layout (one msgpack map each; `t` names the kind):
+  run    run_id, ensemble, source, input, started_at   (always first)
+  start  agent, at, node_id, model
+  ok     agent, output, at, usage: [prompt, completion]
+  fail   agent, error, at, retryable
+  skip   agent, reason, at
+  end    status, at
+A result is flushed and fsynced before any dependent starts, so a killed process loses at
+most the agents that were still running. A torn final record (power cut mid-write) is
+ignored on reading; damage anywhere else is `JournalCorrupt`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import msgpack
+
+from orc.scheduler.errors import JournalCorrupt, RunNotFound
+from orc.scheduler.run import (
+    AgentFailed,
+    AgentSkipped,
+    AgentStarted,
+    AgentSucceeded,
+    RunEvent,
+    RunId,
+    Usage,
+)
+from orc.scheduler.values import thaw
+
+MAX_JOURNAL_BYTES = 256 << 20  # refuse to load absurd files rather than exhaust memory
+
+
+@dataclass(frozen=True)
+class RunHeader:
+    run_id: RunId
+    ensemble: str
+    source: str | None
+    input: object
+    started_at: float
+
+
+@dataclass(frozen=True)
+class RunEnded:
+    status: str
+    at: float
+
+
+@dataclass(frozen=True)
+class JournalContents:
+    header: RunHeader
+    events: tuple[RunEvent, ...]
+    ends: tuple[RunEnded, ...]
+
+    @property
+    def finished(self) -> RunEnded | None:
+        return self.ends[-1] if self.ends else None
+
+
+def _to_record(item: RunEvent | RunHeader | RunEnded) -> dict:
+    match item:
+        case RunHeader():
+            return {"t": "run", "run_id": item.run_id, "ensemble": item.ensemble, "source": item.source,
+                    "input": thaw(item.input), "started_at": item.started_at}
+        case AgentStarted():
+            return {"t": "start", "agent": item.agent, "at": item.at, "node_id": item.node_id, "model": item.model}
+        case AgentSucceeded():
+            return {"t": "ok", "agent": item.agent, "output": thaw(item.output), "at": item.at,
+                    "usage": [item.usage.prompt_tokens, item.usage.completion_tokens]}
+        case AgentFailed():
+            return {"t": "fail", "agent": item.agent, "error": item.error, "at": item.at, "retryable": item.retryable}
+        case AgentSkipped():
+            return {"t": "skip", "agent": item.agent, "reason": item.reason, "at": item.at}
+        case RunEnded():
+            return {"t": "end", "status": item.status, "at": item.at}
+    raise TypeError(f"not a journal item: {item!r}")
+
+
+def _from_record(record: dict) -> RunEvent | RunHeader | RunEnded:
+    kind = record.get("t")
+    if kind == "run":
+        return RunHeader(RunId(record["run_id"]), record["ensemble"], record.get("source"), record.get("input"),
+                         float(record["started_at"]))
+    if kind == "start":
+        return AgentStarted(record["agent"], float(record["at"]), record.get("node_id"), record.get("model"))
+    if kind == "ok":
+        prompt, completion = record.get("usage") or (0, 0)
+        return AgentSucceeded(record["agent"], record.get("output"), float(record["at"]), Usage(prompt, completion))
+    if kind == "fail":
+        return AgentFailed(record["agent"], record["error"], float(record["at"]), bool(record.get("retryable")))
+    if kind == "skip":
+        return AgentSkipped(record["agent"], record["reason"], float(record["at"]))
+    if kind == "end":
+        return RunEnded(record["status"], float(record["at"]))
+    raise ValueError(f"unknown record kind {kind!r}")
+
+
+def _default(value: object) -> object:
+    # Outputs are JSON-like; anything else (a stray object from a script) is kept as text.
+    return str(value)
+
+
+class JournalWriter:
+    """Appends records to one run's journal file; each append is durable when it returns."""
+
+    def __init__(self, path: Path, stream: BinaryIO) -> None:
+        self.path = path
+        self._stream = stream
+        self._packer = msgpack.Packer(default=_default, use_bin_type=True)
+
+    @classmethod
+    def create(cls, path: Path, header: RunHeader) -> "JournalWriter":
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        writer = cls(path, os.fdopen(fd, "ab"))
+        writer.append(header)
+        return writer
+
+    @classmethod
+    def reopen(cls, path: Path) -> "JournalWriter":
+        """Continue an existing journal (resume). A torn final record is cut off first."""
+        valid = _valid_length(path)
+        with open(path, "r+b") as stream:
+            stream.truncate(valid)
+        return cls(path, open(path, "ab"))
+
+    def append(self, item: RunEvent | RunHeader | RunEnded) -> None:
+        self._stream.write(self._packer.pack(_to_record(item)))
+        self._stream.flush()
+        os.fsync(self._stream.fileno())
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def _iter_records(path: Path) -> Iterator[tuple[dict, int]]:
+    """(record, end offset) pairs; stops quietly at a torn tail."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise RunNotFound(f"no journal at {path}") from None
+    if size > MAX_JOURNAL_BYTES:
+        raise JournalCorrupt(f"{path}: journal is {size} bytes, over the {MAX_JOURNAL_BYTES} limit")
+    with open(path, "rb") as stream:
+        unpacker = msgpack.Unpacker(stream, raw=False, strict_map_key=False, max_buffer_size=MAX_JOURNAL_BYTES)
+        while True:
+            try:
+                record = unpacker.unpack()
+            except msgpack.OutOfData:
+                return
+            except (ValueError, msgpack.UnpackException) as error:
+                raise JournalCorrupt(f"{path}: unreadable record at byte {unpacker.tell()}: {error}") from None
+            if not isinstance(record, dict):
+                raise JournalCorrupt(f"{path}: unexpected record at byte {unpacker.tell()}")
+            yield record, unpacker.tell()
+
+
+def _valid_length(path: Path) -> int:
+    end = 0
+    for _, end in _iter_records(path):
+        pass
+    return end
+
+
+def read_journal(path: Path) -> JournalContents:
+    """Parse a journal file. Raises RunNotFound / JournalCorrupt."""
+    header: RunHeader | None = None
+    events: list[RunEvent] = []
+    ends: list[RunEnded] = []
+    for record, _ in _iter_records(path):
+        try:
+            item = _from_record(record)
+        except (KeyError, TypeError, ValueError) as error:
+            raise JournalCorrupt(f"{path}: malformed record {record.get('t')!r}: {error}") from None
+        match item:
+            case RunHeader():
+                if header is not None:
+                    raise JournalCorrupt(f"{path}: two run headers")
+                header = item
+            case RunEnded():
+                ends.append(item)
+            case _:
+                if header is None:
+                    raise JournalCorrupt(f"{path}: records before the run header")
+                events.append(item)
+    if header is None:
+        raise JournalCorrupt(f"{path}: no run header (empty or torn journal)")
+    return JournalContents(header, tuple(events), tuple(ends))

@@ -1,0 +1,302 @@
+"""The run state machine: `apply(state, event) -> state` and `plan(state) -> steps`, both pure.
+
+Per agent:  pending --start--> running --succeeded--> done
+                                   |----failed------> failed   (no attempts left)
+                                   '----failed------> pending  (retrying)
+            pending --skip--> skipped
+(diagram: docs/architecture.md). Agents start as soon as their *own* dependencies are
+terminal, never level by level. A failed dependency does not stop its dependents: they run
+with a note of what failed (failure isolation); an agent whose dependencies were all
+skipped is skipped too, so a `when` branch switches off everything below it.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import NewType, Union
+
+from typing_extensions import assert_never
+
+from orc.scheduler.ensemble import AgentSpec, EnsembleSpec
+from orc.scheduler.values import freeze, holds, lookup, structured
+
+RunId = NewType("RunId", str)
+
+# Without an explicit `retries:`, only failures of the machinery (a crashed runtime, a lost
+# peer) are retried, this many times: re-running a script that exited 1 or a model that
+# timed out would most likely fail the same way and only cost time.
+DEFAULT_INFRA_RETRIES = 2
+
+
+class AgentStatus(enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (AgentStatus.COMPLETED, AgentStatus.FAILED, AgentStatus.SKIPPED)
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens)
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    """What the run knows about one agent."""
+
+    status: AgentStatus = AgentStatus.PENDING
+    attempts: int = 0
+    output: object = None
+    error: str | None = None
+    node_id: str | None = None
+    model: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    usage: Usage = Usage()
+
+
+# ---- events: the reducer's inputs (also the journal's records) ----
+
+@dataclass(frozen=True)
+class AgentStarted:
+    agent: str
+    at: float
+    node_id: str | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentSucceeded:
+    agent: str
+    output: object
+    at: float
+    usage: Usage = Usage()
+
+
+@dataclass(frozen=True)
+class AgentFailed:
+    agent: str
+    error: str
+    at: float
+    retryable: bool = False
+
+
+@dataclass(frozen=True)
+class AgentSkipped:
+    agent: str
+    reason: str
+    at: float
+
+
+RunEvent = Union[AgentStarted, AgentSucceeded, AgentFailed, AgentSkipped]
+
+
+# ---- steps: the planner's outputs, performed by the shell ----
+
+@dataclass(frozen=True)
+class DependencyResult:
+    """An upstream agent's result as a dependent sees it: a frozen value, never a reference."""
+
+    status: str
+    output: object
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentInput:
+    """Everything one agent attempt may see, fixed when it starts."""
+
+    agent: str
+    input: object
+    dependencies: tuple[tuple[str, DependencyResult], ...]
+    scope: str
+    attempt: int
+    items: tuple[object, ...] | None = None  # fan-out: one instance per item
+
+
+@dataclass(frozen=True)
+class StartAgent:
+    input: AgentInput
+
+
+@dataclass(frozen=True)
+class SkipAgent:
+    agent: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class FailAgent:
+    """The agent cannot start (its input is unusable); record it failed without running it."""
+
+    agent: str
+    error: str
+
+
+Step = Union[StartAgent, SkipAgent, FailAgent]
+
+
+@dataclass(frozen=True)
+class RunState:
+    run_id: RunId
+    spec: EnsembleSpec
+    input: object
+    agents: Mapping[str, AgentRecord]
+    started_at: float
+
+    def record(self, name: str) -> AgentRecord:
+        return self.agents[name]
+
+
+def derive_run_id(ensemble: str, started_at: float, nonce: bytes) -> RunId:
+    """Run ids are derived, not negotiated: a hash of what started the run, readable prefix."""
+    digest = hashlib.sha256(f"{ensemble}\0{started_at!r}\0".encode() + nonce).hexdigest()
+    return RunId(digest[:16])
+
+
+def initial_state(run_id: RunId, spec: EnsembleSpec, run_input: object, now: float) -> RunState:
+    return RunState(run_id, spec, freeze(run_input), MappingProxyType({a.name: AgentRecord() for a in spec.agents}), now)
+
+
+def apply(state: RunState, event: RunEvent) -> RunState:
+    """The state after `event`. Events about unknown agents are a programming error (KeyError)."""
+    record = state.agents[event.agent]
+    match event:
+        case AgentStarted(at=at, node_id=node_id, model=model):
+            record = replace(record, status=AgentStatus.RUNNING, attempts=record.attempts + 1,
+                             started_at=at, node_id=node_id, model=model, error=None)
+        case AgentSucceeded(output=output, at=at, usage=usage):
+            record = replace(record, status=AgentStatus.COMPLETED, output=freeze(output), finished_at=at,
+                             usage=record.usage + usage, error=None)
+        case AgentFailed(error=error, at=at, retryable=retryable):
+            spec = state.spec.agent(event.agent)
+            again = record.attempts < max_attempts(spec, retryable)
+            record = replace(record, status=AgentStatus.PENDING if again else AgentStatus.FAILED,
+                             error=error, finished_at=None if again else at)
+        case AgentSkipped(reason=reason, at=at):
+            record = replace(record, status=AgentStatus.SKIPPED, error=reason, finished_at=at)
+        case _:
+            assert_never(event)
+    agents = dict(state.agents)
+    agents[event.agent] = record
+    return replace(state, agents=MappingProxyType(agents))
+
+
+def max_attempts(spec: AgentSpec, retryable: bool) -> int:
+    """How many attempts an agent gets: `retries + 1` if set, else 1 (+ infra retries)."""
+    if spec.retries is not None:
+        return spec.retries + 1
+    return 1 + (DEFAULT_INFRA_RETRIES if retryable else 0)
+
+
+def plan(state: RunState) -> tuple[Step, ...]:
+    """The steps that can be taken now: each pending agent whose dependencies are all terminal."""
+    steps: list[Step] = []
+    for spec in state.spec.agents:
+        record = state.agents[spec.name]
+        if record.status is not AgentStatus.PENDING:
+            continue
+        deps = [state.agents[d] for d in spec.depends_on]
+        if not all(d.status.terminal for d in deps):
+            continue
+        steps.append(_next_step(state, spec, record))
+    return tuple(steps)
+
+
+def _next_step(state: RunState, spec: AgentSpec, record: AgentRecord) -> Step:
+    deps = {d: state.agents[d] for d in spec.depends_on}
+    if deps and all(r.status is AgentStatus.SKIPPED for r in deps.values()):
+        return SkipAgent(spec.name, "all of its dependencies were skipped")
+    if spec.when is not None:
+        guard = deps[spec.when.ref.agent]
+        if guard.status is not AgentStatus.COMPLETED:
+            return SkipAgent(spec.name, f"condition {spec.when} cannot be checked: "
+                                        f"'{spec.when.ref.agent}' {guard.status.value}")
+        if not holds(spec.when, {spec.when.ref.agent: guard.output}):
+            return SkipAgent(spec.name, f"condition {spec.when} is false")
+    dependencies = tuple(
+        (name, DependencyResult(r.status.value, r.output, r.error)) for name, r in deps.items()
+    )
+    agent_input: object = state.input
+    scope = spec.input_scope
+    if spec.input_key is not None:
+        selected = _select_input_key(spec.input_key, deps, state.input)
+        if selected is None:
+            where = ", ".join(deps) or "the run input"
+            return FailAgent(spec.name, f"input_key '{spec.input_key}' not found in the output of {where}")
+        agent_input = selected
+        scope = "input" if spec.input_scope == "full" else spec.input_scope
+    items: tuple[object, ...] | None = None
+    if spec.fan_out:
+        source = agent_input if spec.input_key is not None else _single_upstream(deps)
+        source = structured(source)
+        if not isinstance(source, (list, tuple)):
+            return FailAgent(spec.name, "fan_out needs a list to expand, got "
+                                        f"{type(source).__name__}; set input_key to the list's field")
+        items = tuple(source)
+    return StartAgent(AgentInput(spec.name, agent_input, dependencies, scope, record.attempts + 1, items))
+
+
+def _select_input_key(key: str, deps: Mapping[str, AgentRecord], run_input: object) -> object:
+    for record in deps.values():
+        if record.status is AgentStatus.COMPLETED:
+            value = lookup(record.output, (key,))
+            if value is not None:
+                return value
+    return lookup(run_input, (key,))
+
+
+def _single_upstream(deps: Mapping[str, AgentRecord]) -> object:
+    completed = [r.output for r in deps.values() if r.status is AgentStatus.COMPLETED]
+    return completed[0] if len(completed) == 1 else tuple(completed)
+
+
+def is_finished(state: RunState) -> bool:
+    return all(r.status.terminal for r in state.agents.values())
+
+
+def run_status(state: RunState) -> str:
+    """`completed` (nothing failed), `completed_with_errors`, or `failed` (no deliverable)."""
+    records = state.agents.values()
+    if not any(r.status is AgentStatus.FAILED for r in records):
+        return "completed"
+    sinks = [state.agents[s] for s in state.spec.sinks()]
+    if any(r.status is AgentStatus.COMPLETED for r in sinks):
+        return "completed_with_errors"
+    return "failed"
+
+
+def deliverable(state: RunState) -> object:
+    """The output of the sink agent, or a mapping name -> output when several sinks completed."""
+    done = {s: state.agents[s].output for s in state.spec.sinks()
+            if state.agents[s].status is AgentStatus.COMPLETED}
+    if len(done) == 1:
+        return next(iter(done.values()))
+    return MappingProxyType(done) if done else None
+
+
+def outputs(state: RunState) -> dict[str, object]:
+    """Outputs of every completed agent, by name."""
+    return {n: r.output for n, r in state.agents.items() if r.status is AgentStatus.COMPLETED}
+
+
+def resumable(state: RunState) -> RunState:
+    """The state a resume continues from: completed results kept, everything else pending again."""
+    agents = {
+        name: (r if r.status is AgentStatus.COMPLETED else AgentRecord())
+        for name, r in state.agents.items()
+    }
+    return replace(state, agents=MappingProxyType(agents))

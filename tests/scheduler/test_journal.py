@@ -1,0 +1,54 @@
+"""The run journal: append-only, durable per record, tolerant of a torn tail, strict elsewhere."""
+
+import pytest
+
+from orc.scheduler.errors import JournalCorrupt, RunNotFound
+from orc.scheduler.journal import JournalWriter, RunEnded, RunHeader, read_journal
+from orc.scheduler.run import AgentFailed, AgentSkipped, AgentStarted, AgentSucceeded, Usage
+from orc.scheduler.values import freeze
+
+
+def test_round_trip(tmp_path):
+    path = tmp_path / "runs" / "r1.journal"
+    writer = JournalWriter.create(path, RunHeader("r1", "ens", "/x.yaml", {"q": [1, 2]}, 10.0))
+    events = [AgentStarted("a", 11.0, "local", "m"), AgentSucceeded("a", freeze({"k": ["v"]}), 12.0, Usage(3, 4)),
+              AgentFailed("b", "boom", 13.0, True), AgentSkipped("c", "false", 14.0)]
+    for event in events:
+        writer.append(event)
+    writer.append(RunEnded("completed_with_errors", 15.0))
+    writer.close()
+    contents = read_journal(path)
+    assert contents.header.input == {"q": [1, 2]}
+    assert contents.events[1] == AgentSucceeded("a", {"k": ["v"]}, 12.0, Usage(3, 4))
+    assert contents.events[2:] == tuple(events[2:])
+    assert contents.finished == RunEnded("completed_with_errors", 15.0)
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_torn_tail_is_ignored_and_cut_on_reopen(tmp_path):
+    path = tmp_path / "r.journal"
+    writer = JournalWriter.create(path, RunHeader("r", "e", None, "in", 1.0))
+    writer.append(AgentSucceeded("a", "done", 2.0))
+    writer.close()
+    whole = path.read_bytes()
+    with open(path, "ab") as stream:
+        stream.write(b"\x85\xa1t\xa2ok")  # a record cut off mid-write
+    assert len(read_journal(path).events) == 1
+    writer = JournalWriter.reopen(path)
+    writer.append(AgentSucceeded("b", "more", 3.0))
+    writer.close()
+    assert path.read_bytes().startswith(whole)
+    assert [e.agent for e in read_journal(path).events] == ["a", "b"]
+
+
+def test_damage_is_reported(tmp_path):
+    path = tmp_path / "bad.journal"
+    path.write_bytes(b"\xc1" * 10)
+    with pytest.raises(JournalCorrupt):
+        read_journal(path)
+    empty = tmp_path / "empty.journal"
+    empty.write_bytes(b"")
+    with pytest.raises(JournalCorrupt, match="no run header"):
+        read_journal(empty)
+    with pytest.raises(RunNotFound):
+        read_journal(tmp_path / "missing.journal")

@@ -1,0 +1,187 @@
+"""Ensemble loading: every structural problem reported at once, with file, agent and fix."""
+
+from pathlib import Path
+
+import pytest
+
+from orc.scheduler.ensemble import DispatchTask, EnsembleTask, LlmTask, LoopTask, ScriptTask
+from orc.scheduler.errors import EnsembleInvalid, EnsembleNotFound
+from orc.scheduler.loader import EnsembleLibrary, load_ensemble, unresolved_references
+from orc.scheduler.values import thaw
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def problems_of(path: Path, library: EnsembleLibrary | None = None) -> list[str]:
+    with pytest.raises(EnsembleInvalid) as caught:
+        load_ensemble(path, library)
+    return [str(p) for p in caught.value.problems]
+
+
+def test_full_key_set_loads_into_frozen_spec(tmp_path):
+    write(tmp_path, "child.yaml", "name: child\nagents:\n  - name: c\n    model: m\n")
+    path = write(tmp_path, "e.yaml", """
+name: full
+description: every key
+default_task: hello
+agents:
+  - name: a
+    model_profile: fast
+    system_prompt: be brief
+    temperature: 0.1
+    max_tokens: 12
+    options: {think: false}
+    timeout_seconds: 5
+    retries: 1
+    placement: {local_only: true, require_tags: [gpu], prefer_tags: fast}
+  - name: s
+    script: s.py
+    parameters: {n: 3, nested: {k: [1, 2]}}
+    depends_on: [{agent_name: a}]
+  - name: fan
+    depends_on: [s]
+    fan_out: true
+    input_key: items
+    model: m
+    provider: ollama
+  - name: guarded
+    depends_on: [s]
+    when: ${s.flag} == yes
+    ensemble: child
+  - name: dyn
+    depends_on: [s]
+    dispatch: ${s.target}
+    input_scope: dependencies
+  - name: looped
+    loop: {body: child, until: "${c.done}", max_iterations: 3, carry: "${c.next}"}
+    output_format: json
+""")
+    spec = load_ensemble(path)
+    assert spec.name == "full" and spec.default_task == "hello"
+    a, s, fan, guarded, dyn, looped = spec.agents
+    assert isinstance(a.task, LlmTask) and a.task.model_profile == "fast" and a.task.max_tokens == 12
+    assert a.placement.local_only and a.placement.require_tags == {"gpu"} and a.placement.prefer_tags == {"fast"}
+    assert a.retries == 1 and a.timeout_seconds == 5
+    assert isinstance(s.task, ScriptTask) and thaw(s.task.parameters) == {"n": 3, "nested": {"k": [1, 2]}}
+    assert s.depends_on == ("a",)
+    assert fan.fan_out and fan.input_key == "items"
+    assert isinstance(guarded.task, EnsembleTask) and str(guarded.when) == "${s.flag} == 'yes'"
+    assert isinstance(dyn.task, DispatchTask) and dyn.input_scope == "dependencies"
+    assert isinstance(looped.task, LoopTask) and looped.task.max_iterations == 3
+    assert spec.child("child") is not None and spec.sinks() == ("fan", "guarded", "dyn", "looped")
+    with pytest.raises(AttributeError):
+        spec.name = "changed"  # frozen
+
+
+def test_every_problem_reported_at_once(tmp_path):
+    path = write(tmp_path, "bad.yaml", """
+name: bad
+agents:
+  - name: a
+    model: m
+    sytem_prompt: typo
+  - name: b
+    depends_on: [a, ghost]
+    temperature: hot
+  - name: c
+    fan_out: true
+    model: m
+  - name: a
+    model: m
+""")
+    found = problems_of(path)
+    text = "\n".join(found)
+    assert "unknown key 'sytem_prompt'" in text and "did you mean 'system_prompt'" in text
+    assert "depends on unknown agent 'ghost'" in text
+    assert "'temperature' must be a number" in text
+    assert "'fan_out' needs 'depends_on'" in text
+    assert "duplicate agent name" in text
+    assert all(str(path) in line for line in found)
+    assert len(found) >= 5
+
+
+def test_cycle_is_named_as_a_path(tmp_path):
+    path = write(tmp_path, "cycle.yaml", """
+name: cyc
+agents:
+  - {name: a, model: m, depends_on: [c]}
+  - {name: b, model: m, depends_on: [a]}
+  - {name: c, model: m, depends_on: [b]}
+""")
+    (problem,) = problems_of(path)
+    assert "dependency cycle: a -> c -> b -> a" in problem
+
+
+def test_when_must_refer_to_a_dependency(tmp_path):
+    path = write(tmp_path, "w.yaml", """
+name: w
+agents:
+  - {name: a, model: m}
+  - {name: b, model: m, when: "${a.ok}"}
+""")
+    (problem,) = problems_of(path)
+    assert "not in its depends_on" in problem and "add 'a' to depends_on" in problem
+
+
+@pytest.mark.parametrize("when", ["a.ok", "${a.ok} >= 3", "${}", "${a.ok} == [1]"])
+def test_malformed_guards_are_refused(tmp_path, when):
+    path = write(tmp_path, "w.yaml", f"name: w\nagents:\n  - {{name: a, model: m}}\n"
+                                     f"  - {{name: b, model: m, depends_on: [a], when: '{when}'}}\n")
+    assert any("invalid 'when'" in p for p in problems_of(path))
+
+
+def test_loop_must_be_bounded(tmp_path):
+    write(tmp_path, "body.yaml", "name: body\nagents:\n  - {name: x, model: m}\n")
+    path = write(tmp_path, "l.yaml", "name: l\nagents:\n  - name: r\n    loop: {body: body, until: '${x.ok}'}\n")
+    assert any("max_iterations" in p and "bounded" in p for p in problems_of(path))
+
+
+def test_nested_ensemble_cycle_is_named(tmp_path):
+    write(tmp_path, "one.yaml", "name: one\nagents:\n  - {name: x, ensemble: two}\n")
+    write(tmp_path, "two.yaml", "name: two\nagents:\n  - {name: y, ensemble: one}\n")
+    found = problems_of(tmp_path / "one.yaml")
+    assert any("nested ensembles form a cycle: one -> two -> one" in p for p in found)
+
+
+def test_nesting_depth_is_limited(tmp_path):
+    for i in range(12):
+        write(tmp_path, f"n{i}.yaml", f"name: n{i}\nagents:\n  - {{name: x, ensemble: n{i + 1}}}\n")
+    write(tmp_path, "n12.yaml", "name: n12\nagents:\n  - {name: x, model: m}\n")
+    assert any("nest deeper than" in p for p in problems_of(tmp_path / "n0.yaml"))
+
+
+def test_missing_nested_ensemble_is_a_warning_and_unresolved(tmp_path):
+    path = write(tmp_path, "p.yaml", "name: p\nagents:\n  - {name: x, ensemble: nowhere}\n")
+    spec = load_ensemble(path)
+    assert any("nested ensemble 'nowhere' not found" in w for w in spec.warnings)
+    assert unresolved_references(spec) == ((path, "x", "nowhere"),)
+
+
+def test_unknown_top_level_keys_warn(tmp_path):
+    path = write(tmp_path, "t.yaml", "name: t\nserves: x\nseat_contract: {}\nagents:\n  - {name: a, model: m}\n")
+    spec = load_ensemble(path)
+    assert len([w for w in spec.warnings if "unknown top-level key" in w]) == 2
+
+
+def test_library_resolves_by_file_name_then_declared_name(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    write(first, "deep/alpha.yaml", "name: alpha\nagents:\n  - {name: a, model: m}\n")
+    write(second, "alpha.yaml", "name: alpha-shadowed\nagents:\n  - {name: a, model: m}\n")
+    write(second, "file-name.yaml", "name: declared\nagents:\n  - {name: a, model: m}\n")
+    library = EnsembleLibrary((first, second))
+    assert library.resolve("alpha") == first / "deep" / "alpha.yaml"
+    assert library.resolve("declared") == second / "file-name.yaml"
+    with pytest.raises(EnsembleNotFound) as missing:
+        library.resolve("nope")
+    assert "available: alpha, file-name" in str(missing.value)
+
+
+def test_git_symlink_stub_is_followed(tmp_path):
+    write(tmp_path, "real/target.yaml", "name: target\nagents:\n  - {name: a, model: m}\n")
+    stub = write(tmp_path, "stub.yaml", "real/target.yaml")
+    assert load_ensemble(stub).name == "target"
