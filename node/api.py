@@ -1,0 +1,171 @@
+"""orc's Python API: load an ensemble, run it, iterate its events. The CLI is built on it.
+
+    from orc.node.api import Orc
+
+    orc = Orc()                                   # or Orc(home="/path/to/home")
+    spec = orc.load("fan-out-review")             # a name or a path; validated whole
+    async for event in orc.run(spec, "input"):    # RunBegan, AgentBegan, TokenStreamed, ...
+        ...
+    result = orc.run_sync(spec, "input")          # or just the RunResult
+
+Everything runs in-process on this machine's models (the embedded mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from orc.node.catalog import DEFAULT_MODEL_ID, Catalog
+from orc.node.engine import Engine, journal_state
+from orc.node.events import RunFinished, RunProgress, RunResult
+from orc.node.home import Home, examples_dir, project_dir
+from orc.node.runtimes.base import ModelRuntime
+from orc.scheduler.ensemble import EnsembleSpec
+from orc.scheduler.errors import RunNotFound
+from orc.scheduler.journal import JournalContents, read_journal
+from orc.scheduler.loader import EnsembleLibrary, load_ensemble
+from orc.scheduler.profiles import Profiles, builtin_profiles, load_profiles
+from orc.scheduler.run import RunState
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    ensemble: str
+    status: str
+    started_at: float
+    finished_at: float | None
+    agents: int
+    completed: int
+
+
+class Orc:
+    """One orc home on this machine: its catalog, profiles, ensembles and run journals."""
+
+    def __init__(self, home: str | Path | None = None, *, cwd: Path | None = None,
+                 n_threads: int | None = None, seed: int | None = None) -> None:
+        self.home = Home.locate(home)
+        self.cwd = (cwd or Path.cwd()).absolute()
+        self.catalog = Catalog(self.home.models_dir)
+        self.project = project_dir(self.cwd)
+        self._n_threads = n_threads
+        self._seed = seed
+        self._runtimes: dict[str, ModelRuntime] | None = None
+        self._profiles: Profiles | None = None
+
+    # ---- ensembles ----
+
+    @property
+    def library(self) -> EnsembleLibrary:
+        folders = [self.cwd / ".llm-orc" / "ensembles", self.cwd / "ensembles", self.home.ensembles_dir]
+        shipped = examples_dir()
+        if shipped is not None:
+            folders.append(shipped)
+        unique: list[Path] = []
+        for folder in folders:
+            if folder.resolve() not in [f.resolve() for f in unique]:
+                unique.append(folder)
+        return EnsembleLibrary(tuple(unique))
+
+    def locate(self, name_or_path: str) -> Path:
+        """The ensemble file for a name or a path (raises EnsembleNotFound)."""
+        return self.library.resolve(name_or_path)
+
+    def load(self, name_or_path: str) -> EnsembleSpec:
+        """Load and validate an ensemble (raises EnsembleInvalid / EnsembleNotFound)."""
+        return load_ensemble(self.locate(name_or_path), self.library)
+
+    @property
+    def profiles(self) -> Profiles:
+        if self._profiles is None:
+            files = [self.home.config_file]
+            if self.project is not None:
+                files.append(self.project / "config.yaml")
+                profile_dir = self.project / "profiles"
+                if profile_dir.is_dir():
+                    files.extend(sorted(profile_dir.glob("*.yaml")))
+            self._profiles = load_profiles(files, builtin_profiles(DEFAULT_MODEL_ID))
+        return self._profiles
+
+    # ---- running ----
+
+    def engine(self, *, journal: bool = True) -> Engine:
+        return Engine(
+            catalog=self.catalog, runtimes=self.runtimes(), profiles=self.profiles, library=self.library,
+            runs_dir=self.home.runs_dir if journal else None, project_dir=self.project, seed=self._seed,
+        )
+
+    def runtimes(self) -> dict[str, ModelRuntime]:
+        if self._runtimes is None:
+            from orc.node.runtimes.llama_cpp import LlamaCppRuntime
+
+            self._runtimes = {"llama_cpp": LlamaCppRuntime(n_threads=self._n_threads)}
+        return self._runtimes
+
+    async def run(self, spec: EnsembleSpec, run_input: object) -> AsyncIterator[RunProgress]:
+        """Run `spec` on `run_input`, yielding progress; the last event is RunFinished."""
+        async for event in self.engine().run(spec, run_input):
+            yield event
+
+    def run_sync(self, spec: EnsembleSpec, run_input: object) -> RunResult:
+        """Run to completion and return the result (blocks; for scripts and notebooks)."""
+
+        async def collect() -> RunResult:
+            async for event in self.run(spec, run_input):
+                if isinstance(event, RunFinished):
+                    return event.result
+            raise AssertionError("run ended without RunFinished")
+
+        return asyncio.run(collect())
+
+    # ---- run journals ----
+
+    def journal(self, run_id: str) -> JournalContents:
+        path = self.home.journal_path(run_id)
+        if not path.is_file():
+            matches = sorted(self.home.runs_dir.glob(f"{run_id}*.journal")) if run_id else []
+            if len(matches) != 1:
+                raise RunNotFound(f"no run '{run_id}' under {self.home.runs_dir}"
+                                  + (" (ambiguous prefix)" if len(matches) > 1 else ""))
+            path = matches[0]
+        return read_journal(path)
+
+    def spec_of(self, contents: JournalContents) -> EnsembleSpec:
+        """The ensemble a journaled run used, reloaded from where it was read."""
+        source = contents.header.source
+        if source and Path(source).is_file():
+            return load_ensemble(Path(source), self.library)
+        return self.load(contents.header.ensemble)
+
+    def run_state(self, run_id: str) -> tuple[JournalContents, RunState]:
+        contents = self.journal(run_id)
+        return contents, journal_state(contents, self.spec_of(contents))
+
+    async def resume(self, run_id: str) -> AsyncIterator[RunProgress]:
+        """Continue a journaled run: completed agents are reused, the rest runs again."""
+        contents = self.journal(run_id)
+        spec = self.spec_of(contents)
+        async for event in self.engine().run(spec, contents.header.input, resume=contents):
+            yield event
+
+    def runs(self) -> list[RunSummary]:
+        """Every journaled run, newest first; unreadable journals are skipped."""
+        summaries = []
+        if not self.home.runs_dir.is_dir():
+            return []
+        for path in self.home.runs_dir.glob("*.journal"):
+            try:
+                contents = read_journal(path)
+            except Exception:  # noqa: BLE001 - one damaged journal must not hide the others
+                continue
+            done = {e.agent for e in contents.events if type(e).__name__ == "AgentSucceeded"}
+            end = contents.finished
+            summaries.append(RunSummary(
+                contents.header.run_id, contents.header.ensemble, end.status if end else "unfinished",
+                contents.header.started_at, end.at if end else None,
+                len({e.agent for e in contents.events}), len(done),
+            ))
+        return sorted(summaries, key=lambda s: s.started_at, reverse=True)

@@ -1,0 +1,144 @@
+"""Human and JSON views of ensembles and journaled runs."""
+
+from __future__ import annotations
+
+import time
+
+from typing_extensions import assert_never
+
+from orc.node.cli.render import render_deliverable
+from orc.scheduler.ensemble import (
+    AgentSpec,
+    DispatchTask,
+    EnsembleSpec,
+    EnsembleTask,
+    LlmTask,
+    LoopTask,
+    ScriptTask,
+)
+from orc.scheduler.journal import JournalContents
+from orc.scheduler.run import RunState, deliverable, run_status
+from orc.scheduler.values import thaw
+
+
+def task_summary(agent: AgentSpec) -> str:
+    match agent.task:
+        case LlmTask(model_profile=profile, model=model):
+            return f"llm {('model ' + model) if model else ('profile ' + (profile or 'default'))}"
+        case ScriptTask(script=script):
+            return f"script {script}"
+        case EnsembleTask(ensemble=ref):
+            return f"ensemble {ref}"
+        case DispatchTask(target=target):
+            return f"dispatch {target}"
+        case LoopTask(body=body, max_iterations=n, until=until):
+            return f"loop {body} (at most {n}" + (f", until {until})" if until else ")")
+        case _:
+            assert_never(agent.task)
+
+
+def describe_ensemble(spec: EnsembleSpec) -> str:
+    lines = [f"{spec.name}  ({spec.source})"]
+    if spec.description.strip():
+        lines.append("  " + spec.description.strip().replace("\n", "\n  "))
+    if spec.default_task:
+        lines.append(f"  default task: {spec.default_task.strip()[:200]}")
+    lines.append("agents:")
+    for agent in spec.agents:
+        lines.append(f"  - {agent.name}: {task_summary(agent)}")
+        details = []
+        if agent.depends_on:
+            details.append("after " + ", ".join(agent.depends_on))
+        if agent.when:
+            details.append(f"when {agent.when}")
+        if agent.fan_out:
+            details.append("fan-out")
+        if agent.input_key:
+            details.append(f"input_key {agent.input_key}")
+        if agent.input_scope != "full":
+            details.append(f"input_scope {agent.input_scope}")
+        if agent.timeout_seconds:
+            details.append(f"timeout {agent.timeout_seconds:g}s")
+        if agent.retries is not None:
+            details.append(f"retries {agent.retries}")
+        if agent.placement.local_only:
+            details.append("local only")
+        if details:
+            lines.append("      " + "; ".join(details))
+    for warning in spec.warnings:
+        lines.append(f"warning: {warning}")
+    return "\n".join(lines)
+
+
+def ensemble_json(spec: EnsembleSpec) -> dict:
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "default_task": spec.default_task,
+        "source": str(spec.source) if spec.source else None,
+        "agents": [
+            {
+                "name": a.name,
+                "task": task_summary(a),
+                "depends_on": list(a.depends_on),
+                "fan_out": a.fan_out,
+                "input_key": a.input_key,
+                "input_scope": a.input_scope,
+                "when": str(a.when) if a.when else None,
+                "timeout_seconds": a.timeout_seconds,
+                "retries": a.retries,
+                "placement": {"local_only": a.placement.local_only,
+                              "require_tags": sorted(a.placement.require_tags),
+                              "prefer_tags": sorted(a.placement.prefer_tags)},
+                "parameters": thaw(a.task.parameters) if isinstance(a.task, ScriptTask) else None,
+            }
+            for a in spec.agents
+        ],
+        "warnings": list(spec.warnings),
+    }
+
+
+def _when(at: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else "-"
+
+
+def describe_run(contents: JournalContents, state: RunState) -> str:
+    header = contents.header
+    end = contents.finished
+    status = end.status if end else f"unfinished (resume with 'orc runs resume {header.run_id}')"
+    lines = [f"run {header.run_id}  {header.ensemble}  {status}",
+             f"  started {_when(header.started_at)}" + (f", finished {_when(end.at)} "
+                                                        f"({end.at - header.started_at:.1f}s)" if end else ""),
+             f"  input: {render_deliverable(header.input).strip()[:300]}", "agents:"]
+    for name, record in state.agents.items():
+        took = f"{record.finished_at - record.started_at:.1f}s" if record.finished_at and record.started_at else ""
+        usage = f"{record.usage.prompt_tokens}+{record.usage.completion_tokens} tok" if record.usage.completion_tokens else ""
+        meta = " · ".join(x for x in (record.node_id or "", record.model or "", took, usage,
+                                       f"{record.attempts} attempts" if record.attempts > 1 else "") if x)
+        lines.append(f"  - {name}: {record.status.value}  {meta}")
+        if record.error:
+            lines.append(f"      error: {record.error}")
+        if record.output is not None:
+            text = render_deliverable(record.output).strip()
+            lines.append("      " + text[:600].replace("\n", "\n      ") + (" …" if len(text) > 600 else ""))
+    return "\n".join(lines)
+
+
+def run_json(contents: JournalContents, state: RunState) -> dict:
+    end = contents.finished
+    return {
+        "run_id": contents.header.run_id,
+        "ensemble": contents.header.ensemble,
+        "status": end.status if end else "unfinished",
+        "input": thaw(contents.header.input),
+        "deliverable": thaw(deliverable(state)) if end else None,
+        "results": {
+            name: {"status": r.status.value, "output": thaw(r.output), "node_id": r.node_id, "model": r.model,
+                   "attempts": r.attempts, "started_at": r.started_at, "finished_at": r.finished_at,
+                   "usage": {"prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens},
+                   "error": r.error}
+            for name, r in state.agents.items()
+        },
+        "timing": {"started_at": contents.header.started_at, "finished_at": end.at if end else None},
+        "computed_status": run_status(state),
+    }

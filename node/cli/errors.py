@@ -1,0 +1,69 @@
+"""The one place where errors become a message on stderr and an exit code.
+
+0 success; 1 the run finished with failed agents; 2 invalid input (ensemble, flags, files,
+config); 3 the mesh cannot run it (no node has the model); 70 an internal error (a bug:
+please report it). Tracebacks only with --debug.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import traceback
+from collections.abc import Iterator
+from typing import NoReturn
+
+import click
+import typer
+
+
+def fail(code: int, message: str) -> NoReturn:
+    """Print `message` as one error line (or a short list) and exit with `code`."""
+    typer.echo(f"orc: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def exit_code_for(error: BaseException) -> int | None:
+    """The documented exit code for an error orc knows, or None for a bug."""
+    from orc.node.catalog import CatalogError
+    from orc.node.engine import RunRefused
+    from orc.node.home import HomeError
+    from orc.node.runtimes.base import RuntimeFailure
+    from orc.scheduler.errors import SchedulerError
+    from orc.scheduler.profiles import ConfigInvalid
+
+    if isinstance(error, RunRefused):
+        return error.exit_code
+    if isinstance(error, (SchedulerError, ConfigInvalid, CatalogError, HomeError)):
+        return 2
+    if isinstance(error, RuntimeFailure):
+        return 3
+    if isinstance(error, OSError):
+        return 2
+    return None
+
+
+@contextlib.contextmanager
+def guarded(debug: bool) -> Iterator[None]:
+    """Run a command body, mapping every error to one clear line and its exit code."""
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        yield
+    except (typer.Exit, click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+        raise
+    except KeyboardInterrupt:
+        typer.echo("orc: interrupted", err=True)
+        raise typer.Exit(130) from None
+    except Exception as error:  # noqa: BLE001 - the CLI boundary
+        code = exit_code_for(error)
+        if debug:
+            traceback.print_exc()
+        if code is None:
+            typer.echo(f"orc: internal error: {type(error).__name__}: {error} "
+                       "(please report it; --debug shows the traceback)", err=True)
+            raise typer.Exit(70) from None
+        message = str(error) or error.__class__.__doc__ or type(error).__name__
+        typer.echo(f"orc: error: {message}", err=True)
+        raise typer.Exit(code) from None

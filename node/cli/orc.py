@@ -1,0 +1,384 @@
+"""`orc`: run ensembles and inspect models, ensembles and runs.
+
+Exit codes (docs/cli.md): 0 every agent succeeded; 1 the run finished with failed agents;
+2 invalid input (ensemble, flags, files); 3 the mesh cannot run it (no node has the model).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+import typer
+
+from orc.node.cli.errors import fail, guarded
+
+app = typer.Typer(
+    name="orc",
+    help="Run ensembles of small models and scripts on your own devices.\n\n"
+    "Start with 'orc ensembles list', then 'orc run NAME \"your input\"'.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+ensembles_app = typer.Typer(help="List, validate, show and graph ensembles.", no_args_is_help=True)
+models_app = typer.Typer(help="The models this node can run (the catalog).", invoke_without_command=True)
+runs_app = typer.Typer(help="Journaled runs: list, show, resume.", no_args_is_help=True)
+app.add_typer(ensembles_app, name="ensembles")
+app.add_typer(models_app, name="models")
+app.add_typer(runs_app, name="runs")
+
+HomeOption = typer.Option(None, "--home", envvar="ORC_HOME", help="orc home folder (config, models, runs).",
+                          show_envvar=True)
+DebugOption = typer.Option(False, "--debug", help="Show a traceback on errors.")
+JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+
+T = TypeVar("T")
+
+
+def _orc(home: Optional[Path], **kwargs: Any) -> Any:
+    from orc.node.api import Orc
+
+    return Orc(home, **kwargs)
+
+
+# ---------------------------------------------------------------- run
+
+def _read_input(positional: Optional[str], text: Optional[str], file: Optional[Path],
+                default_task: Optional[str]) -> object:
+    """Input precedence: positional > --input > -f FILE > stdin > the ensemble's default_task."""
+    if positional is not None:
+        return positional
+    if text is not None:
+        return text
+    if file is not None:
+        try:
+            if file.stat().st_size > 16 << 20:
+                fail(2, f"input file {file} is larger than 16 MiB")
+            return file.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            fail(2, f"input file {file} not found")
+        except IsADirectoryError:
+            fail(2, f"input file {file} is a folder")
+        except OSError as error:
+            fail(2, f"cannot read input file {file}: {error.strerror or error}")
+    if not sys.stdin.isatty():
+        try:
+            data = sys.stdin.read(16 << 20)
+        except (OSError, ValueError):
+            data = ""
+        if data.strip():
+            return data
+    if default_task is not None:
+        return default_task
+    fail(2, "no input: pass it as an argument, --input TEXT, -f FILE or on stdin "
+            "(this ensemble has no default_task)")
+    raise AssertionError
+
+
+@app.command()
+def run(
+    ensemble: str = typer.Argument(..., help="Ensemble name (see 'orc ensembles list') or path to a YAML file."),
+    input_arg: Optional[str] = typer.Argument(None, metavar="[INPUT]", help="The input text."),
+    input_text: Optional[str] = typer.Option(None, "--input", "-i", help="The input text."),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="Read the input from a file."),
+    as_json: bool = JsonOption,
+    explain: bool = typer.Option(False, "--explain", help="Print where each agent will run, and why, first."),
+    local: bool = typer.Option(False, "--local", help="Run in-process on this machine's models only."),
+    watch: Optional[str] = typer.Option(None, "--watch", help="Stream this agent's tokens (default: the first to start)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed, for reproducible output."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads per model (default: all cores)."),
+    home: Optional[Path] = HomeOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Run an ensemble and print its deliverable.
+
+    Input comes from INPUT, else --input, else -f FILE, else stdin, else the ensemble's
+    default_task. Progress goes to stderr, the deliverable to stdout.
+
+    Examples:
+
+      orc run fan-out-review "Should we rewrite the billing service in Rust?"
+
+      git diff | orc run code-review --json
+    """
+    with guarded(debug):
+        orc = _orc(home, seed=seed, n_threads=threads)
+        spec = orc.load(ensemble)
+        run_input = _read_input(input_arg, input_text, file, spec.default_task)
+        engine = orc.engine()
+        warnings = engine.preflight(spec)
+        if not quiet and not as_json:
+            for warning in warnings:
+                typer.echo(f"warning: {warning}", err=True)
+        if explain:
+            _explain(engine, spec)
+        result = _drive(engine.run(spec, run_input), show=not (quiet or as_json), watch=watch)
+        _print_result(result, as_json)
+        raise typer.Exit(result.exit_code)
+
+
+def _explain(engine: Any, spec: Any) -> None:
+    from orc.scheduler.ensemble import LlmTask, ScriptTask
+
+    typer.echo(f"placement for {spec.name} (embedded mode: one node, '{engine.node_id}'):", err=True)
+    for agent in spec.agents:
+        match agent.task:
+            case LlmTask():
+                model = engine._model_name(spec, agent)
+                typer.echo(f"  {agent.name}: model {model} -> {engine.node_id} (the only candidate)", err=True)
+            case ScriptTask(script=script):
+                typer.echo(f"  {agent.name}: script {script} -> {engine.node_id} (scripts run on the coordinator)",
+                           err=True)
+            case _:
+                typer.echo(f"  {agent.name}: composite; its agents are placed when it runs", err=True)
+
+
+def _drive(events: Any, *, show: bool, watch: Optional[str]) -> Any:
+    from orc.node.cli.render import ProgressView
+    from orc.node.events import RunFinished
+
+    view = ProgressView(stream_tokens=sys.stderr.isatty() or bool(watch), watch=watch)
+
+    async def consume() -> Any:
+        result = None
+        try:
+            async for event in events:
+                if show:
+                    view.show(event)
+                if isinstance(event, RunFinished):
+                    result = event.result
+        finally:
+            await events.aclose()
+        return result
+
+    result = asyncio.run(consume())
+    if result is None:
+        fail(1, "the run ended without a result")
+    return result
+
+
+def _print_result(result: Any, as_json: bool) -> None:
+    from orc.node.cli.render import render_deliverable
+
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2, ensure_ascii=False, default=str))
+    else:
+        text = render_deliverable(result.deliverable)
+        if text:
+            typer.echo(text)
+
+
+# ---------------------------------------------------------------- ensembles
+
+@ensembles_app.command("list")
+def ensembles_list(as_json: bool = JsonOption, home: Optional[Path] = HomeOption, debug: bool = DebugOption) -> None:
+    """List the ensembles orc can find, in the order names resolve."""
+    from orc.scheduler.errors import SchedulerError
+    from orc.scheduler.loader import load_ensemble
+
+    with guarded(debug):
+        orc = _orc(home)
+        rows = []
+        for name, path in orc.library.entries():
+            try:
+                spec = load_ensemble(path, orc.library)
+                rows.append({"name": name, "agents": len(spec.agents), "description": spec.description.strip(),
+                             "path": str(path), "valid": True})
+            except SchedulerError as error:
+                rows.append({"name": name, "agents": 0, "description": str(error).splitlines()[0],
+                             "path": str(path), "valid": False})
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        if not rows:
+            typer.echo("no ensembles found; looked in: " + ", ".join(str(f) for f in orc.library.folders), err=True)
+            return
+        width = max(len(r["name"]) for r in rows)
+        for row in rows:
+            summary = row["description"].splitlines()[0] if row["description"] else ""
+            mark = "" if row["valid"] else "INVALID: "
+            typer.echo(f"{row['name']:<{width}}  {row['agents']:>2} agents  {mark}{summary[:80]}")
+
+
+@ensembles_app.command("validate")
+def ensembles_validate(
+    targets: list[str] = typer.Argument(..., help="Ensemble files or names."),
+    home: Optional[Path] = HomeOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Check ensembles without running them.
+
+    Structure (keys, types, dependencies, cycles, guards, loops) is an error (exit 2).
+    What depends on this machine (scripts, profiles, models) is a warning (exit 0).
+    """
+    from orc.node.engine import RunRefused
+    from orc.scheduler.errors import EnsembleInvalid, EnsembleNotFound
+
+    with guarded(debug):
+        orc = _orc(home)
+        engine = None
+        failed = False
+        for target in targets:
+            try:
+                spec = orc.load(target)
+            except (EnsembleInvalid, EnsembleNotFound) as error:
+                failed = True
+                typer.echo(f"error: {error}", err=True)
+                continue
+            if engine is None:
+                engine = orc.engine(journal=False)
+            warnings = list(spec.warnings)
+            try:
+                warnings = engine.preflight(spec)
+            except RunRefused as refused:
+                structural = [p for p in refused.problems if "fallback cycle" in p.message]
+                if structural:
+                    failed = True
+                    for problem in structural:
+                        typer.echo(f"error: {problem}", err=True)
+                    continue
+                warnings += [f"{p} (orc run would refuse this)" for p in refused.problems]
+            for warning in warnings:
+                typer.echo(f"warning: {warning}", err=True)
+            typer.echo(f"ok: {spec.source} ({spec.name}, {len(spec.agents)} agents)")
+        raise typer.Exit(2 if failed else 0)
+
+
+@ensembles_app.command("show")
+def ensembles_show(name: str = typer.Argument(..., help="Ensemble name or path."), as_json: bool = JsonOption,
+                   home: Optional[Path] = HomeOption, debug: bool = DebugOption) -> None:
+    """Show an ensemble's agents: what each does, what it depends on, its guards."""
+    from orc.node.cli.describe import describe_ensemble, ensemble_json
+
+    with guarded(debug):
+        spec = _orc(home).load(name)
+        if as_json:
+            typer.echo(json.dumps(ensemble_json(spec), indent=2, default=str))
+        else:
+            typer.echo(describe_ensemble(spec))
+
+
+@ensembles_app.command("graph")
+def ensembles_graph(name: str = typer.Argument(..., help="Ensemble name or path."),
+                    home: Optional[Path] = HomeOption, debug: bool = DebugOption) -> None:
+    """Print the ensemble's DAG as Mermaid text (paste it into a ```mermaid block)."""
+    from orc.scheduler.dag import to_mermaid
+
+    with guarded(debug):
+        typer.echo(to_mermaid(_orc(home).load(name)), nl=False)
+
+
+# ---------------------------------------------------------------- models
+
+@models_app.callback()
+def models_list(ctx: typer.Context, as_json: bool = JsonOption, home: Optional[Path] = HomeOption,
+                debug: bool = DebugOption) -> None:
+    """List the local catalog: id, runtime, size, SHA-256 digest."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = {"home": home, "debug": debug}
+        return
+    with guarded(debug):
+        entries = _orc(home).catalog.entries()
+        if as_json:
+            typer.echo(json.dumps([{"id": e.id, "runtime": e.runtime, "size_bytes": e.size_bytes,
+                                    "sha256": e.sha256, "source": e.source, "path": str(e.path),
+                                    "chat": e.chat, "description": e.description} for e in entries], indent=2))
+            return
+        if not entries:
+            typer.echo("no models; add one with 'orc models add PATH'", err=True)
+            return
+        width = max(len(e.id) for e in entries)
+        typer.echo(f"{'ID':<{width}}  {'RUNTIME':<9}  {'SIZE':>9}  {'SHA-256':<16}  SOURCE")
+        for e in entries:
+            digest = (e.sha256 or "(not assembled)")[:16]
+            typer.echo(f"{e.id:<{width}}  {e.runtime:<9}  {_size(e.size_bytes):>9}  {digest:<16}  {e.source}")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+@models_app.command("add")
+def models_add(path: Path = typer.Argument(..., help="A GGUF file."),
+               model_id: Optional[str] = typer.Option(None, "--id", help="Catalog id (default: from the file name)."),
+               home: Optional[Path] = HomeOption, debug: bool = DebugOption) -> None:
+    """Add a model file to this node's catalog (its SHA-256 is computed once)."""
+    with guarded(debug):
+        entry = _orc(home).catalog.add(path, model_id)
+        typer.echo(f"added {entry.id} ({entry.runtime}, {_size(entry.size_bytes)}, sha256 {entry.sha256[:16]}…)")
+
+
+@models_app.command("remove")
+def models_remove(model_id: str = typer.Argument(..., help="The model's catalog id."),
+                  home: Optional[Path] = HomeOption, debug: bool = DebugOption) -> None:
+    """Remove a user-added model from the catalog (the file itself is kept)."""
+    with guarded(debug):
+        _orc(home).catalog.remove(model_id)
+        typer.echo(f"removed {model_id}")
+
+
+# ---------------------------------------------------------------- runs
+
+@runs_app.command("list")
+def runs_list(as_json: bool = JsonOption, home: Optional[Path] = HomeOption, debug: bool = DebugOption) -> None:
+    """List journaled runs, newest first."""
+    with guarded(debug):
+        runs = _orc(home).runs()
+        if as_json:
+            typer.echo(json.dumps([r.__dict__ for r in runs], indent=2))
+            return
+        if not runs:
+            typer.echo("no runs yet", err=True)
+            return
+        for r in runs:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started_at))
+            took = f"{r.finished_at - r.started_at:.1f}s" if r.finished_at else "-"
+            typer.echo(f"{r.run_id}  {when}  {r.status:<22} {took:>8}  {r.completed}/{r.agents} agents  {r.ensemble}")
+
+
+@runs_app.command("show")
+def runs_show(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."), as_json: bool = JsonOption,
+              home: Optional[Path] = HomeOption, debug: bool = DebugOption) -> None:
+    """Show one journaled run: input, each agent's result, timing and usage."""
+    from orc.node.cli.describe import describe_run, run_json
+
+    with guarded(debug):
+        contents, state = _orc(home).run_state(run_id)
+        if as_json:
+            typer.echo(json.dumps(run_json(contents, state), indent=2, ensure_ascii=False, default=str))
+        else:
+            typer.echo(describe_run(contents, state))
+
+
+@runs_app.command("resume")
+def runs_resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."), as_json: bool = JsonOption,
+                quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+                home: Optional[Path] = HomeOption, debug: bool = DebugOption) -> None:
+    """Finish a run from its journal: completed agents are reused, the others run again."""
+    with guarded(debug):
+        orc = _orc(home)
+        result = _drive(orc.resume(run_id), show=not (quiet or as_json), watch=None)
+        _print_result(result, as_json)
+        raise typer.Exit(result.exit_code)
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Live progress of a run on stderr: which agent runs where, the watched agent's tokens, elapsed time."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from typing_extensions import assert_never
+
+from orc.node.events import (
+    AgentBegan,
+    AgentEnded,
+    AgentRetrying,
+    RunBegan,
+    RunFinished,
+    RunProgress,
+    TokenStreamed,
+)
+from orc.scheduler.run import AgentStatus
+from orc.scheduler.values import thaw
+
+
+@dataclass
+class ProgressView:
+    """Renders events as lines; streams the tokens of one agent at a time (the first to stream)."""
+
+    out: TextIO = field(default_factory=lambda: sys.stderr)
+    stream_tokens: bool = True
+    watch: str | None = None
+    _started: float | None = None
+    _streaming: str | None = None
+    _mid_line: bool = False
+    _colour: bool = False
+
+    def __post_init__(self) -> None:
+        self._colour = hasattr(self.out, "isatty") and self.out.isatty()
+
+    def _style(self, text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self._colour else text
+
+    def _line(self, text: str) -> None:
+        if self._mid_line:
+            self.out.write("\n")
+            self._mid_line = False
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def _elapsed(self, at: float | None) -> str:
+        if at is None or self._started is None:
+            return ""
+        return self._style(f"[{at - self._started:6.1f}s]", "2")
+
+    def show(self, event: RunProgress) -> None:
+        match event:
+            case RunBegan(run_id=run_id, ensemble=ensemble, agents=agents, resumed=resumed):
+                verb = "resuming" if resumed else "running"
+                self._line(self._style(f"orc: {verb} {ensemble} ({len(agents)} agents), run {run_id}", "1"))
+            case AgentBegan(agent=agent, node_id=node, model=model, attempt=attempt, instances=instances):
+                where = f"on {node}" + (f" · {model}" if model else "")
+                extra = f" · attempt {attempt}" if attempt > 1 else ""
+                fan = f" · fan-out ×{instances}" if instances is not None else ""
+                self._line(f"  {self._style('▶', '36')} {agent} {self._style(where + extra + fan, '2')}")
+            case TokenStreamed(agent=agent, text=text):
+                if not self.stream_tokens:
+                    return
+                if self._streaming is None and (self.watch is None or agent == self.watch
+                                                or agent.startswith(self.watch + "[")):
+                    self._streaming = agent
+                    self._line(self._style(f"  ┌ {agent}", "2"))
+                    self.out.write("  │ ")
+                    self._mid_line = True
+                if agent == self._streaming:
+                    if not self._mid_line:
+                        self.out.write("  │ ")
+                        self._mid_line = True
+                    self.out.write(text.replace("\n", "\n  │ "))
+                    self.out.flush()
+            case AgentEnded(agent=agent, record=record, reused=reused):
+                if agent == self._streaming:
+                    self._streaming = None
+                if self._started is None and record.started_at is not None:
+                    self._started = record.started_at
+                took = ""
+                if record.started_at is not None and record.finished_at is not None:
+                    took = f"{record.finished_at - record.started_at:.1f}s"
+                tokens = record.usage.completion_tokens
+                detail = " · ".join(x for x in (took, f"{tokens} tok" if tokens else "",
+                                                 "from journal" if reused else "") if x)
+                match record.status:
+                    case AgentStatus.COMPLETED:
+                        self._line(f"  {self._style('✓', '32')} {agent} {self._style(detail, '2')} "
+                                   f"{self._elapsed(record.finished_at)}")
+                    case AgentStatus.FAILED:
+                        self._line(f"  {self._style('✗', '31')} {agent} failed: {record.error}")
+                    case AgentStatus.SKIPPED:
+                        self._line(f"  {self._style('↷', '33')} {agent} skipped: {record.error}")
+                    case AgentStatus.PENDING | AgentStatus.RUNNING:
+                        pass
+                    case _:
+                        assert_never(record.status)
+            case AgentRetrying(agent=agent, error=error, attempt=attempt):
+                self._line(f"  {self._style('↻', '33')} {agent} attempt {attempt} failed ({error}); retrying")
+            case RunFinished(result=result):
+                took = result.finished_at - result.started_at
+                colour = {"completed": "32", "completed_with_errors": "33"}.get(result.status, "31")
+                self._line(self._style(f"orc: {result.status} in {took:.1f}s", colour))
+            case _:
+                assert_never(event)
+
+    def mark_start(self, at: float) -> None:
+        self._started = at
+
+
+def render_deliverable(value: object) -> str:
+    """The deliverable as text for stdout: strings as they are, several sinks under headings."""
+    data = thaw(value)
+    if isinstance(data, str):
+        return data
+    if isinstance(data, dict) and data and all(isinstance(v, str) for v in data.values()):
+        return "\n\n".join(f"## {name}\n{text}" for name, text in data.items())
+    if data is None:
+        return ""
+    return json.dumps(data, indent=2, ensure_ascii=False, default=str)

@@ -1,0 +1,549 @@
+"""The run engine: the async shell that performs what `orc.scheduler.run.plan` decides.
+
+It owns the clock, the journal writer and the tasks; every decision (what may start, what a
+failure means, what the deliverable is) comes from the pure state machine. Blocking work
+(inference, subprocess waits) happens behind the runtime seam, never on this loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+from orc.node.catalog import Catalog, CatalogError
+from orc.node.events import (
+    AgentBegan,
+    AgentEnded,
+    AgentRetrying,
+    RunBegan,
+    RunFinished,
+    RunProgress,
+    RunResult,
+    TokenStreamed,
+)
+from orc.node.runtimes.base import (
+    ChatMessage,
+    GenerationDone,
+    GenerationError,
+    GenerationParams,
+    ModelRuntime,
+    RuntimeFailure,
+    TokenChunk,
+)
+from orc.node.runtimes.script import resolve_script, run_script
+from orc.scheduler.ensemble import (
+    AgentSpec,
+    DispatchTask,
+    EnsembleSpec,
+    EnsembleTask,
+    LlmTask,
+    LoopTask,
+    ScriptTask,
+)
+from orc.scheduler.errors import EnsembleInvalid, EnsembleNotFound, Problem
+from orc.scheduler.journal import JournalContents, JournalWriter, RunEnded, RunHeader
+from orc.scheduler.loader import EnsembleLibrary, load_ensemble, unresolved_references
+from orc.scheduler.profiles import Profiles, ResolvedModel, resolve_model
+from orc.scheduler.run import (
+    AgentFailed,
+    AgentInput,
+    AgentRecord,
+    AgentSkipped,
+    AgentStarted,
+    AgentStatus,
+    AgentSucceeded,
+    FailAgent,
+    RunId,
+    RunState,
+    SkipAgent,
+    StartAgent,
+    Usage,
+    apply,
+    deliverable,
+    derive_run_id,
+    initial_state,
+    is_finished,
+    outputs,
+    plan,
+    resumable,
+    run_status,
+)
+from orc.scheduler.values import holds, lookup, resolve, structured, thaw
+
+log = logging.getLogger(__name__)
+
+LOCAL_NODE_ID = "local"
+DEFAULT_AGENT_TIMEOUT = 300.0  # seconds; llm-orc's default too. Composite agents have none.
+
+
+class RunRefused(Exception):
+    """The ensemble cannot run on this machine; nothing was started."""
+
+    def __init__(self, problems: list[Problem], exit_code: int) -> None:
+        self.problems = tuple(problems)
+        self.exit_code = exit_code
+        super().__init__(EnsembleInvalid(problems).summary())
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """The end of one agent attempt, posted by its task to the run loop."""
+
+    event: Union[AgentSucceeded, AgentFailed]
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What a (possibly nested) run needs to execute its agents."""
+
+    run_id: RunId
+    prefix: str
+    depth: int
+    post: Callable[[object], None]
+
+
+@dataclass
+class Engine:
+    """Executes ensembles on this node's runtimes."""
+
+    catalog: Catalog
+    runtimes: Mapping[str, ModelRuntime]
+    profiles: Profiles
+    library: EnsembleLibrary
+    runs_dir: Path | None
+    project_dir: Path | None = None
+    node_id: str = LOCAL_NODE_ID
+    clock: Callable[[], float] = time.time
+    seed: int | None = None
+    _resolved: dict[tuple[int, str], ResolvedModel] = field(default_factory=dict)
+
+    # ---- before anything runs ----
+
+    def preflight(self, spec: EnsembleSpec) -> list[str]:
+        """Check everything that depends on this machine; raise RunRefused, or return warnings.
+
+        Missing scripts, profiles and nested ensembles exit 2; models nobody has exit 3.
+        """
+        problems: list[Problem] = []
+        missing_models: list[Problem] = []
+        warnings = list(spec.warnings)
+        for file, agent, reference in unresolved_references(spec):
+            problems.append(Problem(file, agent, f"nested ensemble '{reference}' not found",
+                                    "put it next to this file or in an ensembles folder"))
+        self._check(spec, problems, missing_models, seen=set())
+        if problems:
+            raise RunRefused(problems + missing_models, 2)
+        if missing_models:
+            raise RunRefused(missing_models, 3)
+        return warnings
+
+    def _check(self, spec: EnsembleSpec, problems: list[Problem], missing: list[Problem], seen: set[int]) -> None:
+        if id(spec) in seen:
+            return
+        seen.add(id(spec))
+        for agent in spec.agents:
+            match agent.task:
+                case LlmTask() as task:
+                    resolved = resolve_model(agent, task, self.profiles, spec.source,
+                                             available=lambda m: self.catalog.get(m) is not None)
+                    if isinstance(resolved, Problem):
+                        problems.append(resolved)
+                        continue
+                    if self.catalog.get(resolved.model) is None:
+                        have = ", ".join(e.id for e in self.catalog.entries()) or "none"
+                        via = f" (profile '{resolved.profile}')" if resolved.profile else ""
+                        missing.append(Problem(spec.source, agent.name,
+                                               f"no node has model '{resolved.model}'{via}; models here: {have}",
+                                               f"map it in your orc config: model_aliases: {{'{resolved.model}': "
+                                               f"{self._default_model()}}}, or add it with 'orc models add PATH'"))
+                        continue
+                    self._resolved[(id(spec), agent.name)] = resolved
+                case ScriptTask(script=script):
+                    try:
+                        resolve_script(script, ensemble_dir=_folder(spec), project_dir=self.project_dir)
+                    except RuntimeFailure as error:
+                        problems.append(Problem(spec.source, agent.name, str(error)))
+                case EnsembleTask() | LoopTask():
+                    pass
+                case DispatchTask():
+                    pass  # the target is only known at run time
+        for _, child in spec.children:
+            self._check(child, problems, missing, seen)
+
+    def _default_model(self) -> str:
+        default = self.profiles.profiles.get("default")
+        return default.model if default else "smollm2-135m-instruct"
+
+    # ---- running ----
+
+    async def run(
+        self, spec: EnsembleSpec, run_input: object, *, resume: JournalContents | None = None
+    ) -> AsyncIterator[RunProgress]:
+        """Run `spec` (or continue the journaled run `resume`), yielding progress as it happens.
+
+        The last event is always `RunFinished`. Closing the iterator early cancels every
+        running agent; the journal keeps what had finished.
+        """
+        self.preflight(spec)
+        now = self.clock()
+        writer: JournalWriter | None = None
+        if resume is not None:
+            run_id = resume.header.run_id
+            state = initial_state(run_id, spec, resume.header.input, resume.header.started_at)
+            for event in resume.events:
+                if event.agent in state.agents:
+                    state = apply(state, event)
+            state = resumable(state)
+            if self.runs_dir is not None:
+                writer = JournalWriter.reopen(self.runs_dir / f"{run_id}.journal")
+        else:
+            run_id = derive_run_id(spec.name, now, os.urandom(8))
+            state = initial_state(run_id, spec, run_input, now)
+            if self.runs_dir is not None:
+                header = RunHeader(run_id, spec.name, str(spec.source) if spec.source else None, run_input, now)
+                writer = JournalWriter.create(self.runs_dir / f"{run_id}.journal", header)
+        yield RunBegan(run_id, spec.name, spec.names, writer.path if writer else None, resumed=resume is not None)
+        for name, record in state.agents.items():
+            if record.status is AgentStatus.COMPLETED:
+                yield AgentEnded(name, record, reused=True)
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        try:
+            async for event in self._drive(state, _Context(run_id, "", 0, queue.put_nowait), queue, writer):
+                yield event
+        finally:
+            if writer is not None:
+                writer.close()
+
+    async def _drive(
+        self, state: RunState, ctx: _Context, queue: "asyncio.Queue[object]", writer: JournalWriter | None
+    ) -> AsyncIterator[RunProgress]:
+        """The loop shared by top-level and nested runs: plan, start, collect, repeat."""
+        running: dict[str, asyncio.Task[None]] = {}
+
+        def record(event: object) -> None:
+            if writer is not None:
+                writer.append(event)  # type: ignore[arg-type]
+
+        try:
+            while True:
+                for step in plan(state):
+                    match step:
+                        case StartAgent(input=agent_input):
+                            spec = state.spec.agent(agent_input.agent)
+                            model = self._model_name(state.spec, spec)
+                            started = AgentStarted(spec.name, self.clock(), self.node_id, model)
+                            state = apply(state, started)
+                            record(started)
+                            running[spec.name] = asyncio.create_task(
+                                self._attempt(state.spec, spec, agent_input, ctx, queue), name=f"agent:{spec.name}")
+                            width = len(agent_input.items) if agent_input.items is not None else None
+                            yield AgentBegan(ctx.prefix + spec.name, self.node_id, model, agent_input.attempt, width)
+                        case SkipAgent(agent=name, reason=reason):
+                            skipped = AgentSkipped(name, reason, self.clock())
+                            state = apply(state, skipped)
+                            record(skipped)
+                            yield AgentEnded(ctx.prefix + name, state.agents[name])
+                        case FailAgent(agent=name, error=error):
+                            at = self.clock()
+                            for event in (AgentStarted(name, at, self.node_id, None), AgentFailed(name, error, at)):
+                                state = apply(state, event)
+                                record(event)
+                            yield AgentEnded(ctx.prefix + name, state.agents[name])
+                if is_finished(state):
+                    break
+                if not running:
+                    # Cannot happen with a validated DAG; guards against a planner bug hanging the run.
+                    raise RuntimeError("run stalled: nothing running and nothing ready")
+                item = await queue.get()
+                match item:
+                    case _Outcome(event=event):
+                        running.pop(event.agent, None)
+                        state = apply(state, event)
+                        record(event)
+                        current = state.agents[event.agent]
+                        if current.status is AgentStatus.PENDING:
+                            assert isinstance(event, AgentFailed)
+                            yield AgentRetrying(ctx.prefix + event.agent, event.error, current.attempts)
+                        else:
+                            yield AgentEnded(ctx.prefix + event.agent, current)
+                    case _:
+                        yield item  # type: ignore[misc]  # token and nested progress events
+        finally:
+            for task in running.values():
+                task.cancel()
+            if running:
+                await asyncio.gather(*running.values(), return_exceptions=True)
+        finished = self.clock()
+        status = run_status(state)
+        result = RunResult(state.run_id, state.spec.name, status, deliverable(state),
+                           tuple(state.agents.items()), state.started_at, finished)
+        record(RunEnded(status, finished))
+        yield RunFinished(result)
+
+    def _model_name(self, ensemble: EnsembleSpec, spec: AgentSpec) -> str | None:
+        resolved = self._resolved.get((id(ensemble), spec.name))
+        return resolved.model if resolved else None
+
+    async def _attempt(self, ensemble: EnsembleSpec, spec: AgentSpec, agent_input: AgentInput,
+                       ctx: _Context, queue: "asyncio.Queue[object]") -> None:
+        """Run one attempt of one agent and post its outcome; never raises (task boundary)."""
+        name = ctx.prefix + spec.name
+        timeout = spec.timeout_seconds
+        resolved = self._resolved.get((id(ensemble), spec.name))
+        if timeout is None and resolved is not None:
+            timeout = resolved.timeout_seconds
+        if timeout is None and isinstance(spec.task, (LlmTask, ScriptTask)):
+            timeout = DEFAULT_AGENT_TIMEOUT
+        try:
+            if agent_input.items is not None:
+                coroutine = self._fan_out(ensemble, spec, agent_input, ctx, name)
+            else:
+                coroutine = self._perform(ensemble, spec, agent_input, agent_input.input, ctx, name)
+            output, usage = await asyncio.wait_for(coroutine, timeout)
+            event: AgentSucceeded | AgentFailed = AgentSucceeded(spec.name, output, self.clock(), usage)
+        except asyncio.TimeoutError:
+            event = AgentFailed(spec.name, f"timed out after {timeout:g}s", self.clock())
+        except asyncio.CancelledError:
+            raise
+        except _AgentError as error:
+            event = AgentFailed(spec.name, str(error), self.clock(), retryable=error.retryable)
+        except RuntimeFailure as error:
+            event = AgentFailed(spec.name, str(error), self.clock(), retryable=isinstance(error, GenerationError))
+        except Exception as error:  # task boundary: one agent's bug must not kill the run
+            log.exception("agent %s crashed", name)
+            event = AgentFailed(spec.name, f"internal error: {type(error).__name__}: {error}", self.clock())
+        queue.put_nowait(_Outcome(event))
+
+    async def _fan_out(self, ensemble: EnsembleSpec, spec: AgentSpec, agent_input: AgentInput,
+                       ctx: _Context, name: str) -> tuple[object, Usage]:
+        assert agent_input.items is not None
+        instances = [
+            self._perform(ensemble, spec, agent_input, item, ctx, f"{name}[{index}]")
+            for index, item in enumerate(agent_input.items)
+        ]
+        results = await asyncio.gather(*instances, return_exceptions=True)
+        failures = [(i, r) for i, r in enumerate(results) if isinstance(r, BaseException)]
+        for _, failure in failures:
+            if isinstance(failure, asyncio.CancelledError):
+                raise failure
+        if failures:
+            detail = "; ".join(f"[{i}] {error}" for i, error in failures[:5])
+            raise _AgentError(f"{len(failures)} of {len(results)} fan-out instances failed: {detail}")
+        usage = Usage()
+        for _, instance_usage in results:  # type: ignore[misc]
+            usage = usage + instance_usage
+        return tuple(output for output, _ in results), usage  # type: ignore[misc]
+
+    async def _perform(self, ensemble: EnsembleSpec, spec: AgentSpec, agent_input: AgentInput,
+                       value: object, ctx: _Context, name: str) -> tuple[object, Usage]:
+        """Execute the agent's task on `value`; returns (output, usage)."""
+        match spec.task:
+            case LlmTask():
+                return await self._generate(ensemble, spec, agent_input, value, ctx, name)
+            case ScriptTask(script=script, parameters=parameters):
+                path = resolve_script(script, ensemble_dir=_folder(ensemble), project_dir=self.project_dir)
+                payload = {
+                    "agent_name": spec.name,
+                    "input_data": thaw(value),
+                    "dependencies": {dep: {"status": r.status, "output": thaw(r.output), "error": r.error}
+                                     for dep, r in agent_input.dependencies},
+                    "parameters": thaw(parameters),
+                    "context": {"run_id": ctx.run_id, "ensemble": ensemble.name},
+                }
+                result = await run_script(path, payload, timeout=None, cwd=Path.cwd())
+                output = result.output
+                if isinstance(output, Mapping) and output.get("success") is False:
+                    raise _AgentError(f"script reported failure: {output.get('error') or 'no reason given'}")
+                return output, Usage()
+            case EnsembleTask(ensemble=reference):
+                child = ensemble.child(reference)
+                if child is None:
+                    raise _AgentError(f"nested ensemble '{reference}' not found")
+                return await self._nested(child, value, ctx, name)
+            case DispatchTask(target=target):
+                dep_outputs = {d: r.output for d, r in agent_input.dependencies if r.status == "completed"}
+                chosen = resolve(target, dep_outputs)
+                if not isinstance(chosen, str) or not chosen.strip():
+                    raise _AgentError(f"dispatch target {target} is {chosen!r}, not an ensemble name")
+                child = self._load_dynamic(chosen.strip(), ensemble)
+                return await self._nested(child, value, ctx, name)
+            case LoopTask() as loop:
+                body = ensemble.child(loop.body)
+                if body is None:
+                    raise _AgentError(f"loop body '{loop.body}' not found")
+                return await self._loop(loop, body, value, ctx, name)
+        raise AssertionError(f"unhandled task {spec.task!r}")
+
+    async def _generate(self, ensemble: EnsembleSpec, spec: AgentSpec, agent_input: AgentInput,
+                        value: object, ctx: _Context, name: str) -> tuple[object, Usage]:
+        resolved = self._resolved.get((id(ensemble), spec.name))
+        if resolved is None:
+            raise _AgentError("model was not resolved before the run (internal error)")
+        try:
+            entry = await asyncio.to_thread(self.catalog.prepare, resolved.model)
+        except CatalogError as error:
+            raise _AgentError(str(error)) from None
+        runtime = self.runtimes.get(entry.runtime)
+        if runtime is None:
+            raise _AgentError(f"model '{entry.id}' needs the {entry.runtime} runtime, which this node does not have")
+        messages = build_messages(resolved.system_prompt, agent_input, value)
+        params = GenerationParams(temperature=resolved.temperature, max_tokens=resolved.max_tokens,
+                                  seed=self.seed)
+        text = ""
+        usage = Usage()
+        async for event in runtime.generate(entry, messages, params):
+            match event:
+                case TokenChunk(text=chunk):
+                    ctx.post(TokenStreamed(name, chunk))
+                case GenerationDone(text=final, usage=done_usage):
+                    text = final
+                    usage = Usage(done_usage.prompt_tokens, done_usage.completion_tokens)
+        if spec.output_format == "json":
+            parsed = structured(text)
+            if parsed is text:
+                raise _AgentError("output_format is json but the model's answer is not JSON")
+            return parsed, usage
+        return text.strip(), usage
+
+    async def _nested(self, child: EnsembleSpec, value: object, ctx: _Context, name: str) -> tuple[object, Usage]:
+        """Run a nested ensemble to completion; its progress is forwarded under `name/`."""
+        if ctx.depth >= 8:
+            raise _AgentError("ensembles nested too deeply at run time")
+        self._check(child, problems := [], missing := [], seen=set())
+        if problems or missing:
+            raise _AgentError("; ".join(str(p) for p in problems + missing))
+        state = initial_state(ctx.run_id, child, _as_input(value), self.clock())
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        inner = _Context(ctx.run_id, f"{name}/", ctx.depth + 1, queue.put_nowait)
+        result: RunResult | None = None
+        async for event in self._drive(state, inner, queue, writer=None):
+            match event:
+                case RunFinished(result=finished):
+                    result = finished
+                case _:
+                    ctx.post(event)
+        assert result is not None
+        usage = Usage()
+        for _, record in result.results:
+            usage = usage + record.usage
+        if result.status == "failed":
+            failed = [n for n, r in result.results if r.status is AgentStatus.FAILED]
+            raise _AgentError(f"nested ensemble '{child.name}' failed (agents: {', '.join(failed)})")
+        return result.deliverable, usage
+
+    async def _loop(self, loop: LoopTask, body: EnsembleSpec, value: object, ctx: _Context,
+                    name: str) -> tuple[object, Usage]:
+        """Run `body` until `until` holds over its results, carrying `carry` into the next input."""
+        current = value
+        total = Usage()
+        last: object = None
+        for iteration in range(1, loop.max_iterations + 1):
+            state = initial_state(ctx.run_id, body, _as_input(current), self.clock())
+            queue: asyncio.Queue[object] = asyncio.Queue()
+            inner = _Context(ctx.run_id, f"{name}#{iteration}/", ctx.depth + 1, queue.put_nowait)
+            self._check(body, problems := [], missing := [], seen=set())
+            if problems or missing:
+                raise _AgentError("; ".join(str(p) for p in problems + missing))
+            result: RunResult | None = None
+            async for event in self._drive(state, inner, queue, writer=None):
+                match event:
+                    case RunFinished(result=finished):
+                        result = finished
+                    case _:
+                        ctx.post(event)
+            assert result is not None
+            for _, record in result.results:
+                total = total + record.usage
+            if result.status == "failed":
+                raise _AgentError(f"loop body '{body.name}' failed in iteration {iteration}")
+            last = result.deliverable
+            scope = _loop_scope(result, body)
+            if loop.until is not None and holds(loop.until, scope):
+                return {"iterations": iteration, "converged": True, "output": thaw(last)}, total
+            if loop.carry is not None:
+                current = resolve(loop.carry, scope)
+        return {"iterations": loop.max_iterations, "converged": loop.until is None, "output": thaw(last)}, total
+
+    def _load_dynamic(self, reference: str, parent: EnsembleSpec) -> EnsembleSpec:
+        try:
+            path = self.library.resolve(reference, relative_to=_folder(parent))
+            return load_ensemble(path, self.library)
+        except (EnsembleNotFound, EnsembleInvalid) as error:
+            raise _AgentError(f"dispatch to '{reference}': {error}") from None
+
+
+class _AgentError(Exception):
+    """An agent failed for a reason stated in the message."""
+
+    def __init__(self, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def _folder(spec: EnsembleSpec) -> Path:
+    return spec.source.parent if spec.source else Path.cwd()
+
+
+def _as_input(value: object) -> object:
+    return thaw(value)
+
+
+def _loop_scope(result: RunResult, body: EnsembleSpec) -> dict[str, object]:
+    """Names a loop's `until` / `carry` may use: body agents, else fields of the body's deliverable."""
+    scope: dict[str, object] = {}
+    data = structured(thaw(result.deliverable))
+    if isinstance(data, Mapping):
+        scope.update({str(k): v for k, v in data.items()})
+    scope.update({n: r.output for n, r in result.results if r.status is AgentStatus.COMPLETED})
+    return scope
+
+
+def render_value(value: object) -> str:
+    """A value as prompt text: strings as they are, data as indented JSON."""
+    data = thaw(value)
+    if isinstance(data, str):
+        return data
+    return json.dumps(data, indent=2, ensure_ascii=False, default=str)
+
+
+def build_messages(system_prompt: str | None, agent_input: AgentInput, value: object) -> list[ChatMessage]:
+    """The chat an LLM agent sees: its system prompt, then the input and upstream results its scope allows."""
+    parts: list[str] = []
+    if agent_input.scope in ("full", "input"):
+        text = render_value(value).strip()
+        if text:
+            parts.append(text)
+    if agent_input.scope in ("full", "dependencies") and agent_input.dependencies:
+        sections = []
+        for dep, result in agent_input.dependencies:
+            if result.status == "completed":
+                sections.append(f"## {dep}\n{render_value(result.output).strip()}")
+            elif result.status == "failed":
+                sections.append(f"## {dep}\n(this agent failed: {result.error})")
+        if sections:
+            parts.append("Results from the agents before you:\n\n" + "\n\n".join(sections))
+    messages = []
+    if system_prompt:
+        messages.append(ChatMessage("system", system_prompt.strip()))
+    messages.append(ChatMessage("user", "\n\n".join(parts) or "(no input)"))
+    return messages
+
+
+def journal_state(contents: JournalContents, spec: EnsembleSpec) -> RunState:
+    """Rebuild a run's state from its journal (for `orc runs show`)."""
+    state = initial_state(contents.header.run_id, spec, contents.header.input, contents.header.started_at)
+    for event in contents.events:
+        if event.agent in state.agents:
+            state = apply(state, event)
+    return state
+
+
+__all__ = ["Engine", "RunRefused", "build_messages", "journal_state", "LOCAL_NODE_ID", "lookup", "outputs",
+           "AgentRecord"]

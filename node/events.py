@@ -1,0 +1,101 @@
+"""What a run reports while it happens: frozen events, consumed by the CLI or any embedder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+from orc.scheduler.run import AgentRecord, RunId
+from orc.scheduler.values import thaw
+
+
+@dataclass(frozen=True)
+class RunBegan:
+    run_id: RunId
+    ensemble: str
+    agents: tuple[str, ...]
+    journal: Path | None
+    resumed: bool = False
+
+
+@dataclass(frozen=True)
+class AgentBegan:
+    agent: str
+    node_id: str | None
+    model: str | None
+    attempt: int
+    instances: int | None = None  # fan-out width
+
+
+@dataclass(frozen=True)
+class TokenStreamed:
+    agent: str  # "parent/child" for agents of nested ensembles, "name[i]" for fan-out instances
+    text: str
+
+
+@dataclass(frozen=True)
+class AgentEnded:
+    agent: str
+    record: AgentRecord
+    reused: bool = False  # taken from the journal of an earlier attempt of this run (resume)
+
+
+@dataclass(frozen=True)
+class AgentRetrying:
+    agent: str
+    error: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: RunId
+    ensemble: str
+    status: str
+    deliverable: object
+    results: tuple[tuple[str, AgentRecord], ...]
+    started_at: float
+    finished_at: float
+
+    @property
+    def exit_code(self) -> int:
+        """0 every agent succeeded (skipped ones included), 1 some agent failed."""
+        return 0 if self.status == "completed" else 1
+
+    def to_json(self) -> dict:
+        """The `orc run --json` object (docs/cli.md)."""
+        return {
+            "run_id": self.run_id,
+            "ensemble": self.ensemble,
+            "status": self.status,
+            "deliverable": thaw(self.deliverable),
+            "results": {
+                name: {
+                    "status": r.status.value,
+                    "output": thaw(r.output),
+                    "node_id": r.node_id,
+                    "model": r.model,
+                    "attempts": r.attempts,
+                    "started_at": r.started_at,
+                    "finished_at": r.finished_at,
+                    "usage": {"prompt_tokens": r.usage.prompt_tokens,
+                              "completion_tokens": r.usage.completion_tokens},
+                    "error": r.error,
+                }
+                for name, r in self.results
+            },
+            "timing": {
+                "started_at": self.started_at,
+                "finished_at": self.finished_at,
+                "duration_s": round(self.finished_at - self.started_at, 4),
+            },
+        }
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    result: RunResult
+
+
+RunProgress = Union[RunBegan, AgentBegan, TokenStreamed, AgentEnded, AgentRetrying, RunFinished]

@@ -1,0 +1,102 @@
+"""Bad input through the real CLI: one clear line on stderr, the documented exit code, no traceback."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_one_clean_error, write
+
+CORPUS = Path(__file__).resolve().parents[4] / "shared" / "compat" / "llm-orc"
+
+
+def test_unknown_ensemble_lists_what_exists(orc):
+    result = orc("run", "no-such-ensemble", "x")
+    assert_one_clean_error(result, 2)
+    assert "not found" in result.stderr and "perspectives" in result.stderr
+
+
+def test_invalid_ensemble_exits_2_with_every_problem(orc):
+    write(orc.work, "bad.yaml", "name: bad\nagents:\n  - {name: a, modle: m}\n  - {name: b, depends_on: [a, b]}\n")
+    result = orc("run", "bad.yaml", "x")
+    assert_one_clean_error(result, 2)
+    assert "did you mean 'model'" in result.stderr and "depends on itself" in result.stderr
+
+
+def test_unknown_model_exits_3_and_lists_models(orc):
+    write(orc.work, "m.yaml", "name: m\nagents:\n  - {name: a, model: llama3:70b}\n")
+    result = orc("run", "m.yaml", "x")
+    assert_one_clean_error(result, 3)
+    assert "no node has model 'llama3:70b'" in result.stderr and "smollm2-135m-instruct" in result.stderr
+    assert "model_aliases" in result.stderr
+
+
+def test_model_alias_in_config_maps_foreign_names(orc, home):
+    (home / "config.yaml").write_text("model_aliases:\n  'llama3:70b': smollm2-135m-instruct\n")
+    write(orc.work, "m.yaml", "name: m\nagents:\n  - {name: a, model: 'llama3:70b', max_tokens: 4}\n")
+    result = orc("run", "m.yaml", "x", "--json")
+    assert result.code == 0, result.stderr
+    assert result.json()["results"]["a"]["model"] == "smollm2-135m-instruct"
+
+
+def test_missing_profile_and_script_exit_2(orc):
+    write(orc.work, "p.yaml", "name: p\nagents:\n  - {name: a, model_profile: security-auditor}\n"
+                              "  - {name: s, script: nowhere.py}\n")
+    result = orc("run", "p.yaml", "x")
+    assert_one_clean_error(result, 2)
+    assert "model profile 'security-auditor' is not defined" in result.stderr
+    assert "nowhere.py" in result.stderr
+
+
+def test_missing_input_file_and_no_input(orc):
+    assert_one_clean_error(orc("run", "perspectives", "-f", "missing.txt"), 2)
+    write(orc.work, "n.yaml", "name: n\nagents:\n  - {name: a, model: smollm2-135m-instruct}\n")
+    result = orc("run", "n.yaml")
+    assert_one_clean_error(result, 2)
+    assert "no input" in result.stderr
+
+
+@pytest.mark.parametrize("content", [b"\x00\x01binary", b"a: &a [*a]", b"[" * 3000, "x: \xff".encode("latin-1")])
+def test_hostile_files_exit_2(orc, content):
+    (orc.work / "h.yaml").write_bytes(content)
+    for command in (("run", "h.yaml", "x"), ("ensembles", "validate", "h.yaml")):
+        assert_one_clean_error(orc(*command), 2)
+
+
+def test_validate_levels(orc):
+    write(orc.work, "w.yaml", "name: w\nextra: 1\nagents:\n  - {name: a, model_profile: missing-profile}\n"
+                              "  - {name: s, script: absent.py}\n")
+    result = orc("ensembles", "validate", "w.yaml")
+    assert result.code == 0
+    assert "unknown top-level key 'extra'" in result.stderr
+    assert "missing-profile" in result.stderr and "absent.py" in result.stderr
+
+
+def test_corrupt_journal_and_unknown_run(orc, home):
+    assert_one_clean_error(orc("runs", "show", "deadbeef"), 2)
+    (home / "runs").mkdir()
+    (home / "runs" / "bad.journal").write_bytes(b"\xc1\xc1\xc1")
+    assert_one_clean_error(orc("runs", "show", "bad"), 2)
+    assert orc("runs", "list").code == 0
+
+
+def test_bad_model_file_refused(orc):
+    (orc.work / "fake.gguf").write_bytes(b"NOPE" + b"\0" * 100)
+    assert_one_clean_error(orc("models", "add", "fake.gguf"), 2)
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason=f"llm-orc corpus not found at {CORPUS}")
+def test_llm_orc_project_validates_and_refuses_to_run_unmapped_models(orc, tmp_path):
+    project = tmp_path / "project"
+    shutil.copytree(CORPUS, project / ".llm-orc", symlinks=True)
+    files = sorted(str(p) for p in (project / ".llm-orc" / "ensembles").rglob("*.yaml"))
+    result = orc("ensembles", "validate", *files, cwd=project)
+    assert result.code == 2  # exactly one file is structurally wrong: the profile cycle demo
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cycle-test-a -> cycle-test-b -> cycle-test-c -> cycle-test-a" in errors[0]
+    assert result.stdout.count("ok: ") == 100
+    run = orc("run", "code-review", "some code", cwd=project)
+    assert run.code in (2, 3) and "Traceback" not in run.stderr
+    assert "orc: error:" in run.stderr
