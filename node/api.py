@@ -60,7 +60,8 @@ class Orc:
 
     @property
     def library(self) -> EnsembleLibrary:
-        folders = [self.cwd / ".llm-orc" / "ensembles", self.cwd / "ensembles", self.home.ensembles_dir]
+        project_ensembles = (self.project / "ensembles") if self.project else self.cwd / ".llm-orc" / "ensembles"
+        folders = [project_ensembles, self.cwd / "ensembles", self.home.ensembles_dir]
         shipped = examples_dir()
         if shipped is not None:
             folders.append(shipped)

@@ -133,10 +133,12 @@ class Engine:
         """
         problems: list[Problem] = []
         missing_models: list[Problem] = []
-        warnings = list(spec.warnings)
+        warnings = list(spec.warnings) + list(self.profiles.warnings)
         for file, agent, reference in unresolved_references(spec):
-            problems.append(Problem(file, agent, f"nested ensemble '{reference}' not found",
-                                    "put it next to this file or in an ensembles folder"))
+            folders = ", ".join(str(f) for f in self.library.folders if f.is_dir())
+            problems.append(Problem(file, agent, f"nested ensemble '{reference}' not found next to the file "
+                                    f"or in {folders or 'any ensemble folder'}",
+                                    "create it or fix the name"))
         self._check(spec, problems, missing_models, seen=set())
         if problems:
             raise RunRefused(problems + missing_models, 2)
@@ -149,6 +151,12 @@ class Engine:
             return
         seen.add(id(spec))
         for agent in spec.agents:
+            if agent.placement.require_tags:
+                # Embedded mode has one node, this one, and it carries no tags.
+                missing.append(Problem(spec.source, agent.name,
+                                       f"no node has the tags it requires ({', '.join(sorted(agent.placement.require_tags))})",
+                                       "start a node with 'orc-node start --tag TAG', or drop require_tags"))
+                continue
             match agent.task:
                 case LlmTask() as task:
                     resolved = resolve_model(agent, task, self.profiles, spec.source,
@@ -233,7 +241,9 @@ class Engine:
 
         try:
             while True:
-                for step in plan(state):
+                steps = plan(state)
+                while steps:
+                    step, steps = steps[0], steps[1:]
                     match step:
                         case StartAgent(input=agent_input):
                             spec = state.spec.agent(agent_input.agent)
@@ -252,10 +262,13 @@ class Engine:
                             yield AgentEnded(ctx.prefix + name, state.agents[name])
                         case FailAgent(agent=name, error=error):
                             at = self.clock()
-                            for event in (AgentStarted(name, at, self.node_id, None), AgentFailed(name, error, at)):
+                            for event in (AgentStarted(name, at, self.node_id, None),
+                                          AgentFailed(name, error, at, permanent=True)):
                                 state = apply(state, event)
                                 record(event)
                             yield AgentEnded(ctx.prefix + name, state.agents[name])
+                    if not steps:
+                        steps = plan(state)  # a skip or failure can make more agents ready
                 if is_finished(state):
                     break
                 if not running:
@@ -303,10 +316,12 @@ class Engine:
             timeout = DEFAULT_AGENT_TIMEOUT
         try:
             if agent_input.items is not None:
-                coroutine = self._fan_out(ensemble, spec, agent_input, ctx, name)
+                # The timeout bounds each instance, not the whole fan-out: N instances share
+                # one model and would otherwise time out for being many.
+                output, usage = await self._fan_out(ensemble, spec, agent_input, ctx, name, timeout)
             else:
-                coroutine = self._perform(ensemble, spec, agent_input, agent_input.input, ctx, name)
-            output, usage = await asyncio.wait_for(coroutine, timeout)
+                output, usage = await asyncio.wait_for(
+                    self._perform(ensemble, spec, agent_input, agent_input.input, ctx, name), timeout)
             event: AgentSucceeded | AgentFailed = AgentSucceeded(spec.name, output, self.clock(), usage)
         except asyncio.TimeoutError:
             event = AgentFailed(spec.name, f"timed out after {timeout:g}s", self.clock())
@@ -322,12 +337,17 @@ class Engine:
         queue.put_nowait(_Outcome(event))
 
     async def _fan_out(self, ensemble: EnsembleSpec, spec: AgentSpec, agent_input: AgentInput,
-                       ctx: _Context, name: str) -> tuple[object, Usage]:
+                       ctx: _Context, name: str, timeout: float | None) -> tuple[object, Usage]:
         assert agent_input.items is not None
-        instances = [
-            self._perform(ensemble, spec, agent_input, item, ctx, f"{name}[{index}]")
-            for index, item in enumerate(agent_input.items)
-        ]
+
+        async def instance(index: int, item: object) -> tuple[object, Usage]:
+            try:
+                return await asyncio.wait_for(
+                    self._perform(ensemble, spec, agent_input, item, ctx, f"{name}[{index}]"), timeout)
+            except asyncio.TimeoutError:
+                raise _AgentError(f"timed out after {timeout:g}s") from None
+
+        instances = [instance(index, item) for index, item in enumerate(agent_input.items)]
         results = await asyncio.gather(*instances, return_exceptions=True)
         failures = [(i, r) for i, r in enumerate(results) if isinstance(r, BaseException)]
         for _, failure in failures:
@@ -394,8 +414,7 @@ class Engine:
         if runtime is None:
             raise _AgentError(f"model '{entry.id}' needs the {entry.runtime} runtime, which this node does not have")
         messages = build_messages(resolved.system_prompt, agent_input, value)
-        params = GenerationParams(temperature=resolved.temperature, max_tokens=resolved.max_tokens,
-                                  seed=self.seed)
+        params = generation_params(resolved, spec, self.seed)
         text = ""
         usage = Usage()
         async for event in runtime.generate(entry, messages, params):
@@ -485,6 +504,25 @@ class _AgentError(Exception):
     def __init__(self, message: str, retryable: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+def generation_params(resolved: ResolvedModel, spec: AgentSpec, seed: int | None) -> GenerationParams:
+    """Sampling settings: the resolved profile, then the agent's `options` (`top_p`, `stop`, `seed`).
+
+    Other options (llm-orc passes provider-specific ones such as `think`) do not apply to
+    local runtimes and are ignored.
+    """
+    options = spec.task.options if isinstance(spec.task, LlmTask) else {}
+    top_p = options.get("top_p")
+    stop = options.get("stop")
+    option_seed = options.get("seed")
+    return GenerationParams(
+        temperature=resolved.temperature,
+        max_tokens=resolved.max_tokens,
+        seed=option_seed if isinstance(option_seed, int) and not isinstance(option_seed, bool) else seed,
+        stop=(stop,) if isinstance(stop, str) else tuple(s for s in (stop or ()) if isinstance(s, str)),
+        top_p=float(top_p) if isinstance(top_p, (int, float)) and not isinstance(top_p, bool) else None,
+    )
 
 
 def _folder(spec: EnsembleSpec) -> Path:

@@ -74,7 +74,8 @@ def _to_record(item: RunEvent | RunHeader | RunEnded) -> dict:
             return {"t": "ok", "agent": item.agent, "output": thaw(item.output), "at": item.at,
                     "usage": [item.usage.prompt_tokens, item.usage.completion_tokens]}
         case AgentFailed():
-            return {"t": "fail", "agent": item.agent, "error": item.error, "at": item.at, "retryable": item.retryable}
+            return {"t": "fail", "agent": item.agent, "error": item.error, "at": item.at, "retryable": item.retryable,
+                    "permanent": item.permanent}
         case AgentSkipped():
             return {"t": "skip", "agent": item.agent, "reason": item.reason, "at": item.at}
         case RunEnded():
@@ -93,7 +94,8 @@ def _from_record(record: dict) -> RunEvent | RunHeader | RunEnded:
         prompt, completion = record.get("usage") or (0, 0)
         return AgentSucceeded(record["agent"], record.get("output"), float(record["at"]), Usage(prompt, completion))
     if kind == "fail":
-        return AgentFailed(record["agent"], record["error"], float(record["at"]), bool(record.get("retryable")))
+        return AgentFailed(record["agent"], record["error"], float(record["at"]), bool(record.get("retryable")),
+                           bool(record.get("permanent")))
     if kind == "skip":
         return AgentSkipped(record["agent"], record["reason"], float(record["at"]))
     if kind == "end":
@@ -120,6 +122,7 @@ class JournalWriter:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         writer = cls(path, os.fdopen(fd, "ab"))
         writer.append(header)
+        _fsync_folder(path.parent)  # the new file's directory entry must survive a crash too
         return writer
 
     @classmethod
@@ -137,6 +140,19 @@ class JournalWriter:
 
     def close(self) -> None:
         self._stream.close()
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # not supported on this platform (e.g. Windows); the file itself is synced
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _iter_records(path: Path) -> Iterator[tuple[dict, int]]:

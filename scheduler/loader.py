@@ -54,8 +54,10 @@ AGENT_KEYS = COMMON_KEYS + LLM_KEYS + SCRIPT_KEYS + COMPOSITION_KEYS
 INPUT_SCOPES = ("full", "dependencies", "input")
 OUTPUT_FORMATS = ("text", "json")
 
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_REF = re.compile(r"^\$\{\s*([A-Za-z0-9_][A-Za-z0-9_.-]*?)((?:\.[A-Za-z0-9_-]+)*)\s*\}$")
+# No '.': `${agent.field}` splits on dots. No '[', '/', '#': fan-out instances and nested
+# runs are shown as `name[i]`, `parent/child`, `loop#2/child`.
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,127}$")
+_REF = re.compile(r"^\$\{\s*([A-Za-z0-9_][A-Za-z0-9_-]*)((?:\.[A-Za-z0-9_-]+)*)\s*\}$")
 _COMPARISON = re.compile(r"^(\$\{[^}]*\})\s*(==|!=)\s*(.+)$")
 
 
@@ -129,10 +131,10 @@ def load_ensemble(path: Path, library: EnsembleLibrary | None = None) -> Ensembl
     """Load and validate the ensemble at `path` and every ensemble it nests.
 
     Raises `EnsembleInvalid` listing every structural problem. References that depend on the
-    machine (nested ensembles that cannot be found) become warnings in `spec.warnings` and
-    entries of `unresolved_references(spec)`; the caller decides whether they are fatal.
+    machine (nested ensembles that cannot be found) are listed by `unresolved_references(spec)`;
+    the caller decides whether they are fatal.
     """
-    return _Loader(library or EnsembleLibrary(())).load(Path(path), stack=())
+    return _Loader(library or EnsembleLibrary(())).load(Path(path).absolute(), stack=())
 
 
 def load_ensemble_text(text: str, source: Path, library: EnsembleLibrary | None = None) -> EnsembleSpec:
@@ -237,10 +239,8 @@ class _Loader:
                 continue
             try:
                 child_path = self.library.resolve(reference, relative_to=source.parent)
-            except EnsembleNotFound as missing:
-                warnings.append(f"{source}: agent '{agent.name}': nested ensemble '{reference}' not found"
-                                f" (looked in: {', '.join(str(p) for p in missing.searched) or 'nowhere'})")
-                continue
+            except EnsembleNotFound:
+                continue  # machine-dependent: reported by unresolved_references()
             real = child_path.resolve()
             if real in chain:
                 cycle = " -> ".join(p.stem for p in chain[chain.index(real):]) + f" -> {real.stem}"
@@ -443,7 +443,7 @@ def _parse_agent(raw: object, index: int, source: Path, problems: list[Problem])
     if not isinstance(name, str) or not name:
         bad("missing 'name'", "give every agent a unique name")
     elif not _NAME.match(name):
-        bad(f"invalid name {name!r}", "use letters, digits, '_', '-' and '.'")
+        bad(f"invalid name {name!r}", "use letters, digits, '_' and '-'")
     for key in raw:
         if key not in AGENT_KEYS:
             bad(f"unknown key '{key}'", _did_you_mean(str(key), AGENT_KEYS) or "see docs/ensembles.md for the keys")

@@ -83,6 +83,9 @@ def load_profiles(files: Sequence[Path], base: Profiles) -> Profiles:
         if not isinstance(document, dict):
             raise ConfigInvalid(f"{path}: a config file must be a YAML mapping")
         raw_profiles = document.get("model_profiles") or {}
+        if not raw_profiles and isinstance(document.get("name"), str) and "model" in document:
+            # llm-orc's one-profile-per-file form (`.llm-orc/profiles/NAME.yaml`).
+            raw_profiles = {document["name"]: document}
         if not isinstance(raw_profiles, dict):
             raise ConfigInvalid(f"{path}: 'model_profiles' must be a mapping of name -> settings")
         for name, raw in raw_profiles.items():

@@ -92,6 +92,7 @@ class AgentFailed:
     error: str
     at: float
     retryable: bool = False
+    permanent: bool = False  # the agent could not even start (unusable input): retrying cannot help
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ def apply(state: RunState, event: RunEvent) -> RunState:
                              usage=record.usage + usage, error=None)
         case AgentFailed(error=error, at=at, retryable=retryable):
             spec = state.spec.agent(event.agent)
-            again = record.attempts < max_attempts(spec, retryable)
+            again = not event.permanent and record.attempts < max_attempts(spec, retryable)
             record = replace(record, status=AgentStatus.PENDING if again else AgentStatus.FAILED,
                              error=error, finished_at=None if again else at)
         case AgentSkipped(reason=reason, at=at):
@@ -244,10 +245,20 @@ def _next_step(state: RunState, spec: AgentSpec, record: AgentRecord) -> Step:
         source = agent_input if spec.input_key is not None else _single_upstream(deps)
         source = structured(source)
         if not isinstance(source, (list, tuple)):
-            return FailAgent(spec.name, "fan_out needs a list to expand, got "
-                                        f"{type(source).__name__}; set input_key to the list's field")
+            return FailAgent(spec.name, f"fan_out needs a list to expand, got {_kind(source)}; "
+                                        "set input_key to the name of the list's field")
         items = tuple(source)
     return StartAgent(AgentInput(spec.name, agent_input, dependencies, scope, record.attempts + 1, items))
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, str):
+        return "text"
+    if value is None:
+        return "nothing"
+    return type(value).__name__
 
 
 def _select_input_key(key: str, deps: Mapping[str, AgentRecord], run_input: object) -> object:

@@ -51,7 +51,7 @@ def guarded(debug: bool) -> Iterator[None]:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         yield
-    except (typer.Exit, click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+    except (typer.Exit, click.exceptions.Exit, click.ClickException, click.exceptions.Abort, BrokenPipeError):
         raise
     except KeyboardInterrupt:
         typer.echo("orc: interrupted", err=True)

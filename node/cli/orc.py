@@ -106,9 +106,11 @@ def run(
 
     Examples:
 
-      orc run fan-out-review "Should we rewrite the billing service in Rust?"
+      orc run perspectives "Should we rewrite the billing service in Rust?"
 
-      git diff | orc run code-review --json
+      orc run document-digest -f notes.txt --json
+
+      git diff | orc run ./review.yaml
     """
     with guarded(debug):
         orc = _orc(home, seed=seed, n_threads=threads)
@@ -123,7 +125,18 @@ def run(
             _explain(engine, spec)
         result = _drive(engine.run(spec, run_input), show=not (quiet or as_json), watch=watch)
         _print_result(result, as_json)
+        if quiet and not as_json:
+            _report_failures(result)
         raise typer.Exit(result.exit_code)
+
+
+def _report_failures(result: Any) -> None:
+    """Even when quiet, say which agents failed: exit 1 alone explains nothing."""
+    from orc.scheduler.run import AgentStatus
+
+    failed = [(name, r.error) for name, r in result.results if r.status is AgentStatus.FAILED]
+    for name, error in failed:
+        typer.echo(f"orc: agent '{name}' failed: {error}", err=True)
 
 
 def _explain(engine: Any, spec: Any) -> None:
@@ -284,7 +297,9 @@ def models_list(ctx: typer.Context, as_json: bool = JsonOption, home: Optional[P
                 debug: bool = DebugOption) -> None:
     """List the local catalog: id, runtime, size, SHA-256 digest."""
     if ctx.invoked_subcommand is not None:
-        ctx.obj = {"home": home, "debug": debug}
+        # Passed on to the subcommand unless it only repeats ORC_HOME (which the subcommand reads too).
+        explicit = home is not None and str(home) != os.environ.get("ORC_HOME")
+        ctx.obj = {"home": home if explicit else None}
         return
     with guarded(debug):
         entries = _orc(home).catalog.entries()
@@ -311,22 +326,29 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def _group_home(ctx: typer.Context, home: Optional[Path]) -> Optional[Path]:
+    """`orc models --home DIR add ...` and `orc models add ... --home DIR` mean the same."""
+    if home is not None and str(home) != os.environ.get("ORC_HOME"):
+        return home  # given on the subcommand itself
+    return (ctx.obj or {}).get("home") or home
+
+
 @models_app.command("add")
-def models_add(path: Path = typer.Argument(..., help="A GGUF file."),
+def models_add(ctx: typer.Context, path: Path = typer.Argument(..., help="A GGUF file."),
                model_id: Optional[str] = typer.Option(None, "--id", help="Catalog id (default: from the file name)."),
                home: Optional[Path] = HomeOption, debug: bool = DebugOption) -> None:
     """Add a model file to this node's catalog (its SHA-256 is computed once)."""
     with guarded(debug):
-        entry = _orc(home).catalog.add(path, model_id)
+        entry = _orc(_group_home(ctx, home)).catalog.add(path, model_id)
         typer.echo(f"added {entry.id} ({entry.runtime}, {_size(entry.size_bytes)}, sha256 {entry.sha256[:16]}…)")
 
 
 @models_app.command("remove")
-def models_remove(model_id: str = typer.Argument(..., help="The model's catalog id."),
+def models_remove(ctx: typer.Context, model_id: str = typer.Argument(..., help="The model's catalog id."),
                   home: Optional[Path] = HomeOption, debug: bool = DebugOption) -> None:
     """Remove a user-added model from the catalog (the file itself is kept)."""
     with guarded(debug):
-        _orc(home).catalog.remove(model_id)
+        _orc(_group_home(ctx, home)).catalog.remove(model_id)
         typer.echo(f"removed {model_id}")
 
 
@@ -372,12 +394,19 @@ def runs_resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix 
         orc = _orc(home)
         result = _drive(orc.resume(run_id), show=not (quiet or as_json), watch=None)
         _print_result(result, as_json)
+        if quiet and not as_json:
+            _report_failures(result)
         raise typer.Exit(result.exit_code)
 
 
 def main() -> None:
     """Console entry point."""
-    app()
+    try:
+        app()
+    except BrokenPipeError:
+        # The reader of our stdout went away (`orc run ... | head`): not an error worth a message.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 if __name__ == "__main__":

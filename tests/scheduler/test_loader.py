@@ -155,11 +155,15 @@ def test_nesting_depth_is_limited(tmp_path):
     assert any("nest deeper than" in p for p in problems_of(tmp_path / "n0.yaml"))
 
 
-def test_missing_nested_ensemble_is_a_warning_and_unresolved(tmp_path):
+def test_missing_nested_ensemble_loads_and_is_listed_as_unresolved(tmp_path):
     path = write(tmp_path, "p.yaml", "name: p\nagents:\n  - {name: x, ensemble: nowhere}\n")
     spec = load_ensemble(path)
-    assert any("nested ensemble 'nowhere' not found" in w for w in spec.warnings)
     assert unresolved_references(spec) == ((path, "x", "nowhere"),)
+
+
+def test_dotted_names_are_refused_because_references_split_on_dots(tmp_path):
+    path = write(tmp_path, "d.yaml", "name: d\nagents:\n  - {name: v1.2, model: m}\n")
+    assert any("invalid name 'v1.2'" in p for p in problems_of(path))
 
 
 def test_unknown_top_level_keys_warn(tmp_path):

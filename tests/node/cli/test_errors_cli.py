@@ -100,3 +100,58 @@ def test_llm_orc_project_validates_and_refuses_to_run_unmapped_models(orc, tmp_p
     run = orc("run", "code-review", "some code", cwd=project)
     assert run.code in (2, 3) and "Traceback" not in run.stderr
     assert "orc: error:" in run.stderr
+
+
+def test_unusable_input_with_retries_fails_cleanly_instead_of_stalling(orc):
+    write(orc.work, "empty.py", "print('{}')\n")
+    write(orc.work, "s.yaml", """\
+        name: s
+        agents:
+          - {name: a, script: empty.py}
+          - {name: b, script: empty.py, depends_on: [a], input_key: missing, retries: 2}
+          - {name: c, script: empty.py, depends_on: [a], fan_out: true, retries: 1}
+        """)
+    result = orc("run", "s.yaml", "hi", "--json")
+    assert result.code == 1, result.stderr
+    r = result.json()["results"]
+    assert r["b"]["attempts"] == 1 and "input_key 'missing' not found" in r["b"]["error"]
+    assert "fan_out needs a list to expand, got a mapping" in r["c"]["error"]
+
+
+def test_runs_show_works_from_another_folder(orc, tmp_path):
+    write(orc.work, "echo.py", "import json,sys\nprint(json.dumps({'ok': True}))\n")
+    write(orc.work, "r.yaml", "name: r\nagents:\n  - {name: a, script: echo.py}\n")
+    run_id = orc("run", "r.yaml", "x", "--json").json()["run_id"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert orc("runs", "show", run_id, cwd=elsewhere).code == 0
+
+
+def test_models_group_home_option_is_honoured(orc, tmp_path):
+    other = tmp_path / "other-home"
+    fake = tmp_path / "g.gguf"
+    fake.write_bytes(b"GGUF" + b"\0" * 64)
+    assert orc("models", "--home", str(other), "add", str(fake), "--id", "g-test").code == 0
+    assert (other / "models" / "catalog.json").is_file()
+    assert "g-test" not in orc("models").stdout
+
+
+def test_required_tags_cannot_be_met_on_one_untagged_node(orc):
+    write(orc.work, "t.yaml", "name: t\nagents:\n  - name: a\n    model: smollm2-135m-instruct\n"
+                              "    placement: {require_tags: [gpu]}\n")
+    result = orc("run", "t.yaml", "x")
+    assert_one_clean_error(result, 3)
+    assert "requires (gpu)" in result.stderr
+
+
+def test_llm_orc_single_profile_files_are_read(orc, tmp_path):
+    project = tmp_path / "proj"
+    write(project, ".llm-orc/profiles/tiny.yaml", "name: tiny\nmodel: qwen3:0.6b\nprovider: ollama\n")
+    write(project, ".llm-orc/config.yaml", "model_aliases:\n  'qwen3:0.6b': smollm2-135m-instruct\n")
+    write(project, ".llm-orc/ensembles/use-tiny.yaml",
+          "name: use-tiny\nagents:\n  - {name: a, model_profile: tiny, max_tokens: 4}\n")
+    sub = project / "sub"
+    sub.mkdir()
+    result = orc("run", "use-tiny", "hello", "--json", cwd=sub)  # found by searching upwards
+    assert result.code == 0, result.stderr
+    assert result.json()["results"]["a"]["model"] == "smollm2-135m-instruct"
