@@ -431,16 +431,19 @@ class Engine:
             return parsed, usage
         return text.strip(), usage
 
-    async def _nested(self, child: EnsembleSpec, value: object, ctx: _Context, name: str) -> tuple[object, Usage]:
-        """Run a nested ensemble to completion; its progress is forwarded under `name/`."""
+    async def _child_run(self, child: EnsembleSpec, value: object, ctx: _Context, prefix: str) -> RunResult:
+        """Run an ensemble inside an agent to completion; its progress is forwarded under `prefix`.
+
+        Child runs are not journaled on their own: the enclosing agent's result is.
+        """
         if ctx.depth >= 8:
             raise _AgentError("ensembles nested too deeply at run time")
         self._check(child, problems := [], missing := [], seen=set())
         if problems or missing:
             raise _AgentError("; ".join(str(p) for p in problems + missing))
-        state = initial_state(ctx.run_id, child, _as_input(value), self.clock())
+        state = initial_state(ctx.run_id, child, thaw(value), self.clock())
         queue: asyncio.Queue[object] = asyncio.Queue()
-        inner = _Context(ctx.run_id, f"{name}/", ctx.depth + 1, queue.put_nowait)
+        inner = _Context(ctx.run_id, prefix, ctx.depth + 1, queue.put_nowait)
         result: RunResult | None = None
         async for event in self._drive(state, inner, queue, writer=None):
             match event:
@@ -449,13 +452,15 @@ class Engine:
                 case _:
                     ctx.post(event)
         assert result is not None
-        usage = Usage()
-        for _, record in result.results:
-            usage = usage + record.usage
+        return result
+
+    async def _nested(self, child: EnsembleSpec, value: object, ctx: _Context, name: str) -> tuple[object, Usage]:
+        """A nested ensemble's deliverable is the agent's output."""
+        result = await self._child_run(child, value, ctx, f"{name}/")
         if result.status == "failed":
             failed = [n for n, r in result.results if r.status is AgentStatus.FAILED]
             raise _AgentError(f"nested ensemble '{child.name}' failed (agents: {', '.join(failed)})")
-        return result.deliverable, usage
+        return result.deliverable, _total_usage(result)
 
     async def _loop(self, loop: LoopTask, body: EnsembleSpec, value: object, ctx: _Context,
                     name: str) -> tuple[object, Usage]:
@@ -464,22 +469,8 @@ class Engine:
         total = Usage()
         last: object = None
         for iteration in range(1, loop.max_iterations + 1):
-            state = initial_state(ctx.run_id, body, _as_input(current), self.clock())
-            queue: asyncio.Queue[object] = asyncio.Queue()
-            inner = _Context(ctx.run_id, f"{name}#{iteration}/", ctx.depth + 1, queue.put_nowait)
-            self._check(body, problems := [], missing := [], seen=set())
-            if problems or missing:
-                raise _AgentError("; ".join(str(p) for p in problems + missing))
-            result: RunResult | None = None
-            async for event in self._drive(state, inner, queue, writer=None):
-                match event:
-                    case RunFinished(result=finished):
-                        result = finished
-                    case _:
-                        ctx.post(event)
-            assert result is not None
-            for _, record in result.results:
-                total = total + record.usage
+            result = await self._child_run(body, current, ctx, f"{name}#{iteration}/")
+            total = total + _total_usage(result)
             if result.status == "failed":
                 raise _AgentError(f"loop body '{body.name}' failed in iteration {iteration}")
             last = result.deliverable
@@ -529,8 +520,11 @@ def _folder(spec: EnsembleSpec) -> Path:
     return spec.source.parent if spec.source else Path.cwd()
 
 
-def _as_input(value: object) -> object:
-    return thaw(value)
+def _total_usage(result: RunResult) -> Usage:
+    total = Usage()
+    for _, record in result.results:
+        total = total + record.usage
+    return total
 
 
 def _loop_scope(result: RunResult, body: EnsembleSpec) -> dict[str, object]:

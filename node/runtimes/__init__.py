@@ -1,0 +1,44 @@
+"""Model and script runtimes behind one seam (`ModelRuntime`) and one error hierarchy.
+
+Importing this package does not import llama-cpp-python; that happens when a model loads.
+"""
+
+from orc.node.runtimes.base import (
+    ChatMessage,
+    GenerationDone,
+    GenerationError,
+    GenerationEvent,
+    GenerationParams,
+    ModelLoadError,
+    ModelRuntime,
+    RuntimeFailure,
+    ScriptFailed,
+    ScriptNotFound,
+    ScriptOutputInvalid,
+    ScriptTimeout,
+    TokenChunk,
+    Usage,
+)
+from orc.node.runtimes.llama_cpp import LlamaCppRuntime
+from orc.node.runtimes.script import ScriptResult, resolve_script, run_script
+
+__all__ = [
+    "ChatMessage",
+    "GenerationDone",
+    "GenerationError",
+    "GenerationEvent",
+    "GenerationParams",
+    "LlamaCppRuntime",
+    "ModelLoadError",
+    "ModelRuntime",
+    "RuntimeFailure",
+    "ScriptFailed",
+    "ScriptNotFound",
+    "ScriptOutputInvalid",
+    "ScriptResult",
+    "ScriptTimeout",
+    "TokenChunk",
+    "Usage",
+    "resolve_script",
+    "run_script",
+]

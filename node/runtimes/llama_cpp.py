@@ -1,0 +1,639 @@
+"""The llama.cpp runtime: GGUF models through llama-cpp-python.
+
+One `llama_cpp.Llama` per model id is loaded once and reused. A `Llama` is not thread-safe, so
+each instance runs one generation at a time; `max_concurrent_per_model` above 1 gives a model
+that many instances (made as concurrent requests need them), and further requests wait for a
+free one. Loading and generating run in worker threads; tokens reach the event loop through
+`loop.call_soon_threadsafe`.
+
+Prompts: a model whose GGUF carries a chat template (`tokenizer.chat_template`) and whose
+catalog entry is a chat model gets `create_chat_completion`, which renders the messages with
+that template. Any other model (a base model such as Gemma-3-270M, whose GGUF has no template)
+gets a plain completion of a transcript::
+
+    System: ...
+
+    User: ...
+
+    Assistant:
+
+which stops when the model starts a new "User:" or "System:" turn.
+
+`llama_cpp` itself is imported only when a model is loaded, so importing this module (and
+running `orc --help`) stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import struct
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from orc.node.runtimes.base import (
+    ChatMessage,
+    GenerationDone,
+    GenerationError,
+    GenerationEvent,
+    GenerationParams,
+    ModelLoadError,
+    TokenChunk,
+    Usage,
+)
+
+if sys.version_info >= (3, 11):
+    from typing import assert_never
+else:  # pragma: no cover - Python 3.10
+    from typing_extensions import assert_never
+
+if TYPE_CHECKING:
+    from orc.node.catalog import ModelEntry
+
+__all__ = ["GgufArray", "LlamaCppRuntime", "StopScanner", "read_gguf_metadata", "render_transcript"]
+
+_ROLES = frozenset({"system", "user", "assistant"})
+# Requests can come from other peers: every streamed chunk is matched against every stop
+# string, so these caps keep a request from making that matching the expensive part.
+_MAX_STOPS = 16
+_MAX_STOP_CHARS = 256
+_TRANSCRIPT_STOPS = ("\nUser:", "\nSystem:")
+# A mild repetition penalty (llama.cpp's own CLI default; llama-cpp-python's API default is
+# 1.0), used on both prompt paths so they sample alike: models this small loop without it.
+_REPEAT_PENALTY = 1.1
+# llama.cpp keeps its K and V caches in f16 unless told otherwise.
+_KV_BYTES_PER_VALUE = 2
+# Compute buffers and logits rows beyond weights and KV cache: a fit to the resident memory
+# measured after loading and generating with SmolLM2-135M (49k vocab) and Gemma-3-270M
+# (262k vocab) at n_ctx 2048 on x86-64, within 2% for both.
+_WORKING_BYTES_FIXED = 32 << 20
+_WORKING_BYTES_PER_VOCAB_ENTRY = 128
+
+# llama-cpp-python's `verbose=False` silences a load by pointing the process's stdout and
+# stderr file descriptors at /dev/null and back. Two loads interleaved in two threads would
+# restore them in the wrong order and leave stderr pointing at /dev/null for good, so loads
+# never overlap, in this runtime or any other in the process.
+_LOAD_LOCK = threading.Lock()
+
+
+# -- GGUF metadata --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GgufArray:
+    """An array value in GGUF metadata, skipped rather than read: its item type and length."""
+
+    item_type: int
+    count: int
+
+
+_GGUF_SCALARS: dict[int, str] = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_GGUF_STRING = 8
+_GGUF_ARRAY = 9
+# A GGUF header is hostile input like any file a user points at: these caps stop a crafted
+# header from making the reader allocate gigabytes or loop for minutes.
+_GGUF_MAX_KV = 1 << 16
+_GGUF_MAX_STRING = 16 << 20
+
+
+def read_gguf_metadata(path: Path) -> dict[str, object]:
+    """The key/value metadata of a GGUF file (version 2 or 3), without loading the model.
+
+    Scalars and strings are returned as Python values; arrays (the tokenizer's vocabulary and
+    the like) as `GgufArray`. Raises `ValueError` for a file that is not GGUF or is truncated,
+    `OSError` when it cannot be read.
+    """
+    with path.open("rb") as f:
+        if f.read(4) != b"GGUF":
+            raise ValueError(f"{path} is not a GGUF file")
+        (version,) = _unpack(f, "<I")
+        if version not in (2, 3):
+            raise ValueError(f"{path}: unsupported GGUF version {version}")
+        _tensor_count, kv_count = _unpack(f, "<QQ")
+        if kv_count > _GGUF_MAX_KV:
+            raise ValueError(f"{path}: implausible metadata count {kv_count}")
+        metadata: dict[str, object] = {}
+        for _ in range(kv_count):
+            key = _read_string(f)
+            (value_type,) = _unpack(f, "<I")
+            metadata[key] = _read_value(f, value_type)
+        return metadata
+
+
+def _unpack(f: BinaryIO, fmt: str) -> tuple[Any, ...]:
+    size = struct.calcsize(fmt)
+    data = f.read(size)
+    if len(data) != size:
+        raise ValueError("truncated GGUF header")
+    return struct.unpack(fmt, data)
+
+
+def _read_string(f: BinaryIO) -> str:
+    (length,) = _unpack(f, "<Q")
+    if length > _GGUF_MAX_STRING:
+        raise ValueError(f"implausible GGUF string length {length}")
+    data = f.read(length)
+    if len(data) != length:
+        raise ValueError("truncated GGUF header")
+    return data.decode("utf-8", errors="replace")
+
+
+def _read_value(f: BinaryIO, value_type: int) -> object:
+    if value_type in _GGUF_SCALARS:
+        return _unpack(f, _GGUF_SCALARS[value_type])[0]
+    if value_type == _GGUF_STRING:
+        return _read_string(f)
+    if value_type == _GGUF_ARRAY:
+        item_type, count = _unpack(f, "<IQ")
+        if item_type in _GGUF_SCALARS:
+            f.seek(count * struct.calcsize(_GGUF_SCALARS[item_type]), os.SEEK_CUR)
+        elif item_type == _GGUF_STRING:
+            for _ in range(count):
+                (length,) = _unpack(f, "<Q")
+                f.seek(length, os.SEEK_CUR)
+        else:
+            # Nested arrays exist in the spec but in no model header worth reading.
+            raise ValueError(f"unsupported GGUF array item type {item_type}")
+        return GgufArray(item_type=item_type, count=count)
+    raise ValueError(f"unknown GGUF value type {value_type}")
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_metadata(path: Path, size: int, mtime_ns: int) -> dict[str, object]:
+    # size and mtime_ns are part of the key so a replaced file is read again.
+    return read_gguf_metadata(path)
+
+
+def _kv_cache_bytes(metadata: dict[str, object], n_ctx: int) -> int:
+    arch = metadata.get("general.architecture")
+    layers = metadata.get(f"{arch}.block_count")
+    heads = metadata.get(f"{arch}.attention.head_count")
+    embedding = metadata.get(f"{arch}.embedding_length")
+    if not all(isinstance(v, int) and v > 0 for v in (layers, heads, embedding)):
+        raise ValueError("the GGUF lacks the attention shape")
+    assert isinstance(layers, int) and isinstance(heads, int) and isinstance(embedding, int)
+    kv_heads = metadata.get(f"{arch}.attention.head_count_kv", heads)
+    key_length = metadata.get(f"{arch}.attention.key_length", embedding // heads)
+    value_length = metadata.get(f"{arch}.attention.value_length", embedding // heads)
+    assert isinstance(kv_heads, int) and isinstance(key_length, int) and isinstance(value_length, int)
+    return n_ctx * layers * kv_heads * (key_length + value_length) * _KV_BYTES_PER_VALUE
+
+
+def _vocab_size(metadata: dict[str, object]) -> int:
+    tokens = metadata.get("tokenizer.ggml.tokens")
+    return tokens.count if isinstance(tokens, GgufArray) else 0
+
+
+# -- prompts and stop strings ---------------------------------------------------------------
+
+
+def render_transcript(messages: Sequence[ChatMessage]) -> str:
+    """The plain-text prompt for a model without a chat template: one "Role: text" paragraph a
+    message, ending with "Assistant:" for the model to continue."""
+    turns = [f"{message.role.capitalize()}: {message.content.strip()}" for message in messages]
+    return "\n\n".join([*turns, "Assistant:"])
+
+
+class StopScanner:
+    """Cuts streamed text at the first stop string, holding back any tail that might be the
+    start of one, so no emitted piece ever contains (part of) a stop string."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self._stops = tuple(stop for stop in stops if stop)
+        self._pending = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """Add streamed text; return the text now safe to emit and whether a stop string hit."""
+        self._pending += text
+        hits = [i for i in (self._pending.find(stop) for stop in self._stops) if i >= 0]
+        if hits:
+            safe, self._pending = self._pending[: min(hits)], ""
+            return safe, True
+        keep = max(
+            (k for stop in self._stops for k in range(1, len(stop)) if self._pending.endswith(stop[:k])),
+            default=0,
+        )
+        cut = len(self._pending) - keep
+        safe, self._pending = self._pending[:cut], self._pending[cut:]
+        return safe, False
+
+    def flush(self) -> str:
+        """The held-back text, once the stream ended without a stop string."""
+        rest, self._pending = self._pending, ""
+        return rest
+
+
+class _SamplingCounter:
+    """A logits processor that changes nothing and counts.
+
+    llama-cpp-python calls it once per sampled token with the ids of every token in the
+    context, so the first call sees exactly the prompt as the model got it (template, special
+    tokens and BOS included) and the number of calls is the number of tokens sampled. Streamed
+    chunks cannot be counted instead: llama-cpp-python merges tokens into one chunk while a
+    multi-byte character or a possible stop string is incomplete.
+    """
+
+    def __init__(self) -> None:
+        self.prompt_tokens = 0
+        self.sampled = 0
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self.sampled == 0:
+            self.prompt_tokens = len(input_ids)
+        self.sampled += 1
+        return scores
+
+
+# -- the runtime ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """Worker-to-loop message: the generation raised."""
+
+    error: Exception
+
+
+_WorkerMessage = TokenChunk | GenerationDone | _Failed
+
+
+class _LoadedModel:
+    """The instances of one loaded model and the slots that bound its concurrent generations."""
+
+    def __init__(self, entry: ModelEntry, first: Any, max_instances: int) -> None:
+        self.entry = entry
+        self.idle: list[Any] = [first]  # guarded by the runtime's thread lock
+        self.created = 1  # instances made so far; guarded likewise
+        self.max_instances = max_instances
+        self.slots = asyncio.Semaphore(max_instances)  # bound to the runtime's current loop
+        self.has_chat_template = "tokenizer.chat_template" in first.metadata
+        self.unloaded = False
+
+
+class LlamaCppRuntime:
+    """Runs GGUF models with llama.cpp; see the module docstring for prompts and threading.
+
+    `n_threads` defaults to the number of CPUs; `n_ctx` is the context window (prompt plus
+    completion) of every loaded model.
+    """
+
+    name = "llama_cpp"
+
+    def __init__(
+        self,
+        *,
+        n_threads: int | None = None,
+        n_ctx: int = 2048,
+        max_concurrent_per_model: int = 1,
+    ) -> None:
+        if max_concurrent_per_model < 1:
+            raise ValueError("max_concurrent_per_model must be at least 1")
+        self._n_threads = n_threads or os.cpu_count() or 1
+        self._n_ctx = n_ctx
+        self._max_concurrent = max_concurrent_per_model
+        self._models: dict[str, _LoadedModel] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        # Worker threads hand instances back under this lock. It also guards the binding of
+        # the asyncio primitives to one event loop: a runtime may serve one loop after another
+        # (`asyncio.run` twice), and an instance finishing after its loop closed must still
+        # count as free in the next one.
+        self._guard = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _bind(self) -> None:
+        """Rebuild the asyncio primitives when called from a new event loop."""
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:
+            return
+        with self._guard:
+            self._loop = loop
+            self._locks = {}
+            for loaded in self._models.values():
+                free = len(loaded.idle) + (loaded.max_instances - loaded.created)
+                loaded.slots = asyncio.Semaphore(free)
+
+    def loaded_models(self) -> tuple[str, ...]:
+        """Ids of the models loaded now, sorted."""
+        return tuple(sorted(self._models))
+
+    async def load(self, model: ModelEntry) -> None:
+        """Load `model` unless it is loaded; concurrent calls for one model load it once.
+
+        Raises `ModelLoadError` naming the file when it is missing, not GGUF or unreadable by
+        llama.cpp.
+        """
+        self._bind()
+        await self._ensure_loaded(model)
+
+    async def _ensure_loaded(self, model: ModelEntry) -> _LoadedModel:
+        async with self._lock(model.id):
+            loaded = self._models.get(model.id)
+            if loaded is None:
+                # If the awaiting task is cancelled the thread still finishes the load and the
+                # instance is dropped; llama.cpp has no way to abort a load half-way.
+                llm = await asyncio.to_thread(self._load_instance, model)
+                loaded = _LoadedModel(model, llm, self._max_concurrent)
+                self._models[model.id] = loaded
+            return loaded
+
+    def _lock(self, model_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(model_id, asyncio.Lock())
+
+    def _load_instance(self, model: ModelEntry) -> Any:
+        """Blocking: a new `llama_cpp.Llama` for `model`, or `ModelLoadError`."""
+        path = model.path
+        try:
+            with path.open("rb") as f:
+                magic = f.read(4)
+        except FileNotFoundError:
+            raise ModelLoadError(
+                f"cannot load model {model.id!r}: its weights file {path} does not exist"
+            ) from None
+        except OSError as exc:
+            raise ModelLoadError(f"cannot load model {model.id!r}: cannot read {path}: {exc.strerror}") from None
+        if magic != b"GGUF":
+            raise ModelLoadError(f"cannot load model {model.id!r}: {path} is not a GGUF file")
+        try:
+            import llama_cpp
+        except ImportError as exc:
+            raise ModelLoadError(f"cannot load model {model.id!r}: llama-cpp-python is not installed ({exc})") from None
+        with _LOAD_LOCK:
+            try:
+                return llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=self._n_ctx,
+                    n_threads=self._n_threads,
+                    n_threads_batch=self._n_threads,
+                    verbose=False,
+                )
+            except Exception as exc:  # noqa: BLE001 - a foreign library's boundary: any failure is a load failure
+                raise ModelLoadError(
+                    f"cannot load model {model.id!r}: llama.cpp could not read {path} "
+                    f"(truncated, corrupt or an unsupported architecture): {exc}"
+                ) from None
+
+    async def generate(
+        self, model: ModelEntry, messages: Sequence[ChatMessage], params: GenerationParams
+    ) -> AsyncIterator[GenerationEvent]:
+        """Stream one generation: `TokenChunk`s, then one `GenerationDone`.
+
+        Loads the model first if needed and waits for a free slot. Closing the iterator or
+        cancelling the consuming task stops the worker thread within about one token (a long
+        prompt still being read is finished first); the slot is freed when the thread stops.
+        Raises `GenerationError` for bad messages or params and for failures inside llama.cpp.
+        """
+        _check_request(model, messages, params)
+        self._bind()
+        loaded, llm = await self._acquire_instance(model)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[_WorkerMessage] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def send(message: _WorkerMessage) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, message)
+            except RuntimeError:
+                pass  # the loop is closed: nobody is listening any more
+
+        def give_back() -> None:
+            self._release_instance(loaded, llm)
+
+        worker = threading.Thread(
+            target=self._generate_in_thread,
+            args=(loaded, llm, messages, params, cancel, send, give_back),
+            name=f"orc-llama-{model.id}",
+            daemon=True,
+        )
+        try:
+            worker.start()
+        except BaseException:
+            self._release_instance(loaded, llm)
+            raise
+        try:
+            while True:
+                message = await queue.get()
+                match message:
+                    case TokenChunk():
+                        yield message
+                    case GenerationDone():
+                        yield message
+                        return
+                    case _Failed(error=error):
+                        raise error
+                    case _:
+                        assert_never(message)
+        finally:
+            # Reached on completion, on aclose() and on cancellation alike; the worker notices
+            # before its next token and hands the instance back itself.
+            cancel.set()
+
+    async def _acquire_instance(self, model: ModelEntry) -> tuple[_LoadedModel, Any]:
+        while True:
+            loaded = await self._ensure_loaded(model)
+            await loaded.slots.acquire()
+            if loaded.unloaded:
+                # Unloaded while this request waited: load it again.
+                loaded.slots.release()
+                continue
+            with self._guard:
+                llm = loaded.idle.pop() if loaded.idle else None
+                if llm is None:
+                    loaded.created += 1
+            if llm is not None:
+                return loaded, llm
+            try:
+                # Every instance is busy but a slot is free: this slot's instance is not made
+                # yet (max_concurrent_per_model > 1).
+                llm = await asyncio.to_thread(self._load_instance, model)
+            except BaseException:
+                with self._guard:
+                    loaded.created -= 1
+                loaded.slots.release()
+                raise
+            return loaded, llm
+
+    def _release_instance(self, loaded: _LoadedModel, llm: Any) -> None:
+        """Hand an instance back; safe from any thread, even after its loop has closed."""
+        with self._guard:
+            loaded.idle.append(llm)
+            loop, slots = self._loop, loaded.slots
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(slots.release)
+        except RuntimeError:
+            pass  # that loop is closed; binding the next loop counts this instance as free
+
+    def _generate_in_thread(
+        self,
+        loaded: _LoadedModel,
+        llm: Any,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams,
+        cancel: threading.Event,
+        send: Callable[[_WorkerMessage], None],
+        give_back: Callable[[], None],
+    ) -> None:
+        try:
+            done = self._run_generation(loaded, llm, messages, params, cancel, send)
+            if done is not None:
+                send(done)
+        except Exception as exc:  # noqa: BLE001 - thread boundary: every failure goes to the consumer
+            error = exc if isinstance(exc, GenerationError) else GenerationError(
+                f"generation with model {loaded.entry.id!r} failed: {exc}"
+            )
+            send(_Failed(error))
+        finally:
+            give_back()
+
+    def _run_generation(
+        self,
+        loaded: _LoadedModel,
+        llm: Any,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams,
+        cancel: threading.Event,
+        send: Callable[[_WorkerMessage], None],
+    ) -> GenerationDone | None:
+        """Blocking: stream one generation through `send`; None if cancelled."""
+        import llama_cpp
+
+        counter = _SamplingCounter()
+        options: dict[str, Any] = {
+            "temperature": params.temperature,
+            "max_tokens": params.max_tokens,
+            # llama-cpp-python turns seed=None into a seed derived from the instance's previous
+            # one, so a fresh instance would repeat itself; llama.cpp's default seed means "draw
+            # one from the system's random source".
+            "seed": llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed,
+            "repeat_penalty": _REPEAT_PENALTY,
+            "logits_processor": llama_cpp.LogitsProcessorList([counter]),
+            "stream": True,
+        }
+        if params.top_p is not None:
+            options["top_p"] = params.top_p
+        # Stop strings are applied here, not by llama-cpp-python: then its "stop" finish can
+        # only mean the model sampled an end-of-generation token, which the count must leave
+        # out (below). The one exception, the model spelling out its template's end token as
+        # plain text, is too rare to matter.
+        use_template = loaded.has_chat_template and loaded.entry.chat
+        if use_template:
+            stops = tuple(params.stop)
+            chunks = llm.create_chat_completion(
+                messages=[{"role": m.role, "content": m.content} for m in messages], **options
+            )
+            texts = (_chat_chunk(chunk) for chunk in chunks)
+        else:
+            stops = (*params.stop, *_TRANSCRIPT_STOPS)
+            chunks = llm.create_completion(prompt=render_transcript(messages), **options)
+            texts = (_completion_chunk(chunk) for chunk in chunks)
+
+        scanner = StopScanner(stops)
+        pieces: list[str] = []
+        finish_reason = "length"
+        ended_by_end_token = False
+
+        def emit(text: str) -> None:
+            if text:
+                pieces.append(text)
+                send(TokenChunk(text))
+
+        try:
+            for text, reason in texts:
+                if cancel.is_set():
+                    return None
+                safe, hit = scanner.feed(text)
+                emit(safe)
+                if hit:
+                    finish_reason = "stop"
+                    break
+                if reason is not None:
+                    finish_reason = reason
+                    ended_by_end_token = reason == "stop"
+            else:
+                emit(scanner.flush())
+        finally:
+            # Closing the generator chain stops llama-cpp-python's sampling loop right here.
+            chunks.close()
+        if cancel.is_set():
+            return None
+        completion_tokens = counter.sampled - (1 if ended_by_end_token else 0)
+        return GenerationDone(
+            text="".join(pieces),
+            usage=Usage(prompt_tokens=counter.prompt_tokens, completion_tokens=completion_tokens),
+            finish_reason=finish_reason,
+        )
+
+    async def unload(self, model_id: str) -> None:
+        """Forget the model; waits for its running generations, then frees its memory.
+
+        Requests waiting for a slot when it is unloaded load it again.
+        """
+        self._bind()
+        async with self._lock(model_id):
+            loaded = self._models.pop(model_id, None)
+            if loaded is None:
+                return
+            loaded.unloaded = True
+            for _ in range(loaded.max_instances):
+                await loaded.slots.acquire()
+            with self._guard:
+                instances, loaded.idle = loaded.idle, []
+            for llm in instances:
+                await asyncio.to_thread(llm.close)
+
+    def memory_estimate(self, model: ModelEntry) -> int:
+        """Bytes one instance of the model needs:
+
+            file size
+            + n_ctx x layers x kv_heads x (key_length + value_length) x 2 B   (f16 K and V cache)
+            + 32 MiB + 128 B x vocabulary size                               (working buffers)
+
+        read from the GGUF header (arrays skipped, result cached per file). A file that is not
+        there yet (an embedded model not assembled) or whose header lacks the shape is
+        estimated at 1.25 x its catalog size + 32 MiB. Sliding-window layers are counted as
+        full ones, so this errs high.
+        """
+        try:
+            stat = model.path.stat()
+            metadata = _cached_metadata(model.path, stat.st_size, stat.st_mtime_ns)
+            return (
+                stat.st_size
+                + _kv_cache_bytes(metadata, self._n_ctx)
+                + _WORKING_BYTES_FIXED
+                + _WORKING_BYTES_PER_VOCAB_ENTRY * _vocab_size(metadata)
+            )
+        except (OSError, ValueError):
+            return model.size_bytes * 5 // 4 + _WORKING_BYTES_FIXED
+
+
+def _check_request(model: ModelEntry, messages: Sequence[ChatMessage], params: GenerationParams) -> None:
+    if not messages:
+        raise GenerationError(f"model {model.id!r}: nothing to generate from, the message list is empty")
+    bad = sorted({message.role for message in messages} - _ROLES)
+    if bad:
+        raise GenerationError(f"model {model.id!r}: unknown message role(s) {bad}; use system, user or assistant")
+    if params.max_tokens < 1:
+        raise GenerationError(f"model {model.id!r}: max_tokens must be at least 1, not {params.max_tokens}")
+    if len(params.stop) > _MAX_STOPS or any(len(stop) > _MAX_STOP_CHARS for stop in params.stop):
+        raise GenerationError(
+            f"model {model.id!r}: at most {_MAX_STOPS} stop strings of up to {_MAX_STOP_CHARS} characters"
+        )
+    if params.temperature < 0:
+        raise GenerationError(f"model {model.id!r}: temperature must be 0 or more, not {params.temperature}")
+
+
+def _chat_chunk(chunk: dict[str, Any]) -> tuple[str, str | None]:
+    choice = chunk["choices"][0]
+    return choice["delta"].get("content") or "", choice["finish_reason"]
+
+
+def _completion_chunk(chunk: dict[str, Any]) -> tuple[str, str | None]:
+    choice = chunk["choices"][0]
+    return choice["text"] or "", choice["finish_reason"]
+

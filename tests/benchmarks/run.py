@@ -1,0 +1,252 @@
+"""orc's benchmarks, side by side in one run; writes docs/benchmarks.md.
+
+    .venv/bin/python -m tests.benchmarks.run            # everything (installs llm-orc 0.25.2 on first use)
+    .venv/bin/python -m tests.benchmarks.run --skip-llm-orc
+
+Measures, on this machine, in one process run so the ratios compare like with like:
+1. generation overhead: a one-agent ensemble through orc's engine vs the same prompt and
+   token count through llama-cpp-python directly (model loaded in both, greedy decoding,
+   identical output checked);
+2. CLI start-up: `orc --help`, and a whole `orc run` of the one-agent ensemble;
+3. end to end: the same 4-agent ensemble (3 parallel analysts + synthesizer) through orc's
+   CLI and through llm-orc 0.25.2 pointed at a llama-cpp-python server holding the model.
+Medians of several runs; the machine (CPU, cores, memory, versions) is written with the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PROMPT_SYSTEM = "You are a concise assistant."
+PROMPT_USER = "List three uses for a Raspberry Pi in a home network, one line each."
+MAX_TOKENS = 64
+THREADS = 2
+
+
+@dataclass(frozen=True)
+class Row:
+    what: str
+    value: str
+    note: str = ""
+
+
+def median_of(runs: int, measure: Callable[[], float]) -> tuple[float, list[float]]:
+    samples = [measure() for _ in range(runs)]
+    return statistics.median(samples), samples
+
+
+def machine() -> list[str]:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        cpu = platform.processor() or cpu
+    memory = ""
+    try:
+        kib = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
+        memory = f"{kib / 1024 / 1024:.0f} GiB RAM"
+    except (OSError, StopIteration, ValueError):
+        pass
+    return [
+        f"- machine: {platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores, {memory}",
+        f"- Python {platform.python_version()}, llama-cpp-python {importlib.metadata.version('llama-cpp-python')}",
+        f"- model: SmolLM2-135M-Instruct Q4_1 (the embedded default), {THREADS} threads, greedy decoding",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+    ]
+
+
+# ---- 1. generation overhead ----
+
+def bench_overhead(runs: int) -> list[Row]:
+    import llama_cpp
+
+    from orc.node.api import Orc
+    from orc.node.catalog import DEFAULT_MODEL_ID
+    from orc.node.events import RunFinished
+    from orc.scheduler.loader import load_ensemble_text
+
+    with tempfile.TemporaryDirectory() as home:
+        orc = Orc(home, n_threads=THREADS, seed=1)
+        entry = orc.catalog.prepare(DEFAULT_MODEL_ID)
+        direct = llama_cpp.Llama(model_path=str(entry.path), n_ctx=2048, n_threads=THREADS, verbose=False)
+        messages = [{"role": "system", "content": PROMPT_SYSTEM}, {"role": "user", "content": PROMPT_USER}]
+
+        def run_direct() -> tuple[float, str, int]:
+            began = time.perf_counter()
+            text, tokens = "", 0
+            # repeat_penalty 1.1: the sampling orc's llama.cpp runtime uses, so both do the same work.
+            for chunk in direct.create_chat_completion(messages=messages, max_tokens=MAX_TOKENS, temperature=0.0,
+                                                       seed=1, repeat_penalty=1.1, stream=True):
+                piece = chunk["choices"][0]["delta"].get("content")
+                if piece:
+                    text += piece
+                    tokens += 1
+            return time.perf_counter() - began, text, tokens
+
+        spec = load_ensemble_text(
+            f"name: one\nagents:\n  - name: a\n    model: {DEFAULT_MODEL_ID}\n    temperature: 0\n"
+            f"    max_tokens: {MAX_TOKENS}\n    system_prompt: {json.dumps(PROMPT_SYSTEM)}\n",
+            Path(home) / "one.yaml")
+        engine = orc.engine(journal=True)
+
+        async def run_orc_async() -> tuple[float, str, int]:
+            began = time.perf_counter()
+            result = None
+            async for event in engine.run(spec, PROMPT_USER):
+                if isinstance(event, RunFinished):
+                    result = event.result
+            elapsed = time.perf_counter() - began
+            record = dict(result.results)["a"]
+            return elapsed, str(result.deliverable), record.usage.completion_tokens
+
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(run_orc_async())  # warm-up: loads the model in orc's runtime
+            run_direct()  # warm-up of the direct instance
+            direct_times, orc_times = [], []
+            direct_text = orc_text = ""
+            direct_tokens = orc_tokens = 0
+            for _ in range(runs):  # interleaved, so drift on a shared machine hits both alike
+                took, direct_text, direct_tokens = run_direct()
+                direct_times.append(took)
+                took, orc_text, orc_tokens = loop.run_until_complete(run_orc_async())
+                orc_times.append(took)
+        finally:
+            loop.close()
+    same = "identical text" if direct_text.strip() == orc_text.strip() else "texts differ"
+    d, o = statistics.median(direct_times), statistics.median(orc_times)
+    return [
+        Row("llama-cpp-python direct, one generation", f"{d * 1000:.0f} ms",
+            f"median of {runs}; {direct_tokens} tokens"),
+        Row("orc engine, one-agent ensemble (journaled)", f"{o * 1000:.0f} ms",
+            f"median of {runs}; {orc_tokens} tokens; {same}"),
+        Row("**overhead ratio** orc / direct", f"**{o / d:.3f}×**", "target ≤ 1.05×"),
+    ]
+
+
+# ---- 2. CLI start-up ----
+
+def bench_cli(runs: int) -> list[Row]:
+    orc_bin = Path(sys.executable).with_name("orc")
+    with tempfile.TemporaryDirectory() as home:
+        env = {**os.environ, "ORC_HOME": home}
+        path = Path(home) / "one.yaml"
+        path.write_text(f"name: one\nagents:\n  - name: a\n    model: smollm2-135m-instruct\n    temperature: 0\n"
+                        f"    max_tokens: {MAX_TOKENS}\n    system_prompt: {json.dumps(PROMPT_SYSTEM)}\n")
+
+        def timed(args: list[str]) -> float:
+            began = time.perf_counter()
+            subprocess.run(args, env=env, check=True, capture_output=True, timeout=300)
+            return time.perf_counter() - began
+
+        timed([str(orc_bin), "run", str(path), PROMPT_USER, "--threads", str(THREADS)])  # digest cache warm-up
+        help_s, _ = median_of(runs, lambda: timed([str(orc_bin), "--help"]))
+        run_s, _ = median_of(runs, lambda: timed([str(orc_bin), "run", str(path), PROMPT_USER, "-q",
+                                                  "--threads", str(THREADS)]))
+    return [
+        Row("`orc --help`", f"{help_s * 1000:.0f} ms", f"median of {runs}"),
+        Row("`orc run` one-agent ensemble, whole process", f"{run_s * 1000:.0f} ms",
+            f"median of {runs}; start-up + model load + {MAX_TOKENS} tokens"),
+    ]
+
+
+# ---- 3. orc vs llm-orc ----
+
+def bench_llm_orc(runs: int) -> list[Row]:
+    from tests.benchmarks import llm_orc_baseline as baseline
+
+    ensemble = baseline.FOUR_AGENT_ENSEMBLE
+    baseline.ensure_llm_orc()
+    orc_bin = Path(sys.executable).with_name("orc")
+    with tempfile.TemporaryDirectory() as work:
+        folder = Path(work)
+        orc_file = folder / "four.yaml"
+        orc_file.write_text(ensemble.to_orc_yaml())
+        env = {**os.environ, "ORC_HOME": str(folder / "home")}
+
+        def run_orc() -> float:
+            began = time.perf_counter()
+            done = subprocess.run([str(orc_bin), "run", str(orc_file), baseline.BENCH_INPUT, "--json",
+                                   "--threads", str(THREADS)], env=env, capture_output=True, text=True, timeout=600)
+            elapsed = time.perf_counter() - began
+            data = json.loads(done.stdout)
+            if data["status"] != "completed":
+                raise RuntimeError(f"orc run failed: {done.stderr[-500:]}")
+            return elapsed
+
+        run_orc()  # warm-up (digest cache, page cache)
+        with baseline.start_llama_server(baseline.smollm2_gguf(), n_threads=THREADS) as base_url:
+            project = folder / "llm-orc"
+            baseline.write_llm_orc_project(project, base_url, ensemble)
+            baseline.run_llm_orc_once(project, ensemble.name, baseline.BENCH_INPUT)  # warm-up
+            orc_times, llm_orc_times = [], []
+            for _ in range(runs):  # interleaved so machine noise hits both
+                llm_orc_times.append(baseline.run_llm_orc_once(project, ensemble.name, baseline.BENCH_INPUT))
+                orc_times.append(run_orc())
+    o, l = statistics.median(orc_times), statistics.median(llm_orc_times)
+    return [
+        Row(f"llm-orc {baseline.LLM_ORC_VERSION} → llama-cpp-python server (model already loaded)",
+            f"{l:.2f} s", f"median of {runs}, whole `llm-orc invoke`"),
+        Row("orc CLI, same ensemble (loads the model in-process each run)", f"{o:.2f} s",
+            f"median of {runs}, whole `orc run`"),
+        Row("**llm-orc / orc**", f"**{l / o:.2f}×**", "above 1 means orc is faster"),
+    ]
+
+
+def write_report(sections: list[tuple[str, list[Row], str]], path: Path) -> None:
+    lines = ["# Benchmarks", "",
+             "Written by `.venv/bin/python -m tests.benchmarks.run`; every number below comes from one run",
+             "of that command on the machine described here. Machines are shared and noisy: compare the",
+             "ratios inside one table, not absolute times across runs.", "", *machine(), ""]
+    for title, rows, notes in sections:
+        lines += [f"## {title}", "", "| measurement | value | notes |", "|---|---|---|"]
+        lines += [f"| {r.what} | {r.value} | {r.note} |" for r in rows]
+        if notes:
+            lines += ["", notes]
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--skip-llm-orc", action="store_true")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    args = parser.parse_args(argv)
+    sections = []
+    print("generation overhead ...", file=sys.stderr)
+    sections.append(("Orchestration overhead", bench_overhead(args.runs),
+                     "Both sides hold the model loaded and decode greedily with the same chat template, so they "
+                     "produce the same tokens; orc's time includes the engine, the state "
+                     "machine, journaling with fsync, and token streaming through the event loop."))
+    print("CLI start-up ...", file=sys.stderr)
+    sections.append(("CLI start-up", bench_cli(args.runs), ""))
+    if not args.skip_llm_orc:
+        print("orc vs llm-orc ...", file=sys.stderr)
+        sections.append(("orc vs llm-orc 0.25, 4-agent ensemble end to end", bench_llm_orc(args.runs),
+                         "Same prompts, max_tokens and temperature on both sides (see docs/llm-orc-baseline.md "
+                         "for the set-up and its caveats)."))
+    write_report(sections, args.out)
+    print(args.out.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
