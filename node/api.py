@@ -167,6 +167,6 @@ class Orc:
             summaries.append(RunSummary(
                 contents.header.run_id, contents.header.ensemble, end.status if end else "unfinished",
                 contents.header.started_at, end.at if end else None,
-                len({e.agent for e in contents.events}), len(done),
+                len(contents.header.agents) or len({e.agent for e in contents.events}), len(done),
             ))
         return sorted(summaries, key=lambda s: s.started_at, reverse=True)

@@ -215,7 +215,8 @@ class Engine:
             run_id = derive_run_id(spec.name, now, os.urandom(8))
             state = initial_state(run_id, spec, run_input, now)
             if self.runs_dir is not None:
-                header = RunHeader(run_id, spec.name, str(spec.source) if spec.source else None, run_input, now)
+                header = RunHeader(run_id, spec.name, str(spec.source) if spec.source else None, run_input, now,
+                                   spec.names)
                 writer = JournalWriter.create(self.runs_dir / f"{run_id}.journal", header)
         yield RunBegan(run_id, spec.name, spec.names, writer.path if writer else None, resumed=resume is not None)
         for name, record in state.agents.items():
@@ -538,29 +539,36 @@ def _loop_scope(result: RunResult, body: EnsembleSpec) -> dict[str, object]:
 
 
 def render_value(value: object) -> str:
-    """A value as prompt text: strings as they are, data as indented JSON."""
+    """A value as prompt text: strings as they are, a list of strings (a gathered fan-out) as
+    bullet lines, other data as indented JSON."""
     data = thaw(value)
     if isinstance(data, str):
         return data
+    if isinstance(data, list) and data and all(isinstance(item, str) for item in data):
+        return "\n".join("- " + " ".join(item.split()) for item in data)
     return json.dumps(data, indent=2, ensure_ascii=False, default=str)
 
 
 def build_messages(system_prompt: str | None, agent_input: AgentInput, value: object) -> list[ChatMessage]:
-    """The chat an LLM agent sees: its system prompt, then the input and upstream results its scope allows."""
+    """The chat an LLM agent sees: its system prompt, then the upstream results its scope allows, then its input.
+
+    The input comes last: small models follow what they read most recently, and the
+    upstream results are material for that input, not the question itself.
+    """
     parts: list[str] = []
-    if agent_input.scope in ("full", "input"):
-        text = render_value(value).strip()
-        if text:
-            parts.append(text)
     if agent_input.scope in ("full", "dependencies") and agent_input.dependencies:
         sections = []
         for dep, result in agent_input.dependencies:
             if result.status == "completed":
-                sections.append(f"## {dep}\n{render_value(result.output).strip()}")
+                sections.append(f"[{dep}]\n{render_value(result.output).strip()}")
             elif result.status == "failed":
-                sections.append(f"## {dep}\n(this agent failed: {result.error})")
+                sections.append(f"[{dep}]\n(this agent failed: {result.error})")
         if sections:
-            parts.append("Results from the agents before you:\n\n" + "\n\n".join(sections))
+            parts.append("What the agents before you wrote:\n\n" + "\n\n".join(sections))
+    if agent_input.scope in ("full", "input"):
+        text = render_value(value).strip()
+        if text:
+            parts.append(("Input:\n" + text) if len(parts) else text)
     messages = []
     if system_prompt:
         messages.append(ChatMessage("system", system_prompt.strip()))

@@ -1,7 +1,7 @@
 """The run journal: an append-only msgpack file per run, written as the run happens.
 
 Record layout (one msgpack map each; `t` names the kind):
-  run    run_id, ensemble, source, input, started_at   (always first)
+  run    run_id, ensemble, source, input, started_at, agents   (always first)
   start  agent, at, node_id, model
   ok     agent, output, at, usage: [prompt, completion]
   fail   agent, error, at, retryable
@@ -44,6 +44,7 @@ class RunHeader:
     source: str | None
     input: object
     started_at: float
+    agents: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def _to_record(item: RunEvent | RunHeader | RunEnded) -> dict:
     match item:
         case RunHeader():
             return {"t": "run", "run_id": item.run_id, "ensemble": item.ensemble, "source": item.source,
-                    "input": thaw(item.input), "started_at": item.started_at}
+                    "input": thaw(item.input), "started_at": item.started_at, "agents": list(item.agents)}
         case AgentStarted():
             return {"t": "start", "agent": item.agent, "at": item.at, "node_id": item.node_id, "model": item.model}
         case AgentSucceeded():
@@ -87,7 +88,7 @@ def _from_record(record: dict) -> RunEvent | RunHeader | RunEnded:
     kind = record.get("t")
     if kind == "run":
         return RunHeader(RunId(record["run_id"]), record["ensemble"], record.get("source"), record.get("input"),
-                         float(record["started_at"]))
+                         float(record["started_at"]), tuple(record.get("agents") or ()))
     if kind == "start":
         return AgentStarted(record["agent"], float(record["at"]), record.get("node_id"), record.get("model"))
     if kind == "ok":

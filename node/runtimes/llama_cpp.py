@@ -7,8 +7,9 @@ free one. Loading and generating run in worker threads; tokens reach the event l
 `loop.call_soon_threadsafe`.
 
 Prompts: a model whose GGUF carries a chat template (`tokenizer.chat_template`) and whose
-catalog entry is a chat model gets `create_chat_completion`, which renders the messages with
-that template. Any other model (a base model such as Gemma-3-270M, whose GGUF has no template)
+catalog entry is a chat model has its messages rendered with that template, exactly as
+llama-cpp-python's `create_chat_completion` would (same formatter, tokenization and stops),
+then completed. Any other model (a base model such as Gemma-3-270M, whose GGUF has no template)
 gets a plain completion of a transcript::
 
     System: ...
@@ -18,6 +19,9 @@ gets a plain completion of a transcript::
     Assistant:
 
 which stops when the model starts a new "User:" or "System:" turn.
+
+Streamed text reaches the event loop in batches at most every 50 ms rather than per token:
+on a two-core machine every wake-up of the loop's thread costs the generation a little.
 
 `llama_cpp` itself is imported only when a model is loaded, so importing this module (and
 running `orc --help`) stays fast.
@@ -31,6 +35,7 @@ import os
 import struct
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +71,8 @@ _TRANSCRIPT_STOPS = ("\nUser:", "\nSystem:")
 # A mild repetition penalty (llama.cpp's own CLI default; llama-cpp-python's API default is
 # 1.0), used on both prompt paths so they sample alike: models this small loop without it.
 _REPEAT_PENALTY = 1.1
+# Streamed text reaches the consumer at least this often (20 times a second reads as live).
+_STREAM_INTERVAL_S = 0.05
 # llama.cpp keeps its K and V caches in f16 unless told otherwise.
 _KV_BYTES_PER_VALUE = 2
 # Compute buffers and logits rows beyond weights and KV cache: a fit to the resident memory
@@ -229,24 +236,33 @@ class StopScanner:
 
 
 class _SamplingCounter:
-    """A logits processor that changes nothing and counts.
+    """A stopping criterion that never stops and counts.
 
-    llama-cpp-python calls it once per sampled token with the ids of every token in the
-    context, so the first call sees exactly the prompt as the model got it (template, special
-    tokens and BOS included) and the number of calls is the number of tokens sampled. Streamed
-    chunks cannot be counted instead: llama-cpp-python merges tokens into one chunk while a
-    multi-byte character or a possible stop string is incomplete.
+    llama-cpp-python calls it once per sampled token with the context so far (prompt, then
+    every sampled token but the newest), so the shortest context it sees is exactly the prompt
+    as the model got it (template, special tokens and BOS included) and the number of distinct
+    lengths is the number of tokens sampled. It may call it once more after the last token
+    with a context of a length already seen, hence a set. A stopping criterion, unlike a
+    logits processor, gets views of arrays llama-cpp-python already holds, so counting costs
+    next to nothing per token. Streamed chunks cannot be counted instead: llama-cpp-python
+    merges tokens into one chunk while a multi-byte character or a possible stop string is
+    incomplete.
     """
 
     def __init__(self) -> None:
-        self.prompt_tokens = 0
-        self.sampled = 0
+        self._lengths: set[int] = set()
 
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        if self.sampled == 0:
-            self.prompt_tokens = len(input_ids)
-        self.sampled += 1
-        return scores
+    def __call__(self, input_ids: Any, logits: Any) -> bool:
+        self._lengths.add(len(input_ids))
+        return False
+
+    @property
+    def prompt_tokens(self) -> int:
+        return min(self._lengths, default=0)
+
+    @property
+    def sampled(self) -> int:
+        return len(self._lengths)
 
 
 # -- the runtime ----------------------------------------------------------------------------
@@ -272,6 +288,7 @@ class _LoadedModel:
         self.max_instances = max_instances
         self.slots = asyncio.Semaphore(max_instances)  # bound to the runtime's current loop
         self.has_chat_template = "tokenizer.chat_template" in first.metadata
+        self.formatter = _chat_formatter(first) if self.has_chat_template else None
         self.unloaded = False
 
 
@@ -512,7 +529,7 @@ class LlamaCppRuntime:
             # one from the system's random source".
             "seed": llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed,
             "repeat_penalty": _REPEAT_PENALTY,
-            "logits_processor": llama_cpp.LogitsProcessorList([counter]),
+            "stopping_criteria": llama_cpp.StoppingCriteriaList([counter]),
             "stream": True,
         }
         if params.top_p is not None:
@@ -521,13 +538,20 @@ class LlamaCppRuntime:
         # only mean the model sampled an end-of-generation token, which the count must leave
         # out (below). The one exception, the model spelling out its template's end token as
         # plain text, is too rare to matter.
-        use_template = loaded.has_chat_template and loaded.entry.chat
+        use_template = loaded.formatter is not None and loaded.entry.chat
         if use_template:
+            # What create_chat_completion does for a GGUF template, done here so the counting
+            # stopping criterion can ride along (create_chat_completion takes none): render with
+            # the same formatter, tokenize alike, and keep the template's stop strings and
+            # end-token criterion.
+            rendered = loaded.formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
+            prompt = llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+            template_stops = rendered.stop if isinstance(rendered.stop, list) else [rendered.stop] if rendered.stop else []
+            if rendered.stopping_criteria is not None:
+                options["stopping_criteria"] = llama_cpp.StoppingCriteriaList([counter, *rendered.stopping_criteria])
             stops = tuple(params.stop)
-            chunks = llm.create_chat_completion(
-                messages=[{"role": m.role, "content": m.content} for m in messages], **options
-            )
-            texts = (_chat_chunk(chunk) for chunk in chunks)
+            chunks = llm.create_completion(prompt=prompt, stop=template_stops, **options)
+            texts = (_completion_chunk(chunk) for chunk in chunks)
         else:
             stops = (*params.stop, *_TRANSCRIPT_STOPS)
             chunks = llm.create_completion(prompt=render_transcript(messages), **options)
@@ -538,10 +562,22 @@ class LlamaCppRuntime:
         finish_reason = "length"
         ended_by_end_token = False
 
-        def emit(text: str) -> None:
+        pending: list[str] = []
+        last_sent = time.monotonic()
+
+        def emit(text: str, *, flush: bool = False) -> None:
+            # Tokens are handed to the event loop in batches, at most every
+            # _STREAM_INTERVAL_S: each hand-over wakes the loop's thread, which on a small
+            # machine preempts one of llama.cpp's compute threads and slows the generation.
+            nonlocal last_sent
             if text:
                 pieces.append(text)
-                send(TokenChunk(text))
+                pending.append(text)
+            now = time.monotonic()
+            if pending and (flush or now - last_sent >= _STREAM_INTERVAL_S):
+                send(TokenChunk("".join(pending)))
+                pending.clear()
+                last_sent = now
 
         try:
             for text, reason in texts:
@@ -557,6 +593,7 @@ class LlamaCppRuntime:
                     ended_by_end_token = reason == "stop"
             else:
                 emit(scanner.flush())
+            emit("", flush=True)
         finally:
             # Closing the generator chain stops llama-cpp-python's sampling loop right here.
             chunks.close()
@@ -628,9 +665,17 @@ def _check_request(model: ModelEntry, messages: Sequence[ChatMessage], params: G
         raise GenerationError(f"model {model.id!r}: temperature must be 0 or more, not {params.temperature}")
 
 
-def _chat_chunk(chunk: dict[str, Any]) -> tuple[str, str | None]:
-    choice = chunk["choices"][0]
-    return choice["delta"].get("content") or "", choice["finish_reason"]
+def _chat_formatter(llm: Any) -> Any:
+    """The formatter llama-cpp-python builds for a GGUF's own chat template (`Llama.__init__`)."""
+    from llama_cpp import llama_chat_format
+
+    eos_id, bos_id = llm.token_eos(), llm.token_bos()
+    return llama_chat_format.Jinja2ChatFormatter(
+        template=llm.metadata["tokenizer.chat_template"],
+        eos_token=llm._model.token_get_text(eos_id) if eos_id != -1 else "",
+        bos_token=llm._model.token_get_text(bos_id) if bos_id != -1 else "",
+        stop_token_ids=[eos_id],
+    )
 
 
 def _completion_chunk(chunk: dict[str, Any]) -> tuple[str, str | None]:

@@ -1,4 +1,4 @@
-"""The llm-orc 0.25.2 side of the "orc vs llm-orc" benchmark (DESIGN.md section 10).
+"""The llm-orc 0.25.2 side of the "orc vs llm-orc" benchmark (docs/benchmarks.md).
 
 llm-orc runs in its own virtual environment (its dependencies are not orc's), created on demand
 under a cache folder, and reaches SmolLM2-135M-Instruct through a llama-cpp-python

@@ -1,7 +1,9 @@
 """orc's benchmarks, side by side in one run; writes docs/benchmarks.md.
 
-    .venv/bin/python -m tests.benchmarks.run            # everything (installs llm-orc 0.25.2 on first use)
-    .venv/bin/python -m tests.benchmarks.run --skip-llm-orc
+    .venv/bin/pip install -q -e '.[bench]' && .venv/bin/python -m tests.benchmarks.run
+    .venv/bin/python -m tests.benchmarks.run --skip-llm-orc     # without the llm-orc comparison
+
+(llm-orc 0.25.2 is installed into its own virtual environment on first use.)
 
 Measures, on this machine, in one process run so the ratios compare like with like:
 1. generation overhead: a one-agent ensemble through orc's engine vs the same prompt and
@@ -73,10 +75,41 @@ def machine() -> list[str]:
 
 
 # ---- 1. generation overhead ----
+#
+# Each side runs in its own process: two llama.cpp contexts in one process disturb each other
+# (the idle one's worker threads keep polling for a while after each generation), which made
+# both sides slower and the ratio meaningless. The sides alternate, so drift on a shared
+# machine hits both alike.
 
-def bench_overhead(runs: int) -> list[Row]:
+def _side_direct(runs: int) -> dict:
     import llama_cpp
 
+    from orc.node.catalog import DEFAULT_MODEL_ID, Catalog
+
+    with tempfile.TemporaryDirectory() as home:
+        entry = Catalog(Path(home) / "models").prepare(DEFAULT_MODEL_ID)
+        llm = llama_cpp.Llama(model_path=str(entry.path), n_ctx=2048, n_threads=THREADS, n_threads_batch=THREADS,
+                              verbose=False)
+    messages = [{"role": "system", "content": PROMPT_SYSTEM}, {"role": "user", "content": PROMPT_USER}]
+
+    def once() -> tuple[float, str, int]:
+        began = time.perf_counter()
+        text, tokens = "", 0
+        # repeat_penalty 1.1: the sampling orc's llama.cpp runtime uses, so both do the same work.
+        for chunk in llm.create_chat_completion(messages=messages, max_tokens=MAX_TOKENS, temperature=0.0,
+                                                seed=1, repeat_penalty=1.1, stream=True):
+            piece = chunk["choices"][0]["delta"].get("content")
+            if piece:
+                text += piece
+                tokens += 1
+        return time.perf_counter() - began, text, tokens
+
+    once()  # warm-up
+    samples = [once() for _ in range(runs)]
+    return {"times": [s[0] for s in samples], "text": samples[-1][1], "tokens": samples[-1][2]}
+
+
+def _side_orc(runs: int) -> dict:
     from orc.node.api import Orc
     from orc.node.catalog import DEFAULT_MODEL_ID
     from orc.node.events import RunFinished
@@ -84,29 +117,13 @@ def bench_overhead(runs: int) -> list[Row]:
 
     with tempfile.TemporaryDirectory() as home:
         orc = Orc(home, n_threads=THREADS, seed=1)
-        entry = orc.catalog.prepare(DEFAULT_MODEL_ID)
-        direct = llama_cpp.Llama(model_path=str(entry.path), n_ctx=2048, n_threads=THREADS, verbose=False)
-        messages = [{"role": "system", "content": PROMPT_SYSTEM}, {"role": "user", "content": PROMPT_USER}]
-
-        def run_direct() -> tuple[float, str, int]:
-            began = time.perf_counter()
-            text, tokens = "", 0
-            # repeat_penalty 1.1: the sampling orc's llama.cpp runtime uses, so both do the same work.
-            for chunk in direct.create_chat_completion(messages=messages, max_tokens=MAX_TOKENS, temperature=0.0,
-                                                       seed=1, repeat_penalty=1.1, stream=True):
-                piece = chunk["choices"][0]["delta"].get("content")
-                if piece:
-                    text += piece
-                    tokens += 1
-            return time.perf_counter() - began, text, tokens
-
         spec = load_ensemble_text(
             f"name: one\nagents:\n  - name: a\n    model: {DEFAULT_MODEL_ID}\n    temperature: 0\n"
             f"    max_tokens: {MAX_TOKENS}\n    system_prompt: {json.dumps(PROMPT_SYSTEM)}\n",
             Path(home) / "one.yaml")
         engine = orc.engine(journal=True)
 
-        async def run_orc_async() -> tuple[float, str, int]:
+        async def once() -> tuple[float, str, int]:
             began = time.perf_counter()
             result = None
             async for event in engine.run(spec, PROMPT_USER):
@@ -116,27 +133,37 @@ def bench_overhead(runs: int) -> list[Row]:
             record = dict(result.results)["a"]
             return elapsed, str(result.deliverable), record.usage.completion_tokens
 
-        loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(run_orc_async())  # warm-up: loads the model in orc's runtime
-            run_direct()  # warm-up of the direct instance
-            direct_times, orc_times = [], []
-            direct_text = orc_text = ""
-            direct_tokens = orc_tokens = 0
-            for _ in range(runs):  # interleaved, so drift on a shared machine hits both alike
-                took, direct_text, direct_tokens = run_direct()
-                direct_times.append(took)
-                took, orc_text, orc_tokens = loop.run_until_complete(run_orc_async())
-                orc_times.append(took)
-        finally:
-            loop.close()
-    same = "identical text" if direct_text.strip() == orc_text.strip() else "texts differ"
+        async def measure() -> list[tuple[float, str, int]]:
+            await once()  # warm-up: loads the model
+            return [await once() for _ in range(runs)]
+
+        samples = asyncio.run(measure())
+    return {"times": [s[0] for s in samples], "text": samples[-1][1], "tokens": samples[-1][2]}
+
+
+def _run_side(side: str, runs: int) -> dict:
+    done = subprocess.run([sys.executable, "-m", "tests.benchmarks.run", "--side", side, "--runs", str(runs)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_overhead(runs: int, rounds: int = 2) -> list[Row]:
+    direct_times: list[float] = []
+    orc_times: list[float] = []
+    direct = orc = {}
+    for _ in range(rounds):
+        direct = _run_side("direct", runs)
+        orc = _run_side("orc", runs)
+        direct_times += direct["times"]
+        orc_times += orc["times"]
+    same = "identical text" if direct["text"].strip() == orc["text"].strip() else "texts differ"
     d, o = statistics.median(direct_times), statistics.median(orc_times)
+    n = len(direct_times)
     return [
         Row("llama-cpp-python direct, one generation", f"{d * 1000:.0f} ms",
-            f"median of {runs}; {direct_tokens} tokens"),
+            f"median of {n} ({rounds} processes); {direct['tokens']} tokens"),
         Row("orc engine, one-agent ensemble (journaled)", f"{o * 1000:.0f} ms",
-            f"median of {runs}; {orc_tokens} tokens; {same}"),
+            f"median of {n} ({rounds} processes); {orc['tokens']} tokens; {same}"),
         Row("**overhead ratio** orc / direct", f"**{o / d:.3f}×**", "target ≤ 1.05×"),
     ]
 
@@ -173,7 +200,7 @@ def bench_llm_orc(runs: int) -> list[Row]:
     from tests.benchmarks import llm_orc_baseline as baseline
 
     ensemble = baseline.FOUR_AGENT_ENSEMBLE
-    baseline.ensure_llm_orc()
+    llm_orc = baseline.ensure_llm_orc()
     orc_bin = Path(sys.executable).with_name("orc")
     with tempfile.TemporaryDirectory() as work:
         folder = Path(work)
@@ -181,7 +208,7 @@ def bench_llm_orc(runs: int) -> list[Row]:
         orc_file.write_text(ensemble.to_orc_yaml())
         env = {**os.environ, "ORC_HOME": str(folder / "home")}
 
-        def run_orc() -> float:
+        def run_orc() -> tuple[float, float, int]:
             began = time.perf_counter()
             done = subprocess.run([str(orc_bin), "run", str(orc_file), baseline.BENCH_INPUT, "--json",
                                    "--threads", str(THREADS)], env=env, capture_output=True, text=True, timeout=600)
@@ -189,30 +216,41 @@ def bench_llm_orc(runs: int) -> list[Row]:
             data = json.loads(done.stdout)
             if data["status"] != "completed":
                 raise RuntimeError(f"orc run failed: {done.stderr[-500:]}")
-            return elapsed
+            tokens = sum(r["usage"]["completion_tokens"] for r in data["results"].values())
+            return elapsed, data["timing"]["duration_s"], tokens
 
         run_orc()  # warm-up (digest cache, page cache)
         with baseline.start_llama_server(baseline.smollm2_gguf(), n_threads=THREADS) as base_url:
             project = folder / "llm-orc"
             baseline.write_llm_orc_project(project, base_url, ensemble)
-            baseline.run_llm_orc_once(project, ensemble.name, baseline.BENCH_INPUT)  # warm-up
-            orc_times, llm_orc_times = [], []
+            baseline.run_llm_orc_measured(project, ensemble.name, baseline.BENCH_INPUT, llm_orc)  # warm-up
+            orc_runs, llm_orc_runs = [], []
             for _ in range(runs):  # interleaved so machine noise hits both
-                llm_orc_times.append(baseline.run_llm_orc_once(project, ensemble.name, baseline.BENCH_INPUT))
-                orc_times.append(run_orc())
-    o, l = statistics.median(orc_times), statistics.median(llm_orc_times)
+                llm_orc_runs.append(baseline.run_llm_orc_measured(project, ensemble.name, baseline.BENCH_INPUT,
+                                                                   llm_orc))
+                orc_runs.append(run_orc())
+    l_wall = statistics.median(r.wall_s for r in llm_orc_runs)
+    l_engine = statistics.median(r.engine_s for r in llm_orc_runs)
+    l_tokens = statistics.median(r.completion_tokens for r in llm_orc_runs)
+    o_wall = statistics.median(r[0] for r in orc_runs)
+    o_engine = statistics.median(r[1] for r in orc_runs)
+    o_tokens = statistics.median(r[2] for r in orc_runs)
     return [
-        Row(f"llm-orc {baseline.LLM_ORC_VERSION} → llama-cpp-python server (model already loaded)",
-            f"{l:.2f} s", f"median of {runs}, whole `llm-orc invoke`"),
-        Row("orc CLI, same ensemble (loads the model in-process each run)", f"{o:.2f} s",
-            f"median of {runs}, whole `orc run`"),
-        Row("**llm-orc / orc**", f"**{l / o:.2f}×**", "above 1 means orc is faster"),
+        Row(f"llm-orc {baseline.LLM_ORC_VERSION} → llama-cpp-python server, whole `llm-orc invoke`",
+            f"{l_wall:.2f} s", f"median of {runs}; {l_tokens:.0f} completion tokens; model loaded before timing"),
+        Row("orc, whole `orc run` (loads the model in-process each run)", f"{o_wall:.2f} s",
+            f"median of {runs}; {o_tokens:.0f} completion tokens"),
+        Row("**llm-orc / orc, end to end**", f"**{l_wall / o_wall:.2f}×**", "above 1 means orc is faster"),
+        Row("llm-orc executor only (its own started→completed)", f"{l_engine:.2f} s", "no process start-up"),
+        Row("orc run only (its own started→finished)", f"{o_engine:.2f} s", "no process start-up"),
+        Row("llm-orc / orc, executors only", f"{l_engine / o_engine:.2f}×", ""),
     ]
 
 
 def write_report(sections: list[tuple[str, list[Row], str]], path: Path) -> None:
     lines = ["# Benchmarks", "",
-             "Written by `.venv/bin/python -m tests.benchmarks.run`; every number below comes from one run",
+             "Written by `.venv/bin/pip install -q -e '.[bench]' && .venv/bin/python -m tests.benchmarks.run`;",
+             "every number below comes from one run",
              "of that command on the machine described here. Machines are shared and noisy: compare the",
              "ratios inside one table, not absolute times across runs.", "", *machine(), ""]
     for title, rows, notes in sections:
@@ -229,7 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--skip-llm-orc", action="store_true")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    parser.add_argument("--side", choices=("direct", "orc"), help=argparse.SUPPRESS)  # one overhead side, as JSON
     args = parser.parse_args(argv)
+    if args.side:
+        print(json.dumps((_side_direct if args.side == "direct" else _side_orc)(args.runs)))
+        return 0
     sections = []
     print("generation overhead ...", file=sys.stderr)
     sections.append(("Orchestration overhead", bench_overhead(args.runs),

@@ -49,7 +49,7 @@ def gemma(tmp_path_factory: pytest.TempPathFactory) -> ModelEntry:
 
 
 class Recorder:
-    """Watches the real llama_cpp.Llama: instances made, and each chat stream's life."""
+    """Watches the real llama_cpp.Llama: instances made, and each completion stream's life."""
 
     def __init__(self) -> None:
         self.instances: list[Any] = []
@@ -87,8 +87,8 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
             super().__init__(*args, **kwargs)
             record.instances.append(self)
 
-        def create_chat_completion(self, *args: Any, **kwargs: Any) -> Any:
-            return record.watch(self, super().create_chat_completion(*args, **kwargs))
+        def create_completion(self, *args: Any, **kwargs: Any) -> Any:
+            return record.watch(self, super().create_completion(*args, **kwargs))
 
     monkeypatch.setattr(llama_cpp, "Llama", RecordingLlama)
     return record
