@@ -30,6 +30,7 @@ running `orc --help`) stays fast.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import os
 import struct
@@ -290,6 +291,29 @@ class _LoadedModel:
         self.has_chat_template = "tokenizer.chat_template" in first.metadata
         self.formatter = _chat_formatter(first) if self.has_chat_template else None
         self.unloaded = False
+        self._workers: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+        self._workers_lock = threading.Lock()
+
+    def worker_for(self, llm: Any) -> concurrent.futures.ThreadPoolExecutor:
+        """The one thread that runs every generation of `llm`.
+
+        llama.cpp runs its compute threads as an OpenMP team per calling thread; a new thread
+        per generation would build a new team each time, and teams of several calling threads
+        spin against each other on a small machine.
+        """
+        with self._workers_lock:
+            worker = self._workers.get(id(llm))
+            if worker is None:
+                worker = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix=f"orc-llama-{self.entry.id}")
+                self._workers[id(llm)] = worker
+            return worker
+
+    def stop_workers(self) -> None:
+        with self._workers_lock:
+            workers, self._workers = list(self._workers.values()), {}
+        for worker in workers:
+            worker.shutdown(wait=False)
 
 
 class LlamaCppRuntime:
@@ -420,14 +444,9 @@ class LlamaCppRuntime:
         def give_back() -> None:
             self._release_instance(loaded, llm)
 
-        worker = threading.Thread(
-            target=self._generate_in_thread,
-            args=(loaded, llm, messages, params, cancel, send, give_back),
-            name=f"orc-llama-{model.id}",
-            daemon=True,
-        )
         try:
-            worker.start()
+            loaded.worker_for(llm).submit(
+                self._generate_in_thread, loaded, llm, messages, params, cancel, send, give_back)
         except BaseException:
             self._release_instance(loaded, llm)
             raise
@@ -623,6 +642,7 @@ class LlamaCppRuntime:
                 instances, loaded.idle = loaded.idle, []
             for llm in instances:
                 await asyncio.to_thread(llm.close)
+            loaded.stop_workers()
 
     def memory_estimate(self, model: ModelEntry) -> int:
         """Bytes one instance of the model needs:
