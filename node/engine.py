@@ -199,7 +199,8 @@ class Engine:
         The last event is always `RunFinished`. Closing the iterator early cancels every
         running agent; the journal keeps what had finished.
         """
-        self.preflight(spec)
+        # Preflight may hash a model file the first time (hundreds of MB): off the loop.
+        await asyncio.to_thread(self.preflight, spec)
         now = self.clock()
         writer: JournalWriter | None = None
         if resume is not None:
@@ -210,14 +211,14 @@ class Engine:
                     state = apply(state, event)
             state = resumable(state)
             if self.runs_dir is not None:
-                writer = JournalWriter.reopen(self.runs_dir / f"{run_id}.journal")
+                writer = await asyncio.to_thread(JournalWriter.reopen, self.runs_dir / f"{run_id}.journal")
         else:
             run_id = derive_run_id(spec.name, now, os.urandom(8))
             state = initial_state(run_id, spec, run_input, now)
             if self.runs_dir is not None:
                 header = RunHeader(run_id, spec.name, str(spec.source) if spec.source else None, run_input, now,
                                    spec.names)
-                writer = JournalWriter.create(self.runs_dir / f"{run_id}.journal", header)
+                writer = await asyncio.to_thread(JournalWriter.create, self.runs_dir / f"{run_id}.journal", header)
         yield RunBegan(run_id, spec.name, spec.names, writer.path if writer else None, resumed=resume is not None)
         for name, record in state.agents.items():
             if record.status is AgentStatus.COMPLETED:
@@ -236,9 +237,11 @@ class Engine:
         """The loop shared by top-level and nested runs: plan, start, collect, repeat."""
         running: dict[str, asyncio.Task[None]] = {}
 
-        def record(event: object) -> None:
+        async def record(event: object) -> None:
+            # Awaited before anything that depends on the event, so a result is on disk
+            # (fsynced, off the loop) before a dependent starts.
             if writer is not None:
-                writer.append(event)  # type: ignore[arg-type]
+                await asyncio.to_thread(writer.append, event)  # type: ignore[arg-type]
 
         try:
             while True:
@@ -251,7 +254,7 @@ class Engine:
                             model = self._model_name(state.spec, spec)
                             started = AgentStarted(spec.name, self.clock(), self.node_id, model)
                             state = apply(state, started)
-                            record(started)
+                            await record(started)
                             running[spec.name] = asyncio.create_task(
                                 self._attempt(state.spec, spec, agent_input, ctx, queue), name=f"agent:{spec.name}")
                             width = len(agent_input.items) if agent_input.items is not None else None
@@ -259,14 +262,14 @@ class Engine:
                         case SkipAgent(agent=name, reason=reason):
                             skipped = AgentSkipped(name, reason, self.clock())
                             state = apply(state, skipped)
-                            record(skipped)
+                            await record(skipped)
                             yield AgentEnded(ctx.prefix + name, state.agents[name])
                         case FailAgent(agent=name, error=error):
                             at = self.clock()
                             for event in (AgentStarted(name, at, self.node_id, None),
                                           AgentFailed(name, error, at, permanent=True)):
                                 state = apply(state, event)
-                                record(event)
+                                await record(event)
                             yield AgentEnded(ctx.prefix + name, state.agents[name])
                     if not steps:
                         steps = plan(state)  # a skip or failure can make more agents ready
@@ -280,7 +283,7 @@ class Engine:
                     case _Outcome(event=event):
                         running.pop(event.agent, None)
                         state = apply(state, event)
-                        record(event)
+                        await record(event)
                         current = state.agents[event.agent]
                         if current.status is AgentStatus.PENDING:
                             assert isinstance(event, AgentFailed)
@@ -298,7 +301,7 @@ class Engine:
         status = run_status(state)
         result = RunResult(state.run_id, state.spec.name, status, deliverable(state),
                            tuple(state.agents.items()), state.started_at, finished)
-        record(RunEnded(status, finished))
+        await record(RunEnded(status, finished))
         yield RunFinished(result)
 
     def _model_name(self, ensemble: EnsembleSpec, spec: AgentSpec) -> str | None:
@@ -393,7 +396,7 @@ class Engine:
                 chosen = resolve(target, dep_outputs)
                 if not isinstance(chosen, str) or not chosen.strip():
                     raise _AgentError(f"dispatch target {target} is {chosen!r}, not an ensemble name")
-                child = self._load_dynamic(chosen.strip(), ensemble)
+                child = await asyncio.to_thread(self._load_dynamic, chosen.strip(), ensemble)
                 return await self._nested(child, value, ctx, name)
             case LoopTask() as loop:
                 body = ensemble.child(loop.body)
@@ -439,7 +442,9 @@ class Engine:
         """
         if ctx.depth >= 8:
             raise _AgentError("ensembles nested too deeply at run time")
-        self._check(child, problems := [], missing := [], seen=set())
+        problems: list[Problem] = []
+        missing: list[Problem] = []
+        await asyncio.to_thread(self._check, child, problems, missing, set())
         if problems or missing:
             raise _AgentError("; ".join(str(p) for p in problems + missing))
         state = initial_state(ctx.run_id, child, thaw(value), self.clock())
