@@ -63,5 +63,9 @@ class JournalCorrupt(SchedulerError):
     """A run journal could not be read back; the run cannot be shown or resumed from it."""
 
 
+class JournalWriteFailed(SchedulerError):
+    """The run journal could not be written (a full disk, a read-only folder); the run stopped."""
+
+
 class RunNotFound(SchedulerError):
     """No run with that id is recorded under this orc home."""

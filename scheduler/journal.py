@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 import msgpack
 
-from orc.scheduler.errors import JournalCorrupt, RunNotFound
+from orc.scheduler.errors import JournalCorrupt, JournalWriteFailed, RunNotFound
 from orc.scheduler.run import (
     AgentFailed,
     AgentSkipped,
@@ -119,8 +119,11 @@ class JournalWriter:
 
     @classmethod
     def create(cls, path: Path, header: RunHeader) -> "JournalWriter":
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        except OSError as error:
+            raise JournalWriteFailed(f"cannot create the run journal {path}: {error.strerror or error}") from None
         writer = cls(path, os.fdopen(fd, "ab"))
         writer.append(header)
         _fsync_folder(path.parent)  # the new file's directory entry must survive a crash too
@@ -135,9 +138,14 @@ class JournalWriter:
         return cls(path, open(path, "ab"))
 
     def append(self, item: RunEvent | RunHeader | RunEnded) -> None:
-        self._stream.write(self._packer.pack(_to_record(item)))
-        self._stream.flush()
-        os.fsync(self._stream.fileno())
+        try:
+            self._stream.write(self._packer.pack(_to_record(item)))
+            self._stream.flush()
+            os.fsync(self._stream.fileno())
+        except OSError as error:
+            # A torn record may be left behind; readers ignore a torn tail and resume cuts it.
+            raise JournalWriteFailed(f"cannot write the run journal {self.path}: {error.strerror or error}; "
+                                     "what finished before is kept") from None
 
     def close(self) -> None:
         self._stream.close()

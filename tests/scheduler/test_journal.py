@@ -52,3 +52,20 @@ def test_damage_is_reported(tmp_path):
         read_journal(empty)
     with pytest.raises(RunNotFound):
         read_journal(tmp_path / "missing.journal")
+
+
+def test_write_failure_is_one_clear_error(tmp_path, monkeypatch):
+    from orc.scheduler.errors import JournalWriteFailed
+
+    writer = JournalWriter.create(tmp_path / "w.journal", RunHeader("w", "e", None, "in", 1.0))
+
+    def no_space(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("orc.scheduler.journal.os.fsync", no_space)
+    with pytest.raises(JournalWriteFailed, match="cannot write the run journal .*No space left on device"):
+        writer.append(AgentSucceeded("a", "x", 2.0))
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the runs folder should be")
+    with pytest.raises(JournalWriteFailed, match="cannot create the run journal"):
+        JournalWriter.create(blocked / "x.journal", RunHeader("x", "e", None, "in", 1.0))
