@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -74,6 +75,8 @@ class EnsembleLibrary:
             for candidate in ([relative_to / as_path] if relative_to and not as_path.is_absolute() else []) + [as_path]:
                 if candidate.is_file():
                     return candidate
+            if as_path.exists() or as_path.is_symlink():
+                return as_path  # there but not a regular file: the loader says exactly what is wrong
         folders = ((relative_to,) if relative_to else ()) + self.folders
         for folder in folders:
             found = _find_in_folder(folder, reference)
@@ -172,7 +175,7 @@ class _Loader:
     cache: dict[Path, EnsembleSpec] = field(default_factory=dict)
 
     def load(self, path: Path, stack: tuple[Path, ...]) -> EnsembleSpec:
-        real = path.resolve()
+        real = _real(path)
         if real in self.cache:
             return self.cache[real]
         text, source = _read_following_links(path)
@@ -231,7 +234,7 @@ class _Loader:
     def _load_children(self, agents: list[AgentSpec], source: Path, stack: tuple[Path, ...],
                        problems: list[Problem], warnings: list[str]) -> list[tuple[str, EnsembleSpec]]:
         children: list[tuple[str, EnsembleSpec]] = []
-        here = source.resolve()
+        here = _real(source)
         chain = stack + (here,)
         for agent in agents:
             reference = _static_reference(agent.task)
@@ -241,7 +244,7 @@ class _Loader:
                 child_path = self.library.resolve(reference, relative_to=source.parent)
             except EnsembleNotFound:
                 continue  # machine-dependent: reported by unresolved_references()
-            real = child_path.resolve()
+            real = _real(child_path)
             if real in chain:
                 cycle = " -> ".join(p.stem for p in chain[chain.index(real):]) + f" -> {real.stem}"
                 problems.append(Problem(source, agent.name, f"nested ensembles form a cycle: {cycle}",
@@ -260,6 +263,14 @@ class _Loader:
             warnings.extend(child.warnings)
             children.append((reference, child))
         return children
+
+
+def _real(path: Path) -> Path:
+    """`path` with links resolved; a link loop is a problem of the file, not a crash."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # Python raises RuntimeError for a symlink loop
+        raise EnsembleInvalid([Problem(path, None, "cannot read: its symbolic links form a loop")]) from None
 
 
 def _read_following_links(path: Path) -> tuple[str, Path]:
@@ -282,16 +293,23 @@ def _read_following_links(path: Path) -> tuple[str, Path]:
 
 def _read_bounded(path: Path) -> str:
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise EnsembleInvalid([Problem(path, None, f"file is {size} bytes; ensembles are limited to {MAX_FILE_BYTES}")])
-        raw = path.read_bytes()
-    except IsADirectoryError:
-        raise EnsembleInvalid([Problem(path, None, "is a folder, not an ensemble file")]) from None
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise EnsembleInvalid([Problem(path, None, "is a folder, not an ensemble file")])
+        if not stat.S_ISREG(info.st_mode):
+            # A device or a pipe has no size to check and may never end (/dev/zero).
+            raise EnsembleInvalid([Problem(path, None, "is not a regular file")])
+        if info.st_size > MAX_FILE_BYTES:
+            raise EnsembleInvalid([Problem(path, None, f"file is {info.st_size} bytes; "
+                                                       f"ensembles are limited to {MAX_FILE_BYTES}")])
+        with open(path, "rb") as stream:
+            raw = stream.read(MAX_FILE_BYTES + 1)  # the file may grow between stat and read
     except FileNotFoundError:
         raise EnsembleInvalid([Problem(path, None, "file not found")]) from None
     except OSError as error:
         raise EnsembleInvalid([Problem(path, None, f"cannot read: {error.strerror or error}")]) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise EnsembleInvalid([Problem(path, None, f"ensembles are limited to {MAX_FILE_BYTES} bytes")])
     if b"\x00" in raw:
         raise EnsembleInvalid([Problem(path, None, "binary data, not YAML text")])
     try:

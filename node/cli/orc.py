@@ -59,16 +59,19 @@ def _read_input(positional: Optional[str], text: Optional[str], file: Optional[P
     if text is not None:
         return text
     if file is not None:
+        limit = 16 << 20  # a larger input would not fit any small model's context anyway
         try:
-            if file.stat().st_size > 16 << 20:
-                fail(2, f"input file {file} is larger than 16 MiB")
-            return file.read_text(encoding="utf-8", errors="replace")
+            with open(file, "rb") as stream:
+                data = stream.read(limit + 1)
         except FileNotFoundError:
             fail(2, f"input file {file} not found")
         except IsADirectoryError:
             fail(2, f"input file {file} is a folder")
         except OSError as error:
             fail(2, f"cannot read input file {file}: {error.strerror or error}")
+        if len(data) > limit:
+            fail(2, f"input file {file} is larger than 16 MiB")
+        return data.decode("utf-8", errors="replace")
     if not sys.stdin.isatty():
         try:
             data = sys.stdin.read(16 << 20)

@@ -1,12 +1,13 @@
 """Hostile and broken ensemble files: each is refused with a clear problem, quickly, without crashing."""
 
+import os
 import time
 from pathlib import Path
 
 import pytest
 
 from orc.scheduler.errors import EnsembleInvalid
-from orc.scheduler.loader import MAX_FILE_BYTES, load_ensemble
+from orc.scheduler.loader import MAX_FILE_BYTES, EnsembleLibrary, load_ensemble
 
 BOMB = """
 a: &a ["x","x","x","x","x","x","x","x","x"]
@@ -70,3 +71,16 @@ def test_folder_and_missing_file(tmp_path):
         load_ensemble(tmp_path)
     with pytest.raises(EnsembleInvalid, match="file not found"):
         load_ensemble(tmp_path / "nope.yaml")
+
+
+def test_devices_pipes_and_link_loops_are_refused_without_reading_forever(tmp_path):
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    loop_a, loop_b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    loop_a.symlink_to(loop_b)
+    loop_b.symlink_to(loop_a)
+    for path, expected in ((Path("/dev/zero"), "not a regular file"), (fifo, "not a regular file"),
+                           (loop_a, "symbolic links form a loop")):
+        with pytest.raises(EnsembleInvalid, match=expected):
+            load_ensemble(path)
+        assert EnsembleLibrary(()).resolve(str(path)) == path  # a path is handed to the loader to explain

@@ -52,6 +52,9 @@ def test_missing_profile_and_script_exit_2(orc):
 
 def test_missing_input_file_and_no_input(orc):
     assert_one_clean_error(orc("run", "perspectives", "-f", "missing.txt"), 2)
+    endless = orc("run", "perspectives", "-f", "/dev/zero")  # read bounded, never to the end
+    assert_one_clean_error(endless, 2)
+    assert "larger than 16 MiB" in endless.stderr
     write(orc.work, "n.yaml", "name: n\nagents:\n  - {name: a, model: smollm2-135m-instruct}\n")
     result = orc("run", "n.yaml")
     assert_one_clean_error(result, 2)
