@@ -251,7 +251,7 @@ class Engine:
                     match step:
                         case StartAgent(input=agent_input):
                             spec = state.spec.agent(agent_input.agent)
-                            model = self._model_name(state.spec, spec)
+                            model = self.model_for(state.spec, spec)
                             started = AgentStarted(spec.name, self.clock(), self.node_id, model)
                             state = apply(state, started)
                             await record(started)
@@ -304,7 +304,8 @@ class Engine:
         await record(RunEnded(status, finished))
         yield RunFinished(result)
 
-    def _model_name(self, ensemble: EnsembleSpec, spec: AgentSpec) -> str | None:
+    def model_for(self, ensemble: EnsembleSpec, spec: AgentSpec) -> str | None:
+        """The catalog model an LLM agent runs on (known after `preflight`); None for other agents."""
         resolved = self._resolved.get((id(ensemble), spec.name))
         return resolved.model if resolved else None
 

@@ -14,7 +14,6 @@ import traceback
 from collections.abc import Iterator
 from typing import NoReturn
 
-import click
 import typer
 
 
@@ -51,7 +50,7 @@ def guarded(debug: bool) -> Iterator[None]:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         yield
-    except (typer.Exit, click.exceptions.Exit, click.ClickException, click.exceptions.Abort, BrokenPipeError):
+    except (typer.Exit, typer.Abort, BrokenPipeError):
         raise
     except KeyboardInterrupt:
         typer.echo("orc: interrupted", err=True)

@@ -149,7 +149,7 @@ def _explain(engine: Any, spec: Any) -> None:
     for agent in spec.agents:
         match agent.task:
             case LlmTask():
-                model = engine._model_name(spec, agent)
+                model = engine.model_for(spec, agent)
                 typer.echo(f"  {agent.name}: model {model} -> {engine.node_id} (the only candidate)", err=True)
             case ScriptTask(script=script):
                 typer.echo(f"  {agent.name}: script {script} -> {engine.node_id} (scripts run on the coordinator)",
@@ -342,6 +342,12 @@ def models_add(ctx: typer.Context, path: Path = typer.Argument(..., help="A GGUF
                home: Optional[Path] = HomeOption, debug: bool = DebugOption) -> None:
     """Add a model file to this node's catalog (its SHA-256 is computed once)."""
     with guarded(debug):
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = 0  # the catalog reports the problem
+        if size > 256 << 20:
+            typer.echo(f"computing the SHA-256 of {path} ({_size(size)}); this is done once…", err=True)
         entry = _orc(_group_home(ctx, home)).catalog.add(path, model_id)
         typer.echo(f"added {entry.id} ({entry.runtime}, {_size(entry.size_bytes)}, sha256 {entry.sha256[:16]}…)")
 
