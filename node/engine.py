@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
-from orc.node.catalog import Catalog, CatalogError
+from orc.node.catalog import DEFAULT_MODEL_ID, Catalog, CatalogError
 from orc.node.events import (
     AgentBegan,
     AgentEnded,
@@ -187,7 +187,7 @@ class Engine:
 
     def _default_model(self) -> str:
         default = self.profiles.profiles.get("default")
-        return default.model if default else "smollm2-135m-instruct"
+        return default.model if default else DEFAULT_MODEL_ID
 
     # ---- running ----
 
@@ -427,8 +427,7 @@ class Engine:
                 case TokenChunk(text=chunk):
                     ctx.post(TokenStreamed(name, chunk))
                 case GenerationDone(text=final, usage=done_usage):
-                    text = final
-                    usage = Usage(done_usage.prompt_tokens, done_usage.completion_tokens)
+                    text, usage = final, done_usage
         if spec.output_format == "json":
             parsed = structured(text)
             if parsed is text:

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
+from orc.scheduler.run import Usage  # one usage type for runtimes, runs and journals
+
 if TYPE_CHECKING:
     from orc.node.catalog import ModelEntry
 
@@ -50,14 +52,6 @@ class GenerationParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     top_p: float | None = None
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Tokens the model read (the rendered prompt) and wrote (the completion)."""
-
-    prompt_tokens: int
-    completion_tokens: int
 
 
 @dataclass(frozen=True)
