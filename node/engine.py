@@ -219,7 +219,7 @@ class Engine:
                 header = RunHeader(run_id, spec.name, str(spec.source) if spec.source else None, run_input, now,
                                    spec.names)
                 writer = await asyncio.to_thread(JournalWriter.create, self.runs_dir / f"{run_id}.journal", header)
-        yield RunBegan(run_id, spec.name, spec.names, writer.path if writer else None, resumed=resume is not None)
+        yield RunBegan(run_id, spec.name, spec.names, writer.path if writer else None, now, resumed=resume is not None)
         for name, record in state.agents.items():
             if record.status is AgentStatus.COMPLETED:
                 yield AgentEnded(name, record, reused=True)

@@ -16,6 +16,7 @@ class RunBegan:
     ensemble: str
     agents: tuple[str, ...]
     journal: Path | None
+    at: float  # when this run, or this resume of it, began
     resumed: bool = False
 
 

@@ -30,6 +30,7 @@ class ProgressView:
     stream_tokens: bool = True
     watch: str | None = None
     _started: float | None = None
+    _resumed: bool = False
     _streaming: str | None = None
     _mid_line: bool = False
     _colour: bool = False
@@ -54,7 +55,8 @@ class ProgressView:
 
     def show(self, event: RunProgress) -> None:
         match event:
-            case RunBegan(run_id=run_id, ensemble=ensemble, agents=agents, resumed=resumed):
+            case RunBegan(run_id=run_id, ensemble=ensemble, agents=agents, at=at, resumed=resumed):
+                self._started, self._resumed = at, resumed
                 verb = "resuming" if resumed else "running"
                 self._line(self._style(f"orc: {verb} {ensemble} ({len(agents)} agents), run {run_id}", "1"))
             case AgentBegan(agent=agent, node_id=node, model=model, attempt=attempt, instances=instances):
@@ -80,8 +82,6 @@ class ProgressView:
             case AgentEnded(agent=agent, record=record, reused=reused):
                 if agent == self._streaming:
                     self._streaming = None
-                if self._started is None and record.started_at is not None:
-                    self._started = record.started_at
                 took = ""
                 if record.started_at is not None and record.finished_at is not None:
                     took = f"{record.finished_at - record.started_at:.1f}s"
@@ -90,8 +90,8 @@ class ProgressView:
                                                  "from journal" if reused else "") if x)
                 match record.status:
                     case AgentStatus.COMPLETED:
-                        self._line(f"  {self._style('✓', '32')} {agent} {self._style(detail, '2')} "
-                                   f"{self._elapsed(record.finished_at)}")
+                        elapsed = "" if reused else self._elapsed(record.finished_at)
+                        self._line(f"  {self._style('✓', '32')} {agent} {self._style(detail, '2')} {elapsed}".rstrip())
                     case AgentStatus.FAILED:
                         self._line(f"  {self._style('✗', '31')} {agent} failed: {record.error}")
                     case AgentStatus.SKIPPED:
@@ -103,14 +103,15 @@ class ProgressView:
             case AgentRetrying(agent=agent, error=error, attempt=attempt):
                 self._line(f"  {self._style('↻', '33')} {agent} attempt {attempt} failed ({error}); retrying")
             case RunFinished(result=result):
-                took = result.finished_at - result.started_at
                 colour = {"completed": "32", "completed_with_errors": "33"}.get(result.status, "31")
-                self._line(self._style(f"orc: {result.status} in {took:.1f}s", colour))
+                if self._resumed and self._started is not None:
+                    took = f"{result.finished_at - self._started:.1f}s (resumed; the run first started " \
+                           f"{result.finished_at - result.started_at:.0f}s ago)"
+                else:
+                    took = f"{result.finished_at - result.started_at:.1f}s"
+                self._line(self._style(f"orc: {result.status} in {took}", colour))
             case _:
                 assert_never(event)
-
-    def mark_start(self, at: float) -> None:
-        self._started = at
 
 
 def render_deliverable(value: object) -> str:
