@@ -72,7 +72,7 @@ def _read_input(positional: Optional[str], text: Optional[str], file: Optional[P
         if len(data) > limit:
             fail(2, f"input file {file} is larger than 16 MiB")
         return data.decode("utf-8", errors="replace")
-    if not sys.stdin.isatty():
+    if sys.stdin is not None and not sys.stdin.isatty():  # None when stdin is closed
         try:
             data = sys.stdin.read(16 << 20)
         except (OSError, ValueError):
