@@ -28,7 +28,7 @@ from orc.scheduler.errors import RunNotFound
 from orc.scheduler.journal import JournalContents, read_journal
 from orc.scheduler.loader import EnsembleLibrary, load_ensemble
 from orc.scheduler.profiles import Profiles, builtin_profiles, load_profiles
-from orc.scheduler.run import RunState
+from orc.scheduler.run import AgentSucceeded, RunState
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ class Orc:
                 contents = read_journal(path)
             except Exception:  # noqa: BLE001 - one damaged journal must not hide the others
                 continue
-            done = {e.agent for e in contents.events if type(e).__name__ == "AgentSucceeded"}
+            done = {e.agent for e in contents.events if isinstance(e, AgentSucceeded)}
             end = contents.finished
             summaries.append(RunSummary(
                 contents.header.run_id, contents.header.ensemble, end.status if end else "unfinished",

@@ -54,7 +54,6 @@ from orc.scheduler.profiles import Profiles, ResolvedModel, resolve_model
 from orc.scheduler.run import (
     AgentFailed,
     AgentInput,
-    AgentRecord,
     AgentSkipped,
     AgentStarted,
     AgentStatus,
@@ -70,12 +69,11 @@ from orc.scheduler.run import (
     derive_run_id,
     initial_state,
     is_finished,
-    outputs,
     plan,
     resumable,
     run_status,
 )
-from orc.scheduler.values import holds, lookup, resolve, structured, thaw
+from orc.scheduler.values import holds, resolve, structured, thaw
 
 log = logging.getLogger(__name__)
 
@@ -590,5 +588,5 @@ def journal_state(contents: JournalContents, spec: EnsembleSpec) -> RunState:
     return state
 
 
-__all__ = ["Engine", "RunRefused", "build_messages", "journal_state", "LOCAL_NODE_ID", "lookup", "outputs",
-           "AgentRecord"]
+__all__ = ["Engine", "RunRefused", "build_messages", "generation_params", "journal_state", "render_value",
+           "LOCAL_NODE_ID"]

@@ -187,10 +187,9 @@ def _iter_records(path: Path) -> Iterator[tuple[dict, int]]:
 
 
 def _valid_length(path: Path) -> int:
-    end = 0
-    for _, end in _iter_records(path):
-        pass
-    return end
+    """Bytes up to the end of the last whole record."""
+    ends = [end for _, end in _iter_records(path)]
+    return ends[-1] if ends else 0
 
 
 def read_journal(path: Path) -> JournalContents:

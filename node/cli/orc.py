@@ -11,9 +11,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional
 
 import typer
 
@@ -39,9 +38,6 @@ HomeOption = typer.Option(None, "--home", envvar="ORC_HOME", help="orc home fold
                           show_envvar=True)
 DebugOption = typer.Option(False, "--debug", help="Show a traceback on errors.")
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
-
-T = TypeVar("T")
-
 
 def _orc(home: Optional[Path], **kwargs: Any) -> Any:
     from orc.node.api import Orc
@@ -300,9 +296,7 @@ def models_list(ctx: typer.Context, as_json: bool = JsonOption, home: Optional[P
                 debug: bool = DebugOption) -> None:
     """List the local catalog: id, runtime, size, SHA-256 digest."""
     if ctx.invoked_subcommand is not None:
-        # Passed on to the subcommand unless it only repeats ORC_HOME (which the subcommand reads too).
-        explicit = home is not None and str(home) != os.environ.get("ORC_HOME")
-        ctx.obj = {"home": home if explicit else None}
+        ctx.obj = {"home": home if _typed(ctx, "home") else None}
         return
     with guarded(debug):
         entries = _orc(home).catalog.entries()
@@ -329,10 +323,16 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def _typed(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` was typed on the command line (not taken from ORC_HOME or a default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"  # typer vendors click: compare by name
+
+
 def _group_home(ctx: typer.Context, home: Optional[Path]) -> Optional[Path]:
     """`orc models --home DIR add ...` and `orc models add ... --home DIR` mean the same."""
-    if home is not None and str(home) != os.environ.get("ORC_HOME"):
-        return home  # given on the subcommand itself
+    if _typed(ctx, "home"):
+        return home
     return (ctx.obj or {}).get("home") or home
 
 

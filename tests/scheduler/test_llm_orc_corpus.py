@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from orc.scheduler.ensemble import LlmTask
-from orc.scheduler.errors import EnsembleInvalid
 from orc.scheduler.loader import EnsembleLibrary, load_ensemble
 from orc.scheduler.profiles import builtin_profiles, load_profiles, resolve_model
 

@@ -1,8 +1,6 @@
 """`orc ensembles`, `orc models` and `--help`."""
 
-import json
 
-from conftest import write
 
 
 def test_ensembles_list_show_graph(orc):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from conftest import REPO, assert_one_clean_error, write
+from conftest import write
 
 ECHO = """\
 import json, sys
