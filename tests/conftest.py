@@ -1,28 +1,19 @@
-"""Shared test helpers: an isolated orc home per test and a runner for the real `orc` CLI."""
+"""Fixtures for every test: an isolated orc home per test and a runner for the real `orc` CLI.
+
+Helpers that tests import live in `support.py` (sub-folders have conftest files of their own,
+so `from conftest import ...` would be ambiguous)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support import CliResult
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@dataclass
-class CliResult:
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> dict:
-        return json.loads(self.stdout)
 
 
 @pytest.fixture
@@ -50,17 +41,3 @@ def orc(home: Path, tmp_path: Path):
 
     run.work = work  # type: ignore[attr-defined]
     return run
-
-
-def write(folder: Path, name: str, text: str) -> Path:
-    path = folder / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def assert_one_clean_error(result: CliResult, code: int) -> None:
-    """The documented exit code, a message on stderr, and no traceback."""
-    assert result.code == code, (result.code, result.stderr)
-    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
-    assert result.stderr.strip().startswith("orc: error:") or result.stderr.strip().startswith("error:"), result.stderr

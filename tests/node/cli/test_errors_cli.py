@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_one_clean_error, write
+from support import assert_one_clean_error, write
 
 CORPUS = Path(__file__).resolve().parents[4] / "shared" / "compat" / "llm-orc"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from conftest import write
+from support import write
 
 ECHO = """\
 import json, sys

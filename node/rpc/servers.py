@@ -1,0 +1,126 @@
+"""Starting the three gRPC servers of a node: mesh (mTLS), join (CA identity), control (Unix socket)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import socket
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+
+from orc.node.rpc import credentials
+from orc.node.rpc.authorization import Authorizer
+from orc.node.rpc.backends import ControlBackend, JoinBackend, NodeBackend
+from orc.node.rpc.errors import SocketInUse, SocketPathInvalid, Unavailable
+from orc.node.rpc.servicers import ControlServicer, JoinServicer, NodeServicer
+from orc.proto.v1 import control_pb2_grpc as control_grpc
+from orc.proto.v1 import mesh_pb2_grpc as mesh_grpc
+
+log = logging.getLogger(__name__)
+
+# sockaddr_un.sun_path holds 108 bytes on Linux (104 on macOS) including the final NUL.
+MAX_SOCKET_PATH_BYTES = 103
+
+
+async def _bind(server: grpc.aio.Server, listen: Sequence[str],
+                server_credentials: grpc.ServerCredentials) -> tuple[int, ...]:
+    ports = []
+    for address in listen:
+        try:
+            port = server.add_secure_port(address, server_credentials)
+        except RuntimeError as error:  # grpc raises this when it cannot bind
+            port, reason = 0, str(error)
+        else:
+            reason = "the address is in use or not on this machine"
+        if port == 0:
+            await server.stop(None)
+            raise Unavailable(f"cannot listen on {address}: {reason}")
+        ports.append(port)
+    await server.start()
+    return tuple(ports)
+
+
+async def start_mesh_server(backend: NodeBackend, listen: Sequence[str], key_pem: bytes, cert_pem: bytes,
+                            ca_pem: bytes, authorizer: Authorizer) -> tuple[grpc.aio.Server, tuple[int, ...]]:
+    """Serve `Node` on every "host:port" of `listen` (port 0: any free port) with mutual TLS.
+
+    Returns the started server and the bound ports, in `listen` order.
+    """
+    server = grpc.aio.server(interceptors=[authorizer], options=credentials.server_options(),
+                             maximum_concurrent_rpcs=credentials.MAX_CONCURRENT_CALLS)
+    mesh_grpc.add_NodeServicer_to_server(NodeServicer(backend), server)
+    ports = await _bind(server, listen, credentials.server_credentials(key_pem, cert_pem, ca_pem))
+    log.info("mesh server listening on %s", ", ".join(_shown(a, p) for a, p in zip(listen, ports)))
+    return server, ports
+
+
+async def start_join_server(backend: JoinBackend, listen: Sequence[str], ca_key_pem: bytes,
+                            ca_cert_pem: bytes) -> tuple[grpc.aio.Server, tuple[int, ...]]:
+    """Serve only `Join`, with the CA certificate as TLS identity and no client certificates.
+
+    Open this only while an invitation is pending, and stop it when the last one is used up.
+    """
+    server = grpc.aio.server(options=credentials.join_server_options(), maximum_concurrent_rpcs=8)
+    mesh_grpc.add_JoinServicer_to_server(JoinServicer(backend), server)
+    ports = await _bind(server, listen, credentials.join_server_credentials(ca_key_pem, ca_cert_pem))
+    log.info("join server listening on %s", ", ".join(_shown(a, p) for a, p in zip(listen, ports)))
+    return server, ports
+
+
+async def start_control_server(backend: ControlBackend, socket_path: str | Path) -> grpc.aio.Server:
+    """Serve `Control` on a Unix socket only its owner can use (folder 0700, socket 0600)."""
+    path = Path(socket_path).absolute()
+    if len(os.fsencode(str(path))) > MAX_SOCKET_PATH_BYTES:
+        raise SocketPathInvalid(f"{path} is longer than a Unix socket path may be "
+                                f"({MAX_SOCKET_PATH_BYTES} bytes); use a shorter home or state folder")
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    _remove_stale_socket(path)
+    server = grpc.aio.server(options=credentials.control_options())
+    control_grpc.add_ControlServicer_to_server(ControlServicer(backend), server)
+    try:
+        port = server.add_secure_port(credentials.socket_target(path), credentials.control_server_credentials())
+    except RuntimeError as error:
+        raise Unavailable(f"cannot serve the control socket {path}: {error}") from None
+    if port == 0:
+        raise Unavailable(f"cannot serve the control socket {path}")
+    await server.start()
+    # The 0700 folder already keeps others out during the moment before this chmod.
+    os.chmod(path, 0o600)
+    log.info("control socket at %s", path)
+    return server
+
+
+def _remove_stale_socket(path: Path) -> None:
+    """Remove a socket file left by a daemon that died, but never one a live daemon serves."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise SocketPathInvalid(f"{path} exists and is not a socket; move it away")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except OSError as error:
+        if error.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+            raise SocketInUse(f"{path} exists and cannot be checked ({error.strerror}); "
+                              "is another daemon starting?") from None
+        log.info("removing the stale control socket %s", path)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    else:
+        raise SocketInUse(f"another orc-node daemon is serving {path}")
+    finally:
+        probe.close()
+
+
+def _shown(address: str, port: int) -> str:
+    host = address.rpartition(":")[0]
+    return f"{host}:{port}"

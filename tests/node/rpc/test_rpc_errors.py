@@ -1,0 +1,49 @@
+"""Errors cross the wire as one status each way, and come back as the class that was raised."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from orc.node.rpc import errors
+
+LEAVES = [cls for cls in vars(errors).values()
+          if isinstance(cls, type) and issubclass(cls, errors.RpcError) and cls is not errors.RpcError]
+
+
+@pytest.mark.parametrize("cls", LEAVES, ids=lambda c: c.__name__)
+def test_each_error_comes_back_as_itself(cls) -> None:
+    code, details, kind = errors.status_for(cls("what happened"))
+    assert code == cls.code and code != grpc.StatusCode.OK
+    again = errors.error_from_status(code, details, kind)
+    assert type(again) is cls and str(again) == "what happened"
+
+
+@pytest.mark.parametrize("cls", LEAVES, ids=lambda c: c.__name__)
+def test_each_error_has_a_message_for_people(cls) -> None:
+    assert str(cls()).strip() and "\n" not in str(cls())
+
+
+def test_an_unknown_error_becomes_internal_without_leaking_details() -> None:
+    code, details, kind = errors.status_for(KeyError("/home/alice/secret-path"))
+    assert code == grpc.StatusCode.INTERNAL and "alice" not in details
+    assert isinstance(errors.error_from_status(code, details, kind), errors.Internal)
+
+
+def test_without_a_kind_the_status_code_decides() -> None:
+    assert type(errors.error_from_status(grpc.StatusCode.PERMISSION_DENIED, "no")) is errors.PermissionDenied
+    assert type(errors.error_from_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "big")) is errors.ResourceExhausted
+    assert type(errors.error_from_status(grpc.StatusCode.UNAVAILABLE, None)) is errors.Unavailable
+    assert type(errors.error_from_status(grpc.StatusCode.DATA_LOSS, "?")) is errors.Internal
+
+
+def test_a_kind_that_contradicts_the_code_is_ignored() -> None:
+    # A hostile server cannot make a client believe in a revocation with an OK-ish status.
+    error = errors.error_from_status(grpc.StatusCode.UNAVAILABLE, "x", "Revoked")
+    assert type(error) is errors.Unavailable
+    assert type(errors.error_from_status(grpc.StatusCode.UNAVAILABLE, "x", "NoSuchClass")) is errors.Unavailable
+
+
+def test_details_are_bounded() -> None:
+    assert len(str(errors.error_from_status(grpc.StatusCode.INTERNAL, "x" * 100_000))) <= 1024
+    assert len(errors.status_for(errors.InvalidRequest("y" * 100_000))[1]) <= 1024
