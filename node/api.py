@@ -45,15 +45,16 @@ class RunSummary:
 class Orc:
     """One orc home on this machine: its catalog, profiles, ensembles and run journals."""
 
-    def __init__(self, home: str | Path | None = None, *, cwd: Path | None = None,
-                 n_threads: int | None = None, seed: int | None = None) -> None:
-        self.home = Home.locate(home)
+    def __init__(self, home: str | Path | Home | None = None, *, cwd: Path | None = None,
+                 n_threads: int | None = None, seed: int | None = None,
+                 runtimes: dict[str, ModelRuntime] | None = None) -> None:
+        self.home = home if isinstance(home, Home) else Home.locate(home)
         self.cwd = (cwd or Path.cwd()).absolute()
         self.catalog = Catalog(self.home.models_dir)
         self.project = project_dir(self.cwd)
         self._n_threads = n_threads
         self._seed = seed
-        self._runtimes: dict[str, ModelRuntime] | None = None
+        self._runtimes: dict[str, ModelRuntime] | None = runtimes  # shared with a daemon: models stay loaded
         self._profiles: Profiles | None = None
 
     # ---- ensembles ----

@@ -27,6 +27,7 @@ def exit_code_for(error: BaseException) -> int | None:
     """The documented exit code for an error orc knows, or None for a bug."""
     from orc.node.catalog import CatalogError
     from orc.node.engine import RunRefused
+    from orc.node.rpc.errors import InvalidRequest, JoinRefused, NotCertificateAuthority, RpcError
     from orc.node.home import HomeError
     from orc.node.runtimes.base import RuntimeFailure
     from orc.scheduler.errors import SchedulerError
@@ -34,6 +35,18 @@ def exit_code_for(error: BaseException) -> int | None:
 
     if isinstance(error, RunRefused):
         return error.exit_code
+    if isinstance(error, (InvalidRequest, JoinRefused, NotCertificateAuthority)):
+        return 2
+    if isinstance(error, RpcError):
+        return 3  # the daemon or the mesh cannot be reached, or refused
+    from orc.node.daemon import DaemonError
+    from orc.node.identity.errors import IdentityError
+    from orc.node.joining import JoinFailed
+
+    if isinstance(error, JoinFailed):
+        return 3
+    if isinstance(error, (IdentityError, DaemonError)):
+        return 2
     if isinstance(error, (SchedulerError, ConfigInvalid, CatalogError, HomeError)):
         return 2
     if isinstance(error, RuntimeFailure):
@@ -44,10 +57,11 @@ def exit_code_for(error: BaseException) -> int | None:
 
 
 @contextlib.contextmanager
-def guarded(debug: bool) -> Iterator[None]:
+def guarded(debug: bool, configure_logging: bool = True) -> Iterator[None]:
     """Run a command body, mapping every error to one clear line and its exit code."""
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    if configure_logging:
+        logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr,
+                            format="%(levelname)s %(name)s: %(message)s")
     try:
         yield
     except (typer.Exit, typer.Abort, BrokenPipeError):

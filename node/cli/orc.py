@@ -122,11 +122,42 @@ def run(
                 typer.echo(f"warning: {warning}", err=True)
         if explain:
             _explain(engine, spec)
-        result = _drive(engine.run(spec, run_input), show=not (quiet or as_json), watch=watch)
+        events = None if local else _daemon_run(orc, ensemble, run_input, seed)
+        if events is None:
+            events = engine.run(spec, run_input)
+        result = _drive(events, show=not (quiet or as_json), watch=watch)
         _print_result(result, as_json)
         if quiet and not as_json:
             _report_failures(result)
         raise typer.Exit(result.exit_code)
+
+
+def _daemon_run(orc: Any, reference: str, run_input: object, seed: Optional[int]) -> Any:
+    """The run's events from this home's daemon, or None when no daemon runs (embedded mode).
+
+    The ensemble was loaded and checked here first, so errors read the same either way.
+    """
+    from orc.node.daemon import control_socket
+
+    socket = control_socket(orc.home)
+    if not socket.exists():
+        return None
+    from orc.node.rpc.client import ControlClient, daemon_answers
+    from orc.node.rpc.types import RunRequest
+
+    if not asyncio.run(daemon_answers(str(socket))):
+        return None  # a stale socket of a daemon that was killed
+    text = run_input if isinstance(run_input, str) else json.dumps(run_input)
+    request = RunRequest(reference=str(orc.locate(reference)), input=text, cwd=str(orc.cwd), seed=seed)
+    return _closing(ControlClient(str(socket)), request)
+
+
+async def _closing(client: Any, request: Any) -> Any:
+    try:
+        async for event in client.run(request):
+            yield event
+    finally:
+        await client.close()
 
 
 def _report_failures(result: Any) -> None:
@@ -187,6 +218,45 @@ def _print_result(result: Any, as_json: bool) -> None:
         text = render_deliverable(result.deliverable)
         if text:
             typer.echo(text)
+
+
+# ---------------------------------------------------------------- peers
+
+@app.command()
+def peers(as_json: bool = JsonOption, home: Optional[Path] = HomeOption, debug: bool = DebugOption) -> None:
+    """List the other nodes of the mesh as this node's daemon sees them.
+
+    For each: node id, name, address, hardware, models (measured decode tokens/s when
+    loaded), load, when it was last heard from, and whether its identity is verified.
+    """
+    with guarded(debug):
+        from orc.node.cli.peers import peer_json, peers_table
+        from orc.node.daemon import control_socket
+        from orc.node.home import Home
+        from orc.node.rpc.client import ControlClient
+
+        socket = control_socket(Home.locate(home))
+        if not socket.exists():
+            fail(3, "no orc-node daemon runs for this home; start it with 'orc-node start' "
+                    "(peers are only known to a running node)")
+
+        async def ask() -> Any:
+            client = ControlClient(str(socket))
+            try:
+                return await client.peers()
+            finally:
+                await client.close()
+
+        found = asyncio.run(ask())
+        if as_json:
+            typer.echo(json.dumps([peer_json(p) for p in found], indent=2))
+            return
+        if not found:
+            typer.echo("no peers yet (mDNS finds nodes of this mesh on the LAN; add others with "
+                       "'orc-node start --peer HOST:PORT')", err=True)
+            return
+        for line in peers_table(found):
+            typer.echo(line)
 
 
 # ---------------------------------------------------------------- ensembles

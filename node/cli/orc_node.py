@@ -1,90 +1,391 @@
-"""`orc-node`: this device as a node.
+"""`orc-node`: this device as a node of a mesh.
 
-This release runs ensembles in-process (`orc run`); the mesh daemon (`orc-node start`, joining,
-invitations, revocation) is not part of it yet, so `orc-node` reports on this node only.
+    orc-node init --name attic-pi        create a mesh (its CA and this node's identity)
+    orc-node start                       run the daemon in the foreground
+    orc-node invite                      print a one-time join token
+    orc-node start --join TOKEN          (on another device) join, then run
+    orc-node status                      this node, its mesh and its peers
+    orc-node revoke NODE_ID              throw a node out of the mesh
+
+Exit codes: 0 ok; 2 invalid input (flags, token, identity files); 3 the mesh or the daemon
+cannot be reached, or a join was not admitted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import re
+import sys
+import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import typer
 
-from orc.node.cli.errors import guarded
+from orc.node.cli.errors import fail, guarded
 
 app = typer.Typer(
     name="orc-node",
-    help="This device as an orc node: its hardware, models and folders.",
+    help="This device as a node of an orc mesh.\n\n"
+    "First device: 'orc-node init --name NAME', then 'orc-node start'. Others: "
+    "'orc-node invite' on the first, then 'orc-node start --join TOKEN' on the new one.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+HomeOption = typer.Option(None, "--home", envvar="ORC_HOME", show_envvar=True,
+                          help="orc home folder (config, identity, models, runs).")
+DebugOption = typer.Option(False, "--debug", help="Show a traceback on errors (and debug logs for start).")
+JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
 
-@app.callback()
-def _root() -> None:
-    """This device as an orc node: its hardware, models and folders."""
 
+def _home(home: Optional[Path]) -> Any:
+    from orc.node.home import Home
+
+    return Home.locate(home)
+
+
+def _control_client(home: Any) -> Any:
+    """A client of the running daemon, or None when no daemon answers."""
+    from orc.node.daemon import control_socket
+    from orc.node.rpc.client import ControlClient
+
+    path = control_socket(home)
+    if not path.exists():
+        return None
+    return ControlClient(str(path))
+
+
+async def _ask(client: Any, method: str, *args: Any) -> Any:
+    from orc.node.rpc.errors import DaemonNotRunning
+
+    try:
+        return await getattr(client, method)(*args)
+    except DaemonNotRunning:
+        return _NOT_RUNNING
+    finally:
+        await client.close()
+
+
+_NOT_RUNNING = object()
+
+
+def _daemon_call(home: Any, method: str, *args: Any) -> Any:
+    """Call the running daemon; `_NOT_RUNNING` if none answers."""
+    client = _control_client(home)
+    if client is None:
+        return _NOT_RUNNING
+    return asyncio.run(_ask(client, method, *args))
+
+
+# ---------------------------------------------------------------- init
+
+@app.command()
+def init(
+    name: Optional[str] = typer.Option(None, "--name", help="This node's name (default: the host name)."),
+    home: Optional[Path] = HomeOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Create a new mesh: its certificate authority and this node's identity.
+
+    Run it once, on the first device. The CA key stays on this device; it signs the
+    certificates of the nodes you invite. Then run 'orc-node start'.
+    """
+    with guarded(debug):
+        from datetime import datetime, timezone
+
+        from orc.node.daemon import _default_name
+        from orc.node.identity.store import IdentityStore
+
+        located = _home(home)
+        identity = IdentityStore(located.identity_dir).init_mesh(name or _default_name(), datetime.now(timezone.utc))
+        typer.echo(f"created mesh {identity.mesh_id}")
+        typer.echo(f"node      {identity.node_id} ({identity.name}), holds the mesh CA")
+        typer.echo(f"identity  {located.identity_dir}")
+        typer.echo("next: 'orc-node start', then 'orc-node invite' for each device to add")
+
+
+# ---------------------------------------------------------------- start
+
+@app.command()
+def start(
+    listen: Optional[str] = typer.Option(None, "--listen", metavar="HOST:PORT",
+                                         help="Where the mesh server listens (default 0.0.0.0:7733)."),
+    interface: Optional[str] = typer.Option(None, "--interface", metavar="ADDR",
+                                            help="Use only the network interface with this IP address "
+                                                 "(listen, mDNS and advertised address)."),
+    join: Optional[str] = typer.Option(None, "--join", metavar="TOKEN",
+                                       help="Join a mesh with a token from 'orc-node invite' first (only needed once)."),
+    name: Optional[str] = typer.Option(None, "--name", help="This node's name when joining (default: the host name)."),
+    peer: List[str] = typer.Option([], "--peer", metavar="HOST:PORT",
+                                   help="A peer to connect to without mDNS (repeatable; also 'discovery.peers' in "
+                                        "the config file)."),
+    model: List[str] = typer.Option([], "--model", metavar="ID",
+                                    help="Serve only this catalog model (repeatable; default: all of them)."),
+    no_mdns: bool = typer.Option(False, "--no-mdns", help="Neither advertise nor browse with mDNS."),
+    tag: List[str] = typer.Option([], "--tag", metavar="T", help="A tag ensembles can require (repeatable)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads per model (default: all cores)."),
+    home: Optional[Path] = HomeOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Run this node's daemon in the foreground until SIGTERM or Ctrl-C.
+
+    Logs go to stderr. The node serves its models to the mesh over mutual TLS, finds peers
+    with mDNS (and --peer), and lets 'orc run' on this device use the mesh.
+
+    Examples:
+
+      orc-node start
+
+      orc-node start --join orc1-... --name kitchen-pi --model smollm2-135m-instruct
+
+      orc-node start --interface 192.168.1.20 --peer 192.168.1.30:7733
+    """
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    for noisy in ("grpc", "zeroconf", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    with guarded(debug, configure_logging=False):
+        from orc.node.daemon import Daemon, DaemonOptions
+
+        for tag_value in tag:
+            if not re.fullmatch(r"[A-Za-z0-9._-]{1,32}", tag_value):
+                fail(2, f"--tag {tag_value!r}: tags are 1-32 letters, digits, '.', '_' or '-'")
+        if threads is not None and threads < 1:
+            fail(2, "--threads must be at least 1")
+        options = DaemonOptions(listen=listen, interface=interface, join=join, name=name, peers=tuple(peer),
+                                models=tuple(model), mdns=not no_mdns, tags=tuple(tag), threads=threads)
+        daemon = Daemon(_home(home), options)
+        asyncio.run(_serve(daemon))
+
+
+async def _serve(daemon: Any) -> None:
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await daemon.run(stop)
+
+
+# ---------------------------------------------------------------- join
+
+@app.command("join")
+def join_command(
+    token: str = typer.Argument(..., help="The token 'orc-node invite' printed on a CA-holding node."),
+    name: Optional[str] = typer.Option(None, "--name", help="This node's name (default: the host name)."),
+    peer: List[str] = typer.Option([], "--peer", metavar="HOST:PORT",
+                                   help="The inviting node's address, if mDNS cannot find it (repeatable)."),
+    interface: Optional[str] = typer.Option(None, "--interface", metavar="ADDR",
+                                            help="Use only the network interface with this IP address."),
+    no_mdns: bool = typer.Option(False, "--no-mdns", help="Do not look for the mesh with mDNS."),
+    timeout: float = typer.Option(30.0, "--timeout", help="Seconds to keep trying."),
+    home: Optional[Path] = HomeOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Join a mesh with a token, without starting the daemon (exits non-zero if refused)."""
+    with guarded(debug):
+        from orc.node.daemon import _default_name, _endpoint
+        from orc.node.identity.store import IdentityStore
+        from orc.node.identity.tokens import JoinToken
+        from orc.node.joining import join_mesh
+
+        JoinToken.parse(token)  # a mistyped token is reported before anything else
+        located = _home(home)
+        store = IdentityStore(located.identity_dir)
+        if store.exists():
+            fail(2, f"this node is already in mesh {store.load().mesh_id}; move {located.identity_dir} away "
+                    "to join another")
+        endpoints = [_endpoint(p) for p in peer]
+        identity = asyncio.run(join_mesh(store, token, name or _default_name(), peers=endpoints, mdns=not no_mdns,
+                                         addresses=[interface] if interface else (),
+                                         interfaces=[interface] if interface else None, timeout=timeout))
+        typer.echo(f"joined mesh {identity.mesh_id} as node {identity.node_id} ({identity.name})")
+        typer.echo("next: 'orc-node start'")
+
+
+# ---------------------------------------------------------------- invite
+
+def _parse_duration(text: str) -> float:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text.lower())
+    if not match:
+        fail(2, f"--ttl {text!r}: give a duration like 90s, 15m, 2h or 1d")
+    value = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    if not 1 <= value <= 7 * 86400:
+        fail(2, f"--ttl {text!r}: an invitation lasts between 1 second and 7 days")
+    return value
+
+
+@app.command()
+def invite(
+    ttl: str = typer.Option("15m", "--ttl", help="How long the token stays valid (90s, 15m, 2h)."),
+    home: Optional[Path] = HomeOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Print a one-time join token for a new device (run it on the node that created the mesh).
+
+    The token works once, expires after --ttl, and stops working for everyone after three
+    wrong tries. On the new device: 'orc-node start --join TOKEN'.
+    """
+    with guarded(debug):
+        seconds = _parse_duration(ttl)
+        located = _home(home)
+        reply = _daemon_call(located, "invite", int(seconds))
+        if reply is _NOT_RUNNING:
+            from orc.node.identity.store import IdentityStore
+            from orc.node.membership import Membership
+
+            store = IdentityStore(located.identity_dir)
+            token, expires_at = Membership(store, store.load()).invite(seconds)
+            typer.echo(token.text)
+            typer.echo(f"valid until {_clock(expires_at)}; the daemon is not running: the join server opens "
+                       "when you run 'orc-node start'", err=True)
+            return
+        typer.echo(reply.token)
+        typer.echo(f"valid until {_clock(reply.expires_at)}, once; join server at {reply.join_address}. "
+                   "On the new device: orc-node start --join TOKEN", err=True)
+
+
+def _clock(unix: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(unix))
+
+
+# ---------------------------------------------------------------- revoke
+
+@app.command()
+def revoke(
+    node_id: str = typer.Argument(..., help="The node to throw out (its id, as 'orc peers' shows it)."),
+    reason: str = typer.Option("", "--reason", help="Why, for the log (at most 200 characters)."),
+    home: Optional[Path] = HomeOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Revoke a node: every peer refuses its calls within seconds (run it on a CA-holding node)."""
+    with guarded(debug):
+        located = _home(home)
+        node_id = node_id.strip().lower()
+        seq = _daemon_call(located, "revoke", node_id, reason)
+        if seq is _NOT_RUNNING:
+            from orc.node.identity.store import IdentityStore
+            from orc.node.membership import Membership
+
+            store = IdentityStore(located.identity_dir)
+            seq = Membership(store, store.load()).revoke(node_id, reason)
+            typer.echo(f"revoked {node_id} (revocation log entry {seq}); peers learn it when this daemon starts")
+            return
+        typer.echo(f"revoked {node_id} (revocation log entry {seq}); peers learn it within seconds")
+
+
+# ---------------------------------------------------------------- status
 
 def node_status(home: Optional[Path]) -> tuple[dict[str, Any], str]:
     """This node as the `--json` object, and a one-line hardware summary."""
     from orc.node.catalog import Catalog
     from orc.node.engine import LOCAL_NODE_ID
     from orc.node.hardware import probe
-    from orc.node.home import Home
+    from orc.node.identity.store import IdentityStore
 
-    located = Home.locate(home)
+    located = _home(home)
+    folders = {"config": str(located.config_dir), "data": str(located.data_dir), "state": str(located.state_dir)}
+    status = _daemon_call(located, "status")
+    if status is not _NOT_RUNNING:
+        from orc.node.cli.peers import description_json, peer_json
+
+        peers = _daemon_call(located, "peers")
+        description = status.description
+        info = {
+            **description_json(description),
+            "mode": "daemon",
+            "listen": list(description.addresses),
+            "ca_holder": status.ca_holder,
+            "join_address": status.join_address,
+            "home": folders,
+            "peers": [peer_json(p) for p in (peers if peers is not _NOT_RUNNING else ())],
+        }
+        return info, _hardware_summary(description.hardware)
     hardware = probe()
+    store = IdentityStore(located.identity_dir)
+    identity = store.load() if store.exists() else None
     models = Catalog(located.models_dir).entries()
     return {
-        "node_id": LOCAL_NODE_ID,
-        "mode": "embedded",
-        "mesh_id": None,
+        "node_id": identity.node_id if identity else LOCAL_NODE_ID,
+        "name": identity.name if identity else None,
+        "mode": "stopped" if identity else "embedded",
+        "mesh_id": identity.mesh_id if identity else None,
+        "ca_holder": identity.is_authority if identity else False,
         "listen": None,
-        "home": {"config": str(located.config_dir), "data": str(located.data_dir), "state": str(located.state_dir)},
+        "home": folders,
         "hardware": {
             "arch": hardware.arch, "cores": hardware.cores, "ram_total_bytes": hardware.ram_total_bytes,
             "ram_available_bytes": hardware.ram_available_bytes, "accelerator": hardware.accelerator,
             "system": hardware.system,
         },
-        "models": [{"id": m.id, "runtime": m.runtime, "size_bytes": m.size_bytes, "sha256": m.sha256}
-                   for m in models],
+        "models": [{"id": m.id, "runtime": m.runtime, "size_bytes": m.size_bytes, "sha256": m.sha256,
+                    "loaded": False} for m in models],
         "peers": [],
     }, hardware.summary()
 
 
+def _hardware_summary(hardware: Any) -> str:
+    return hardware.summary()
+
+
 @app.command()
 def status(
-    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON on stdout."),
-    home: Optional[Path] = typer.Option(None, "--home", envvar="ORC_HOME", show_envvar=True,
-                                        help="orc home folder (config, models, runs)."),
-    debug: bool = typer.Option(False, "--debug", help="Show a traceback on errors."),
+    as_json: bool = JsonOption,
+    home: Optional[Path] = HomeOption,
+    debug: bool = DebugOption,
 ) -> None:
-    """Show this node: id, mode, folders, hardware, models.
+    """Show this node: id, mesh, listen address, hardware, models and peers.
 
-    In this release every run is in-process on this machine (embedded mode), so the node
-    has no mesh, no listen address and no peers.
+    With the daemon running, it reports the live node; otherwise what is stored in the home
+    ('embedded' if this device has not joined a mesh: 'orc run' then works on its own).
     """
     with guarded(debug):
         info, summary = node_status(home)
         if as_json:
             typer.echo(json.dumps(info, indent=2))
             return
-        models = ", ".join(m["id"] for m in info["models"]) or "none (add one with 'orc models add PATH')"
+        mode = info["mode"]
+        if mode == "embedded":
+            node = f"{info['node_id']} (embedded mode: not in a mesh; 'orc-node init' or 'orc-node start --join TOKEN')"
+        else:
+            node = f"{info['node_id']} ({info['name']})" + (", holds the mesh CA" if info.get("ca_holder") else "")
+        models = ", ".join(_model_text(m) for m in info["models"]) or "none (add one with 'orc models add PATH')"
         rows = [
-            ("node", f"{info['node_id']} (embedded mode: runs execute in-process on this machine)"),
-            ("mesh", "none"),
+            ("node", node),
+            ("mesh", info["mesh_id"] or "none"),
+            ("daemon", "running, listening on " + ", ".join(info["listen"]) if mode == "daemon"
+             else "not running ('orc-node start')" if mode == "stopped" else "none"),
             ("hardware", summary),
             ("models", models),
+        ]
+        if info.get("join_address"):
+            rows.append(("join", f"open at {info['join_address']} (an invitation is pending)"))
+        if mode == "daemon":
+            live = [p for p in info["peers"] if p["state"] in ("verified", "degraded")]
+            rows.append(("peers", f"{len(live)} live of {len(info['peers'])} known"
+                         + "".join(f"\n          {p['node_id'] or '?'} {p.get('name') or ''} {p['address']} "
+                                   f"{p['state']}" for p in info["peers"])))
+        rows += [
             ("config", info["home"]["config"]),
             ("data", info["home"]["data"]),
             ("runs", str(Path(info["home"]["state"]) / "runs")),
         ]
         for key, value in rows:
             typer.echo(f"{key:<9} {value}")
+
+
+def _model_text(model: dict[str, Any]) -> str:
+    text = model["id"]
+    if model.get("loaded"):
+        speed = model.get("decode_tokens_per_s")
+        text += f" (loaded{f', {speed:.0f} tok/s' if speed else ''})"
+    return text
 
 
 def main() -> None:

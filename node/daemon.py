@@ -1,0 +1,413 @@
+"""The composition root of `orc-node start`: the one place real components are built and wired.
+
+    identity ── Membership ── NodeService ──> mesh server (mTLS, Authorizer)
+                    │              │
+                    │              └──> Control (Unix socket) <── the `orc` CLI
+                    ├── join server (while an invitation is pending; CA holders)
+                    └── Peering <── mDNS / static peers / peer exchange
+
+Each long-running part is one `async def run()` started in a task group; a part that fails is
+logged and restarted with backoff, so one bad component never takes the node down. SIGTERM and
+SIGINT stop everything cleanly (mDNS goodbye, servers drained).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from orc.node.catalog import Catalog, ModelEntry
+from orc.node.description import DEFAULT_PORT
+from orc.node.discovery.peers import Hint, Source
+from orc.node.discovery.static import Advertise, DiscoveryConfig, Endpoint, load_discovery_config, parse_endpoint
+from orc.node.discovery.txt import advert_for
+from orc.node.home import Home
+from orc.node.identity.certificates import make_csr
+from orc.node.identity.errors import IdentityError
+from orc.node.identity.ids import NodeId
+from orc.node.identity.store import Identity, IdentityStore
+from orc.node.membership import Membership
+from orc.node.peering import Peering
+from orc.node.runtimes.base import ModelRuntime
+from orc.node.service import NodeService
+
+log = logging.getLogger(__name__)
+
+RENEWAL_CHECK_INTERVAL = 600.0  # seconds; certificates live 30 days and renew with 10 left
+RESTART_BACKOFF_MAX = 30.0
+SHUTDOWN_GRACE = 2.0
+
+
+class DaemonError(Exception):
+    """The daemon cannot start; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class DaemonOptions:
+    """`orc-node start`'s flags."""
+
+    listen: str | None = None  # HOST:PORT; default 0.0.0.0:7733, or the --interface address
+    interface: str | None = None  # an IP address of this machine: listen and advertise only there
+    join: str | None = None  # a join token, used only if this node is not a member yet
+    name: str | None = None  # the node's name when joining (default: the host name)
+    peers: tuple[str, ...] = ()  # static peers, HOST:PORT
+    models: tuple[str, ...] = ()  # serve only these catalog models (default: all)
+    mdns: bool = True
+    tags: tuple[str, ...] = ()
+    threads: int | None = None  # CPU threads per model
+
+
+def control_socket(home: Home) -> Path:
+    return home.state_dir / "orc-node.sock"
+
+
+class Daemon:
+    """One running node. Build with `Daemon(home, options)`, then `await run(stop)`."""
+
+    def __init__(self, home: Home, options: DaemonOptions) -> None:
+        self.home = home
+        self.options = options
+        self.store = IdentityStore(home.identity_dir)
+        self.config = _discovery_config(home)
+        self.listen = _listen_endpoint(options)
+        self.peers = tuple(self.config.peers) + tuple(_endpoint(p) for p in options.peers)
+        self.mdns_enabled = options.mdns and self.config.mdns
+        self.catalog = Catalog(home.models_dir)
+        self.mesh_port: int | None = None
+        self.join_port: int | None = None
+        self._join_server = None
+        self._join_closer: asyncio.Task[None] | None = None
+        self._discovery = None
+
+    # ---- start-up ----
+
+    async def _identity(self) -> Identity:
+        if self.store.exists():
+            if self.options.join:
+                log.warning("already a member of a mesh; ignoring --join (move %s away to join another)",
+                            self.store.folder)
+            return self.store.load()
+        if not self.options.join:
+            return self.store.load()  # raises NotMember with the advice
+        from orc.node.joining import join_mesh
+
+        name = self.options.name or _default_name()
+        log.info("joining the mesh of the token as %s", name)
+        return await join_mesh(self.store, self.options.join, name, peers=self.peers, mdns=self.mdns_enabled,
+                               addresses=self._advertised_ips(), interfaces=self._interfaces())
+
+    def _served(self) -> list[ModelEntry]:
+        entries = {entry.id: entry for entry in self.catalog.entries()}
+        wanted = self.options.models or tuple(entries)
+        unknown = [m for m in wanted if m not in entries]
+        if unknown:
+            raise DaemonError(f"--model {', '.join(unknown)}: not in this node's catalog (it has "
+                              f"{', '.join(sorted(entries)) or 'no models'}); see `orc models`")
+        served = []
+        for model_id in wanted:
+            try:
+                served.append(self.catalog.prepare(model_id))
+            except Exception as error:  # noqa: BLE001 - one broken model must not stop the node
+                log.warning("model %s is not served: %s", model_id, error)
+        return served
+
+    def _runtimes(self) -> dict[str, ModelRuntime]:
+        from orc.node.runtimes.llama_cpp import LlamaCppRuntime
+
+        return {"llama_cpp": LlamaCppRuntime(n_threads=self.options.threads)}
+
+    def _interfaces(self) -> list[str] | None:
+        return [self.options.interface] if self.options.interface else None
+
+    def _advertised_ips(self) -> list[str]:
+        host = self.listen.host
+        if not _is_wildcard(host):
+            return [host]
+        return _local_ips()
+
+    def addresses(self) -> tuple[str, ...]:
+        port = self.mesh_port or self.listen.port
+        return tuple(str(Endpoint(ip, port)) for ip in self._advertised_ips())
+
+    # ---- the run ----
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set."""
+        from orc.node.rpc.authorization import Authorizer
+        from orc.node.rpc.servers import start_control_server, start_mesh_server
+
+        identity = await self._identity()
+        membership = Membership(self.store, identity)
+        served = await asyncio.to_thread(self._served)
+        runtimes = self._runtimes()
+        peering: Peering | None = None
+        service = NodeService(
+            membership=membership, catalog=self.catalog, runtimes=runtimes, served=served,
+            addresses=self.addresses, known_peers=lambda: peering.known_peers() if peering else (),
+            tags=self.options.tags)
+        authorizer = Authorizer(is_revoked=membership.is_revoked)
+        membership.on_revoked(lambda ids: [authorizer.cut_off(node_id) for node_id in ids])
+        mesh_server, ports = await start_mesh_server(
+            service, [str(self.listen)], identity.key_pem, identity.certificate_pem,
+            identity.ca_certificate_pem, authorizer)
+        self.mesh_port = ports[0]
+        log.info("node %s (%s) of mesh %s listening on %s", identity.node_id, identity.name, identity.mesh_id,
+                 ", ".join(self.addresses()))
+        from orc.node.control import ControlService
+
+        control = ControlService(home=self.home, membership=membership, service=service, runtimes=runtimes,
+                                 peers=lambda: peering.views() if peering else (), daemon=self)
+        control_server = await start_control_server(control, str(control_socket(self.home)))
+        peering = Peering(membership=membership, connector=_MtlsConnector(membership), on_change=service.changed,
+                          own_addresses=self.addresses)
+        service.on_inbound(peering.inbound)
+        for endpoint in self.peers:
+            peering.hint(Hint(None, str(endpoint), Source.STATIC))
+        self._membership, self._service, self._peering = membership, service, peering
+        if membership.invitation_open():
+            await self.open_join_server()
+        parts: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("peering", peering.run),
+            ("warm-up", service.warm_up),
+            ("renewal", lambda: self._renewal(membership, peering)),
+        ]
+        if self.mdns_enabled:
+            parts.append(("mdns", self._mdns))
+        tasks = [asyncio.create_task(_supervised(name, part), name=name) for name, part in parts]
+        try:
+            await stop.wait()
+        finally:
+            log.info("stopping")
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.close_join_server()
+            await control_server.stop(SHUTDOWN_GRACE)
+            await mesh_server.stop(SHUTDOWN_GRACE)
+            with contextlib.suppress(OSError):
+                control_socket(self.home).unlink()
+            log.info("stopped")
+
+    # ---- mDNS ----
+
+    def advert(self):  # -> Advert
+        minimal = self.config.advertise is Advertise.MINIMAL
+        return advert_for(self._service.describe(), minimal, self.join_port, self._service.version)
+
+    async def _mdns(self) -> None:
+        from orc.node.discovery.mdns import MdnsDiscovery
+
+        changed = asyncio.Event()
+        self._service.on_change(changed.set)
+        discovery = MdnsDiscovery(self.advert(), self._advertised_ips(), self._interfaces(), self._peering.hint)
+        self._discovery = discovery
+        runner = asyncio.create_task(discovery.run())
+        try:
+            while not runner.done():
+                waiter = asyncio.create_task(changed.wait())
+                await asyncio.wait({runner, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if changed.is_set() and not runner.done():
+                    changed.clear()
+                    await asyncio.sleep(0.2)  # coalesce bursts (a warm-up changes several fields)
+                    changed.clear()
+                    await discovery.update(self.advert())
+            await runner  # re-raise its failure for the supervisor
+        finally:
+            self._discovery = None
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await runner
+
+    # ---- invitations ----
+
+    async def open_join_server(self) -> str:
+        """Start the join server (CA holders) unless it runs; returns its address."""
+        from orc.node.rpc.servers import start_join_server
+
+        membership = self._membership
+        authority = membership.identity.authority
+        if authority is None:
+            raise DaemonError("only the node holding the mesh CA can invite")
+        if self._join_server is None:
+            host = self.listen.host
+            port = (self.mesh_port or DEFAULT_PORT) + 1
+            try:
+                server, ports = await start_join_server(_JoinBackend(membership), [str(Endpoint(host, port))],
+                                                        authority.key_pem, authority.certificate_pem)
+            except OSError:
+                server, ports = await start_join_server(_JoinBackend(membership), [str(Endpoint(host, 0))],
+                                                        authority.key_pem, authority.certificate_pem)
+            self._join_server, self.join_port = server, ports[0]
+            log.info("join server open on port %d while an invitation is pending", self.join_port)
+            self._service.changed()
+            self._join_closer = asyncio.create_task(self._close_when_done())
+        return str(Endpoint(self._advertised_ips()[0], self.join_port or 0))
+
+    async def _close_when_done(self) -> None:
+        while self._membership.invitation_open():
+            await asyncio.sleep(1.0)
+        await self.close_join_server(from_closer=True)
+
+    async def close_join_server(self, from_closer: bool = False) -> None:
+        server, self._join_server = self._join_server, None
+        if self._join_closer is not None and not from_closer:
+            self._join_closer.cancel()
+        self._join_closer = None
+        if server is not None:
+            await server.stop(0.5)
+            self.join_port = None
+            log.info("join server closed (no invitation pending)")
+            self._service.changed()
+
+    # ---- certificate renewal ----
+
+    async def _renewal(self, membership: Membership, peering: Peering) -> None:
+        while True:
+            if membership.needs_renewal():
+                try:
+                    await self._renew(membership, peering)
+                except Exception as error:  # noqa: BLE001 - retried at the next check
+                    log.warning("certificate renewal failed, retrying later: %s", error)
+            await asyncio.sleep(RENEWAL_CHECK_INTERVAL)
+
+    async def _renew(self, membership: Membership, peering: Peering) -> None:
+        from datetime import datetime, timezone
+
+        from orc.node.rpc.client import PeerClient
+
+        identity = membership.identity
+        if identity.authority is not None:
+            certificate = identity.authority.issue_for_key(identity.key.public_key(), datetime.now(timezone.utc))
+            membership.install_certificate(certificate)
+            log.info("certificate renewed (self-issued by this CA holder)")
+            return
+        csr = make_csr(identity.key, identity.name)
+        for peer in peering.table.live():
+            if peer.description is None or not peer.description.certificate_authority:
+                continue
+            client = PeerClient(peer.node_id, peer.addresses[0], identity.key_pem, identity.certificate_pem,
+                                identity.ca_certificate_pem)
+            try:
+                certificate = await client.renew(csr)
+            finally:
+                await client.close()
+            membership.install_certificate(certificate)
+            log.info("certificate renewed by %s; it takes effect on the next restart of this daemon", peer.node_id)
+            return
+        raise DaemonError("no CA-holding peer is reachable")
+
+
+class _JoinBackend:
+    def __init__(self, membership: Membership) -> None:
+        self.membership = membership
+
+    async def join(self, secret: str, csr_pem: bytes, name: str, peer_address: str):  # -> JoinGrant
+        return self.membership.join(secret, csr_pem, name, peer_address)
+
+
+class _MtlsConnector:
+    """Links to peers over mutual TLS with this node's current certificate."""
+
+    def __init__(self, membership: Membership) -> None:
+        self.membership = membership
+
+    async def identify(self, address: str) -> NodeId:
+        from orc.node.rpc.credentials import probe_node_id
+
+        identity = self.membership.identity
+        endpoint = parse_endpoint(address)
+        return await probe_node_id(endpoint.host, endpoint.port, identity.key_pem, identity.certificate_pem,
+                                   identity.ca_certificate_pem, timeout=5.0)
+
+    def link(self, node_id: NodeId, address: str):  # -> PeerClient
+        from orc.node.rpc.client import PeerClient
+
+        identity = self.membership.identity
+        return PeerClient(node_id, address, identity.key_pem, identity.certificate_pem, identity.ca_certificate_pem)
+
+
+async def _supervised(name: str, part: Callable[[], Awaitable[None]]) -> None:
+    """Run one component; if it fails, log and restart it with backoff (a clean return ends it)."""
+    delay = 1.0
+    while True:
+        started = time.monotonic()
+        try:
+            await part()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the supervision boundary
+            log.exception("%s failed; restarting in %.0f s", name, delay)
+        if time.monotonic() - started > 60:
+            delay = 1.0
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, RESTART_BACKOFF_MAX)
+
+
+def _discovery_config(home: Home) -> DiscoveryConfig:
+    try:
+        return load_discovery_config(home.config_file)
+    except Exception as error:  # BadDiscoveryConfig and friends
+        raise DaemonError(str(error)) from None
+
+
+def _endpoint(text: str) -> Endpoint:
+    try:
+        return parse_endpoint(text)
+    except Exception as error:  # BadPeerAddress
+        raise DaemonError(f"--peer {text!r}: {error}") from None
+
+
+def _listen_endpoint(options: DaemonOptions) -> Endpoint:
+    if options.interface:
+        try:
+            ipaddress.ip_address(options.interface)
+        except ValueError:
+            raise DaemonError(f"--interface {options.interface!r}: give an IP address of this machine, "
+                              "for example 192.168.1.20") from None
+    if options.listen:
+        try:
+            endpoint = parse_endpoint(options.listen)
+        except Exception as error:
+            raise DaemonError(f"--listen {options.listen!r}: {error}") from None
+        if options.interface and not _is_wildcard(endpoint.host) and endpoint.host != options.interface:
+            raise DaemonError(f"--listen {options.listen} and --interface {options.interface} disagree; give one")
+        if options.interface and _is_wildcard(endpoint.host):
+            endpoint = replace(endpoint, host=options.interface)
+        return endpoint
+    return Endpoint(options.interface or "0.0.0.0", DEFAULT_PORT)
+
+
+def _is_wildcard(host: str) -> bool:
+    return host in ("0.0.0.0", "::", "")
+
+
+def _local_ips() -> list[str]:
+    """This machine's IPv4 addresses, loopback last (only if there is nothing else)."""
+    import ifaddr
+
+    found: list[str] = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if isinstance(ip.ip, str) and ip.ip not in found:
+                found.append(ip.ip)
+    outside = [ip for ip in found if not ipaddress.ip_address(ip).is_loopback and not ipaddress.ip_address(ip).is_link_local]
+    return outside or ["127.0.0.1"]
+
+
+def _default_name() -> str:
+    import re
+    import socket
+
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:63].strip("-.")
+    return name or "node"
+
+
+__all__ = ["Daemon", "DaemonError", "DaemonOptions", "IdentityError", "control_socket"]

@@ -1,0 +1,131 @@
+"""A client for the multi-host tests that calls a node with whatever credentials it is given.
+
+Written against the generated stubs and grpcio directly (not orc's client code), so the tests
+see the daemon from the outside, the way an attacker's own program would. Prints JSON lines.
+
+    intruder.py call TARGET NODE_ID [--ca F] [--key F --cert F] [--plaintext]
+        one Describe; prints {"ok": true, "node_id": ...} or {"ok": false, "code": ..., "details": ...}
+    intruder.py hold TARGET NODE_ID --ca F --key F --cert F
+        opens one channel, calls Describe and opens a Watch stream, prints {"ready": ...}; on each
+        stdin line calls Describe again on the same channel and prints the outcome, plus how the
+        Watch stream ended if it did ({"watch_ended": CODE}).
+    intruder.py junk HOST PORT
+        sends garbage bytes and a TLS ClientHello-looking blob, prints {"sent": N}
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sys
+
+import grpc
+
+from orc.proto.v1 import mesh_pb2, mesh_pb2_grpc
+
+
+def emit(record: dict) -> None:
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
+
+
+def read(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def channel(args: argparse.Namespace) -> grpc.aio.Channel:
+    if args.plaintext:
+        return grpc.aio.insecure_channel(args.target)
+    credentials = grpc.ssl_channel_credentials(read(args.ca), read(args.key), read(args.cert))
+    options = [("grpc.ssl_target_name_override", f"{args.node_id}.orc.internal")]
+    return grpc.aio.secure_channel(args.target, credentials, options=options)
+
+
+async def describe(stub: mesh_pb2_grpc.NodeStub) -> dict:
+    try:
+        reply = await stub.Describe(mesh_pb2.DescribeRequest(), timeout=5)
+        return {"ok": True, "node_id": reply.node_id}
+    except grpc.aio.AioRpcError as error:
+        return {"ok": False, "code": error.code().name, "details": error.details()}
+
+
+async def call(args: argparse.Namespace) -> None:
+    async with channel(args) as ch:
+        emit(await describe(mesh_pb2_grpc.NodeStub(ch)))
+
+
+async def hold(args: argparse.Namespace) -> None:
+    async with channel(args) as ch:
+        stub = mesh_pb2_grpc.NodeStub(ch)
+        first = await describe(stub)
+        watch = stub.Watch(mesh_pb2.WatchRequest())
+
+        async def drain() -> None:
+            try:
+                async for _ in watch:
+                    pass
+                emit({"watch_ended": "OK"})
+            except grpc.aio.AioRpcError as error:
+                emit({"watch_ended": error.code().name, "details": error.details()})
+
+        watcher = asyncio.create_task(drain())
+        emit({"ready": first})
+        loop = asyncio.get_running_loop()
+        while True:
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+            if not line:
+                break
+            emit({"again": await describe(stub)})
+        watcher.cancel()
+
+
+def junk(args: argparse.Namespace) -> None:
+    sent = 0
+    payloads = [os.urandom(4096), b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc" + os.urandom(500),
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + os.urandom(1000), b"GET / HTTP/1.1\r\n\r\n"]
+    for payload in payloads:
+        try:
+            with socket.create_connection((args.host, args.port), timeout=3) as s:
+                s.sendall(payload)
+                sent += len(payload)
+                s.settimeout(1)
+                try:
+                    s.recv(100)
+                except (TimeoutError, OSError):
+                    pass
+        except OSError:
+            pass
+    emit({"sent": sent})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="mode", required=True)
+    for mode in ("call", "hold"):
+        p = sub.add_parser(mode)
+        p.add_argument("target")
+        p.add_argument("node_id")
+        p.add_argument("--ca")
+        p.add_argument("--key")
+        p.add_argument("--cert")
+        p.add_argument("--plaintext", action="store_true")
+    p = sub.add_parser("junk")
+    p.add_argument("host")
+    p.add_argument("port", type=int)
+    args = parser.parse_args()
+    if args.mode == "call":
+        asyncio.run(call(args))
+    elif args.mode == "hold":
+        asyncio.run(hold(args))
+    else:
+        junk(args)
+
+
+if __name__ == "__main__":
+    main()

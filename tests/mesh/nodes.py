@@ -1,0 +1,124 @@
+"""Real `orc-node` daemons in network namespaces, driven through the real command lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import netns
+
+T = TypeVar("T")
+
+
+def python() -> str:
+    return sys.executable
+
+
+@dataclass
+class Node:
+    """One device of the test LAN: a namespace, a home folder, and maybe a running daemon."""
+
+    ns: netns.Namespace
+    home: Path
+    name: str
+    process: subprocess.Popen | None = None
+    logs: list[Path] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != "ORC_HOME"}
+        env["ORC_HOME"] = str(self.home)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def orc_node(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+        return self.ns.run([python(), "-m", "orc.node.cli.orc_node", *args], env=self.env, timeout=timeout)
+
+    def orc(self, *args: str, timeout: float = 180, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return self.ns.run([python(), "-m", "orc.node.cli.orc", *args], env=self.env, timeout=timeout, input=stdin)
+
+    def start(self, *args: str) -> None:
+        """`orc-node start ARGS` in the background, logging to a file under the home."""
+        assert self.process is None or self.process.poll() is not None, "already running"
+        log = self.home / f"daemon-{len(self.logs)}.log"
+        self.logs.append(log)
+        with log.open("w") as out:
+            self.process = self.ns.popen([python(), "-m", "orc.node.cli.orc_node", "start", *args], env=self.env,
+                                         stdout=out, stderr=subprocess.STDOUT)
+
+    def log_text(self) -> str:
+        return "\n".join(path.read_text(errors="replace") for path in self.logs if path.exists())
+
+    def wait_ready(self, timeout: float = 60) -> dict[str, Any]:
+        """Wait until the daemon answers on its control socket; its status."""
+
+        def answered() -> dict[str, Any] | None:
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"{self.name}'s daemon exited {self.process.returncode}:\n{self.log_text()}")
+            done = self.orc_node("status", "--json")
+            if done.returncode == 0:
+                data = json.loads(done.stdout)
+                if data.get("mode") == "daemon":
+                    return data
+            return None
+
+        return wait_for(answered, timeout, f"{self.name}'s daemon to answer")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        assert self.process is not None
+        os.killpg(self.process.pid, sig) if sig == signal.SIGKILL else self.process.send_signal(sig)
+        code = self.process.wait(timeout=timeout)
+        self.process = None
+        return code
+
+    def status(self) -> dict[str, Any]:
+        done = self.orc_node("status", "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def peers(self) -> list[dict[str, Any]]:
+        done = self.orc("peers", "--json", timeout=30)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def live_peers(self) -> dict[str, dict[str, Any]]:
+        return {p["node_id"]: p for p in self.peers() if p["state"] in ("verified", "degraded") and p["verified"]}
+
+    def invite(self, *args: str) -> str:
+        done = self.orc_node("invite", *args)
+        assert done.returncode == 0, done.stderr
+        token = done.stdout.strip()
+        assert token.startswith("orc1-"), done.stdout
+        return token
+
+
+def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            result = check()
+        except AssertionError:
+            raise
+        except Exception as error:  # noqa: BLE001 - report the last failure if time runs out
+            result, last = None, error
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last})")
+        time.sleep(interval)
+
+
+def intruder(ns: netns.Namespace, *args: str, stdin: str = "", timeout: float = 30) -> list[dict[str, Any]]:
+    script = Path(__file__).with_name("intruder.py")
+    done = ns.run([python(), str(script), *args], timeout=timeout, input=stdin)
+    assert "Traceback" not in done.stderr, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
