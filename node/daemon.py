@@ -157,6 +157,7 @@ class Daemon:
             service, [str(self.listen)], identity.key_pem, identity.certificate_pem,
             identity.ca_certificate_pem, authorizer)
         self.mesh_port = ports[0]
+        self._mesh_server, self._authorizer = mesh_server, authorizer
         log.info("node %s (%s) of mesh %s listening on %s", identity.node_id, identity.name, identity.mesh_id,
                  ", ".join(self.addresses()))
         from orc.node.control import ControlService
@@ -189,7 +190,7 @@ class Daemon:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.close_join_server()
             await control_server.stop(SHUTDOWN_GRACE)
-            await mesh_server.stop(SHUTDOWN_GRACE)
+            await self._mesh_server.stop(SHUTDOWN_GRACE)
             with contextlib.suppress(OSError):
                 control_socket(self.home).unlink()
             log.info("stopped")
@@ -287,6 +288,7 @@ class Daemon:
             certificate = identity.authority.issue_for_key(identity.key.public_key(), datetime.now(timezone.utc))
             membership.install_certificate(certificate)
             log.info("certificate renewed (self-issued by this CA holder)")
+            await self._present_new_certificate()
             return
         csr = make_csr(identity.key, identity.name)
         for peer in peering.table.live():
@@ -299,9 +301,24 @@ class Daemon:
             finally:
                 await client.close()
             membership.install_certificate(certificate)
-            log.info("certificate renewed by %s; it takes effect on the next restart of this daemon", peer.node_id)
+            log.info("certificate renewed by %s", peer.node_id)
+            await self._present_new_certificate()
             return
         raise DaemonError("no CA-holding peer is reachable")
+
+
+    async def _present_new_certificate(self) -> None:
+        """Serve with the renewed certificate: a new server on the same port (gRPC binds with
+        SO_REUSEPORT), then the old one drains, so peers see no gap. Outgoing links pick the new
+        certificate up on their next dial."""
+        from orc.node.rpc.servers import start_mesh_server
+
+        identity = self._membership.identity
+        server, _ = await start_mesh_server(self._service, [str(Endpoint(self.listen.host, self.mesh_port or 0))],
+                                            identity.key_pem, identity.certificate_pem, identity.ca_certificate_pem,
+                                            self._authorizer)
+        old, self._mesh_server = self._mesh_server, server
+        await old.stop(SHUTDOWN_GRACE)
 
 
 class _JoinBackend:
