@@ -103,8 +103,11 @@ class Orc:
     def runtimes(self) -> dict[str, ModelRuntime]:
         if self._runtimes is None:
             from orc.node.runtimes.llama_cpp import LlamaCppRuntime
+            from orc.node.runtimes.mlx import MlxRuntime, mlx_installed
 
             self._runtimes = {"llama_cpp": LlamaCppRuntime(n_threads=self._n_threads)}
+            if mlx_installed():
+                self._runtimes["mlx"] = MlxRuntime()
         return self._runtimes
 
     async def run(self, spec: EnsembleSpec, run_input: object) -> AsyncIterator[RunProgress]:

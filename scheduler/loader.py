@@ -61,6 +61,22 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,127}$")
 _REF = re.compile(r"^\$\{\s*([A-Za-z0-9_][A-Za-z0-9_-]*)((?:\.[A-Za-z0-9_-]+)*)\s*\}$")
 _COMPARISON = re.compile(r"^(\$\{[^}]*\})\s*(==|!=)\s*(.+)$")
 
+# A model reference is a catalog id, which lets the node choose the variant it prefers, or
+# `ID@RUNTIME`, which pins one variant (docs/runtimes.md).
+MODEL_RUNTIMES = ("llama_cpp", "mlx")
+
+
+def split_model_ref(ref: str) -> tuple[str, str | None]:
+    """`ID@RUNTIME` -> (ID, RUNTIME), `ID` -> (ID, None); ValueError names what is wrong."""
+    model_id, at, runtime = ref.rpartition("@")
+    if not at:
+        return ref, None
+    if not model_id:
+        raise ValueError(f"'{ref}' has a runtime but no model id before the '@'")
+    if runtime not in MODEL_RUNTIMES:
+        raise ValueError(f"'{ref}' pins the unknown runtime '{runtime}' (runtimes: {', '.join(MODEL_RUNTIMES)})")
+    return model_id, runtime
+
 
 @dataclass(frozen=True)
 class EnsembleLibrary:
@@ -587,6 +603,13 @@ def _parse_llm(raw: dict, bad: Callable[..., None]) -> LlmTask | None:
         ok = False
     if ("temperature" in raw and temperature is None) or ("max_tokens" in raw and max_tokens is None):
         ok = False
+    if isinstance(strings["model"], str):
+        try:
+            split_model_ref(strings["model"])
+        except ValueError as error:
+            bad(f"model {error}", f"write '{strings['model'].rpartition('@')[0] or 'ID'}' to let the node choose, "
+                "or pin a variant with '@llama_cpp' or '@mlx'")
+            ok = False
     if not ok:
         return None
     return LlmTask(

@@ -373,7 +373,8 @@ def models_list(ctx: typer.Context, as_json: bool = JsonOption, home: Optional[P
         if as_json:
             typer.echo(json.dumps([{"id": e.id, "runtime": e.runtime, "size_bytes": e.size_bytes,
                                     "sha256": e.sha256, "source": e.source, "path": str(e.path),
-                                    "chat": e.chat, "description": e.description} for e in entries], indent=2))
+                                    "chat": e.chat, "description": e.description,
+                                    "converted_from": e.converted_from} for e in entries], indent=2))
             return
         if not entries:
             typer.echo("no models; add one with 'orc models add PATH'", err=True)
@@ -407,10 +408,14 @@ def _group_home(ctx: typer.Context, home: Optional[Path]) -> Optional[Path]:
 
 
 @models_app.command("add")
-def models_add(ctx: typer.Context, path: Path = typer.Argument(..., help="A GGUF file."),
+def models_add(ctx: typer.Context, path: Path = typer.Argument(..., help="A GGUF file or an MLX (mlx-lm) model folder."),
                model_id: Optional[str] = typer.Option(None, "--id", help="Catalog id (default: from the file name)."),
                home: Optional[Path] = HomeOption, debug: bool = DebugOption) -> None:
-    """Add a model file to this node's catalog (its SHA-256 is computed once)."""
+    """Add a model to this node's catalog (its SHA-256 is computed once).
+
+    A GGUF file runs on llama.cpp, an mlx-lm model folder on MLX. Giving an MLX folder the
+    id of a GGUF model (or the other way round) makes it a second variant of that model.
+    """
     with guarded(debug):
         try:
             size = path.stat().st_size
@@ -427,8 +432,32 @@ def models_remove(ctx: typer.Context, model_id: str = typer.Argument(..., help="
                   home: Optional[Path] = HomeOption, debug: bool = DebugOption) -> None:
     """Remove a user-added model from the catalog (the file itself is kept)."""
     with guarded(debug):
-        _orc(_group_home(ctx, home)).catalog.remove(model_id)
-        typer.echo(f"removed {model_id}")
+        for selector in _orc(_group_home(ctx, home)).catalog.remove(model_id):
+            typer.echo(f"removed {selector}")
+
+
+@models_app.command("convert")
+def models_convert(ctx: typer.Context, model_id: str = typer.Argument(..., help="The GGUF model's catalog id."),
+                   to: str = typer.Option(..., "--to", help="The target format: mlx."),
+                   new_id: Optional[str] = typer.Option(None, "--id", help="Catalog id of the result "
+                                                        "(default: the same id, as a second variant)."),
+                   home: Optional[Path] = HomeOption, debug: bool = DebugOption) -> None:
+    """Convert a GGUF model of the catalog to an MLX model folder and register it.
+
+    The folder goes to <home>/models/mlx/ID/ and becomes the model's mlx variant, so a Mac
+    serves the same model natively. Only llama-architecture GGUFs (Q4_0, Q4_1, Q8_0 or not
+    quantized) convert. Needs mlx-lm: orc's 'mlx' extra.
+
+    Example:
+
+      orc models convert smollm2-135m-instruct --to mlx
+    """
+    with guarded(debug):
+        done = _orc(_group_home(ctx, home)).catalog.convert(model_id, to=to, model_id=new_id)
+        entry = done.entry
+        verb = "converted" if done.created else "already converted"
+        typer.echo(f"{verb} {model_id} -> {entry.selector} ({_size(entry.size_bytes)}, "
+                   f"sha256 {entry.sha256[:16]}…) in {entry.path}")
 
 
 # ---------------------------------------------------------------- runs

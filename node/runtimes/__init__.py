@@ -1,6 +1,6 @@
 """Model and script runtimes behind one seam (`ModelRuntime`) and one error hierarchy.
 
-Importing this package does not import llama-cpp-python; that happens when a model loads.
+Importing this package imports neither llama-cpp-python nor MLX; that happens when a model loads.
 """
 
 from orc.node.runtimes.base import (
@@ -20,6 +20,7 @@ from orc.node.runtimes.base import (
     Usage,
 )
 from orc.node.runtimes.llama_cpp import LlamaCppRuntime
+from orc.node.runtimes.mlx import MlxRuntime
 from orc.node.runtimes.script import ScriptResult, resolve_script, run_script
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "GenerationEvent",
     "GenerationParams",
     "LlamaCppRuntime",
+    "MlxRuntime",
     "ModelLoadError",
     "ModelRuntime",
     "RuntimeFailure",

@@ -11,7 +11,12 @@ Measures, on this machine, in one process run so the ratios compare like with li
    identical output checked);
 2. CLI start-up: `orc --help`, and a whole `orc run` of the one-agent ensemble;
 3. end to end: the same 4-agent ensemble (3 parallel analysts + synthesizer) through orc's
-   CLI and through llm-orc 0.25.2 pointed at a llama-cpp-python server holding the model.
+   CLI and through llm-orc 0.25.2 pointed at a llama-cpp-python server holding the model;
+4. runtimes: SmolLM2 through orc's llama.cpp runtime (the GGUF) and its MLX runtime (the same
+   GGUF converted with `orc models convert --to mlx`), prompt and decode tokens/s side by side
+   (skipped, with a note, when mlx-lm is not installed);
+5. the mesh (tests/benchmarks/mesh.py): mTLS round trips and per-agent remote overhead between
+   daemons in network namespaces, discovery and dead-peer times, idle daemon footprint.
 Medians of several runs; the machine (CPU, cores, memory, versions) is written with the numbers.
 """
 
@@ -66,9 +71,13 @@ def machine() -> list[str]:
         memory = f"{kib / 1024 / 1024:.0f} GiB RAM"
     except (OSError, StopIteration, ValueError):
         pass
+    try:
+        mlx = f", mlx {importlib.metadata.version('mlx')}, mlx-lm {importlib.metadata.version('mlx-lm')}"
+    except importlib.metadata.PackageNotFoundError:
+        mlx = ""
     return [
         f"- machine: {platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores, {memory}",
-        f"- Python {platform.python_version()}, llama-cpp-python {importlib.metadata.version('llama-cpp-python')}",
+        f"- Python {platform.python_version()}, llama-cpp-python {importlib.metadata.version('llama-cpp-python')}{mlx}",
         f"- model: SmolLM2-135M-Instruct Q4_1 (the embedded default), {THREADS} threads, greedy decoding",
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
     ]
@@ -141,8 +150,8 @@ def _side_orc(runs: int) -> dict:
     return {"times": [s[0] for s in samples], "text": samples[-1][1], "tokens": samples[-1][2]}
 
 
-def _run_side(side: str, runs: int) -> dict:
-    done = subprocess.run([sys.executable, "-m", "tests.benchmarks.run", "--side", side, "--runs", str(runs)],
+def _run_side(side: str, runs: int, *extra: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "tests.benchmarks.run", "--side", side, "--runs", str(runs), *extra],
                           cwd=REPO, capture_output=True, text=True, timeout=900, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -249,18 +258,105 @@ def bench_llm_orc(runs: int) -> list[Row]:
     ]
 
 
-def write_report(sections: list[tuple[str, list[Row], str]], path: Path) -> None:
+# ---- 4. llama.cpp vs MLX ----
+#
+# One model, two runtimes, each in its own process (as in section 1), through orc's runtime
+# classes. Reading the prompt is timed with max_tokens=1; decoding is the extra time of a
+# MAX_TOKENS generation over that, so neither rate includes the other. Each request starts its
+# system prompt with its own number: llama-cpp-python reuses the cached prefix of the previous
+# prompt, and MLX's runtime caches nothing, so an identical prompt would time only one of them.
+
+def _side_runtime(runtime_name: str, runs: int, models_dir: Path) -> dict:
+    from orc.node.catalog import DEFAULT_MODEL_ID, Catalog
+    from orc.node.runtimes.base import ChatMessage, GenerationDone, GenerationParams
+    from orc.node.runtimes.llama_cpp import LlamaCppRuntime
+    from orc.node.runtimes.mlx import MlxRuntime
+
+    entry = Catalog(models_dir).prepare(f"{DEFAULT_MODEL_ID}@{runtime_name}")
+    runtime = LlamaCppRuntime(n_threads=THREADS) if runtime_name == "llama_cpp" else MlxRuntime()
+    requests = iter(range(1 << 20))
+
+    async def once(max_tokens: int) -> tuple[float, GenerationDone]:
+        # One digit, so every request has as many prompt tokens.
+        messages = [ChatMessage("system", f"Request {next(requests) % 10}. {PROMPT_SYSTEM}"),
+                    ChatMessage("user", PROMPT_USER)]
+        began = time.perf_counter()
+        done = None
+        async for event in runtime.generate(entry, messages, GenerationParams(temperature=0, max_tokens=max_tokens)):
+            done = event
+        assert isinstance(done, GenerationDone)
+        return time.perf_counter() - began, done
+
+    async def measure() -> dict:
+        began = time.perf_counter()
+        await runtime.load(entry)
+        load_s = time.perf_counter() - began
+        await once(MAX_TOKENS)  # warm-up
+        first = [await once(1) for _ in range(runs)]
+        full = [await once(MAX_TOKENS) for _ in range(runs)]
+        return {"load_s": load_s, "first_s": [t for t, _ in first], "full_s": [t for t, _ in full],
+                "prompt_tokens": full[-1][1].usage.prompt_tokens,
+                "tokens": [d.usage.completion_tokens for _, d in full], "texts": [d.text for _, d in full]}
+
+    return asyncio.run(measure())
+
+
+def bench_runtimes(runs: int) -> tuple[list[Row], str]:
+    import importlib.util
+
+    if importlib.util.find_spec("mlx_lm") is None:
+        return [], "Not measured: mlx-lm is not installed here (`pip install -e '.[mlx]'`)."
+    from orc.node.catalog import DEFAULT_MODEL_ID, Catalog
+
+    rows = []
+    results = {}
+    with tempfile.TemporaryDirectory() as home:
+        models_dir = Path(home) / "models"
+        began = time.perf_counter()
+        converted = Catalog(models_dir).convert(DEFAULT_MODEL_ID, to="mlx").entry
+        convert_s = time.perf_counter() - began
+        for name in ("llama_cpp", "mlx"):
+            results[name] = _run_side(f"runtime-{name}", runs, "--models-dir", str(models_dir))
+    decode: dict[str, float] = {}
+    for name, label in (("llama_cpp", f"llama.cpp (GGUF, {THREADS} threads)"), ("mlx", "MLX (converted folder, CPU)")):
+        r = results[name]
+        first = statistics.median(r["first_s"])
+        # Each request's answer has its own length: a rate per generation, then the median.
+        decode[name] = statistics.median((n - 1) / (t - first) for n, t in zip(r["tokens"], r["full_s"]))
+        rows.append(Row(f"{label}: decode", f"**{decode[name]:.1f} tokens/s**",
+                        f"median of {runs} generations of {min(r['tokens'])} to {max(r['tokens'])} tokens"))
+        rows.append(Row(f"{label}: prompt", f"{r['prompt_tokens'] / first:.0f} tokens/s",
+                        f"{r['prompt_tokens']} prompt tokens in {first * 1000:.0f} ms (time to the first token)"))
+        rows.append(Row(f"{label}: load", f"{r['load_s'] * 1000:.0f} ms", "first load in a fresh process"))
+    rows.append(Row("**llama.cpp / MLX, decode**", f"**{decode['llama_cpp'] / decode['mlx']:.1f}×**",
+                    "above 1 means llama.cpp is faster"))
+    rows.append(Row("`orc models convert smollm2-135m-instruct --to mlx`", f"{convert_s:.1f} s",
+                    f"{converted.size_bytes / 2**20:.1f} MiB folder"))
+    pairs = list(zip(results["llama_cpp"]["texts"], results["mlx"]["texts"]))
+    same = sum(a == b for a, b in pairs)
+    note = f"The two runtimes wrote the same text for {same} of the {len(pairs)} timed requests."
+    if same < len(pairs):
+        note += (" Where they differ, the runtimes' logits differ slightly and the greedy texts part at the "
+                 "first near tie (docs/runtimes.md).")
+    return rows, note
+
+
+def write_report(sections: list[tuple[str, list[Row], str]], path: Path, appendix: str = "") -> None:
     lines = ["# Benchmarks", "",
              "Written by `.venv/bin/pip install -q -e '.[bench]' && .venv/bin/python -m tests.benchmarks.run`;",
              "every number below comes from one run",
              "of that command on the machine described here. Machines are shared and noisy: compare the",
              "ratios inside one table, not absolute times across runs.", "", *machine(), ""]
     for title, rows, notes in sections:
-        lines += [f"## {title}", "", "| measurement | value | notes |", "|---|---|---|"]
-        lines += [f"| {r.what} | {r.value} | {r.note} |" for r in rows]
+        lines += [f"## {title}", ""]
+        if rows:
+            lines += ["| measurement | value | notes |", "|---|---|---|"]
+            lines += [f"| {r.what} | {r.value} | {r.note} |" for r in rows]
         if notes:
             lines += ["", notes]
         lines.append("")
+    if appendix:
+        lines += [appendix.rstrip(), ""]
     path.write_text("\n".join(lines))
 
 
@@ -268,11 +364,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--skip-llm-orc", action="store_true")
+    parser.add_argument("--skip-mesh", action="store_true", help="leave out the mesh section (needs root)")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
-    parser.add_argument("--side", choices=("direct", "orc"), help=argparse.SUPPRESS)  # one overhead side, as JSON
+    parser.add_argument("--side", choices=("direct", "orc", "runtime-llama_cpp", "runtime-mlx"),
+                        help=argparse.SUPPRESS)  # one side of a comparison, as JSON
+    parser.add_argument("--models-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.side:
-        print(json.dumps((_side_direct if args.side == "direct" else _side_orc)(args.runs)))
+        if args.side.startswith("runtime-"):
+            print(json.dumps(_side_runtime(args.side.removeprefix("runtime-"), args.runs, args.models_dir)))
+        else:
+            print(json.dumps((_side_direct if args.side == "direct" else _side_orc)(args.runs)))
         return 0
     sections = []
     print("generation overhead ...", file=sys.stderr)
@@ -293,7 +395,21 @@ def main(argv: list[str] | None = None) -> int:
                          "of completion tokens; each tool words the synthesizer's view of the upstream results its "
                          "own way. llm-orc's server keeps the model loaded between runs; orc loads it in every "
                          "`orc run` (about 0.1 s). See docs/llm-orc-baseline.md for the set-up and its caveats."))
-    write_report(sections, args.out)
+    print("llama.cpp vs MLX ...", file=sys.stderr)
+    runtime_rows, runtime_note = bench_runtimes(args.runs)
+    sections.append(("Runtimes: llama.cpp vs MLX, the same model", runtime_rows,
+                     runtime_note + " Same prompt (chat template), greedy decoding and repetition penalty through "
+                     "orc's two runtime classes, each in its own process. This machine has no Apple GPU, so MLX "
+                     "runs on its CPU backend (`mlx[cpu]`), which uses one core and is far slower than llama.cpp "
+                     "here; on Apple silicon MLX runs on the GPU and these numbers do not carry over. The "
+                     "MLX runtime exists for Macs; on Linux it is there to be tested."))
+    mesh = ""
+    if not args.skip_mesh:
+        print("mesh (daemons in network namespaces) ...", file=sys.stderr)
+        from tests.benchmarks.mesh import mesh_section
+
+        mesh = mesh_section()
+    write_report(sections, args.out, mesh)
     print(args.out.read_text())
     return 0
 
