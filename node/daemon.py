@@ -102,25 +102,39 @@ class Daemon:
         return await join_mesh(self.store, self.options.join, name, peers=self.peers, mdns=self.mdns_enabled,
                                addresses=self._advertised_ips(), interfaces=self._interfaces())
 
-    def _served(self) -> list[ModelEntry]:
-        entries = {entry.id: entry for entry in self.catalog.entries()}
-        wanted = self.options.models or tuple(entries)
-        unknown = [m for m in wanted if m not in entries]
+    def _served(self, runtimes: dict[str, ModelRuntime]) -> list[ModelEntry]:
+        """The catalog variants this node serves: all of them, or those `--model` names
+        (`ID` for every variant of a model, `ID@RUNTIME` for one), on the runtimes it has."""
+        from orc.scheduler.loader import split_model_ref
+
+        entries = self.catalog.entries()
+        wanted = self.options.models
+        unknown = [m for m in wanted if not any(_matches(m, e, split_model_ref) for e in entries)]
         if unknown:
-            raise DaemonError(f"--model {', '.join(unknown)}: not in this node's catalog (it has "
-                              f"{', '.join(sorted(entries)) or 'no models'}); see `orc models`")
+            have = ", ".join(sorted({e.selector for e in entries})) or "no models"
+            raise DaemonError(f"--model {', '.join(unknown)}: not in this node's catalog (it has {have}); "
+                              "see `orc models`")
         served = []
-        for model_id in wanted:
+        for entry in entries:
+            if wanted and not any(_matches(m, entry, split_model_ref) for m in wanted):
+                continue
+            if entry.runtime not in runtimes:
+                log.warning("model %s is not served: this node has no %s runtime", entry.selector, entry.runtime)
+                continue
             try:
-                served.append(self.catalog.prepare(model_id))
+                served.append(self.catalog.prepare(entry.selector))
             except Exception as error:  # noqa: BLE001 - one broken model must not stop the node
-                log.warning("model %s is not served: %s", model_id, error)
+                log.warning("model %s is not served: %s", entry.selector, error)
         return served
 
     def _runtimes(self) -> dict[str, ModelRuntime]:
         from orc.node.runtimes.llama_cpp import LlamaCppRuntime
+        from orc.node.runtimes.mlx import MlxRuntime, mlx_installed
 
-        return {"llama_cpp": LlamaCppRuntime(n_threads=self.options.threads)}
+        runtimes: dict[str, ModelRuntime] = {"llama_cpp": LlamaCppRuntime(n_threads=self.options.threads)}
+        if mlx_installed():
+            runtimes["mlx"] = MlxRuntime()
+        return runtimes
 
     def _interfaces(self) -> list[str] | None:
         return [self.options.interface] if self.options.interface else None
@@ -144,8 +158,8 @@ class Daemon:
 
         identity = await self._identity()
         membership = Membership(self.store, identity)
-        served = await asyncio.to_thread(self._served)
         runtimes = self._runtimes()
+        served = await asyncio.to_thread(self._served, runtimes)
         peering: Peering | None = None
         service = NodeService(
             membership=membership, catalog=self.catalog, runtimes=runtimes, served=served,
@@ -366,6 +380,14 @@ async def _supervised(name: str, part: Callable[[], Awaitable[None]]) -> None:
             delay = 1.0
         await asyncio.sleep(delay)
         delay = min(delay * 2, RESTART_BACKOFF_MAX)
+
+
+def _matches(reference: str, entry: ModelEntry, split: Callable[[str], tuple[str, str | None]]) -> bool:
+    try:
+        model_id, runtime = split(reference)
+    except ValueError:
+        return False
+    return entry.id == model_id and runtime in (None, entry.runtime)
 
 
 def _discovery_config(home: Home) -> DiscoveryConfig:

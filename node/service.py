@@ -62,7 +62,7 @@ class NodeService:
         self.membership = membership
         self.catalog = catalog
         self.runtimes = runtimes
-        self._served = {entry.id: _Served(entry) for entry in served}
+        self._served = {entry.selector: _Served(entry) for entry in served}  # one per (model, runtime)
         self._addresses = addresses
         self._known_peers = known_peers
         self._tags = tags
@@ -105,7 +105,7 @@ class NodeService:
                        loaded=s.loaded,
                        prefill_tokens_per_s=round(s.speed.prefill_tokens_per_s, 1) if s.speed else None,
                        decode_tokens_per_s=round(s.speed.decode_tokens_per_s, 1) if s.speed else None)
-            for s in sorted(self._served.values(), key=lambda s: s.entry.id))
+            for s in sorted(self._served.values(), key=lambda s: (s.entry.id, s.entry.runtime)))
         return NodeDescription(
             protocol_version=PROTOCOL_VERSION, node_id=identity.node_id, name=identity.name,
             mesh_id=identity.mesh_id, addresses=self._addresses(), hardware=probe(), models=models,
@@ -161,12 +161,17 @@ class NodeService:
     # ---- running agents for peers ----
 
     def _model(self, model_id: str, sha256: str) -> _Served:
-        served = self._served.get(model_id)
-        if served is None:
+        """The served variant of `model_id` with these weights (any variant when no digest is given,
+        loaded ones first)."""
+        variants = [s for s in self._served.values() if s.entry.id == model_id]
+        if not variants:
             raise NotFound(f"this node does not serve model '{model_id}'")
-        if sha256 and served.entry.sha256 != sha256:
-            raise NotFound(f"this node's '{model_id}' has different weights (sha256 {served.entry.sha256[:12]}…)")
-        return served
+        if sha256:
+            variants = [s for s in variants if s.entry.sha256 == sha256]
+            if not variants:
+                raise NotFound(f"this node's '{model_id}' has different weights (no variant with sha256 "
+                               f"{sha256[:12]}…)")
+        return sorted(variants, key=lambda s: not s.loaded)[0]
 
     async def offer(self, caller: NodeId, request: OfferRequest) -> OfferReply:
         """An estimate of when this node would finish the agent, with a short lease."""
@@ -255,4 +260,5 @@ class NodeService:
         return True
 
     def served_models(self) -> tuple[str, ...]:
+        """Selectors (`id@runtime`) of the served variants."""
         return tuple(sorted(self._served))

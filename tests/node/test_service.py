@@ -47,7 +47,7 @@ def service(tmp_path, runtime):
 
 def request(service: NodeService, execution_id: str = "e1", sha: str | None = None, max_tokens: int = 12,
             deadline_ms: int = 0) -> ExecuteRequest:
-    entry = service._served[SMOL].entry
+    entry = service._served[f"{SMOL}@llama_cpp"].entry
     payload = AgentPayload(SMOL, entry.sha256 if sha is None else sha,
                            (ChatMessage("user", "Name one colour."),),
                            GenerationParams(temperature=0.0, max_tokens=max_tokens, seed=1))
@@ -114,7 +114,7 @@ def test_only_the_starter_may_cancel(service):
 
 
 def test_offers_estimate_from_measured_speed(service):
-    service._served[SMOL].speed = Speed(100.0, 10.0, 0.0)
+    service._served[f"{SMOL}@llama_cpp"].speed = Speed(100.0, 10.0, 0.0)
     reply = asyncio.run(service.offer("peer", OfferRequest("run", "a", SMOL, "", 200, 50)))
     assert reply.accepted and reply.lease_id and reply.estimated_finish_ms == 7000
     refused = asyncio.run(service.offer("peer", OfferRequest("run", "a", "gpt-9", "", 1, 1)))
