@@ -29,7 +29,6 @@ from orc.node.discovery.static import Advertise, DiscoveryConfig, Endpoint, load
 from orc.node.discovery.txt import advert_for
 from orc.node.home import Home
 from orc.node.identity.certificates import make_csr
-from orc.node.identity.errors import IdentityError
 from orc.node.identity.ids import NodeId
 from orc.node.identity.store import Identity, IdentityStore
 from orc.node.membership import Membership
@@ -76,14 +75,13 @@ class Daemon:
         self.store = IdentityStore(home.identity_dir)
         self.config = _discovery_config(home)
         self.listen = _listen_endpoint(options)
-        self.peers = tuple(self.config.peers) + tuple(_endpoint(p) for p in options.peers)
+        self.peers = tuple(self.config.peers) + tuple(parse_peer(p) for p in options.peers)
         self.mdns_enabled = options.mdns and self.config.mdns
         self.catalog = Catalog(home.models_dir)
         self.mesh_port: int | None = None
         self.join_port: int | None = None
         self._join_server = None
         self._join_closer: asyncio.Task[None] | None = None
-        self._discovery = None
 
     # ---- start-up ----
 
@@ -97,7 +95,7 @@ class Daemon:
             return self.store.load()  # raises NotMember with the advice
         from orc.node.joining import join_mesh
 
-        name = self.options.name or _default_name()
+        name = self.options.name or default_node_name()
         log.info("joining the mesh of the token as %s", name)
         return await join_mesh(self.store, self.options.join, name, peers=self.peers, mdns=self.mdns_enabled,
                                addresses=self._advertised_ips(), interfaces=self._interfaces())
@@ -221,7 +219,6 @@ class Daemon:
         changed = asyncio.Event()
         self._service.on_change(changed.set)
         discovery = MdnsDiscovery(self.advert(), self._advertised_ips(), self._interfaces(), self._peering.hint)
-        self._discovery = discovery
         runner = asyncio.create_task(discovery.run())
         try:
             while not runner.done():
@@ -235,7 +232,6 @@ class Daemon:
                     await discovery.update(self.advert())
             await runner  # re-raise its failure for the supervisor
         finally:
-            self._discovery = None
             runner.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await runner
@@ -397,7 +393,7 @@ def _discovery_config(home: Home) -> DiscoveryConfig:
         raise DaemonError(str(error)) from None
 
 
-def _endpoint(text: str) -> Endpoint:
+def parse_peer(text: str) -> Endpoint:
     try:
         return parse_endpoint(text)
     except Exception as error:  # BadPeerAddress
@@ -441,7 +437,7 @@ def _local_ips() -> list[str]:
     return outside or ["127.0.0.1"]
 
 
-def _default_name() -> str:
+def default_node_name() -> str:
     import re
     import socket
 
@@ -449,4 +445,4 @@ def _default_name() -> str:
     return name or "node"
 
 
-__all__ = ["Daemon", "DaemonError", "DaemonOptions", "IdentityError", "control_socket"]
+__all__ = ["Daemon", "DaemonError", "DaemonOptions", "control_socket", "default_node_name", "parse_peer"]

@@ -98,11 +98,11 @@ def init(
     with guarded(debug):
         from datetime import datetime, timezone
 
-        from orc.node.daemon import _default_name
+        from orc.node.daemon import default_node_name
         from orc.node.identity.store import IdentityStore
 
         located = _home(home)
-        identity = IdentityStore(located.identity_dir).init_mesh(name or _default_name(), datetime.now(timezone.utc))
+        identity = IdentityStore(located.identity_dir).init_mesh(name or default_node_name(), datetime.now(timezone.utc))
         typer.echo(f"created mesh {identity.mesh_id}")
         typer.echo(f"node      {identity.node_id} ({identity.name}), holds the mesh CA")
         typer.echo(f"identity  {located.identity_dir}")
@@ -190,7 +190,7 @@ def join_command(
 ) -> None:
     """Join a mesh with a token, without starting the daemon (exits non-zero if refused)."""
     with guarded(debug):
-        from orc.node.daemon import _default_name, _endpoint
+        from orc.node.daemon import default_node_name, parse_peer
         from orc.node.identity.store import IdentityStore
         from orc.node.identity.tokens import JoinToken
         from orc.node.joining import join_mesh
@@ -201,8 +201,8 @@ def join_command(
         if store.exists():
             fail(2, f"this node is already in mesh {store.load().mesh_id}; move {located.identity_dir} away "
                     "to join another")
-        endpoints = [_endpoint(p) for p in peer]
-        identity = asyncio.run(join_mesh(store, token, name or _default_name(), peers=endpoints, mdns=not no_mdns,
+        endpoints = [parse_peer(p) for p in peer]
+        identity = asyncio.run(join_mesh(store, token, name or default_node_name(), peers=endpoints, mdns=not no_mdns,
                                          addresses=[interface] if interface else (),
                                          interfaces=[interface] if interface else None, timeout=timeout))
         typer.echo(f"joined mesh {identity.mesh_id} as node {identity.node_id} ({identity.name})")
@@ -306,7 +306,7 @@ def node_status(home: Optional[Path]) -> tuple[dict[str, Any], str]:
             "home": folders,
             "peers": [peer_json(p) for p in (peers if peers is not _NOT_RUNNING else ())],
         }
-        return info, _hardware_summary(description.hardware)
+        return info, description.hardware.summary()
     hardware = probe()
     store = IdentityStore(located.identity_dir)
     identity = store.load() if store.exists() else None
@@ -328,10 +328,6 @@ def node_status(home: Optional[Path]) -> tuple[dict[str, Any], str]:
                     "loaded": False} for m in models],
         "peers": [],
     }, hardware.summary()
-
-
-def _hardware_summary(hardware: Any) -> str:
-    return hardware.summary()
 
 
 @app.command()

@@ -776,10 +776,10 @@ def _format(r: dict[str, Any]) -> str:
               f"{load[0][0]:.1f} before, {load[1][0]:.1f} during the `Execute` pairs, {load[2][0]:.1f} after). "
               "Generation times spread by tens of milliseconds, more than the 5 ms target itself, so the "
               "overhead is taken from one-token generations, in pairs, and one table is one sample; the "
-              "RPC-only rows (`Describe`, `ExecutionStarted`) are its floor. A restarted member is found by "
-              "A's own redial of a peer it holds as dead, on an exponential backoff (1 s doubling to 60 s); an mDNS "
-              "announcement of the restarted node does not cut that wait short, so the longer a member was "
-              "down, the longer A takes to see it back."), ""]
+              "RPC-only rows (`Describe`, `ExecutionStarted`) are its floor. A node redials a dead peer on an "
+              "exponential backoff (1 s doubling to 60 s), but the restarted member's mDNS announcement, or its "
+              "own call back, brings that redial forward (at most one early dial a second), so how long it "
+              "was down barely matters."), ""]
     return "\n".join(lines)
 
 
