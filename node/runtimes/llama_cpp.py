@@ -36,7 +36,6 @@ import os
 import struct
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,22 +57,20 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     from typing_extensions import assert_never
 
+from orc.node.runtimes.generation import (
+    REPEAT_PENALTY,
+    TRANSCRIPT_STOPS,
+    StopScanner,
+    TokenBatcher,
+    check_request,
+    render_transcript,
+)
+
 if TYPE_CHECKING:
     from orc.node.catalog import ModelEntry
 
 __all__ = ["GgufArray", "LlamaCppRuntime", "StopScanner", "read_gguf_metadata", "render_transcript"]
 
-_ROLES = frozenset({"system", "user", "assistant"})
-# Requests can come from other peers: every streamed chunk is matched against every stop
-# string, so these caps keep a request from making that matching the expensive part.
-_MAX_STOPS = 16
-_MAX_STOP_CHARS = 256
-_TRANSCRIPT_STOPS = ("\nUser:", "\nSystem:")
-# A mild repetition penalty (llama.cpp's own CLI default; llama-cpp-python's API default is
-# 1.0), used on both prompt paths so they sample alike: models this small loop without it.
-_REPEAT_PENALTY = 1.1
-# Streamed text reaches the consumer at least this often (20 times a second reads as live).
-_STREAM_INTERVAL_S = 0.05
 # llama.cpp keeps its K and V caches in f16 unless told otherwise.
 _KV_BYTES_PER_VALUE = 2
 # Compute buffers and logits rows beyond weights and KV cache: a fit to the resident memory
@@ -198,42 +195,6 @@ def _vocab_size(metadata: dict[str, object]) -> int:
 
 
 # -- prompts and stop strings ---------------------------------------------------------------
-
-
-def render_transcript(messages: Sequence[ChatMessage]) -> str:
-    """The plain-text prompt for a model without a chat template: one "Role: text" paragraph a
-    message, ending with "Assistant:" for the model to continue."""
-    turns = [f"{message.role.capitalize()}: {message.content.strip()}" for message in messages]
-    return "\n\n".join([*turns, "Assistant:"])
-
-
-class StopScanner:
-    """Cuts streamed text at the first stop string, holding back any tail that might be the
-    start of one, so no emitted piece ever contains (part of) a stop string."""
-
-    def __init__(self, stops: Sequence[str]) -> None:
-        self._stops = tuple(stop for stop in stops if stop)
-        self._pending = ""
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        """Add streamed text; return the text now safe to emit and whether a stop string hit."""
-        self._pending += text
-        hits = [i for i in (self._pending.find(stop) for stop in self._stops) if i >= 0]
-        if hits:
-            safe, self._pending = self._pending[: min(hits)], ""
-            return safe, True
-        keep = max(
-            (k for stop in self._stops for k in range(1, len(stop)) if self._pending.endswith(stop[:k])),
-            default=0,
-        )
-        cut = len(self._pending) - keep
-        safe, self._pending = self._pending[:cut], self._pending[cut:]
-        return safe, False
-
-    def flush(self) -> str:
-        """The held-back text, once the stream ended without a stop string."""
-        rest, self._pending = self._pending, ""
-        return rest
 
 
 class _SamplingCounter:
@@ -428,7 +389,7 @@ class LlamaCppRuntime:
         prompt still being read is finished first); the slot is freed when the thread stops.
         Raises `GenerationError` for bad messages or params and for failures inside llama.cpp.
         """
-        _check_request(model, messages, params)
+        check_request(model, messages, params)
         self._bind()
         loaded, llm = await self._acquire_instance(model)
         loop = asyncio.get_running_loop()
@@ -547,7 +508,7 @@ class LlamaCppRuntime:
             # one, so a fresh instance would repeat itself; llama.cpp's default seed means "draw
             # one from the system's random source".
             "seed": llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed,
-            "repeat_penalty": _REPEAT_PENALTY,
+            "repeat_penalty": REPEAT_PENALTY,
             "stopping_criteria": llama_cpp.StoppingCriteriaList([counter]),
             "stream": True,
         }
@@ -572,38 +533,21 @@ class LlamaCppRuntime:
             chunks = llm.create_completion(prompt=prompt, stop=template_stops, **options)
             texts = (_completion_chunk(chunk) for chunk in chunks)
         else:
-            stops = (*params.stop, *_TRANSCRIPT_STOPS)
+            stops = (*params.stop, *TRANSCRIPT_STOPS)
             chunks = llm.create_completion(prompt=render_transcript(messages), **options)
             texts = (_completion_chunk(chunk) for chunk in chunks)
 
         scanner = StopScanner(stops)
-        pieces: list[str] = []
+        batcher = TokenBatcher(send)
         finish_reason = "length"
         ended_by_end_token = False
-
-        pending: list[str] = []
-        last_sent = time.monotonic()
-
-        def emit(text: str, *, flush: bool = False) -> None:
-            # Tokens are handed to the event loop in batches, at most every
-            # _STREAM_INTERVAL_S: each hand-over wakes the loop's thread, which on a small
-            # machine preempts one of llama.cpp's compute threads and slows the generation.
-            nonlocal last_sent
-            if text:
-                pieces.append(text)
-                pending.append(text)
-            now = time.monotonic()
-            if pending and (flush or now - last_sent >= _STREAM_INTERVAL_S):
-                send(TokenChunk("".join(pending)))
-                pending.clear()
-                last_sent = now
 
         try:
             for text, reason in texts:
                 if cancel.is_set():
                     return None
                 safe, hit = scanner.feed(text)
-                emit(safe)
+                batcher.add(safe)
                 if hit:
                     finish_reason = "stop"
                     break
@@ -611,8 +555,8 @@ class LlamaCppRuntime:
                     finish_reason = reason
                     ended_by_end_token = reason == "stop"
             else:
-                emit(scanner.flush())
-            emit("", flush=True)
+                batcher.add(scanner.flush())
+            batcher.flush()
         finally:
             # Closing the generator chain stops llama-cpp-python's sampling loop right here.
             chunks.close()
@@ -620,7 +564,7 @@ class LlamaCppRuntime:
             return None
         completion_tokens = counter.sampled - (1 if ended_by_end_token else 0)
         return GenerationDone(
-            text="".join(pieces),
+            text=batcher.text,
             usage=Usage(prompt_tokens=counter.prompt_tokens, completion_tokens=completion_tokens),
             finish_reason=finish_reason,
         )
@@ -667,22 +611,6 @@ class LlamaCppRuntime:
             )
         except (OSError, ValueError):
             return model.size_bytes * 5 // 4 + _WORKING_BYTES_FIXED
-
-
-def _check_request(model: ModelEntry, messages: Sequence[ChatMessage], params: GenerationParams) -> None:
-    if not messages:
-        raise GenerationError(f"model {model.id!r}: nothing to generate from, the message list is empty")
-    bad = sorted({message.role for message in messages} - _ROLES)
-    if bad:
-        raise GenerationError(f"model {model.id!r}: unknown message role(s) {bad}; use system, user or assistant")
-    if params.max_tokens < 1:
-        raise GenerationError(f"model {model.id!r}: max_tokens must be at least 1, not {params.max_tokens}")
-    if len(params.stop) > _MAX_STOPS or any(len(stop) > _MAX_STOP_CHARS for stop in params.stop):
-        raise GenerationError(
-            f"model {model.id!r}: at most {_MAX_STOPS} stop strings of up to {_MAX_STOP_CHARS} characters"
-        )
-    if params.temperature < 0:
-        raise GenerationError(f"model {model.id!r}: temperature must be 0 or more, not {params.temperature}")
 
 
 def _chat_formatter(llm: Any) -> Any:

@@ -41,7 +41,6 @@ import queue
 import struct
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,12 +60,12 @@ from orc.node.runtimes.base import (
 
 # One prompt format and one set of request checks for both runtimes: a model's two variants
 # must read the same prompt and refuse the same requests.
-from orc.node.runtimes.llama_cpp import (
-    _REPEAT_PENALTY,
-    _STREAM_INTERVAL_S,
-    _TRANSCRIPT_STOPS,
+from orc.node.runtimes.generation import (
+    REPEAT_PENALTY,
+    TRANSCRIPT_STOPS,
     StopScanner,
-    _check_request,
+    TokenBatcher,
+    check_request,
     render_transcript,
 )
 
@@ -257,7 +256,7 @@ class MlxRuntime:
         still being read is finished first). Raises `ModelLoadError` when the model cannot be
         loaded and `GenerationError` for bad messages or params and for failures inside MLX.
         """
-        _check_request(model, messages, params)
+        check_request(model, messages, params)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[_WorkerMessage] = asyncio.Queue()
         cancel = threading.Event()
@@ -400,7 +399,7 @@ class MlxRuntime:
                 [{"role": m.role, "content": m.content} for m in messages], add_generation_prompt=True, tokenize=False)
             # The template writes any special tokens itself (as llama.cpp's formatter does).
             return list(tokenizer.encode(rendered, add_special_tokens=False)), ()
-        return list(tokenizer.encode(render_transcript(messages))), _TRANSCRIPT_STOPS
+        return list(tokenizer.encode(render_transcript(messages))), TRANSCRIPT_STOPS
 
     def _run_generation(
         self,
@@ -432,24 +431,10 @@ class MlxRuntime:
         )
         scanner = StopScanner((*params.stop, *format_stops))
         decoder = _IncrementalDecoder(loaded.tokenizer)
-        pieces: list[str] = []
-        pending: list[str] = []
-        last_sent = time.monotonic()
+        batcher = TokenBatcher(send)
         sampled = 0
         finish_reason = "length"
         hit = False
-
-        def emit(text: str, *, flush: bool = False) -> None:
-            # Batched like the llama.cpp runtime's: each hand-over wakes the loop's thread.
-            nonlocal last_sent
-            if text:
-                pieces.append(text)
-                pending.append(text)
-            now = time.monotonic()
-            if pending and (flush or now - last_sent >= _STREAM_INTERVAL_S):
-                send(TokenChunk("".join(pending)))
-                pending.clear()
-                last_sent = now
 
         try:
             for token, _logprobs in steps:
@@ -460,26 +445,26 @@ class MlxRuntime:
                     break
                 sampled += 1
                 safe, hit = scanner.feed(decoder.add(token))
-                emit(safe)
+                batcher.add(safe)
                 if hit:
                     finish_reason = "stop"
                     break
             if not hit:
                 # The text ended without a stop string: release what was held back.
                 safe, hit = scanner.feed(decoder.flush())
-                emit(safe)
+                batcher.add(safe)
                 if hit:
                     finish_reason = "stop"
                 else:
-                    emit(scanner.flush())
-            emit("", flush=True)
+                    batcher.add(scanner.flush())
+            batcher.flush()
         finally:
             # Stops mlx-lm's generator, which computes one token ahead.
             steps.close()
         if cancel.is_set():
             return None
         return GenerationDone(
-            text="".join(pieces),
+            text=batcher.text,
             usage=Usage(prompt_tokens=len(prompt), completion_tokens=sampled),
             finish_reason=finish_reason,
         )
@@ -495,7 +480,7 @@ def _repetition_penalty(prompt_length: int) -> Callable[[Any, Any], Any]:
         if recent.size == 0:
             return logits
         picked = logits[:, recent]
-        logits[:, recent] = mx.where(picked <= 0, picked * _REPEAT_PENALTY, picked / _REPEAT_PENALTY)
+        logits[:, recent] = mx.where(picked <= 0, picked * REPEAT_PENALTY, picked / REPEAT_PENALTY)
         return logits
 
     return apply
