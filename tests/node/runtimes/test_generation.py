@@ -28,7 +28,7 @@ def test_tokens_are_handed_on_in_batches_and_nothing_is_lost():
     batcher.add("Hel")
     batcher.add("lo")
     assert sent == []  # within one interval: held
-    clock.now += STREAM_INTERVAL_S
+    clock.now += STREAM_INTERVAL_S + 0.001
     batcher.add(",")
     assert sent == [TokenChunk("Hello,")]
     batcher.add("")  # nothing new: nothing sent
