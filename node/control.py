@@ -7,6 +7,7 @@ must never take the daemon down.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -73,10 +74,12 @@ class ControlService:
             raise InvalidRequest(f"the working folder {request.cwd!r} does not exist on this node")
         orc = Orc(self.home, cwd=cwd, seed=request.seed, runtimes=dict(self.runtimes))
         try:
-            spec = orc.load(request.reference)
+            # Reading the ensemble and checking it against this node can hash a model file the
+            # first time (hundreds of MB): off the loop, which serves the mesh meanwhile.
+            spec = await asyncio.to_thread(orc.load, request.reference)
             engine = orc.engine()
             engine.node_id = self.membership.identity.node_id
-            engine.preflight(spec)
+            await asyncio.to_thread(engine.preflight, spec)
         except RunRefused as error:
             raise InvalidRequest(str(error)) from None
         except (SchedulerError, ConfigInvalid, OSError) as error:
