@@ -23,6 +23,7 @@ from orc.node.discovery.peers import (
     Dialing,
     Hint,
     LinkState,
+    PeerEvent,
     PeerTable,
     Revoked,
     Source,
@@ -89,8 +90,8 @@ class Peering:
         """Something (mDNS, a static peer, peer exchange) named a peer; unauthenticated."""
         self._apply(hint.at(self._clock()))
 
-    def _apply(self, event: object) -> None:
-        self.table = self.table.apply(event)  # type: ignore[arg-type]
+    def _apply(self, event: PeerEvent) -> None:
+        self.table = self.table.apply(event)
         verified = frozenset(p.node_id for p in self.table.live())
         if verified != self._verified:
             self._verified = verified
@@ -204,7 +205,8 @@ class Peering:
         except (RpcError, OSError, asyncio.TimeoutError) as error:
             log.info("link to %s lost: %s", node_id, error)
         finally:
-            self._links.pop(node_id, None) if self._links.get(node_id) is asyncio.current_task() else None
+            if self._links.get(node_id) is asyncio.current_task():
+                del self._links[node_id]
             self._apply(ConnectFailed(node_id, self._clock()))
             await link.close()
 
