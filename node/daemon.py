@@ -160,7 +160,7 @@ class Daemon:
         served = await asyncio.to_thread(self._served, runtimes)
         peering: Peering | None = None
         service = NodeService(
-            membership=membership, catalog=self.catalog, runtimes=runtimes, served=served,
+            membership=membership, runtimes=runtimes, served=served,
             addresses=self.addresses, known_peers=lambda: peering.known_peers() if peering else (),
             tags=self.options.tags)
         authorizer = Authorizer(is_revoked=membership.is_revoked)

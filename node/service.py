@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from orc.node.catalog import Catalog, ModelEntry
+from orc.node.catalog import ModelEntry
 from orc.node.description import PROTOCOL_VERSION, Load, ModelOffer, NodeDescription, PeerAddress
 from orc.node.hardware import probe
 from orc.node.identity.ids import NodeId
@@ -55,12 +55,11 @@ class _Served:
 class NodeService:
     """Describe, Watch, Revocations, Renew, Offer, Execute and Cancel for this node."""
 
-    def __init__(self, *, membership: Membership, catalog: Catalog, runtimes: Mapping[str, ModelRuntime],
+    def __init__(self, *, membership: Membership, runtimes: Mapping[str, ModelRuntime],
                  served: Sequence[ModelEntry], addresses: Callable[[], tuple[str, ...]],
                  known_peers: Callable[[], tuple[PeerAddress, ...]], tags: tuple[str, ...] = (),
                  clock: Callable[[], float] = time.time) -> None:
         self.membership = membership
-        self.catalog = catalog
         self.runtimes = runtimes
         self._served = {entry.selector: _Served(entry) for entry in served}  # one per (model, runtime)
         self._addresses = addresses
@@ -69,7 +68,6 @@ class NodeService:
         self._clock = clock
         self._started_at = clock()
         self._version = 1
-        self._changed = asyncio.Event()
         self._active = 0
         self._executions: dict[str, tuple[NodeId, asyncio.Event]] = {}
         self._listeners: list[Callable[[], None]] = []

@@ -40,7 +40,7 @@ def service(tmp_path, runtime):
     store = IdentityStore(tmp_path / "identity")
     membership = Membership(store, store.init_mesh("attic", NOW))
     catalog = Catalog(tmp_path / "models")
-    return NodeService(membership=membership, catalog=catalog, runtimes={"llama_cpp": runtime},
+    return NodeService(membership=membership, runtimes={"llama_cpp": runtime},
                        served=[catalog.prepare(SMOL)], addresses=lambda: ("10.0.0.1:7733",),
                        known_peers=lambda: (), tags=("attic",))
 
