@@ -82,6 +82,12 @@ class Daemon:
         self.join_port: int | None = None
         self._join_server = None
         self._join_closer: asyncio.Task[None] | None = None
+        # Built by run(), in dependency order; read by the invitation and renewal paths it starts.
+        self._membership: Membership
+        self._service: NodeService
+        self._peering: Peering
+        self._mesh_server = None
+        self._authorizer = None
 
     # ---- start-up ----
 

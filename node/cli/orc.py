@@ -509,6 +509,8 @@ def runs_resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix 
 
 def main() -> None:
     """Console entry point."""
+    if "--debug" not in sys.argv:
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # orc reports gRPC errors itself, in one line
     try:
         app()
     except BrokenPipeError:

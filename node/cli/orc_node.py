@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -386,6 +387,10 @@ def _model_text(model: dict[str, Any]) -> str:
 
 def main() -> None:
     """Console entry point."""
+    # gRPC's C core logs its own copy of errors orc already reports in one line; --debug and an
+    # explicit GRPC_VERBOSITY bring them back.
+    if "--debug" not in sys.argv:
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     app()
 
 
