@@ -6,16 +6,29 @@ The llama.cpp and MLX runtimes share these so an agent behaves the same on eithe
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
 
-from orc.node.runtimes.base import ChatMessage, GenerationError, GenerationParams, TokenChunk
+from typing_extensions import assert_never
+
+from orc.node.runtimes.base import (
+    ChatMessage,
+    GenerationDone,
+    GenerationError,
+    GenerationEvent,
+    GenerationParams,
+    TokenChunk,
+)
 
 if TYPE_CHECKING:
     from orc.node.catalog import ModelEntry
 
-__all__ = ["REPEAT_PENALTY", "TRANSCRIPT_STOPS", "StopScanner", "TokenBatcher", "check_request", "render_transcript"]
+__all__ = ["REPEAT_PENALTY", "TRANSCRIPT_STOPS", "StopScanner", "TokenBatcher", "WorkerFailed", "WorkerMessage",
+           "check_request", "relay", "render_transcript"]
 
 ROLES = frozenset({"system", "user", "assistant"})
 # Requests can come from other peers: every streamed chunk is matched against every stop
@@ -113,3 +126,52 @@ class TokenBatcher:
     def text(self) -> str:
         """Everything added so far."""
         return "".join(self._pieces)
+
+
+@dataclass(frozen=True)
+class WorkerFailed:
+    """Worker-to-loop message: the generation raised `error` (a RuntimeFailure)."""
+
+    error: Exception
+
+
+WorkerMessage: TypeAlias = TokenChunk | GenerationDone | WorkerFailed
+
+
+async def relay(start: Callable[[threading.Event, Callable[[WorkerMessage], None]], None]
+                ) -> AsyncIterator[GenerationEvent]:
+    """Run a generation on a worker thread and stream its events on the event loop.
+
+    `start(cancel, send)` hands the work to the thread without blocking; the thread calls
+    `send` for each `TokenChunk`, then once with `GenerationDone` or `WorkerFailed`, and
+    checks `cancel` between tokens. Closing this iterator, or cancelling its consumer, sets
+    `cancel`.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[WorkerMessage] = asyncio.Queue()
+    cancel = threading.Event()
+
+    def send(message: WorkerMessage) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, message)
+        except RuntimeError:
+            pass  # the loop is closed: nobody is listening any more
+
+    start(cancel, send)
+    try:
+        while True:
+            message = await queue.get()
+            match message:
+                case TokenChunk():
+                    yield message
+                case GenerationDone():
+                    yield message
+                    return
+                case WorkerFailed(error=error):
+                    raise error
+                case _:
+                    assert_never(message)
+    finally:
+        # Reached on completion, on aclose() and on cancellation alike; the worker notices
+        # before its next token and stops.
+        cancel.set()

@@ -34,7 +34,6 @@ import concurrent.futures
 import functools
 import os
 import struct
-import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -48,21 +47,18 @@ from orc.node.runtimes.base import (
     GenerationEvent,
     GenerationParams,
     ModelLoadError,
-    TokenChunk,
     Usage,
 )
-
-if sys.version_info >= (3, 11):
-    from typing import assert_never
-else:  # pragma: no cover - Python 3.10
-    from typing_extensions import assert_never
 
 from orc.node.runtimes.generation import (
     REPEAT_PENALTY,
     TRANSCRIPT_STOPS,
     StopScanner,
     TokenBatcher,
+    WorkerFailed,
+    WorkerMessage,
     check_request,
+    relay,
     render_transcript,
 )
 
@@ -230,16 +226,6 @@ class _SamplingCounter:
 # -- the runtime ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Failed:
-    """Worker-to-loop message: the generation raised."""
-
-    error: Exception
-
-
-_WorkerMessage = TokenChunk | GenerationDone | _Failed
-
-
 class _LoadedModel:
     """The instances of one loaded model and the slots that bound its concurrent generations."""
 
@@ -392,42 +378,20 @@ class LlamaCppRuntime:
         check_request(model, messages, params)
         self._bind()
         loaded, llm = await self._acquire_instance(model)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[_WorkerMessage] = asyncio.Queue()
-        cancel = threading.Event()
+        def start(cancel: threading.Event, send: Callable[[WorkerMessage], None]) -> None:
+            def give_back() -> None:
+                self._release_instance(loaded, llm)
 
-        def send(message: _WorkerMessage) -> None:
             try:
-                loop.call_soon_threadsafe(queue.put_nowait, message)
-            except RuntimeError:
-                pass  # the loop is closed: nobody is listening any more
+                loaded.worker_for(llm).submit(
+                    self._generate_in_thread, loaded, llm, messages, params, cancel, send, give_back)
+            except BaseException:
+                self._release_instance(loaded, llm)
+                raise
 
-        def give_back() -> None:
-            self._release_instance(loaded, llm)
-
-        try:
-            loaded.worker_for(llm).submit(
-                self._generate_in_thread, loaded, llm, messages, params, cancel, send, give_back)
-        except BaseException:
-            self._release_instance(loaded, llm)
-            raise
-        try:
-            while True:
-                message = await queue.get()
-                match message:
-                    case TokenChunk():
-                        yield message
-                    case GenerationDone():
-                        yield message
-                        return
-                    case _Failed(error=error):
-                        raise error
-                    case _:
-                        assert_never(message)
-        finally:
-            # Reached on completion, on aclose() and on cancellation alike; the worker notices
-            # before its next token and hands the instance back itself.
-            cancel.set()
+        # The worker hands the instance back itself when it stops.
+        async for event in relay(start):
+            yield event
 
     async def _acquire_instance(self, model: ModelEntry) -> tuple[_LoadedModel, Any]:
         while True:
@@ -473,7 +437,7 @@ class LlamaCppRuntime:
         messages: Sequence[ChatMessage],
         params: GenerationParams,
         cancel: threading.Event,
-        send: Callable[[_WorkerMessage], None],
+        send: Callable[[WorkerMessage], None],
         give_back: Callable[[], None],
     ) -> None:
         try:
@@ -484,7 +448,7 @@ class LlamaCppRuntime:
             error = exc if isinstance(exc, GenerationError) else GenerationError(
                 f"generation with model {loaded.entry.id!r} failed: {exc}"
             )
-            send(_Failed(error))
+            send(WorkerFailed(error))
         finally:
             give_back()
 
@@ -495,7 +459,7 @@ class LlamaCppRuntime:
         messages: Sequence[ChatMessage],
         params: GenerationParams,
         cancel: threading.Event,
-        send: Callable[[_WorkerMessage], None],
+        send: Callable[[WorkerMessage], None],
     ) -> GenerationDone | None:
         """Blocking: stream one generation through `send`; None if cancelled."""
         import llama_cpp

@@ -54,7 +54,6 @@ from orc.node.runtimes.base import (
     GenerationParams,
     ModelLoadError,
     RuntimeFailure,
-    TokenChunk,
     Usage,
 )
 
@@ -65,14 +64,12 @@ from orc.node.runtimes.generation import (
     TRANSCRIPT_STOPS,
     StopScanner,
     TokenBatcher,
+    WorkerFailed,
+    WorkerMessage,
     check_request,
+    relay,
     render_transcript,
 )
-
-if sys.version_info >= (3, 11):
-    from typing import assert_never
-else:  # pragma: no cover - Python 3.10
-    from typing_extensions import assert_never
 
 if TYPE_CHECKING:
     from orc.node.catalog import ModelEntry
@@ -109,15 +106,6 @@ def _on_gpu() -> bool:
     # MLX uses Metal on Apple silicon; every other machine runs `mlx[cpu]`.
     return sys.platform == "darwin" and platform.machine() == "arm64"
 
-
-@dataclass(frozen=True)
-class _Failed:
-    """Worker-to-loop message: the generation raised."""
-
-    error: RuntimeFailure
-
-
-_WorkerMessage = TokenChunk | GenerationDone | _Failed
 
 
 @dataclass(frozen=True)
@@ -257,34 +245,12 @@ class MlxRuntime:
         loaded and `GenerationError` for bad messages or params and for failures inside MLX.
         """
         check_request(model, messages, params)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[_WorkerMessage] = asyncio.Queue()
-        cancel = threading.Event()
+        def start(cancel: threading.Event, send: Callable[[WorkerMessage], None]) -> None:
+            _WORKER.submit(self._generate_in_thread, model, messages, params, cancel, send)
 
-        def send(message: _WorkerMessage) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, message)
-            except RuntimeError:
-                pass  # the loop is closed: nobody is listening any more
-
-        _WORKER.submit(self._generate_in_thread, model, messages, params, cancel, send)
-        try:
-            while True:
-                message = await queue.get()
-                match message:
-                    case TokenChunk():
-                        yield message
-                    case GenerationDone():
-                        yield message
-                        return
-                    case _Failed(error=error):
-                        raise error
-                    case _:
-                        assert_never(message)
-        finally:
-            # On completion, aclose() and cancellation alike: the worker notices before its
-            # next token (or before it starts, if it is still queued) and moves on.
-            cancel.set()
+        # The worker notices a cancel before its next token (or before it starts, if queued).
+        async for event in relay(start):
+            yield event
 
     def memory_estimate(self, model: ModelEntry) -> int:
         """Bytes the loaded model needs:
@@ -377,7 +343,7 @@ class MlxRuntime:
         messages: Sequence[ChatMessage],
         params: GenerationParams,
         cancel: threading.Event,
-        send: Callable[[_WorkerMessage], None],
+        send: Callable[[WorkerMessage], None],
     ) -> None:
         if cancel.is_set():
             return  # given up while it waited for the worker
@@ -386,9 +352,9 @@ class MlxRuntime:
             if done is not None:
                 send(done)
         except RuntimeFailure as exc:
-            send(_Failed(exc))
+            send(WorkerFailed(exc))
         except Exception as exc:  # noqa: BLE001 - thread boundary: every failure goes to the consumer
-            send(_Failed(GenerationError(f"generation with model {entry.id!r} failed: {type(exc).__name__}: {exc}")))
+            send(WorkerFailed(GenerationError(f"generation with model {entry.id!r} failed: {type(exc).__name__}: {exc}")))
 
     def _prompt(self, loaded: _LoadedModel, entry: ModelEntry,
                 messages: Sequence[ChatMessage]) -> tuple[list[int], tuple[str, ...]]:
@@ -408,7 +374,7 @@ class MlxRuntime:
         messages: Sequence[ChatMessage],
         params: GenerationParams,
         cancel: threading.Event,
-        send: Callable[[_WorkerMessage], None],
+        send: Callable[[WorkerMessage], None],
     ) -> GenerationDone | None:
         """Blocking: stream one generation through `send`; None if cancelled."""
         import mlx.core as mx
