@@ -33,6 +33,7 @@ class Load:
     active_generations: int = 0
     queued: int = 0
     cpu_load_1m: float | None = None  # os.getloadavg()[0] where available
+    backlog_ms: int = 0  # admitted work not yet finished, by the node's own estimate
 
 
 @dataclass(frozen=True)

@@ -235,3 +235,5 @@ class RunRequest:
     local: bool = False
     seed: int | None = None
     threads: int | None = None
+    resume: str | None = None  # a run id: continue that journaled run (`orc runs resume`)
+    plan: bool = False  # `orc plan`: report the placement, run nothing

@@ -91,6 +91,8 @@ MAX_VALUE_DEPTH = 64  # nesting of agent outputs: stops recursion bombs in msgpa
 MAX_RUN_EVENT_BYTES = 64 << 20  # one RunFinished carries every output of a run
 MAX_PAYLOAD_BYTES = 4 << 20
 MAX_THREADS = 1024  # --threads
+MAX_RUN_ID = 64  # run ids are 16 hex characters; a prefix is enough
+MAX_BACKLOG_MS = 7 * 24 * 3600 * 1000
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NODE_NAME = re.compile(r"[A-Za-z0-9._-]{1,63}")  # orc.node.identity.certificates.check_node_name
@@ -262,7 +264,7 @@ def _model_from_wire(message: pb.ModelOffer) -> ModelOffer:
 
 
 def _load_to_wire(load: Load) -> pb.Load:
-    message = pb.Load(active_generations=load.active_generations, queued=load.queued)
+    message = pb.Load(active_generations=load.active_generations, queued=load.queued, backlog_ms=load.backlog_ms)
     if load.cpu_load_1m is not None:
         message.cpu_load_1m = load.cpu_load_1m
     return message
@@ -273,6 +275,8 @@ def _load_from_wire(message: pb.Load) -> Load:
         active_generations=message.active_generations,
         queued=message.queued,
         cpu_load_1m=_optional(message, "cpu_load_1m", lambda v: _number(v, "cpu load", maximum=1e6)),
+        # A week: a larger backlog is a lie or a broken clock, and would only push work away.
+        backlog_ms=min(message.backlog_ms, MAX_BACKLOG_MS),
     )
 
 
@@ -607,6 +611,9 @@ def _run_request_to_wire(request: RunRequest) -> cpb.RunRequest:
         message.seed = request.seed
     if request.threads is not None:
         message.threads = request.threads
+    if request.resume is not None:
+        message.resume = request.resume
+    message.plan = request.plan
     return message
 
 
@@ -621,6 +628,8 @@ def _run_request_from_wire(message: cpb.RunRequest) -> RunRequest:
         seed=message.seed if message.HasField("seed") else None,
         threads=_optional(message, "threads",
                           lambda v: _integer(v, "threads", minimum=1, maximum=MAX_THREADS)),
+        resume=_optional(message, "resume", lambda v: _text(v, "run id", MAX_RUN_ID, empty=False)),
+        plan=message.plan,
     )
 
 

@@ -86,7 +86,7 @@ class RevokeReply(_message.Message):
     def __init__(self, seq: _Optional[int] = ...) -> None: ...
 
 class RunRequest(_message.Message):
-    __slots__ = ("reference", "input", "cwd", "json", "explain", "local", "seed", "threads")
+    __slots__ = ("reference", "input", "cwd", "json", "explain", "local", "seed", "threads", "resume", "plan")
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     CWD_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +95,8 @@ class RunRequest(_message.Message):
     LOCAL_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     THREADS_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
     reference: str
     input: str
     cwd: str
@@ -103,7 +105,9 @@ class RunRequest(_message.Message):
     local: bool
     seed: int
     threads: int
-    def __init__(self, reference: _Optional[str] = ..., input: _Optional[str] = ..., cwd: _Optional[str] = ..., json: _Optional[bool] = ..., explain: _Optional[bool] = ..., local: _Optional[bool] = ..., seed: _Optional[int] = ..., threads: _Optional[int] = ...) -> None: ...
+    resume: str
+    plan: bool
+    def __init__(self, reference: _Optional[str] = ..., input: _Optional[str] = ..., cwd: _Optional[str] = ..., json: _Optional[bool] = ..., explain: _Optional[bool] = ..., local: _Optional[bool] = ..., seed: _Optional[int] = ..., threads: _Optional[int] = ..., resume: _Optional[str] = ..., plan: _Optional[bool] = ...) -> None: ...
 
 class RunEvent(_message.Message):
     __slots__ = ("event",)

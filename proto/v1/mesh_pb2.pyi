@@ -41,14 +41,16 @@ class ModelOffer(_message.Message):
     def __init__(self, id: _Optional[str] = ..., runtime: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., loaded: _Optional[bool] = ..., prefill_tokens_per_s: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ...) -> None: ...
 
 class Load(_message.Message):
-    __slots__ = ("active_generations", "queued", "cpu_load_1m")
+    __slots__ = ("active_generations", "queued", "cpu_load_1m", "backlog_ms")
     ACTIVE_GENERATIONS_FIELD_NUMBER: _ClassVar[int]
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     CPU_LOAD_1M_FIELD_NUMBER: _ClassVar[int]
+    BACKLOG_MS_FIELD_NUMBER: _ClassVar[int]
     active_generations: int
     queued: int
     cpu_load_1m: float
-    def __init__(self, active_generations: _Optional[int] = ..., queued: _Optional[int] = ..., cpu_load_1m: _Optional[float] = ...) -> None: ...
+    backlog_ms: int
+    def __init__(self, active_generations: _Optional[int] = ..., queued: _Optional[int] = ..., cpu_load_1m: _Optional[float] = ..., backlog_ms: _Optional[int] = ...) -> None: ...
 
 class PeerAddress(_message.Message):
     __slots__ = ("node_id", "address")

@@ -1,0 +1,291 @@
+"""Placement: which node runs each generation, decided as data (`place(demands, view, now)`).
+
+Pure: the coordinator's shell builds a `ClusterView` from what its peers told it, asks
+`place` for decisions, and performs them (Offer to the best two, Execute on the better
+reply). The simulator replays the same function on synthetic meshes.
+
+For each demand, highest critical-path rank first:
+1. **Filter** every node, each rejected one with a reason (dead, no such model, memory does
+   not fit, `local_only`, missing tag, failed this agent earlier in the run).
+2. **Score** the rest by estimated finish time: when the node is free (its own backlog, plus
+   what this call already gave it) or when the input is ready, whichever is later, then
+   load time if the model is cold + prompt tokens / prefill rate + max tokens / decode rate
+   + network. A node carrying a preferred tag is chosen unless another finishes more than
+   `PREFER_SLACK` sooner. Ties go to the warm model, then to the smaller node id, so every
+   coordinator that sees the same view makes the same choice.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+# Speeds a node has not measured yet (a model it never ran): deliberately pessimistic,
+# so a node with a measurement wins over one without unless it is much busier.
+UNMEASURED_PREFILL_TOKENS_PER_S = 50.0
+UNMEASURED_DECODE_TOKENS_PER_S = 5.0
+# Reading weights from storage, when the node does not say: a slow SSD / a fast SD card.
+DEFAULT_LOAD_BYTES_PER_S = 200e6
+# A model needs roughly its file size in memory plus a working margin (KV cache, buffers).
+MEMORY_MARGIN_BYTES = 64 * 2**20
+MEMORY_FACTOR = 1.1
+# A node with a preferred tag wins unless another finishes this much sooner (relative).
+PREFER_SLACK = 0.25
+
+
+class Exclusion(enum.Enum):
+    """Why a node cannot run a demand (the words `orc plan` shows)."""
+
+    DEAD = "dead"
+    NO_MODEL = "no such model"
+    MEMORY = "memory does not fit"
+    LOCAL_ONLY = "local_only"
+    MISSING_TAG = "missing tag"
+    FAILED = "failed earlier in this run"
+
+
+@dataclass(frozen=True)
+class HeldModel:
+    """A model a node serves, as it described it."""
+
+    id: str
+    runtime: str
+    sha256: str
+    size_bytes: int
+    loaded: bool
+    prefill_tokens_per_s: float | None = None
+    decode_tokens_per_s: float | None = None
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """One node as the coordinator sees it now."""
+
+    node_id: str
+    name: str
+    alive: bool
+    models: tuple[HeldModel, ...]
+    tags: frozenset[str] = frozenset()
+    memory_available_bytes: int | None = None
+    backlog_s: float = 0.0  # work it already accepted, by its own estimate, seconds
+    network_s: float = 0.0  # a round trip from the coordinator plus the transfer, seconds
+    load_bytes_per_s: float = DEFAULT_LOAD_BYTES_PER_S
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """Every node the coordinator knows, itself included."""
+
+    coordinator: str
+    nodes: tuple[NodeView, ...]
+
+    def node(self, node_id: str) -> NodeView | None:
+        return next((n for n in self.nodes if n.node_id == node_id), None)
+
+
+@dataclass(frozen=True)
+class Demand:
+    """One generation to place: an LLM agent, or one instance of a fan-out."""
+
+    key: str  # agent name; "name[i]" for a fan-out instance
+    model_id: str
+    prompt_tokens: int
+    max_tokens: int
+    runtime: str | None = None  # pinned with "id@runtime"
+    sha256: str | None = None  # the weights the coordinator knows; None when it has no copy
+    rank: float = 0.0  # critical-path length from here to the end of the DAG, seconds
+    ready_at: float | None = None  # when its input is ready (forecasts); None: now
+    local_only: bool = False
+    require_tags: frozenset[str] = frozenset()
+    prefer_tags: frozenset[str] = frozenset()
+    exclude: frozenset[str] = frozenset()  # nodes that failed it earlier in this run
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """When a candidate node would finish a demand, and why."""
+
+    node_id: str
+    name: str
+    start_s: float  # absolute: when it could begin
+    load_s: float
+    prefill_s: float
+    decode_s: float
+    network_s: float
+    warm: bool
+    preferred: bool
+    runtime: str
+
+    @property
+    def work_s(self) -> float:
+        """The time the node itself is busy with the demand."""
+        return self.load_s + self.prefill_s + self.decode_s
+
+    @property
+    def finish_s(self) -> float:
+        return self.start_s + self.work_s + self.network_s
+
+
+@dataclass(frozen=True)
+class Rejection:
+    node_id: str
+    name: str
+    reason: Exclusion
+    detail: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The candidates for one demand, best first, and every node that was ruled out."""
+
+    key: str
+    candidates: tuple[Estimate, ...]
+    rejected: tuple[Rejection, ...] = field(default=())
+
+    @property
+    def choice(self) -> Estimate | None:
+        return self.candidates[0] if self.candidates else None
+
+    def probes(self, count: int = 2) -> tuple[Estimate, ...]:
+        """The candidates to ask for an Offer (probe-and-bind-late asks the best two)."""
+        return self.candidates[:count]
+
+    def why_none(self) -> str:
+        """A one-line account of why no node can run the demand."""
+        if not self.rejected:
+            return "no node is known"
+        return "; ".join(f"{r.name}: {r.detail}" for r in self.rejected)
+
+
+def place(demands: Sequence[Demand], view: ClusterView, now: float) -> tuple[Decision, ...]:
+    """A decision for each demand, in the order they should be bound (highest rank first).
+
+    Demands placed by one call share the nodes: each choice adds its work to the chosen
+    node's backlog before the next demand is scored, so ten ready agents are spread over
+    the mesh instead of all landing on the fastest node.
+    """
+    free_at = {n.node_id: now + max(n.backlog_s, 0.0) for n in view.nodes}
+    decisions = []
+    for demand in sorted(demands, key=lambda d: (-d.rank, d.key)):
+        decision = decide(demand, view, free_at, now)
+        chosen = decision.choice
+        if chosen is not None:
+            free_at[chosen.node_id] = chosen.start_s + chosen.work_s
+        decisions.append(decision)
+    return tuple(decisions)
+
+
+def forecast(demands: Sequence[Demand], after: Mapping[str, Sequence[str]], view: ClusterView,
+             now: float) -> tuple[Decision, ...]:
+    """Place a whole DAG ahead of time as if every estimate came true (what `orc plan` shows).
+
+    `after` maps every agent to its dependencies; agents without a demand (scripts, nested
+    ensembles) are taken to cost nothing, so they only pass their inputs' readiness on.
+    Demands are bound highest rank first among those whose inputs are placed: HEFT's list
+    scheduling, without its insertion into idle gaps.
+    """
+    by_key = {d.key: d for d in demands}
+    finish: dict[str, float] = {}
+    free_at = {n.node_id: now + max(n.backlog_s, 0.0) for n in view.nodes}
+    decisions: list[Decision] = []
+
+    def ready_of(name: str, seen: frozenset[str] = frozenset()) -> float | None:
+        """When `name`'s output exists; None while one of the demands it needs is unplaced."""
+        if name in finish:
+            return finish[name]
+        if name in by_key or name in seen:
+            return None
+        times = [ready_of(dep, seen | {name}) for dep in after.get(name, ())]
+        return None if any(t is None for t in times) else max(times, default=now)  # type: ignore[type-var]
+
+    left = sorted(demands, key=lambda d: (-d.rank, d.key))
+    while left:
+        for index, demand in enumerate(left):
+            inputs = [ready_of(dep) for dep in after.get(demand.key, ())]
+            if all(t is not None for t in inputs):
+                break
+        else:  # a cycle among demands: cannot happen for a validated ensemble
+            raise ValueError("dependencies form a cycle")
+        left.pop(index)
+        ready = max([t for t in inputs if t is not None], default=now)
+        decision = decide(Demand(**{**demand.__dict__, "ready_at": ready}), view, free_at, now)
+        chosen = decision.choice
+        if chosen is not None:
+            free_at[chosen.node_id] = chosen.start_s + chosen.work_s
+            finish[demand.key] = chosen.finish_s
+        else:
+            finish[demand.key] = ready  # it will fail at once; its dependents still run
+        decisions.append(decision)
+    return tuple(decisions)
+
+
+def decide(demand: Demand, view: ClusterView, free_at: Mapping[str, float], now: float) -> Decision:
+    """Filter and score every node for one demand, given when each node is next free."""
+    candidates: list[Estimate] = []
+    rejected: list[Rejection] = []
+    ready = now if demand.ready_at is None else max(demand.ready_at, now)
+    for node in sorted(view.nodes, key=lambda n: n.node_id):
+        outcome = _estimate(demand, node, view.coordinator, max(free_at.get(node.node_id, now), ready))
+        if isinstance(outcome, Rejection):
+            rejected.append(outcome)
+        else:
+            candidates.append(outcome)
+    if demand.prefer_tags and any(c.preferred for c in candidates):
+        def order(c: Estimate) -> tuple:
+            score = c.finish_s - now
+            return (round(score * (1.0 if c.preferred else 1.0 + PREFER_SLACK), 3), not c.warm, c.node_id)
+    else:
+        def order(c: Estimate) -> tuple:
+            return (round(c.finish_s - now, 3), not c.warm, c.node_id)
+    return Decision(demand.key, tuple(sorted(candidates, key=order)), tuple(rejected))
+
+
+def _estimate(demand: Demand, node: NodeView, coordinator: str, start: float) -> Estimate | Rejection:
+    def reject(reason: Exclusion, detail: str) -> Rejection:
+        return Rejection(node.node_id, node.name, reason, detail)
+
+    if demand.local_only and node.node_id != coordinator:
+        return reject(Exclusion.LOCAL_ONLY, "local_only: the agent stays on the coordinator's device")
+    if node.node_id in demand.exclude:
+        return reject(Exclusion.FAILED, "failed this agent earlier in this run")
+    if not node.alive:
+        return reject(Exclusion.DEAD, "dead (no beat from it)")
+    missing = sorted(demand.require_tags - node.tags)
+    if missing:
+        return reject(Exclusion.MISSING_TAG, f"missing tag{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+    variants = [m for m in node.models
+                if m.id == demand.model_id and (demand.runtime is None or m.runtime == demand.runtime)]
+    if not variants:
+        pinned = f"@{demand.runtime}" if demand.runtime else ""
+        return reject(Exclusion.NO_MODEL, f"no model '{demand.model_id}{pinned}'")
+    if demand.sha256:
+        variants = [m for m in variants if m.sha256 == demand.sha256]
+        if not variants:
+            return reject(Exclusion.NO_MODEL, f"its '{demand.model_id}' has other weights "
+                                              f"(not sha256 {demand.sha256[:12]}…)")
+    model = min(variants, key=lambda m: (not m.loaded, -(m.decode_tokens_per_s or 0.0), m.runtime))
+    if not model.loaded and node.memory_available_bytes is not None:
+        needed = model.size_bytes * MEMORY_FACTOR + MEMORY_MARGIN_BYTES
+        if needed > node.memory_available_bytes:
+            return reject(Exclusion.MEMORY, f"memory does not fit ({_mib(needed)} needed, "
+                                            f"{_mib(node.memory_available_bytes)} available)")
+    prefill = model.prefill_tokens_per_s or UNMEASURED_PREFILL_TOKENS_PER_S
+    decode = model.decode_tokens_per_s or UNMEASURED_DECODE_TOKENS_PER_S
+    return Estimate(
+        node_id=node.node_id, name=node.name, start_s=start,
+        load_s=0.0 if model.loaded else model.size_bytes / max(node.load_bytes_per_s, 1.0),
+        prefill_s=max(demand.prompt_tokens, 0) / max(prefill, 1e-3),
+        decode_s=max(demand.max_tokens, 0) / max(decode, 1e-3),
+        network_s=0.0 if node.node_id == coordinator else max(node.network_s, 0.0),
+        warm=model.loaded, preferred=bool(demand.prefer_tags & node.tags), runtime=model.runtime,
+    )
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.0f} MiB"
+
+
+def estimated_prompt_tokens(text_chars: int) -> int:
+    """Tokens in a prompt of this many characters, before a tokenizer saw it (~4 chars a token)."""
+    return max(1, (text_chars + 3) // 4)
