@@ -10,8 +10,8 @@ For each demand, highest critical-path rank first:
 2. **Score** the rest by estimated finish time: when the node is free (its own backlog, plus
    what this call already gave it) or when the input is ready, whichever is later, then
    load time if the model is cold + prompt tokens / prefill rate + max tokens / decode rate
-   + network. A node carrying a preferred tag is chosen unless another finishes more than
-   `PREFER_SLACK` sooner. Ties go to the warm model, then to the smaller node id, so every
+   + network. A node carrying a preferred tag has its estimate cut by `PREFER_SLACK` when
+   compared, so it is chosen unless another finishes more than that much sooner. Ties go to the warm model, then to the smaller node id, so every
    coordinator that sees the same view makes the same choice.
 """
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # Speeds a node has not measured yet (a model it never ran): deliberately pessimistic,
 # so a node with a measurement wins over one without unless it is much busier.
@@ -166,12 +166,14 @@ def place(demands: Sequence[Demand], view: ClusterView, now: float) -> tuple[Dec
     the mesh instead of all landing on the fastest node.
     """
     free_at = {n.node_id: now + max(n.backlog_s, 0.0) for n in view.nodes}
+    warmed: set[tuple[str, str, str]] = set()
     decisions = []
     for demand in sorted(demands, key=lambda d: (-d.rank, d.key)):
-        decision = decide(demand, view, free_at, now)
+        decision = decide(demand, view, free_at, now, frozenset(warmed))
         chosen = decision.choice
         if chosen is not None:
             free_at[chosen.node_id] = chosen.start_s + chosen.work_s
+            warmed.add((chosen.node_id, demand.model_id, chosen.runtime))
         decisions.append(decision)
     return tuple(decisions)
 
@@ -188,16 +190,23 @@ def forecast(demands: Sequence[Demand], after: Mapping[str, Sequence[str]], view
     by_key = {d.key: d for d in demands}
     finish: dict[str, float] = {}
     free_at = {n.node_id: now + max(n.backlog_s, 0.0) for n in view.nodes}
+    warmed: set[tuple[str, str, str]] = set()
     decisions: list[Decision] = []
+    passed: dict[str, float] = {}  # readiness of agents without a demand, once known
 
     def ready_of(name: str, seen: frozenset[str] = frozenset()) -> float | None:
         """When `name`'s output exists; None while one of the demands it needs is unplaced."""
         if name in finish:
             return finish[name]
+        if name in passed:
+            return passed[name]
         if name in by_key or name in seen:
             return None
         times = [ready_of(dep, seen | {name}) for dep in after.get(name, ())]
-        return None if any(t is None for t in times) else max(times, default=now)  # type: ignore[type-var]
+        if any(t is None for t in times):
+            return None
+        passed[name] = max(times, default=now)  # type: ignore[type-var]
+        return passed[name]
 
     left = sorted(demands, key=lambda d: (-d.rank, d.key))
     while left:
@@ -209,10 +218,11 @@ def forecast(demands: Sequence[Demand], after: Mapping[str, Sequence[str]], view
             raise ValueError("dependencies form a cycle")
         left.pop(index)
         ready = max([t for t in inputs if t is not None], default=now)
-        decision = decide(Demand(**{**demand.__dict__, "ready_at": ready}), view, free_at, now)
+        decision = decide(replace(demand, ready_at=ready), view, free_at, now, frozenset(warmed))
         chosen = decision.choice
         if chosen is not None:
             free_at[chosen.node_id] = chosen.start_s + chosen.work_s
+            warmed.add((chosen.node_id, demand.model_id, chosen.runtime))
             finish[demand.key] = chosen.finish_s
         else:
             finish[demand.key] = ready  # it will fail at once; its dependents still run
@@ -220,13 +230,15 @@ def forecast(demands: Sequence[Demand], after: Mapping[str, Sequence[str]], view
     return tuple(decisions)
 
 
-def decide(demand: Demand, view: ClusterView, free_at: Mapping[str, float], now: float) -> Decision:
-    """Filter and score every node for one demand, given when each node is next free."""
+def decide(demand: Demand, view: ClusterView, free_at: Mapping[str, float], now: float,
+           warmed: frozenset[tuple[str, str, str]] = frozenset()) -> Decision:
+    """Filter and score every node for one demand, given when each node is next free and which
+    (node, model, runtime) an earlier choice of the same call already loads."""
     candidates: list[Estimate] = []
     rejected: list[Rejection] = []
     ready = now if demand.ready_at is None else max(demand.ready_at, now)
     for node in sorted(view.nodes, key=lambda n: n.node_id):
-        outcome = _estimate(demand, node, view.coordinator, max(free_at.get(node.node_id, now), ready))
+        outcome = _estimate(demand, node, view.coordinator, max(free_at.get(node.node_id, now), ready), warmed)
         if isinstance(outcome, Rejection):
             rejected.append(outcome)
         else:
@@ -234,14 +246,15 @@ def decide(demand: Demand, view: ClusterView, free_at: Mapping[str, float], now:
     if demand.prefer_tags and any(c.preferred for c in candidates):
         def order(c: Estimate) -> tuple:
             score = c.finish_s - now
-            return (round(score * (1.0 if c.preferred else 1.0 + PREFER_SLACK), 3), not c.warm, c.node_id)
+            return (round(score * (1.0 - PREFER_SLACK if c.preferred else 1.0), 3), not c.warm, c.node_id)
     else:
         def order(c: Estimate) -> tuple:
             return (round(c.finish_s - now, 3), not c.warm, c.node_id)
     return Decision(demand.key, tuple(sorted(candidates, key=order)), tuple(rejected))
 
 
-def _estimate(demand: Demand, node: NodeView, coordinator: str, start: float) -> Estimate | Rejection:
+def _estimate(demand: Demand, node: NodeView, coordinator: str, start: float,
+              warmed: frozenset[tuple[str, str, str]] = frozenset()) -> Estimate | Rejection:
     def reject(reason: Exclusion, detail: str) -> Rejection:
         return Rejection(node.node_id, node.name, reason, detail)
 
@@ -264,12 +277,13 @@ def _estimate(demand: Demand, node: NodeView, coordinator: str, start: float) ->
         if not variants:
             return reject(Exclusion.NO_MODEL, f"its '{demand.model_id}' has other weights "
                                               f"(not sha256 {demand.sha256[:12]}…)")
-    model = min(variants, key=lambda m: (not m.loaded, -(m.decode_tokens_per_s or 0.0), m.runtime))
-    if not model.loaded and node.memory_available_bytes is not None:
-        needed = model.size_bytes * MEMORY_FACTOR + MEMORY_MARGIN_BYTES
-        if needed > node.memory_available_bytes:
-            return reject(Exclusion.MEMORY, f"memory does not fit ({_mib(needed)} needed, "
-                                            f"{_mib(node.memory_available_bytes)} available)")
+    variants = [replace(m, loaded=True) if (node.node_id, m.id, m.runtime) in warmed else m for m in variants]
+    fitting = [m for m in variants if m.loaded or _fits(m, node)]
+    if not fitting:
+        smallest = min(variants, key=lambda m: m.size_bytes)
+        return reject(Exclusion.MEMORY, f"memory does not fit ({_mib(_needed(smallest))} needed, "
+                                        f"{_mib(node.memory_available_bytes or 0)} available)")
+    model = min(fitting, key=lambda m: (not m.loaded, -(m.decode_tokens_per_s or 0.0), m.runtime))
     prefill = model.prefill_tokens_per_s or UNMEASURED_PREFILL_TOKENS_PER_S
     decode = model.decode_tokens_per_s or UNMEASURED_DECODE_TOKENS_PER_S
     return Estimate(
@@ -280,6 +294,14 @@ def _estimate(demand: Demand, node: NodeView, coordinator: str, start: float) ->
         network_s=0.0 if node.node_id == coordinator else max(node.network_s, 0.0),
         warm=model.loaded, preferred=bool(demand.prefer_tags & node.tags), runtime=model.runtime,
     )
+
+
+def _needed(model: HeldModel) -> float:
+    return model.size_bytes * MEMORY_FACTOR + MEMORY_MARGIN_BYTES
+
+
+def _fits(model: HeldModel, node: NodeView) -> bool:
+    return node.memory_available_bytes is None or _needed(model) <= node.memory_available_bytes
 
 
 def _mib(n: float) -> str:
