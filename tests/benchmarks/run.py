@@ -16,7 +16,9 @@ Measures, on this machine, in one process run so the ratios compare like with li
    GGUF converted with `orc models convert --to mlx`), prompt and decode tokens/s side by side
    (skipped, with a note, when mlx-lm is not installed);
 5. the mesh (tests/benchmarks/mesh.py): mTLS round trips and per-agent remote overhead between
-   daemons in network namespaces, discovery and dead-peer times, idle daemon footprint.
+   daemons in network namespaces, discovery and dead-peer times, idle daemon footprint;
+6. placement in simulation (tests/benchmarks/placement.py): orc's `place()` against HEFT and the
+   naive baselines on random meshes and DAGs (deterministic, about 15 s; --skip-placement).
 Medians of several runs; the machine (CPU, cores, memory, versions) is written with the numbers.
 """
 
@@ -365,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--skip-llm-orc", action="store_true")
     parser.add_argument("--skip-mesh", action="store_true", help="leave out the mesh section (needs root)")
+    parser.add_argument("--skip-placement", action="store_true", help="leave out the placement simulation")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--side", choices=("direct", "orc", "runtime-llama_cpp", "runtime-mlx"),
                         help=argparse.SUPPRESS)  # one side of a comparison, as JSON
@@ -409,6 +412,11 @@ def main(argv: list[str] | None = None) -> int:
         from tests.benchmarks.mesh import mesh_section
 
         mesh = mesh_section()
+    if not args.skip_placement:
+        print("placement in simulation ...", file=sys.stderr)
+        from tests.benchmarks.placement import placement_section
+
+        mesh = "\n\n".join(part for part in (mesh.rstrip(), placement_section()) if part)
     write_report(sections, args.out, mesh)
     print(args.out.read_text())
     return 0
