@@ -17,7 +17,8 @@ from orc.node.engine import RunRefused
 from orc.node.events import RunProgress
 from orc.node.home import Home
 from orc.node.membership import Membership
-from orc.node.rpc.errors import InvalidRequest
+from orc.node.mesh import Mesh
+from orc.node.rpc.errors import InvalidRequest, Unavailable
 from orc.node.rpc.types import Invitation, NodeStatus, PeerView, RunRequest
 from orc.node.runtimes.base import ModelRuntime
 from orc.node.service import NodeService
@@ -35,12 +36,13 @@ class ControlService:
 
     def __init__(self, *, home: Home, membership: Membership, service: NodeService,
                  runtimes: Mapping[str, ModelRuntime], peers: Callable[[], tuple[PeerView, ...]],
-                 daemon: "Daemon") -> None:
+                 mesh: Mesh, daemon: "Daemon") -> None:
         self.home = home
         self.membership = membership
         self.service = service
         self.runtimes = runtimes
         self._peers = peers
+        self.mesh = mesh
         self._daemon = daemon
 
     def status(self) -> NodeStatus:
@@ -66,25 +68,42 @@ class ControlService:
         return self.membership.revoke(node_id, reason)
 
     async def run(self, request: RunRequest) -> AsyncIterator[RunProgress]:
-        """Run an ensemble on this node for the local CLI, streaming its events."""
+        """Coordinate a run for the local CLI (or only forecast it, or resume one), streaming its events.
+
+        Invalid input raises InvalidRequest (exit 2); an ensemble the mesh cannot run raises
+        Unavailable (exit 3), both before anything ran.
+        """
         from orc.node.api import Orc
 
         cwd = Path(request.cwd)
         if not cwd.is_absolute() or not cwd.is_dir():
             raise InvalidRequest(f"the working folder {request.cwd!r} does not exist on this node")
         orc = Orc(self.home, cwd=cwd, seed=request.seed, runtimes=dict(self.runtimes))
+        resume = None
         try:
-            # Reading the ensemble and checking it against this node can hash a model file the
+            # Reading the ensemble and checking it against the mesh can hash a model file the
             # first time (hundreds of MB): off the loop, which serves the mesh meanwhile.
-            spec = await asyncio.to_thread(orc.load, request.reference)
+            if request.resume is not None:
+                resume = await asyncio.to_thread(orc.journal, request.resume)
+                spec = await asyncio.to_thread(orc.spec_of, resume)
+            else:
+                spec = await asyncio.to_thread(orc.load, request.reference)
             engine = orc.engine()
             engine.node_id = self.membership.identity.node_id
+            engine.mesh = self.mesh
+            engine.local = request.local
             await asyncio.to_thread(engine.preflight, spec)
         except RunRefused as error:
-            raise InvalidRequest(str(error)) from None
+            raise (Unavailable if error.exit_code == 3 else InvalidRequest)(str(error)) from None
         except (SchedulerError, ConfigInvalid, OSError) as error:
             raise InvalidRequest(str(error)) from None
-        run_input = request.input if request.input is not None else spec.default_task
-        async for event in engine.run(spec, run_input):
+        if resume is not None:
+            run_input = resume.header.input
+        else:
+            run_input = request.input if request.input is not None else spec.default_task
+        if request.plan or request.explain:
+            yield engine.forecast(spec, run_input)
+            if request.plan:
+                return
+        async for event in engine.run(spec, run_input, resume=resume):
             yield event
-

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from orc.node.audit import ExecutionLog
 from orc.node.catalog import Catalog, ModelEntry
 from orc.node.description import DEFAULT_PORT
 from orc.node.discovery.peers import Hint, Source
@@ -32,6 +33,7 @@ from orc.node.identity.certificates import make_csr
 from orc.node.identity.ids import NodeId
 from orc.node.identity.store import Identity, IdentityStore
 from orc.node.membership import Membership
+from orc.node.mesh import Mesh, PeerState
 from orc.node.peering import Peering
 from orc.node.runtimes.base import ModelRuntime
 from orc.node.service import NodeService
@@ -168,7 +170,7 @@ class Daemon:
         service = NodeService(
             membership=membership, runtimes=runtimes, served=served,
             addresses=self.addresses, known_peers=lambda: peering.known_peers() if peering else (),
-            tags=self.options.tags)
+            tags=self.options.tags, audit=ExecutionLog(self.home.state_dir / "executions.log"))
         authorizer = Authorizer(is_revoked=membership.is_revoked)
         membership.on_revoked(lambda ids: [authorizer.cut_off(node_id) for node_id in ids])
         mesh_server, ports = await start_mesh_server(
@@ -180,11 +182,14 @@ class Daemon:
                  ", ".join(self.addresses()))
         from orc.node.control import ControlService
 
-        control = ControlService(home=self.home, membership=membership, service=service, runtimes=runtimes,
-                                 peers=lambda: peering.views() if peering else (), daemon=self)
-        control_server = await start_control_server(control, str(control_socket(self.home)))
-        peering = Peering(membership=membership, connector=_MtlsConnector(membership), on_change=service.changed,
+        connector = _MtlsConnector(membership)
+        peering = Peering(membership=membership, connector=connector, on_change=service.changed,
                           own_addresses=self.addresses)
+        mesh = Mesh(service=service, peers=lambda: _peer_states(peering), link=connector.link, clock=time.monotonic)
+        membership.on_revoked(lambda ids: [mesh.forget(node_id) for node_id in ids])
+        control = ControlService(home=self.home, membership=membership, service=service, runtimes=runtimes,
+                                 peers=peering.views, mesh=mesh, daemon=self)
+        control_server = await start_control_server(control, str(control_socket(self.home)))
         service.on_inbound(peering.inbound)
         for endpoint in self.peers:
             peering.hint(Hint(None, str(endpoint), Source.STATIC))
@@ -208,6 +213,7 @@ class Daemon:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.close_join_server()
             await control_server.stop(SHUTDOWN_GRACE)
+            await mesh.close()
             await self._mesh_server.stop(SHUTDOWN_GRACE)
             with contextlib.suppress(OSError):
                 control_socket(self.home).unlink()
@@ -343,6 +349,15 @@ class _JoinBackend:
 
     async def join(self, secret: str, csr_pem: bytes, name: str, peer_address: str):  # -> JoinGrant
         return self.membership.join(secret, csr_pem, name, peer_address)
+
+
+def _peer_states(peering: Peering) -> tuple[PeerState, ...]:
+    """The coordinator's view of its peers: what the table knows plus each one's last beat."""
+    states = []
+    for peer in peering.table.peers():
+        load, at = peering.load_of(peer.node_id)
+        states.append(PeerState(peer.node_id, peer.description, peer.live and peer.verified, load, at))
+    return tuple(states)
 
 
 class _MtlsConnector:

@@ -21,10 +21,13 @@ from orc.node.catalog import DEFAULT_MODEL_ID, Catalog, CatalogError
 from orc.node.events import (
     AgentBegan,
     AgentEnded,
+    AgentPlacedOn,
+    AgentPlan,
     AgentRetrying,
     RunBegan,
     RunFinished,
     RunProgress,
+    RunPlanned,
     RunResult,
     TokenStreamed,
 )
@@ -37,7 +40,10 @@ from orc.node.runtimes.base import (
     RuntimeFailure,
     TokenChunk,
 )
+from orc.node.mesh import Bound, Generation, Mesh, NoNode
 from orc.node.runtimes.script import resolve_script, run_script
+from orc.scheduler.dag import critical_path_lengths
+from orc.scheduler.placement import Demand, estimated_prompt_tokens, forecast
 from orc.scheduler.ensemble import (
     AgentSpec,
     DispatchTask,
@@ -52,6 +58,7 @@ from orc.scheduler.journal import JournalContents, JournalWriter, RunEnded, RunH
 from orc.scheduler.loader import EnsembleLibrary, load_ensemble, unresolved_references
 from orc.scheduler.profiles import Profiles, ResolvedModel, resolve_model
 from orc.scheduler.run import (
+    AgentBound,
     AgentFailed,
     AgentInput,
     AgentSkipped,
@@ -69,6 +76,7 @@ from orc.scheduler.run import (
     derive_run_id,
     initial_state,
     is_finished,
+    max_attempts,
     plan,
     resumable,
     run_status,
@@ -98,6 +106,17 @@ class _Outcome:
 
 
 @dataclass(frozen=True)
+class _Placed:
+    """A generation of an agent was bound to a node, posted by its task to the run loop."""
+
+    agent: str  # the agent in the run's state
+    shown: str  # as progress shows it ("parent/name[2]")
+    node_id: str
+    node_name: str
+    replaces: str | None
+
+
+@dataclass(frozen=True)
 class _Context:
     """What a (possibly nested) run needs to execute its agents."""
 
@@ -120,7 +139,10 @@ class Engine:
     node_id: str = LOCAL_NODE_ID
     clock: Callable[[], float] = time.time
     seed: int | None = None
+    mesh: Mesh | None = None  # the daemon's: LLM agents are placed on the mesh; None: this machine only
+    local: bool = False  # `--local`: every agent stays on this node, even with a mesh
     _resolved: dict[tuple[int, str], ResolvedModel] = field(default_factory=dict)
+    _ranks: dict[int, dict[str, float]] = field(default_factory=dict)
 
     # ---- before anything runs ----
 
@@ -149,7 +171,8 @@ class Engine:
             return
         seen.add(id(spec))
         for agent in spec.agents:
-            if agent.placement.require_tags:
+            if agent.placement.require_tags and (
+                    self.mesh is None or not self.mesh.tagged(agent.placement.require_tags, self._only_here(agent))):
                 # Embedded mode has one node, this one, and it carries no tags.
                 missing.append(Problem(spec.source, agent.name,
                                        f"no node has the tags it requires ({', '.join(sorted(agent.placement.require_tags))})",
@@ -157,10 +180,26 @@ class Engine:
                 continue
             match agent.task:
                 case LlmTask() as task:
+                    here = self._only_here(agent)
                     resolved = resolve_model(agent, task, self.profiles, spec.source,
-                                             available=lambda m: self.catalog.get(m) is not None)
+                                             available=lambda m: self.catalog.get(m) is not None
+                                             or (self.mesh is not None and self.mesh.offers(m, here)))
                     if isinstance(resolved, Problem):
                         problems.append(resolved)
+                        continue
+                    if self.mesh is not None:
+                        # The mesh (this node included) decides at run time; here: does anyone serve it?
+                        if self.mesh.offers(resolved.model, here):
+                            self._resolved[(id(spec), agent.name)] = resolved
+                            continue
+                        where = "this node" if here else "any live node"
+                        have = ", ".join(self.mesh.model_ids(here)) or "none"
+                        missing.append(Problem(spec.source, agent.name,
+                                               f"no node has model '{resolved.model}' ({where}; models there: {have})"
+                                               + (" and the agent is local_only" if agent.placement.local_only
+                                                  and not self.local else ""),
+                                               "start a node that serves it, e.g. 'orc-node start --model "
+                                               f"{resolved.model}', or map it with model_aliases in your orc config"))
                         continue
                     entry = self.catalog.get(resolved.model)
                     if entry is None:
@@ -190,6 +229,70 @@ class Engine:
                     pass  # the target is only known at run time
         for _, child in spec.children:
             self._check(child, problems, missing, seen)
+
+    def forecast(self, spec: EnsembleSpec, run_input: object) -> RunPlanned:
+        """Where every agent of `spec` would run if the run started now, and why (after `preflight`).
+
+        Prompt sizes are guessed before the upstream agents have written anything: the system
+        prompt and input as given, plus each dependency's full `max_tokens`.
+        """
+        assert self.mesh is not None, "forecasts need the mesh"
+        now = self.clock()
+        view = self.mesh.view(self.local)
+        demands: list[Demand] = []
+        notes: dict[str, tuple[str, str | None]] = {}
+        input_chars = len(render_value(run_input)) if run_input is not None else 0
+        for agent in spec.agents:
+            match agent.task:
+                case LlmTask():
+                    resolved = self._resolved[(id(spec), agent.name)]
+                    upstream = sum(r.max_tokens for d in agent.depends_on
+                                   if (r := self._resolved.get((id(spec), d))) is not None)
+                    try:
+                        local = self.catalog.get(resolved.model)
+                    except CatalogError:
+                        local = None
+                    demands.append(self.mesh.demand(
+                        agent.name, resolved.model, local.sha256 if local else None,
+                        estimated_prompt_tokens(len(resolved.system_prompt or "") + input_chars) + upstream,
+                        resolved.max_tokens, agent.placement, self._rank(spec, agent.name), self.local))
+                    if agent.fan_out:
+                        notes[agent.name] = ("llm", "fan-out: each item is one generation, placed on its own "
+                                                    "when the list is known; shown for one item")
+                case ScriptTask():
+                    notes[agent.name] = ("script", "runs on this node: scripts never leave the coordinator")
+                case EnsembleTask():
+                    notes[agent.name] = ("ensemble", "runs on this node; its agents are placed when it starts")
+                case LoopTask():
+                    notes[agent.name] = ("loop", "runs on this node; its body's agents are placed each iteration")
+                case DispatchTask():
+                    notes[agent.name] = ("dispatch", "runs on this node; the ensemble it picks is placed then")
+        decisions = {d.key: d for d in forecast(demands, {a.name: a.depends_on for a in spec.agents}, view, now)}
+        plans = []
+        for agent in spec.agents:
+            kind, note = notes.get(agent.name, ("llm", None))
+            decision = decisions.get(agent.name)
+            plans.append(AgentPlan(agent.name, kind, self.model_for(spec, agent),
+                                   decision.candidates if decision else (), decision.rejected if decision else (),
+                                   note))
+        return RunPlanned(spec.name, self.node_id, now, tuple(plans))
+
+    def _only_here(self, agent: AgentSpec) -> bool:
+        return self.local or agent.placement.local_only
+
+    def _rank(self, ensemble: EnsembleSpec, name: str) -> float:
+        """The agent's critical-path length to the end of its ensemble, in estimated seconds
+        (HEFT's upward rank), so placement serves the longest chain first."""
+        ranks = self._ranks.get(id(ensemble))
+        if ranks is None:
+            cost: dict[str, float] = {}
+            for agent in ensemble.agents:
+                resolved = self._resolved.get((id(ensemble), agent.name))
+                # A typical small model decodes ~20 tokens/s on a small device; only the
+                # ratios between agents matter here, not the absolute seconds.
+                cost[agent.name] = resolved.max_tokens / 20.0 if resolved is not None else 0.1
+            ranks = self._ranks[id(ensemble)] = critical_path_lengths(ensemble, cost)
+        return ranks.get(name, 0.0)
 
     def _default_model(self) -> str:
         default = self.profiles.profiles.get("default")
@@ -258,13 +361,15 @@ class Engine:
                         case StartAgent(input=agent_input):
                             spec = state.spec.agent(agent_input.agent)
                             model = self.model_for(state.spec, spec)
-                            started = AgentStarted(spec.name, self.clock(), self.node_id, model)
+                            # An LLM agent's node is known once a node accepts it (AgentBound).
+                            where = None if self.mesh is not None and model is not None else self.node_id
+                            started = AgentStarted(spec.name, self.clock(), where, model)
                             state = apply(state, started)
                             await record(started)
                             running[spec.name] = asyncio.create_task(
                                 self._attempt(state.spec, spec, agent_input, ctx, queue), name=f"agent:{spec.name}")
                             width = len(agent_input.items) if agent_input.items is not None else None
-                            yield AgentBegan(ctx.prefix + spec.name, self.node_id, model, agent_input.attempt, width)
+                            yield AgentBegan(ctx.prefix + spec.name, where, model, agent_input.attempt, width)
                         case SkipAgent(agent=name, reason=reason):
                             skipped = AgentSkipped(name, reason, self.clock())
                             state = apply(state, skipped)
@@ -286,6 +391,12 @@ class Engine:
                     raise RuntimeError("run stalled: nothing running and nothing ready")
                 item = await queue.get()
                 match item:
+                    case _Placed(agent=agent, shown=shown, node_id=node_id, node_name=node_name, replaces=replaces):
+                        if agent in state.agents and state.agents[agent].status is AgentStatus.RUNNING:
+                            bound = AgentBound(agent, node_id, self.clock(), failover=replaces is not None)
+                            state = apply(state, bound)
+                            await record(bound)
+                        yield AgentPlacedOn(shown, node_id, node_name, replaces)
                     case _Outcome(event=event):
                         running.pop(event.agent, None)
                         state = apply(state, event)
@@ -417,6 +528,8 @@ class Engine:
         resolved = self._resolved.get((id(ensemble), spec.name))
         if resolved is None:
             raise _AgentError("model was not resolved before the run (internal error)")
+        if self.mesh is not None:
+            return await self._generate_on_mesh(ensemble, spec, agent_input, value, ctx, name, resolved)
         try:
             entry = await asyncio.to_thread(self.catalog.prepare, resolved.model)
         except CatalogError as error:
@@ -434,12 +547,46 @@ class Engine:
                     ctx.post(TokenStreamed(name, chunk))
                 case GenerationDone(text=final, usage=done_usage):
                     text, usage = final, done_usage
+        return self._finish_text(spec, text), usage
+
+    async def _generate_on_mesh(self, ensemble: EnsembleSpec, spec: AgentSpec, agent_input: AgentInput,
+                                value: object, ctx: _Context, name: str,
+                                resolved: ResolvedModel) -> tuple[object, Usage]:
+        """Place the generation on the mesh (this node included) and relay what it streams."""
+        assert self.mesh is not None
+        try:
+            local = self.catalog.get(resolved.model)
+        except CatalogError:
+            local = None
+        timeout = spec.timeout_seconds or resolved.timeout_seconds or DEFAULT_AGENT_TIMEOUT
+        generation = Generation(
+            run_id=ctx.run_id, agent=name, model=resolved.model, sha256=local.sha256 if local else None,
+            messages=tuple(build_messages(resolved.system_prompt, agent_input, value)),
+            params=generation_params(resolved, spec, self.seed), placement=spec.placement,
+            rank=self._rank(ensemble, spec.name), attempts=max_attempts(spec, retryable=True),
+            deadline_s=timeout, local=self.local)
+        text = ""
+        usage = Usage()
+        try:
+            async for event in self.mesh.generate(generation):
+                match event:
+                    case Bound(node_id=node_id, node_name=node_name, replaces=replaces):
+                        ctx.post(_Placed(spec.name, name, node_id, node_name, replaces))
+                    case TokenChunk(text=chunk):
+                        ctx.post(TokenStreamed(name, chunk))
+                    case GenerationDone(text=final, usage=done_usage):
+                        text, usage = final, done_usage
+        except NoNode as error:
+            raise _AgentError(str(error)) from None
+        return self._finish_text(spec, text), usage
+
+    def _finish_text(self, spec: AgentSpec, text: str) -> object:
         if spec.output_format == "json":
             parsed = structured(text)
             if parsed is text:
                 raise _AgentError("output_format is json but the model's answer is not JSON")
-            return parsed, usage
-        return text.strip(), usage
+            return parsed
+        return text.strip()
 
     async def _child_run(self, child: EnsembleSpec, value: object, ctx: _Context, prefix: str) -> RunResult:
         """Run an ensemble inside an agent to completion; its progress is forwarded under `prefix`.

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
+from orc.scheduler.placement import Estimate, Rejection
 from orc.scheduler.run import AgentRecord, RunId
 from orc.scheduler.values import thaw
 
@@ -27,6 +28,38 @@ class AgentBegan:
     model: str | None
     attempt: int
     instances: int | None = None  # fan-out width
+
+
+@dataclass(frozen=True)
+class AgentPlacedOn:
+    """A generation of `agent` was bound to a node; `replaces` says why an earlier node was dropped."""
+
+    agent: str  # "name[i]" for a fan-out instance
+    node_id: str
+    node_name: str
+    replaces: str | None = None  # "<node name>: <what failed>" on a failover
+
+
+@dataclass(frozen=True)
+class AgentPlan:
+    """Where one agent would run, and why (`orc plan`, `orc run --explain`)."""
+
+    agent: str
+    kind: str  # "llm", "script", "ensemble", "loop", "dispatch"
+    model: str | None
+    candidates: tuple[Estimate, ...] = ()  # best first; the first is the choice
+    rejected: tuple[Rejection, ...] = ()
+    note: str | None = None  # for agents placement does not choose: where they run and why
+
+
+@dataclass(frozen=True)
+class RunPlanned:
+    """The placement forecast for a whole ensemble, as of `at` (estimates are relative to it)."""
+
+    ensemble: str
+    coordinator: str
+    at: float
+    agents: tuple[AgentPlan, ...]
 
 
 @dataclass(frozen=True)
@@ -76,8 +109,9 @@ class RunResult:
                     "status": r.status.value,
                     "output": thaw(r.output),
                     "node_id": r.node_id,
+                    "nodes": list(r.nodes),
                     "model": r.model,
-                    "attempts": r.attempts,
+                    "attempts": r.tries,
                     "started_at": r.started_at,
                     "finished_at": r.finished_at,
                     "usage": {"prompt_tokens": r.usage.prompt_tokens,
@@ -99,4 +133,5 @@ class RunFinished:
     result: RunResult
 
 
-RunProgress = Union[RunBegan, AgentBegan, TokenStreamed, AgentEnded, AgentRetrying, RunFinished]
+RunProgress = Union[RunBegan, RunPlanned, AgentBegan, AgentPlacedOn, TokenStreamed, AgentEnded, AgentRetrying,
+                    RunFinished]

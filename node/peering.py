@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
-from orc.node.description import NodeDescription, PeerAddress
+from orc.node.description import Load, NodeDescription, PeerAddress
 from orc.node.discovery.peers import (
     BeatReceived,
     ConnectFailed,
@@ -81,6 +81,7 @@ class Peering:
         self._wall = wall
         self._dialing: dict[str, asyncio.Task[None]] = {}
         self._links: dict[NodeId, asyncio.Task[None]] = {}
+        self._loads: dict[NodeId, tuple[Load, float]] = {}  # last beat's load, when it came (this clock)
         self._verified: frozenset[NodeId] = frozenset()
         membership.on_revoked(self._revoked)
 
@@ -126,6 +127,11 @@ class Peering:
                      last_seen=wall - (now - hint.last_seen), verified=False, missed_beats=0, node_id=None)
             for hint in self.table.address_hints.values())
         return tuple(views)
+
+    def load_of(self, node_id: NodeId) -> tuple[Load | None, float | None]:
+        """The load a peer's last beat reported and when it arrived (`clock`), if any beat did."""
+        load, at = self._loads.get(node_id, (None, None))
+        return load, at
 
     def known_peers(self) -> tuple[PeerAddress, ...]:
         """Verified peers and where we reach them, for other nodes (peer exchange)."""
@@ -192,6 +198,7 @@ class Peering:
         try:
             async for beat in link.watch(self._own_addresses()):
                 self._apply(BeatReceived(node_id, self._clock()))
+                self._loads[node_id] = (beat.load, self._clock())
                 if beat.revocation_seq > self.membership.revocations.seq:
                     await self._fetch_revocations(node_id, link)
                 if beat.description_version != description.version:

@@ -2,8 +2,11 @@
 
 It describes the node (hardware, served models with their measured speeds, load), beats once a
 second on every `Watch` stream, hands out revocation entries and renewed certificates, and
-executes single LLM generations for peers on its own runtimes. The servicer in
-`orc.node.rpc.servicers` translates the wire; every decision about this node is made here.
+executes single LLM generations for peers on its own runtimes. How much work it takes on is
+decided by its `Admission` (offers lease places, executions beyond the running slots wait in a
+bounded queue); every execution it serves is written to its `ExecutionLog` when it has one. The
+servicer in `orc.node.rpc.servicers` translates the wire; every decision about this node is
+made here.
 """
 
 from __future__ import annotations
@@ -12,10 +15,14 @@ import asyncio
 import logging
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from contextlib import aclosing
+from dataclasses import dataclass, field
 
+from typing_extensions import assert_never
+
+from orc.node.admission import Admission, Offered, Queued, Refusal, Refused, Running
+from orc.node.audit import ExecutionLog, ExecutionRecord
 from orc.node.catalog import ModelEntry
 from orc.node.description import PROTOCOL_VERSION, Load, ModelOffer, NodeDescription, PeerAddress
 from orc.node.hardware import probe
@@ -23,6 +30,7 @@ from orc.node.identity.ids import NodeId
 from orc.node.membership import Membership
 from orc.node.rpc.errors import InvalidRequest, NotFound, PermissionDenied, ResourceExhausted
 from orc.node.rpc.types import (
+    AgentPayload,
     Beat,
     ExecuteEvent,
     ExecuteRequest,
@@ -35,14 +43,16 @@ from orc.node.rpc.types import (
 )
 from orc.node.runtimes.base import GenerationDone, ModelRuntime, RuntimeFailure, TokenChunk
 from orc.node.speed import Speed, measure, speed_from_timing
+from orc.scheduler.placement import (
+    DEFAULT_LOAD_BYTES_PER_S,
+    UNMEASURED_DECODE_TOKENS_PER_S,
+    UNMEASURED_PREFILL_TOKENS_PER_S,
+    estimated_prompt_tokens,
+)
 
 log = logging.getLogger(__name__)
 
 BEAT_INTERVAL = 1.0
-LEASE_SECONDS = 5.0
-# Executions this node accepts at once from all peers together; more wait in the runtime's
-# queue. A peer that floods Execute gets RESOURCE_EXHAUSTED instead of an unbounded backlog.
-MAX_ACTIVE_EXECUTIONS = 16
 
 
 @dataclass
@@ -52,13 +62,23 @@ class _Served:
     speed: Speed | None = None
 
 
+@dataclass(frozen=True)
+class _Execution:
+    """An admitted execution, queued or running, as the shell tracks it."""
+
+    caller: NodeId
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)  # its starter sent Cancel
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # it may start, or stop waiting
+
+
 class NodeService:
     """Describe, Watch, Revocations, Renew, Offer, Execute and Cancel for this node."""
 
     def __init__(self, *, membership: Membership, runtimes: Mapping[str, ModelRuntime],
                  served: Sequence[ModelEntry], addresses: Callable[[], tuple[str, ...]],
                  known_peers: Callable[[], tuple[PeerAddress, ...]], tags: tuple[str, ...] = (),
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, slots: int = 1, queue_limit: int = 4,
+                 audit: ExecutionLog | None = None) -> None:
         self.membership = membership
         self.runtimes = runtimes
         self._served = {entry.selector: _Served(entry) for entry in served}  # one per (model, runtime)
@@ -68,8 +88,10 @@ class NodeService:
         self._clock = clock
         self._started_at = clock()
         self._version = 1
-        self._active = 0
-        self._executions: dict[str, tuple[NodeId, asyncio.Event]] = {}
+        self._admission = Admission(self._served, slots=slots, queue_limit=queue_limit)
+        self._audit = audit
+        # Admitted executions (queued or running) by id: as bounded as admission's places.
+        self._executions: dict[str, _Execution] = {}
         self._listeners: list[Callable[[], None]] = []
         self._inbound: list[Callable[[NodeId, tuple[str, ...]], None]] = []
         membership.on_revoked(lambda _ids: self.changed())
@@ -94,7 +116,11 @@ class NodeService:
             cpu = os.getloadavg()[0]
         except (OSError, AttributeError):
             cpu = None
-        return Load(active_generations=self._active, queued=0, cpu_load_1m=cpu)
+        # Load rides in beats; it never bumps the description version (that would make every
+        # watcher re-fetch the whole description on each execution).
+        now = self._clock()
+        return Load(active_generations=self._admission.running(), queued=self._admission.queued(),
+                    cpu_load_1m=cpu, backlog_ms=round(self._admission.backlog(now) * 1000))
 
     def describe(self) -> NodeDescription:
         identity = self.membership.identity
@@ -171,90 +197,171 @@ class NodeService:
                                f"{sha256[:12]}…)")
         return sorted(variants, key=lambda s: not s.loaded)[0]
 
+    def _work_seconds(self, served: _Served, prompt_tokens: int, max_tokens: int) -> float:
+        """Seconds this node expects one generation to take: loading if cold, reading the prompt,
+        writing at most `max_tokens`; pessimistic speeds for a model it has not measured."""
+        speed = served.speed
+        prefill = speed.prefill_tokens_per_s if speed else UNMEASURED_PREFILL_TOKENS_PER_S
+        decode = speed.decode_tokens_per_s if speed else UNMEASURED_DECODE_TOKENS_PER_S
+        load = 0.0 if served.loaded else served.entry.size_bytes / DEFAULT_LOAD_BYTES_PER_S
+        return (load + max(prompt_tokens, 0) / max(prefill, 1e-3)
+                + max(max_tokens, 0) / max(decode, 1e-3))
+
     async def offer(self, caller: NodeId, request: OfferRequest) -> OfferReply:
-        """An estimate of when this node would finish the agent, with a short lease."""
+        """When this node would finish the agent, with a lease holding its place; or a refusal."""
         try:
             served = self._model(request.model_id, request.model_sha256)
         except NotFound as error:
             return OfferReply(accepted=False, reason=str(error))
-        if self._active >= MAX_ACTIVE_EXECUTIONS:
-            return OfferReply(accepted=False, reason="this node is at its limit of concurrent executions")
-        speed = served.speed
-        if speed is None:
-            estimate = 0
-        else:
-            seconds = (request.prompt_tokens / max(speed.prefill_tokens_per_s, 1e-3)
-                       + request.max_tokens / max(speed.decode_tokens_per_s, 1e-3))
-            estimate = int(1000 * seconds * (1 + self._active))
-        return OfferReply(accepted=True, lease_id=uuid.uuid4().hex, estimated_finish_ms=estimate,
-                          expires_at_ms=int((self._clock() + LEASE_SECONDS) * 1000))
+        if served.entry.runtime not in self.runtimes:
+            return OfferReply(accepted=False, reason=f"this node has no {served.entry.runtime} runtime")
+        work = self._work_seconds(served, request.prompt_tokens, request.max_tokens)
+        now = self._clock()
+        decision = self._admission.offer(served.entry.selector, caller, work, now)
+        match decision:
+            case Offered(lease_id=lease_id, expires_at=expires_at, estimate_s=estimate):
+                return OfferReply(accepted=True, lease_id=lease_id, estimated_finish_ms=round(estimate * 1000),
+                                  expires_at_ms=int(expires_at * 1000))
+            case Refused():
+                return OfferReply(accepted=False, reason=decision.reason)
+            case _:
+                assert_never(decision)
 
     async def execute(self, caller: NodeId, request: ExecuteRequest) -> AsyncIterator[ExecuteEvent]:
-        """Run one generation for a peer, streaming its tokens; errors end the stream as `ExecutionFailed`."""
+        """Run one generation for a peer once admission lets it start, streaming its tokens.
+
+        `ExecutionStarted` comes when it really starts generating (after any wait in the queue).
+        Errors end the stream as `ExecutionFailed`; a node without room for it raises
+        `ResourceExhausted`, a reused execution id `InvalidRequest`. The deadline counts from
+        arrival, queueing included. Every call is written to the execution log."""
         payload = request.payload
+        arrived = self._clock()
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + request.deadline_ms / 1000 if request.deadline_ms > 0 else None
+        prompt_chars = sum(len(message.content) for message in payload.messages)
+        model = payload.model_id
+        outcome = "failed:internal"  # replaced on every path this method knows of
         try:
-            served = self._model(payload.model_id, payload.model_sha256)
-        except NotFound as error:
-            yield ExecutionFailed("no_such_model", str(error), retryable=False)
-            return
-        runtime = self.runtimes.get(served.entry.runtime)
-        if runtime is None:
-            yield ExecutionFailed("no_runtime", f"this node has no {served.entry.runtime} runtime", retryable=False)
-            return
-        if self._active >= MAX_ACTIVE_EXECUTIONS:
-            raise ResourceExhausted("this node is at its limit of concurrent executions; try another")
-        if request.execution_id in self._executions:
-            raise InvalidRequest(f"execution {request.execution_id[:64]} is already running here")
-        cancel = asyncio.Event()
-        self._executions[request.execution_id] = (caller, cancel)
-        self._active += 1
-        deadline = request.deadline_ms / 1000 if request.deadline_ms > 0 else None
-        try:
-            yield ExecutionStarted(self.membership.identity.node_id, payload.model_id)
-            started = time.perf_counter()
-            first: float | None = None
-            loop = asyncio.get_running_loop()
-            ends = loop.time() + deadline if deadline is not None else None
-            generation = runtime.generate(served.entry, payload.messages, payload.params)
             try:
-                while True:
+                served = self._model(payload.model_id, payload.model_sha256)
+            except NotFound as error:
+                outcome = "failed:no_such_model"
+                yield ExecutionFailed("no_such_model", str(error), retryable=False)
+                return
+            model = served.entry.selector
+            runtime = self.runtimes.get(served.entry.runtime)
+            if runtime is None:
+                outcome = "failed:no_runtime"
+                yield ExecutionFailed("no_runtime", f"this node has no {served.entry.runtime} runtime",
+                                      retryable=False)
+                return
+            work = self._work_seconds(served, estimated_prompt_tokens(prompt_chars), payload.params.max_tokens)
+            decision = self._admission.admit(model, caller, request.lease_id or None, request.execution_id, work,
+                                             self._clock())
+            match decision:
+                case Refused(why=Refusal.DUPLICATE):
+                    outcome = "refused"
+                    raise InvalidRequest(f"execution {request.execution_id[:64]} is already admitted here")
+                case Refused():
+                    outcome = "refused"
+                    raise ResourceExhausted(decision.reason)
+                case Running() | Queued():
+                    pass
+                case _:
+                    assert_never(decision)
+            execution = _Execution(caller)
+            self._executions[request.execution_id] = execution
+            try:
+                if isinstance(decision, Queued):
                     remaining = None if ends is None else max(ends - loop.time(), 0.0)
                     try:
-                        event = await asyncio.wait_for(generation.__anext__(), remaining)
-                    except StopAsyncIteration:
-                        break
-                    if cancel.is_set():
-                        yield ExecutionFailed("cancelled", "cancelled by the caller", retryable=False)
+                        await asyncio.wait_for(execution.wake.wait(), remaining)
+                    except asyncio.TimeoutError:
+                        outcome = "failed:deadline"
+                        yield ExecutionFailed("deadline", f"the deadline of {request.deadline_ms} ms passed while "
+                                                          "queued", retryable=True)
                         return
-                    match event:
-                        case TokenChunk(text=text):
-                            first = first if first is not None else time.perf_counter()
-                            yield ExecutionTokens(text)
-                        case GenerationDone(text=text, usage=usage, finish_reason=reason):
-                            observed = speed_from_timing(usage.prompt_tokens, usage.completion_tokens, started,
-                                                         first, time.perf_counter(), self._clock())
-                            if observed is not None:
-                                served.speed = served.speed.refreshed(observed) if served.speed else observed
-                            served.loaded = True
-                            yield ExecutionResult(text, usage, reason)
+                if execution.cancelled.is_set():
+                    outcome = "cancelled"
+                    yield ExecutionFailed("cancelled", "cancelled by the caller", retryable=False)
+                    return
+                # aclosing: when the caller goes away mid-stream, the generation stops now, not at GC.
+                async with aclosing(self._generate(served, runtime, payload, execution, ends,
+                                                   request.deadline_ms)) as events:
+                    async for event in events:
+                        match event:
+                            case ExecutionResult():
+                                outcome = "completed"
+                            case ExecutionFailed(code=code):
+                                outcome = "cancelled" if code == "cancelled" else f"failed:{code}"
+                            case ExecutionStarted() | ExecutionTokens():
+                                pass
+                            case _:
+                                assert_never(event)
+                        yield event
             finally:
-                await generation.aclose()
+                self._executions.pop(request.execution_id, None)
+                promoted = self._admission.finish(request.execution_id, self._clock())
+                if promoted is not None and promoted in self._executions:
+                    self._executions[promoted].wake.set()
+        except (GeneratorExit, asyncio.CancelledError):
+            outcome = "cancelled"  # the caller went away
+            raise
+        finally:
+            if self._audit is not None:
+                self._audit.append(ExecutionRecord(
+                    at=arrived, caller=caller, run_id=request.run_id, agent=request.agent, model=model,
+                    execution_id=request.execution_id, prompt_chars=prompt_chars, outcome=outcome,
+                    seconds=round(self._clock() - arrived, 3)))
+
+    async def _generate(self, served: _Served, runtime: ModelRuntime, payload: AgentPayload, execution: _Execution,
+                        ends: float | None, deadline_ms: int) -> AsyncIterator[ExecuteEvent]:
+        """The events of one admitted execution from its start: started, tokens, then a result or a failure."""
+        yield ExecutionStarted(self.membership.identity.node_id, payload.model_id)
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        first: float | None = None
+        generation = runtime.generate(served.entry, payload.messages, payload.params)
+        try:
+            while True:
+                remaining = None if ends is None else max(ends - loop.time(), 0.0)
+                try:
+                    event = await asyncio.wait_for(generation.__anext__(), remaining)
+                except StopAsyncIteration:
+                    yield ExecutionFailed("runtime", "the generation ended without a result", retryable=False)
+                    return
+                if execution.cancelled.is_set():
+                    yield ExecutionFailed("cancelled", "cancelled by the caller", retryable=False)
+                    return
+                match event:
+                    case TokenChunk(text=text):
+                        first = first if first is not None else time.perf_counter()
+                        yield ExecutionTokens(text)
+                    case GenerationDone(text=text, usage=usage, finish_reason=reason):
+                        observed = speed_from_timing(usage.prompt_tokens, usage.completion_tokens, started,
+                                                     first, time.perf_counter(), self._clock())
+                        if observed is not None:
+                            served.speed = served.speed.refreshed(observed) if served.speed else observed
+                        served.loaded = True
+                        yield ExecutionResult(text, usage, reason)
+                        return
         except asyncio.TimeoutError:
-            yield ExecutionFailed("deadline", f"the deadline of {request.deadline_ms} ms passed", retryable=True)
+            yield ExecutionFailed("deadline", f"the deadline of {deadline_ms} ms passed", retryable=True)
         except RuntimeFailure as error:
             yield ExecutionFailed("runtime", str(error), retryable=False)
         finally:
-            self._active -= 1
-            self._executions.pop(request.execution_id, None)
+            await generation.aclose()
 
     async def cancel(self, caller: NodeId, execution_id: str) -> bool:
-        running = self._executions.get(execution_id)
-        if running is None:
+        """Stop an execution its caller started, queued or running; False if there is none."""
+        execution = self._executions.get(execution_id)
+        if execution is None:
             return False
-        owner, event = running
-        if owner != caller:
+        if execution.caller != caller:
             raise PermissionDenied("only the node that started an execution may cancel it")
-        event.set()
+        self._admission.cancel(execution_id, self._clock())  # a queued one leaves its queue at once
+        execution.cancelled.set()
+        execution.wake.set()
         return True
 
     def served_models(self) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ import msgpack
 
 from orc.scheduler.errors import JournalCorrupt, JournalWriteFailed, RunNotFound
 from orc.scheduler.run import (
+    AgentBound,
     AgentFailed,
     AgentSkipped,
     AgentStarted,
@@ -71,6 +72,9 @@ def _to_record(item: RunEvent | RunHeader | RunEnded) -> dict:
                     "input": thaw(item.input), "started_at": item.started_at, "agents": list(item.agents)}
         case AgentStarted():
             return {"t": "start", "agent": item.agent, "at": item.at, "node_id": item.node_id, "model": item.model}
+        case AgentBound():
+            return {"t": "bound", "agent": item.agent, "node_id": item.node_id, "at": item.at,
+                    "failover": item.failover}
         case AgentSucceeded():
             return {"t": "ok", "agent": item.agent, "output": thaw(item.output), "at": item.at,
                     "usage": [item.usage.prompt_tokens, item.usage.completion_tokens]}
@@ -91,6 +95,8 @@ def _from_record(record: dict) -> RunEvent | RunHeader | RunEnded:
                          float(record["started_at"]), tuple(record.get("agents") or ()))
     if kind == "start":
         return AgentStarted(record["agent"], float(record["at"]), record.get("node_id"), record.get("model"))
+    if kind == "bound":
+        return AgentBound(record["agent"], str(record["node_id"]), float(record["at"]), bool(record.get("failover")))
     if kind == "ok":
         prompt, completion = record.get("usage") or (0, 0)
         return AgentSucceeded(record["agent"], record.get("output"), float(record["at"]), Usage(prompt, completion))

@@ -3,6 +3,7 @@
 Per agent:  pending --start--> running --succeeded--> done
                                    |----failed------> failed   (no attempts left)
                                    '----failed------> pending  (retrying)
+                                   '----bound-------> running  (placed on a node; again on failover)
             pending --skip--> skipped
 (diagram: docs/architecture.md). Agents start as soon as their *own* dependencies are
 terminal, never level by level. A failed dependency does not stop its dependents: they run
@@ -66,6 +67,13 @@ class AgentRecord:
     started_at: float | None = None
     finished_at: float | None = None
     usage: Usage = Usage()
+    nodes: tuple[str, ...] = ()  # every node its generations were bound to, in order, distinct
+    failovers: int = 0  # generations moved to another node after the first one failed
+
+    @property
+    def tries(self) -> int:
+        """Attempts as a user counts them: starts of the agent plus moves to another node."""
+        return self.attempts + self.failovers
 
 
 # ---- events: the reducer's inputs (also the journal's records) ----
@@ -76,6 +84,16 @@ class AgentStarted:
     at: float
     node_id: str | None = None
     model: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentBound:
+    """A generation of a running agent was bound to a node (after an Offer it accepted)."""
+
+    agent: str
+    node_id: str
+    at: float
+    failover: bool = False  # it replaces a generation that failed on another node
 
 
 @dataclass(frozen=True)
@@ -102,7 +120,7 @@ class AgentSkipped:
     at: float
 
 
-RunEvent = Union[AgentStarted, AgentSucceeded, AgentFailed, AgentSkipped]
+RunEvent = Union[AgentStarted, AgentBound, AgentSucceeded, AgentFailed, AgentSkipped]
 
 
 # ---- steps: the planner's outputs, performed by the shell ----
@@ -179,6 +197,9 @@ def apply(state: RunState, event: RunEvent) -> RunState:
         case AgentStarted(at=at, node_id=node_id, model=model):
             record = replace(record, status=AgentStatus.RUNNING, attempts=record.attempts + 1,
                              started_at=at, node_id=node_id, model=model, error=None)
+        case AgentBound(node_id=node_id, failover=failover):
+            nodes = record.nodes if node_id in record.nodes else record.nodes + (node_id,)
+            record = replace(record, node_id=node_id, nodes=nodes, failovers=record.failovers + failover)
         case AgentSucceeded(output=output, at=at, usage=usage):
             record = replace(record, status=AgentStatus.COMPLETED, output=freeze(output), finished_at=at,
                              usage=record.usage + usage, error=None)

@@ -48,7 +48,7 @@ def _orc(home: Optional[Path], **kwargs: Any) -> Any:
 # ---------------------------------------------------------------- run
 
 def _read_input(positional: Optional[str], text: Optional[str], file: Optional[Path],
-                default_task: Optional[str]) -> object:
+                default_task: Optional[str], stdin: bool = True) -> object:
     """Input precedence: positional > --input > -f FILE > stdin > the ensemble's default_task."""
     if positional is not None:
         return positional
@@ -68,7 +68,7 @@ def _read_input(positional: Optional[str], text: Optional[str], file: Optional[P
         if len(data) > limit:
             fail(2, f"input file {file} is larger than 16 MiB")
         return data.decode("utf-8", errors="replace")
-    if sys.stdin is not None and not sys.stdin.isatty():  # None when stdin is closed
+    if stdin and sys.stdin is not None and not sys.stdin.isatty():  # None when stdin is closed
         try:
             data = sys.stdin.read(16 << 20)
         except (OSError, ValueError):
@@ -113,18 +113,26 @@ def run(
     """
     with guarded(debug):
         orc = _orc(home, seed=seed, n_threads=threads)
-        spec = orc.load(ensemble)
+        spec = orc.load(ensemble)  # invalid ensembles are refused here, naming file and agent
         run_input = _read_input(input_arg, input_text, file, spec.default_task)
-        engine = orc.engine()
-        warnings = engine.preflight(spec)
+        client = None if local else _daemon(orc)
+        if client is None:
+            # Embedded mode: no daemon, this machine's models only.
+            engine = orc.engine()
+            warnings = engine.preflight(spec)
+            if explain:
+                _explain(engine, spec)
+            events = engine.run(spec, run_input)
+        else:
+            from orc.node.rpc.types import RunRequest
+
+            warnings = list(spec.warnings) + list(orc.profiles.warnings)
+            request = RunRequest(reference=str(orc.locate(ensemble)), input=_as_text(run_input), cwd=str(orc.cwd),
+                                 seed=seed, explain=explain)
+            events = _closing(client, request)
         if not quiet and not as_json:
             for warning in warnings:
                 typer.echo(f"warning: {warning}", err=True)
-        if explain:
-            _explain(engine, spec)
-        events = None if local else _daemon_run(orc, ensemble, run_input, seed)
-        if events is None:
-            events = engine.run(spec, run_input)
         result = _drive(events, show=not (quiet or as_json), watch=watch)
         _print_result(result, as_json)
         if quiet and not as_json:
@@ -132,24 +140,86 @@ def run(
         raise typer.Exit(result.exit_code)
 
 
-def _daemon_run(orc: Any, reference: str, run_input: object, seed: Optional[int]) -> Any:
-    """The run's events from this home's daemon, or None when no daemon runs (embedded mode).
+@app.command()
+def plan(
+    ensemble: str = typer.Argument(..., help="Ensemble name (see 'orc ensembles list') or path to a YAML file."),
+    input_arg: Optional[str] = typer.Argument(None, metavar="[INPUT]", help="The input (its size shapes the estimates)."),
+    input_text: Optional[str] = typer.Option(None, "--input", "-i", help="The input text."),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="Read the input from a file."),
+    as_json: bool = JsonOption,
+    home: Optional[Path] = HomeOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Show where each agent would run and why, without running anything.
 
-    The ensemble was loaded and checked here first, so errors read the same either way.
+    For every agent: the candidate nodes with their estimated finish times (queue, model
+    load, prompt, generation, network), the node chosen, and why every other node was
+    ruled out (no such model, memory does not fit, local_only, missing tag, dead).
+    Needs the daemon ('orc-node start'); without it, everything runs on this machine.
+    Exits 3 if some agent has no node that can run it.
+
+    Example:
+
+      orc plan code-review -f patch.diff
     """
+    from orc.node.cli.render import plan_json, render_plan
+
+    with guarded(debug):
+        orc = _orc(home)
+        spec = orc.load(ensemble)
+        given = input_arg is not None or input_text is not None or file is not None or spec.default_task is not None
+        run_input = _read_input(input_arg, input_text, file, spec.default_task, stdin=False) if given else None
+        client = _daemon(orc)
+        if client is None:
+            engine = orc.engine()
+            engine.preflight(spec)
+            if as_json:
+                typer.echo(json.dumps(_embedded_plan(engine, spec), indent=2))
+            else:
+                _explain(engine, spec, err=False)
+            return
+        from orc.node.events import RunPlanned
+        from orc.node.rpc.types import RunRequest
+
+        request = RunRequest(reference=str(orc.locate(ensemble)), input=_as_text(run_input), cwd=str(orc.cwd),
+                             plan=True)
+
+        async def ask() -> Any:
+            async for event in _closing(client, request):
+                if isinstance(event, RunPlanned):
+                    return event
+            return None
+
+        planned = asyncio.run(ask())
+        if planned is None:
+            fail(3, "the daemon sent no plan")
+        if as_json:
+            typer.echo(json.dumps(plan_json(planned), indent=2, ensure_ascii=False))
+        else:
+            typer.echo(render_plan(planned))
+        unplaceable = [p.agent for p in planned.agents if p.kind == "llm" and not p.candidates]
+        if unplaceable:
+            raise typer.Exit(3)
+
+
+def _as_text(value: object) -> Optional[str]:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _daemon(orc: Any) -> Any:
+    """A client for this home's running daemon, or None when none runs (embedded mode)."""
     from orc.node.daemon import control_socket
 
     socket = control_socket(orc.home)
     if not socket.exists():
         return None
     from orc.node.rpc.client import ControlClient, daemon_answers
-    from orc.node.rpc.types import RunRequest
 
     if not asyncio.run(daemon_answers(str(socket))):
         return None  # a stale socket of a daemon that was killed
-    text = run_input if isinstance(run_input, str) else json.dumps(run_input)
-    request = RunRequest(reference=str(orc.locate(reference)), input=text, cwd=str(orc.cwd), seed=seed)
-    return _closing(ControlClient(str(socket)), request)
+    return ControlClient(str(socket))
 
 
 async def _closing(client: Any, request: Any) -> Any:
@@ -169,20 +239,32 @@ def _report_failures(result: Any) -> None:
         typer.echo(f"orc: agent '{name}' failed: {error}", err=True)
 
 
-def _explain(engine: Any, spec: Any) -> None:
+def _explain(engine: Any, spec: Any, err: bool = True) -> None:
     from orc.scheduler.ensemble import LlmTask, ScriptTask
 
-    typer.echo(f"placement for {spec.name} (embedded mode: one node, '{engine.node_id}'):", err=True)
+    typer.echo(f"placement for {spec.name} (embedded mode, no daemon: one node, '{engine.node_id}'):", err=err)
     for agent in spec.agents:
         match agent.task:
             case LlmTask():
                 model = engine.model_for(spec, agent)
-                typer.echo(f"  {agent.name}: model {model} -> {engine.node_id} (the only candidate)", err=True)
+                typer.echo(f"  {agent.name}: model {model} -> {engine.node_id} (the only candidate)", err=err)
             case ScriptTask(script=script):
                 typer.echo(f"  {agent.name}: script {script} -> {engine.node_id} (scripts run on the coordinator)",
-                           err=True)
+                           err=err)
             case _:
-                typer.echo(f"  {agent.name}: composite; its agents are placed when it runs", err=True)
+                typer.echo(f"  {agent.name}: composite; its agents are placed when it runs", err=err)
+
+
+def _embedded_plan(engine: Any, spec: Any) -> dict:
+    from orc.scheduler.ensemble import LlmTask, ScriptTask
+
+    agents = {}
+    for agent in spec.agents:
+        kind = "llm" if isinstance(agent.task, LlmTask) else "script" if isinstance(agent.task, ScriptTask) else "composite"
+        agents[agent.name] = {"kind": kind, "model": engine.model_for(spec, agent), "choice": engine.node_id,
+                              "candidates": [], "rejected": [],
+                              "note": "embedded mode (no daemon): everything runs on this machine"}
+    return {"ensemble": spec.name, "coordinator": engine.node_id, "agents": agents}
 
 
 def _drive(events: Any, *, show: bool, watch: Optional[str]) -> Any:
@@ -192,9 +274,15 @@ def _drive(events: Any, *, show: bool, watch: Optional[str]) -> Any:
     view = ProgressView(stream_tokens=sys.stderr.isatty() or bool(watch), watch=watch)
 
     async def consume() -> Any:
+        from orc.node.cli.render import render_plan
+        from orc.node.events import RunPlanned
+
         result = None
         try:
             async for event in events:
+                if isinstance(event, RunPlanned):  # asked for with --explain: shown even when quiet
+                    typer.echo(render_plan(event), err=True)
+                    continue
                 if show:
                     view.show(event)
                 if isinstance(event, RunFinished):
@@ -500,7 +588,14 @@ def runs_resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix 
     """Finish a run from its journal: completed agents are reused, the others run again."""
     with guarded(debug):
         orc = _orc(home)
-        result = _drive(orc.resume(run_id), show=not (quiet or as_json), watch=None)
+        client = _daemon(orc)
+        if client is None:
+            events = orc.resume(run_id)
+        else:
+            from orc.node.rpc.types import RunRequest
+
+            events = _closing(client, RunRequest(reference=run_id, input=None, cwd=str(orc.cwd), resume=run_id))
+        result = _drive(events, show=not (quiet or as_json), watch=None)
         _print_result(result, as_json)
         if quiet and not as_json:
             _report_failures(result)

@@ -12,9 +12,11 @@ from typing_extensions import assert_never
 from orc.node.events import (
     AgentBegan,
     AgentEnded,
+    AgentPlacedOn,
     AgentRetrying,
     RunBegan,
     RunFinished,
+    RunPlanned,
     RunProgress,
     TokenStreamed,
 )
@@ -59,8 +61,15 @@ class ProgressView:
                 self._started, self._resumed = at, resumed
                 verb = "resuming" if resumed else "running"
                 self._line(self._style(f"orc: {verb} {ensemble} ({len(agents)} agents), run {run_id}", "1"))
+            case RunPlanned():
+                self._line(render_plan(event))
+            case AgentPlacedOn(agent=agent, node_name=name, replaces=replaces):
+                if replaces is not None:
+                    self._line(f"  {self._style('↻', '33')} {agent} moved to {name} ({replaces})")
+                else:
+                    self._line(f"  {self._style('→', '36')} {agent} {self._style('on ' + name, '2')}")
             case AgentBegan(agent=agent, node_id=node, model=model, attempt=attempt, instances=instances):
-                where = f"on {node}" + (f" · {model}" if model else "")
+                where = (f"on {node}" if node else "placing") + (f" · {model}" if model else "")
                 extra = f" · attempt {attempt}" if attempt > 1 else ""
                 fan = f" · fan-out ×{instances}" if instances is not None else ""
                 self._line(f"  {self._style('▶', '36')} {agent} {self._style(where + extra + fan, '2')}")
@@ -124,3 +133,54 @@ def render_deliverable(value: object) -> str:
     if data is None:
         return ""
     return json.dumps(data, indent=2, ensure_ascii=False, default=str)
+
+
+def render_plan(planned: RunPlanned) -> str:
+    """`orc plan` / `--explain`: per agent, the chosen node, the other candidates, and the ruled-out ones."""
+    lines = [f"placement for {planned.ensemble} (estimated finish, from now; coordinator {planned.coordinator}):"]
+    for plan in planned.agents:
+        head = f"  {plan.agent}" + (f"  [{plan.model}]" if plan.model else f"  ({plan.kind})")
+        lines.append(head)
+        if plan.note:
+            lines.append(f"      {plan.note}")
+        for index, c in enumerate(plan.candidates):
+            mark = "→" if index == 0 else " "
+            parts = [f"wait {max(c.start_s - planned.at, 0.0):.1f}"]
+            if c.load_s:
+                parts.append(f"load {c.load_s:.1f}")
+            parts += [f"prompt {c.prefill_s:.1f}", f"generate {c.decode_s:.1f}"]
+            if c.network_s:
+                parts.append(f"network {c.network_s * 1000:.0f} ms")
+            flags = ", ".join(f for f in ("warm" if c.warm else "cold", "preferred" if c.preferred else "") if f)
+            lines.append(f"    {mark} {c.name:<16} {c.finish_s - planned.at:7.1f}s  ({' + '.join(parts)}; {flags})")
+        for r in plan.rejected:
+            lines.append(f"    ✗ {r.name:<16} {r.reason.value}: {r.detail}")
+        if plan.kind == "llm" and not plan.candidates:
+            lines.append("      no node can run it: the run would fail this agent")
+    return "\n".join(lines)
+
+
+def plan_json(planned: RunPlanned) -> dict:
+    """The `orc plan --json` object (docs/cli.md)."""
+    return {
+        "ensemble": planned.ensemble,
+        "coordinator": planned.coordinator,
+        "agents": {
+            plan.agent: {
+                "kind": plan.kind,
+                "model": plan.model,
+                "choice": plan.candidates[0].node_id if plan.candidates else
+                (planned.coordinator if plan.kind != "llm" else None),
+                "candidates": [{"node_id": c.node_id, "name": c.name,
+                                "finish_s": round(c.finish_s - planned.at, 3),
+                                "wait_s": round(max(c.start_s - planned.at, 0.0), 3), "load_s": round(c.load_s, 3),
+                                "prefill_s": round(c.prefill_s, 3), "decode_s": round(c.decode_s, 3),
+                                "network_s": round(c.network_s, 4), "warm": c.warm, "preferred": c.preferred}
+                               for c in plan.candidates],
+                "rejected": [{"node_id": r.node_id, "name": r.name, "reason": r.reason.value, "detail": r.detail}
+                             for r in plan.rejected],
+                "note": plan.note,
+            }
+            for plan in planned.agents
+        },
+    }

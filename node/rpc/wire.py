@@ -25,9 +25,12 @@ from orc.node.description import Load, ModelOffer, NodeDescription, PeerAddress
 from orc.node.events import (
     AgentBegan,
     AgentEnded,
+    AgentPlacedOn,
+    AgentPlan,
     AgentRetrying,
     RunBegan,
     RunFinished,
+    RunPlanned,
     RunProgress,
     RunResult,
     TokenStreamed,
@@ -35,6 +38,7 @@ from orc.node.events import (
 from orc.node.hardware import Hardware
 from orc.node.identity.ids import MeshId, NodeId, is_mesh_id, is_node_id
 from orc.node.rpc.errors import WireError
+from orc.scheduler.placement import Estimate, Exclusion, Rejection
 from orc.node.rpc.types import (
     AgentPayload,
     Beat,
@@ -103,7 +107,7 @@ Domain = Union[
     OfferRequest, OfferReply, ExecuteRequest, ExecutionStarted, ExecutionTokens, ExecutionResult,
     ExecutionFailed, CancelRequest, CancelReply, JoinRequest, JoinGrant, NodeStatus, PeerView,
     PeersReply, InviteRequest, Invitation, RevokeRequest, RevokeReply, RunRequest,
-    RunBegan, AgentBegan, TokenStreamed, AgentEnded, AgentRetrying, RunFinished,
+    RunBegan, RunPlanned, AgentBegan, AgentPlacedOn, TokenStreamed, AgentEnded, AgentRetrying, RunFinished,
 ]
 
 _T = TypeVar("_T")
@@ -438,6 +442,8 @@ def _record_to_body(record: AgentRecord) -> dict:
         "started_at": record.started_at,
         "finished_at": record.finished_at,
         "usage": [record.usage.prompt_tokens, record.usage.completion_tokens],
+        "nodes": list(record.nodes),
+        "failovers": record.failovers,
     }
 
 
@@ -453,6 +459,12 @@ def encode_run_event(event: RunProgress) -> bytes:
                     "attempt": event.attempt, "instances": event.instances}
         case TokenStreamed():
             body = {"kind": "token", "agent": event.agent, "text": event.text}
+        case AgentPlacedOn():
+            body = {"kind": "agent_placed", "agent": event.agent, "node_id": event.node_id,
+                    "node_name": event.node_name, "replaces": event.replaces}
+        case RunPlanned():
+            body = {"kind": "run_planned", "ensemble": event.ensemble, "coordinator": event.coordinator,
+                    "at": event.at, "agents": [_plan_to_body(plan) for plan in event.agents]}
         case AgentEnded():
             body = {"kind": "agent_ended", "agent": event.agent, "record": _record_to_body(event.record),
                     "reused": event.reused}
@@ -516,7 +528,45 @@ def _record_from_body(value: object, agent: str) -> AgentRecord:
         started_at=_opt(body.get("started_at"), _time("started_at")),
         finished_at=_opt(body.get("finished_at"), _time("finished_at")),
         usage=Usage(_integer(usage[0], "prompt_tokens"), _integer(usage[1], "completion_tokens")),
+        nodes=tuple(_label(n, "agent node") for n in _list(body.get("nodes", []), "agent nodes", MAX_MODELS)),
+        failovers=_integer(body.get("failovers", 0), "failovers", maximum=1 << 20),
     )
+
+
+def _plan_to_body(plan: AgentPlan) -> dict:
+    return {"agent": plan.agent, "kind": plan.kind, "model": plan.model, "note": plan.note,
+            "candidates": [[c.node_id, c.name, c.start_s, c.load_s, c.prefill_s, c.decode_s, c.network_s, c.warm,
+                            c.preferred, c.runtime] for c in plan.candidates],
+            "rejected": [[r.node_id, r.name, r.reason.value, r.detail] for r in plan.rejected]}
+
+
+def _plan_from_body(value: object) -> AgentPlan:
+    body = _map(value, "agent plan")
+    agent = _agent_name(body.get("agent"))
+    seconds = _time("estimate")
+    candidates = []
+    for item in _list(body.get("candidates"), "candidates", MAX_PEERS_LISTED):
+        row = _list(item, "candidate", 10)
+        if len(row) != 10:
+            _fail("candidate", "expected 10 fields")
+        candidates.append(Estimate(
+            node_id=_label(row[0], "candidate node"), name=_label(row[1], "candidate name"), start_s=seconds(row[2]),
+            load_s=seconds(row[3]), prefill_s=seconds(row[4]), decode_s=seconds(row[5]), network_s=seconds(row[6]),
+            warm=_bool(row[7], "warm"), preferred=_bool(row[8], "preferred"), runtime=_label(row[9], "runtime")))
+    rejected = []
+    for item in _list(body.get("rejected"), "rejected", MAX_PEERS_LISTED):
+        row = _list(item, "rejection", 4)
+        if len(row) != 4:
+            _fail("rejection", "expected 4 fields")
+        try:
+            reason = Exclusion(row[2])
+        except ValueError:
+            _fail("rejection", f"unknown reason {ascii(str(row[2])[:40])}")
+        rejected.append(Rejection(_label(row[0], "rejected node"), _label(row[1], "rejected name"), reason,
+                                  _text(row[3], "rejection detail", MAX_REASON)))
+    return AgentPlan(agent, _label(body.get("kind"), "agent kind", 32),
+                     _opt(body.get("model"), lambda v: _label(v, "model")), tuple(candidates), tuple(rejected),
+                     _opt(body.get("note"), lambda v: _text(v, "plan note", MAX_REASON)))
 
 
 def _agent_name(value: object) -> str:
@@ -544,6 +594,14 @@ def decode_run_event(data: object) -> RunProgress:
             attempt=_integer(body.get("attempt"), "attempt", maximum=1 << 20),
             instances=_opt(body.get("instances"), lambda v: _integer(v, "instances", maximum=1 << 20)),
         )
+    if kind == "agent_placed":
+        return AgentPlacedOn(_agent_name(body.get("agent")), _label(body.get("node_id"), "node_id"),
+                             _label(body.get("node_name"), "node name"),
+                             _opt(body.get("replaces"), lambda v: _text(v, "failover reason", MAX_REASON)))
+    if kind == "run_planned":
+        return RunPlanned(_text(body.get("ensemble"), "ensemble", MAX_PATH, empty=False),
+                          _label(body.get("coordinator"), "coordinator"), _time("at")(body.get("at")),
+                          tuple(_plan_from_body(p) for p in _list(body.get("agents"), "plans", MAX_AGENTS)))
     if kind == "token":
         return TokenStreamed(_agent_name(body.get("agent")), _text(body.get("text"), "token text", MAX_PAYLOAD_BYTES))
     if kind == "agent_ended":
@@ -695,7 +753,8 @@ def to_wire(value: Domain) -> Message:
             return cpb.RevokeReply(seq=value.seq)
         case RunRequest():
             return _run_request_to_wire(value)
-        case RunBegan() | AgentBegan() | TokenStreamed() | AgentEnded() | AgentRetrying() | RunFinished():
+        case (RunBegan() | RunPlanned() | AgentBegan() | AgentPlacedOn() | TokenStreamed() | AgentEnded()
+              | AgentRetrying() | RunFinished()):
             return cpb.RunEvent(event=encode_run_event(value))
         case _:
             assert_never(value)

@@ -147,7 +147,8 @@ def test_orc_run_goes_through_the_daemon(lan):
     done = a.orc("run", str(ensemble), "Say hi.", "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert result["results"]["answer"]["node_id"] == a.status()["node_id"]  # the daemon ran it, not "local"
+    # The daemon placed it on a node of the mesh (every one serves the model), not "local".
+    assert result["results"]["answer"]["node_id"] in set(ids(lan).values())
     assert result["results"]["answer"]["usage"]["completion_tokens"] > 0
 
 

@@ -8,10 +8,11 @@ from datetime import datetime, timezone
 
 import pytest
 
+from orc.node.audit import ExecutionLog, read
 from orc.node.catalog import Catalog
 from orc.node.identity.store import IdentityStore
 from orc.node.membership import Membership
-from orc.node.rpc.errors import PermissionDenied
+from orc.node.rpc.errors import InvalidRequest, PermissionDenied, ResourceExhausted
 from orc.node.rpc.types import (
     AgentPayload,
     ExecuteRequest,
@@ -25,6 +26,7 @@ from orc.node.runtimes.base import ChatMessage, GenerationParams
 from orc.node.runtimes.llama_cpp import LlamaCppRuntime
 from orc.node.service import NodeService
 from orc.node.speed import Speed, speed_from_timing
+from orc.scheduler.placement import DEFAULT_LOAD_BYTES_PER_S, UNMEASURED_DECODE_TOKENS_PER_S
 
 SMOL = "smollm2-135m-instruct"
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
@@ -36,22 +38,51 @@ def runtime():
 
 
 @pytest.fixture
-def service(tmp_path, runtime):
+def make(tmp_path, runtime):
+    """A NodeService serving SmolLM2 on the real runtime, with the given admission and audit options."""
     store = IdentityStore(tmp_path / "identity")
     membership = Membership(store, store.init_mesh("attic", NOW))
-    catalog = Catalog(tmp_path / "models")
-    return NodeService(membership=membership, runtimes={"llama_cpp": runtime},
-                       served=[catalog.prepare(SMOL)], addresses=lambda: ("10.0.0.1:7733",),
-                       known_peers=lambda: (), tags=("attic",))
+    entry = Catalog(tmp_path / "models").prepare(SMOL)
+
+    def make(**options) -> NodeService:
+        return NodeService(membership=membership, runtimes={"llama_cpp": runtime}, served=[entry],
+                           addresses=lambda: ("10.0.0.1:7733",), known_peers=lambda: (), tags=("attic",),
+                           **options)
+
+    return make
+
+
+@pytest.fixture
+def service(make):
+    return make()
+
+
+PROMPT = "Name one colour."
 
 
 def request(service: NodeService, execution_id: str = "e1", sha: str | None = None, max_tokens: int = 12,
-            deadline_ms: int = 0) -> ExecuteRequest:
+            deadline_ms: int = 0, lease_id: str = "") -> ExecuteRequest:
     entry = service._served[f"{SMOL}@llama_cpp"].entry
     payload = AgentPayload(SMOL, entry.sha256 if sha is None else sha,
-                           (ChatMessage("user", "Name one colour."),),
+                           (ChatMessage("user", PROMPT),),
                            GenerationParams(temperature=0.0, max_tokens=max_tokens, seed=1))
-    return ExecuteRequest(execution_id, "run1", "agent", "", deadline_ms, payload)
+    return ExecuteRequest(execution_id, "run1", "agent", lease_id, deadline_ms, payload)
+
+
+async def started(service: NodeService, caller: str, execution_id: str, **options):
+    """An execution that has started and is held there: it keeps its slot until closed."""
+    stream = service.execute(caller, request(service, execution_id, **options))
+    assert isinstance(await stream.__anext__(), ExecutionStarted)
+    return stream
+
+
+async def until(condition, what: str) -> None:
+    """Let the loop run until `condition()` holds (the other tasks need a few turns)."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"never happened: {what}")
 
 
 async def collect(stream) -> list:
@@ -114,7 +145,8 @@ def test_only_the_starter_may_cancel(service):
 
 
 def test_offers_estimate_from_measured_speed(service):
-    service._served[f"{SMOL}@llama_cpp"].speed = Speed(100.0, 10.0, 0.0)
+    served = service._served[f"{SMOL}@llama_cpp"]
+    served.speed, served.loaded = Speed(100.0, 10.0, 0.0), True
     reply = asyncio.run(service.offer("peer", OfferRequest("run", "a", SMOL, "", 200, 50)))
     assert reply.accepted and reply.lease_id and reply.estimated_finish_ms == 7000
     refused = asyncio.run(service.offer("peer", OfferRequest("run", "a", "gpt-9", "", 1, 1)))
@@ -126,3 +158,168 @@ def test_speed_arithmetic():
     assert speed == Speed(200.0, 10.0, 7.0)
     assert speed_from_timing(100, 1, 0.0, 0.5, 1.0, 0.0) is None  # one token: no decode rate
     assert speed.refreshed(Speed(100.0, 20.0, 8.0)) == Speed(170.0, 13.0, 8.0)
+
+
+def test_an_unmeasured_cold_model_is_estimated_pessimistically_with_its_load(service):
+    entry = service._served[f"{SMOL}@llama_cpp"].entry
+    reply = asyncio.run(service.offer("peer", OfferRequest("run", "a", SMOL, "", 0, 10)))
+    expected = entry.size_bytes / DEFAULT_LOAD_BYTES_PER_S + 10 / UNMEASURED_DECODE_TOKENS_PER_S
+    assert reply.accepted and reply.estimated_finish_ms == round(expected * 1000)
+
+
+# ---- admission: slots, the queue and leases ----
+
+def test_two_executions_on_one_slot_run_one_after_the_other(make):
+    service = make(slots=1)
+    order: list[tuple[str, str]] = []
+
+    async def consume(execution_id: str) -> None:
+        async for event in service.execute("peer", request(service, execution_id, max_tokens=6)):
+            order.append((execution_id, type(event).__name__))
+
+    async def scenario():
+        first = asyncio.create_task(consume("e1"))
+        await until(lambda: ("e1", "ExecutionStarted") in order, "e1 starts")
+        second = asyncio.create_task(consume("e2"))
+        await until(lambda: service.load().queued == 1, "e2 waits")
+        load = service.load()
+        assert load.active_generations == 1 and load.backlog_ms > 0
+        await asyncio.gather(first, second)
+
+    version = service.version
+    asyncio.run(scenario())
+    assert order.index(("e2", "ExecutionStarted")) > order.index(("e1", "ExecutionResult"))
+    assert order[-1] == ("e2", "ExecutionResult")
+    assert service.load().active_generations == 0 and service.load().queued == 0
+    assert service.version == version  # load travels in beats, not in the description version
+
+
+def test_a_full_queue_refuses_with_resource_exhausted(make):
+    service = make(slots=1, queue_limit=1)
+
+    async def scenario():
+        running = await started(service, "peer", "e1")
+        waiting = asyncio.create_task(collect(service.execute("peer", request(service, "e2"))))
+        await until(lambda: service.load().queued == 1, "e2 waits")
+        with pytest.raises(ResourceExhausted):
+            await collect(service.execute("other", request(service, "e3")))
+        with pytest.raises(InvalidRequest):  # an id already admitted
+            await collect(service.execute("peer", request(service, "e2")))
+        assert await service.cancel("peer", "e2") is True
+        await running.aclose()
+        return await waiting
+
+    [cancelled] = asyncio.run(scenario())
+    assert isinstance(cancelled, ExecutionFailed) and cancelled.code == "cancelled"
+    assert service.load().active_generations == 0 and service.load().queued == 0
+
+
+def test_an_offer_holds_the_place_its_lease_then_takes(make):
+    now = [1000.0]
+    service = make(slots=1, queue_limit=0, clock=lambda: now[0])
+    served = service._served[f"{SMOL}@llama_cpp"]
+    served.speed, served.loaded = Speed(100.0, 10.0, 0.0), True
+
+    async def scenario():
+        offer = await service.offer("peer", OfferRequest("run1", "agent", SMOL, "", 100, 10))
+        assert offer.accepted and offer.expires_at_ms == 1_005_000 and offer.estimated_finish_ms == 2000
+        assert service.load().backlog_ms == 2000
+        refused = await service.offer("other", OfferRequest("run2", "agent", SMOL, "", 100, 10))
+        assert not refused.accepted and "taken" in refused.reason
+        with pytest.raises(ResourceExhausted):
+            await collect(service.execute("other", request(service, "x1")))
+        with pytest.raises(ResourceExhausted):  # another node's lease is no use to it
+            await collect(service.execute("other", request(service, "x1", lease_id=offer.lease_id)))
+        return await collect(service.execute("peer", request(service, "e1", lease_id=offer.lease_id)))
+
+    events = asyncio.run(scenario())
+    assert isinstance(events[0], ExecutionStarted) and isinstance(events[-1], ExecutionResult)
+    assert service.load().backlog_ms == 0
+
+
+def test_an_expired_lease_frees_its_place(make):
+    now = [1000.0]
+    service = make(slots=1, queue_limit=0, clock=lambda: now[0])
+    reply = asyncio.run(service.offer("peer", OfferRequest("run1", "agent", SMOL, "", 10, 10)))
+    assert reply.accepted
+    assert not asyncio.run(service.offer("other", OfferRequest("run2", "agent", SMOL, "", 10, 10))).accepted
+    now[0] += 5.0
+    assert asyncio.run(service.offer("other", OfferRequest("run2", "agent", SMOL, "", 10, 10))).accepted
+
+
+def test_cancel_while_queued_takes_it_out_of_the_queue(make):
+    service = make(slots=1)
+
+    async def scenario():
+        running = await started(service, "peer", "e1")
+        waiting = asyncio.create_task(collect(service.execute("peer", request(service, "e2"))))
+        await until(lambda: service.load().queued == 1, "e2 waits")
+        with pytest.raises(PermissionDenied):
+            await service.cancel("intruder", "e2")
+        assert await service.cancel("peer", "e2") is True
+        events = await waiting
+        assert service.load().queued == 0 and service.load().active_generations == 1
+        await running.aclose()
+        return events
+
+    assert asyncio.run(scenario()) == [ExecutionFailed("cancelled", "cancelled by the caller", retryable=False)]
+
+
+def test_a_caller_going_away_while_queued_leaves_the_queue(make):
+    service = make(slots=1)
+
+    async def scenario():
+        running = await started(service, "peer", "e1")
+        waiting = asyncio.create_task(collect(service.execute("peer", request(service, "e2"))))
+        await until(lambda: service.load().queued == 1, "e2 waits")
+        waiting.cancel()  # what grpc does when the client hangs up
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert service.load().queued == 0
+        await running.aclose()
+        assert service.load().active_generations == 0
+        return await collect(service.execute("peer", request(service, "e3", max_tokens=4)))
+
+    events = asyncio.run(scenario())
+    assert isinstance(events[0], ExecutionStarted)  # the slot and the queue place both came back
+
+
+def test_the_deadline_counts_the_wait_in_the_queue(make):
+    service = make(slots=1)
+
+    async def scenario():
+        running = await started(service, "peer", "e1")
+        events = await collect(service.execute("peer", request(service, "e2", deadline_ms=50)))
+        assert service.load().queued == 0
+        await running.aclose()
+        return events
+
+    [failed] = asyncio.run(scenario())
+    assert isinstance(failed, ExecutionFailed) and failed.code == "deadline" and failed.retryable
+
+
+# ---- the execution log ----
+
+def test_every_execution_served_is_logged_without_its_prompt(make, tmp_path):
+    path = tmp_path / "executions.jsonl"
+    service = make(slots=1, queue_limit=0, audit=ExecutionLog(path))
+
+    async def scenario():
+        await collect(service.execute("peer", request(service, "ok", max_tokens=4)))
+        await collect(service.execute("peer", request(service, "wrong", sha="0" * 64)))
+        running = await started(service, "peer", "held")
+        with pytest.raises(ResourceExhausted):
+            await collect(service.execute("other", request(service, "full")))
+        await service.cancel("peer", "held")
+        await collect(running)
+
+    asyncio.run(scenario())
+    records = {r["execution_id"]: r for r in read(path)}
+    assert {k: r["outcome"] for k, r in records.items()} == {
+        "ok": "completed", "wrong": "failed:no_such_model", "full": "refused", "held": "cancelled"}
+    ok = records["ok"]
+    assert ok["caller"] == "peer" and ok["run_id"] == "run1" and ok["agent"] == "agent"
+    assert ok["model"] == f"{SMOL}@llama_cpp" and ok["prompt_chars"] == len(PROMPT)
+    assert ok["seconds"] >= 0 and ok["at"] > 0
+    assert records["full"]["caller"] == "other"
+    assert PROMPT not in path.read_text() and "colour" not in path.read_text()

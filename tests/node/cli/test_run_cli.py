@@ -43,7 +43,7 @@ def test_every_example_runs_on_the_embedded_model(orc, example):
     llm = [r for r in data["results"].values() if r["model"]]
     assert llm and all(r["model"] == "smollm2-135m-instruct" for r in llm)
     for record in data["results"].values():
-        assert set(record) == {"status", "output", "node_id", "model", "attempts", "started_at", "finished_at",
+        assert set(record) == {"status", "output", "node_id", "nodes", "model", "attempts", "started_at", "finished_at",
                                "usage", "error"}
         if record["status"] == "completed" and record["model"]:
             assert record["usage"]["completion_tokens"] > 0 and record["output"]

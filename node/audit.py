@@ -1,0 +1,96 @@
+"""The execution log: one JSON line for every execution this node served, for any caller.
+
+It is how the owner of a device sees exactly what peers asked it to run: who (the caller's node
+id), for which run and agent, on which model, how it ended and how long it took. It records the
+size of the prompt, never its text: the log must not become a copy of everyone's data.
+
+Writing never raises into the caller (an execution must not fail because the disk is full); a
+failure is logged once and the line dropped. The file is created 0600, in a folder that must
+already exist, and rotated to `<path>.1` (one older generation kept) before it would pass
+`max_bytes`, so a busy node's log stays bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES = 4 * 2**20
+
+
+@dataclass(frozen=True)
+class ExecutionRecord:
+    """One served execution, as the log keeps it."""
+
+    at: float  # unix seconds when the request arrived
+    caller: str  # node id of the node that asked (this node's own id for its own work)
+    run_id: str
+    agent: str
+    model: str  # "id@runtime" when this node serves it, else the id the caller asked for
+    execution_id: str
+    prompt_chars: int  # characters of all messages together; the text itself is never logged
+    outcome: str  # "completed" | "failed:<code>" | "cancelled" | "refused"
+    seconds: float  # from arrival to the end, queueing included
+
+
+class ExecutionLog:
+    """Appends `ExecutionRecord`s as JSON lines to `path`, rotating at `max_bytes`."""
+
+    def __init__(self, path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self._failing = False  # a failure was logged; stay quiet until a write succeeds again
+
+    def append(self, record: ExecutionRecord) -> None:
+        """Write one line for `record`; never raises (a failure is logged once and dropped)."""
+        line = (json.dumps(asdict(record), sort_keys=True) + "\n").encode()
+        try:
+            self._rotate_for(len(line))
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                if hasattr(os, "fchmod"):
+                    os.fchmod(fd, 0o600)  # also when an older file was made with looser modes
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+        except OSError as error:
+            if not self._failing:
+                log.warning("cannot write the execution log %s (%s); executions go unlogged until it works",
+                            self.path, error)
+            self._failing = True
+            return
+        if self._failing:
+            log.info("the execution log %s is written again", self.path)
+        self._failing = False
+
+    def _rotate_for(self, incoming: int) -> None:
+        """Move the file to `.1` (replacing the older generation) if `incoming` bytes would pass the limit."""
+        try:
+            size = os.stat(self.path).st_size
+        except FileNotFoundError:
+            return
+        if size and size + incoming > self.max_bytes:
+            os.replace(self.path, self.path.with_suffix(".1"))
+
+
+def read(path: Path) -> list[dict[str, Any]]:
+    """The records in a log file, oldest first, as dicts; damaged lines are skipped, a missing file is empty."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    records = []
+    for raw in data.splitlines():
+        try:
+            record = json.loads(raw.decode())
+        except (UnicodeDecodeError, ValueError):
+            continue  # a torn last line after a crash, or junk: the others are still good
+        if isinstance(record, dict):
+            records.append(record)
+    return records

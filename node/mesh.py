@@ -1,0 +1,447 @@
+"""The coordinator's shell around placement: a run's generations placed on the mesh and performed.
+
+`Mesh` builds a `ClusterView` from this node's own service and what its peers last said (their
+descriptions and beats), asks the pure `place()` for decisions, and performs them:
+
+- **Batched, critical path first.** Every generation that asks for a node in the same turn of
+  the event loop is placed by one `place()` call, so ready agents are spread over the mesh
+  in critical-path order instead of piling onto the fastest node.
+- **Probe and bind late.** The best two candidates are asked for an `Offer`; each answers with
+  its own current estimate and a short lease; the generation runs on the better reply. The
+  other lease simply expires. Each node enforces its own admission limits, so coordinators
+  placing at the same moment cannot overload it and nobody holds a global lock.
+- **Fail over.** A broken stream, a peer that stops beating or a node whose runtime fails
+  moves the generation to the best node that has not failed it, up to its attempts. The
+  coordinator itself goes through the same service as its peers (no RPC), so its own
+  limits count its runs and its peers' alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Protocol, Union
+
+from orc.node.description import Load, NodeDescription
+from orc.node.rpc.errors import ResourceExhausted, RpcError
+from orc.node.rpc.types import (
+    AgentPayload,
+    ExecuteEvent,
+    ExecuteRequest,
+    ExecutionFailed,
+    ExecutionResult,
+    ExecutionStarted,
+    ExecutionTokens,
+    OfferReply,
+    OfferRequest,
+)
+from orc.node.runtimes.base import ChatMessage, GenerationDone, GenerationParams, TokenChunk
+from orc.scheduler.ensemble import Placement
+from orc.scheduler.loader import split_model_ref
+from orc.scheduler.placement import (
+    ClusterView,
+    Decision,
+    Demand,
+    Estimate,
+    HeldModel,
+    NodeView,
+    estimated_prompt_tokens,
+    place,
+)
+
+if TYPE_CHECKING:
+    from orc.node.service import NodeService
+
+log = logging.getLogger(__name__)
+
+PROBES = 2  # Offers per placement: the best two (Sparrow's "power of two choices")
+OFFER_TIMEOUT = 2.0
+DEFAULT_NETWORK_S = 0.002  # a LAN round trip before any was measured
+# Work this coordinator bound to a peer counts in that peer's backlog until a beat taken after
+# the binding reports it; beats come every second, so a few seconds is plenty.
+RECENT_WORK_S = 3.0
+# How often a running generation checks that its node is still alive. A killed peer closes its
+# socket and the stream breaks at once; this catches the pulled cable, which never closes.
+LIVENESS_CHECK_S = 0.5
+# Waiting for room when every candidate refused (all queues full): from quick to patient.
+BUSY_RETRY_FIRST_S = 0.1
+BUSY_RETRY_MAX_S = 1.0
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One LLM generation of a run, to be placed and performed."""
+
+    run_id: str
+    agent: str  # as the progress shows it: "name", "parent/name", "name[i]"
+    model: str  # "ID" or "ID@RUNTIME"
+    sha256: str | None  # the weights this node has under that id; None when it has none
+    messages: tuple[ChatMessage, ...]
+    params: GenerationParams
+    placement: Placement
+    rank: float  # critical-path length from this agent to the end of its ensemble, seconds
+    attempts: int  # nodes it may be tried on
+    deadline_s: float | None = None
+    local: bool = False  # `--local`: this node only
+
+    @property
+    def prompt_chars(self) -> int:
+        return sum(len(m.content) for m in self.messages)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The generation now runs on this node; `replaces` tells why an earlier node was dropped."""
+
+    node_id: str
+    node_name: str
+    replaces: str | None = None
+
+
+MeshEvent = Union[Bound, TokenChunk, GenerationDone]
+
+
+class NoNode(Exception):
+    """No node of the mesh can run this generation now (the message says why, node by node)."""
+
+
+class _Lost(Exception):
+    """The node running a generation failed it; another node may still succeed."""
+
+
+@dataclass(frozen=True)
+class PeerState:
+    """A peer as the coordinator knows it: its last description, liveness and last beat's load."""
+
+    node_id: str
+    description: NodeDescription | None
+    alive: bool
+    load: Load | None = None
+    load_at: float | None = None  # when that beat arrived
+
+
+class PeerLink(Protocol):
+    """What the coordinator needs of a connection to a peer (`orc.node.rpc.client.PeerClient`)."""
+
+    async def offer(self, request: OfferRequest, timeout: float = ...) -> OfferReply: ...
+
+    def execute(self, request: ExecuteRequest, timeout: float | None = None) -> AsyncIterator[ExecuteEvent]: ...
+
+    async def cancel(self, execution_id: str, timeout: float = ...) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+def execution_id(run_id: str, agent: str, attempt: int) -> str:
+    """Derived, not negotiated: the same generation attempt has the same id everywhere."""
+    return hashlib.sha256(f"{run_id}\0{agent}\0{attempt}".encode()).hexdigest()[:32]
+
+
+class Mesh:
+    """Places and performs generations for the runs this node coordinates."""
+
+    def __init__(self, *, service: "NodeService", peers: Callable[[], Iterable[PeerState]],
+                 link: Callable[[str, str], PeerLink], clock: Callable[[], float] = time.time) -> None:
+        self.service = service
+        self.node_id: str = service.membership.identity.node_id
+        self._peers = peers
+        self._link = link
+        self._clock = clock
+        self._links: dict[str, PeerLink] = {}
+        self._network: dict[str, float] = {}  # node id -> smoothed Offer round trip, seconds
+        self._recent: list[tuple[str, float, float]] = []  # (node id, work seconds, bound at)
+        self._pending: list[tuple[Demand, asyncio.Future[Decision]]] = []
+
+    # ---- what the mesh has ----
+
+    def view(self, local: bool = False) -> ClusterView:
+        """Every node as this coordinator sees it now (only itself with `local`)."""
+        now = self._clock()
+        own = self.service.describe()
+        nodes = [_node_view(own, True, own.load, None, 0.0)]
+        if not local:
+            for peer in self._peers():
+                if peer.description is None or peer.node_id == self.node_id:
+                    continue
+                view = _node_view(peer.description, peer.alive, peer.load, peer.load_at,
+                                  self._network.get(peer.node_id, DEFAULT_NETWORK_S))
+                since = peer.load_at if peer.load_at is not None else now - RECENT_WORK_S
+                extra = sum(work for node, work, at in self._recent if node == peer.node_id and at >= since)
+                nodes.append(replace(view, backlog_s=view.backlog_s + extra))
+        return ClusterView(self.node_id, tuple(nodes))
+
+    def offers(self, model_ref: str, local: bool = False) -> bool:
+        """Some live node (this one included) serves the model `model_ref` names."""
+        model_id, runtime = split_model_ref(model_ref)
+        return any(n.alive and any(m.id == model_id and runtime in (None, m.runtime) for m in n.models)
+                   for n in self.view(local).nodes)
+
+    def tagged(self, tags: Iterable[str], local: bool = False) -> bool:
+        """Some live node carries every one of `tags`."""
+        wanted = frozenset(tags)
+        return any(n.alive and wanted <= n.tags for n in self.view(local).nodes)
+
+    def model_ids(self, local: bool = False) -> tuple[str, ...]:
+        return tuple(sorted({m.id for n in self.view(local).nodes if n.alive for m in n.models}))
+
+    def demand(self, key: str, model_ref: str, sha256: str | None, prompt_tokens: int, max_tokens: int,
+               placement: Placement, rank: float, local: bool = False,
+               exclude: frozenset[str] = frozenset()) -> Demand:
+        """What placement needs to know about one generation."""
+        model_id, runtime = split_model_ref(model_ref)
+        return Demand(
+            key=key, model_id=model_id, runtime=runtime, sha256=sha256, prompt_tokens=prompt_tokens,
+            max_tokens=max_tokens, rank=rank, local_only=placement.local_only or local,
+            require_tags=placement.require_tags, prefer_tags=placement.prefer_tags, exclude=exclude)
+
+    # ---- placing ----
+
+    async def decide(self, demand: Demand, local: bool = False) -> Decision:
+        """The decision for `demand`, placed together with every demand asked in the same loop turn."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Decision] = loop.create_future()
+        self._pending.append((demand, future))
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush, local)
+        return await future
+
+    def _flush(self, local: bool) -> None:
+        pending, self._pending = self._pending, []
+        try:
+            decisions = {d.key: d for d in place([demand for demand, _ in pending], self.view(local), self._clock())}
+        except Exception as error:  # noqa: BLE001 - hand the failure to every waiter, never lose one
+            for _, future in pending:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        now = self._clock()
+        self._recent = [r for r in self._recent if r[2] > now - RECENT_WORK_S]
+        for demand, future in pending:
+            chosen = decisions[demand.key].choice
+            if chosen is not None:
+                # Counted at once, not when bound: generations placed in the next turns (before
+                # this one's Offers come back) must already see this node as busier.
+                self._recent.append((chosen.node_id, chosen.work_s, now))
+            if not future.done():
+                future.set_result(decisions[demand.key])
+
+    # ---- performing ----
+
+    async def generate(self, generation: Generation) -> AsyncIterator[MeshEvent]:
+        """Place `generation`, run it, and yield where it runs, its tokens and its result.
+
+        Raises NoNode when no node can run it (or every node it was tried on failed it).
+        """
+        failed: dict[str, str] = {}  # node id -> what went wrong there
+        names: dict[str, str] = {}
+        replaces: str | None = None
+        wait = BUSY_RETRY_FIRST_S
+        attempt = 0
+        key = f"{generation.run_id}/{generation.agent}"
+        while True:
+            demand = self.demand(key, generation.model, generation.sha256,
+                                 estimated_prompt_tokens(generation.prompt_chars), generation.params.max_tokens,
+                                 generation.placement, generation.rank, generation.local, frozenset(failed))
+            decision = await self.decide(demand, generation.local)
+            if decision.choice is None:
+                raise NoNode(_no_node_message(decision, failed, names))
+            bound = await self._bind(generation, decision)
+            if bound is None:  # every candidate is full right now: wait for room, then place again
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, BUSY_RETRY_MAX_S)
+                continue
+            estimate, lease = bound
+            names[estimate.node_id] = estimate.name
+            attempt += 1
+            if estimate.node_id != decision.choice.node_id:
+                self._recent.append((estimate.node_id, estimate.work_s, self._clock()))
+            yield Bound(estimate.node_id, estimate.name, replaces)
+            try:
+                async for event in self._execute(generation, estimate, lease, attempt):
+                    yield event
+                return
+            except ResourceExhausted as error:
+                # The node filled up between its Offer and our Execute (its lease expired): not
+                # its fault, place again without counting the node out.
+                log.info("%s: %s refused the execution (%s); placing again", generation.agent, estimate.name, error)
+                attempt -= 1
+                continue
+            except _Lost as error:
+                failed[estimate.node_id] = str(error)
+                log.warning("%s failed on %s: %s", generation.agent, estimate.name, error)
+                if len(failed) >= generation.attempts:
+                    raise NoNode(f"failed on {len(failed)} node(s): "
+                                 + "; ".join(f"{names.get(n, n)}: {why}" for n, why in failed.items())) from None
+                replaces = f"{estimate.name}: {error}"
+
+    async def _bind(self, generation: Generation, decision: Decision) -> tuple[Estimate, str] | None:
+        """Ask the best candidates for an Offer, two at a time; the better accepted one wins."""
+        model_id, _ = split_model_ref(generation.model)
+        candidates = list(decision.candidates)
+        while candidates:
+            probes, candidates = candidates[:PROBES], candidates[PROBES:]
+            replies = await asyncio.gather(*(self._offer(generation, model_id, c) for c in probes))
+            accepted = [(reply.estimated_finish_ms / 1000 + c.network_s, index, c, reply.lease_id)
+                        for index, (c, reply) in enumerate(zip(probes, replies)) if reply.accepted]
+            if accepted:
+                _, _, estimate, lease = min(accepted, key=lambda a: (a[0], a[1]))
+                return estimate, lease
+        return None
+
+    async def _offer(self, generation: Generation, model_id: str, estimate: Estimate) -> OfferReply:
+        request = OfferRequest(generation.run_id, generation.agent, model_id,
+                               self._sha256_on(estimate, model_id) or "",
+                               estimated_prompt_tokens(generation.prompt_chars), generation.params.max_tokens)
+        if estimate.node_id == self.node_id:
+            return await self.service.offer(self.node_id, request)
+        started = time.perf_counter()
+        try:
+            reply = await self._peer(estimate.node_id).offer(request, timeout=OFFER_TIMEOUT)
+        except (RpcError, _Lost) as error:
+            return OfferReply(accepted=False, reason=f"offer failed: {error}")
+        rtt = time.perf_counter() - started
+        previous = self._network.get(estimate.node_id)
+        self._network[estimate.node_id] = rtt if previous is None else 0.8 * previous + 0.2 * rtt
+        return reply
+
+    def _sha256_on(self, estimate: Estimate, model_id: str) -> str | None:
+        """The digest of the variant the estimate was for, on that node."""
+        node = self.view().node(estimate.node_id)
+        if node is None:
+            return None
+        return next((m.sha256 for m in node.models if m.id == model_id and m.runtime == estimate.runtime), None)
+
+    async def _execute(self, generation: Generation, estimate: Estimate, lease: str,
+                       attempt: int) -> AsyncIterator[TokenChunk | GenerationDone]:
+        """Run the generation on the bound node; raise _Lost if that node fails it."""
+        model_id, _ = split_model_ref(generation.model)
+        request = ExecuteRequest(
+            execution_id=execution_id(generation.run_id, generation.agent, attempt), run_id=generation.run_id,
+            agent=generation.agent, lease_id=lease,
+            deadline_ms=int(generation.deadline_s * 1000) if generation.deadline_s else 0,
+            payload=AgentPayload(model_id, self._sha256_on(estimate, model_id) or "", generation.messages,
+                                 generation.params))
+        local = estimate.node_id == self.node_id
+        stream = (self.service.execute(self.node_id, request) if local
+                  else self._peer(estimate.node_id).execute(request))
+        events: asyncio.Queue[object] = asyncio.Queue()
+        pump = asyncio.create_task(_pump(stream, events), name=f"execute {generation.agent}")
+        finished = False
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(events.get(), LIVENESS_CHECK_S)
+                except asyncio.TimeoutError:
+                    if not local and not self._alive(estimate.node_id):
+                        raise _Lost("the node stopped answering") from None
+                    continue
+                match item:
+                    case ExecutionStarted():
+                        pass
+                    case ExecutionTokens(text=text):
+                        yield TokenChunk(text)
+                    case ExecutionResult(output=text, usage=usage, finish_reason=reason):
+                        finished = True
+                        yield GenerationDone(text, usage, reason)
+                        return
+                    case ExecutionFailed(code=code, message=message):
+                        finished = True
+                        if code == "deadline":
+                            raise NoNode(f"timed out on {estimate.name}: {message}")
+                        raise _Lost(f"{code}: {message}")
+                    case _StreamEnded():
+                        finished = True
+                        raise _Lost("the stream ended without a result")
+                    case _StreamBroke(error=error):
+                        finished = True
+                        if isinstance(error, ResourceExhausted):
+                            raise error
+                        raise _Lost(str(error) or type(error).__name__)
+                    case _:
+                        raise AssertionError(f"unexpected execution event {item!r}")
+        finally:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+            if not finished and not local:
+                # Abandoned (Ctrl-C, the agent's timeout, a dead node): tell the node to stop
+                # generating; if it is gone, there is nothing to stop.
+                asyncio.get_running_loop().create_task(self._cancel(estimate.node_id, request.execution_id))
+
+    async def _cancel(self, node_id: str, execution: str) -> None:
+        try:
+            await self._peer(node_id).cancel(execution, timeout=1.0)
+        except (RpcError, OSError) as error:
+            log.debug("cancel of %s on %s: %s", execution, node_id, error)
+
+    def _alive(self, node_id: str) -> bool:
+        return any(p.node_id == node_id and p.alive for p in self._peers())
+
+    def _peer(self, node_id: str) -> PeerLink:
+        link = self._links.get(node_id)
+        if link is None:
+            address = next((p.description.addresses[0] for p in self._peers()
+                            if p.node_id == node_id and p.description is not None and p.description.addresses), None)
+            if address is None:
+                raise _Lost(f"no address known for node {node_id}")
+            link = self._links[node_id] = self._link(node_id, address)
+        return link
+
+    def forget(self, node_id: str) -> None:
+        """Drop the connection to a peer (it died or was revoked); the next call dials afresh."""
+        link = self._links.pop(node_id, None)
+        if link is not None:
+            asyncio.get_running_loop().create_task(link.close())
+
+    async def close(self) -> None:
+        links, self._links = list(self._links.values()), {}
+        await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
+
+
+@dataclass(frozen=True)
+class _StreamEnded:
+    pass
+
+
+@dataclass(frozen=True)
+class _StreamBroke:
+    error: BaseException
+
+
+async def _pump(stream: AsyncIterator[ExecuteEvent], into: "asyncio.Queue[object]") -> None:
+    """Move a node's execution events into a queue, so the reader can time out without
+    cancelling the stream."""
+    try:
+        async for event in stream:
+            into.put_nowait(event)
+        into.put_nowait(_StreamEnded())
+    except asyncio.CancelledError:
+        raise
+    except (RpcError, OSError, Exception) as error:  # noqa: BLE001 - whatever broke, the reader decides
+        into.put_nowait(_StreamBroke(error))
+    finally:
+        close = getattr(stream, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def _node_view(description: NodeDescription, alive: bool, load: Load | None, load_at: float | None,
+               network_s: float) -> NodeView:
+    models = tuple(HeldModel(m.id, m.runtime, m.sha256, m.size_bytes, m.loaded, m.prefill_tokens_per_s,
+                             m.decode_tokens_per_s) for m in description.models)
+    load = load or description.load
+    return NodeView(node_id=description.node_id, name=description.name, alive=alive, models=models,
+                    tags=frozenset(description.tags), memory_available_bytes=description.hardware.ram_available_bytes,
+                    backlog_s=load.backlog_ms / 1000, network_s=network_s)
+
+
+def _no_node_message(decision: Decision, failed: dict[str, str], names: dict[str, str]) -> str:
+    parts = []
+    for rejection in decision.rejected:
+        why = failed.get(rejection.node_id)
+        parts.append(f"{rejection.name}: {why}" if why else f"{rejection.name}: {rejection.detail}")
+    head = "no node can run it" if not failed else "no other node can run it"
+    return f"{head} ({'; '.join(parts) or 'no node is known'})"
