@@ -37,6 +37,7 @@ class ExecutionRecord:
     prompt_chars: int  # characters of all messages together; the text itself is never logged
     outcome: str  # "completed" | "failed:<code>" | "cancelled" | "refused"
     seconds: float  # from arrival to the end, queueing included
+    queued_s: float | None = None  # waiting for a slot before generating; None if it never started
 
 
 class ExecutionLog:

@@ -170,7 +170,7 @@ class Daemon:
         service = NodeService(
             membership=membership, runtimes=runtimes, served=served,
             addresses=self.addresses, known_peers=lambda: peering.known_peers() if peering else (),
-            tags=self.options.tags, audit=ExecutionLog(self.home.state_dir / "executions.log"))
+            tags=self.options.tags, audit=ExecutionLog(self.home.state_dir / "executions.jsonl"))
         authorizer = Authorizer(is_revoked=membership.is_revoked)
         membership.on_revoked(lambda ids: [authorizer.cut_off(node_id) for node_id in ids])
         mesh_server, ports = await start_mesh_server(
@@ -356,7 +356,8 @@ def _peer_states(peering: Peering) -> tuple[PeerState, ...]:
     states = []
     for peer in peering.table.peers():
         load, at = peering.load_of(peer.node_id)
-        states.append(PeerState(peer.node_id, peer.description, peer.live and peer.verified, load, at))
+        states.append(PeerState(peer.node_id, peer.description, peer.live and peer.verified, load, at,
+                                peer.addresses[0] if peer.addresses else None))
     return tuple(states)
 
 

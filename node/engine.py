@@ -143,6 +143,7 @@ class Engine:
     local: bool = False  # `--local`: every agent stays on this node, even with a mesh
     _resolved: dict[tuple[int, str], ResolvedModel] = field(default_factory=dict)
     _ranks: dict[int, dict[str, float]] = field(default_factory=dict)
+    _epoch: float = 0.0  # when the current run (or resume) began
 
     # ---- before anything runs ----
 
@@ -310,7 +311,7 @@ class Engine:
         """
         # Preflight may hash a model file the first time (hundreds of MB): off the loop.
         await asyncio.to_thread(self.preflight, spec)
-        now = self.clock()
+        now = self._epoch = self.clock()
         writer: JournalWriter | None = None
         if resume is not None:
             run_id = resume.header.run_id
@@ -564,7 +565,7 @@ class Engine:
             messages=tuple(build_messages(resolved.system_prompt, agent_input, value)),
             params=generation_params(resolved, spec, self.seed), placement=spec.placement,
             rank=self._rank(ensemble, spec.name), attempts=max_attempts(spec, retryable=True),
-            deadline_s=timeout, local=self.local)
+            deadline_s=timeout, local=self.local, epoch=self._epoch)
         text = ""
         usage = Usage()
         try:

@@ -22,7 +22,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol, Union
 
@@ -70,6 +70,9 @@ LIVENESS_CHECK_S = 0.5
 # Waiting for room when every candidate refused (all queues full): from quick to patient.
 BUSY_RETRY_FIRST_S = 0.1
 BUSY_RETRY_MAX_S = 1.0
+# A node that accepts Offers but keeps refusing the Executes that follow is broken or hostile:
+# after this many refusals it counts as failed for that generation.
+MAX_REFUSALS = 3
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class Generation:
     attempts: int  # nodes it may be tried on
     deadline_s: float | None = None
     local: bool = False  # `--local`: this node only
+    epoch: float = 0.0  # when this run, or this resume of it, began: attempts of a resume get new ids
 
     @property
     def prompt_chars(self) -> int:
@@ -122,6 +126,7 @@ class PeerState:
     alive: bool
     load: Load | None = None
     load_at: float | None = None  # when that beat arrived
+    address: str | None = None  # where this node reached it (the address that verified)
 
 
 class PeerLink(Protocol):
@@ -136,9 +141,9 @@ class PeerLink(Protocol):
     async def close(self) -> None: ...
 
 
-def execution_id(run_id: str, agent: str, attempt: int) -> str:
+def execution_id(run_id: str, agent: str, attempt: int, epoch: float = 0.0) -> str:
     """Derived, not negotiated: the same generation attempt has the same id everywhere."""
-    return hashlib.sha256(f"{run_id}\0{agent}\0{attempt}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"{run_id}\0{agent}\0{attempt}\0{epoch!r}".encode()).hexdigest()[:32]
 
 
 class Mesh:
@@ -154,7 +159,8 @@ class Mesh:
         self._links: dict[str, PeerLink] = {}
         self._network: dict[str, float] = {}  # node id -> smoothed Offer round trip, seconds
         self._recent: list[tuple[str, float, float]] = []  # (node id, work seconds, bound at)
-        self._pending: list[tuple[Demand, asyncio.Future[Decision]]] = []
+        self._pending: list[tuple[Demand, bool, asyncio.Future[Decision]]] = []
+        self._tasks: set[asyncio.Future[object]] = set()
 
     # ---- what the mesh has ----
 
@@ -204,23 +210,26 @@ class Mesh:
         """The decision for `demand`, placed together with every demand asked in the same loop turn."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Decision] = loop.create_future()
-        self._pending.append((demand, future))
+        self._pending.append((demand, local, future))
         if len(self._pending) == 1:
-            loop.call_soon(self._flush, local)
+            loop.call_soon(self._flush)
         return await future
 
-    def _flush(self, local: bool) -> None:
+    def _flush(self) -> None:
         pending, self._pending = self._pending, []
+        decisions: dict[str, Decision] = {}
         try:
-            decisions = {d.key: d for d in place([demand for demand, _ in pending], self.view(local), self._clock())}
+            for local in {local for _, local, _ in pending}:  # `--local` runs see only this node
+                demands = [demand for demand, flag, _ in pending if flag == local]
+                decisions.update((d.key, d) for d in place(demands, self.view(local), self._clock()))
         except Exception as error:  # noqa: BLE001 - hand the failure to every waiter, never lose one
-            for _, future in pending:
+            for _, _, future in pending:
                 if not future.done():
                     future.set_exception(error)
             return
         now = self._clock()
         self._recent = [r for r in self._recent if r[2] > now - RECENT_WORK_S]
-        for demand, future in pending:
+        for demand, _, future in pending:
             chosen = decisions[demand.key].choice
             if chosen is not None:
                 # Counted at once, not when bound: generations placed in the next turns (before
@@ -237,6 +246,7 @@ class Mesh:
         Raises NoNode when no node can run it (or every node it was tried on failed it).
         """
         failed: dict[str, str] = {}  # node id -> what went wrong there
+        refusals: dict[str, int] = {}  # node id -> Executes it refused after accepting the Offer
         names: dict[str, str] = {}
         replaces: str | None = None
         wait = BUSY_RETRY_FIRST_S
@@ -266,16 +276,22 @@ class Mesh:
                 return
             except ResourceExhausted as error:
                 # The node filled up between its Offer and our Execute (its lease expired): not
-                # its fault, place again without counting the node out.
+                # its fault, place again without counting the node out, unless it keeps doing it.
+                refusals[estimate.node_id] = refusals.get(estimate.node_id, 0) + 1
+                if refusals[estimate.node_id] >= MAX_REFUSALS:
+                    failed[estimate.node_id] = f"refused the execution {MAX_REFUSALS} times after offering it"
+                    if len(failed) >= generation.attempts:
+                        raise NoNode(_failed_message(failed, names)) from None
                 log.info("%s: %s refused the execution (%s); placing again", generation.agent, estimate.name, error)
                 attempt -= 1
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, BUSY_RETRY_MAX_S)
                 continue
             except _Lost as error:
                 failed[estimate.node_id] = str(error)
                 log.warning("%s failed on %s: %s", generation.agent, estimate.name, error)
                 if len(failed) >= generation.attempts:
-                    raise NoNode(f"failed on {len(failed)} node(s): "
-                                 + "; ".join(f"{names.get(n, n)}: {why}" for n, why in failed.items())) from None
+                    raise NoNode(_failed_message(failed, names)) from None
                 replaces = f"{estimate.name}: {error}"
 
     async def _bind(self, generation: Generation, decision: Decision) -> tuple[Estimate, str] | None:
@@ -320,7 +336,8 @@ class Mesh:
         """Run the generation on the bound node; raise _Lost if that node fails it."""
         model_id, _ = split_model_ref(generation.model)
         request = ExecuteRequest(
-            execution_id=execution_id(generation.run_id, generation.agent, attempt), run_id=generation.run_id,
+            execution_id=execution_id(generation.run_id, generation.agent, attempt, generation.epoch),
+            run_id=generation.run_id,
             agent=generation.agent, lease_id=lease,
             deadline_ms=int(generation.deadline_s * 1000) if generation.deadline_s else 0,
             payload=AgentPayload(model_id, self._sha256_on(estimate, model_id) or "", generation.messages,
@@ -369,12 +386,12 @@ class Mesh:
             if not finished and not local:
                 # Abandoned (Ctrl-C, the agent's timeout, a dead node): tell the node to stop
                 # generating; if it is gone, there is nothing to stop.
-                asyncio.get_running_loop().create_task(self._cancel(estimate.node_id, request.execution_id))
+                self._background(self._cancel(estimate.node_id, request.execution_id))
 
     async def _cancel(self, node_id: str, execution: str) -> None:
         try:
             await self._peer(node_id).cancel(execution, timeout=1.0)
-        except (RpcError, OSError) as error:
+        except (RpcError, OSError, _Lost) as error:
             log.debug("cancel of %s on %s: %s", execution, node_id, error)
 
     def _alive(self, node_id: str) -> bool:
@@ -383,8 +400,9 @@ class Mesh:
     def _peer(self, node_id: str) -> PeerLink:
         link = self._links.get(node_id)
         if link is None:
-            address = next((p.description.addresses[0] for p in self._peers()
-                            if p.node_id == node_id and p.description is not None and p.description.addresses), None)
+            address = next((p.address or (p.description.addresses[0] if p.description and p.description.addresses
+                                          else None)
+                            for p in self._peers() if p.node_id == node_id), None)
             if address is None:
                 raise _Lost(f"no address known for node {node_id}")
             link = self._links[node_id] = self._link(node_id, address)
@@ -394,7 +412,13 @@ class Mesh:
         """Drop the connection to a peer (it died or was revoked); the next call dials afresh."""
         link = self._links.pop(node_id, None)
         if link is not None:
-            asyncio.get_running_loop().create_task(link.close())
+            self._background(link.close())
+
+    def _background(self, work: Awaitable[object]) -> None:
+        """Run `work` without waiting for it, holding a reference until it is done."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
         links, self._links = list(self._links.values()), {}
@@ -436,6 +460,10 @@ def _node_view(description: NodeDescription, alive: bool, load: Load | None, loa
     return NodeView(node_id=description.node_id, name=description.name, alive=alive, models=models,
                     tags=frozenset(description.tags), memory_available_bytes=description.hardware.ram_available_bytes,
                     backlog_s=load.backlog_ms / 1000, network_s=network_s)
+
+
+def _failed_message(failed: dict[str, str], names: dict[str, str]) -> str:
+    return f"failed on {len(failed)} node(s): " + "; ".join(f"{names.get(n, n)}: {why}" for n, why in failed.items())
 
 
 def _no_node_message(decision: Decision, failed: dict[str, str], names: dict[str, str]) -> str:

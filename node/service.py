@@ -241,6 +241,18 @@ class NodeService:
         prompt_chars = sum(len(message.content) for message in payload.messages)
         model = payload.model_id
         outcome = "failed:internal"  # replaced on every path this method knows of
+        began: float | None = None  # when it left the queue and started generating
+        logged = False
+
+        def write_log() -> None:
+            nonlocal logged
+            if self._audit is not None and not logged:
+                logged = True
+                self._audit.append(ExecutionRecord(
+                    at=arrived, caller=caller, run_id=request.run_id, agent=request.agent, model=model,
+                    execution_id=request.execution_id, prompt_chars=prompt_chars, outcome=outcome,
+                    seconds=round(self._clock() - arrived, 3),
+                    queued_s=None if began is None else round(began - arrived, 3)))
         try:
             try:
                 served = self._model(payload.model_id, payload.model_sha256)
@@ -285,6 +297,7 @@ class NodeService:
                     outcome = "cancelled"
                     yield ExecutionFailed("cancelled", "cancelled by the caller", retryable=False)
                     return
+                began = self._clock()
                 # aclosing: when the caller goes away mid-stream, the generation stops now, not at GC.
                 async with aclosing(self._generate(served, runtime, payload, execution, ends,
                                                    request.deadline_ms)) as events:
@@ -298,6 +311,10 @@ class NodeService:
                                 pass
                             case _:
                                 assert_never(event)
+                        if isinstance(event, (ExecutionResult, ExecutionFailed)):
+                            # Logged before the caller learns the outcome: whoever has the result
+                            # can already find it in the log.
+                            write_log()
                         yield event
             finally:
                 self._executions.pop(request.execution_id, None)
@@ -308,11 +325,7 @@ class NodeService:
             outcome = "cancelled"  # the caller went away
             raise
         finally:
-            if self._audit is not None:
-                self._audit.append(ExecutionRecord(
-                    at=arrived, caller=caller, run_id=request.run_id, agent=request.agent, model=model,
-                    execution_id=request.execution_id, prompt_chars=prompt_chars, outcome=outcome,
-                    seconds=round(self._clock() - arrived, 3)))
+            write_log()
 
     async def _generate(self, served: _Served, runtime: ModelRuntime, payload: AgentPayload, execution: _Execution,
                         ends: float | None, deadline_ms: int) -> AsyncIterator[ExecuteEvent]:

@@ -114,7 +114,7 @@ def describe_run(contents: JournalContents, state: RunState) -> str:
         took = f"{record.finished_at - record.started_at:.1f}s" if record.finished_at and record.started_at else ""
         usage = f"{record.usage.prompt_tokens}+{record.usage.completion_tokens} tok" if record.usage.completion_tokens else ""
         meta = " · ".join(x for x in (record.node_id or "", record.model or "", took, usage,
-                                       f"{record.attempts} attempts" if record.attempts > 1 else "") if x)
+                                       f"{record.tries} attempts" if record.tries > 1 else "") if x)
         lines.append(f"  - {name}: {record.status.value}  {meta}")
         if record.error:
             lines.append(f"      error: {record.error}")
@@ -133,8 +133,8 @@ def run_json(contents: JournalContents, state: RunState) -> dict:
         "input": thaw(contents.header.input),
         "deliverable": thaw(deliverable(state)) if end else None,
         "results": {
-            name: {"status": r.status.value, "output": thaw(r.output), "node_id": r.node_id, "model": r.model,
-                   "attempts": r.attempts, "started_at": r.started_at, "finished_at": r.finished_at,
+            name: {"status": r.status.value, "output": thaw(r.output), "node_id": r.node_id, "nodes": list(r.nodes),
+                   "model": r.model, "attempts": r.tries, "started_at": r.started_at, "finished_at": r.finished_at,
                    "usage": {"prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens},
                    "error": r.error}
             for name, r in state.agents.items()

@@ -25,7 +25,7 @@ def test_each_record_is_one_json_line_in_a_private_file(tmp_path):
     first = json.loads(lines[0])
     assert first == {"at": 1001.0, "caller": "peerid", "run_id": "run1", "agent": "agent1",
                      "model": "smollm2-135m-instruct@llama_cpp", "execution_id": "e1", "prompt_chars": 42,
-                     "outcome": "completed", "seconds": 0.25}
+                     "outcome": "completed", "seconds": 0.25, "queued_s": None}
     assert [r["outcome"] for r in read(path)] == ["completed", "failed:deadline"]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
