@@ -199,9 +199,12 @@ class Watched:
         return line.rsplit(" run ", 1)[1].strip()
 
     def finish(self, timeout: float = 300) -> tuple[int, str]:
-        out, _ = self.process.communicate(timeout=timeout)
+        # Not communicate(): it would read stderr too, racing the reader thread for lines.
+        assert self.process.stdout is not None
+        out = self.process.stdout.read()
+        code = self.process.wait(timeout=timeout)
         self._reader.join(timeout=5)
-        return self.process.returncode, out
+        return code, out
 
 
 def placed_on(watched: Watched, agent: str, names: dict[str, str], timeout: float = 120) -> str:
@@ -308,6 +311,25 @@ def test_two_coordinators_at_once_both_finish_within_every_nodes_limits(lan):
             assert begin >= end - 0.05, (key, intervals)
 
 
+def test_ctrl_c_cancels_the_remote_generation(lan):
+    nodes, ids, work = lan["nodes"], lan["ids"], lan["work"]
+    watched = Watched(nodes["pi"], work, "run", str(work / "chain.yaml"), "List animals.", "--watch", "long")
+    run_id = watched.run_id()
+    where = placed_on(watched, "long", ids)
+    watched.wait_for_text("┌ long", 120)
+    watched.process.send_signal(signal.SIGINT)
+    code, _ = watched.finish(timeout=30)
+    assert code == 130, watched.text()
+
+    def cancelled():
+        return [e for e in executions(nodes[where]) if e["run_id"] == run_id and e["agent"] == "long"
+                and e["outcome"] == "cancelled"]
+
+    [record] = wait_for(cancelled, 10, f"{where} to log the cancelled generation")
+    assert record["caller"] == ids["pi"]
+    assert record["seconds"] < 60  # stopped early, not run to its 400 tokens' end
+
+
 # ---- failures ----
 
 def test_a_peer_killed_mid_agent_costs_one_replacement(lan):
@@ -323,7 +345,7 @@ def test_a_peer_killed_mid_agent_costs_one_replacement(lan):
     code, _ = watched.finish()
     assert code == 0, watched.text()
     other = "mini" if victim == "hub" else "hub"
-    assert f"long moved to {other} ({victim}:" in watched.text()
+    assert f"long moved to {other} ({victim}:" in watched.text(), watched.text()
     long = json.loads(pi.orc("runs", "show", run_id, "--json").stdout)["results"]["long"]
     assert long["status"] == "completed" and long["attempts"] == 2
     assert long["nodes"] == [ids[victim], ids[other]] and long["node_id"] == ids[other]
