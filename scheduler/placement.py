@@ -261,7 +261,7 @@ def _estimate(demand: Demand, node: NodeView, coordinator: str, start: float,
     if demand.local_only and node.node_id != coordinator:
         return reject(Exclusion.LOCAL_ONLY, "local_only: the agent stays on the coordinator's device")
     if node.node_id in demand.exclude:
-        return reject(Exclusion.FAILED, "failed this agent earlier in this run")
+        return reject(Exclusion.FAILED, "failed earlier in this run (this generation failed there)")
     if not node.alive:
         return reject(Exclusion.DEAD, "dead (no beat from it)")
     missing = sorted(demand.require_tags - node.tags)

@@ -137,7 +137,9 @@ def render_deliverable(value: object) -> str:
 
 def render_plan(planned: RunPlanned) -> str:
     """`orc plan` / `--explain`: per agent, the chosen node, the other candidates, and the ruled-out ones."""
-    lines = [f"placement for {planned.ensemble} (estimated finish, from now; coordinator {planned.coordinator}):"]
+    names = {n.node_id: n.name for p in planned.agents for n in (*p.candidates, *p.rejected)}
+    coordinator = names.get(planned.coordinator, planned.coordinator)
+    lines = [f"placement for {planned.ensemble} (estimated finish from now; coordinator: {coordinator}):"]
     for plan in planned.agents:
         head = f"  {plan.agent}" + (f"  [{plan.model}]" if plan.model else f"  ({plan.kind})")
         lines.append(head)
@@ -154,7 +156,8 @@ def render_plan(planned: RunPlanned) -> str:
             flags = ", ".join(f for f in ("warm" if c.warm else "cold", "preferred" if c.preferred else "") if f)
             lines.append(f"    {mark} {c.name:<16} {c.finish_s - planned.at:7.1f}s  ({' + '.join(parts)}; {flags})")
         for r in plan.rejected:
-            lines.append(f"    ✗ {r.name:<16} {r.reason.value}: {r.detail}")
+            why = r.detail if r.detail.startswith(r.reason.value) else f"{r.reason.value}: {r.detail}"
+            lines.append(f"    ✗ {r.name:<16} {why}")
         if plan.kind == "llm" and not plan.candidates:
             lines.append("      no node can run it: the run would fail this agent")
     return "\n".join(lines)

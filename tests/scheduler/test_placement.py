@@ -66,7 +66,7 @@ def test_each_exclusion_has_its_reason_and_a_readable_detail():
         "e": (Exclusion.MISSING_TAG, "missing tags fast, gpu"),
         "f": (Exclusion.MISSING_TAG, "missing tag fast"),
         "g": (Exclusion.MISSING_TAG, "missing tag gpu"),
-        "h": (Exclusion.FAILED, "failed this agent earlier in this run"),
+        "h": (Exclusion.FAILED, "failed earlier in this run (this generation failed there)"),
     }
     got = reasons(one(demand(runtime="llama_cpp", sha256="c" * 64), view(node("c", held("other")),
                                                                         node("d", held(runtime="mlx")))))
