@@ -18,7 +18,7 @@ from orc.node.events import RunProgress
 from orc.node.home import Home
 from orc.node.membership import Membership
 from orc.node.mesh import Mesh
-from orc.node.rpc.errors import InvalidRequest, Unavailable
+from orc.node.rpc.errors import InvalidRequest, MeshCannotRun
 from orc.node.rpc.types import Invitation, NodeStatus, PeerView, RunRequest
 from orc.node.runtimes.base import ModelRuntime
 from orc.node.service import NodeService
@@ -71,7 +71,7 @@ class ControlService:
         """Coordinate a run for the local CLI (or only forecast it, or resume one), streaming its events.
 
         Invalid input raises InvalidRequest (exit 2); an ensemble the mesh cannot run raises
-        Unavailable (exit 3), both before anything ran.
+        MeshCannotRun (exit 3), both before anything ran.
         """
         from orc.node.api import Orc
 
@@ -94,7 +94,7 @@ class ControlService:
             engine.local = request.local
             await asyncio.to_thread(engine.preflight, spec)
         except RunRefused as error:
-            raise (Unavailable if error.exit_code == 3 else InvalidRequest)(str(error)) from None
+            raise (MeshCannotRun if error.exit_code == 3 else InvalidRequest)(str(error)) from None
         except (SchedulerError, ConfigInvalid, OSError) as error:
             raise InvalidRequest(str(error)) from None
         if resume is not None:

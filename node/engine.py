@@ -193,14 +193,21 @@ class Engine:
                         if self.mesh.offers(resolved.model, here):
                             self._resolved[(id(spec), agent.name)] = resolved
                             continue
-                        where = "this node" if here else "any live node"
                         have = ", ".join(self.mesh.model_ids(here)) or "none"
-                        missing.append(Problem(spec.source, agent.name,
-                                               f"no node has model '{resolved.model}' ({where}; models there: {have})"
-                                               + (" and the agent is local_only" if agent.placement.local_only
-                                                  and not self.local else ""),
-                                               "start a node that serves it, e.g. 'orc-node start --model "
-                                               f"{resolved.model}', or map it with model_aliases in your orc config"))
+                        if here:
+                            why = "it is local_only" if agent.placement.local_only else "the run is --local"
+                            missing.append(Problem(spec.source, agent.name,
+                                                   f"{why}, and this node does not serve model '{resolved.model}' "
+                                                   f"(models here: {have})",
+                                                   f"start this node with 'orc-node start --model {resolved.model}', "
+                                                   + ("or drop local_only" if agent.placement.local_only
+                                                      else "or run without --local")))
+                        else:
+                            missing.append(Problem(spec.source, agent.name,
+                                                   f"no live node has model '{resolved.model}' (models in the mesh: "
+                                                   f"{have})",
+                                                   "start a node that serves it, e.g. 'orc-node start --model "
+                                                   f"{resolved.model}', or map it with model_aliases in your orc config"))
                         continue
                     entry = self.catalog.get(resolved.model)
                     if entry is None:

@@ -109,6 +109,12 @@ class SocketInUse(Unavailable):
     """Another orc-node daemon already serves this home's control socket; stop it first."""
 
 
+class MeshCannotRun(RpcError):
+    """No node of the mesh can run part of this ensemble (a model or tag nobody has); nothing ran."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class SocketPathInvalid(RpcError):
     """The control socket path cannot be used (too long for a Unix socket, or not a socket)."""
 
@@ -143,7 +149,7 @@ _KINDS: dict[str, type[RpcError]] = {
     cls.__name__: cls
     for cls in (Unauthenticated, PermissionDenied, Revoked, JoinRefused, PinMismatch, PeerNotInMesh,
                 ResourceExhausted, RateLimited, NotCertificateAuthority, InvalidRequest, WireError,
-                NotFound, Unavailable, DaemonNotRunning, SocketInUse, SocketPathInvalid, TimedOut, Cancelled, NotImplementedYet, Internal)
+                NotFound, Unavailable, DaemonNotRunning, SocketInUse, MeshCannotRun, SocketPathInvalid, TimedOut, Cancelled, NotImplementedYet, Internal)
 }
 
 # The class a status code means when the server did not say more (not an orc node, or grpc
