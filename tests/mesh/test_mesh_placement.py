@@ -252,6 +252,26 @@ def test_plan_shows_candidates_exclusions_and_estimates(lan):
     assert "no such model" in text.stdout and "local_only" in text.stdout and "missing tag" in text.stdout
 
 
+def test_what_no_node_can_run_is_refused_before_anything_runs(lan):
+    pi, work = lan["nodes"]["pi"], lan["work"]
+    cases = {
+        "nowhere": ("model: llama-7b", "no live node has model 'llama-7b'"),
+        "untagged": (f"model: {SMOL}\n    placement: {{require_tags: [gpu]}}", "no node has the tags it requires (gpu)"),
+        "homeless": (f"model: {GEMMA}\n    placement: {{local_only: true}}",
+                     f"it is local_only, and this node does not serve model '{GEMMA}'"),
+    }
+    before = [executions(node) for node in lan["nodes"].values()]
+    for name, (body, message) in cases.items():
+        path = work / f"{name}.yaml"
+        path.write_text(f"name: {name}\nagents:\n  - name: a\n    {body}\n")
+        for command in ("run", "plan"):
+            done = pi.ns.run([python(), "-m", "orc.node.cli.orc", command, str(path), "hi"], env=pi.env, timeout=60)
+            assert done.returncode == 3, (name, command, done.stderr)
+            assert message in done.stderr and "Traceback" not in done.stderr
+            assert len(done.stderr.strip().splitlines()) == 1
+    assert [executions(node) for node in lan["nodes"].values()] == before
+
+
 def test_a_run_follows_the_models_and_keeps_local_only_at_home(lan):
     nodes, ids, work = lan["nodes"], lan["ids"], lan["work"]
     pi = nodes["pi"]
