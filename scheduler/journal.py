@@ -96,7 +96,10 @@ def _from_record(record: dict) -> RunEvent | RunHeader | RunEnded:
     if kind == "start":
         return AgentStarted(record["agent"], float(record["at"]), record.get("node_id"), record.get("model"))
     if kind == "bound":
-        return AgentBound(record["agent"], str(record["node_id"]), float(record["at"]), bool(record.get("failover")))
+        node_id = record["node_id"]
+        if not isinstance(node_id, str) or not node_id:
+            raise ValueError("a bound record names no node")
+        return AgentBound(record["agent"], node_id, float(record["at"]), bool(record.get("failover")))
     if kind == "ok":
         prompt, completion = record.get("usage") or (0, 0)
         return AgentSucceeded(record["agent"], record.get("output"), float(record["at"]), Usage(prompt, completion))

@@ -256,11 +256,12 @@ def _explain(engine: Any, spec: Any, err: bool = True) -> None:
 
 
 def _embedded_plan(engine: Any, spec: Any) -> dict:
-    from orc.scheduler.ensemble import LlmTask, ScriptTask
+    from orc.scheduler.ensemble import DispatchTask, EnsembleTask, LlmTask, LoopTask, ScriptTask
 
     agents = {}
     for agent in spec.agents:
-        kind = "llm" if isinstance(agent.task, LlmTask) else "script" if isinstance(agent.task, ScriptTask) else "composite"
+        kind = {LlmTask: "llm", ScriptTask: "script", EnsembleTask: "ensemble", LoopTask: "loop",
+                DispatchTask: "dispatch"}[type(agent.task)]
         agents[agent.name] = {"kind": kind, "model": engine.model_for(spec, agent), "choice": engine.node_id,
                               "candidates": [], "rejected": [],
                               "note": "embedded mode (no daemon): everything runs on this machine"}

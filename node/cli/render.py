@@ -65,7 +65,7 @@ class ProgressView:
                 self._line(render_plan(event))
             case AgentPlacedOn(agent=agent, node_name=name, replaces=replaces):
                 if replaces is not None:
-                    self._line(f"  {self._style('↻', '33')} {agent} moved to {name} ({replaces})")
+                    self._line(f"  {self._style('↻', '33')} {agent} moved to {name} ({printable(replaces)})")
                 else:
                     self._line(f"  {self._style('→', '36')} {agent} {self._style('on ' + name, '2')}")
             case AgentBegan(agent=agent, node_id=node, model=model, attempt=attempt, instances=instances):
@@ -135,6 +135,12 @@ def render_deliverable(value: object) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False, default=str)
 
 
+def printable(text: str) -> str:
+    """Text from another node, safe for a terminal: control characters (escape sequences) shown
+    as `?`, one line."""
+    return "".join(c if c.isprintable() else "?" for c in text.replace("\n", " "))
+
+
 def render_plan(planned: RunPlanned) -> str:
     """`orc plan` / `--explain`: per agent, the chosen node, the other candidates, and the ruled-out ones."""
     names = {n.node_id: n.name for p in planned.agents for n in (*p.candidates, *p.rejected)}
@@ -156,7 +162,8 @@ def render_plan(planned: RunPlanned) -> str:
             flags = ", ".join(f for f in ("warm" if c.warm else "cold", "preferred" if c.preferred else "") if f)
             lines.append(f"    {mark} {c.name:<16} {c.finish_s - planned.at:7.1f}s  ({' + '.join(parts)}; {flags})")
         for r in plan.rejected:
-            why = r.detail if r.detail.startswith(r.reason.value) else f"{r.reason.value}: {r.detail}"
+            detail = printable(r.detail)
+            why = detail if detail.startswith(r.reason.value) else f"{r.reason.value}: {detail}"
             lines.append(f"    ✗ {r.name:<16} {why}")
         if plan.kind == "llm" and not plan.candidates:
             lines.append("      no node can run it: the run would fail this agent")

@@ -95,6 +95,9 @@ MAX_VALUE_DEPTH = 64  # nesting of agent outputs: stops recursion bombs in msgpa
 MAX_RUN_EVENT_BYTES = 64 << 20  # one RunFinished carries every output of a run
 MAX_PAYLOAD_BYTES = 4 << 20
 MAX_THREADS = 1024  # --threads
+# Nodes one agent was bound to (a fan-out spreads over many; each failover adds one): as many as
+# a mesh may list, so a real record always decodes while a forged one stays bounded.
+MAX_NODES_PER_AGENT = 4096
 MAX_RUN_ID = 64  # run ids are 16 hex characters; a prefix is enough
 MAX_BACKLOG_MS = 7 * 24 * 3600 * 1000
 
@@ -528,7 +531,7 @@ def _record_from_body(value: object, agent: str) -> AgentRecord:
         started_at=_opt(body.get("started_at"), _time("started_at")),
         finished_at=_opt(body.get("finished_at"), _time("finished_at")),
         usage=Usage(_integer(usage[0], "prompt_tokens"), _integer(usage[1], "completion_tokens")),
-        nodes=tuple(_label(n, "agent node") for n in _list(body.get("nodes", []), "agent nodes", MAX_MODELS)),
+        nodes=tuple(_label(n, "agent node") for n in _list(body.get("nodes", []), "agent nodes", MAX_NODES_PER_AGENT)),
         failovers=_integer(body.get("failovers", 0), "failovers", maximum=1 << 20),
     )
 
@@ -544,6 +547,7 @@ def _plan_from_body(value: object) -> AgentPlan:
     body = _map(value, "agent plan")
     agent = _agent_name(body.get("agent"))
     seconds = _time("estimate")
+    duration = lambda v: _number(v, "estimate", minimum=0.0, maximum=1e9)  # noqa: E731
     candidates = []
     for item in _list(body.get("candidates"), "candidates", MAX_PEERS_LISTED):
         row = _list(item, "candidate", 10)
@@ -551,7 +555,7 @@ def _plan_from_body(value: object) -> AgentPlan:
             _fail("candidate", "expected 10 fields")
         candidates.append(Estimate(
             node_id=_label(row[0], "candidate node"), name=_label(row[1], "candidate name"), start_s=seconds(row[2]),
-            load_s=seconds(row[3]), prefill_s=seconds(row[4]), decode_s=seconds(row[5]), network_s=seconds(row[6]),
+            load_s=duration(row[3]), prefill_s=duration(row[4]), decode_s=duration(row[5]), network_s=duration(row[6]),
             warm=_bool(row[7], "warm"), preferred=_bool(row[8], "preferred"), runtime=_label(row[9], "runtime")))
     rejected = []
     for item in _list(body.get("rejected"), "rejected", MAX_PEERS_LISTED):

@@ -1,10 +1,20 @@
 """The run journal: append-only, durable per record, tolerant of a torn tail, strict elsewhere."""
 
+import msgpack
 import pytest
 
 from orc.scheduler.errors import JournalCorrupt, RunNotFound
 from orc.scheduler.journal import JournalWriter, RunEnded, RunHeader, read_journal
-from orc.scheduler.run import AgentFailed, AgentSkipped, AgentStarted, AgentSucceeded, Usage
+from orc.scheduler.run import (
+    AgentBound,
+    AgentFailed,
+    AgentSkipped,
+    AgentStarted,
+    AgentSucceeded,
+    Usage,
+    apply,
+    initial_state,
+)
 from orc.scheduler.values import freeze
 
 
@@ -69,3 +79,46 @@ def test_write_failure_is_one_clear_error(tmp_path, monkeypatch):
     blocked.write_text("a file where the runs folder should be")
     with pytest.raises(JournalWriteFailed, match="cannot create the run journal"):
         JournalWriter.create(blocked / "x.journal", RunHeader("x", "e", None, "in", 1.0))
+
+
+def test_bindings_round_trip_with_their_failover_flag(tmp_path):
+    path = tmp_path / "runs" / "b.journal"
+    writer = JournalWriter.create(path, RunHeader("b", "ens", None, "in", 1.0, ("a",)))
+    events = [AgentStarted("a", 2.0, None, "m"), AgentBound("a", "pi", 2.5),
+              AgentBound("a", "mac", 3.5, failover=True), AgentSucceeded("a", "done", 4.0)]
+    for event in events:
+        writer.append(event)
+    writer.close()
+    contents = read_journal(path)
+    assert contents.events == tuple(events)
+    bound = [e for e in contents.events if isinstance(e, AgentBound)]
+    assert [(e.node_id, e.failover) for e in bound] == [("pi", False), ("mac", True)]
+    assert all(type(e.failover) is bool and type(e.at) is float for e in bound)
+
+
+def test_a_replayed_journal_restores_nodes_and_failovers(tmp_path):
+    from orc.scheduler.loader import load_ensemble_text
+
+    spec = load_ensemble_text("name: e\nagents:\n  - {name: a, model: m}\n", tmp_path / "e.yaml")
+    path = tmp_path / "r.journal"
+    writer = JournalWriter.create(path, RunHeader("r", "e", None, "in", 1.0, ("a",)))
+    for event in (AgentStarted("a", 2.0, None, "m"), AgentBound("a", "pi", 2.1),
+                  AgentBound("a", "mac", 3.0, failover=True), AgentSucceeded("a", "ok", 4.0)):
+        writer.append(event)
+    writer.close()
+    state = initial_state("r", spec, "in", 1.0)
+    for event in read_journal(path).events:
+        state = apply(state, event)
+    record = state.agents["a"]
+    assert record.nodes == ("pi", "mac") and record.node_id == "mac" and record.failovers == 1 and record.tries == 2
+
+
+def test_a_binding_without_a_node_is_corrupt(tmp_path):
+    path = tmp_path / "x.journal"
+    writer = JournalWriter.create(path, RunHeader("x", "e", None, "in", 1.0))
+    writer.close()
+    with open(path, "ab") as stream:
+        stream.write(msgpack.packb({"t": "bound", "agent": "a", "at": 2.0, "failover": False}))
+        stream.write(msgpack.packb({"t": "end", "status": "completed", "at": 3.0}))
+    with pytest.raises(JournalCorrupt, match="malformed record 'bound'"):
+        read_journal(path)

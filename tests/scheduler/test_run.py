@@ -6,6 +6,7 @@ import pytest
 
 from orc.scheduler.loader import load_ensemble_text
 from orc.scheduler.run import (
+    AgentBound,
     AgentFailed,
     AgentSkipped,
     AgentStarted,
@@ -159,3 +160,52 @@ def test_status_and_resume():
     finished = run_to(state, AgentSucceeded("slow", "S", 4), AgentSkipped("after-fast", "x", 4),
                       AgentStarted("end", 4), AgentFailed("end", "y", 5))
     assert is_finished(finished) and run_status(finished) == "failed"
+
+
+def test_binding_records_the_node_and_each_distinct_node_once():
+    state = initial_state("r", spec_of(DIAMOND), "in", now=0.0)
+    state = run_to(state, AgentStarted("a", 1.0, None, "m"))  # mesh mode: the node is known once bound
+    assert state.agents["a"].node_id is None and state.agents["a"].nodes == ()
+    state = run_to(state, AgentBound("a", "pi", 1.1))
+    record = state.agents["a"]
+    assert record.node_id == "pi" and record.nodes == ("pi",) and record.failovers == 0
+    assert record.status is AgentStatus.RUNNING and record.attempts == 1 and record.model == "m"
+    # A fan-out's instances bind one by one: the same node again is not listed twice.
+    state = run_to(state, AgentBound("a", "pi", 1.2), AgentBound("a", "mac", 1.3), AgentBound("a", "pi", 1.4))
+    record = state.agents["a"]
+    assert record.nodes == ("pi", "mac") and record.node_id == "pi" and record.failovers == 0
+
+
+def test_failovers_count_as_tries():
+    state = initial_state("r", spec_of(DIAMOND), "in", now=0.0)
+    state = run_to(state, AgentStarted("a", 1.0), AgentBound("a", "pi", 1.1),
+                   AgentBound("a", "mac", 2.0, failover=True), AgentBound("a", "nuc", 3.0, failover=True))
+    record = state.agents["a"]
+    assert record.failovers == 2 and record.attempts == 1 and record.tries == 3
+    assert record.node_id == "nuc" and record.nodes == ("pi", "mac", "nuc")
+    # A failover back to a node used before counts, but does not repeat the node.
+    state = run_to(state, AgentBound("a", "pi", 4.0, failover=True))
+    assert state.agents["a"].failovers == 3 and state.agents["a"].nodes == ("pi", "mac", "nuc")
+    # A retry of the whole agent is an attempt; its new binding adds to what came before.
+    state = run_to(state, AgentFailed("a", "lost", 5.0, retryable=True), AgentStarted("a", 6.0),
+                   AgentBound("a", "box", 6.1), AgentSucceeded("a", "A", 7.0))
+    record = state.agents["a"]
+    assert record.attempts == 2 and record.failovers == 3 and record.tries == 5
+    assert record.nodes == ("pi", "mac", "nuc", "box") and record.node_id == "box"
+    assert record.status is AgentStatus.COMPLETED
+
+
+def test_resume_keeps_completed_records_with_their_nodes_and_resets_the_rest():
+    state = initial_state("r", spec_of(DIAMOND), "in", now=0.0)
+    state = run_to(state, AgentStarted("a", 1), AgentBound("a", "pi", 1), AgentBound("a", "mac", 2, failover=True),
+                   AgentSucceeded("a", "A", 3), AgentStarted("slow", 3), AgentBound("slow", "nuc", 3),
+                   AgentStarted("fast", 3), AgentBound("fast", "pi", 3), AgentBound("fast", "mac", 4, failover=True))
+    kept = state.agents["a"]
+    again = resumable(state)
+    assert again.agents["a"] == kept
+    assert again.agents["a"].nodes == ("pi", "mac") and again.agents["a"].failovers == 1 and again.agents["a"].tries == 2
+    for name in ("slow", "fast", "after-fast", "end"):
+        record = again.agents[name]
+        assert record.status is AgentStatus.PENDING and record.node_id is None
+        assert record.nodes == () and record.failovers == 0 and record.tries == 0
+    assert started(plan(again)) == ["fast", "slow"]

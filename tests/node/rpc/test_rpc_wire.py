@@ -12,7 +12,18 @@ from hypothesis import strategies as st
 from rpc_helpers import description_of, new_member
 
 from orc.node.description import Load, ModelOffer, NodeDescription, PeerAddress
-from orc.node.events import AgentBegan, AgentEnded, AgentRetrying, RunBegan, RunFinished, RunResult, TokenStreamed
+from orc.node.events import (
+    AgentBegan,
+    AgentEnded,
+    AgentPlacedOn,
+    AgentPlan,
+    AgentRetrying,
+    RunBegan,
+    RunFinished,
+    RunPlanned,
+    RunResult,
+    TokenStreamed,
+)
 from orc.node.hardware import Hardware
 from orc.node.identity.certificates import generate_key, make_csr
 from orc.node.identity.ids import MeshId, NodeId
@@ -47,6 +58,7 @@ from orc.node.rpc.types import (
 )
 from orc.node.runtimes.base import ChatMessage, GenerationParams
 from orc.proto.v1 import control_pb2, mesh_pb2
+from orc.scheduler.placement import Estimate, Exclusion, Rejection
 from orc.scheduler.run import AgentRecord, AgentStatus, RunId, Usage
 from orc.scheduler.values import freeze
 
@@ -77,12 +89,25 @@ _PAYLOAD = AgentPayload("smollm2-135m", SHA, (ChatMessage("system", "Be brief.")
                         GenerationParams(0.2, 64, 7, ("\n\n", "END"), 0.9))
 _RECORD = AgentRecord(AgentStatus.COMPLETED, 2, freeze({"answer": [1, 2.5, None, True, "x"], "n": {"k": "v"}}),
                       None, str(NODE), "smollm2-135m", 1.5, 2.5, Usage(10, 20))
+_BOUND_RECORD = AgentRecord(AgentStatus.COMPLETED, 1, "ok", None, "c" * 20, "smollm2-135m", 1.0, 4.0, Usage(5, 6),
+                            nodes=("b" * 20, "c" * 20), failovers=1)
+_PLANNED = RunPlanned("digest", str(NODE), 1_700_000_000.5, (
+    AgentPlan("summarize", "llm", "smollm2-135m",
+              (Estimate(str(NODE), "mac-mini", 1_700_000_000.5, 0.0, 0.25, 1.5, 0.0, True, False, "llama_cpp"),
+               Estimate("b" * 20, "pi", 1_700_000_002.0, 3.5, 1.25, 6.0, 0.004, False, True, "mlx")),
+              (Rejection("c" * 20, "laptop", Exclusion.NO_MODEL, "no model 'smollm2-135m'"),
+               Rejection("d" * 20, "nas", Exclusion.LOCAL_ONLY, "local_only: the agent stays on the coordinator's device"))),
+    AgentPlan("split", "script", None, note="runs on this node: scripts never leave the coordinator"),
+    AgentPlan("nowhere", "llm", "llama3:70b", (),
+              tuple(Rejection(n * 20, n, reason, reason.value) for n, reason in zip("efghij", Exclusion))),
+))
 _CSR = make_csr(generate_key(), "joiner")
 
 SAMPLES = [
     _description(),
     _MINIMAL,
     Beat(1_700_000_000_000, 9, 2, Load(0, 3, None)),
+    Beat(1_700_000_000_000, 9, 2, Load(2, 1, 0.5, backlog_ms=12_345)),
     RevocationsRequest(0),
     RevocationsRequest(17),
     RevocationsReply(b"\x91\x96"),
@@ -115,6 +140,8 @@ SAMPLES = [
     RevokeReply(5),
     RunRequest("perspectives", "Should we?", "/tmp/work", json=True, explain=True, local=False, seed=-3, threads=4),
     RunRequest("./review.yaml", None, "/"),
+    RunRequest("ignored", None, "/home/me", resume="0123456789abcdef"),
+    RunRequest("perspectives", "Should we?", "/tmp/work", plan=True),
     RunBegan(RunId("r1"), "digest", ("split", "summarize"), Path("/tmp/runs/r1.jsonl"), 1.5, resumed=True),
     RunBegan(RunId("r1"), "digest", (), None, 1.5),
     AgentBegan("split", str(NODE), "smollm2-135m", 1, None),
@@ -123,6 +150,11 @@ SAMPLES = [
     AgentEnded("summarize", _RECORD, reused=True),
     AgentEnded("skipped", AgentRecord(AgentStatus.SKIPPED, error="branch off")),
     AgentRetrying("summarize", "peer lost", 2),
+    AgentEnded("summarize", _BOUND_RECORD),
+    AgentPlacedOn("summarize", "b" * 20, "pi"),
+    AgentPlacedOn("fan[3]", "c" * 20, "laptop", replaces="pi: peer lost"),
+    _PLANNED,
+    RunPlanned("empty", "local", 0.0, ()),
     RunFinished(RunResult(RunId("r1"), "digest", "completed_with_errors", freeze({"text": "done", "items": [1]}),
                           (("split", _RECORD), ("other", AgentRecord(AgentStatus.FAILED, 3, None, "boom"))), 1.0, 9.0)),
 ]
@@ -222,6 +254,9 @@ BAD_MESSAGES = {
     "peer with a bad id": control_pb2.PeerView(node_id="zz", state="gone", address="h:1"),
     "run without reference": control_pb2.RunRequest(cwd="/"),
     "run with 0 threads": control_pb2.RunRequest(reference="x", cwd="/", threads=0),
+    "resume of an empty run id": control_pb2.RunRequest(reference="x", cwd="/", resume=""),
+    "resume of an absurd run id": control_pb2.RunRequest(reference="x", cwd="/", resume="r" * 65),
+    "resume with a NUL": control_pb2.RunRequest(reference="x", cwd="/", resume="ab\x00cd"),
     "run event junk": control_pb2.RunEvent(event=b"junk"),
     "an empty request": mesh_pb2.DescribeRequest(),
 }
@@ -335,6 +370,171 @@ def test_an_unencodable_output_raises_wire_error() -> None:
         wire.encode_run_event(AgentEnded("a", record))
 
 
+# ---- plans, placements and bindings ------------------------------------------------------------
+
+def test_a_plan_comes_back_with_its_estimates_and_exclusions() -> None:
+    again = wire.decode_run_event(wire.encode_run_event(_PLANNED))
+    assert again == _PLANNED
+    best, second = again.agents[0].candidates
+    assert isinstance(best, Estimate) and best.warm and not best.preferred and best.runtime == "llama_cpp"
+    assert second.finish_s == _PLANNED.agents[0].candidates[1].finish_s and second.network_s == 0.004
+    assert [r.reason for r in again.agents[0].rejected] == [Exclusion.NO_MODEL, Exclusion.LOCAL_ONLY]
+    assert [r.reason for r in again.agents[2].rejected] == list(Exclusion)  # every reason survives
+    assert again.agents[1].note == _PLANNED.agents[1].note and again.agents[1].candidates == ()
+
+
+def test_a_placement_and_its_failover_reason_come_back() -> None:
+    for event in (AgentPlacedOn("a", "b" * 20, "pi"), AgentPlacedOn("a[2]", "c" * 20, "nas", "pi: lease expired")):
+        message = wire.to_wire(event)
+        assert isinstance(message, control_pb2.RunEvent)
+        assert wire.from_wire(wire.parse(control_pb2.RunEvent, message.SerializeToString())) == event
+
+
+def test_records_carry_their_nodes_and_failovers() -> None:
+    again = wire.decode_run_event(wire.encode_run_event(AgentEnded("summarize", _BOUND_RECORD))).record
+    assert again.nodes == ("b" * 20, "c" * 20) and again.failovers == 1 and again.tries == 2
+    finished = RunFinished(RunResult(RunId("r"), "e", "completed", "ok", (("summarize", _BOUND_RECORD),), 1.0, 4.0))
+    assert wire.decode_run_event(wire.encode_run_event(finished)).result.results[0][1] == _BOUND_RECORD
+
+
+def test_a_record_from_a_node_that_knows_no_bindings_gets_the_defaults() -> None:
+    body = msgpack.unpackb(wire.encode_run_event(AgentEnded("a", _BOUND_RECORD)), raw=False)
+    del body["record"]["nodes"], body["record"]["failovers"]
+    record = wire.decode_run_event(msgpack.packb(body, use_bin_type=True)).record
+    assert record.nodes == () and record.failovers == 0 and record.node_id == "c" * 20
+
+
+def test_run_requests_carry_resume_and_plan() -> None:
+    for request in (RunRequest("x", None, "/", resume="0123456789abcdef"), RunRequest("x", "in", "/", plan=True)):
+        message = wire.to_wire(request)
+        assert wire.from_wire(wire.parse(control_pb2.RunRequest, message.SerializeToString())) == request
+    plain = wire.from_wire(control_pb2.RunRequest(reference="x", cwd="/"))
+    assert plain.resume is None and plain.plan is False
+    assert not wire.to_wire(RunRequest("x", None, "/")).HasField("resume")
+
+
+def test_a_backlog_round_trips_and_an_absurd_one_is_capped() -> None:
+    load = Load(1, 2, None, backlog_ms=90_000)
+    assert wire.from_wire(wire.to_wire(_description(load=load))).load.backlog_ms == 90_000
+    for claimed in (wire.MAX_BACKLOG_MS + 1, 2**64 - 1):
+        beat = mesh_pb2.Beat(sent_at_ms=1, load=mesh_pb2.Load(backlog_ms=claimed))
+        assert wire.from_wire(beat).load.backlog_ms == wire.MAX_BACKLOG_MS
+        described = _bad_description(load=lambda m, c=claimed: setattr(m.load, "backlog_ms", c))
+        assert wire.from_wire(described).load.backlog_ms == wire.MAX_BACKLOG_MS
+    at_cap = mesh_pb2.Beat(load=mesh_pb2.Load(backlog_ms=wire.MAX_BACKLOG_MS))
+    assert wire.from_wire(at_cap).load.backlog_ms == wire.MAX_BACKLOG_MS
+
+
+def _mutated(event, change) -> bytes:
+    """`event` encoded, with `change` applied to its msgpack body first."""
+    body = msgpack.unpackb(wire.encode_run_event(event), raw=False)
+    change(body)
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def _set(path: str, value):
+    """A change that sets body[path] (keys and list indexes, dot-separated) to `value`."""
+    *parents, last = [int(k) if k.isdigit() else k for k in path.split(".")]
+
+    def change(body):
+        for key in parents:
+            body = body[key]
+        body[last] = value
+    return change
+
+
+def _planned(path: str, value) -> bytes:
+    return _mutated(_PLANNED, _set(path, value))
+
+
+_CANDIDATE = "agents.0.candidates.0"
+_REJECTION = "agents.0.rejected.0"
+_ROW = msgpack.unpackb(wire.encode_run_event(_PLANNED), raw=False)["agents"][0]
+
+BAD_PLANS = {
+    "candidate of 9 fields": _planned(_CANDIDATE, _ROW["candidates"][0][:9]),
+    "candidate of 11 fields": _planned(_CANDIDATE, _ROW["candidates"][0] + [0.0]),
+    "candidate not a list": _planned(_CANDIDATE, "mac-mini"),
+    "candidates not a list": _planned("agents.0.candidates", {"a": 1}),
+    "rejection of 3 fields": _planned(_REJECTION, _ROW["rejected"][0][:3]),
+    "rejection of 5 fields": _planned(_REJECTION, _ROW["rejected"][0] + ["more"]),
+    "unknown exclusion reason": _planned(f"{_REJECTION}.2", "bored"),
+    "exclusion by enum name": _planned(f"{_REJECTION}.2", "NO_MODEL"),
+    "exclusion as a number": _planned(f"{_REJECTION}.2", 1),
+    "rejection detail not text": _planned(f"{_REJECTION}.3", 5),
+    "rejection detail too long": _planned(f"{_REJECTION}.3", "x" * (wire.MAX_REASON + 1)),
+    "rejected node with an escape": _planned(f"{_REJECTION}.1", "nas\x1b[2J"),
+    "warm as 1": _planned(f"{_CANDIDATE}.7", 1),
+    "preferred as nil": _planned(f"{_CANDIDATE}.8", None),
+    "start as text": _planned(f"{_CANDIDATE}.2", "0"),
+    "load as a bool": _planned(f"{_CANDIDATE}.3", True),
+    "infinite decode": _planned(f"{_CANDIDATE}.5", float("inf")),
+    "nan network": _planned(f"{_CANDIDATE}.6", float("nan")),
+    "candidate name with a newline": _planned(f"{_CANDIDATE}.1", "mac\nmini"),
+    "empty runtime": _planned(f"{_CANDIDATE}.9", ""),
+    "too many candidates": _planned("agents.0.candidates", _ROW["candidates"][:1] * (wire.MAX_PEERS_LISTED + 1)),
+    "too many rejections": _planned("agents.0.rejected", _ROW["rejected"][:1] * (wire.MAX_PEERS_LISTED + 1)),
+    "too many plans": _planned("agents", [_ROW] * (wire.MAX_AGENTS + 1)),
+    "plans not a list": _planned("agents", {"summarize": _ROW}),
+    "plan not a map": _planned("agents.0", ["summarize"]),
+    "plan without a kind": _mutated(_PLANNED, lambda b: b["agents"][0].pop("kind")),
+    "plan kind too long": _planned("agents.0.kind", "k" * 33),
+    "plan model not text": _planned("agents.0.model", 7),
+    "plan note not text": _planned("agents.1.note", ["runs here"]),
+    "plan agent empty": _planned("agents.0.agent", ""),
+    "empty coordinator": _planned("coordinator", ""),
+    "no coordinator": _mutated(_PLANNED, lambda b: b.pop("coordinator")),
+    "empty ensemble": _planned("ensemble", ""),
+    "plan time as text": _planned("at", "now"),
+    "placed without a node": _mutated(AgentPlacedOn("a", "b" * 20, "pi"), lambda b: b.pop("node_id")),
+    "placed on a nameless node": _mutated(AgentPlacedOn("a", "b" * 20, "pi"), _set("node_name", "")),
+    "placed node name with an escape": _mutated(AgentPlacedOn("a", "b" * 20, "pi"), _set("node_name", "\x1b]0;x\x07")),
+    "failover reason not text": _mutated(AgentPlacedOn("a", "b" * 20, "pi", "x"), _set("replaces", 3)),
+    "placed agent not text": _mutated(AgentPlacedOn("a", "b" * 20, "pi"), _set("agent", None)),
+    "record nodes not a list": _mutated(AgentEnded("a", _BOUND_RECORD), _set("record.nodes", "pi")),
+    "record node not text": _mutated(AgentEnded("a", _BOUND_RECORD), _set("record.nodes", ["pi", 3])),
+    "record node with a newline": _mutated(AgentEnded("a", _BOUND_RECORD), _set("record.nodes", ["pi\nnas"])),
+    "record with absurdly many nodes": _mutated(AgentEnded("a", _BOUND_RECORD),
+                                                _set("record.nodes", [f"n{i}" for i in range(5000)])),
+    "negative failovers": _mutated(AgentEnded("a", _BOUND_RECORD), _set("record.failovers", -1)),
+    "failovers as a bool": _mutated(AgentEnded("a", _BOUND_RECORD), _set("record.failovers", True)),
+    "failovers as text": _mutated(AgentEnded("a", _BOUND_RECORD), _set("record.failovers", "1")),
+    "failovers beyond reason": _mutated(AgentEnded("a", _BOUND_RECORD), _set("record.failovers", 2**40)),
+}
+
+
+@pytest.mark.parametrize("data", BAD_PLANS.values(), ids=BAD_PLANS.keys())
+def test_malformed_plans_placements_and_records_raise_wire_error(data) -> None:
+    with pytest.raises(WireError):
+        wire.decode_run_event(data)
+
+
+def test_the_mutations_of_a_plan_are_decodable_before_they_are_broken() -> None:
+    # The malformed bodies above differ from a valid one by one change: without it they decode.
+    assert wire.decode_run_event(_planned("ensemble", "digest")) == _PLANNED
+    assert wire.decode_run_event(_planned(f"{_REJECTION}.2", Exclusion.MEMORY.value)).agents[0].rejected[0].reason \
+        is Exclusion.MEMORY
+    assert wire.decode_run_event(_planned("agents", [_ROW] * 3)).agents[2].agent == "summarize"
+
+
+_PLAN_PATHS = st.sampled_from([
+    "agents", "agents.0", "agents.0.agent", "agents.0.kind", "agents.0.model", "agents.0.note", "agents.0.candidates",
+    "agents.0.rejected", *(f"{_CANDIDATE}.{i}" for i in range(10)), *(f"{_REJECTION}.{i}" for i in range(4)),
+    _CANDIDATE, _REJECTION, "coordinator", "at", "ensemble",
+])
+
+
+def _junk_into_plan(path: str, value) -> None:
+    try:
+        data = _planned(path, value)
+    except (OverflowError, ValueError, TypeError):
+        return
+    try:
+        wire.decode_run_event(data)
+    except WireError:
+        pass
+
+
 def test_parse_turns_junk_bytes_into_wire_error() -> None:
     with pytest.raises(WireError):
         wire.parse(mesh_pb2.NodeDescription, b"\xff\xff\xff\xff")
@@ -391,10 +591,12 @@ _JUNK = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=30,
 )
-_KINDS = st.sampled_from(["run_began", "agent_began", "token", "agent_ended", "agent_retrying", "run_finished"])
+_KINDS = st.sampled_from(["run_began", "agent_began", "token", "agent_ended", "agent_retrying", "run_finished",
+                          "run_planned", "agent_placed"])
 _FIELDS = st.sampled_from(["kind", "run_id", "ensemble", "agents", "journal", "at", "resumed", "agent", "node_id",
                            "model", "attempt", "instances", "text", "record", "reused", "error", "result", "status",
-                           "attempts", "output", "usage", "started_at", "finished_at", "results", "deliverable"])
+                           "attempts", "output", "usage", "started_at", "finished_at", "results", "deliverable",
+                           "coordinator", "node_name", "replaces", "nodes", "failovers"])
 
 
 @FUZZ
@@ -409,6 +611,12 @@ def test_structured_junk_run_events_raise_only_wire_error(body, kind) -> None:
         wire.decode_run_event(data)
     except WireError:
         pass
+
+
+@FUZZ
+@given(_PLAN_PATHS, _JUNK)
+def test_junk_anywhere_in_a_plan_raises_only_wire_error(path, value) -> None:
+    _junk_into_plan(path, value)
 
 
 @FUZZ
