@@ -352,6 +352,28 @@ def test_ctrl_c_cancels_the_remote_generation(lan):
 
 # ---- failures ----
 
+def test_a_pulled_cable_mid_agent_costs_one_replacement(lan):
+    nodes, ids, work = lan["nodes"], lan["ids"], lan["work"]
+    pi = nodes["pi"]
+    watched = Watched(pi, work, "run", str(work / "chain.yaml"), "List animals.", "--watch", "long")
+    run_id = watched.run_id()
+    victim = placed_on(watched, "long", ids)
+    other = "mini" if victim == "hub" else "hub"
+    watched.wait_for_text("┌ long", 120)
+    cable = nodes[victim].ns.veth
+    subprocess.run(["ip", "link", "set", cable, "down"], check=True, timeout=10)
+    try:
+        # Nothing is sent and no socket closes: only the missing beats tell.
+        code, _ = watched.finish()
+    finally:
+        subprocess.run(["ip", "link", "set", cable, "up"], check=True, timeout=10)
+    assert code == 0, watched.text()
+    assert f"long moved to {other} ({victim}: the node stopped answering)" in watched.text()
+    long = json.loads(pi.orc("runs", "show", run_id, "--json").stdout)["results"]["long"]
+    assert long["status"] == "completed" and long["nodes"] == [ids[victim], ids[other]]
+    wait_until_warm(nodes.values())
+
+
 def test_a_peer_killed_mid_agent_costs_one_replacement(lan):
     nodes, ids, work = lan["nodes"], lan["ids"], lan["work"]
     pi = nodes["pi"]
