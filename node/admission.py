@@ -219,6 +219,16 @@ class Admission:
         del lane.running[execution_id]
         return self._promote(now)
 
+    def release(self, lease_id: str, caller: str, now: float) -> bool:
+        """Give back a lease its holder will not use (probe-and-bind-late asks two nodes and
+        takes one); False if `caller` holds no such live lease."""
+        self._purge(now)
+        lease = self._leases.get(lease_id)
+        if lease is None or lease.caller != caller:
+            return False
+        del self._leases[lease_id]
+        return True
+
     def cancel(self, execution_id: str, now: float) -> bool:
         """Take a queued execution out of its queue; False if it is not queued (a running one
         must be stopped by the shell, which then calls `finish`)."""

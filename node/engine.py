@@ -363,6 +363,7 @@ class Engine:
         try:
             while True:
                 steps = plan(state)
+                starting: list[tuple[AgentSpec, AgentInput]] = []
                 while steps:
                     step, steps = steps[0], steps[1:]
                     match step:
@@ -374,8 +375,7 @@ class Engine:
                             started = AgentStarted(spec.name, self.clock(), where, model)
                             state = apply(state, started)
                             await record(started)
-                            running[spec.name] = asyncio.create_task(
-                                self._attempt(state.spec, spec, agent_input, ctx, queue), name=f"agent:{spec.name}")
+                            starting.append((spec, agent_input))
                             width = len(agent_input.items) if agent_input.items is not None else None
                             yield AgentBegan(ctx.prefix + spec.name, where, model, agent_input.attempt, width)
                         case SkipAgent(agent=name, reason=reason):
@@ -392,6 +392,11 @@ class Engine:
                             yield AgentEnded(ctx.prefix + name, state.agents[name])
                     if not steps:
                         steps = plan(state)  # a skip or failure can make more agents ready
+                # Started together, after every journal write: agents that became ready at the
+                # same moment reach placement in the same turn of the loop and are placed as one.
+                for spec, agent_input in starting:
+                    running[spec.name] = asyncio.create_task(
+                        self._attempt(state.spec, spec, agent_input, ctx, queue), name=f"agent:{spec.name}")
                 if is_finished(state):
                     break
                 if not running:

@@ -158,7 +158,9 @@ class Mesh:
         self._clock = clock
         self._links: dict[str, PeerLink] = {}
         self._network: dict[str, float] = {}  # node id -> smoothed Offer round trip, seconds
-        self._recent: list[tuple[str, float, float]] = []  # (node id, work seconds, bound at)
+        # Work this coordinator placed and its node may not have reported in a beat yet:
+        # generation key -> (node id, work seconds, when placed or bound).
+        self._placed: dict[str, tuple[str, float, float]] = {}
         self._pending: list[tuple[Demand, bool, asyncio.Future[Decision]]] = []
         self._tasks: set[asyncio.Future[object]] = set()
 
@@ -176,7 +178,7 @@ class Mesh:
                 view = _node_view(peer.description, peer.alive, peer.load, peer.load_at,
                                   self._network.get(peer.node_id, DEFAULT_NETWORK_S))
                 since = peer.load_at if peer.load_at is not None else now - RECENT_WORK_S
-                extra = sum(work for node, work, at in self._recent if node == peer.node_id and at >= since)
+                extra = sum(work for node, work, at in self._placed.values() if node == peer.node_id and at >= since)
                 nodes.append(replace(view, backlog_s=view.backlog_s + extra))
         return ClusterView(self.node_id, tuple(nodes))
 
@@ -228,13 +230,13 @@ class Mesh:
                     future.set_exception(error)
             return
         now = self._clock()
-        self._recent = [r for r in self._recent if r[2] > now - RECENT_WORK_S]
+        self._placed = {k: v for k, v in self._placed.items() if v[2] > now - RECENT_WORK_S}
         for demand, _, future in pending:
             chosen = decisions[demand.key].choice
             if chosen is not None:
                 # Counted at once, not when bound: generations placed in the next turns (before
                 # this one's Offers come back) must already see this node as busier.
-                self._recent.append((chosen.node_id, chosen.work_s, now))
+                self._placed[demand.key] = (chosen.node_id, chosen.work_s, now)
             if not future.done():
                 future.set_result(decisions[demand.key])
 
@@ -246,12 +248,20 @@ class Mesh:
         Raises NoNode when no node can run it (or every node it was tried on failed it).
         """
         failed: dict[str, str] = {}  # node id -> what went wrong there
-        refusals: dict[str, int] = {}  # node id -> Executes it refused after accepting the Offer
         names: dict[str, str] = {}
+        key = f"{generation.run_id}/{generation.agent}"
+        try:
+            async for event in self._place_and_run(generation, key, failed, names):
+                yield event
+        finally:
+            self._placed.pop(key, None)  # done or abandoned: its node's own reports take over
+
+    async def _place_and_run(self, generation: Generation, key: str, failed: dict[str, str],
+                             names: dict[str, str]) -> AsyncIterator[MeshEvent]:
+        refusals: dict[str, int] = {}  # node id -> Executes it refused after accepting the Offer
         replaces: str | None = None
         wait = BUSY_RETRY_FIRST_S
         attempt = 0
-        key = f"{generation.run_id}/{generation.agent}"
         while True:
             demand = self.demand(key, generation.model, generation.sha256,
                                  estimated_prompt_tokens(generation.prompt_chars), generation.params.max_tokens,
@@ -267,8 +277,7 @@ class Mesh:
             estimate, lease = bound
             names[estimate.node_id] = estimate.name
             attempt += 1
-            if estimate.node_id != decision.choice.node_id:
-                self._recent.append((estimate.node_id, estimate.work_s, self._clock()))
+            self._placed[key] = (estimate.node_id, estimate.work_s, self._clock())  # where it really went
             yield Bound(estimate.node_id, estimate.name, replaces)
             try:
                 async for event in self._execute(generation, estimate, lease, attempt):
@@ -305,8 +314,22 @@ class Mesh:
                         for index, (c, reply) in enumerate(zip(probes, replies)) if reply.accepted]
             if accepted:
                 _, _, estimate, lease = min(accepted, key=lambda a: (a[0], a[1]))
+                for _, _, other, unused in accepted:
+                    if unused != lease:
+                        # Give the other place back now rather than let it expire: until then it
+                        # counts in that node's backlog and every coordinator's estimates.
+                        self._background(self._release(other.node_id, unused))
                 return estimate, lease
         return None
+
+    async def _release(self, node_id: str, lease: str) -> None:
+        if node_id == self.node_id:
+            await self.service.cancel(self.node_id, lease)
+            return
+        try:
+            await self._peer(node_id).cancel(lease, timeout=1.0)
+        except (RpcError, OSError, _Lost) as error:
+            log.debug("releasing lease on %s: %s", node_id, error)
 
     async def _offer(self, generation: Generation, model_id: str, estimate: Estimate) -> OfferReply:
         request = OfferRequest(generation.run_id, generation.agent, model_id,

@@ -366,10 +366,11 @@ class NodeService:
             await generation.aclose()
 
     async def cancel(self, caller: NodeId, execution_id: str) -> bool:
-        """Stop an execution its caller started, queued or running; False if there is none."""
+        """Stop an execution its caller started, queued or running, or give back a lease the
+        caller holds and will not use (the id is then the lease id); False if there is neither."""
         execution = self._executions.get(execution_id)
         if execution is None:
-            return False
+            return self._admission.release(execution_id, caller, self._clock())
         if execution.caller != caller:
             raise PermissionDenied("only the node that started an execution may cancel it")
         self._admission.cancel(execution_id, self._clock())  # a queued one leaves its queue at once

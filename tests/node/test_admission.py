@@ -329,3 +329,14 @@ def test_the_limits_hold_under_any_sequence_of_calls():
             if a.queued(name):
                 assert a.running(name) == slots or a.running() == max_running
         assert all(a.status(e) is not None for e in admitted)
+
+
+def test_a_lease_its_holder_gives_back_frees_its_place_at_once():
+    a = admission(queue_limit=0)
+    held = lease(a.offer(SMOL, "bob", 2.0, 0.0))
+    assert a.backlog(0.0) == 2.0
+    assert a.release(held, "eve", 0.1) is False  # only its holder may give it back
+    assert a.offer(SMOL, "eve", 1.0, 0.1) == Refused(Refusal.LANE_FULL)
+    assert a.release(held, "bob", 0.2) is True and a.release(held, "bob", 0.2) is False
+    assert a.backlog(0.2) == 0.0 and a.leases(0.2) == 0
+    assert isinstance(a.offer(SMOL, "eve", 1.0, 0.3), Offered)

@@ -396,3 +396,19 @@ def test_the_view_counts_own_node_peers_beats_recent_work_and_the_dead():
     assert mesh.tagged(["attic"]) and mesh.tagged(["fast"]) and not mesh.tagged(["gpu"])
     assert not mesh.tagged(["attic", "fast"]) and not mesh.tagged(["fast"], local=True)
     assert mesh.model_ids() == ("m", "mb", "mc") and mesh.model_ids(local=True) == ("m",)
+
+
+def test_the_offer_it_does_not_take_is_given_back_at_once():
+    w = World.standard()
+    w.links["b"].replies = [accept(900)]  # c's reply wins; b's place must not stay held for 5 s
+
+    async def scenario():
+        events, error = await run(w.mesh, generation())
+        await asyncio.sleep(0)  # the release goes out in the background
+        await asyncio.sleep(0)
+        return events, error
+
+    events, error = asyncio.run(scenario())
+    assert error is None and events[0] == Bound("c", "C")
+    assert w.links["b"].cancels == [w.links["b"].leases[0]]
+    assert w.links["c"].cancels == []
