@@ -15,7 +15,14 @@ Three daemons on one bridge (tests/netns.py): A creates the mesh, B and C join w
    start`, after a long and after short absences), timed until its control socket answers and
    until A lists it verified; then C dies (SIGKILL, or its cable is pulled: the veth goes down,
    nothing is sent) and A is timed until it marks C dead;
-4. footprint: RSS and CPU of idle daemons, with no model loaded and with smollm2 loaded.
+4. footprint: RSS and CPU of idle daemons, with no model loaded and with smollm2 loaded;
+5. per-agent overhead of remote placement end to end, through a coordinator daemon: a one-agent
+   ensemble run on A with the agent kept on A (`placement: {local_only: true}`), against the same
+   ensemble run on C, which serves no smollm2, so that A must be offered it and run it (the raw
+   `Offer` round trip, B to A, is measured with step 2 for the breakdown);
+6. a fan-out: three independent 64-token agents and a gather step, run from A on a mesh of three
+   daemons that serve smollm2 on one thread each, placed by orc and pinned one agent per node
+   (alternately), against the same on A alone (B and C stopped).
 
 The helpers that run inside namespaces are this module too (`--worker client|local`).
 """
@@ -60,6 +67,11 @@ WARM_SPACING_S = 0.025  # one Describe every 25 ms: 40 calls/s
 EXEC_PAIRS = 12
 SHORT_TOKENS, SHORT_PAIRS = 1, 30  # a one-token generation: the fixed per-agent cost, less noise
 DISCOVERY_REPS = 6  # alternately SIGKILL and cable pulled
+OFFER_RUNS = 30  # raw Offer round trips, B -> A, each lease then used by a one-token Execute
+ONE_TOKENS, ONE_WARMUP, ONE_PAIRS = 1, 2, 20  # one-agent ensemble through a coordinator, on itself / on a peer
+FANOUT_TOKENS, GATHER_TOKENS = 64, 16
+FANOUT_WARMUP, FANOUT_RUNS = 1, 5
+FANOUT_SPACING_S = 1.5  # before a run that places nothing on a choice of nodes (pinned, or one node)
 IDLE_SECONDS = 10.0
 POLL_S = 0.02
 
@@ -113,6 +125,7 @@ async def _client_worker(home: Path, address: str, node_id: str) -> None:
         ExecutionResult,
         ExecutionStarted,
         ExecutionTokens,
+        OfferRequest,
     )
 
     identity = IdentityStore(home / "identity").load()
@@ -182,6 +195,27 @@ async def _client_worker(home: Path, address: str, node_id: str) -> None:
                     raise RuntimeError(f"Execute failed: {event}")  # noqa: TRY004 - not a type check
             out["started_ms"] = (started - began) * 1000 if started else None
             out["first_ms"] = (first - began) * 1000 if first else None
+        elif op == "offer":
+            # What a coordinator asks before it binds (node/mesh.py `_offer`); each lease is then
+            # used by a one-token Execute, as a coordinator would, so none is left holding A's lane.
+            times, refused = [], []
+            for index in range(n):
+                offer = OfferRequest(run_id="bench-offer", agent=f"o{index}", model_id=SMOL, model_sha256=sha,
+                                     prompt_tokens=40, max_tokens=SHORT_TOKENS)
+                began = time.perf_counter()
+                reply = await peer.offer(offer)
+                times.append((time.perf_counter() - began) * 1000)
+                if not reply.accepted:
+                    refused.append(reply.reason)
+                    continue
+                request = ExecuteRequest(execution_id=uuid.uuid4().hex, run_id="bench-offer", agent=f"o{index}",
+                                         lease_id=reply.lease_id, deadline_ms=0,
+                                         payload=AgentPayload(SMOL, sha, _messages(), _params(SHORT_TOKENS)))
+                async for event in peer.execute(request):
+                    if isinstance(event, ExecutionFailed):
+                        raise RuntimeError(f"Execute on a lease failed: {event}")
+                await asyncio.sleep(0.05)
+            out.update(ms=times, refused=refused)
         _emit(out)
     await peer.close()
 
@@ -246,6 +280,9 @@ class _Node:
 
     def orc_node(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
         return self.ns.run([_python(), "-m", "orc.node.cli.orc_node", *args], env=self.env, timeout=timeout)
+
+    def orc(self, *args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return self.ns.run([_python(), "-m", "orc.node.cli.orc", *args], env=self.env, cwd=cwd, timeout=timeout)
 
     def start(self, *args: str) -> float:
         """`orc-node start ARGS` in the background; the monotonic time just before spawning it."""
@@ -436,6 +473,80 @@ def _libraries(pid: int) -> dict[str, bool]:
     return {"libllama": "libllama" in maps, "libmlx": "libmlx" in maps, "numpy": "numpy" in maps}
 
 
+# ---- ensembles run through a coordinator daemon ----
+
+ONE_TASK = "Say hi."
+FANOUT_TASK = "Write the list."
+FANOUT_LISTS = ("fruits", "hand tools", "cities")
+
+
+def _one_agent(local_only: bool) -> str:
+    """A one-agent ensemble; with `local_only` its agent stays on the coordinator."""
+    placement = "    placement: {local_only: true}\n" if local_only else ""
+    return (f"name: one-{'here' if local_only else 'anywhere'}\nagents:\n  - name: answer\n    model: {SMOL}\n"
+            f"    system_prompt: {PROMPT_SYSTEM}\n    temperature: 0\n    max_tokens: {ONE_TOKENS}\n{placement}")
+
+
+def _slug(what: str) -> str:
+    return what.replace(" ", "-")
+
+
+def _fan_out(pin: dict[str, str | None] | None = None) -> str:
+    """Three independent agents on one model, each made to write all its tokens (a long list),
+    and a gather step that waits for all three. `pin` maps an agent (a list's subject, or "pick")
+    to the tag of the node it must run on, or None to keep it on the coordinator."""
+    pin = pin or {}
+
+    def placement(key: str) -> list[str]:
+        if key not in pin:
+            return []
+        tag = pin[key]
+        return ["    placement: {local_only: true}" if tag is None else f"    placement: {{require_tags: [{tag}]}}"]
+
+    lines = ["name: fan-out" + ("-pinned" if pin else ""), "agents:"]
+    for what in FANOUT_LISTS:
+        lines += [f"  - name: {_slug(what)}", f"    model: {SMOL}",
+                  f"    system_prompt: Write a numbered list of thirty {what}, one per line, and nothing else.",
+                  "    temperature: 0", f"    max_tokens: {FANOUT_TOKENS}", *placement(what)]
+    lines += ["  - name: pick", f"    depends_on: [{', '.join(_slug(w) for w in FANOUT_LISTS)}]", f"    model: {SMOL}",
+              "    system_prompt: Name one item from each list, in one line.", "    temperature: 0",
+              f"    max_tokens: {GATHER_TOKENS}", *placement("pick")]
+    return "\n".join(lines) + "\n"
+
+
+async def _run(node: _Node, ensemble: Path, text: str) -> dict[str, Any]:
+    """`orc run ENSEMBLE TEXT --json --seed SEED` as the command line sends it to `node`'s
+    daemon (its control socket); the `--json` object. Raises unless every agent completed."""
+    from orc.node.events import RunFinished
+    from orc.node.rpc.client import ControlClient
+    from orc.node.rpc.types import RunRequest
+
+    request = RunRequest(reference=str(ensemble), input=text, cwd=str(ensemble.parent), json=True, seed=SEED)
+    result = None
+    async with ControlClient(node.socket) as client:
+        async for event in client.run(request):
+            if isinstance(event, RunFinished):
+                result = event.result.to_json()
+    if result is None or result["status"] != "completed":
+        raise RuntimeError(f"run of {ensemble.name} on {node.name} did not complete: {result}\n{node.log_tail()}")
+    return result
+
+
+def _cli_run(node: _Node, ensemble: Path, text: str) -> dict[str, Any]:
+    """The same through the real `orc run --json` in `node`'s namespace (a warm-up, and the proof
+    that the command line takes this path)."""
+    done = node.orc("run", str(ensemble), text, "--json", "--quiet", "--seed", str(SEED), cwd=ensemble.parent)
+    if done.returncode != 0:
+        raise RuntimeError(f"`orc run {ensemble.name}` on {node.name} exited {done.returncode}: {done.stderr}\n"
+                           f"{node.log_tail()}")
+    return json.loads(done.stdout)
+
+
+def _agent_ms(result: dict[str, Any], agent: str) -> float:
+    record = result["results"][agent]
+    return (record["finished_at"] - record["started_at"]) * 1000
+
+
 async def _measure(root: Path, mesh: Any) -> dict[str, Any]:
     from orc.node.catalog import Catalog
     from orc.node.home import Home
@@ -449,6 +560,7 @@ async def _measure(root: Path, mesh: Any) -> dict[str, Any]:
     nodes = (a, b, c)
     workers: list[_Worker] = []
     control_a = ControlClient(a.socket)
+    control_c = ControlClient(c.socket)
     phase = time.monotonic()
 
     def lap(name: str) -> None:
@@ -531,6 +643,7 @@ async def _measure(root: Path, mesh: Any) -> dict[str, Any]:
 
         results["exec"] = await pairs(EXEC_PAIRS, MAX_TOKENS)
         results["exec_short"] = await pairs(SHORT_PAIRS, SHORT_TOKENS)
+        results["offer"] = client.ask("offer", n=OFFER_RUNS, timeout=120)
         for worker in (client, local):
             worker.close()
         lap("Execute")
@@ -592,15 +705,109 @@ async def _measure(root: Path, mesh: Any) -> dict[str, Any]:
         results["idle_empty"]["placeholder_failed"] = "could not be loaded" in c.log_tail(200)
         results["long_running"] = {"A": _proc_status(a.process.pid), "B": _proc_status(b.process.pid)}
         results["gguf_bytes"] = Catalog(Home.locate(a.home).models_dir).get(SMOL).size_bytes
-        results["load_after"] = os.getloadavg()
         lap("footprint")
+
+        # ---- 5. one agent through a coordinator: kept on it, or placed on a peer over mTLS ----
+        # A runs it with the agent `local_only`; C, which serves no smollm2 (only the placeholder
+        # above), must place it on A (B is stopped): the same generation on the same node, the
+        # only difference is the coordinator's Offer and Execute over mTLS and the relayed stream.
+        _log("one agent through a coordinator, on itself vs on a peer ...")
+        b.stop()
+        await _wait(lambda: not_live(b_id), 30, "A to stop listing B as live")
+
+        async def c_places_on_a() -> bool:
+            peers = await control_c.peers()
+            return _model_loaded(_peer(peers, a_id)) and not _is_live(_peer(peers, b_id))
+
+        await _wait(c_places_on_a, 30, "C to see A with smollm2 loaded and B gone", c)
+        here, anywhere = root / "one-here.yaml", root / "one-anywhere.yaml"
+        here.write_text(_one_agent(local_only=True))
+        anywhere.write_text(_one_agent(local_only=False))
+        sides = {"here": (a, here), "peer": (c, anywhere)}
+        checks = {side: await asyncio.to_thread(_cli_run, node, path, ONE_TASK) for side, (node, path) in sides.items()}
+        for _ in range(ONE_WARMUP - 1):
+            for node, path in sides.values():
+                await _run(node, path, ONE_TASK)
+        one: dict[str, list[dict]] = {"here": [], "peer": []}
+        for index in range(ONE_PAIRS):
+            for side in ("here", "peer") if index % 2 == 0 else ("peer", "here"):  # ABBA against drift
+                await asyncio.sleep(0.2)
+                node, path = sides[side]
+                done = await _run(node, path, ONE_TASK)
+                record = done["results"]["answer"]
+                one[side].append({"agent_ms": _agent_ms(done, "answer"), "run_ms": done["timing"]["duration_s"] * 1000,
+                                  "node_id": record["node_id"], "text": record["output"],
+                                  "tokens": record["usage"]["completion_tokens"], "attempts": record["attempts"]})
+        results["one"] = {**one, "cli": {side: {"node_id": r["results"]["answer"]["node_id"],
+                                                "nodes": r["results"]["answer"]["nodes"]} for side, r in checks.items()},
+                          "a_id": a_id}
+        lap("one agent")
+
+        # ---- 6. a fan-out of three agents over three single-thread nodes, against one node ----
+        # Placed as orc places it, and pinned one agent per node (B and C carry their name as a
+        # tag), alternating; then on A alone.
+
+        _log("fan-out over three nodes vs one ...")
+        c.stop()
+        await _wait(lambda: not_live(c_id), 30, "A to stop listing C as live")
+        for node in (b, c):
+            node.start("--model", SMOL, "--threads", str(EXEC_THREADS), "--tag", node.name)
+
+        async def all_loaded() -> bool:
+            peers = await control_a.peers()
+            return all(_model_loaded(_peer(peers, node_id)) for node_id in (b_id, c_id))
+
+        await _wait(all_loaded, 120, "A to see B and C with smollm2 loaded", b)
+        placed, pinned = root / "fan-out.yaml", root / "fan-out-pinned.yaml"
+        placed.write_text(_fan_out())
+        pinned.write_text(_fan_out({"pick": None, FANOUT_LISTS[0]: None, FANOUT_LISTS[1]: b.name,
+                                    FANOUT_LISTS[2]: c.name}))
+        names = {a_id: a.name, b_id: b.name, c_id: c.name}
+        branches = [_slug(what) for what in FANOUT_LISTS]
+        fan: dict[str, list[dict]] = {"placed": [], "pinned": [], "alone": []}
+
+        async def fan_run(label: str, ensemble: Path, pause: float, warm_up: bool) -> None:
+            await asyncio.sleep(pause)
+            done = await _run(a, ensemble, FANOUT_TASK)
+            ends = [done["results"][name]["finished_at"] for name in branches]
+            record = {"wall_s": done["timing"]["duration_s"],
+                      "level_s": max(ends) - done["timing"]["started_at"],
+                      "where": {name: [names.get(n, n) for n in r["nodes"]] for name, r in done["results"].items()},
+                      "attempts": {name: r["attempts"] for name, r in done["results"].items()},
+                      "tokens": {name: r["usage"]["completion_tokens"] for name, r in done["results"].items()},
+                      "texts": {name: r["output"] for name, r in done["results"].items()}}
+            _log(f"  {label}{' (warm-up)' if warm_up else ''}: {record['wall_s']:.2f} s, three agents "
+                 f"{record['level_s']:.2f} s, " + ", ".join(f"{k} on {'/'.join(v)}" for k, v in record["where"].items()))
+            if not warm_up:
+                fan[label].append(record)
+
+        results["load_fanout"] = os.getloadavg()
+        for index in range(FANOUT_WARMUP + FANOUT_RUNS):
+            await fan_run("placed", placed, FANOUT_SPACING_S, index < FANOUT_WARMUP)
+            await fan_run("pinned", pinned, FANOUT_SPACING_S, index < FANOUT_WARMUP)
+        for node in (b, c):
+            node.stop()
+        await _wait(lambda: not_live(b_id), 30, "A to stop listing B as live")
+        await _wait(lambda: not_live(c_id), 30, "A to stop listing C as live")
+        for index in range(FANOUT_WARMUP + FANOUT_RUNS):
+            await fan_run("alone", placed, FANOUT_SPACING_S, index < FANOUT_WARMUP)
+        results["fanout"] = fan
+        lap("fan-out")
+
+        results["load_after"] = os.getloadavg()
         results["phases"] = phases
         return results
+    except BaseException:
+        for node in nodes:  # the logs go with the temporary folder: show what the daemons said
+            if node.logs:
+                _log(f"{node.name}'s daemon log, last lines:\n{node.log_tail(40)}")
+        raise
     finally:
         for worker in workers:
             with contextlib.suppress(Exception):  # the mesh's close kills it anyway
                 worker.close()
         await control_a.close()
+        await control_c.close()
         for node in nodes:
             with contextlib.suppress(Exception):
                 node.stop()
@@ -704,6 +911,41 @@ def _format(r: dict[str, Any]) -> str:
          "", f"median of {len(first_diff)} pairs"),
     ]
 
+    # ---- remote placement end to end, through a coordinator daemon ----
+    one, offer = r["one"], r["offer"]
+    here_ms = [x["agent_ms"] for x in one["here"]]
+    peer_ms = [x["agent_ms"] for x in one["peer"]]
+    d_agent = sorted(p["agent_ms"] - h["agent_ms"] for h, p in zip(one["here"], one["peer"]))
+    d_run = sorted(p["run_ms"] - h["run_ms"] for h, p in zip(one["here"], one["peer"]))
+    both = one["here"] + one["peer"]
+    on_a = all(x["node_id"] == one["a_id"] for x in both) and all(
+        c["node_id"] == one["a_id"] for c in one["cli"].values())
+    one_note = (f"{'/'.join(str(t) for t in sorted({x['tokens'] for x in both}))} token, "
+                + ("identical text" if len({x["text"] for x in both}) == 1 else "**texts differ**")
+                + ("; every run ran on A" if on_a else "; **some run did not run on A**")
+                + ("" if all(x["attempts"] == 1 for x in both) else "; **some agent needed more than one attempt**"))
+    e2e = _median(d_agent)
+    rows += [
+        (f"one-agent ensemble ({ONE_TOKENS} token) run on A, agent kept on A (`placement: {{local_only: true}}`): "
+         "the agent, start to result", f"{_median(here_ms):.1f} ms", "",
+         (f"median of {len(here_ms)}, fastest {min(here_ms):.1f} ms; the whole run (`timing.duration_s`) "
+          f"{_median([x['run_ms'] for x in one['here']]):.1f} ms")),
+        ("… the same run on C, which serves no smollm2: placed on A, `Offer` + `Execute` over mTLS",
+         f"{_median(peer_ms):.1f} ms", "",
+         (f"median of {len(peer_ms)}, fastest {min(peer_ms):.1f} ms; the whole run "
+          f"{_median([x['run_ms'] for x in one['peer']]):.1f} ms; {one_note}")),
+        ("**remote placement overhead per agent, end to end** (peer minus self, median of paired differences)",
+         bold(f"{e2e:+.1f} ms", e2e <= 5), "≤ 5 ms",
+         f"{quartiles(d_agent)}; whole runs {_median(d_run):+.1f} ms"),
+        ("… for comparison, the RPC it adds first: `Offer` round trip, B → A (raw `PeerClient`)", ms(offer["ms"]), "",
+         (f"median of {len(offer['ms'])}, p95 {_p95(offer['ms']):.2f} ms; each lease then taken by a 1-token "
+          "`Execute`" + (f"; **{len(offer['refused'])} refused**" if offer["refused"] else ""))),
+        ("… `Offer` round trip + raw `Execute` overhead (added)", f"{_median(offer['ms']) + overhead:+.1f} ms", "",
+         ("the two RPCs measured apart, from B; an upper bound of what they add, as the raw `Execute` overhead is "
+          "taken against the runtime called directly, while the coordinator's own path also goes through its "
+          "node's service")),
+    ]
+
     # ---- discovery and liveness ----
     join, reps = r["join"], r["discovery"]
     first, again = reps[0], reps[1:]
@@ -753,6 +995,61 @@ def _format(r: dict[str, Any]) -> str:
          f"{_mib(r['long_running']['A']['VmRSS'])} / {_mib(r['long_running']['B']['VmRSS'])}", "", ""),
     ]
 
+    # ---- fan-out over three nodes against one ----
+    fan = r["fanout"]
+    sets = {label: fan[label] for label in ("placed", "pinned", "alone")}
+    wall = {label: [x["wall_s"] for x in runs] for label, runs in sets.items()}
+    level = {label: [x["level_s"] for x in runs] for label, runs in sets.items()}
+    branches = [_slug(what) for what in FANOUT_LISTS]
+    everything = [x for runs in sets.values() for x in runs]
+    tokens = sorted({n for x in everything for name, n in x["tokens"].items() if name != "pick"})
+    variants = {name: len({x["texts"][name] for x in everything}) for name in [*branches, "pick"]}
+    if all(n == 1 for n in variants.values()):
+        fan_texts = "each agent wrote the same text in every run"
+    else:
+        fan_texts = ("texts varied: " + ", ".join(f"{name} {n} versions" for name, n in variants.items() if n > 1)
+                     + " (temperature 0, fixed seed: llama.cpp's greedy output still depends on the prompt prefix "
+                       "the node's model kept from its previous generation)")
+    retried = any(n > 1 for x in everything for n in x["attempts"].values())
+
+    def spread_s(values: list[float]) -> str:
+        return f"median of {len(values)}, {min(values):.2f}–{max(values):.2f} s"
+
+    def spots(runs: list[dict]) -> str:
+        """Where the three agents and the gather ran, tallied over the runs."""
+        tally: dict[str, int] = {}
+        for x in runs:
+            count: dict[str, int] = {}
+            for name in branches:
+                for node in x["where"][name][-1:]:
+                    count[node] = count.get(node, 0) + 1
+            line = (" + ".join(f"{node} ×{n}" if n > 1 else node for node, n in sorted(count.items()))
+                    + f", gather on {'/'.join(x['where']['pick'])}")
+            tally[line] = tally.get(line, 0) + 1
+        return "; ".join(f"{line} ({n} run{'s' if n > 1 else ''})"
+                         for line, n in sorted(tally.items(), key=lambda kv: -kv[1]))
+
+    def speedup(label: str) -> str:
+        return (f"{_median(wall['alone']) / _median(wall[label]):.2f}× "
+                f"({_median(level['alone']) / _median(level[label]):.2f}× for the three parallel agents)")
+
+    rows += [
+        (f"fan-out: 3 independent {FANOUT_TOKENS}-token agents + a {GATHER_TOKENS}-token gather, from A, on A alone "
+         "(B and C stopped): wall time", secs(wall["alone"]), "",
+         (f"{spread_s(wall['alone'])} (`timing.duration_s`); three agents done after "
+          f"{_median(level['alone']):.2f} s; in every run of the three sets the branches wrote "
+          f"{'/'.join(map(str, tokens))} tokens; {fan_texts}" + ("; **some agent was retried**" if retried else ""))),
+        (f"… on A, B and C (`--threads {EXEC_THREADS}` each), placed by orc: wall time", secs(wall["placed"]), "",
+         (f"{spread_s(wall['placed'])}; three agents done after {_median(level['placed']):.2f} s; "
+          f"agents per node: {spots(sets['placed'])}")),
+        ("… on A, B and C, pinned one per node (`local_only` / `require_tags`): wall time", secs(wall["pinned"]), "",
+         (f"{spread_s(wall['pinned'])}; three agents done after {_median(level['pinned']):.2f} s; "
+          f"agents per node: {spots(sets['pinned'])}")),
+        ("… speedup over A alone, placed by orc", speedup("placed"), "", "the gather step is serial in every set"),
+        ("… speedup over A alone, pinned one per node", speedup("pinned"), "",
+         "what three single-thread nodes give on this 2-core machine: at most ~2×"),
+    ]
+
     load = r["load_before"], r["load_exec"], r["load_after"]
     lines = ["## Mesh: real daemons on a LAN of network namespaces", "", *_machine(), "",
              ("Three `orc-node` daemons, each in its own Linux network namespace on one bridge "
@@ -766,7 +1063,16 @@ def _format(r: dict[str, Any]) -> str:
              "thread leaves the second core to the client and gRPC, as separate devices would. C is then restarted with a plain `orc-node start` and killed, "
              f"{len(reps)} times, alternately by SIGKILL and by pulling its cable. The daemon without a model "
              "serves only a catalog entry whose file is not a model, so its load fails before any model "
-             "library is imported; RSS is VmRSS of the daemon's Python process (`ip netns exec` execs it)."),
+             "library is imported; RSS is VmRSS of the daemon's Python process (`ip netns exec` execs it). "
+             "Then B stops and one-agent ensembles (greedy, `--seed` "
+             f"{SEED}) go through the coordinator daemons' control sockets, as `orc run --json` sends them (one run "
+             "of each through the real command line first): on A with the agent `local_only`, and on C, whose daemon "
+             "serves no smollm2, so A is offered it; the sides alternate and each agent's own "
+             "`started_at`/`finished_at` are compared. Last, B and C come back serving smollm2 on one thread "
+             f"each, and a fan-out ensemble (greedy, `--seed` {SEED}) runs from A on the three nodes, placed by orc "
+             f"and pinned one agent per node, alternately, {len(sets['placed'])} times each, then "
+             f"{len(sets['alone'])} times with B and C stopped; one warm-up each, runs "
+             f"{FANOUT_SPACING_S:.1f} s apart."),
              "",
              "| measurement | value | target | notes |", "|---|---|---|---|"]
     lines += [f"| {what} | {value} | {target} | {note} |" for what, value, target, note in rows]
@@ -779,12 +1085,41 @@ def _format(r: dict[str, Any]) -> str:
               "RPC-only rows (`Describe`, `ExecutionStarted`) are its floor. A node redials a dead peer on an "
               "exponential backoff (1 s doubling to 60 s), but the restarted member's mDNS announcement, or its "
               "own call back, brings that redial forward (at most one early dial a second), so how long it "
-              "was down barely matters."), ""]
+              "was down barely matters."), "",
+              _reading(e2e, _median(offer["ms"]), overhead, {k: _median(v) for k, v in wall.items()},
+                       {k: _median(v) for k, v in level.items()},
+                       sum(len({x["where"][name][-1] for name in branches}) == 3 for x in sets["placed"]),
+                       len(sets["placed"]), r["load_fanout"][0]), ""]
     return "\n".join(lines)
 
 
+def _reading(e2e: float, offer: float, execute: float, wall: dict[str, float], level: dict[str, float],
+             spread_runs: int, placed_runs: int, load: float) -> str:
+    """The paragraph that reads the two coordinator measurements (numbers in, words chosen by them)."""
+    rest = e2e - offer - execute
+    placed, pinned = wall["alone"] / wall["placed"], wall["alone"] / wall["pinned"]
+    split = (f"the remaining {rest:.1f} ms is the coordinators' own placing and relaying" if rest >= 0.5 else
+             "so the coordinators' own placing and relaying add nothing measurable on top of the two round trips")
+    parts = [
+        (f"Placing an agent on a peer instead of on the coordinator costs {e2e:+.1f} ms end to end, "
+         f"{'within' if e2e <= 5 else 'over'} the 5 ms target. The two RPCs it adds, measured apart, come to "
+         f"{offer + execute:.1f} ms (`Offer` {offer:.1f} ms, `Execute` {execute:+.1f} ms), {split}."),
+        (f"Three single-thread nodes ran the fan-out {pinned:.2f}× faster than A alone when each agent was pinned to "
+         f"its own node ({level['alone'] / level['pinned']:.2f}× for the three parallel agents; the gather is "
+         "serial). The three namespaces share one 2-core machine, which other work was also using (1-minute load "
+         f"average {load:.1f} when the fan-out began), so three one-thread generations get at most two cores "
+         "between them: ~2× is the ceiling here, not 3×."),
+        (f"Placed by orc itself, the three agents landed on three different nodes in {spread_runs} of "
+         f"{placed_runs} runs, for a speedup of {placed:.2f}×"
+         + ("; in the other runs two agents shared a node (the table lists where each ran): placement follows "
+            "the speeds each node measured, and on one shared machine those differ from run to run."
+            if spread_runs < placed_runs else ".")),
+    ]
+    return " ".join(parts)
+
+
 def mesh_section() -> str:
-    """The mesh benchmarks as a Markdown section (runs them: about three minutes, needs root)."""
+    """The mesh benchmarks as a Markdown section (runs them: about five minutes, needs root)."""
     from tests import netns
 
     reason = netns.unavailable_reason()
