@@ -16,7 +16,9 @@ Measures, on this machine, in one process run so the ratios compare like with li
    GGUF converted with `orc models convert --to mlx`), prompt and decode tokens/s side by side
    (skipped, with a note, when mlx-lm is not installed);
 5. the mesh (tests/benchmarks/mesh.py): mTLS round trips and per-agent remote overhead between
-   daemons in network namespaces, discovery and dead-peer times, idle daemon footprint;
+   daemons in network namespaces (raw, and end to end through a coordinator that places the
+   agent), discovery and dead-peer times, idle daemon footprint, and a 3-agent fan-out on three
+   single-thread nodes against one;
 6. placement in simulation (tests/benchmarks/placement.py): orc's `place()` against HEFT and the
    naive baselines on random meshes and DAGs (deterministic, about 15 s; --skip-placement).
 Medians of several runs; the machine (CPU, cores, memory, versions) is written with the numbers.
