@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -73,6 +74,7 @@ BUSY_RETRY_MAX_S = 1.0
 # A node that accepts Offers but keeps refusing the Executes that follow is broken or hostile:
 # after this many refusals it counts as failed for that generation.
 MAX_REFUSALS = 3
+RELEASE_WAIT_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,9 @@ class Mesh:
         # Work this coordinator placed and its node may not have reported in a beat yet:
         # generation key -> (node id, work seconds, when placed or bound).
         self._placed: dict[str, tuple[str, float, float]] = {}
-        self._pending: list[tuple[Demand, bool, asyncio.Future[Decision]]] = []
+        self._binding: list[tuple] = []  # heap: (-rank, key, sequence, generation, demand, future)
+        self._sequence = 0
+        self._binder: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Future[object]] = set()
 
     # ---- what the mesh has ----
@@ -209,36 +213,47 @@ class Mesh:
     # ---- placing ----
 
     async def decide(self, demand: Demand, local: bool = False) -> Decision:
-        """The decision for `demand`, placed together with every demand asked in the same loop turn."""
+        """Where `demand` would go now (no Offer sent, nothing recorded)."""
+        return place([demand], self.view(local), self._clock())[0]
+
+    async def bind(self, generation: Generation, demand: Demand) -> tuple[Decision, tuple[Estimate, str] | None]:
+        """Place `demand` and bind it with Offers: the decision, and the node and lease it got
+        (None when every candidate refused or there was none).
+
+        Generations are bound one at a time, highest critical-path rank first: each is placed on
+        a view its predecessors' bindings already changed, and its Offers never compete with
+        theirs (two Offers in flight at once would each count the other's lease as queued work).
+        """
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Decision] = loop.create_future()
-        self._pending.append((demand, local, future))
-        if len(self._pending) == 1:
-            loop.call_soon(self._flush)
+        future: asyncio.Future[tuple[Decision, tuple[Estimate, str] | None]] = loop.create_future()
+        self._sequence += 1
+        heapq.heappush(self._binding, (-demand.rank, demand.key, self._sequence, generation, demand, future))
+        if self._binder is None or self._binder.done():
+            self._binder = loop.create_task(self._bind_queued(), name="placement")
         return await future
 
-    def _flush(self) -> None:
-        pending, self._pending = self._pending, []
-        decisions: dict[str, Decision] = {}
-        try:
-            for local in {local for _, local, _ in pending}:  # `--local` runs see only this node
-                demands = [demand for demand, flag, _ in pending if flag == local]
-                decisions.update((d.key, d) for d in place(demands, self.view(local), self._clock()))
-        except Exception as error:  # noqa: BLE001 - hand the failure to every waiter, never lose one
-            for _, _, future in pending:
+    async def _bind_queued(self) -> None:
+        await asyncio.sleep(0)  # generations that became ready together join the queue first
+        while self._binding:
+            *_, generation, demand, future = heapq.heappop(self._binding)
+            if future.done():
+                continue  # its generation was cancelled while it waited
+            try:
+                [decision] = place([demand], self.view(generation.local), self._clock())
+                bound = await self._bind(generation, decision) if decision.choice is not None else None
+            except Exception as error:  # noqa: BLE001 - hand the failure to its generation, keep binding
                 if not future.done():
                     future.set_exception(error)
-            return
-        now = self._clock()
-        self._placed = {k: v for k, v in self._placed.items() if v[2] > now - RECENT_WORK_S}
-        for demand, _, future in pending:
-            chosen = decisions[demand.key].choice
-            if chosen is not None:
-                # Counted at once, not when bound: generations placed in the next turns (before
-                # this one's Offers come back) must already see this node as busier.
-                self._placed[demand.key] = (chosen.node_id, chosen.work_s, now)
-            if not future.done():
-                future.set_result(decisions[demand.key])
+                continue
+            now = self._clock()
+            self._placed = {k: v for k, v in self._placed.items() if v[2] > now - RECENT_WORK_S}
+            if bound is not None:
+                self._placed[demand.key] = (bound[0].node_id, bound[0].work_s, now)
+            if future.done():  # cancelled while its Offers were out: give the place back
+                if bound is not None:
+                    self._background(self._release(bound[0].node_id, bound[1]))
+                continue
+            future.set_result((decision, bound))
 
     # ---- performing ----
 
@@ -266,10 +281,9 @@ class Mesh:
             demand = self.demand(key, generation.model, generation.sha256,
                                  estimated_prompt_tokens(generation.prompt_chars), generation.params.max_tokens,
                                  generation.placement, generation.rank, generation.local, frozenset(failed))
-            decision = await self.decide(demand, generation.local)
+            decision, bound = await self.bind(generation, demand)
             if decision.choice is None:
                 raise NoNode(_no_node_message(decision, failed, names))
-            bound = await self._bind(generation, decision)
             if bound is None:  # every candidate is full right now: wait for room, then place again
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, BUSY_RETRY_MAX_S)
@@ -277,7 +291,6 @@ class Mesh:
             estimate, lease = bound
             names[estimate.node_id] = estimate.name
             attempt += 1
-            self._placed[key] = (estimate.node_id, estimate.work_s, self._clock())  # where it really went
             yield Bound(estimate.node_id, estimate.name, replaces)
             try:
                 async for event in self._execute(generation, estimate, lease, attempt):
@@ -314,11 +327,16 @@ class Mesh:
                         for index, (c, reply) in enumerate(zip(probes, replies)) if reply.accepted]
             if accepted:
                 _, _, estimate, lease = min(accepted, key=lambda a: (a[0], a[1]))
-                for _, _, other, unused in accepted:
-                    if unused != lease:
-                        # Give the other place back now rather than let it expire: until then it
-                        # counts in that node's backlog and every coordinator's estimates.
-                        self._background(self._release(other.node_id, unused))
+                log.info("%s bound to %s (offers: %s)", generation.agent, estimate.name,
+                         ", ".join(f"{c.name} {reply.estimated_finish_ms} ms" if reply.accepted
+                                   else f"{c.name} refused" for c, reply in zip(probes, replies)))
+                releases = [self._background(self._release(other.node_id, unused))
+                            for _, _, other, unused in accepted if unused != lease]
+                if releases:
+                    # Give the other place back now rather than let it expire: until then it
+                    # counts in that node's backlog and in the next generation's Offer. Waited
+                    # for briefly only: an unreachable node must not hold up every placement.
+                    await asyncio.wait(releases, timeout=RELEASE_WAIT_S)
                 return estimate, lease
         return None
 
@@ -437,11 +455,12 @@ class Mesh:
         if link is not None:
             self._background(link.close())
 
-    def _background(self, work: Awaitable[object]) -> None:
+    def _background(self, work: Awaitable[object]) -> asyncio.Future[object]:
         """Run `work` without waiting for it, holding a reference until it is done."""
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def close(self) -> None:
         links, self._links = list(self._links.values()), {}

@@ -330,7 +330,7 @@ def test_a_node_whose_lease_expired_is_placed_again_without_counting_it_failed()
     assert first.execution_id == second.execution_id == execution_id("r1", "agent", 1)
 
 
-def test_generations_asked_in_one_turn_are_placed_together_and_spread(monkeypatch):
+def test_generations_asked_together_are_bound_one_at_a_time_critical_path_first_and_spread(monkeypatch):
     w = World((node("a", models=("other",)), 100), (node("b"), 100), (node("c"), 100))
     calls, place = [], mesh_module.place
 
@@ -341,13 +341,15 @@ def test_generations_asked_in_one_turn_are_placed_together_and_spread(monkeypatc
     monkeypatch.setattr(mesh_module, "place", recording_place)
 
     async def scenario():
-        return await asyncio.gather(run(w.mesh, generation("x")), run(w.mesh, generation("y")))
+        return await asyncio.gather(run(w.mesh, replace(generation("x"), rank=1.0)),
+                                    run(w.mesh, replace(generation("y"), rank=5.0)))
 
     (x, _), (y, _) = asyncio.run(scenario())
-    assert calls == [["r1/x", "r1/y"]]
-    assert (x[0], y[0]) == (Bound("b", "B"), Bound("c", "C"))
-    assert [r.agent for r in w.links["b"].executes] == ["x"]
-    assert [r.agent for r in w.links["c"].executes] == ["y"]
+    assert calls == [["r1/y"], ["r1/x"]]  # y is on the longer path: bound first, though asked second
+    assert (y[0], x[0]) == (Bound("b", "B"), Bound("c", "C"))  # x sees b taken by y
+    assert [r.agent for r in w.links["b"].executes] == ["y"]
+    assert [r.agent for r in w.links["c"].executes] == ["x"]
+    assert [o.agent for o in w.links["b"].offers] == [o.agent for o in w.links["c"].offers] == ["y", "x"]
 
 
 def test_a_peer_without_a_known_address_does_not_break_the_generation():
@@ -377,8 +379,10 @@ def test_the_view_counts_own_node_peers_beats_recent_work_and_the_dead():
     assert [n.node_id for n in mesh.view(local=True).nodes] == ["a"]
 
     async def place(model: str) -> str:
-        decision = await mesh.decide(mesh.demand(f"r1/{model}", model, None, 4, 10, Placement(), 1.0))
-        return decision.choice.node_id
+        demand = mesh.demand(f"r1/{model}", model, None, 4, 10, Placement(), 1.0)
+        assert (await mesh.decide(demand)).choice.node_id in ("b", "c")  # decide alone records nothing
+        _, (estimate, _) = await mesh.bind(replace(generation(model), model=model), demand)
+        return estimate.node_id
 
     assert asyncio.run(place("mb")) == "b" and asyncio.run(place("mc")) == "c"  # 0.104 s of work each
     backlog = {n.node_id: n.backlog_s for n in mesh.view().nodes}
