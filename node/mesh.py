@@ -3,9 +3,10 @@
 `Mesh` builds a `ClusterView` from this node's own service and what its peers last said (their
 descriptions and beats), asks the pure `place()` for decisions, and performs them:
 
-- **Batched, critical path first.** Every generation that asks for a node in the same turn of
-  the event loop is placed by one `place()` call, so ready agents are spread over the mesh
-  in critical-path order instead of piling onto the fastest node.
+- **One at a time, critical path first.** Generations waiting for a node queue by rank; each
+  is placed by `place()` on a view that already holds its predecessors' bindings, so ready
+  agents spread over the mesh instead of piling onto the fastest node, and one coordinator's
+  Offers never compete with each other.
 - **Probe and bind late.** The best two candidates are asked for an `Offer`; each answers with
   its own current estimate and a short lease; the generation runs on the better reply. The
   other lease simply expires. Each node enforces its own admission limits, so coordinators
