@@ -45,7 +45,9 @@ class ChatMessage:
 
 @dataclass(frozen=True)
 class GenerationParams:
-    """How to sample. `seed` with `temperature` 0 makes a generation reproducible."""
+    """How to sample. `seed` with `temperature` 0 makes a generation reproducible on a freshly
+    loaded model; a loaded llama.cpp model reuses the prompt prefix it evaluated last, and the
+    different batching can change a greedy continuation (seen in the mesh benchmark)."""
 
     temperature: float = 0.7
     max_tokens: int = 256
