@@ -152,15 +152,19 @@ def plan(
 ) -> None:
     """Show where each agent would run and why, without running anything.
 
-    For every agent: the candidate nodes with their estimated finish times (queue, model
-    load, prompt, generation, network), the node chosen, and why every other node was
-    ruled out (no such model, memory does not fit, local_only, missing tag, dead).
-    Needs the daemon ('orc-node start'); without it, everything runs on this machine.
-    Exits 3 if some agent has no node that can run it.
+    For every agent: the candidate nodes with their estimated finish
+    times (queue, model load, prompt, generation, network), the node
+    chosen, and why every other node was ruled out (no such model,
+    memory does not fit, local_only, missing tag, dead).
 
-    Example:
+    Needs the daemon ('orc-node start'); without it, everything runs on
+    this machine. Exits 3 if some agent has no node that can run it.
 
-      orc plan code-review -f patch.diff
+    Examples:
+
+      orc plan triage
+
+      orc plan ./review.yaml -f patch.diff --json
     """
     from orc.node.cli.render import plan_json, render_plan
 
