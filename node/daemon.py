@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from orc.node.admission import AdmissionConfig, BadAdmissionConfig, admission_config
 from orc.node.audit import ExecutionLog
 from orc.node.catalog import Catalog, ModelEntry
 from orc.node.description import DEFAULT_PORT
@@ -76,6 +77,7 @@ class Daemon:
         self.options = options
         self.store = IdentityStore(home.identity_dir)
         self.config = _discovery_config(home)
+        self.admission = _admission_config(home)
         self.listen = _listen_endpoint(options)
         self.peers = tuple(self.config.peers) + tuple(parse_peer(p) for p in options.peers)
         self.mdns_enabled = options.mdns and self.config.mdns
@@ -170,7 +172,8 @@ class Daemon:
         service = NodeService(
             membership=membership, runtimes=runtimes, served=served,
             addresses=self.addresses, known_peers=lambda: peering.known_peers() if peering else (),
-            tags=self.options.tags, audit=ExecutionLog(self.home.state_dir / "executions.jsonl"))
+            tags=self.options.tags, slots=self.admission.slots, queue_limit=self.admission.queue,
+            audit=ExecutionLog(self.home.state_dir / "executions.jsonl"))
         authorizer = Authorizer(is_revoked=membership.is_revoked)
         membership.on_revoked(lambda ids: [authorizer.cut_off(node_id) for node_id in ids])
         mesh_server, ports = await start_mesh_server(
@@ -412,6 +415,22 @@ def _discovery_config(home: Home) -> DiscoveryConfig:
     try:
         return load_discovery_config(home.config_file)
     except Exception as error:  # BadDiscoveryConfig and friends
+        raise DaemonError(str(error)) from None
+
+
+def _admission_config(home: Home) -> AdmissionConfig:
+    """The `admission:` section of the home's config.yaml (the discovery reader checked the file)."""
+    import yaml
+
+    try:
+        root = yaml.safe_load(home.config_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return AdmissionConfig()
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise DaemonError(f"cannot read {home.config_file}: {error}") from None
+    try:
+        return admission_config(root, str(home.config_file))
+    except BadAdmissionConfig as error:
         raise DaemonError(str(error)) from None
 
 

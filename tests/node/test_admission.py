@@ -9,6 +9,11 @@ import random
 import pytest
 
 from orc.node.admission import (
+    DEFAULT_QUEUE_LIMIT,
+    DEFAULT_SLOTS,
+    AdmissionConfig,
+    BadAdmissionConfig,
+    admission_config,
     LEASE_SECONDS,
     Admission,
     Offered,
@@ -340,3 +345,15 @@ def test_a_lease_its_holder_gives_back_frees_its_place_at_once():
     assert a.release(held, "bob", 0.2) is True and a.release(held, "bob", 0.2) is False
     assert a.backlog(0.2) == 0.0 and a.leases(0.2) == 0
     assert isinstance(a.offer(SMOL, "eve", 1.0, 0.3), Offered)
+
+
+def test_the_config_section_sets_slots_and_queue_and_refuses_nonsense():
+    assert admission_config(None) == admission_config({}) == AdmissionConfig(DEFAULT_SLOTS, DEFAULT_QUEUE_LIMIT)
+    assert admission_config({"admission": {"slots": 2, "queue": 0}}) == AdmissionConfig(2, 0)
+    assert admission_config({"discovery": {"mdns": False}}) == AdmissionConfig()
+    for section, words in (({"slots": 0}, "slots: must be a whole number from 1"),
+                           ({"queue": -1}, "queue: must be a whole number from 0"),
+                           ({"slots": True}, "slots"), ({"slots": "2"}, "slots"), ({"slot": 2}, "unknown key 'slot'"),
+                           ({"queue": 10_000}, "queue"), ("lots", "must be a mapping")):
+        with pytest.raises(BadAdmissionConfig, match=words):
+            admission_config({"admission": section}, "cfg.yaml")
