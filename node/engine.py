@@ -143,6 +143,7 @@ class Engine:
     local: bool = False  # `--local`: every agent stays on this node, even with a mesh
     _resolved: dict[tuple[int, str], ResolvedModel] = field(default_factory=dict)
     _ranks: dict[int, dict[str, float]] = field(default_factory=dict)
+    _digests: dict[tuple[int, str], str | None] = field(default_factory=dict)  # local weights, by agent
     _epoch: float = 0.0  # when the current run (or resume) began
 
     # ---- before anything runs ----
@@ -192,6 +193,14 @@ class Engine:
                         # The mesh (this node included) decides at run time; here: does anyone serve it?
                         if self.mesh.offers(resolved.model, here):
                             self._resolved[(id(spec), agent.name)] = resolved
+                            # The weights this node knows under that name, if any: peers must
+                            # serve the same ones. Read here, off the loop: the first look may
+                            # hash a model file.
+                            try:
+                                entry = self.catalog.get(resolved.model)
+                            except CatalogError:
+                                entry = None
+                            self._digests[(id(spec), agent.name)] = entry.sha256 if entry else None
                             continue
                         have = ", ".join(self.mesh.model_ids(here)) or "none"
                         if here:
@@ -256,12 +265,8 @@ class Engine:
                     resolved = self._resolved[(id(spec), agent.name)]
                     upstream = sum(r.max_tokens for d in agent.depends_on
                                    if (r := self._resolved.get((id(spec), d))) is not None)
-                    try:
-                        local = self.catalog.get(resolved.model)
-                    except CatalogError:
-                        local = None
                     demands.append(self.mesh.demand(
-                        agent.name, resolved.model, local.sha256 if local else None,
+                        agent.name, resolved.model, self._digests.get((id(spec), agent.name)),
                         estimated_prompt_tokens(len(resolved.system_prompt or "") + input_chars) + upstream,
                         resolved.max_tokens, agent.placement, self._rank(spec, agent.name), self.local))
                     if agent.fan_out:
@@ -567,13 +572,9 @@ class Engine:
                                 resolved: ResolvedModel) -> tuple[object, Usage]:
         """Place the generation on the mesh (this node included) and relay what it streams."""
         assert self.mesh is not None
-        try:
-            local = self.catalog.get(resolved.model)
-        except CatalogError:
-            local = None
         timeout = spec.timeout_seconds or resolved.timeout_seconds or DEFAULT_AGENT_TIMEOUT
         generation = Generation(
-            run_id=ctx.run_id, agent=name, model=resolved.model, sha256=local.sha256 if local else None,
+            run_id=ctx.run_id, agent=name, model=resolved.model, sha256=self._digests.get((id(ensemble), spec.name)),
             messages=tuple(build_messages(resolved.system_prompt, agent_input, value)),
             params=generation_params(resolved, spec, self.seed), placement=spec.placement,
             rank=self._rank(ensemble, spec.name), attempts=max_attempts(spec, retryable=True),

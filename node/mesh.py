@@ -213,10 +213,6 @@ class Mesh:
 
     # ---- placing ----
 
-    async def decide(self, demand: Demand, local: bool = False) -> Decision:
-        """Where `demand` would go now (no Offer sent, nothing recorded)."""
-        return place([demand], self.view(local), self._clock())[0]
-
     async def bind(self, generation: Generation, demand: Demand) -> tuple[Decision, tuple[Estimate, str] | None]:
         """Place `demand` and bind it with Offers: the decision, and the node and lease it got
         (None when every candidate refused or there was none).
@@ -352,7 +348,7 @@ class Mesh:
 
     async def _offer(self, generation: Generation, model_id: str, estimate: Estimate) -> OfferReply:
         request = OfferRequest(generation.run_id, generation.agent, model_id,
-                               self._sha256_on(estimate, model_id) or "",
+                               estimate.sha256,
                                estimated_prompt_tokens(generation.prompt_chars), generation.params.max_tokens)
         if estimate.node_id == self.node_id:
             return await self.service.offer(self.node_id, request)
@@ -366,13 +362,6 @@ class Mesh:
         self._network[estimate.node_id] = rtt if previous is None else 0.8 * previous + 0.2 * rtt
         return reply
 
-    def _sha256_on(self, estimate: Estimate, model_id: str) -> str | None:
-        """The digest of the variant the estimate was for, on that node."""
-        node = self.view().node(estimate.node_id)
-        if node is None:
-            return None
-        return next((m.sha256 for m in node.models if m.id == model_id and m.runtime == estimate.runtime), None)
-
     async def _execute(self, generation: Generation, estimate: Estimate, lease: str,
                        attempt: int) -> AsyncIterator[TokenChunk | GenerationDone]:
         """Run the generation on the bound node; raise _Lost if that node fails it."""
@@ -382,7 +371,7 @@ class Mesh:
             run_id=generation.run_id,
             agent=generation.agent, lease_id=lease,
             deadline_ms=int(generation.deadline_s * 1000) if generation.deadline_s else 0,
-            payload=AgentPayload(model_id, self._sha256_on(estimate, model_id) or "", generation.messages,
+            payload=AgentPayload(model_id, estimate.sha256, generation.messages,
                                  generation.params))
         local = estimate.node_id == self.node_id
         stream = (self.service.execute(self.node_id, request) if local
@@ -487,7 +476,7 @@ async def _pump(stream: AsyncIterator[ExecuteEvent], into: "asyncio.Queue[object
         into.put_nowait(_StreamEnded())
     except asyncio.CancelledError:
         raise
-    except (RpcError, OSError, Exception) as error:  # noqa: BLE001 - whatever broke, the reader decides
+    except Exception as error:  # noqa: BLE001 - whatever broke (RPC, socket, wire), the reader decides
         into.put_nowait(_StreamBroke(error))
     finally:
         close = getattr(stream, "aclose", None)

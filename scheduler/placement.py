@@ -116,6 +116,7 @@ class Estimate:
     warm: bool
     preferred: bool
     runtime: str
+    sha256: str = ""  # the digest of the variant scored, to ask that node for exactly those weights
 
     @property
     def work_s(self) -> float:
@@ -293,6 +294,7 @@ def _estimate(demand: Demand, node: NodeView, coordinator: str, start: float,
         decode_s=max(demand.max_tokens, 0) / max(decode, 1e-3),
         network_s=0.0 if node.node_id == coordinator else max(node.network_s, 0.0),
         warm=model.loaded, preferred=bool(demand.prefer_tags & node.tags), runtime=model.runtime,
+        sha256=model.sha256,
     )
 
 

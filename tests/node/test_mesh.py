@@ -380,7 +380,6 @@ def test_the_view_counts_own_node_peers_beats_recent_work_and_the_dead():
 
     async def place(model: str) -> str:
         demand = mesh.demand(f"r1/{model}", model, None, 4, 10, Placement(), 1.0)
-        assert (await mesh.decide(demand)).choice.node_id in ("b", "c")  # decide alone records nothing
         _, (estimate, _) = await mesh.bind(replace(generation(model), model=model), demand)
         return estimate.node_id
 
