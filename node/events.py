@@ -41,6 +41,16 @@ class AgentPlacedOn:
 
 
 @dataclass(frozen=True)
+class AgentWorking:
+    """A generation of `agent` left its node's queue and started generating on `node_id` after
+    waiting `waited_s` seconds for the model; the agent's own timeout counts from here."""
+
+    agent: str  # "name[i]" for a fan-out instance
+    node_id: str
+    waited_s: float
+
+
+@dataclass(frozen=True)
 class AgentPlan:
     """Where one agent would run, and why (`orc plan`, `orc run --explain`)."""
 
@@ -133,5 +143,5 @@ class RunFinished:
     result: RunResult
 
 
-RunProgress = Union[RunBegan, RunPlanned, AgentBegan, AgentPlacedOn, TokenStreamed, AgentEnded, AgentRetrying,
-                    RunFinished]
+RunProgress = Union[RunBegan, RunPlanned, AgentBegan, AgentPlacedOn, AgentWorking, TokenStreamed, AgentEnded,
+                    AgentRetrying, RunFinished]

@@ -13,6 +13,7 @@ from orc.node.events import (
     AgentBegan,
     AgentEnded,
     AgentPlacedOn,
+    AgentWorking,
     AgentRetrying,
     RunBegan,
     RunFinished,
@@ -68,6 +69,8 @@ class ProgressView:
                     self._line(f"  {self._style('↻', '33')} {agent} moved to {name} ({printable(replaces)})")
                 else:
                     self._line(f"  {self._style('→', '36')} {agent} {self._style('on ' + name, '2')}")
+            case AgentWorking():
+                pass  # the line of its placement already said where it runs
             case AgentBegan(agent=agent, node_id=node, model=model, attempt=attempt, instances=instances):
                 where = (f"on {node}" if node else "placing") + (f" · {model}" if model else "")
                 extra = f" · attempt {attempt}" if attempt > 1 else ""

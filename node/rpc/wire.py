@@ -26,6 +26,7 @@ from orc.node.events import (
     AgentBegan,
     AgentEnded,
     AgentPlacedOn,
+    AgentWorking,
     AgentPlan,
     AgentRetrying,
     RunBegan,
@@ -110,7 +111,8 @@ Domain = Union[
     OfferRequest, OfferReply, ExecuteRequest, ExecutionStarted, ExecutionTokens, ExecutionResult,
     ExecutionFailed, CancelRequest, CancelReply, JoinRequest, JoinGrant, NodeStatus, PeerView,
     PeersReply, InviteRequest, Invitation, RevokeRequest, RevokeReply, RunRequest,
-    RunBegan, RunPlanned, AgentBegan, AgentPlacedOn, TokenStreamed, AgentEnded, AgentRetrying, RunFinished,
+    RunBegan, RunPlanned, AgentBegan, AgentPlacedOn, AgentWorking, TokenStreamed, AgentEnded, AgentRetrying,
+    RunFinished,
 ]
 
 _T = TypeVar("_T")
@@ -465,6 +467,9 @@ def encode_run_event(event: RunProgress) -> bytes:
         case AgentPlacedOn():
             body = {"kind": "agent_placed", "agent": event.agent, "node_id": event.node_id,
                     "node_name": event.node_name, "replaces": event.replaces}
+        case AgentWorking():
+            body = {"kind": "agent_working", "agent": event.agent, "node_id": event.node_id,
+                    "waited_s": event.waited_s}
         case RunPlanned():
             body = {"kind": "run_planned", "ensemble": event.ensemble, "coordinator": event.coordinator,
                     "at": event.at, "agents": [_plan_to_body(plan) for plan in event.agents]}
@@ -602,6 +607,9 @@ def decode_run_event(data: object) -> RunProgress:
         return AgentPlacedOn(_agent_name(body.get("agent")), _label(body.get("node_id"), "node_id"),
                              _label(body.get("node_name"), "node name"),
                              _opt(body.get("replaces"), lambda v: _text(v, "failover reason", MAX_REASON)))
+    if kind == "agent_working":
+        return AgentWorking(_agent_name(body.get("agent")), _label(body.get("node_id"), "node_id"),
+                            _number(body.get("waited_s"), "waited_s", maximum=1e9))
     if kind == "run_planned":
         return RunPlanned(_text(body.get("ensemble"), "ensemble", MAX_PATH, empty=False),
                           _label(body.get("coordinator"), "coordinator"), _time("at")(body.get("at")),
@@ -757,8 +765,8 @@ def to_wire(value: Domain) -> Message:
             return cpb.RevokeReply(seq=value.seq)
         case RunRequest():
             return _run_request_to_wire(value)
-        case (RunBegan() | RunPlanned() | AgentBegan() | AgentPlacedOn() | TokenStreamed() | AgentEnded()
-              | AgentRetrying() | RunFinished()):
+        case (RunBegan() | RunPlanned() | AgentBegan() | AgentPlacedOn() | AgentWorking() | TokenStreamed()
+              | AgentEnded() | AgentRetrying() | RunFinished()):
             return cpb.RunEvent(event=encode_run_event(value))
         case _:
             assert_never(value)
