@@ -1,4 +1,4 @@
-"""Placement in simulation: orc's `place()` against HEFT and the naive baselines (scheduler/simulator.py).
+"""Placement in simulation: orc's `place()` against HEFT and the naive baselines (scheduler/simulator/).
 
     .venv/bin/python -m tests.benchmarks.placement          # prints the Markdown section
     from tests.benchmarks.placement import placement_section  # the same, as a string (run.py)
@@ -18,24 +18,17 @@ import sys
 import time
 from collections.abc import Sequence
 
-from orc.scheduler.simulator import (
+from orc.scheduler.simulator.benchmark import Cell, benchmark, benchmark_case
+from orc.scheduler.simulator.event_engine import HEARTBEAT_S, NOISE_SIGMA, PROBES, Policy, run_case, simulate
+from orc.scheduler.simulator.workload import (
     DAG_SHAPES,
     DEVICE_WEIGHTS,
     DEVICES,
-    HEARTBEAT_S,
     MODEL_WEIGHTS,
     MODELS,
-    NOISE_SIGMA,
-    PROBES,
     RESERVED_BYTES,
     SCRIPT_S,
-    Cell,
     Dag,
-    Policy,
-    benchmark,
-    benchmark_case,
-    run_case,
-    simulate,
 )
 
 NODE_COUNTS = (5, 10, 20, 50)
@@ -90,7 +83,7 @@ def _setup(cases: int, seed: int) -> list[str]:
     lines += [
         "",
         "- Rates are orders of magnitude for llama.cpp on each class (decoding a small model is bound by memory "
-        "bandwidth; the sources are in the comments of scheduler/simulator.py), not measurements. Each node "
+        "bandwidth; the sources are in the comments of scheduler/simulator/workload.py), not measurements. Each node "
         "holds each model with probability 0.6 (at least one; every model on at least one node); half of what it "
         "holds is loaded at the start, the rest is read from storage on first use and stays loaded. Memory: the "
         f"device's minus {RESERVED_BYTES / 2**30:g} GiB for the system; with these sizes the memory filter never "
@@ -129,7 +122,7 @@ def placement_section(cases: int = CASES, seed: int = SEED) -> str:
     elapsed = time.perf_counter() - began
 
     lines = ["## Placement in simulation", "",
-             "`scheduler/simulator.py` replays orc's placement code (`orc.scheduler.placement.place`) in a "
+             "`scheduler/simulator/` replays orc's placement code (`orc.scheduler.placement.place`) in a "
              "discrete-event simulation of heterogeneous home meshes and compares its makespan (time until the "
              "last DAG's last result is home) with centralized HEFT's on the same case. Written by "
              f"`.venv/bin/python -m tests.benchmarks.placement` (and run.py); simulated in {elapsed:.1f} s here.",
