@@ -379,7 +379,7 @@ class Admission:
         active |= {e.caller for e in (*lane.running.values(), *lane.queue.values())}
         active |= {lease.caller for lease in self._leases.values() if lease.model == model}
         active.add(caller)
-        owed = int(self._debt_at(caller, now))
+        owed = round(self._debt_at(caller, now))
         places = self.slots + self.queue_limit
         return max(1, math.ceil(places / len(active)) - owed), len(active), owed
 

@@ -382,7 +382,7 @@ def test_once_another_caller_is_refused_each_holds_at_most_its_share():
     lease(a.offer(SMOL, "mallory", 1.0, later))
     refused = a.offer(SMOL, "mallory", 1.0, later)
     assert isinstance(refused, Refused) and refused.why is Refusal.FAIR_SHARE
-    assert refused.reason.startswith("4 of your leases here expired unused, so your share of this model's 5 places "
+    assert refused.reason.startswith("5 of your leases here expired unused, so your share of this model's 5 places "
                                      "is 1 while 2 callers want them")
     # The node's own runs take the rest (mallory's refusal for its share does not cap them).
     assert all(isinstance(a.admit(SMOL, "home", None, f"h{i}", 1.0, later), (Running, Queued)) for i in range(4))

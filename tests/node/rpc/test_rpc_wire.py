@@ -117,6 +117,7 @@ SAMPLES = [
     OfferRequest("run-1", "summarize", "smollm2-135m", SHA, 120, 256),
     OfferReply(True, "lease-9", 1500, 1_700_000_002_000),
     OfferReply(False, reason="queue full"),
+    OfferReply(False, reason="max_tokens 9999 is more than the model's context window here", permanent=True),
     ExecuteRequest("exec-1", "run-1", "summarize", "lease-9", 30_000, _PAYLOAD),
     ExecuteRequest("exec-2", "run-1", "p/child[3]", "", 0,
                    AgentPayload("m", SHA, (), GenerationParams(seed=None, top_p=None))),
