@@ -20,7 +20,9 @@ from orc.node.mesh import (
     Generation,
     Mesh,
     NoNode,
+    NoRoom,
     PeerState,
+    Working,
     execution_id,
 )
 from orc.node.rpc.errors import ResourceExhausted, Unavailable
@@ -34,6 +36,7 @@ from orc.node.rpc.types import (
     OfferRequest,
 )
 from orc.node.runtimes.base import ChatMessage, GenerationDone, GenerationParams, TokenChunk
+from orc.node.speed import Speed
 from orc.scheduler.ensemble import Placement
 from orc.scheduler.run import Usage
 
@@ -43,12 +46,15 @@ MESSAGES = (ChatMessage("user", "Name one colour."),)  # 16 chars: 4 prompt toke
 PARAMS = GenerationParams(temperature=0.0, max_tokens=10)
 HANG = object()  # a step of a scripted stream: never yield again (a pulled cable)
 REFUSE = OfferReply(accepted=False, reason="queue full")
+# The fakes answer at once: with prompts read this fast, their instant results are possible.
+PREFILL = 1e7
 
 
 def node(node_id: str, decode: float = 100.0, models: tuple[str, ...] = ("m",), backlog_ms: int = 0,
-         tags: tuple[str, ...] = (), addresses: tuple[str, ...] | None = None) -> NodeDescription:
-    """A description whose every model is warm, prefills 1000 tok/s and decodes `decode` tok/s."""
-    offers = tuple(ModelOffer(m, "llama_cpp", f"sha-{m}-{node_id}", 100_000_000, True, 1000.0, decode)
+         tags: tuple[str, ...] = (), addresses: tuple[str, ...] | None = None,
+         prefill: float = PREFILL) -> NodeDescription:
+    """A description whose every model is warm, prefills `prefill` tok/s and decodes `decode` tok/s."""
+    offers = tuple(ModelOffer(m, "llama_cpp", f"sha-{m}-{node_id}", 100_000_000, True, prefill, decode)
                    for m in models)
     return NodeDescription(1, node_id, node_id.upper(), "mesh", (f"{node_id}.lan:7733",) if addresses is None
                            else addresses, HARDWARE, offers, Load(backlog_ms=backlog_ms), 0, 1, 0.0, tags)
@@ -123,6 +129,11 @@ class FakeService(Scripted):
         self.membership = SimpleNamespace(identity=SimpleNamespace(node_id=description.node_id))
         self.description = description
         self.callers: list[str] = []
+        self.cancels: list[str] = []
+
+    async def cancel(self, caller: str, execution_id: str) -> bool:
+        self.cancels.append(execution_id)
+        return True
 
     def describe(self) -> NodeDescription:
         return self.description
@@ -150,8 +161,12 @@ class World:
 
     @classmethod
     def standard(cls) -> World:
-        """Every node has model m; by estimate b (0.1 s) < c (0.2 s) < d (0.4 s) < the coordinator a (1 s)."""
-        return cls((node("a", 10), 1000), (node("b", 100), 100), (node("c", 50), 200), (node("d", 25), 400))
+        """Every node has model m; by estimate b (0.1 s) < c (0.2 s) < d (0.4 s) < the coordinator a (1 s).
+        The coordinator has seen each peer run m as fast as it says (so it believes them)."""
+        world = cls((node("a", 10), 1000), (node("b", 100), 100), (node("c", 50), 200), (node("d", 25), 400))
+        for peer, decode in (("b", 100.0), ("c", 50.0), ("d", 25.0)):
+            world.mesh._observe(peer, "m", Speed(PREFILL, decode, 0.0))
+        return world
 
     def dial(self, node_id: str, address: str) -> FakePeer:
         self.dials.append((node_id, address))
@@ -169,13 +184,16 @@ def generation(agent: str = "agent", attempts: int = 3, placement: Placement = P
     return Generation("r1", agent, "m", None, MESSAGES, PARAMS, placement, rank=1.0, attempts=attempts, local=local)
 
 
-async def run(mesh: Mesh, gen: Generation, on_event=lambda event: None) -> tuple[list, NoNode | None]:
-    """Every event the generation yields, and the NoNode it ended with (if it did); a hang fails in 5 s."""
+async def run(mesh: Mesh, gen: Generation, on_event=lambda event: None,
+              working: bool = False) -> tuple[list, NoNode | None]:
+    """Every event the generation yields (`Working` only if asked: its seconds vary), and the
+    NoNode it ended with (if it did); a hang fails in 5 s."""
     events = []
 
     async def consume() -> None:
         async for event in mesh.generate(gen):
-            events.append(event)
+            if working or not isinstance(event, Working):
+                events.append(event)
             on_event(event)
 
     try:
@@ -380,16 +398,17 @@ def test_the_view_counts_own_node_peers_beats_recent_work_and_the_dead():
 
     async def place(model: str) -> str:
         demand = mesh.demand(f"r1/{model}", model, None, 4, 10, Placement(), 1.0)
-        _, (estimate, _) = await mesh.bind(replace(generation(model), model=model), demand)
+        _, (estimate, _), _ = await mesh.bind(replace(generation(model), model=model), demand)
         return estimate.node_id
 
-    assert asyncio.run(place("mb")) == "b" and asyncio.run(place("mc")) == "c"  # 0.104 s of work each
+    # Nobody was seen running mb or mc: their advertised speeds count as the unmeasured ones.
+    assert asyncio.run(place("mb")) == "b" and asyncio.run(place("mc")) == "c"  # 4/50 + 10/5 = 2.08 s each
     backlog = {n.node_id: n.backlog_s for n in mesh.view().nodes}
-    assert backlog["b"] == pytest.approx(0.604) and backlog["c"] == pytest.approx(0.104)
+    assert backlog["b"] == pytest.approx(2.58) and backlog["c"] == pytest.approx(2.08)
     now[0] = 101.0
     w.states["b"] = replace(w.states["b"], load_at=100.5)  # a beat taken after the binding counts it itself
     backlog = {n.node_id: n.backlog_s for n in mesh.view().nodes}
-    assert backlog["b"] == pytest.approx(0.5) and backlog["c"] == pytest.approx(0.104)
+    assert backlog["b"] == pytest.approx(0.5) and backlog["c"] == pytest.approx(2.08)
     now[0] = 103.5  # no beat from c: its recent work counts for RECENT_WORK_S only
     assert {n.node_id: n.backlog_s for n in mesh.view().nodes}["c"] == 0.0
 
