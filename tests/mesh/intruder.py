@@ -136,7 +136,7 @@ def junk(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="mode", required=True)
-    for mode in ("call", "hold"):
+    for mode in ("call", "hold", "hoard"):
         p = sub.add_parser(mode)
         p.add_argument("target")
         p.add_argument("node_id")
@@ -144,13 +144,6 @@ def main() -> None:
         p.add_argument("--key")
         p.add_argument("--cert")
         p.add_argument("--plaintext", action="store_true")
-    p = sub.add_parser("hoard")
-    p.add_argument("target")
-    p.add_argument("node_id")
-    p.add_argument("--ca")
-    p.add_argument("--key")
-    p.add_argument("--cert")
-    p.add_argument("--plaintext", action="store_true")
     p.add_argument("--model", required=True)
     p.add_argument("--sha256", required=True)
     p.add_argument("--seconds", type=float, required=True)

@@ -12,14 +12,13 @@ logs the leases it let expire.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import netns
 import pytest
-from nodes import Node, python, wait_for
+from nodes import Node, python, stop_all, wait_for
 
 SMOL = "smollm2-135m-instruct"
 HOARD_SECONDS = 25.0  # the hoarder stops by itself after this, and is killed at the end anyway
@@ -61,15 +60,7 @@ def lan(tmp_path):
         [model] = pi.live_peers()[ids["hub"]]["models"]
         yield {"nodes": nodes, "ids": ids, "root": tmp_path, "sha256": model["sha256"]}
     finally:
-        for node in nodes.values():
-            if node.process is not None and node.process.poll() is None:
-                node.process.send_signal(signal.SIGTERM)
-        for node in nodes.values():
-            if node.process is not None:
-                try:
-                    node.process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    node.process.kill()
+        stop_all(nodes.values())
         mesh.close()
 
 
