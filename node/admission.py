@@ -21,7 +21,19 @@ An execution's life (a queued one starts when another finishes, oldest first acr
       └──no room──▶ refused
 
 A lease's life: `offer` ──▶ LEASED ──`admit` quoting it, same caller and model──▶ an execution;
-LEASED ──`now` ≥ `expires_at`──▶ gone (purged lazily at the start of every call).
+LEASED ──`now` ≥ `expires_at`──▶ gone (purged lazily at the start of every call), reported by
+`expired_unused` and counted in its caller's debt; LEASED ──`release` by its holder──▶ gone.
+
+**Fair share.** Places are first come, first served only while nobody else wants them. Once
+another caller was refused a place for want of room on a lane (within `CONTENTION_WINDOW_S`)
+or has an execution queued there, each caller may hold (leases, queued and running executions together) at most its share
+of the lane's places: `ceil(places / callers active on the lane)`, less its debt, at least one.
+The debt is what its leases held without ever being executed: an expired lease adds 1, a lease
+given back adds the fraction of its life it was held (the coordinator's own probe-and-bind-late
+gives the loser back within milliseconds: next to nothing). The debt halves every
+`DEBT_HALF_LIFE_S`, so a caller whose coordinator crashed once is forgiven within minutes, and
+one that keeps hoarding keeps a share of one place. This node's own coordinator is a caller
+like the others: one remote member cannot starve its local runs.
 
 Pure and synchronous: nothing here reads a clock or sleeps; every call takes `now` (seconds).
 The async shell (`orc.node.service`) reads the clock, wakes the executions `finish` promotes,
@@ -31,6 +43,7 @@ and maps refusals to RPC errors.
 from __future__ import annotations
 
 import enum
+import math
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -50,6 +63,17 @@ MAX_LEASES = 1024
 
 DEFAULT_SLOTS = 1
 DEFAULT_QUEUE_LIMIT = 4
+# A caller refused on a lane this recently still wants a place there: the others are held to
+# their fair share until it stops asking. A refused coordinator asks again within a second.
+CONTENTION_WINDOW_S = 10.0
+# Unused leases are forgiven by halves: a crash costs a minute or two, hoarding never pays.
+DEBT_HALF_LIFE_S = 60.0
+# Callers remembered per table (recent activity per lane, debts, expired leases not yet
+# reported). Callers are authenticated members, but a leaked CA key or a long-lived node sees
+# many: the oldest (or smallest debt) is forgotten first, so the tables stay bounded.
+MAX_TRACKED_CALLERS = 256
+# Debts this small are forgotten outright (after about six half-lives for one lease).
+FORGOTTEN_DEBT = 0.02
 
 
 class Refusal(enum.Enum):
@@ -60,6 +84,7 @@ class Refusal(enum.Enum):
     DUPLICATE = "an execution with this id is already admitted here"
     CALLER_LEASES = "you hold too many leases on this node; execute on them or let them expire"
     NODE_LEASES = "this node holds as many leases as it keeps; try again in a few seconds"
+    FAIR_SHARE = "you hold your fair share of this model's places here while others wait for them"
 
 
 @dataclass(frozen=True)
@@ -88,13 +113,27 @@ class Queued:
 
 @dataclass(frozen=True)
 class Refused:
-    """No room for it here (or the request is not acceptable)."""
+    """No room for it here (or the request is not acceptable); `detail`, when given, is the
+    message with this caller's numbers in it."""
 
     why: Refusal
+    detail: str = ""
 
     @property
     def reason(self) -> str:
-        return self.why.value
+        return self.detail or self.why.value
+
+
+@dataclass(frozen=True)
+class ExpiredLease:
+    """A lease that expired without an execution quoting it: its place was held for nothing."""
+
+    lease_id: str
+    model: str
+    caller: str
+    granted_at: float
+    expires_at: float
+    about: object = None  # what the shell passed to `offer` (the run and agent it was for)
 
 
 OfferDecision = Offered | Refused
@@ -108,6 +147,8 @@ class _Lease:
     caller: str
     work_s: float
     expires_at: float
+    granted_at: float = 0.0
+    about: object = None
 
 
 @dataclass(frozen=True)
@@ -131,12 +172,14 @@ def _work(work_s: float) -> float:
 
 
 class Admission:
-    """The admission limits of one node: leases, running slots and bounded queues per model."""
+    """The admission limits of one node: leases, running slots and bounded queues per model,
+    shared fairly between callers when more than one wants a lane."""
 
     def __init__(self, models: Iterable[str], *, slots: int = DEFAULT_SLOTS,
                  queue_limit: int = DEFAULT_QUEUE_LIMIT, max_running: int = MAX_ACTIVE_EXECUTIONS,
                  lease_seconds: float = LEASE_SECONDS, max_leases_per_caller: int = MAX_LEASES_PER_CALLER,
-                 max_leases: int = MAX_LEASES, new_id: Callable[[], str] = lambda: uuid.uuid4().hex) -> None:
+                 max_leases: int = MAX_LEASES, max_callers: int = MAX_TRACKED_CALLERS,
+                 new_id: Callable[[], str] = lambda: uuid.uuid4().hex) -> None:
         if slots < 1 or queue_limit < 0 or max_running < 1:
             raise ValueError("admission needs slots >= 1, queue_limit >= 0 and max_running >= 1")
         self.slots = slots
@@ -145,31 +188,42 @@ class Admission:
         self._lease_seconds = lease_seconds
         self._max_leases_per_caller = max_leases_per_caller
         self._max_leases = max_leases
+        self._max_callers = max_callers
         self._new_id = new_id
         # Lanes exist only for the models this node serves, never for a name a peer sends.
         self._lanes = {model: _Lane() for model in models}
         self._leases: dict[str, _Lease] = {}
         self._lane_of: dict[str, str] = {}  # execution id -> its model, running or queued
         self._admitted = 0
+        # Per lane: when each caller last asked for a place, and when it was last refused one.
+        self._asked: dict[str, dict[str, float]] = {model: {} for model in self._lanes}
+        self._refused: dict[str, dict[str, float]] = {model: {} for model in self._lanes}
+        self._debt: dict[str, tuple[float, float]] = {}  # caller -> (amount, as of when)
+        self._expired: list[ExpiredLease] = []  # not yet taken by `expired_unused`
 
     # ---- inputs ----
 
-    def offer(self, model: str, caller: str, work_s: float, now: float) -> OfferDecision:
+    def offer(self, model: str, caller: str, work_s: float, now: float, about: object = None) -> OfferDecision:
         """Hold one place of `model`'s lane for `caller` until now + LEASE_SECONDS, with this
-        node's estimate of when it would finish `work_s` seconds of work; or refuse."""
+        node's estimate of when it would finish `work_s` seconds of work; or refuse. `about`
+        comes back in `ExpiredLease` if the lease is never used."""
         self._purge(now)
         lane = self._lanes.get(model)
         if lane is None:
             return Refused(Refusal.UNKNOWN_MODEL)
+        self._note(self._asked[model], caller, now)
+        unfair = self._over_share(model, lane, caller, now)
+        if unfair is not None:
+            return unfair
         if self._free(model, lane) <= 0:
-            return Refused(Refusal.LANE_FULL)
+            return self._refuse(model, caller, now, Refused(Refusal.LANE_FULL))
         if sum(1 for lease in self._leases.values() if lease.caller == caller) >= self._max_leases_per_caller:
             return Refused(Refusal.CALLER_LEASES)
         if len(self._leases) >= self._max_leases:
             return Refused(Refusal.NODE_LEASES)
         work = _work(work_s)
         estimate = self._lane_backlog(model, lane, now) / self.slots + work
-        lease = _Lease(self._new_id(), model, caller, work, now + self._lease_seconds)
+        lease = _Lease(self._new_id(), model, caller, work, now + self._lease_seconds, now, about)
         self._leases[lease.lease_id] = lease
         return Offered(lease.lease_id, lease.expires_at, estimate)
 
@@ -179,23 +233,30 @@ class Admission:
 
         A live lease of the same caller and model converts into the execution. Without one (none,
         unknown, expired, another caller's or another model's) it gets only room no other caller
-        holds a live lease on: free room first, else one of its own leases on this lane."""
+        holds a live lease on, within its fair share: free room first, else one of its own
+        leases on this lane."""
         self._purge(now)
         lane = self._lanes.get(model)
         if lane is None:
             return Refused(Refusal.UNKNOWN_MODEL)
         if execution_id in self._lane_of:
             return Refused(Refusal.DUPLICATE)
+        self._note(self._asked[model], caller, now)
         lease = self._leases.get(lease_id) if lease_id else None
+        own = [held for held in self._leases.values() if held.caller == caller and held.model == model]
         if lease is not None and lease.caller == caller and lease.model == model:
             del self._leases[lease.lease_id]
-        elif self._free(model, lane) > 0:
-            pass
         else:
-            own = [held for held in self._leases.values() if held.caller == caller and held.model == model]
-            if not own:
-                return Refused(Refusal.LANE_FULL)
-            del self._leases[min(own, key=lambda held: held.expires_at).lease_id]
+            unfair = self._over_share(model, lane, caller, now)
+            if unfair is None and self._free(model, lane) > 0:
+                pass
+            elif own:
+                # A place it holds already: using it adds nothing to what it holds.
+                del self._leases[min(own, key=lambda held: held.expires_at).lease_id]
+            elif unfair is not None:
+                return unfair
+            else:
+                return self._refuse(model, caller, now, Refused(Refusal.LANE_FULL))
         self._admitted += 1
         execution = _Execution(execution_id, caller, _work(work_s), self._admitted)
         self._lane_of[execution_id] = model
@@ -221,12 +282,15 @@ class Admission:
 
     def release(self, lease_id: str, caller: str, now: float) -> bool:
         """Give back a lease its holder will not use (probe-and-bind-late asks two nodes and
-        takes one); False if `caller` holds no such live lease."""
+        takes one); False if `caller` holds no such live lease. The holder's debt grows by the
+        fraction of the lease's life it held the place."""
         self._purge(now)
         lease = self._leases.get(lease_id)
         if lease is None or lease.caller != caller:
             return False
         del self._leases[lease_id]
+        held = (now - lease.granted_at) / max(lease.expires_at - lease.granted_at, 1e-9)
+        self._owe(caller, min(max(held, 0.0), 1.0), now)
         return True
 
     def cancel(self, execution_id: str, now: float) -> bool:
@@ -239,6 +303,12 @@ class Admission:
         del self._lanes[model].queue[execution_id]
         del self._lane_of[execution_id]
         return True
+
+    def expired_unused(self, now: float) -> tuple[ExpiredLease, ...]:
+        """The leases that expired unused since the last call (for the shell to log), oldest first."""
+        self._purge(now)
+        expired, self._expired = tuple(self._expired), []
+        return expired
 
     # ---- what the node reports ----
 
@@ -271,6 +341,86 @@ class Admission:
         self._purge(now)
         names = self._lanes if model is None else [model] if model in self._lanes else []
         return sum(self._lane_backlog(name, self._lanes[name], now) for name in names)
+
+    def debt(self, caller: str, now: float) -> float:
+        """How many unused leases `caller` owes, decayed to `now`."""
+        self._purge(now)
+        return self._debt_at(caller, now)
+
+    def _debt_at(self, caller: str, now: float) -> float:
+        amount, since = self._debt.get(caller, (0.0, now))
+        return amount * 0.5 ** (max(now - since, 0.0) / DEBT_HALF_LIFE_S)
+
+    def share(self, model: str, caller: str, now: float) -> int | None:
+        """How many of the lane's places `caller` may hold now; None while nobody else wants them."""
+        self._purge(now)
+        lane = self._lanes.get(model)
+        if lane is None or not self._contended(model, lane, caller, now):
+            return None
+        return self._share_of(model, lane, caller, now)[0]
+
+    # ---- fairness ----
+
+    def _held(self, model: str, lane: _Lane, caller: str) -> int:
+        return (sum(1 for e in lane.running.values() if e.caller == caller)
+                + sum(1 for e in lane.queue.values() if e.caller == caller)
+                + sum(1 for lease in self._leases.values() if lease.model == model and lease.caller == caller))
+
+    def _contended(self, model: str, lane: _Lane, caller: str, now: float) -> bool:
+        """Another caller waits in this lane's queue, or was refused a place on it recently."""
+        return (any(e.caller != caller for e in lane.queue.values())
+                or any(other != caller and now - at < CONTENTION_WINDOW_S
+                       for other, at in self._refused[model].items()))
+
+    def _share_of(self, model: str, lane: _Lane, caller: str, now: float) -> tuple[int, int, int]:
+        """(share, callers wanting the lane, whole unused leases owed)."""
+        active = {other for other, at in self._asked[model].items() if now - at < CONTENTION_WINDOW_S}
+        active |= {other for other, at in self._refused[model].items() if now - at < CONTENTION_WINDOW_S}
+        active |= {e.caller for e in (*lane.running.values(), *lane.queue.values())}
+        active |= {lease.caller for lease in self._leases.values() if lease.model == model}
+        active.add(caller)
+        owed = round(self._debt_at(caller, now))
+        places = self.slots + self.queue_limit
+        return max(1, math.ceil(places / len(active)) - owed), len(active), owed
+
+    def _over_share(self, model: str, lane: _Lane, caller: str, now: float) -> Refused | None:
+        """A refusal if `caller` already holds its fair share of a lane others want."""
+        if not self._contended(model, lane, caller, now):
+            return None
+        share, wanting, owed = self._share_of(model, lane, caller, now)
+        held = self._held(model, lane, caller)
+        if held < share:
+            return None
+        places = self.slots + self.queue_limit
+        if owed:
+            detail = (f"{owed} of your leases here expired unused, so your share of this model's {places} places "
+                      f"is {share} while {wanting} callers want them; execute on the leases you take "
+                      f"(that count halves every {DEBT_HALF_LIFE_S:g} s)")
+        else:
+            detail = (f"you hold {held} of this model's {places} places here and your fair share is {share} while "
+                      f"{wanting} callers want them; execute on what you hold, or wait")
+        return Refused(Refusal.FAIR_SHARE, detail)
+
+    def _refuse(self, model: str, caller: str, now: float, refusal: Refused) -> Refused:
+        """Refuse for want of room, remembering that `caller` wants a place on the lane. (A
+        refusal for being over its share is not remembered: it must not cap the others.)"""
+        self._note(self._refused[model], caller, now)
+        return refusal
+
+    def _note(self, table: dict[str, float], caller: str, now: float) -> None:
+        """Remember when `caller` did something, forgetting the oldest beyond the cap."""
+        table.pop(caller, None)
+        table[caller] = now  # insertion order = oldest first
+        while len(table) > self._max_callers:
+            del table[next(iter(table))]
+
+    def _owe(self, caller: str, amount: float, now: float) -> None:
+        if amount <= 0:
+            return
+        self._debt[caller] = (self._debt_at(caller, now) + amount, now)
+        if len(self._debt) > self._max_callers:
+            # Forget the smallest debt: the worst hoarders stay remembered.
+            del self._debt[min(self._debt, key=lambda other: self._debt_at(other, now))]
 
     # ---- the arithmetic ----
 
@@ -307,9 +457,18 @@ class Admission:
         return execution.execution_id
 
     def _purge(self, now: float) -> None:
-        """Forget expired leases: their places are free again."""
+        """Forget expired leases: their places are free again, and their holders owe them."""
         for lease_id in [key for key, lease in self._leases.items() if now >= lease.expires_at]:
-            del self._leases[lease_id]
+            lease = self._leases.pop(lease_id)
+            self._owe(lease.caller, 1.0, lease.expires_at)
+            if len(self._expired) < self._max_leases:  # bounded even if the shell never reads it
+                self._expired.append(ExpiredLease(lease.lease_id, lease.model, lease.caller, lease.granted_at,
+                                                  lease.expires_at, lease.about))
+        for caller in [c for c in self._debt if self._debt_at(c, now) < FORGOTTEN_DEBT]:
+            del self._debt[caller]
+        for table in (*self._asked.values(), *self._refused.values()):
+            while table and now - next(iter(table.values())) >= CONTENTION_WINDOW_S:
+                del table[next(iter(table))]
 
 
 # ---- the node's settings (`admission:` in its config.yaml) ----

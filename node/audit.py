@@ -1,4 +1,5 @@
-"""The execution log: one JSON line for every execution this node served, for any caller.
+"""The execution log: one JSON line for every execution this node served, for any caller, and
+one for every lease a caller took here and never used (`outcome: lease_expired_unused`).
 
 It is how the owner of a device sees exactly what peers asked it to run: who (the caller's node
 id), for which run and agent, on which model, how it ended and how long it took. It records the
@@ -40,15 +41,33 @@ class ExecutionRecord:
     queued_s: float | None = None  # waiting for a slot before generating; None if it never started
 
 
+@dataclass(frozen=True)
+class UnusedLeaseRecord:
+    """A lease this node granted that expired without an execution quoting it: a place held for
+    nothing. Repeated ones from one caller are what hoarding looks like in the log."""
+
+    at: float  # unix seconds when the lease was granted
+    caller: str  # node id of the node that took the lease
+    run_id: str  # the run and agent its Offer named
+    agent: str
+    model: str  # "id@runtime"
+    lease_id: str
+    seconds: float  # how long it held the place
+    outcome: str = "lease_expired_unused"
+
+
+AuditRecord = ExecutionRecord | UnusedLeaseRecord
+
+
 class ExecutionLog:
-    """Appends `ExecutionRecord`s as JSON lines to `path`, rotating at `max_bytes`."""
+    """Appends `ExecutionRecord`s (and `UnusedLeaseRecord`s) as JSON lines to `path`, rotating at `max_bytes`."""
 
     def __init__(self, path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self._failing = False  # a failure was logged; stay quiet until a write succeeds again
 
-    def append(self, record: ExecutionRecord) -> None:
+    def append(self, record: AuditRecord) -> None:
         """Write one line for `record`; never raises (a failure is logged once and dropped)."""
         line = (json.dumps(asdict(record), sort_keys=True) + "\n").encode()
         try:

@@ -24,6 +24,7 @@ from orc.node.events import (
     AgentPlacedOn,
     AgentPlan,
     AgentRetrying,
+    AgentWorking,
     RunBegan,
     RunFinished,
     RunProgress,
@@ -40,7 +41,7 @@ from orc.node.runtimes.base import (
     RuntimeFailure,
     TokenChunk,
 )
-from orc.node.mesh import Bound, Generation, Mesh, NoNode
+from orc.node.mesh import Bound, Generation, Mesh, NoNode, NoRoom, TimedOut, Working
 from orc.node.runtimes.script import resolve_script, run_script
 from orc.scheduler.dag import critical_path_lengths
 from orc.scheduler.placement import Demand, estimated_prompt_tokens, forecast
@@ -87,6 +88,30 @@ log = logging.getLogger(__name__)
 
 LOCAL_NODE_ID = "local"
 DEFAULT_AGENT_TIMEOUT = 300.0  # seconds; llm-orc's default too. Composite agents have none.
+# How long an LLM agent's generation may wait for a model before it starts (every node full,
+# or queued on one) unless the agent says `queue_timeout_seconds`.
+DEFAULT_QUEUE_TIMEOUT = 300.0
+# Embedded mode: generations of one model let into the runtime at once (the llama.cpp runtime
+# runs one per model); the others wait here, where the engine sees them start.
+EMBEDDED_SLOTS_PER_MODEL = 1
+
+
+@dataclass(frozen=True)
+class Limits:
+    """An agent attempt's time limits, each with where it was set (for the messages)."""
+
+    timeout_s: float | None  # the attempt's own time; for an LLM agent, from when its generation starts
+    timeout_origin: str
+    wait_s: float | None  # LLM agents: how long a generation may wait to start
+    wait_origin: str
+
+    def timed_out(self, generating: bool) -> str:
+        doing = " of generating" if generating else ""
+        return f"timed out after {self.timeout_s:g} s{doing} ({self.timeout_origin})"
+
+    def waited(self, answers: str) -> str:
+        return (f"waited {self.wait_s:g} s for a model without starting ({self.wait_origin})"
+                + (f"; last answers: {answers}" if answers else ""))
 
 
 class RunRefused(Exception):
@@ -145,6 +170,8 @@ class Engine:
     _ranks: dict[int, dict[str, float]] = field(default_factory=dict)
     _digests: dict[tuple[int, str], str | None] = field(default_factory=dict)  # local weights, by agent
     _epoch: float = 0.0  # when the current run (or resume) began
+    _gates: dict[str, asyncio.Semaphore] = field(default_factory=dict)  # embedded mode, per model
+    _gates_loop: object = None  # the event loop the gates belong to
 
     # ---- before anything runs ----
 
@@ -444,27 +471,50 @@ class Engine:
         resolved = self._resolved.get((id(ensemble), spec.name))
         return resolved.model if resolved else None
 
+    def limits(self, ensemble: EnsembleSpec, spec: AgentSpec) -> Limits:
+        """An agent's time limits and where each was set: the agent's key, its profile's, or orc's default."""
+        where = ensemble.source.name if ensemble.source else "the ensemble"
+        resolved = self._resolved.get((id(ensemble), spec.name))
+        timeout: float | None = None
+        origin = ""
+        if spec.timeout_seconds is not None:
+            timeout, origin = spec.timeout_seconds, f"timeout_seconds: {spec.timeout_seconds:g} of agent '{spec.name}' in {where}"
+        elif resolved is not None and resolved.timeout_seconds is not None:
+            timeout = resolved.timeout_seconds
+            profile = self.profiles.profiles.get(resolved.profile or "")
+            source = profile.source if profile is not None and profile.source else "the built-in profiles"
+            origin = f"timeout_seconds: {timeout:g} of profile '{resolved.profile}' in {source}"
+        elif isinstance(spec.task, (LlmTask, ScriptTask)):
+            timeout, origin = DEFAULT_AGENT_TIMEOUT, f"orc's default of {DEFAULT_AGENT_TIMEOUT:g} s"
+        if spec.queue_timeout_seconds is not None:
+            wait = spec.queue_timeout_seconds
+            wait_origin = f"queue_timeout_seconds: {wait:g} of agent '{spec.name}' in {where}"
+        else:
+            wait, wait_origin = DEFAULT_QUEUE_TIMEOUT, f"orc's default of {DEFAULT_QUEUE_TIMEOUT:g} s"
+        return Limits(timeout, origin, wait, wait_origin)
+
     async def _attempt(self, ensemble: EnsembleSpec, spec: AgentSpec, agent_input: AgentInput,
                        ctx: _Context, queue: "asyncio.Queue[object]") -> None:
-        """Run one attempt of one agent and post its outcome; never raises (task boundary)."""
+        """Run one attempt of one agent and post its outcome; never raises (task boundary).
+
+        An LLM agent's timeout counts from when its generation starts (its wait for a model is
+        bounded apart, by `queue_timeout_seconds`); any other agent's from the attempt's start.
+        """
         name = ctx.prefix + spec.name
-        timeout = spec.timeout_seconds
-        resolved = self._resolved.get((id(ensemble), spec.name))
-        if timeout is None and resolved is not None:
-            timeout = resolved.timeout_seconds
-        if timeout is None and isinstance(spec.task, (LlmTask, ScriptTask)):
-            timeout = DEFAULT_AGENT_TIMEOUT
+        limits = self.limits(ensemble, spec)
         try:
             if agent_input.items is not None:
                 # The timeout bounds each instance, not the whole fan-out: N instances share
                 # one model and would otherwise time out for being many.
-                output, usage = await self._fan_out(ensemble, spec, agent_input, ctx, name, timeout)
+                output, usage = await self._fan_out(ensemble, spec, agent_input, ctx, name, limits)
+            elif isinstance(spec.task, LlmTask):
+                output, usage = await self._perform(ensemble, spec, agent_input, agent_input.input, ctx, name, limits)
             else:
                 output, usage = await asyncio.wait_for(
-                    self._perform(ensemble, spec, agent_input, agent_input.input, ctx, name), timeout)
+                    self._perform(ensemble, spec, agent_input, agent_input.input, ctx, name, limits), limits.timeout_s)
             event: AgentSucceeded | AgentFailed = AgentSucceeded(spec.name, output, self.clock(), usage)
         except asyncio.TimeoutError:
-            event = AgentFailed(spec.name, f"timed out after {timeout:g}s", self.clock())
+            event = AgentFailed(spec.name, limits.timed_out(generating=False), self.clock())
         except asyncio.CancelledError:
             raise
         except _AgentError as error:
@@ -477,15 +527,17 @@ class Engine:
         queue.put_nowait(_Outcome(event))
 
     async def _fan_out(self, ensemble: EnsembleSpec, spec: AgentSpec, agent_input: AgentInput,
-                       ctx: _Context, name: str, timeout: float | None) -> tuple[object, Usage]:
+                       ctx: _Context, name: str, limits: Limits) -> tuple[object, Usage]:
         assert agent_input.items is not None
 
         async def instance(index: int, item: object) -> tuple[object, Usage]:
+            work = self._perform(ensemble, spec, agent_input, item, ctx, f"{name}[{index}]", limits)
+            if isinstance(spec.task, LlmTask):
+                return await work  # its timeout counts from its own start, inside
             try:
-                return await asyncio.wait_for(
-                    self._perform(ensemble, spec, agent_input, item, ctx, f"{name}[{index}]"), timeout)
+                return await asyncio.wait_for(work, limits.timeout_s)
             except asyncio.TimeoutError:
-                raise _AgentError(f"timed out after {timeout:g}s") from None
+                raise _AgentError(limits.timed_out(generating=False)) from None
 
         instances = [instance(index, item) for index, item in enumerate(agent_input.items)]
         results = await asyncio.gather(*instances, return_exceptions=True)
@@ -502,11 +554,12 @@ class Engine:
         return tuple(output for output, _ in results), usage  # type: ignore[misc]
 
     async def _perform(self, ensemble: EnsembleSpec, spec: AgentSpec, agent_input: AgentInput,
-                       value: object, ctx: _Context, name: str) -> tuple[object, Usage]:
-        """Execute the agent's task on `value`; returns (output, usage)."""
+                       value: object, ctx: _Context, name: str, limits: Limits) -> tuple[object, Usage]:
+        """Execute the agent's task on `value`; returns (output, usage). An LLM task keeps its
+        own limits; the caller bounds the others."""
         match spec.task:
             case LlmTask():
-                return await self._generate(ensemble, spec, agent_input, value, ctx, name)
+                return await self._generate(ensemble, spec, agent_input, value, ctx, name, limits)
             case ScriptTask(script=script, parameters=parameters):
                 path = resolve_script(script, ensemble_dir=_folder(ensemble), project_dir=self.project_dir)
                 payload = {
@@ -542,12 +595,12 @@ class Engine:
         raise AssertionError(f"unhandled task {spec.task!r}")
 
     async def _generate(self, ensemble: EnsembleSpec, spec: AgentSpec, agent_input: AgentInput,
-                        value: object, ctx: _Context, name: str) -> tuple[object, Usage]:
+                        value: object, ctx: _Context, name: str, limits: Limits) -> tuple[object, Usage]:
         resolved = self._resolved.get((id(ensemble), spec.name))
         if resolved is None:
             raise _AgentError("model was not resolved before the run (internal error)")
         if self.mesh is not None:
-            return await self._generate_on_mesh(ensemble, spec, agent_input, value, ctx, name, resolved)
+            return await self._generate_on_mesh(ensemble, spec, agent_input, value, ctx, name, resolved, limits)
         try:
             entry = await asyncio.to_thread(self.catalog.prepare, resolved.model)
         except CatalogError as error:
@@ -557,39 +610,58 @@ class Engine:
             raise _AgentError(f"model '{entry.id}' needs the {entry.runtime} runtime, which this node does not have")
         messages = build_messages(resolved.system_prompt, agent_input, value)
         params = generation_params(resolved, spec, self.seed)
+        loop = asyncio.get_running_loop()
+        if self._gates_loop is not loop:
+            self._gates, self._gates_loop = {}, loop
+        gate = self._gates.setdefault(entry.selector, asyncio.Semaphore(EMBEDDED_SLOTS_PER_MODEL))
+        began = loop.time()
+        try:
+            await asyncio.wait_for(gate.acquire(), limits.wait_s)
+        except asyncio.TimeoutError:
+            raise _AgentError(limits.waited("")) from None
         text = ""
         usage = Usage()
-        async for event in runtime.generate(entry, messages, params):
-            match event:
-                case TokenChunk(text=chunk):
-                    ctx.post(TokenStreamed(name, chunk))
-                case GenerationDone(text=final, usage=done_usage):
-                    text, usage = final, done_usage
+        try:
+            ctx.post(AgentWorking(name, self.node_id, round(loop.time() - began, 3)))
+            async for event in _bounded(runtime.generate(entry, messages, params), limits, loop.time()):
+                match event:
+                    case TokenChunk(text=chunk):
+                        ctx.post(TokenStreamed(name, chunk))
+                    case GenerationDone(text=final, usage=done_usage):
+                        text, usage = final, done_usage
+        finally:
+            gate.release()
         return self._finish_text(spec, text), usage
 
     async def _generate_on_mesh(self, ensemble: EnsembleSpec, spec: AgentSpec, agent_input: AgentInput,
                                 value: object, ctx: _Context, name: str,
-                                resolved: ResolvedModel) -> tuple[object, Usage]:
-        """Place the generation on the mesh (this node included) and relay what it streams."""
+                                resolved: ResolvedModel, limits: Limits) -> tuple[object, Usage]:
+        """Place the generation on the mesh (this node included) and relay what it streams; its
+        timeout counts from when its node starts it (`Working`)."""
         assert self.mesh is not None
-        timeout = spec.timeout_seconds or resolved.timeout_seconds or DEFAULT_AGENT_TIMEOUT
         generation = Generation(
             run_id=ctx.run_id, agent=name, model=resolved.model, sha256=self._digests.get((id(ensemble), spec.name)),
             messages=tuple(build_messages(resolved.system_prompt, agent_input, value)),
             params=generation_params(resolved, spec, self.seed), placement=spec.placement,
             rank=self._rank(ensemble, spec.name), attempts=max_attempts(spec, retryable=True),
-            deadline_s=timeout, local=self.local, epoch=self._epoch)
+            deadline_s=limits.timeout_s, wait_s=limits.wait_s, local=self.local, epoch=self._epoch)
         text = ""
         usage = Usage()
         try:
-            async for event in self.mesh.generate(generation):
+            async for event in _bounded(self.mesh.generate(generation), limits, None):
                 match event:
                     case Bound(node_id=node_id, node_name=node_name, replaces=replaces):
                         ctx.post(_Placed(spec.name, name, node_id, node_name, replaces))
+                    case Working(node_id=node_id, waited_s=waited):
+                        ctx.post(AgentWorking(name, node_id, waited))
                     case TokenChunk(text=chunk):
                         ctx.post(TokenStreamed(name, chunk))
                     case GenerationDone(text=final, usage=done_usage):
                         text, usage = final, done_usage
+        except NoRoom as error:
+            raise _AgentError(limits.waited("; ".join(f"{node}: {why}" for node, why in error.answers))) from None
+        except TimedOut:
+            raise _AgentError(limits.timed_out(generating=True)) from None
         except NoNode as error:
             raise _AgentError(str(error)) from None
         return self._finish_text(spec, text), usage
@@ -660,6 +732,32 @@ class Engine:
             return load_ensemble(path, self.library)
         except (EnsembleNotFound, EnsembleInvalid) as error:
             raise _AgentError(f"dispatch to '{reference}': {error}") from None
+
+
+async def _bounded(events: AsyncIterator[object], limits: Limits,
+                   started: float | None) -> AsyncIterator[object]:
+    """`events`, ended with `_AgentError` once `limits.timeout_s` passed since the generation
+    started: at `started` (loop time), or else at its `Working` event."""
+    loop = asyncio.get_running_loop()
+    ends = None if limits.timeout_s is None or started is None else started + limits.timeout_s
+    try:
+        while True:
+            remaining = None if ends is None else ends - loop.time()
+            try:
+                if remaining is not None and remaining <= 0:
+                    raise asyncio.TimeoutError
+                event = await asyncio.wait_for(events.__anext__(), remaining)
+            except StopAsyncIteration:
+                return
+            except asyncio.TimeoutError:
+                raise _AgentError(limits.timed_out(generating=True)) from None
+            if isinstance(event, Working) and ends is None and limits.timeout_s is not None:
+                ends = loop.time() + limits.timeout_s
+            yield event
+    finally:
+        close = getattr(events, "aclose", None)
+        if close is not None:
+            await close()
 
 
 class _AgentError(Exception):

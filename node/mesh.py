@@ -15,6 +15,18 @@ descriptions and beats), asks the pure `place()` for decisions, and performs the
   moves the generation to the best node that has not failed it, up to its attempts. The
   coordinator itself goes through the same service as its peers (no RPC), so its own
   limits count its runs and its peers' alike.
+- **Wait a bounded time.** When every candidate refuses (all full), the generation waits and
+  places again, up to its `wait_s` (the agent's `queue_timeout_seconds`) counted from its
+  first placement until a node starts generating it; then it fails naming every node and its
+  last answer.
+- **Trust only what it observed.** Every execution's timing (started, first token, result)
+  gives the speeds this coordinator saw from that node. A peer's advertised speeds are used up
+  to what was observed there (times `OBSERVED_SLACK`), or, never observed, up to the best speed
+  seen for that model anywhere (this node's own measurement included) times
+  `UNOBSERVED_FACTOR`. An Offer estimate faster than the peer's own claim or than those caps
+  allow, or a result that cannot be true (more tokens than max_tokens, more text than its
+  tokens can hold, faster than anything seen for the model allows), is a lie: the peer is
+  distrusted for `DISTRUST_S` and the work goes elsewhere.
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ from orc.node.rpc.types import (
     OfferRequest,
 )
 from orc.node.runtimes.base import ChatMessage, GenerationDone, GenerationParams, TokenChunk
+from orc.node.speed import Speed, speed_from_timing
 from orc.scheduler.ensemble import Placement
 from orc.scheduler.loader import split_model_ref
 from orc.scheduler.placement import (
@@ -51,6 +64,8 @@ from orc.scheduler.placement import (
     Estimate,
     HeldModel,
     NodeView,
+    UNMEASURED_DECODE_TOKENS_PER_S,
+    UNMEASURED_PREFILL_TOKENS_PER_S,
     estimated_prompt_tokens,
     place,
 )
@@ -76,6 +91,31 @@ BUSY_RETRY_MAX_S = 1.0
 # after this many refusals it counts as failed for that generation.
 MAX_REFUSALS = 3
 RELEASE_WAIT_S = 0.25
+# ---- trust only what you observed ----
+# A peer's advertised speed counts up to this multiple of what this coordinator observed there
+# (observations include the network and a busy moment, so they are lower than the truth).
+OBSERVED_SLACK = 1.5
+# A peer never observed with a model counts as at most this multiple of the best speed seen for
+# that model on any node (this one's own measurement included): enough to prefer a faster
+# newcomer, too little for a liar to take every agent.
+UNOBSERVED_FACTOR = 2.0
+# An Offer estimate is a lie when it is below 1/LIE_SLACK of the time the work needs at the
+# fastest speed believable for that peer: its own claim, capped by OBSERVED_SLACK times what was
+# observed there, or, never observed, by LIE_FACTOR_UNOBSERVED times the best seen anywhere.
+LIE_SLACK = 2.0
+LIE_FACTOR_UNOBSERVED = 16.0
+# The smallest context window a node may run a model with: the decode part of the time
+# expected for an Offer counts no more tokens than it leaves (a node bounds max_tokens by its own).
+MIN_CONTEXT_TOKENS = 512
+# A result is impossible when it came faster than the best speeds seen for its model anywhere
+# allow, divided by this; or with more text than MAX_CHARS_PER_TOKEN per token it claims.
+IMPOSSIBLE_FACTOR = 20.0
+MAX_CHARS_PER_TOKEN = 32
+# A peer caught lying gets no work from this coordinator for this long.
+DISTRUST_S = 600.0
+# Observations (node, model) and distrusted peers remembered: the oldest are forgotten first.
+MAX_OBSERVED = 1024
+MAX_DISTRUSTED = 256
 
 
 @dataclass(frozen=True)
@@ -91,7 +131,8 @@ class Generation:
     placement: Placement
     rank: float  # critical-path length from this agent to the end of its ensemble, seconds
     attempts: int  # nodes it may be tried on
-    deadline_s: float | None = None
+    deadline_s: float | None = None  # the generation's own time, from when its node starts it
+    wait_s: float | None = None  # how long it may wait to start (refused everywhere, or queued); None: forever
     local: bool = False  # `--local`: this node only
     epoch: float = 0.0  # when this run, or this resume of it, began: attempts of a resume get new ids
 
@@ -109,15 +150,51 @@ class Bound:
     replaces: str | None = None
 
 
-MeshEvent = Union[Bound, TokenChunk, GenerationDone]
+@dataclass(frozen=True)
+class Working:
+    """The node left its queue and started generating, `waited_s` after the generation was first placed."""
+
+    node_id: str
+    waited_s: float
+
+
+MeshEvent = Union[Bound, Working, TokenChunk, GenerationDone]
 
 
 class NoNode(Exception):
     """No node of the mesh can run this generation now (the message says why, node by node)."""
 
 
+class NoRoom(NoNode):
+    """The generation waited `waited_s` (its `wait_s`) without any node starting it; `answers`
+    pairs each node asked with its last answer."""
+
+    def __init__(self, waited_s: float, answers: tuple[tuple[str, str], ...]) -> None:
+        self.waited_s = waited_s
+        self.answers = answers
+        super().__init__(f"waited {waited_s:.0f} s without a node starting it ("
+                         + ("; ".join(f"{name}: {why}" for name, why in answers) or "no node answered") + ")")
+
+
+class TimedOut(NoNode):
+    """The node ended the generation at its deadline (`Generation.deadline_s` from its start)."""
+
+
 class _Lost(Exception):
     """The node running a generation failed it; another node may still succeed."""
+
+
+class _Waited(Exception):
+    """The generation's time to wait ran out while it was queued on its node."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A node's refusal of an Offer: `permanent` when waiting cannot change it."""
+
+    name: str
+    reason: str
+    permanent: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,6 +242,11 @@ class Mesh:
         # generation key -> (node id, work seconds, when placed or bound).
         self._placed: dict[str, tuple[str, float, float]] = {}
         self._binding: list[tuple] = []  # heap: (-rank, key, sequence, generation, demand, future)
+        # Speeds this coordinator observed, by (node id, model id); most recent last, capped.
+        self._observed: dict[tuple[str, str], Speed] = {}
+        # Peers caught lying: node id -> (distrusted until, by self._clock; what they did).
+        self._distrusted: dict[str, tuple[float, str]] = {}
+        self.lies: dict[str, int] = {}  # node id -> lies caught (capped like the distrusted)
         self._sequence = 0
         self._binder: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Future[object]] = set()
@@ -182,6 +264,7 @@ class Mesh:
                     continue
                 view = _node_view(peer.description, peer.alive, peer.load, peer.load_at,
                                   self._network.get(peer.node_id, DEFAULT_NETWORK_S))
+                view = replace(view, models=tuple(self._capped(peer.node_id, m) for m in view.models))
                 since = peer.load_at if peer.load_at is not None else now - RECENT_WORK_S
                 extra = sum(work for node, work, at in self._placed.values() if node == peer.node_id and at >= since)
                 nodes.append(replace(view, backlog_s=view.backlog_s + extra))
@@ -209,20 +292,121 @@ class Mesh:
         return Demand(
             key=key, model_id=model_id, runtime=runtime, sha256=sha256, prompt_tokens=prompt_tokens,
             max_tokens=max_tokens, rank=rank, local_only=placement.local_only or local,
-            require_tags=placement.require_tags, prefer_tags=placement.prefer_tags, exclude=exclude)
+            require_tags=placement.require_tags, prefer_tags=placement.prefer_tags, exclude=exclude,
+            distrusted=self.distrusted())
+
+    # ---- trust ----
+
+    def distrusted(self) -> frozenset[str]:
+        """Peers caught lying whose cool-down has not ended."""
+        now = self._clock()
+        return frozenset(node for node, (until, _) in self._distrusted.items() if now < until)
+
+    def observed(self, node_id: str, model_id: str) -> Speed | None:
+        """The speeds this coordinator saw from `node_id`'s executions of `model_id`, if any."""
+        return self._observed.get((node_id, model_id))
+
+    def _best(self, model_id: str) -> tuple[float, float] | None:
+        """The best (prefill, decode) seen for a model: on any node, or measured by this node itself."""
+        seen = [(speed.prefill_tokens_per_s, speed.decode_tokens_per_s)
+                for (_, model), speed in self._observed.items() if model == model_id]
+        seen += [(m.prefill_tokens_per_s, m.decode_tokens_per_s) for m in self.service.describe().models
+                 if m.id == model_id and m.prefill_tokens_per_s and m.decode_tokens_per_s]
+        if not seen:
+            return None
+        return max(p for p, _ in seen), max(d for _, d in seen)
+
+    def _cap(self, node_id: str, model_id: str, unobserved_factor: float) -> tuple[float, float] | None:
+        """The fastest (prefill, decode) this coordinator believes of a peer's model."""
+        observed = self._observed.get((node_id, model_id))
+        if observed is not None:
+            return observed.prefill_tokens_per_s * OBSERVED_SLACK, observed.decode_tokens_per_s * OBSERVED_SLACK
+        best = self._best(model_id)
+        if best is None:
+            return None
+        return best[0] * unobserved_factor, best[1] * unobserved_factor
+
+    def _capped(self, node_id: str, model: HeldModel) -> HeldModel:
+        """A peer's model with its advertised speeds cut to what this coordinator believes."""
+        cap = self._cap(node_id, model.id, UNOBSERVED_FACTOR) or (UNMEASURED_PREFILL_TOKENS_PER_S,
+                                                                  UNMEASURED_DECODE_TOKENS_PER_S)
+        return replace(model,
+                       prefill_tokens_per_s=None if model.prefill_tokens_per_s is None
+                       else min(model.prefill_tokens_per_s, cap[0]),
+                       decode_tokens_per_s=None if model.decode_tokens_per_s is None
+                       else min(model.decode_tokens_per_s, cap[1]))
+
+    def _advertised(self, node_id: str, model_id: str, sha256: str) -> tuple[float | None, float | None]:
+        for peer in self._peers():
+            if peer.node_id == node_id and peer.description is not None:
+                for m in peer.description.models:
+                    if m.id == model_id and (not sha256 or m.sha256 == sha256):
+                        return m.prefill_tokens_per_s, m.decode_tokens_per_s
+        return None, None
+
+    def _lie(self, generation: Generation, model_id: str, estimate: Estimate, reply: OfferReply) -> str | None:
+        """Why a peer's accepted Offer cannot be true, or None when it may be."""
+        fastest = []
+        claimed = self._advertised(estimate.node_id, model_id, estimate.sha256)
+        cap = self._cap(estimate.node_id, model_id, LIE_FACTOR_UNOBSERVED)
+        for index in (0, 1):
+            believable = [speed for speed in (claimed[index], cap[index] if cap else None) if speed]
+            fastest.append(min(believable) if believable else None)
+        if fastest[0] is None or fastest[1] is None:
+            return None  # nothing to judge by
+        prompt = estimated_prompt_tokens(generation.prompt_chars)
+        written = min(generation.params.max_tokens, max(MIN_CONTEXT_TOKENS - prompt, 0))
+        needed = prompt / fastest[0] + written / fastest[1]
+        if reply.estimated_finish_ms / 1000 < needed / LIE_SLACK:
+            return (f"it offered to finish in {reply.estimated_finish_ms} ms what needs at least "
+                    f"{needed * 1000:.0f} ms at the fastest speeds it can be believed to have")
+        return None
+
+    def _impossible(self, generation: Generation, model_id: str, text: str, prompt_tokens: int,
+                    completion_tokens: int, seconds: float) -> str | None:
+        """Why a peer's result cannot be true, or None when it may be (a made-up text that looks
+        real cannot be caught: only what contradicts the numbers)."""
+        if completion_tokens > generation.params.max_tokens:
+            return f"it claims {completion_tokens} completion tokens, more than max_tokens {generation.params.max_tokens}"
+        if len(text) > max(completion_tokens, 1) * MAX_CHARS_PER_TOKEN:
+            return f"its {len(text)} characters cannot be {completion_tokens} tokens"
+        best = self._best(model_id)
+        if best is not None:
+            fastest = prompt_tokens / best[0] + max(completion_tokens - 1, 0) / best[1]
+            if seconds < fastest / IMPOSSIBLE_FACTOR:
+                return (f"it finished in {seconds * 1000:.0f} ms, more than {IMPOSSIBLE_FACTOR:g} times faster than "
+                        f"any speed seen for {model_id} allows ({fastest * 1000:.0f} ms)")
+        return None
+
+    def _distrust(self, node_id: str, name: str, why: str) -> None:
+        log.warning("distrusting %s for %.0f s: %s", name, DISTRUST_S, why)
+        self._distrusted.pop(node_id, None)
+        self._distrusted[node_id] = (self._clock() + DISTRUST_S, why)
+        self.lies[node_id] = self.lies.pop(node_id, 0) + 1
+        for table in (self._distrusted, self.lies):
+            while len(table) > MAX_DISTRUSTED:
+                del table[next(iter(table))]
+
+    def _observe(self, node_id: str, model_id: str, speed: Speed) -> None:
+        key = (node_id, model_id)
+        previous = self._observed.pop(key, None)
+        self._observed[key] = previous.refreshed(speed) if previous else speed
+        while len(self._observed) > MAX_OBSERVED:
+            del self._observed[next(iter(self._observed))]
 
     # ---- placing ----
 
-    async def bind(self, generation: Generation, demand: Demand) -> tuple[Decision, tuple[Estimate, str] | None]:
-        """Place `demand` and bind it with Offers: the decision, and the node and lease it got
-        (None when every candidate refused or there was none).
+    async def bind(self, generation: Generation, demand: Demand) -> tuple[Decision, tuple[Estimate, str] | None,
+                                                                           dict[str, Answer]]:
+        """Place `demand` and bind it with Offers: the decision, the node and lease it got (None
+        when every candidate refused or there was none), and the refusal of each node that refused.
 
         Generations are bound one at a time, highest critical-path rank first: each is placed on
         a view its predecessors' bindings already changed, and its Offers never compete with
         theirs (two Offers in flight at once would each count the other's lease as queued work).
         """
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[Decision, tuple[Estimate, str] | None]] = loop.create_future()
+        future: asyncio.Future[tuple[Decision, tuple[Estimate, str] | None, dict[str, Answer]]] = loop.create_future()
         self._sequence += 1
         heapq.heappush(self._binding, (-demand.rank, demand.key, self._sequence, generation, demand, future))
         if self._binder is None or self._binder.done():
@@ -235,9 +419,10 @@ class Mesh:
             *_, generation, demand, future = heapq.heappop(self._binding)
             if future.done():
                 continue  # its generation was cancelled while it waited
+            answers: dict[str, Answer] = {}
             try:
                 [decision] = place([demand], self.view(generation.local), self._clock())
-                bound = await self._bind(generation, decision) if decision.choice is not None else None
+                bound = await self._bind(generation, decision, answers) if decision.choice is not None else None
             except Exception as error:  # noqa: BLE001 - hand the failure to its generation, keep binding
                 if not future.done():
                     future.set_exception(error)
@@ -250,7 +435,7 @@ class Mesh:
                 if bound is not None:
                     self._background(self._release(bound[0].node_id, bound[1]))
                 continue
-            future.set_result((decision, bound))
+            future.set_result((decision, bound, answers))
 
     # ---- performing ----
 
@@ -271,31 +456,61 @@ class Mesh:
     async def _place_and_run(self, generation: Generation, key: str, failed: dict[str, str],
                              names: dict[str, str]) -> AsyncIterator[MeshEvent]:
         refusals: dict[str, int] = {}  # node id -> Executes it refused after accepting the Offer
+        answers: dict[str, str] = {}  # node id -> its last refusal, for the message if time runs out
+        unfit: dict[str, str] = {}  # node id -> why it can never take this generation (refused for good)
         replaces: str | None = None
         wait = BUSY_RETRY_FIRST_S
         attempt = 0
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        gives_up = None if generation.wait_s is None else began + generation.wait_s
+
+        def no_room() -> NoRoom:
+            return NoRoom(loop.time() - began, tuple((names.get(n, n), why) for n, why in answers.items()))
+
+        async def wait_for_room() -> None:
+            nonlocal wait
+            if gives_up is not None and loop.time() + wait > gives_up:
+                if loop.time() >= gives_up:
+                    raise no_room()
+                await asyncio.sleep(gives_up - loop.time())
+                raise no_room()
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, BUSY_RETRY_MAX_S)
+
         while True:
             demand = self.demand(key, generation.model, generation.sha256,
                                  estimated_prompt_tokens(generation.prompt_chars), generation.params.max_tokens,
-                                 generation.placement, generation.rank, generation.local, frozenset(failed))
-            decision, bound = await self.bind(generation, demand)
+                                 generation.placement, generation.rank, generation.local,
+                                 frozenset(failed) | frozenset(unfit))
+            decision, bound, refused = await self.bind(generation, demand)
+            for node_id, answer in refused.items():
+                names[node_id] = answer.name
+                (unfit if answer.permanent else answers)[node_id] = answer.reason
+                if answer.permanent:
+                    answers.pop(node_id, None)
             if decision.choice is None:
-                raise NoNode(_no_node_message(decision, failed, names))
-            if bound is None:  # every candidate is full right now: wait for room, then place again
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, BUSY_RETRY_MAX_S)
+                raise NoNode(_no_node_message(decision, {**failed, **unfit}, names))
+            if bound is None:
+                if refused and all(answer.permanent for answer in refused.values()):
+                    continue  # those nodes can never take it: place again without them, at once
+                await wait_for_room()
                 continue
             estimate, lease = bound
             names[estimate.node_id] = estimate.name
             attempt += 1
             yield Bound(estimate.node_id, estimate.name, replaces)
             try:
-                async for event in self._execute(generation, estimate, lease, attempt):
+                async for event in self._execute(generation, estimate, lease, attempt, began, gives_up):
                     yield event
                 return
+            except _Waited:
+                answers[estimate.node_id] = "queued there, not started"
+                raise no_room() from None
             except ResourceExhausted as error:
                 # The node filled up between its Offer and our Execute (its lease expired): not
                 # its fault, place again without counting the node out, unless it keeps doing it.
+                answers[estimate.node_id] = str(error)
                 refusals[estimate.node_id] = refusals.get(estimate.node_id, 0) + 1
                 if refusals[estimate.node_id] >= MAX_REFUSALS:
                     failed[estimate.node_id] = f"refused the execution {MAX_REFUSALS} times after offering it"
@@ -303,8 +518,7 @@ class Mesh:
                         raise NoNode(_failed_message(failed, names)) from None
                 log.info("%s: %s refused the execution (%s); placing again", generation.agent, estimate.name, error)
                 attempt -= 1
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, BUSY_RETRY_MAX_S)
+                await wait_for_room()
                 continue
             except _Lost as error:
                 failed[estimate.node_id] = str(error)
@@ -313,15 +527,27 @@ class Mesh:
                     raise NoNode(_failed_message(failed, names)) from None
                 replaces = f"{estimate.name}: {error}"
 
-    async def _bind(self, generation: Generation, decision: Decision) -> tuple[Estimate, str] | None:
-        """Ask the best candidates for an Offer, two at a time; the better accepted one wins."""
+    async def _bind(self, generation: Generation, decision: Decision,
+                    answers: dict[str, "Answer"]) -> tuple[Estimate, str] | None:
+        """Ask the best candidates for an Offer, two at a time; the better believable accepted one
+        wins. Each refusal (and each lie) is put in `answers`."""
         model_id, _ = split_model_ref(generation.model)
         candidates = list(decision.candidates)
         while candidates:
             probes, candidates = candidates[:PROBES], candidates[PROBES:]
             replies = await asyncio.gather(*(self._offer(generation, model_id, c) for c in probes))
-            accepted = [(reply.estimated_finish_ms / 1000 + c.network_s, index, c, reply.lease_id)
-                        for index, (c, reply) in enumerate(zip(probes, replies)) if reply.accepted]
+            accepted = []
+            for index, (c, reply) in enumerate(zip(probes, replies)):
+                if not reply.accepted:
+                    answers[c.node_id] = Answer(c.name, reply.reason, reply.permanent)
+                    continue
+                lie = None if c.node_id == self.node_id else self._lie(generation, model_id, c, reply)
+                if lie is not None:
+                    self._distrust(c.node_id, c.name, lie)
+                    answers[c.node_id] = Answer(c.name, f"distrusted: {lie}", False)
+                    self._background(self._release(c.node_id, reply.lease_id))
+                    continue
+                accepted.append((reply.estimated_finish_ms / 1000 + c.network_s, index, c, reply.lease_id))
             if accepted:
                 _, _, estimate, lease = min(accepted, key=lambda a: (a[0], a[1]))
                 log.info("%s bound to %s (offers: %s)", generation.agent, estimate.name,
@@ -362,9 +588,10 @@ class Mesh:
         self._network[estimate.node_id] = rtt if previous is None else 0.8 * previous + 0.2 * rtt
         return reply
 
-    async def _execute(self, generation: Generation, estimate: Estimate, lease: str,
-                       attempt: int) -> AsyncIterator[TokenChunk | GenerationDone]:
-        """Run the generation on the bound node; raise _Lost if that node fails it."""
+    async def _execute(self, generation: Generation, estimate: Estimate, lease: str, attempt: int,
+                       began: float, gives_up: float | None) -> AsyncIterator[Working | TokenChunk | GenerationDone]:
+        """Run the generation on the bound node; raise _Lost if that node fails it (or its result
+        cannot be true), _Waited if it is still queued there when `gives_up` (loop time) comes."""
         model_id, _ = split_model_ref(generation.model)
         request = ExecuteRequest(
             execution_id=execution_id(generation.run_id, generation.agent, attempt, generation.epoch),
@@ -378,28 +605,52 @@ class Mesh:
                   else self._peer(estimate.node_id).execute(request))
         events: asyncio.Queue[object] = asyncio.Queue()
         pump = asyncio.create_task(_pump(stream, events), name=f"execute {generation.agent}")
+        loop = asyncio.get_running_loop()
         finished = False
+        started: float | None = None  # perf-counter times of the stream, for the speeds observed
+        first: float | None = None
         try:
             while True:
+                patience = LIVENESS_CHECK_S
+                if started is None and gives_up is not None:
+                    if loop.time() >= gives_up:
+                        raise _Waited()
+                    patience = min(patience, gives_up - loop.time())
                 try:
-                    item = await asyncio.wait_for(events.get(), LIVENESS_CHECK_S)
+                    item = await asyncio.wait_for(events.get(), patience)
                 except asyncio.TimeoutError:
                     if not local and not self._alive(estimate.node_id):
                         raise _Lost("the node stopped answering") from None
                     continue
                 match item:
                     case ExecutionStarted():
-                        pass
+                        if started is None:
+                            started = time.perf_counter()
+                            yield Working(estimate.node_id, round(loop.time() - began, 3))
                     case ExecutionTokens(text=text):
+                        if first is None:
+                            first = time.perf_counter()
                         yield TokenChunk(text)
                     case ExecutionResult(output=text, usage=usage, finish_reason=reason):
                         finished = True
+                        ended = time.perf_counter()
+                        since = started if started is not None else ended
+                        if not local:
+                            impossible = self._impossible(generation, model_id, text, usage.prompt_tokens,
+                                                          usage.completion_tokens, ended - since)
+                            if impossible is not None:
+                                self._distrust(estimate.node_id, estimate.name, impossible)
+                                raise _Lost(f"its result cannot be true: {impossible}")
+                        observed = speed_from_timing(usage.prompt_tokens, usage.completion_tokens, since, first,
+                                                     ended, self._clock())
+                        if observed is not None:
+                            self._observe(estimate.node_id, model_id, observed)
                         yield GenerationDone(text, usage, reason)
                         return
                     case ExecutionFailed(code=code, message=message):
                         finished = True
                         if code == "deadline":
-                            raise NoNode(f"timed out on {estimate.name}: {message}")
+                            raise TimedOut(f"timed out on {estimate.name}: {message}")
                         raise _Lost(f"{code}: {message}")
                     case _StreamEnded():
                         finished = True

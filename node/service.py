@@ -17,12 +17,12 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from typing_extensions import assert_never
 
-from orc.node.admission import Admission, Offered, Queued, Refusal, Refused, Running
-from orc.node.audit import ExecutionLog, ExecutionRecord
+from orc.node.admission import MAX_TRACKED_CALLERS, Admission, Offered, Queued, Refusal, Refused, Running
+from orc.node.audit import ExecutionLog, ExecutionRecord, UnusedLeaseRecord
 from orc.node.catalog import ModelEntry
 from orc.node.description import PROTOCOL_VERSION, Load, ModelOffer, NodeDescription, PeerAddress
 from orc.node.hardware import probe
@@ -53,6 +53,27 @@ from orc.scheduler.placement import (
 log = logging.getLogger(__name__)
 
 BEAT_INTERVAL = 1.0
+# An execution waits in this node's queue at most this long, whoever asked: a caller's own
+# bound on waiting (an agent's `queue_timeout_seconds`, 300 s by default) normally cancels first.
+MAX_QUEUED_S = 900.0
+# The context window (prompt plus completion, tokens) of a runtime that does not say its own.
+DEFAULT_CONTEXT_TOKENS = 2048
+# A caller's Offer counters are written to the daemon log at most this often, per caller.
+CALLER_LOG_INTERVAL_S = 60.0
+
+
+@dataclass
+class CallerStats:
+    """What one caller asked of this node (its Offers and what became of them), since the start."""
+
+    offers: int = 0
+    accepted: int = 0
+    refused: int = 0
+    executed: int = 0  # executions admitted (with or without a lease)
+    expired_unused: int = 0  # leases it took and never used
+    last_refusal: str = ""
+    logged: tuple[int, int] = (0, 0)  # (offers, expired_unused) when last logged
+    logged_at: float | None = None
 
 
 @dataclass
@@ -92,6 +113,8 @@ class NodeService:
         self._audit = audit
         # Admitted executions (queued or running) by id: as bounded as admission's places.
         self._executions: dict[str, _Execution] = {}
+        # Per caller, most recent last; capped, the least recently seen forgotten first.
+        self._callers: dict[str, CallerStats] = {}
         self._listeners: list[Callable[[], None]] = []
         self._inbound: list[Callable[[NodeId, tuple[str, ...]], None]] = []
         membership.on_revoked(lambda _ids: self.changed())
@@ -119,6 +142,7 @@ class NodeService:
         # Load rides in beats; it never bumps the description version (that would make every
         # watcher re-fetch the whole description on each execution).
         now = self._clock()
+        self._collect_expired(now)
         return Load(active_generations=self._admission.running(), queued=self._admission.queued(),
                     cpu_load_1m=cpu, backlog_ms=round(self._admission.backlog(now) * 1000))
 
@@ -197,27 +221,66 @@ class NodeService:
                                f"{sha256[:12]}…)")
         return sorted(variants, key=lambda s: not s.loaded)[0]
 
+    def _context_tokens(self, served: _Served) -> int:
+        """The context window of `served` on its runtime here (prompt plus completion, tokens)."""
+        runtime = self.runtimes.get(served.entry.runtime)
+        window = getattr(runtime, "context_tokens", None)
+        return window(served.entry) if callable(window) else DEFAULT_CONTEXT_TOKENS
+
+    def _too_large(self, served: _Served, prompt_tokens: int, max_tokens: int) -> str | None:
+        """Why a request cannot fit the model's context window here, or None when it can."""
+        window = self._context_tokens(served)
+        if prompt_tokens > window:
+            return (f"the prompt (about {prompt_tokens} tokens) does not fit {served.entry.id}'s context window "
+                    f"here ({window} tokens)")
+        if max_tokens > window:
+            return (f"max_tokens {max_tokens} is more than {served.entry.id}'s context window here "
+                    f"({window} tokens); lower max_tokens")
+        return None
+
     def _work_seconds(self, served: _Served, prompt_tokens: int, max_tokens: int) -> float:
         """Seconds this node expects one generation to take: loading if cold, reading the prompt,
-        writing at most `max_tokens`; pessimistic speeds for a model it has not measured."""
+        writing at most `max_tokens` (and no more than the context window leaves); pessimistic
+        speeds for a model it has not measured."""
         speed = served.speed
         prefill = speed.prefill_tokens_per_s if speed else UNMEASURED_PREFILL_TOKENS_PER_S
         decode = speed.decode_tokens_per_s if speed else UNMEASURED_DECODE_TOKENS_PER_S
         load = 0.0 if served.loaded else served.entry.size_bytes / DEFAULT_LOAD_BYTES_PER_S
-        return (load + max(prompt_tokens, 0) / max(prefill, 1e-3)
-                + max(max_tokens, 0) / max(decode, 1e-3))
+        window = self._context_tokens(served)
+        prompt = min(max(prompt_tokens, 0), window)
+        written = min(max(max_tokens, 0), window - prompt)
+        return load + prompt / max(prefill, 1e-3) + written / max(decode, 1e-3)
 
     async def offer(self, caller: NodeId, request: OfferRequest) -> OfferReply:
-        """When this node would finish the agent, with a lease holding its place; or a refusal."""
+        """When this node would finish the agent, with a lease holding its place; or a refusal.
+        Every Offer is counted for its caller (`caller_stats`), and sampled into the log."""
+        now = self._clock()
+        self._collect_expired(now)
+        stats = self._stats(caller)
+        stats.offers += 1
+        reply = self._answer(caller, request, now)
+        if reply.accepted:
+            stats.accepted += 1
+        else:
+            stats.refused += 1
+            stats.last_refusal = reply.reason
+        self._sample(caller, stats, now)
+        return reply
+
+    def _answer(self, caller: NodeId, request: OfferRequest, now: float) -> OfferReply:
         try:
             served = self._model(request.model_id, request.model_sha256)
         except NotFound as error:
-            return OfferReply(accepted=False, reason=str(error))
+            return OfferReply(accepted=False, reason=str(error), permanent=True)
         if served.entry.runtime not in self.runtimes:
-            return OfferReply(accepted=False, reason=f"this node has no {served.entry.runtime} runtime")
+            return OfferReply(accepted=False, reason=f"this node has no {served.entry.runtime} runtime",
+                              permanent=True)
+        too_large = self._too_large(served, request.prompt_tokens, request.max_tokens)
+        if too_large is not None:
+            return OfferReply(accepted=False, reason=too_large, permanent=True)
         work = self._work_seconds(served, request.prompt_tokens, request.max_tokens)
-        now = self._clock()
-        decision = self._admission.offer(served.entry.selector, caller, work, now)
+        decision = self._admission.offer(served.entry.selector, caller, work, now, about=(request.run_id,
+                                                                                          request.agent))
         match decision:
             case Offered(lease_id=lease_id, expires_at=expires_at, estimate_s=estimate):
                 return OfferReply(accepted=True, lease_id=lease_id, estimated_finish_ms=round(estimate * 1000),
@@ -227,17 +290,54 @@ class NodeService:
             case _:
                 assert_never(decision)
 
+    def caller_stats(self, caller: str) -> CallerStats | None:
+        """What `caller` asked of this node so far (None if nothing, or forgotten)."""
+        stats = self._callers.get(caller)
+        return None if stats is None else replace(stats)
+
+    def _stats(self, caller: str) -> CallerStats:
+        stats = self._callers.pop(caller, None) or CallerStats()
+        self._callers[caller] = stats  # most recently seen last
+        if len(self._callers) > MAX_TRACKED_CALLERS:
+            del self._callers[next(iter(self._callers))]  # a flood of identities forgets the oldest
+        return stats
+
+    def _sample(self, caller: str, stats: CallerStats, now: float) -> None:
+        """Log a caller's counters when they changed, at most once per CALLER_LOG_INTERVAL_S."""
+        if stats.logged_at is not None and now - stats.logged_at < CALLER_LOG_INTERVAL_S:
+            return
+        if stats.logged == (stats.offers, stats.expired_unused):
+            return
+        hoarding = stats.expired_unused > stats.logged[1]
+        log.log(logging.WARNING if hoarding else logging.INFO,
+                "offers from %s: %d asked, %d accepted, %d refused%s, %d executed, %d leases expired unused",
+                caller, stats.offers, stats.accepted, stats.refused,
+                f" (last: {stats.last_refusal})" if stats.last_refusal else "", stats.executed, stats.expired_unused)
+        stats.logged, stats.logged_at = (stats.offers, stats.expired_unused), now
+
+    def _collect_expired(self, now: float) -> None:
+        """Count and log the leases that expired unused since the last look."""
+        for expired in self._admission.expired_unused(now):
+            stats = self._stats(expired.caller)
+            stats.expired_unused += 1
+            run_id, agent = expired.about if isinstance(expired.about, tuple) else ("", "")
+            if self._audit is not None:
+                self._audit.append(UnusedLeaseRecord(
+                    at=expired.granted_at, caller=expired.caller, run_id=run_id, agent=agent, model=expired.model,
+                    lease_id=expired.lease_id, seconds=round(expired.expires_at - expired.granted_at, 3)))
+
     async def execute(self, caller: NodeId, request: ExecuteRequest) -> AsyncIterator[ExecuteEvent]:
         """Run one generation for a peer once admission lets it start, streaming its tokens.
 
         `ExecutionStarted` comes when it really starts generating (after any wait in the queue).
         Errors end the stream as `ExecutionFailed`; a node without room for it raises
         `ResourceExhausted`, a reused execution id `InvalidRequest`. The deadline counts from
-        arrival, queueing included. Every call is written to the execution log."""
+        `ExecutionStarted`: time in the queue is the caller's to bound (it cancels), and this
+        node's too (MAX_QUEUED_S). Every call is written to the execution log."""
         payload = request.payload
         arrived = self._clock()
         loop = asyncio.get_running_loop()
-        ends = loop.time() + request.deadline_ms / 1000 if request.deadline_ms > 0 else None
+        self._collect_expired(arrived)
         prompt_chars = sum(len(message.content) for message in payload.messages)
         model = payload.model_id
         outcome = "failed:internal"  # replaced on every path this method knows of
@@ -267,7 +367,13 @@ class NodeService:
                 yield ExecutionFailed("no_runtime", f"this node has no {served.entry.runtime} runtime",
                                       retryable=False)
                 return
-            work = self._work_seconds(served, estimated_prompt_tokens(prompt_chars), payload.params.max_tokens)
+            prompt_tokens = estimated_prompt_tokens(prompt_chars)
+            too_large = self._too_large(served, prompt_tokens, payload.params.max_tokens)
+            if too_large is not None:
+                outcome = "failed:too_large"
+                yield ExecutionFailed("too_large", too_large, retryable=False)
+                return
+            work = self._work_seconds(served, prompt_tokens, payload.params.max_tokens)
             decision = self._admission.admit(model, caller, request.lease_id or None, request.execution_id, work,
                                              self._clock())
             match decision:
@@ -278,26 +384,27 @@ class NodeService:
                     outcome = "refused"
                     raise ResourceExhausted(decision.reason)
                 case Running() | Queued():
-                    pass
+                    self._stats(caller).executed += 1
                 case _:
                     assert_never(decision)
             execution = _Execution(caller)
             self._executions[request.execution_id] = execution
             try:
                 if isinstance(decision, Queued):
-                    remaining = None if ends is None else max(ends - loop.time(), 0.0)
                     try:
-                        await asyncio.wait_for(execution.wake.wait(), remaining)
+                        await asyncio.wait_for(execution.wake.wait(), MAX_QUEUED_S)
                     except asyncio.TimeoutError:
-                        outcome = "failed:deadline"
-                        yield ExecutionFailed("deadline", f"the deadline of {request.deadline_ms} ms passed while "
-                                                          "queued", retryable=True)
+                        outcome = "failed:queued_too_long"
+                        yield ExecutionFailed("queued_too_long", f"it waited {MAX_QUEUED_S:g} s in this node's queue "
+                                                                 "without starting", retryable=True)
                         return
                 if execution.cancelled.is_set():
                     outcome = "cancelled"
                     yield ExecutionFailed("cancelled", "cancelled by the caller", retryable=False)
                     return
                 began = self._clock()
+                # The generation's own time starts now, not at arrival.
+                ends = loop.time() + request.deadline_ms / 1000 if request.deadline_ms > 0 else None
                 # aclosing: when the caller goes away mid-stream, the generation stops now, not at GC.
                 async with aclosing(self._generate(served, runtime, payload, execution, ends,
                                                    request.deadline_ms)) as events:
@@ -359,7 +466,7 @@ class NodeService:
                         yield ExecutionResult(text, usage, reason)
                         return
         except asyncio.TimeoutError:
-            yield ExecutionFailed("deadline", f"the deadline of {deadline_ms} ms passed", retryable=True)
+            yield ExecutionFailed("deadline", f"the deadline of {deadline_ms} ms from its start passed", retryable=True)
         except RuntimeFailure as error:
             yield ExecutionFailed("runtime", str(error), retryable=False)
         finally:

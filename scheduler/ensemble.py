@@ -111,7 +111,8 @@ class AgentSpec:
     input_key: str | None = None
     input_scope: str = "full"  # "full" | "dependencies" | "input"
     when: Condition | None = None
-    timeout_seconds: float | None = None
+    timeout_seconds: float | None = None  # an attempt's own time: for an LLM agent, from when its generation starts
+    queue_timeout_seconds: float | None = None  # LLM agents: how long a generation may wait to start
     retries: int | None = None  # None: the default policy (see scheduler.run)
     placement: Placement = Placement()
     output_format: str | None = None  # "text" | "json"

@@ -48,7 +48,8 @@ COMMON_KEYS = (
     "name", "depends_on", "fan_out", "input_key", "input_scope", "when",
     "timeout_seconds", "retries", "placement", "output_format",
 )
-LLM_KEYS = ("model_profile", "model", "provider", "system_prompt", "temperature", "max_tokens", "options")
+LLM_KEYS = ("model_profile", "model", "provider", "system_prompt", "temperature", "max_tokens", "options",
+            "queue_timeout_seconds")
 SCRIPT_KEYS = ("script", "parameters")
 COMPOSITION_KEYS = ("ensemble", "loop", "dispatch")
 AGENT_KEYS = COMMON_KEYS + LLM_KEYS + SCRIPT_KEYS + COMPOSITION_KEYS
@@ -498,6 +499,7 @@ def _parse_agent(raw: object, index: int, source: Path, problems: list[Problem])
         if when is None:
             bad(f"invalid 'when': {raw['when']!r}", "write '${agent.field}' or '${agent.field} == value'")
     timeout = _number(raw, "timeout_seconds", bad, low=0.001, high=7 * 24 * 3600)
+    queue_timeout = _number(raw, "queue_timeout_seconds", bad, low=0.001, high=7 * 24 * 3600)
     retries = _integer(raw, "retries", bad, low=0, high=10)
     placement = _parse_placement(raw.get("placement"), bad)
     output_format = raw.get("output_format")
@@ -508,7 +510,8 @@ def _parse_agent(raw: object, index: int, source: Path, problems: list[Problem])
         return None
     return AgentSpec(
         name=AgentName(name), task=task, depends_on=depends_on, fan_out=fan_out, input_key=input_key,
-        input_scope=input_scope, when=when, timeout_seconds=timeout, retries=retries,
+        input_scope=input_scope, when=when, timeout_seconds=timeout, queue_timeout_seconds=queue_timeout,
+        retries=retries,
         placement=placement, output_format=output_format,
     )
 

@@ -6,7 +6,8 @@ reply). The simulator replays the same function on synthetic meshes.
 
 For each demand, highest critical-path rank first:
 1. **Filter** every node, each rejected one with a reason (dead, no such model, memory does
-   not fit, `local_only`, missing tag, failed this agent earlier in the run).
+   not fit, `local_only`, missing tag, failed this agent earlier in the run, caught lying to
+   the coordinator recently).
 2. **Score** the rest by estimated finish time: when the node is free (its own backlog, plus
    what this call already gave it) or when the input is ready, whichever is later, then
    load time if the model is cold + prompt tokens / prefill rate + max tokens / decode rate
@@ -43,6 +44,7 @@ class Exclusion(enum.Enum):
     LOCAL_ONLY = "local_only"
     MISSING_TAG = "missing tag"
     FAILED = "failed earlier in this run"
+    DISTRUSTED = "distrusted"
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class Demand:
     require_tags: frozenset[str] = frozenset()
     prefer_tags: frozenset[str] = frozenset()
     exclude: frozenset[str] = frozenset()  # nodes that failed it earlier in this run
+    distrusted: frozenset[str] = frozenset()  # nodes caught lying to the coordinator, for a while
 
 
 @dataclass(frozen=True)
@@ -263,6 +266,9 @@ def _estimate(demand: Demand, node: NodeView, coordinator: str, start: float,
         return reject(Exclusion.LOCAL_ONLY, "local_only: the agent stays on the coordinator's device")
     if node.node_id in demand.exclude:
         return reject(Exclusion.FAILED, "failed earlier in this run (this generation failed there)")
+    if node.node_id in demand.distrusted:
+        return reject(Exclusion.DISTRUSTED, "distrusted: it lied to this coordinator recently (an impossible "
+                                            "estimate or result)")
     if not node.alive:
         return reject(Exclusion.DEAD, "dead (no beat from it)")
     missing = sorted(demand.require_tags - node.tags)

@@ -95,6 +95,7 @@ class OfferReply:
     estimated_finish_ms: int = 0  # a duration from now, on the offering node's estimate
     expires_at_ms: int = 0  # unix ms on the offering node's clock
     reason: str = ""  # why it was refused; empty when accepted
+    permanent: bool = False  # refused for good: waiting cannot change it (no such model, too large)
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ class ExecuteRequest:
     run_id: str
     agent: str
     lease_id: str  # from an accepted offer; empty to execute without one
-    deadline_ms: int  # how long the caller waits, ms from receipt; 0 = no limit
+    deadline_ms: int  # how long the generation may take, ms from its start (ExecutionStarted); 0 = no limit
     payload: AgentPayload
 
 

@@ -728,7 +728,7 @@ def to_wire(value: Domain) -> Message:
         case OfferReply():
             return pb.OfferReply(accepted=value.accepted, lease_id=value.lease_id,
                                  estimated_finish_ms=value.estimated_finish_ms, expires_at_ms=value.expires_at_ms,
-                                 reason=value.reason)
+                                 reason=value.reason, permanent=value.permanent)
         case ExecuteRequest():
             return pb.ExecuteRequest(execution_id=value.execution_id, run_id=value.run_id, agent=value.agent,
                                      lease_id=value.lease_id, deadline_ms=value.deadline_ms,
@@ -863,6 +863,7 @@ def _from_wire(message: object) -> object:
                 estimated_finish_ms=message.estimated_finish_ms,
                 expires_at_ms=message.expires_at_ms,
                 reason=_text(message.reason, "offer reason", MAX_REASON),
+                permanent=message.permanent and not message.accepted,
             )
         case pb.ExecuteRequest():
             return ExecuteRequest(

@@ -552,6 +552,10 @@ class LlamaCppRuntime:
                 await asyncio.to_thread(llm.close)
             loaded.stop_workers()
 
+    def context_tokens(self, model: ModelEntry) -> int:
+        """The context window (prompt plus completion, in tokens) every generation of `model` has here."""
+        return self._n_ctx
+
     def memory_estimate(self, model: ModelEntry) -> int:
         """Bytes one instance of the model needs:
 

@@ -252,6 +252,10 @@ class MlxRuntime:
         async for event in relay(start):
             yield event
 
+    def context_tokens(self, model: ModelEntry) -> int:
+        """The context window (prompt plus completion, in tokens) every generation of `model` has here."""
+        return self._n_ctx
+
     def memory_estimate(self, model: ModelEntry) -> int:
         """Bytes the loaded model needs:
 

@@ -155,18 +155,20 @@ class OfferRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., agent: _Optional[str] = ..., model_id: _Optional[str] = ..., model_sha256: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ...) -> None: ...
 
 class OfferReply(_message.Message):
-    __slots__ = ("accepted", "lease_id", "estimated_finish_ms", "expires_at_ms", "reason")
+    __slots__ = ("accepted", "lease_id", "estimated_finish_ms", "expires_at_ms", "reason", "permanent")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_FINISH_MS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    PERMANENT_FIELD_NUMBER: _ClassVar[int]
     accepted: bool
     lease_id: str
     estimated_finish_ms: int
     expires_at_ms: int
     reason: str
-    def __init__(self, accepted: _Optional[bool] = ..., lease_id: _Optional[str] = ..., estimated_finish_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    permanent: bool
+    def __init__(self, accepted: _Optional[bool] = ..., lease_id: _Optional[str] = ..., estimated_finish_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., reason: _Optional[str] = ..., permanent: _Optional[bool] = ...) -> None: ...
 
 class ExecuteRequest(_message.Message):
     __slots__ = ("execution_id", "run_id", "agent", "lease_id", "deadline_ms", "payload")

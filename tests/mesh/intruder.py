@@ -9,6 +9,9 @@ see the daemon from the outside, the way an attacker's own program would. Prints
         opens one channel, calls Describe and opens a Watch stream, prints {"ready": ...}; on each
         stdin line calls Describe again on the same channel and prints the outcome, plus how the
         Watch stream ended if it did ({"watch_ended": CODE}).
+    intruder.py hoard TARGET NODE_ID --ca F --key F --cert F --model ID --sha256 HEX --seconds S [--max-offers N]
+        a member that takes Offer leases on MODEL in a loop and never executes them, for at most
+        S seconds and N Offers; prints {"accepted": A, "refused": R, "reasons": [distinct reasons]}
     intruder.py junk HOST PORT
         sends garbage bytes and a TLS ClientHello-looking blob, prints {"sent": N}
 """
@@ -85,6 +88,32 @@ async def hold(args: argparse.Namespace) -> None:
         watcher.cancel()
 
 
+async def hoard(args: argparse.Namespace) -> None:
+    accepted, refused, reasons = 0, 0, []
+    loop = asyncio.get_running_loop()
+    ends = loop.time() + args.seconds
+    async with channel(args) as ch:
+        stub = mesh_pb2_grpc.NodeStub(ch)
+        for _ in range(args.max_offers):
+            if loop.time() >= ends:
+                break
+            try:
+                reply = await stub.Offer(mesh_pb2.OfferRequest(run_id="hoard", agent="hoard", model_id=args.model,
+                                                               model_sha256=args.sha256, prompt_tokens=8,
+                                                               max_tokens=8), timeout=5)
+            except grpc.aio.AioRpcError as error:
+                refused += 1
+                reason = f"{error.code().name}: {error.details()}"
+            else:
+                accepted += reply.accepted
+                refused += not reply.accepted
+                reason = reply.reason
+            if reason and reason not in reasons and len(reasons) < 20:
+                reasons.append(reason)
+            await asyncio.sleep(0.05)
+    emit({"accepted": accepted, "refused": refused, "reasons": reasons})
+
+
 def junk(args: argparse.Namespace) -> None:
     sent = 0
     payloads = [os.urandom(4096), b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc" + os.urandom(500),
@@ -107,7 +136,7 @@ def junk(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="mode", required=True)
-    for mode in ("call", "hold"):
+    for mode in ("call", "hold", "hoard"):
         p = sub.add_parser(mode)
         p.add_argument("target")
         p.add_argument("node_id")
@@ -115,6 +144,10 @@ def main() -> None:
         p.add_argument("--key")
         p.add_argument("--cert")
         p.add_argument("--plaintext", action="store_true")
+    p.add_argument("--model", required=True)
+    p.add_argument("--sha256", required=True)
+    p.add_argument("--seconds", type=float, required=True)
+    p.add_argument("--max-offers", type=int, default=2000)
     p = sub.add_parser("junk")
     p.add_argument("host")
     p.add_argument("port", type=int)
@@ -123,6 +156,8 @@ def main() -> None:
         asyncio.run(call(args))
     elif args.mode == "hold":
         asyncio.run(hold(args))
+    elif args.mode == "hoard":
+        asyncio.run(hoard(args))
     else:
         junk(args)
 

@@ -100,6 +100,19 @@ class Node:
         return token
 
 
+def stop_all(nodes) -> None:
+    """SIGTERM every running daemon of `nodes`, then wait for each (killed after 15 s)."""
+    for node in nodes:
+        if node.process is not None and node.process.poll() is None:
+            node.process.send_signal(signal.SIGTERM)
+    for node in nodes:
+        if node.process is not None:
+            try:
+                node.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                node.process.kill()
+
+
 def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
     deadline = time.monotonic() + timeout
     last: Any = None

@@ -323,7 +323,7 @@ def test_two_coordinators_at_once_both_finish_within_every_nodes_limits(lan):
     # No node ran two generations of one model at once (its admission limit is one slot per model).
     spans: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for name, e in records:
-        if e["queued_s"] is not None:
+        if e.get("queued_s") is not None:
             spans.setdefault((name, e["model"]), []).append((e["at"] + e["queued_s"], e["at"] + e["seconds"]))
     for key, intervals in spans.items():
         intervals.sort()

@@ -9,6 +9,8 @@ import random
 import pytest
 
 from orc.node.admission import (
+    CONTENTION_WINDOW_S,
+    DEBT_HALF_LIFE_S,
     DEFAULT_QUEUE_LIMIT,
     DEFAULT_SLOTS,
     AdmissionConfig,
@@ -16,6 +18,7 @@ from orc.node.admission import (
     admission_config,
     LEASE_SECONDS,
     Admission,
+    ExpiredLease,
     Offered,
     Queued,
     Refusal,
@@ -357,3 +360,110 @@ def test_the_config_section_sets_slots_and_queue_and_refuses_nonsense():
                            ({"queue": 10_000}, "queue"), ("lots", "must be a mapping")):
         with pytest.raises(BadAdmissionConfig, match=words):
             admission_config({"admission": section}, "cfg.yaml")
+
+
+# ---- fair shares and the debt of unused leases ----
+
+def test_alone_on_a_lane_a_caller_may_take_every_place():
+    a = admission(slots=1, queue_limit=4)
+    assert all(isinstance(a.offer(SMOL, "mallory", 1.0, 0.0), Offered) for _ in range(5))
+    assert a.share(SMOL, "mallory", 0.0) is None  # nobody else wants the lane: no cap
+
+
+def test_once_another_caller_is_refused_each_holds_at_most_its_share():
+    a = admission(slots=1, queue_limit=4)  # 5 places
+    for _ in range(5):
+        lease(a.offer(SMOL, "mallory", 1.0, 0.0))
+    assert a.offer(SMOL, "home", 1.0, 0.1) == Refused(Refusal.LANE_FULL)  # now home wants a place too
+    # mallory's leases run out unused; its next offers meet the share of two callers, less its debt.
+    later = LEASE_SECONDS + 0.1
+    assert a.debt("mallory", later) == pytest.approx(5 * 0.5 ** (0.1 / DEBT_HALF_LIFE_S))
+    assert a.share(SMOL, "mallory", later) == 1  # ceil(5 / 2) = 3, less 5 owed, at least 1
+    lease(a.offer(SMOL, "mallory", 1.0, later))
+    refused = a.offer(SMOL, "mallory", 1.0, later)
+    assert isinstance(refused, Refused) and refused.why is Refusal.FAIR_SHARE
+    assert refused.reason.startswith("5 of your leases here expired unused, so your share of this model's 5 places "
+                                     "is 1 while 2 callers want them")
+    # The node's own runs take the rest (mallory's refusal for its share does not cap them).
+    assert all(isinstance(a.admit(SMOL, "home", None, f"h{i}", 1.0, later), (Running, Queued)) for i in range(4))
+    assert a.admit(SMOL, "home", None, "h5", 1.0, later) == Refused(Refusal.LANE_FULL)
+
+
+def test_without_debt_the_share_is_the_places_divided_by_the_callers_wanting_them():
+    a = admission(slots=1, queue_limit=3)  # 4 places
+    lease(a.offer(SMOL, "bob", 1.0, 0.0))
+    for _ in range(3):
+        lease(a.offer(SMOL, "alice", 1.0, 0.0))
+    assert a.admit(SMOL, "carol", None, "c1", 1.0, 0.0) == Refused(Refusal.LANE_FULL)
+    # Three callers want the lane: alice may hold ceil(4 / 3) = 2 places, bob too.
+    refused = a.offer(SMOL, "alice", 1.0, 0.1)
+    assert isinstance(refused, Refused) and refused.why is Refusal.FAIR_SHARE
+    assert refused.reason == ("you hold 3 of this model's 4 places here and your fair share is 2 while 3 callers "
+                              "want them; execute on what you hold, or wait")
+    assert a.share(SMOL, "bob", 0.1) == 2
+    assert a.offer(SMOL, "bob", 1.0, 0.1) == Refused(Refusal.LANE_FULL)  # under its share, but no room
+    assert a.offer(SMOL, "carol", 1.0, LEASE_SECONDS) != Refused(Refusal.LANE_FULL)  # room again
+
+
+def test_executing_on_a_held_lease_is_never_refused_by_the_share():
+    a = admission(slots=1, queue_limit=2)
+    held = [lease(a.offer(SMOL, "alice", 1.0, 0.0)) for _ in range(3)]
+    assert a.offer(SMOL, "bob", 1.0, 0.0) == Refused(Refusal.LANE_FULL)
+    assert [a.admit(SMOL, "alice", h, f"a{i}", 1.0, 0.1) for i, h in enumerate(held)] == [
+        Running("a0"), Queued("a1", 1), Queued("a2", 2)]
+    assert a.debt("alice", 0.1) == 0.0
+
+
+def test_contention_ends_when_the_refused_caller_stops_asking():
+    a = admission(slots=1, queue_limit=1)
+    lease(a.offer(SMOL, "alice", 1.0, 0.0))
+    lease(a.offer(SMOL, "alice", 1.0, 0.0))
+    assert a.offer(SMOL, "bob", 1.0, 0.0) == Refused(Refusal.LANE_FULL)
+    quiet = CONTENTION_WINDOW_S
+    assert a.share(SMOL, "alice", quiet - 1.0) == 1  # two leases expired unused: ceil(2 / 2) - 2, at least 1
+    assert a.share(SMOL, "alice", quiet) is None  # bob has not asked for a whole window
+    assert all(isinstance(a.offer(SMOL, "alice", 1.0, quiet), Offered) for _ in range(2))
+
+
+def test_debt_halves_every_half_life_and_small_debts_are_forgotten():
+    a = admission(slots=1, queue_limit=0)
+    lease(a.offer(SMOL, "alice", 1.0, 0.0))
+    expired_at = LEASE_SECONDS
+    assert a.debt("alice", expired_at) == pytest.approx(1.0)
+    assert a.debt("alice", expired_at + DEBT_HALF_LIFE_S) == pytest.approx(0.5)
+    assert a.debt("alice", expired_at + 2 * DEBT_HALF_LIFE_S) == pytest.approx(0.25)
+    a.leases(expired_at + 10 * DEBT_HALF_LIFE_S)  # any call purges
+    assert "alice" not in a._debt
+
+
+def test_a_lease_given_back_at_once_costs_next_to_nothing_and_one_held_long_costs_its_share():
+    a = admission(slots=2, queue_limit=0)
+    quick = lease(a.offer(SMOL, "alice", 1.0, 0.0))
+    assert a.release(quick, "alice", 0.2)
+    assert a.debt("alice", 0.2) == pytest.approx(0.2 / LEASE_SECONDS)
+    slow = lease(a.offer(SMOL, "bob", 1.0, 0.0))
+    assert a.release(slow, "bob", LEASE_SECONDS * 0.9)
+    assert a.debt("bob", LEASE_SECONDS * 0.9) == pytest.approx(0.9)
+
+
+def test_expired_leases_are_reported_once_with_what_they_were_for():
+    a = admission(slots=1, queue_limit=1)
+    first = lease(a.offer(SMOL, "alice", 1.0, 0.0, about=("run1", "critic")))
+    used = lease(a.offer(SMOL, "alice", 1.0, 0.0))
+    a.admit(SMOL, "alice", used, "e1", 1.0, 1.0)
+    assert a.expired_unused(1.0) == ()
+    assert a.expired_unused(LEASE_SECONDS) == (
+        ExpiredLease(first, SMOL, "alice", 0.0, LEASE_SECONDS, ("run1", "critic")),)
+    assert a.expired_unused(LEASE_SECONDS) == ()
+
+
+def test_tables_of_callers_stay_bounded():
+    a = admission(slots=16, queue_limit=64, max_callers=8, max_leases=16)
+    now = 0.0
+    for i in range(200):
+        now += 0.01
+        decision = a.offer(SMOL, f"caller{i}", 1.0, now)
+        if isinstance(decision, Offered) and i % 2:
+            a.release(decision.lease_id, f"caller{i}", now + 0.001)
+    assert len(a._asked[SMOL]) <= 8 and len(a._refused[SMOL]) <= 8 and len(a._debt) <= 8
+    assert len(a.expired_unused(now + LEASE_SECONDS)) <= 16

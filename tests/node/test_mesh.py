@@ -20,7 +20,9 @@ from orc.node.mesh import (
     Generation,
     Mesh,
     NoNode,
+    NoRoom,
     PeerState,
+    Working,
     execution_id,
 )
 from orc.node.rpc.errors import ResourceExhausted, Unavailable
@@ -34,6 +36,7 @@ from orc.node.rpc.types import (
     OfferRequest,
 )
 from orc.node.runtimes.base import ChatMessage, GenerationDone, GenerationParams, TokenChunk
+from orc.node.speed import Speed
 from orc.scheduler.ensemble import Placement
 from orc.scheduler.run import Usage
 
@@ -43,12 +46,15 @@ MESSAGES = (ChatMessage("user", "Name one colour."),)  # 16 chars: 4 prompt toke
 PARAMS = GenerationParams(temperature=0.0, max_tokens=10)
 HANG = object()  # a step of a scripted stream: never yield again (a pulled cable)
 REFUSE = OfferReply(accepted=False, reason="queue full")
+# The fakes answer at once: with prompts read this fast, their instant results are possible.
+PREFILL = 1e7
 
 
 def node(node_id: str, decode: float = 100.0, models: tuple[str, ...] = ("m",), backlog_ms: int = 0,
-         tags: tuple[str, ...] = (), addresses: tuple[str, ...] | None = None) -> NodeDescription:
-    """A description whose every model is warm, prefills 1000 tok/s and decodes `decode` tok/s."""
-    offers = tuple(ModelOffer(m, "llama_cpp", f"sha-{m}-{node_id}", 100_000_000, True, 1000.0, decode)
+         tags: tuple[str, ...] = (), addresses: tuple[str, ...] | None = None,
+         prefill: float = PREFILL) -> NodeDescription:
+    """A description whose every model is warm, prefills `prefill` tok/s and decodes `decode` tok/s."""
+    offers = tuple(ModelOffer(m, "llama_cpp", f"sha-{m}-{node_id}", 100_000_000, True, prefill, decode)
                    for m in models)
     return NodeDescription(1, node_id, node_id.upper(), "mesh", (f"{node_id}.lan:7733",) if addresses is None
                            else addresses, HARDWARE, offers, Load(backlog_ms=backlog_ms), 0, 1, 0.0, tags)
@@ -123,6 +129,11 @@ class FakeService(Scripted):
         self.membership = SimpleNamespace(identity=SimpleNamespace(node_id=description.node_id))
         self.description = description
         self.callers: list[str] = []
+        self.cancels: list[str] = []
+
+    async def cancel(self, caller: str, execution_id: str) -> bool:
+        self.cancels.append(execution_id)
+        return True
 
     def describe(self) -> NodeDescription:
         return self.description
@@ -150,8 +161,12 @@ class World:
 
     @classmethod
     def standard(cls) -> World:
-        """Every node has model m; by estimate b (0.1 s) < c (0.2 s) < d (0.4 s) < the coordinator a (1 s)."""
-        return cls((node("a", 10), 1000), (node("b", 100), 100), (node("c", 50), 200), (node("d", 25), 400))
+        """Every node has model m; by estimate b (0.1 s) < c (0.2 s) < d (0.4 s) < the coordinator a (1 s).
+        The coordinator has seen each peer run m as fast as it says (so it believes them)."""
+        world = cls((node("a", 10), 1000), (node("b", 100), 100), (node("c", 50), 200), (node("d", 25), 400))
+        for peer, decode in (("b", 100.0), ("c", 50.0), ("d", 25.0)):
+            world.mesh._observe(peer, "m", Speed(PREFILL, decode, 0.0))
+        return world
 
     def dial(self, node_id: str, address: str) -> FakePeer:
         self.dials.append((node_id, address))
@@ -169,13 +184,16 @@ def generation(agent: str = "agent", attempts: int = 3, placement: Placement = P
     return Generation("r1", agent, "m", None, MESSAGES, PARAMS, placement, rank=1.0, attempts=attempts, local=local)
 
 
-async def run(mesh: Mesh, gen: Generation, on_event=lambda event: None) -> tuple[list, NoNode | None]:
-    """Every event the generation yields, and the NoNode it ended with (if it did); a hang fails in 5 s."""
+async def run(mesh: Mesh, gen: Generation, on_event=lambda event: None,
+              working: bool = False) -> tuple[list, NoNode | None]:
+    """Every event the generation yields (`Working` only if asked: its seconds vary), and the
+    NoNode it ended with (if it did); a hang fails in 5 s."""
     events = []
 
     async def consume() -> None:
         async for event in mesh.generate(gen):
-            events.append(event)
+            if working or not isinstance(event, Working):
+                events.append(event)
             on_event(event)
 
     try:
@@ -380,16 +398,17 @@ def test_the_view_counts_own_node_peers_beats_recent_work_and_the_dead():
 
     async def place(model: str) -> str:
         demand = mesh.demand(f"r1/{model}", model, None, 4, 10, Placement(), 1.0)
-        _, (estimate, _) = await mesh.bind(replace(generation(model), model=model), demand)
+        _, (estimate, _), _ = await mesh.bind(replace(generation(model), model=model), demand)
         return estimate.node_id
 
-    assert asyncio.run(place("mb")) == "b" and asyncio.run(place("mc")) == "c"  # 0.104 s of work each
+    # Nobody was seen running mb or mc: their advertised speeds count as the unmeasured ones.
+    assert asyncio.run(place("mb")) == "b" and asyncio.run(place("mc")) == "c"  # 4/50 + 10/5 = 2.08 s each
     backlog = {n.node_id: n.backlog_s for n in mesh.view().nodes}
-    assert backlog["b"] == pytest.approx(0.604) and backlog["c"] == pytest.approx(0.104)
+    assert backlog["b"] == pytest.approx(2.58) and backlog["c"] == pytest.approx(2.08)
     now[0] = 101.0
     w.states["b"] = replace(w.states["b"], load_at=100.5)  # a beat taken after the binding counts it itself
     backlog = {n.node_id: n.backlog_s for n in mesh.view().nodes}
-    assert backlog["b"] == pytest.approx(0.5) and backlog["c"] == pytest.approx(0.104)
+    assert backlog["b"] == pytest.approx(0.5) and backlog["c"] == pytest.approx(2.08)
     now[0] = 103.5  # no beat from c: its recent work counts for RECENT_WORK_S only
     assert {n.node_id: n.backlog_s for n in mesh.view().nodes}["c"] == 0.0
 
@@ -415,3 +434,102 @@ def test_the_offer_it_does_not_take_is_given_back_at_once():
     assert error is None and events[0] == Bound("c", "C")
     assert w.links["b"].cancels == [w.links["b"].leases[0]]
     assert w.links["c"].cancels == []
+
+
+# ---- waiting a bounded time ----
+
+def test_refused_everywhere_it_waits_its_bound_then_fails_naming_every_node():
+    w = World.standard()
+    for link in (w.links["b"], w.links["c"], w.links["d"], w.service):
+        link.replies = [OfferReply(accepted=False, reason=f"full ({link.node_id})")]
+    events, error = asyncio.run(run(w.mesh, replace(generation(), wait_s=0.3)))
+    assert events == [] and isinstance(error, NoRoom)
+    assert error.waited_s >= 0.3
+    assert dict(error.answers) == {"A": "full (a)", "B": "full (b)", "C": "full (c)", "D": "full (d)"}
+    assert str(error).startswith("waited 0 s without a node starting it (") and "D: full (d)" in str(error)
+    assert min(w.offered().values()) >= 2  # it asked again while it waited
+
+
+def test_a_refusal_for_good_is_placed_elsewhere_at_once_and_never_waited_for():
+    w = World.standard()
+    w.links["b"].replies = [OfferReply(accepted=False, reason="max_tokens 10 is too many here", permanent=True)]
+    events, error = asyncio.run(run(w.mesh, generation()))
+    assert error is None and events[0] == Bound("c", "C")
+    everyone = World.standard()
+    for link in (everyone.links["b"], everyone.links["c"], everyone.links["d"], everyone.service):
+        link.replies = [OfferReply(accepted=False, reason=f"too large for {link.node_id}", permanent=True)]
+    started = time.perf_counter()
+    events, error = asyncio.run(run(everyone.mesh, replace(generation(), wait_s=60.0)))
+    assert events == [] and type(error) is NoNode
+    assert str(error) == ("no other node can run it (A: too large for a; B: too large for b; C: too large for c; "
+                          "D: too large for d)")
+    assert time.perf_counter() - started < 5  # not the 60 s it could have waited
+    assert everyone.offered() == {"a": 1, "b": 1, "c": 1, "d": 1}
+
+
+def test_a_generation_still_queued_on_its_node_when_its_wait_runs_out_fails_and_is_cancelled():
+    w = World.standard()
+    w.links["b"].streams = [[HANG]]  # accepted, then queued: no ExecutionStarted ever
+    events, error = asyncio.run(run(w.mesh, replace(generation(), wait_s=0.3)))
+    assert events == [Bound("b", "B")] and isinstance(error, NoRoom)
+    assert dict(error.answers)["B"] == "queued there, not started"
+    assert w.links["b"].cancels == [execution_id("r1", "agent", 1)]
+
+
+def test_working_comes_when_the_node_starts_and_the_deadline_counts_from_there():
+    w = World.standard()
+    w.links["b"].streams = [[ExecutionStarted("b", "m"), ExecutionFailed("deadline", "the deadline passed", True)]]
+    events, error = asyncio.run(run(w.mesh, replace(generation(), deadline_s=1.5), working=True))
+    assert [type(e) for e in events] == [Bound, Working] and events[1].node_id == "b" and events[1].waited_s >= 0
+    assert type(error).__name__ == "TimedOut" and "timed out on B" in str(error)
+    assert w.links["b"].executes[0].deadline_ms == 1500
+
+
+# ---- trusting only what was observed ----
+
+def test_a_peers_speeds_count_only_up_to_what_was_observed():
+    w = World((node("a", 10), 1000), (node("b", 1e6), 100), (node("c", 1e6), 100))
+    w.mesh._observe("c", "m", Speed(PREFILL, 40.0, 0.0))
+    models = {n.node_id: n.models[0] for n in w.mesh.view().nodes}
+    assert models["a"].decode_tokens_per_s == 10  # its own measurement
+    # b, never seen: at most twice the best seen for m anywhere (c's 40, above a's own 10).
+    assert models["b"].decode_tokens_per_s == 40 * mesh_module.UNOBSERVED_FACTOR
+    assert models["c"].decode_tokens_per_s == 40 * mesh_module.OBSERVED_SLACK  # seen at 40
+    assert w.mesh.observed("c", "m").decode_tokens_per_s == 40
+
+
+def test_a_lying_estimate_gets_the_peer_avoided():
+    # b claims a million tokens a second and finishes anything in 0 ms.
+    w = World((node("a", 10), 1000), (node("b", 1e6), 0), (node("c", 50), 300))
+    events, error = asyncio.run(run(w.mesh, generation()))
+    assert error is None and events[0] == Bound("c", "C")
+    assert w.mesh.lies == {"b": 1} and w.mesh.distrusted() == {"b"}
+    assert w.links["b"].cancels == [w.links["b"].leases[0]]  # its lease is given back, unused
+    assert w.links["b"].executes == []  # it never saw the prompt
+    events, error = asyncio.run(run(w.mesh, generation("next")))
+    assert error is None and events[0] == Bound("c", "C")
+    assert len(w.links["b"].offers) == 1  # not even asked again
+    [decision] = mesh_module.place([w.mesh.demand("k", "m", None, 4, 10, Placement(), 1.0)], w.mesh.view(), 0.0)
+    assert [r.reason.value for r in decision.rejected] == ["distrusted"]
+
+
+def test_an_impossible_result_is_refused_and_the_agent_moves():
+    w = World.standard()
+    w.links["b"].streams = [[ExecutionStarted("b", "m"), ExecutionResult("made up " * 3, Usage(4, 11), "stop")]]
+    events, error = asyncio.run(run(w.mesh, generation()))
+    assert error is None
+    assert events[0] == Bound("b", "B") and events[-1] == DONE[-1]
+    assert events[1] == Bound("c", "C", replaces="B: its result cannot be true: it claims 11 completion tokens, "
+                                                  "more than max_tokens 10")
+    assert w.mesh.lies == {"b": 1}
+
+
+@pytest.mark.parametrize("result, why", [
+    (ExecutionResult("x" * 400, Usage(4, 2), "stop"), "its 400 characters cannot be 2 tokens"),
+    (ExecutionResult("fast " * 5, Usage(4, 10), "stop"), "more than 20 times faster than any speed seen for m"),
+])
+def test_results_that_contradict_their_numbers_are_impossible(result, why):
+    w = World.standard()
+    w.links["b"].streams = [[ExecutionStarted("b", "m"), result]]
+    events, error = asyncio.run(run(w.mesh, generation()))
+    assert error is None and why in events[1].replaces and events[1].node_id == "c"

@@ -24,6 +24,7 @@ from orc.node.rpc.types import (
 )
 from orc.node.runtimes.base import ChatMessage, GenerationParams
 from orc.node.runtimes.llama_cpp import LlamaCppRuntime
+from orc.node import service as service_module
 from orc.node.service import NodeService
 from orc.node.speed import Speed, speed_from_timing
 from orc.scheduler.placement import DEFAULT_LOAD_BYTES_PER_S, UNMEASURED_DECODE_TOKENS_PER_S
@@ -284,18 +285,112 @@ def test_a_caller_going_away_while_queued_leaves_the_queue(make):
     assert isinstance(events[0], ExecutionStarted)  # the slot and the queue place both came back
 
 
-def test_the_deadline_counts_the_wait_in_the_queue(make):
+def test_the_deadline_counts_from_the_start_not_the_wait_in_the_queue(make):
     service = make(slots=1)
 
     async def scenario():
         running = await started(service, "peer", "e1")
-        events = await collect(service.execute("peer", request(service, "e2", deadline_ms=50)))
+        waiting = asyncio.create_task(collect(service.execute("peer", request(service, "e2", max_tokens=200,
+                                                                                   deadline_ms=1))))
+        await until(lambda: service.load().queued == 1, "e2 waits")
+        await asyncio.sleep(0.05)  # far longer than its 1 ms deadline, in the queue
+        assert not waiting.done()
+        await running.aclose()
+        return await waiting
+
+    events = asyncio.run(scenario())
+    # It started (the wait did not count), then its own 1 ms ran out while generating.
+    assert isinstance(events[0], ExecutionStarted)
+    assert isinstance(events[-1], ExecutionFailed) and events[-1].code == "deadline" and events[-1].retryable
+    assert "from its start" in events[-1].message
+
+
+def test_the_node_bounds_queueing_on_its_own(make, monkeypatch):
+    monkeypatch.setattr(service_module, "MAX_QUEUED_S", 0.05)
+    service = make(slots=1)
+
+    async def scenario():
+        running = await started(service, "peer", "e1")
+        events = await collect(service.execute("peer", request(service, "e2")))
         assert service.load().queued == 0
         await running.aclose()
         return events
 
     [failed] = asyncio.run(scenario())
-    assert isinstance(failed, ExecutionFailed) and failed.code == "deadline" and failed.retryable
+    assert failed.code == "queued_too_long" and failed.retryable and "0.05 s in this node's queue" in failed.message
+
+
+# ---- what a caller may ask ----
+
+def test_requests_beyond_the_context_window_are_refused_for_good(service):
+    window = service._context_tokens(service._served[f"{SMOL}@llama_cpp"])
+    assert window == 2048  # the llama.cpp runtime's n_ctx
+
+    async def scenario():
+        huge = await service.offer("peer", OfferRequest("run", "a", SMOL, "", 10, 2**32 - 1))
+        long = await service.offer("peer", OfferRequest("run", "a", SMOL, "", window + 1, 10))
+        fits = await service.offer("peer", OfferRequest("run", "a", SMOL, "", window, window))
+        executed = await collect(service.execute("peer", request(service, "big", max_tokens=window + 1)))
+        return huge, long, fits, executed
+
+    huge, long, fits, [failed] = asyncio.run(scenario())
+    assert not huge.accepted and huge.permanent
+    assert huge.reason == f"max_tokens 4294967295 is more than {SMOL}'s context window here (2048 tokens); lower max_tokens"
+    assert not long.accepted and long.permanent and "the prompt (about 2049 tokens) does not fit" in long.reason
+    assert fits.accepted and not fits.permanent
+    assert failed == ExecutionFailed("too_large", f"max_tokens 2049 is more than {SMOL}'s context window here "
+                                                  "(2048 tokens); lower max_tokens", retryable=False)
+    assert service.load().active_generations == 0
+
+
+def test_work_estimates_count_no_more_than_the_context_window_leaves(service):
+    served = service._served[f"{SMOL}@llama_cpp"]
+    served.speed, served.loaded = Speed(1000.0, 10.0, 0.0), True
+    reply = asyncio.run(service.offer("peer", OfferRequest("run", "a", SMOL, "", 2000, 2048)))
+    # 2000 prompt tokens at 1000/s, then the 48 tokens the window leaves at 10/s (not 2048 of them).
+    assert reply.accepted and reply.estimated_finish_ms == 2000 + 4800
+    assert asyncio.run(service.offer("peer", OfferRequest("run", "b", "gpt-9", "", 1, 1))).permanent
+
+
+def test_offers_are_counted_per_caller_and_unused_leases_are_logged(make, tmp_path, caplog):
+    now = [1000.0]
+    path = tmp_path / "executions.jsonl"
+    service = make(slots=1, queue_limit=1, clock=lambda: now[0], audit=ExecutionLog(path))
+
+    async def scenario():
+        replies = [await service.offer("mallory", OfferRequest("run9", "hoard", SMOL, "", 10, 10)) for _ in range(3)]
+        assert [r.accepted for r in replies] == [True, True, False]
+        refused = await service.offer("home", OfferRequest("run1", "critic", SMOL, "", 10, 10))
+        assert not refused.accepted and not refused.permanent
+        now[0] += 6.0  # mallory's leases expire unused
+        again = [await service.offer("mallory", OfferRequest("run9", "hoard", SMOL, "", 10, 10)) for _ in range(2)]
+        return again
+
+    with caplog.at_level("INFO", logger="orc.node.service"):
+        first, second = asyncio.run(scenario())
+    assert first.accepted and not second.accepted  # two callers, two places, two unused: a share of one
+    assert second.reason.startswith("2 of your leases here expired unused")
+    stats = service.caller_stats("mallory")
+    assert (stats.offers, stats.accepted, stats.refused, stats.expired_unused, stats.executed) == (5, 3, 2, 2, 0)
+    assert stats.last_refusal == second.reason
+    assert service.caller_stats("home").refused == 1 and service.caller_stats("nobody") is None
+    records = [r for r in read(path) if r["outcome"] == "lease_expired_unused"]
+    assert len(records) == 2 and {(r["caller"], r["run_id"], r["agent"], r["seconds"]) for r in records} == {
+        ("mallory", "run9", "hoard", 5.0)}
+    assert records[0]["model"] == f"{SMOL}@llama_cpp"
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("offers from mallory")]
+    assert lines == ["offers from mallory: 1 asked, 1 accepted, 0 refused, 0 executed, 0 leases expired unused"]
+
+
+def test_the_counters_of_callers_stay_bounded(service, monkeypatch):
+    monkeypatch.setattr(service_module, "MAX_TRACKED_CALLERS", 5)
+
+    async def scenario():
+        for i in range(20):
+            await service.offer(f"caller{i}", OfferRequest("r", "a", "gpt-9", "", 1, 1))
+
+    asyncio.run(scenario())
+    assert len(service._callers) == 5 and service.caller_stats("caller19").offers == 1
 
 
 # ---- the execution log ----

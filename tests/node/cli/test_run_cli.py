@@ -136,7 +136,8 @@ def test_failure_is_isolated_timeouts_and_retries(orc):
     data = result.json()
     assert data["status"] == "completed_with_errors"
     r = data["results"]
-    assert r["stuck"]["status"] == "failed" and "timed out after 1s" in r["stuck"]["error"]
+    assert r["stuck"]["status"] == "failed"
+    assert r["stuck"]["error"] == "timed out after 1 s (timeout_seconds: 1 of agent 'stuck' in f.yaml)"
     assert r["broken"]["status"] == "failed" and "kaput" in r["broken"]["error"]
     assert r["flaky"]["status"] == "completed" and r["flaky"]["attempts"] == 2
     assert r["summary"]["status"] == "completed"

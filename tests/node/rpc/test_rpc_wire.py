@@ -100,7 +100,7 @@ _PLANNED = RunPlanned("digest", str(NODE), 1_700_000_000.5, (
                Rejection("d" * 20, "nas", Exclusion.LOCAL_ONLY, "local_only: the agent stays on the coordinator's device"))),
     AgentPlan("split", "script", None, note="runs on this node: scripts never leave the coordinator"),
     AgentPlan("nowhere", "llm", "llama3:70b", (),
-              tuple(Rejection(n * 20, n, reason, reason.value) for n, reason in zip("efghij", Exclusion))),
+              tuple(Rejection(n * 20, n, reason, reason.value) for n, reason in zip("efghijk", Exclusion))),
 ))
 _CSR = make_csr(generate_key(), "joiner")
 
@@ -117,6 +117,7 @@ SAMPLES = [
     OfferRequest("run-1", "summarize", "smollm2-135m", SHA, 120, 256),
     OfferReply(True, "lease-9", 1500, 1_700_000_002_000),
     OfferReply(False, reason="queue full"),
+    OfferReply(False, reason="max_tokens 9999 is more than the model's context window here", permanent=True),
     ExecuteRequest("exec-1", "run-1", "summarize", "lease-9", 30_000, _PAYLOAD),
     ExecuteRequest("exec-2", "run-1", "p/child[3]", "", 0,
                    AgentPayload("m", SHA, (), GenerationParams(seed=None, top_p=None))),
