@@ -6,7 +6,6 @@ from typing_extensions import assert_never
 
 from orc.node.cli.phrasing import cut, date, duration
 from orc.node.cli.render import render_deliverable
-from orc.node.cli.terminal import one_line
 from orc.scheduler.ensemble import (
     AgentSpec,
     DispatchTask,
@@ -98,6 +97,12 @@ def ensemble_json(spec: EnsembleSpec) -> dict:
     }
 
 
+def _flat(text: str) -> str:
+    """A field shown on one line. Controls stay: `orc runs show` makes its whole output safe when
+    it goes to a terminal, and leaves it as generated for a pipe."""
+    return text.replace("\r", " ").replace("\n", " ")
+
+
 def _status(record: AgentRecord, interrupted: bool) -> str:
     """An agent's status; in an interrupted run nothing is pending or running any more."""
     if interrupted and record.status in (AgentStatus.PENDING, AgentStatus.RUNNING):
@@ -118,15 +123,15 @@ def describe_run(contents: JournalContents, state: RunState, *, interrupted: boo
     lines = [f"run {header.run_id}  {header.ensemble}  {status}",
              f"  started {date(header.started_at)}" + (f", finished {date(end.at)} "
                                                        f"({duration(end.at - header.started_at)})" if end else ""),
-             f"  input: {cut(one_line(render_deliverable(header.input).strip()), 300)}", "agents:"]
+             f"  input: {cut(_flat(render_deliverable(header.input).strip()), 300)}", "agents:"]
     for name, record in state.agents.items():
         took = duration(record.finished_at - record.started_at) if record.finished_at and record.started_at else ""
         usage = f"{record.usage.prompt_tokens}+{record.usage.completion_tokens} tok" if record.usage.completion_tokens else ""
-        meta = " · ".join(x for x in (one_line(record.node_id or ""), one_line(record.model or ""), took, usage,
+        meta = " · ".join(x for x in (_flat(record.node_id or ""), _flat(record.model or ""), took, usage,
                                        f"{record.tries} attempts" if record.tries > 1 else "") if x)
         lines.append(f"  - {name}: {_status(record, interrupted)}  {meta}".rstrip())
         if record.error:
-            lines.append(f"      error: {one_line(record.error)}")
+            lines.append(f"      error: {_flat(record.error)}")
         if record.output is not None:
             text = render_deliverable(record.output).strip()
             lines.append("      " + text[:600].replace("\n", "\n      ") + (" …" if len(text) > 600 else ""))

@@ -38,6 +38,21 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+def _version(value: bool) -> None:
+    if value:
+        from orc.node.cli.orc import version_text
+
+        typer.echo(version_text("orc-node"))
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print orc-node's version and exit.")) -> None:
+    # No docstring: the app's help above is what `orc-node --help` shows.
+    pass
+
+
 HomeOption = typer.Option(None, "--home", envvar="ORC_HOME", show_envvar=True,
                           help="orc home folder (config, identity, models, runs).")
 DebugOption = typer.Option(False, "--debug", help="Show a traceback on errors (and debug logs for start).")
@@ -373,8 +388,10 @@ def status(
             ("data", info["home"]["data"]),
             ("runs", str(Path(info["home"]["state"]) / "runs")),
         ]
+        from orc.node.cli.terminal import echo
+
         for key, value in rows:
-            typer.echo(f"{key:<9} {value}")
+            echo(f"{key:<9} {value}")  # peers' names and addresses: made safe on a terminal
 
 
 def _model_text(model: dict[str, Any]) -> str:

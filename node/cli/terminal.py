@@ -64,6 +64,9 @@ class TerminalFilter:
                         state = _State.ESCAPE_INTERMEDIATE
                     elif char == "\x1b":
                         state = _State.ESCAPE
+                    elif char in "\n\t":  # a lone ESC at the end of a line: the line stays
+                        kept.append(char)
+                        state = _State.TEXT
                     else:
                         # A two-character sequence (ESC c resets the terminal, ESC 7 saves the
                         # cursor): dropped. A control character here is dropped with it.
@@ -96,7 +99,7 @@ def terminal_safe(text: str) -> str:
 
 def one_line(text: str) -> str:
     """`terminal_safe(text)` on one line: newlines and tabs become spaces, for a field shown in a row."""
-    return terminal_safe(text).replace("\r", " ").replace("\n", " ").replace("\t", " ")
+    return terminal_safe(text).replace("\n", " ").replace("\t", " ")
 
 
 def is_terminal(stream: Any) -> bool:
