@@ -50,15 +50,19 @@ def version_text(program: str) -> str:
         return f"{program} (version unknown: orc-mesh is not installed, only its source is on the path)"
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(version_text("orc"))
-        raise typer.Exit(0)
+def version_option(program: str) -> Any:
+    """The `--version` option of `program`: prints `version_text(program)` and exits 0."""
+
+    def show(value: bool) -> None:
+        if value:
+            typer.echo(version_text(program))
+            raise typer.Exit(0)
+
+    return typer.Option(False, "--version", callback=show, is_eager=True, help=f"Print {program}'s version and exit.")
 
 
 @app.callback()
-def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print orc's version and exit.")) -> None:
+def _main(version: bool = version_option("orc")) -> None:
     # No docstring: the app's help above is what `orc --help` shows.
     pass
 

@@ -26,6 +26,7 @@ from typing import Any, List, Optional
 import typer
 
 from orc.node.cli.errors import fail, guarded
+from orc.node.cli.orc import version_option
 
 app = typer.Typer(
     name="orc-node",
@@ -38,17 +39,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-def _version(value: bool) -> None:
-    if value:
-        from orc.node.cli.orc import version_text
-
-        typer.echo(version_text("orc-node"))
-        raise typer.Exit(0)
-
-
 @app.callback()
-def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print orc-node's version and exit.")) -> None:
+def _main(version: bool = version_option("orc-node")) -> None:
     # No docstring: the app's help above is what `orc-node --help` shows.
     pass
 
