@@ -9,6 +9,7 @@ pipe or a file (plain lines, no colour, no cursor movement).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from rich.text import Text
 from typing_extensions import assert_never
 
 from orc.node.cli.phrasing import duration, plural
-from orc.node.cli.terminal import TerminalFilter, one_line
+from orc.node.cli.terminal import TerminalFilter, is_terminal, one_line
 from orc.node.events import (
     AgentBegan,
     AgentEnded,
@@ -230,7 +231,10 @@ class PlainView:
     def __init__(self, out: TextIO | None = None, *, stream_tokens: bool = False, watch: str | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.out = out if out is not None else sys.stderr
-        self.run = RunView(stream_tokens=stream_tokens, watch=watch, clean=lambda text: text)
+        # A terminal that cannot take a live region (TERM=dumb) still gets safe text.
+        self._safe = TerminalFilter() if is_terminal(self.out) else None
+        self.run = RunView(stream_tokens=stream_tokens, watch=watch,
+                           clean=one_line if self._safe is not None else lambda text: text)
         self._clock = clock
         self._box: str | None = None  # the agent whose stream box is open
         self._mid_line = False
@@ -247,6 +251,8 @@ class PlainView:
                     self._close_box()
                     self.out.write(text.plain + "\n")
                 case Tokens(agent=agent, text=text):
+                    if self._safe is not None:
+                        text = self._safe.feed(text)
                     if self._box != agent:
                         self._close_box()
                         self.out.write(f"  ┌ {agent}\n")
@@ -392,7 +398,7 @@ ProgressView = Union[LiveView, PlainView]
 def progress_view(out: TextIO, *, watch: str | None, terminal: bool) -> ProgressView:
     """A live view for a terminal, plain lines for anything else. Tokens stream on a terminal,
     and on a pipe only when `--watch` asked for them."""
-    if terminal:
+    if terminal and os.environ.get("TERM") != "dumb":  # a dumb terminal cannot move its cursor
         return LiveView(Console(file=out, highlight=False, markup=False, soft_wrap=False), watch=watch)
     return PlainView(out, stream_tokens=watch is not None, watch=watch)
 

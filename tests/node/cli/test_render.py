@@ -368,3 +368,19 @@ def test_nothing_a_model_or_a_peer_wrote_reaches_the_terminal_as_a_control():
     for control in ("\x1b]", "\x1b[2J", "\x1b[H", "\x9b", "\u202e", "\u2069", "\x1bP", "\x07", "\x1b[31m"):
         assert control not in written, repr(control)
     assert "title|clear|clip|csi8|bidievil|dcs|bell|end" in "".join(terminal.lines())
+
+
+def test_a_plain_view_on_a_terminal_still_makes_text_safe():
+    class DumbTerminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = DumbTerminal()
+    view = PlainView(out, stream_tokens=True, clock=lambda: AT)
+    view.show(AgentBegan("a", "local", "m", 1))
+    view.show(AgentPlacedOn("a", PI, "pi\x1b]0;x\x07"))
+    view.show(TokenStreamed("a", "ok\x1b]52;c;"))
+    view.show(TokenStreamed("a", "eA==\x07 done"))
+    view.close()
+    assert "\x1b" not in out.getvalue() and "\x07" not in out.getvalue()
+    assert "  → a on pi" in out.getvalue() and "  │ ok done" in out.getvalue()
