@@ -18,7 +18,7 @@ from enum import Enum
 from typing import TextIO, Union
 
 from rich import box
-from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.live import Live
 from rich.panel import Panel
 from rich.text import Text
@@ -111,6 +111,8 @@ class RunView:
     streaming: str | None = None
     started: float | None = None  # the run's own clock (RunBegan.at), for elapsed times
     resumed: bool = False
+    # Both tables grow with the run, not with what a peer sends: agents are the ensemble's (and
+    # its fan-out instances), nodes are those the coordinator placed on, out of its capped peers.
     _node_names: dict[str, str] = field(default_factory=dict)
 
     def _wants_stream(self, agent: str) -> bool:
