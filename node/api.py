@@ -14,13 +14,14 @@ Everything runs in-process on this machine's models (the embedded mode).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from orc.node.catalog import DEFAULT_MODEL_ID, Catalog
 from orc.node.engine import Engine, journal_state
-from orc.node.events import RunFinished, RunProgress, RunResult
+from orc.node.events import RunBegan, RunFinished, RunProgress, RunResult
 from orc.node.home import Home, examples_dir, project_dir
 from orc.node.runtimes.base import ModelRuntime
 from orc.scheduler.ensemble import EnsembleSpec
@@ -30,12 +31,16 @@ from orc.scheduler.loader import EnsembleLibrary, load_ensemble
 from orc.scheduler.profiles import Profiles, builtin_profiles, load_profiles
 from orc.scheduler.run import AgentSucceeded, RunState
 
+# Candidates named when a run-id prefix matches several runs: enough to pick from, short
+# enough for one message.
+MAX_CANDIDATES_SHOWN = 8
+
 
 @dataclass(frozen=True)
 class RunSummary:
     run_id: str
     ensemble: str
-    status: str
+    status: str  # the end record's status; "running" or "interrupted" for a journal without one
     started_at: float
     finished_at: float | None
     agents: int
@@ -73,8 +78,9 @@ class Orc:
         return EnsembleLibrary(tuple(unique))
 
     def locate(self, name_or_path: str) -> Path:
-        """The ensemble file for a name or a path (raises EnsembleNotFound)."""
-        return self.library.resolve(name_or_path)
+        """The ensemble file for a name or a path (raises EnsembleNotFound); a relative path is
+        relative to this Orc's `cwd` (the caller's folder, also when a daemon runs the run)."""
+        return self.library.resolve(name_or_path, cwd=self.cwd)
 
     def load(self, name_or_path: str) -> EnsembleSpec:
         """Load and validate an ensemble (raises EnsembleInvalid / EnsembleNotFound)."""
@@ -112,8 +118,19 @@ class Orc:
 
     async def run(self, spec: EnsembleSpec, run_input: object) -> AsyncIterator[RunProgress]:
         """Run `spec` on `run_input`, yielding progress; the last event is RunFinished."""
-        async for event in self.engine().run(spec, run_input):
+        async for event in self.holding_journal(self.engine().run(spec, run_input)):
             yield event
+
+    async def holding_journal(self, events: AsyncIterator[RunProgress]) -> AsyncIterator[RunProgress]:
+        """`events`, with the run's journal marked in use (`journal_in_use`) from its RunBegan
+        until the stream ends: `orc runs show` then tells a running run from an interrupted one."""
+        with contextlib.ExitStack() as held:
+            async for event in events:
+                if isinstance(event, RunBegan):
+                    # This home's journal of that run, not a path from the event: the event may
+                    # come from a daemon, and only a file of this home is ours to open.
+                    held.enter_context(_hold(self.home.journal_path(event.run_id)))
+                yield event
 
     def run_sync(self, spec: EnsembleSpec, run_input: object) -> RunResult:
         """Run to completion and return the result (blocks; for scripts and notebooks)."""
@@ -128,15 +145,29 @@ class Orc:
 
     # ---- run journals ----
 
-    def journal(self, run_id: str) -> JournalContents:
+    def journal_file(self, run_id: str) -> Path:
+        """The journal of the run `run_id`, or of the one run whose id starts with it (raises
+        RunNotFound; for a prefix several runs share, the message lists them)."""
         path = self.home.journal_path(run_id)
-        if not path.is_file():
-            matches = sorted(self.home.runs_dir.glob(f"{run_id}*.journal")) if run_id else []
-            if len(matches) != 1:
-                raise RunNotFound(f"no run '{run_id}' under {self.home.runs_dir}"
-                                  + (" (ambiguous prefix)" if len(matches) > 1 else ""))
-            path = matches[0]
-        return read_journal(path)
+        if path.is_file():
+            return path
+        safe = run_id and all(c.isalnum() or c in "-_" for c in run_id)  # no glob characters, no '/'
+        matches = sorted(self.home.runs_dir.glob(f"{run_id}*.journal")) if safe else []
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise RunNotFound(f"no run '{run_id}' under {self.home.runs_dir} (see 'orc runs list')")
+        shown = ", ".join(m.stem for m in matches[:MAX_CANDIDATES_SHOWN])
+        more = f" and {len(matches) - MAX_CANDIDATES_SHOWN} more" if len(matches) > MAX_CANDIDATES_SHOWN else ""
+        raise RunNotFound(f"'{run_id}' starts {len(matches)} run ids: {shown}{more}; give more of the id")
+
+    def journal(self, run_id: str) -> JournalContents:
+        return read_journal(self.journal_file(run_id))
+
+    def interrupted(self, contents: JournalContents) -> bool:
+        """A run whose journal has no end and that nothing runs any more (its coordinator was
+        killed, or the machine went down): `orc runs resume` continues it."""
+        return contents.finished is None and not journal_in_use(self.home.journal_path(contents.header.run_id))
 
     def spec_of(self, contents: JournalContents) -> EnsembleSpec:
         """The ensemble a journaled run used, reloaded from where it was read."""
@@ -153,7 +184,7 @@ class Orc:
         """Continue a journaled run: completed agents are reused, the rest runs again."""
         contents = self.journal(run_id)
         spec = self.spec_of(contents)
-        async for event in self.engine().run(spec, contents.header.input, resume=contents):
+        async for event in self.holding_journal(self.engine().run(spec, contents.header.input, resume=contents)):
             yield event
 
     def runs(self) -> list[RunSummary]:
@@ -168,9 +199,51 @@ class Orc:
                 continue
             done = {e.agent for e in contents.events if isinstance(e, AgentSucceeded)}
             end = contents.finished
+            status = end.status if end else ("running" if journal_in_use(path) else "interrupted")
             summaries.append(RunSummary(
-                contents.header.run_id, contents.header.ensemble, end.status if end else "unfinished",
+                contents.header.run_id, contents.header.ensemble, status,
                 contents.header.started_at, end.at if end else None,
                 len(contents.header.agents) or len({e.agent for e in contents.events}), len(done),
             ))
         return sorted(summaries, key=lambda s: s.started_at, reverse=True)
+
+
+# A run in progress holds a shared lock on its journal (flock, advisory); a reader that can take
+# the lock exclusively knows nothing runs it. The kernel drops the lock when the holder dies,
+# however it dies, so a killed run is never shown as running.
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; every unfinished run then reads as interrupted
+    fcntl = None  # type: ignore[assignment]
+
+
+@contextlib.contextmanager
+def _hold(path: Path) -> Iterator[None]:
+    if fcntl is None:
+        yield
+        return
+    try:
+        stream = open(path, "rb")  # noqa: SIM115 - held for the run, closed below
+    except OSError:
+        yield  # no journal (journaling off): nothing to mark
+        return
+    try:
+        fcntl.flock(stream.fileno(), fcntl.LOCK_SH)
+        yield
+    finally:
+        stream.close()
+
+
+def journal_in_use(path: Path) -> bool:
+    """Whether a live process is running the run of the journal at `path`."""
+    if fcntl is None:
+        return False
+    try:
+        with open(path, "rb") as stream:
+            try:
+                fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            return False
+    except OSError:
+        return False

@@ -176,10 +176,11 @@ def file_sha256(path: Path) -> str:
 
 def slug_model_id(file_name: str) -> str:
     """The default id for a model file: its name without `.gguf`, lowercased, runs of other
-    characters than `[a-z0-9.-]` turned into "-", cut to 64 characters."""
+    characters than `[a-z0-9._-]` turned into "-", cut to 64 characters. Underscores stay: a
+    quantization such as `Q4_K_M` keeps the name people search for."""
     stem = file_name[: -len(".gguf")] if file_name.lower().endswith(".gguf") else file_name
-    slug = re.sub(r"[^a-z0-9.-]+", "-", stem.lower())
-    slug = slug.lstrip(".-")[:64].rstrip(".-")
+    slug = re.sub(r"[^a-z0-9._-]+", "-", stem.lower())
+    slug = slug.lstrip("._-")[:64].rstrip("._-")
     return slug
 
 

@@ -47,13 +47,22 @@ class EnsembleInvalid(SchedulerError):
 class EnsembleNotFound(SchedulerError):
     """No ensemble of that name or path exists in the places orc looks."""
 
-    def __init__(self, name: str, searched: tuple[Path, ...], available: tuple[str, ...] = ()) -> None:
+    def __init__(self, name: str, searched: tuple[Path, ...], available: tuple[str, ...] = (), *,
+                 suggestion: str | None = None, missing_file: Path | None = None) -> None:
         self.name = name
         self.searched = searched
         self.available = available
         where = ", ".join(str(p) for p in searched) or "(no ensemble folders exist)"
-        text = f"ensemble '{name}' not found; looked in: {where}"
-        if available:
+        if missing_file is not None and not searched:
+            # A path: there is no library search to speak of, only the file that is not there.
+            text = f"no file {name} ({missing_file.parent} has no '{missing_file.name}')"
+        elif missing_file is not None:
+            text = f"no file {name}, and no ensemble named '{Path(name).stem}' (looked in: {where})"
+        else:
+            text = f"ensemble '{name}' not found (looked in: {where})"
+        if suggestion and searched:
+            text += f"; {suggestion}"
+        elif available and searched:
             shown = ", ".join(available[:12]) + (" ..." if len(available) > 12 else "")
             text += f"; available: {shown}"
         super().__init__(text)

@@ -85,21 +85,39 @@ class EnsembleLibrary:
 
     folders: tuple[Path, ...]
 
-    def resolve(self, reference: str, *, relative_to: Path | None = None) -> Path:
-        """The file for a name or path; `relative_to` (a folder) is searched first."""
+    def resolve(self, reference: str, *, relative_to: Path | None = None, cwd: Path | None = None) -> Path:
+        """The file for a name or a path (raises EnsembleNotFound).
+
+        A path (it has a '/', starts with '.' or '~', or ends in .yaml/.yml) is looked for in
+        `relative_to` (the folder of the ensemble that nests it) first, then relative to `cwd`
+        (the caller's folder; default: this process's). `NAME.yaml` that is no file falls back
+        to the name NAME; a path with a '/' does not: it is reported as a missing file. A name
+        is looked for in `relative_to`, then in the library folders in order.
+        """
         as_path = Path(reference).expanduser()
-        if reference.endswith((".yaml", ".yml")) or "/" in reference or "\\" in reference:
-            for candidate in ([relative_to / as_path] if relative_to and not as_path.is_absolute() else []) + [as_path]:
+        anchored = as_path if as_path.is_absolute() or cwd is None else cwd / as_path
+        suffixed = reference.endswith((".yaml", ".yml"))
+        pathlike = "/" in reference or "\\" in reference or reference.startswith((".", "~"))
+        name = reference
+        if suffixed or pathlike:
+            nested = [relative_to / as_path] if relative_to and not as_path.is_absolute() else []
+            for candidate in [*nested, anchored]:
                 if candidate.is_file():
                     return candidate
-            if as_path.exists() or as_path.is_symlink():
-                return as_path  # there but not a regular file: the loader says exactly what is wrong
+            if anchored.exists() or anchored.is_symlink():
+                return anchored  # there but not a regular file: the loader says exactly what is wrong
+            if pathlike:
+                raise EnsembleNotFound(reference, (), missing_file=anchored.absolute())
+            name = reference.rsplit(".", 1)[0]
         folders = ((relative_to,) if relative_to else ()) + self.folders
         for folder in folders:
-            found = _find_in_folder(folder, reference)
+            found = _find_in_folder(folder, name)
             if found is not None:
                 return found
-        raise EnsembleNotFound(reference, tuple(f for f in folders if f.is_dir()), self.available())
+        available = self.available()
+        raise EnsembleNotFound(reference, tuple(f for f in folders if f.is_dir()), available,
+                               suggestion=did_you_mean(name, available),
+                               missing_file=anchored.absolute() if suffixed else None)
 
     def available(self) -> tuple[str, ...]:
         """Every ensemble name found in the library folders, sorted, first folder winning."""
@@ -350,9 +368,27 @@ def _parse_yaml(text: str, source: Path) -> object:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         reason = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise EnsembleInvalid([Problem(source, None, f"invalid YAML{where}: {reason}")]) from None
+        raise EnsembleInvalid([Problem(source, None, f"invalid YAML{where}: {reason}",
+                                       yaml_fix(reason, getattr(error, "context", None)))]) from None
     except RecursionError:
         raise EnsembleInvalid([Problem(source, None, "YAML nested too deeply")]) from None
+
+
+def yaml_fix(problem: str, context: str | None) -> str | None:
+    """What to do about a YAML syntax error, from PyYAML's wording of it; None when unsure."""
+    if "'\\t'" in problem:
+        return "indent with spaces, not tabs"
+    if problem.startswith("mapping values are not allowed"):
+        return "put quotes around a value that contains ': '"
+    if "while scanning a quoted scalar" in (context or ""):
+        return "close the quote this value opens"
+    if "flow sequence" in (context or "") or "flow mapping" in (context or ""):
+        return "close the bracket or brace opened before, with ',' between items"
+    if problem.startswith("expected <block end>"):
+        return "indent this line like the keys or list items it belongs with"
+    if problem.startswith("found undefined alias"):
+        return "define the anchor (&name) before using it (*name)"
+    return None
 
 
 def _check_expansion(root: yaml.Node, source: Path) -> None:
@@ -401,7 +437,8 @@ def _optional_str(mapping: dict, key: str, source: Path, agent: str | None, prob
     return value
 
 
-def _did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str | None:
+def did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str | None:
+    """"did you mean 'X'?" for the choice closest to a mistyped `word`, or None when none is close."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
 
@@ -481,7 +518,7 @@ def _parse_agent(raw: object, index: int, source: Path, problems: list[Problem])
         bad(f"invalid name {name!r}", "use letters, digits, '_' and '-'")
     for key in raw:
         if key not in AGENT_KEYS:
-            bad(f"unknown key '{key}'", _did_you_mean(str(key), AGENT_KEYS) or "see docs/ensembles.md for the keys")
+            bad(f"unknown key '{key}'", did_you_mean(str(key), AGENT_KEYS) or "see docs/ensembles.md for the keys")
 
     task = _parse_task(raw, bad)
     depends_on = _parse_depends_on(raw.get("depends_on"), bad)
@@ -563,7 +600,7 @@ def _parse_loop(loop: object, bad: Callable[..., None]) -> LoopTask | None:
         return None
     for key in loop:
         if key not in ("body", "until", "max_iterations", "carry"):
-            bad(f"unknown loop key '{key}'", _did_you_mean(str(key), ("body", "until", "max_iterations", "carry")))
+            bad(f"unknown loop key '{key}'", did_you_mean(str(key), ("body", "until", "max_iterations", "carry")))
             return None
     body = loop.get("body")
     if not isinstance(body, str) or not body.strip():
@@ -684,7 +721,7 @@ def _parse_placement(value: object, bad: Callable[..., None]) -> Placement:
     allowed = ("local_only", "require_tags", "prefer_tags")
     for key in value:
         if key not in allowed:
-            bad(f"unknown placement key '{key}'", _did_you_mean(str(key), allowed))
+            bad(f"unknown placement key '{key}'", did_you_mean(str(key), allowed))
     local_only = _bool(value, "local_only", False, bad)
     tags: dict[str, frozenset[str]] = {}
     for key in ("require_tags", "prefer_tags"):
@@ -712,11 +749,11 @@ def _check_graph(outline: list[tuple[str, tuple[AgentName, ...], list[tuple[str,
                 problems.append(Problem(source, name, "depends on itself", "remove it from depends_on"))
             elif dep not in seen:
                 problems.append(Problem(source, name, f"depends on unknown agent '{dep}'",
-                                        _did_you_mean(dep, names) or f"agents are: {', '.join(names)}"))
+                                        did_you_mean(dep, names) or f"agents are: {', '.join(names)}"))
         for what, ref in references:
             if ref.agent not in depends_on:
                 fix = f"add '{ref.agent}' to depends_on" if ref.agent in seen else \
-                    (_did_you_mean(ref.agent, names) or "refer to an agent of this ensemble")
+                    (did_you_mean(ref.agent, names) or "refer to an agent of this ensemble")
                 problems.append(Problem(source, name, f"'{what}' refers to '{ref.agent}', "
                                         "which is not in its depends_on", fix))
     graph = {name: tuple(d for d in deps if d in seen and d != name) for name, deps, _ in outline}

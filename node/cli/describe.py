@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 from typing_extensions import assert_never
 
+from orc.node.cli.phrasing import cut, date, duration
 from orc.node.cli.render import render_deliverable
 from orc.scheduler.ensemble import (
     AgentSpec,
@@ -17,7 +16,7 @@ from orc.scheduler.ensemble import (
     ScriptTask,
 )
 from orc.scheduler.journal import JournalContents
-from orc.scheduler.run import RunState, deliverable, run_status
+from orc.scheduler.run import AgentRecord, AgentStatus, RunState, deliverable, run_status
 from orc.scheduler.values import thaw
 
 
@@ -42,7 +41,7 @@ def describe_ensemble(spec: EnsembleSpec) -> str:
     if spec.description.strip():
         lines.append("  " + spec.description.strip().replace("\n", "\n  "))
     if spec.default_task:
-        lines.append(f"  default task: {spec.default_task.strip()[:200]}")
+        lines.append(f"  default task: {cut(spec.default_task.strip(), 200)}")
     lines.append("agents:")
     for agent in spec.agents:
         lines.append(f"  - {agent.name}: {task_summary(agent)}")
@@ -98,43 +97,59 @@ def ensemble_json(spec: EnsembleSpec) -> dict:
     }
 
 
-def _when(at: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else "-"
+def _flat(text: str) -> str:
+    """A field shown on one line. Controls stay: `orc runs show` makes its whole output safe when
+    it goes to a terminal, and leaves it as generated for a pipe."""
+    return text.replace("\r", " ").replace("\n", " ")
 
 
-def describe_run(contents: JournalContents, state: RunState) -> str:
+def _status(record: AgentRecord, interrupted: bool) -> str:
+    """An agent's status; in an interrupted run nothing is pending or running any more."""
+    if interrupted and record.status in (AgentStatus.PENDING, AgentStatus.RUNNING):
+        return "interrupted"
+    return record.status.value
+
+
+def describe_run(contents: JournalContents, state: RunState, *, interrupted: bool = False) -> str:
+    """`orc runs show`. `interrupted`: the journal has no end and nothing runs the run any more."""
     header = contents.header
     end = contents.finished
-    status = end.status if end else f"unfinished (resume with 'orc runs resume {header.run_id}')"
+    if end is not None:
+        status = end.status
+    elif interrupted:
+        status = f"interrupted (resume with 'orc runs resume {header.run_id}')"
+    else:
+        status = "running"
     lines = [f"run {header.run_id}  {header.ensemble}  {status}",
-             f"  started {_when(header.started_at)}" + (f", finished {_when(end.at)} "
-                                                        f"({end.at - header.started_at:.1f}s)" if end else ""),
-             f"  input: {render_deliverable(header.input).strip()[:300]}", "agents:"]
+             f"  started {date(header.started_at)}" + (f", finished {date(end.at)} "
+                                                       f"({duration(end.at - header.started_at)})" if end else ""),
+             f"  input: {cut(_flat(render_deliverable(header.input).strip()), 300)}", "agents:"]
     for name, record in state.agents.items():
-        took = f"{record.finished_at - record.started_at:.1f}s" if record.finished_at and record.started_at else ""
+        took = duration(record.finished_at - record.started_at) if record.finished_at and record.started_at else ""
         usage = f"{record.usage.prompt_tokens}+{record.usage.completion_tokens} tok" if record.usage.completion_tokens else ""
-        meta = " · ".join(x for x in (record.node_id or "", record.model or "", took, usage,
+        meta = " · ".join(x for x in (_flat(record.node_id or ""), _flat(record.model or ""), took, usage,
                                        f"{record.tries} attempts" if record.tries > 1 else "") if x)
-        lines.append(f"  - {name}: {record.status.value}  {meta}")
+        lines.append(f"  - {name}: {_status(record, interrupted)}  {meta}".rstrip())
         if record.error:
-            lines.append(f"      error: {record.error}")
+            lines.append(f"      error: {_flat(record.error)}")
         if record.output is not None:
             text = render_deliverable(record.output).strip()
             lines.append("      " + text[:600].replace("\n", "\n      ") + (" …" if len(text) > 600 else ""))
     return "\n".join(lines)
 
 
-def run_json(contents: JournalContents, state: RunState) -> dict:
+def run_json(contents: JournalContents, state: RunState, *, interrupted: bool = False) -> dict:
     end = contents.finished
     return {
         "run_id": contents.header.run_id,
         "ensemble": contents.header.ensemble,
-        "status": end.status if end else "unfinished",
+        "status": end.status if end else ("interrupted" if interrupted else "running"),
         "input": thaw(contents.header.input),
         "deliverable": thaw(deliverable(state)) if end else None,
         "results": {
-            name: {"status": r.status.value, "output": thaw(r.output), "node_id": r.node_id, "nodes": list(r.nodes),
-                   "model": r.model, "attempts": r.tries, "started_at": r.started_at, "finished_at": r.finished_at,
+            name: {"status": _status(r, interrupted), "output": thaw(r.output), "node_id": r.node_id,
+                   "nodes": list(r.nodes), "model": r.model, "attempts": r.tries, "started_at": r.started_at,
+                   "finished_at": r.finished_at,
                    "usage": {"prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens},
                    "error": r.error}
             for name, r in state.agents.items()

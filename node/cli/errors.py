@@ -16,10 +16,12 @@ from typing import NoReturn
 
 import typer
 
+from orc.node.cli.terminal import echo
+
 
 def fail(code: int, message: str) -> NoReturn:
     """Print `message` as one error line (or a short list) and exit with `code`."""
-    typer.echo(f"orc: error: {message}", err=True)
+    echo(f"orc: error: {message}", err=True)
     raise typer.Exit(code)
 
 
@@ -74,9 +76,9 @@ def guarded(debug: bool, configure_logging: bool = True) -> Iterator[None]:
         if debug:
             traceback.print_exc()
         if code is None:
-            typer.echo(f"orc: internal error: {type(error).__name__}: {error} "
+            echo(f"orc: internal error: {type(error).__name__}: {error} "
                        "(please report it; --debug shows the traceback)", err=True)
             raise typer.Exit(70) from None
         message = str(error) or error.__class__.__doc__ or type(error).__name__
-        typer.echo(f"orc: error: {message}", err=True)
+        echo(f"orc: error: {message}", err=True)  # it can quote what a peer or a model sent
         raise typer.Exit(code) from None

@@ -10,13 +10,14 @@ import asyncio
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 from orc.node.cli.errors import fail, guarded
+from orc.node.cli.phrasing import cut, date, duration, plural
+from orc.node.cli.terminal import echo
 
 app = typer.Typer(
     name="orc",
@@ -38,6 +39,33 @@ HomeOption = typer.Option(None, "--home", envvar="ORC_HOME", help="orc home fold
                           show_envvar=True)
 DebugOption = typer.Option(False, "--debug", help="Show a traceback on errors.")
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+
+def version_text(program: str) -> str:
+    """`PROGRAM VERSION`, the version from the installed distribution's metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{program} {version('orc-mesh')}"
+    except PackageNotFoundError:
+        return f"{program} (version unknown: orc-mesh is not installed, only its source is on the path)"
+
+
+def version_option(program: str) -> Any:
+    """The `--version` option of `program`: prints `version_text(program)` and exits 0."""
+
+    def show(value: bool) -> None:
+        if value:
+            typer.echo(version_text(program))
+            raise typer.Exit(0)
+
+    return typer.Option(False, "--version", callback=show, is_eager=True, help=f"Print {program}'s version and exit.")
+
+
+@app.callback()
+def _main(version: bool = version_option("orc")) -> None:
+    # No docstring: the app's help above is what `orc --help` shows.
+    pass
+
 
 def _orc(home: Optional[Path], **kwargs: Any) -> Any:
     from orc.node.api import Orc
@@ -114,6 +142,8 @@ def run(
     with guarded(debug):
         orc = _orc(home, seed=seed, n_threads=threads)
         spec = orc.load(ensemble)  # invalid ensembles are refused here, naming file and agent
+        if watch is not None:
+            _check_watch(watch, spec)
         run_input = _read_input(input_arg, input_text, file, spec.default_task)
         client = None if local else _daemon(orc)
         if client is None:
@@ -127,13 +157,13 @@ def run(
             from orc.node.rpc.types import RunRequest
 
             warnings = list(spec.warnings) + list(orc.profiles.warnings)
-            request = RunRequest(reference=str(orc.locate(ensemble)), input=_as_text(run_input), cwd=str(orc.cwd),
+            request = RunRequest(reference=_reference(orc, ensemble), input=_as_text(run_input), cwd=str(orc.cwd),
                                  seed=seed, explain=explain)
             events = _closing(client, request)
-        if not quiet and not as_json:
+        if not quiet:
             for warning in warnings:
-                typer.echo(f"warning: {warning}", err=True)
-        result = _drive(events, show=not (quiet or as_json), watch=watch)
+                echo(f"warning: {warning}", err=True)
+        result = _drive(orc, events, show=not (quiet or as_json), watch=watch)
         _print_result(result, as_json)
         if quiet and not as_json:
             _report_failures(result)
@@ -186,7 +216,7 @@ def plan(
         from orc.node.events import RunPlanned
         from orc.node.rpc.types import RunRequest
 
-        request = RunRequest(reference=str(orc.locate(ensemble)), input=_as_text(run_input), cwd=str(orc.cwd),
+        request = RunRequest(reference=_reference(orc, ensemble), input=_as_text(run_input), cwd=str(orc.cwd),
                              plan=True)
 
         async def ask() -> Any:
@@ -201,10 +231,31 @@ def plan(
         if as_json:
             typer.echo(json.dumps(plan_json(planned), indent=2, ensure_ascii=False))
         else:
-            typer.echo(render_plan(planned))
+            echo(render_plan(planned))
         unplaceable = [p.agent for p in planned.agents if p.kind == "llm" and not p.candidates]
         if unplaceable:
             raise typer.Exit(3)
+
+
+def _reference(orc: Any, ensemble: str) -> str:
+    """The ensemble as the daemon must find it: an absolute path. The daemon runs in its own
+    folder; a path relative to the caller's would be looked for there."""
+    return str(orc.locate(ensemble).absolute())
+
+
+def _check_watch(watch: str, spec: Any) -> None:
+    """`--watch NAME` must name an agent of the ensemble (or an agent nested in one of them)."""
+    from orc.node.cli.phrasing import plural
+    from orc.scheduler.loader import did_you_mean
+
+    names = [agent.name for agent in spec.agents]
+    top = watch.split("/", 1)[0].split("[", 1)[0]
+    if top in names:
+        return
+    hint = did_you_mean(top, names)
+    fail(2, f"--watch {watch!r}: {spec.name} has no agent of that name"
+            + (f"; {hint}" if hint else "")
+            + f" ({plural(len(names), 'agent')}: {', '.join(names)})")
 
 
 def _as_text(value: object) -> Optional[str]:
@@ -241,7 +292,7 @@ def _report_failures(result: Any) -> None:
 
     failed = [(name, r.error) for name, r in result.results if r.status is AgentStatus.FAILED]
     for name, error in failed:
-        typer.echo(f"orc: agent '{name}' failed: {error}", err=True)
+        echo(f"orc: agent '{name}' failed: {error}", err=True)
 
 
 def _explain(engine: Any, spec: Any, err: bool = True) -> None:
@@ -273,31 +324,36 @@ def _embedded_plan(engine: Any, spec: Any) -> dict:
     return {"ensemble": spec.name, "coordinator": engine.node_id, "agents": agents}
 
 
-def _drive(events: Any, *, show: bool, watch: Optional[str]) -> Any:
-    from orc.node.cli.render import ProgressView
-    from orc.node.events import RunFinished
+def _drive(orc: Any, events: Any, *, show: bool, watch: Optional[str]) -> Any:
+    """Consume a run's events, showing progress on stderr (live on a terminal, plain lines
+    otherwise); the run's result."""
+    from orc.node.cli.render import progress_view, render_plan
+    from orc.node.cli.terminal import is_terminal
+    from orc.node.events import RunFinished, RunPlanned
 
-    view = ProgressView(stream_tokens=sys.stderr.isatty() or bool(watch), watch=watch)
+    view = progress_view(sys.stderr, watch=watch, terminal=is_terminal(sys.stderr)) if show else None
 
     async def consume() -> Any:
-        from orc.node.cli.render import render_plan
-        from orc.node.events import RunPlanned
-
         result = None
+        stream = orc.holding_journal(events)
         try:
-            async for event in events:
-                if isinstance(event, RunPlanned):  # asked for with --explain: shown even when quiet
-                    typer.echo(render_plan(event), err=True)
-                    continue
-                if show:
+            async for event in stream:
+                if view is not None:
                     view.show(event)
+                elif isinstance(event, RunPlanned):  # asked for with --explain: shown even when quiet
+                    echo(render_plan(event), err=True)
                 if isinstance(event, RunFinished):
                     result = event.result
         finally:
+            await stream.aclose()
             await events.aclose()
         return result
 
-    result = asyncio.run(consume())
+    try:
+        result = asyncio.run(consume())
+    finally:
+        if view is not None:
+            view.close()  # a live region leaves the terminal as it found it, also on Ctrl-C
     if result is None:
         fail(1, "the run ended without a result")
     return result
@@ -311,7 +367,7 @@ def _print_result(result: Any, as_json: bool) -> None:
     else:
         text = render_deliverable(result.deliverable)
         if text:
-            typer.echo(text)
+            echo(text)
 
 
 # ---------------------------------------------------------------- peers
@@ -350,7 +406,7 @@ def peers(as_json: bool = JsonOption, home: Optional[Path] = HomeOption, debug: 
                        "'orc-node start --peer HOST:PORT')", err=True)
             return
         for line in peers_table(found):
-            typer.echo(line)
+            echo(line)
 
 
 # ---------------------------------------------------------------- ensembles
@@ -370,7 +426,7 @@ def ensembles_list(as_json: bool = JsonOption, home: Optional[Path] = HomeOption
                 rows.append({"name": name, "agents": len(spec.agents), "description": spec.description.strip(),
                              "path": str(path), "valid": True})
             except SchedulerError as error:
-                rows.append({"name": name, "agents": 0, "description": str(error).splitlines()[0],
+                rows.append({"name": name, "agents": 0, "description": _first_problem(error),
                              "path": str(path), "valid": False})
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
@@ -381,8 +437,23 @@ def ensembles_list(as_json: bool = JsonOption, home: Optional[Path] = HomeOption
         width = max(len(r["name"]) for r in rows)
         for row in rows:
             summary = row["description"].splitlines()[0] if row["description"] else ""
-            mark = "" if row["valid"] else "INVALID: "
-            typer.echo(f"{row['name']:<{width}}  {row['agents']:>2} agents  {mark}{summary[:80]}")
+            if row["valid"]:
+                echo(f"{row['name']:<{width}}  {plural(row['agents'], 'agent'):>9}  {cut(summary, 80)}")
+            else:
+                # The problem, not a description: 'orc ensembles validate NAME' lists them all.
+                echo(f"{row['name']:<{width}}  {'INVALID':>9}  {cut(summary, 80)}")
+
+
+def _first_problem(error: Exception) -> str:
+    """An invalid ensemble's first problem, without the file name the row already shows."""
+    from orc.scheduler.errors import EnsembleInvalid
+
+    if not isinstance(error, EnsembleInvalid) or not error.problems:
+        return str(error).splitlines()[0]
+    first = error.problems[0]
+    text = (f"agent '{first.agent}': " if first.agent else "") + first.message
+    more = len(error.problems) - 1
+    return text + (f" (and {plural(more, 'more problem')}: 'orc ensembles validate')" if more else "")
 
 
 @ensembles_app.command("validate")
@@ -408,7 +479,7 @@ def ensembles_validate(
                 spec = orc.load(target)
             except (EnsembleInvalid, EnsembleNotFound) as error:
                 failed = True
-                typer.echo(f"error: {error}", err=True)
+                echo(f"error: {error}", err=True)
                 continue
             if engine is None:
                 engine = orc.engine(journal=False)
@@ -420,12 +491,12 @@ def ensembles_validate(
                 if structural:
                     failed = True
                     for problem in structural:
-                        typer.echo(f"error: {problem}", err=True)
+                        echo(f"error: {problem}", err=True)
                     continue
                 warnings += [f"{p} (orc run would refuse this)" for p in refused.problems]
             for warning in warnings:
-                typer.echo(f"warning: {warning}", err=True)
-            typer.echo(f"ok: {spec.source} ({spec.name}, {len(spec.agents)} agents)")
+                echo(f"warning: {warning}", err=True)
+            typer.echo(f"ok: {spec.source} ({spec.name}, {plural(len(spec.agents), 'agent')})")
         raise typer.Exit(2 if failed else 0)
 
 
@@ -568,9 +639,9 @@ def runs_list(as_json: bool = JsonOption, home: Optional[Path] = HomeOption, deb
             typer.echo("no runs yet", err=True)
             return
         for r in runs:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started_at))
-            took = f"{r.finished_at - r.started_at:.1f}s" if r.finished_at else "-"
-            typer.echo(f"{r.run_id}  {when}  {r.status:<22} {took:>8}  {r.completed}/{r.agents} agents  {r.ensemble}")
+            took = duration(r.finished_at - r.started_at) if r.finished_at else "-"
+            agents = f"{r.completed}/{plural(r.agents, 'agent')}"
+            echo(f"{r.run_id}  {date(r.started_at)}  {r.status:<22} {took:>8}  {agents:<10}  {r.ensemble}")
 
 
 @runs_app.command("show")
@@ -580,11 +651,14 @@ def runs_show(run_id: str = typer.Argument(..., help="Run id (a unique prefix is
     from orc.node.cli.describe import describe_run, run_json
 
     with guarded(debug):
-        contents, state = _orc(home).run_state(run_id)
+        orc = _orc(home)
+        contents, state = orc.run_state(run_id)
+        interrupted = orc.interrupted(contents)
         if as_json:
-            typer.echo(json.dumps(run_json(contents, state), indent=2, ensure_ascii=False, default=str))
+            typer.echo(json.dumps(run_json(contents, state, interrupted=interrupted), indent=2, ensure_ascii=False,
+                                  default=str))
         else:
-            typer.echo(describe_run(contents, state))
+            echo(describe_run(contents, state, interrupted=interrupted))
 
 
 @runs_app.command("resume")
@@ -594,6 +668,14 @@ def runs_resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix 
     """Finish a run from its journal: completed agents are reused, the others run again."""
     with guarded(debug):
         orc = _orc(home)
+        contents = orc.journal(run_id)
+        end = contents.finished
+        if end is not None and end.status == "completed":
+            # Every agent completed or was skipped: nothing to run, so no model is needed either.
+            echo(f"run {contents.header.run_id} ({contents.header.ensemble}) completed {date(end.at)}; "
+                 f"nothing to resume ('orc runs show {contents.header.run_id}' shows its results)", err=True)
+            raise typer.Exit(0)
+        run_id = contents.header.run_id
         client = _daemon(orc)
         if client is None:
             events = orc.resume(run_id)
@@ -601,7 +683,7 @@ def runs_resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix 
             from orc.node.rpc.types import RunRequest
 
             events = _closing(client, RunRequest(reference=run_id, input=None, cwd=str(orc.cwd), resume=run_id))
-        result = _drive(events, show=not (quiet or as_json), watch=None)
+        result = _drive(orc, events, show=not (quiet or as_json), watch=None)
         _print_result(result, as_json)
         if quiet and not as_json:
             _report_failures(result)

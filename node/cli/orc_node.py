@@ -26,6 +26,7 @@ from typing import Any, List, Optional
 import typer
 
 from orc.node.cli.errors import fail, guarded
+from orc.node.cli.orc import version_option
 
 app = typer.Typer(
     name="orc-node",
@@ -37,6 +38,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+@app.callback()
+def _main(version: bool = version_option("orc-node")) -> None:
+    # No docstring: the app's help above is what `orc-node --help` shows.
+    pass
+
 
 HomeOption = typer.Option(None, "--home", envvar="ORC_HOME", show_envvar=True,
                           help="orc home folder (config, identity, models, runs).")
@@ -373,8 +380,10 @@ def status(
             ("data", info["home"]["data"]),
             ("runs", str(Path(info["home"]["state"]) / "runs")),
         ]
+        from orc.node.cli.terminal import echo
+
         for key, value in rows:
-            typer.echo(f"{key:<9} {value}")
+            echo(f"{key:<9} {value}")  # peers' names and addresses: made safe on a terminal
 
 
 def _model_text(model: dict[str, Any]) -> str:

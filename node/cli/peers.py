@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from orc.node.cli.phrasing import ago
 from orc.node.description import NodeDescription
 from orc.node.rpc.types import PeerView
 
@@ -55,7 +56,7 @@ def peers_table(peers: tuple[PeerView, ...], now: float | None = None) -> list[s
     for peer in peers:
         d = peer.description
         state = peer.state + ("" if peer.verified else " (unverified)")
-        seen = "never" if peer.last_seen is None else f"{max(now - peer.last_seen, 0):.0f}s ago"
+        seen = "never" if peer.last_seen is None else ago(min(peer.last_seen, now), now)
         if d is None:
             rows.append((peer.id or "?", "", peer.address, state, "", "", "", seen))
             continue

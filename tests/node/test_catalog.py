@@ -99,7 +99,7 @@ def test_a_corrupt_digest_cache_is_rebuilt(models_dir: Path) -> None:
 def test_add_and_remove_a_user_gguf(models_dir: Path, fake_gguf: Path) -> None:
     catalog = Catalog(models_dir)
     entry = catalog.add(fake_gguf)
-    assert entry.id == "my-tiny-model.q4-k-m"
+    assert entry.id == "my-tiny_model.q4_k_m"
     assert entry.source == "user"
     assert entry.runtime == "llama_cpp"
     assert entry.path == fake_gguf.resolve()
@@ -154,9 +154,11 @@ def test_malformed_ids_are_refused(models_dir: Path, fake_gguf: Path, bad: str) 
 
 
 def test_slugs(tmp_path: Path) -> None:
-    assert slug_model_id("SmolLM2-135M-Instruct.Q4_1.gguf") == "smollm2-135m-instruct.q4-1"
+    assert slug_model_id("SmolLM2-135M-Instruct.Q4_1.gguf") == "smollm2-135m-instruct.q4_1"
     assert slug_model_id("..weird  NAME!!.GGUF") == "weird-name"
     assert len(slug_model_id("a" * 200 + ".gguf")) == 64
+    assert slug_model_id("qwen2.5-0.5b-instruct-q4_k_m.gguf") == "qwen2.5-0.5b-instruct-q4_k_m"
+    assert slug_model_id("__x__.gguf") == "x"  # an id starts and ends with a letter or digit
 
 
 def test_embedded_models_cannot_be_removed(models_dir: Path) -> None:

@@ -189,3 +189,36 @@ def test_git_symlink_stub_is_followed(tmp_path):
     write(tmp_path, "real/target.yaml", "name: target\nagents:\n  - {name: a, model: m}\n")
     stub = write(tmp_path, "stub.yaml", "real/target.yaml")
     assert load_ensemble(stub).name == "target"
+
+
+def test_yaml_syntax_errors_name_file_line_column_and_the_fix(tmp_path):
+    cases = {
+        "name: t\nagents:\n\t- {name: a, model: m}\n": ("line 3, column 1", "indent with spaces, not tabs"),
+        "name: t\ndescription: a: b\nagents: []\n": ("line 2, column 15", "put quotes around a value"),
+        "name: t\nagents: [1, 2\n": ("line 3, column 1", "close the bracket or brace"),
+        "name: 't\nagents: []\n": ("line 3, column 1", "close the quote"),
+    }
+    for text, (where, fix) in cases.items():
+        path = write(tmp_path, "bad.yaml", text)
+        with pytest.raises(EnsembleInvalid) as error:
+            load_ensemble(path)
+        (problem,) = error.value.problems
+        assert problem.file == path and f"invalid YAML at {where}" in problem.message, problem
+        assert problem.fix and problem.fix.startswith(fix), problem
+
+
+def test_a_yaml_name_that_is_no_file_falls_back_to_the_name_and_a_path_does_not(tmp_path):
+    library_folder, cwd = tmp_path / "lib", tmp_path / "cwd"
+    write(library_folder, "review.yaml", "name: review\nagents:\n  - {name: a, model: m}\n")
+    cwd.mkdir()
+    library = EnsembleLibrary((library_folder,))
+    assert library.resolve("review.yaml", cwd=cwd) == library_folder / "review.yaml"
+    local = write(cwd, "review.yaml", "name: mine\nagents:\n  - {name: a, model: m}\n")
+    assert library.resolve("review.yaml", cwd=cwd) == local  # a file of that name wins
+    assert library.resolve("./review.yaml", cwd=cwd) == local  # relative to the caller, not the process
+    with pytest.raises(EnsembleNotFound) as missing:
+        library.resolve("./other.yaml", cwd=cwd)
+    assert str(missing.value) == f"no file ./other.yaml ({cwd} has no 'other.yaml')"
+    with pytest.raises(EnsembleNotFound) as typo:
+        library.resolve("reveiw", cwd=cwd)
+    assert "did you mean 'review'?" in str(typo.value)

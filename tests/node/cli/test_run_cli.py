@@ -183,16 +183,33 @@ def test_killed_run_resumes_without_recomputing(orc, home):
         if log.exists() and "long" in log.read_text():
             break
         time.sleep(0.1)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
     (run_id,) = [p.stem for p in (home / "runs").glob("*.journal")]
-    assert "unfinished" in orc("runs", "list").stdout
+    try:
+        assert orc("runs", "list", "--json").json()[0]["status"] == "running"  # its process runs it
+        assert orc("runs", "show", run_id).stdout.splitlines()[0].endswith("  running")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    assert orc("runs", "list", "--json").json()[0]["status"] == "interrupted"
+    shown = orc("runs", "show", run_id).stdout
+    assert f"interrupted (resume with 'orc runs resume {run_id}')" in shown.splitlines()[0]
+    assert "  - long: interrupted" in shown and "  - last: interrupted" in shown
+    assert "  - first: completed" in shown and "running" not in shown and "pending" not in shown
+    statuses = {name: r["status"] for name, r in orc("runs", "show", run_id, "--json").json()["results"].items()}
+    assert statuses == {"first": "completed", "long": "interrupted", "last": "interrupted"}
     # Make the long agent quick on resume, as a user fixing the cause would.
     write(folder, "k.yaml", (folder / "k.yaml").read_text().replace("seconds: 60", "seconds: 0"))
     resumed = orc("runs", "resume", run_id, "--json")
     assert resumed.code == 0, resumed.stderr
     assert resumed.json()["status"] == "completed" and resumed.json()["run_id"] == run_id
     assert (folder / "ran.log").read_text().split() == ["first", "long", "long", "last"]  # 'first' not recomputed
+    # Finished: nothing to do, and nothing loaded (a model no node has does not matter now).
+    write(folder, "k.yaml", (folder / "k.yaml").read_text().replace("script: count.py, depends_on: [long]",
+                                                                    "model: no-such-model, depends_on: [long]"))
+    again = orc("runs", "resume", run_id[:6])
+    assert again.code == 0, again.stderr
+    assert f"run {run_id} (k) completed" in again.stderr and "nothing to resume" in again.stderr
+    assert (folder / "ran.log").read_text().split() == ["first", "long", "long", "last"]
 
 
 def test_nested_ensemble_loop_dispatch_and_fan_out_with_scripts(orc):
