@@ -141,7 +141,7 @@ def folder_problem(path: Path, status: os.stat_result, uid: int) -> str | None:
         return f"{path} should be a folder of the orc home but is not; move it away"
     if status.st_uid != uid:
         return (f"{path} belongs to {_user(status.st_uid)}, not to you ({_user(uid)}), so they could change what orc "
-                f"reads and writes there; fix it with: chown {_user(uid)} {quoted} (or use a home of your own)")
+                f"reads and writes there; fix it with: sudo chown {_user(uid)} {quoted} (or use a home of your own)")
     mode = stat.S_IMODE(status.st_mode)
     if mode & 0o022:
         return (f"{path} can be changed by other users (mode {mode:04o}), so they could plant files or links "
