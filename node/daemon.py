@@ -311,8 +311,8 @@ class Daemon:
         async with self._join_lock:
             if self._join_server is None:
                 host = self.listen.host
-                # Before the mesh server is up its port is the configured one (0: any, then any here too).
-                port = (self.mesh_port or self.listen.port or DEFAULT_PORT) + 1
+                # The mesh port + 1, also before the mesh server is up (an invitation can come first).
+                port = (self.mesh_port or self.listen.port) + 1
                 try:
                     server, ports = await start_join_server(_JoinBackend(membership), [str(Endpoint(host, port))],
                                                             authority.key_pem, authority.certificate_pem)

@@ -1,0 +1,209 @@
+"""A real daemon in this process, held in the middle of its start-up: what answers before it is up.
+
+`Daemon._served` (checking and hashing the model files, assembling a GGUF) is the slow part of
+a start; the tests hold it on an event so "still starting" lasts exactly as long as they need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from orc.node.daemon import Daemon, DaemonOptions, control_socket
+from orc.node.discovery.static import Endpoint
+from orc.node.events import RunFinished
+from orc.node.home import Home, HomeLocked, daemon_holds
+from orc.node.identity.store import IdentityStore
+from orc.node.joining import join_mesh
+from orc.node.rpc.client import ControlClient
+from orc.node.rpc.errors import DaemonStarting
+from orc.node.rpc.types import RunRequest
+from orc.node.startup import Phase
+
+SMOL = "smollm2-135m-instruct"
+ECHO = "import json, sys\nreq = json.load(sys.stdin)\nprint(json.dumps({'echo': req['input_data']}))\n"
+
+
+def free_port_pair() -> int:
+    """A port P with P and P + 1 free on 127.0.0.1 (the mesh and join servers)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port >= 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair")
+
+
+@pytest.fixture
+def root() -> Iterator[Path]:
+    # Not pytest's tmp_path: the control socket's path must stay under ~100 bytes.
+    folder = Path(tempfile.mkdtemp(prefix="orc-up-", dir="/tmp"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def held(monkeypatch) -> threading.Event:
+    """Hold every daemon's model preparation until the event is set (set again at the end)."""
+    release = threading.Event()
+    original = Daemon._served
+
+    def slow_served(self, runtimes):
+        release.wait(120)
+        return original(self, runtimes)
+
+    monkeypatch.setattr(Daemon, "_served", slow_served)
+    yield release
+    release.set()
+
+
+def ca_daemon(root: Path, port: int) -> Daemon:
+    home = Home.locate(root / "ca")
+    IdentityStore(home.identity_dir).init_mesh("ca", datetime.now(timezone.utc))
+    return Daemon(home, DaemonOptions(listen=f"127.0.0.1:{port}", mdns=False, models=(SMOL,)))
+
+
+async def until_answering(daemon: Daemon) -> ControlClient:
+    path = control_socket(daemon.home)
+    for _ in range(600):
+        if path.exists():
+            return ControlClient(path)
+        await asyncio.sleep(0.05)
+    raise AssertionError("the control socket never appeared")
+
+
+def test_invitations_work_while_the_models_are_still_being_prepared(root, held) -> None:
+    port = free_port_pair()
+    daemon = ca_daemon(root, port)
+
+    async def scenario():
+        stop = asyncio.Event()
+        running = asyncio.create_task(daemon.run(stop))
+        try:
+            async with await until_answering(daemon) as client:
+                with pytest.raises(DaemonStarting, match="starting"):
+                    await client.status()
+                assert await client.peers() == ()
+                first = await client.invite(600)
+                await asyncio.sleep(1.1)  # two invitations a second apart
+                second = await client.invite(600)
+                assert daemon.startup.phase is Phase.PREPARING  # still: the models are held
+                assert first.join_address == second.join_address == f"127.0.0.1:{port + 1}"
+                # Both work, concurrently, the later one first.
+                joins = [join_mesh(IdentityStore(root / name), invitation.token, name, timeout=60, mdns=False,
+                                   peers=[Endpoint("127.0.0.1", port)])
+                         for name, invitation in (("second", second), ("first", first))]
+                joined = await asyncio.gather(*joins)
+                assert len({identity.node_id for identity in joined}) == 2
+                assert all(identity.mesh_id == daemon.store.load().mesh_id for identity in joined)
+                held.set()
+                for _ in range(600):
+                    if daemon.startup.phase is Phase.RUNNING:
+                        break
+                    await asyncio.sleep(0.05)
+                status = await client.status()
+                assert status.ca_holder and status.description.node_id == daemon.store.load().node_id
+        finally:
+            stop.set()
+            held.set()  # a thread checking models cannot be cancelled: let it finish
+            await asyncio.wait_for(running, 30)
+
+    asyncio.run(scenario())
+
+
+def test_a_run_sent_during_start_up_waits_for_the_node_and_runs_there(root, held) -> None:
+    port = free_port_pair()
+    daemon = ca_daemon(root, port)
+    work = root / "work"
+    work.mkdir()
+    (work / "echo.py").write_text(ECHO)
+    (work / "e.yaml").write_text("name: e\nagents:\n  - {name: s, script: echo.py}\n")
+
+    async def scenario():
+        stop = asyncio.Event()
+        running = asyncio.create_task(daemon.run(stop))
+        try:
+            async with await until_answering(daemon) as client:
+                events = []
+
+                async def collect():
+                    async for event in client.run(RunRequest(str(work / "e.yaml"), "hello", str(work))):
+                        events.append(event)
+
+                run = asyncio.create_task(collect())
+                await asyncio.sleep(1.0)
+                assert not run.done() and events == []  # waiting for the node, not refused, not run elsewhere
+                held.set()
+                await asyncio.wait_for(run, 120)
+        finally:
+            stop.set()
+            held.set()  # a thread checking models cannot be cancelled: let it finish
+            await asyncio.wait_for(running, 30)
+        return events[-1]
+
+    finished = asyncio.run(scenario())
+    assert isinstance(finished, RunFinished) and finished.result.status == "completed"
+    (name, record), = finished.result.results
+    assert record.node_id == daemon.store.load().node_id and record.output == {"echo": "hello"}
+
+
+def test_a_second_daemon_for_the_same_home_is_refused_at_once(root, held) -> None:
+    port = free_port_pair()
+    daemon = ca_daemon(root, port)
+    second = Daemon(daemon.home, DaemonOptions(listen=f"127.0.0.1:{free_port_pair()}", mdns=False, models=(SMOL,)))
+
+    async def scenario():
+        stop = asyncio.Event()
+        running = asyncio.create_task(daemon.run(stop))
+        try:
+            await until_answering(daemon)
+            with pytest.raises(HomeLocked, match=f"another orc-node daemon runs for this home \\(pid {os.getpid()}\\)"):
+                await second.run(asyncio.Event())
+            assert control_socket(daemon.home).exists()  # the first one's socket is left alone
+            async with ControlClient(control_socket(daemon.home)) as client:
+                with pytest.raises(DaemonStarting):
+                    await client.status()
+        finally:
+            stop.set()
+            held.set()  # a thread checking models cannot be cancelled: let it finish
+            await asyncio.wait_for(running, 30)
+
+    asyncio.run(scenario())
+
+
+def test_a_daemon_stopped_while_starting_stops_cleanly_and_frees_its_home(root, held) -> None:
+    port = free_port_pair()
+    daemon = ca_daemon(root, port)
+
+    async def scenario():
+        stop = asyncio.Event()
+        running = asyncio.create_task(daemon.run(stop))
+        async with await until_answering(daemon) as client:
+            await client.invite(600)  # a join server is open too
+        stop.set()
+        await asyncio.wait_for(running, 30)
+        held.set()  # a thread checking models cannot be cancelled: let it finish
+
+    asyncio.run(scenario())
+    assert daemon.startup.phase is Phase.FAILED
+    assert not control_socket(daemon.home).exists() and not daemon_holds(daemon.home)
+    with socket.socket() as probe:  # the join server is closed
+        assert probe.connect_ex(("127.0.0.1", port + 1)) != 0
