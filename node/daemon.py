@@ -301,6 +301,7 @@ class Daemon:
 
         One server serves every pending invitation; it stays open while any is pending.
         """
+        from orc.node.rpc.errors import Unavailable
         from orc.node.rpc.servers import start_join_server
 
         membership = self.startup.membership
@@ -316,7 +317,7 @@ class Daemon:
                 try:
                     server, ports = await start_join_server(_JoinBackend(membership), [str(Endpoint(host, port))],
                                                             authority.key_pem, authority.certificate_pem)
-                except Exception:  # noqa: BLE001 - port taken (Unavailable) or refused: any free port then
+                except Unavailable:  # that port is taken: any free one (the advert and the reply name it)
                     server, ports = await start_join_server(_JoinBackend(membership), [str(Endpoint(host, 0))],
                                                             authority.key_pem, authority.certificate_pem)
                 self._join_server, self.join_port = server, ports[0]

@@ -207,3 +207,36 @@ def test_a_daemon_stopped_while_starting_stops_cleanly_and_frees_its_home(root, 
     assert not control_socket(daemon.home).exists() and not daemon_holds(daemon.home)
     with socket.socket() as probe:  # the join server is closed
         assert probe.connect_ex(("127.0.0.1", port + 1)) != 0
+
+
+def test_with_the_join_port_taken_the_join_server_opens_on_another(root, held) -> None:
+    port = free_port_pair()
+    daemon = ca_daemon(root, port)
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", port + 1))
+    squatter.listen()
+
+    async def scenario():
+        stop = asyncio.Event()
+        running = asyncio.create_task(daemon.run(stop))
+        try:
+            async with await until_answering(daemon) as client:
+                invitation = await client.invite(600)
+                host, _, join_port = invitation.join_address.rpartition(":")
+                assert int(join_port) not in (0, port + 1)
+                from orc.node.rpc.client import join
+                from orc.node.identity.certificates import generate_key, make_csr
+                from orc.node.identity.tokens import JoinToken
+
+                grant = await join("127.0.0.1", int(join_port), JoinToken.parse(invitation.token),
+                                   make_csr(generate_key(), "x"), "x")
+                assert grant.ca_certificate_pem
+        finally:
+            stop.set()
+            held.set()
+            await asyncio.wait_for(running, 30)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        squatter.close()
