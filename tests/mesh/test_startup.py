@@ -9,14 +9,13 @@ browser on E records everything announced on the LAN.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import netns
 import pytest
-from nodes import Node, wait_for
+from nodes import nodes_on, stop_all, wait_for
 
 SMOL = "smollm2-135m-instruct"
 BROWSER = str(Path(__file__).with_name("mdns_peer.py"))
@@ -30,11 +29,7 @@ def lan(tmp_path_factory):
     netns.require_netns()
     mesh = netns.Mesh.create(5)
     root = tmp_path_factory.mktemp("startup")
-    nodes = {}
-    for index, name in enumerate(("attic-pi", "laptop", "desk", "visitor")):
-        home = root / name
-        home.mkdir()
-        nodes[name] = Node(mesh[index], home, name)
+    nodes = nodes_on(mesh, root, ("attic-pi", "laptop", "desk", "visitor"))
     a, b, c = nodes["attic-pi"], nodes["laptop"], nodes["desk"]
     browser = None
     try:
@@ -61,15 +56,7 @@ def lan(tmp_path_factory):
         wait_for(everyone_verified, 60, "every node to verify the other two")
         yield {"mesh": mesh, "nodes": nodes, "invites": invites, "ids": ids, "seen": seen, "root": root}
     finally:
-        for node in nodes.values():
-            if node.process is not None and node.process.poll() is None:
-                node.process.send_signal(signal.SIGTERM)
-        for node in nodes.values():
-            if node.process is not None:
-                try:
-                    node.process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    pass
+        stop_all(nodes.values())
         if browser is not None:
             browser.terminate()
         mesh.close()

@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from support import short_tmp
 
 from orc.node.daemon import control_socket
 from orc.node.home import DaemonLock, Home
@@ -50,12 +49,8 @@ class StartingDaemon:
 
 @pytest.fixture
 def home() -> Iterator[Path]:
-    # Not pytest's tmp_path: the control socket's path must stay under ~100 bytes.
-    folder = Path(tempfile.mkdtemp(prefix="orc-cli-", dir="/tmp"))
-    try:
+    with short_tmp("orc-cli-") as folder:
         yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 async def command(home: Path, module: str, *args: str) -> asyncio.subprocess.Process:
