@@ -80,8 +80,10 @@ def control_socket(home: Home) -> Path:
 class Daemon:
     """One running node. Build with `Daemon(home, options)`, then `await run(stop)`."""
 
-    def __init__(self, home: Home, options: DaemonOptions) -> None:
+    def __init__(self, home: Home, options: DaemonOptions, lock: DaemonLock | None = None) -> None:
+        """`lock`: the home's lock, if the caller already took it (else `run` takes it)."""
         self.home = home
+        self._lock = lock
         self.options = options
         self.store = IdentityStore(home.identity_dir)
         self.config = _discovery_config(home)
@@ -177,7 +179,7 @@ class Daemon:
         from orc.node.rpc.servers import start_control_server
 
         self.home.prepare()
-        lock = await asyncio.to_thread(DaemonLock.acquire, self.home)
+        lock = self._lock or await asyncio.to_thread(DaemonLock.acquire, self.home)
         try:
             control = ControlService(home=self.home, startup=self.startup, daemon=self)
             control_server = await start_control_server(control, str(control_socket(self.home)))

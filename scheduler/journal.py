@@ -132,7 +132,7 @@ class JournalWriter:
     @classmethod
     def create(cls, path: Path, header: RunHeader) -> "JournalWriter":
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _private_folders(path.parent)
             # O_EXCL also refuses a link planted at this name, even one pointing nowhere.
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
                          0o600)
@@ -186,6 +186,19 @@ def _fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _private_folders(folder: Path) -> None:
+    """Create `folder` and whichever of its parents are missing, each 0700 (mkdir's mode covers only the last)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        try:
+            os.mkdir(made, 0o700)
+        except FileExistsError:
+            pass
 
 
 def _open_journal(path: Path, flags: int) -> int:

@@ -167,21 +167,30 @@ def start(
     for noisy in ("grpc", "zeroconf", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     with guarded(debug, configure_logging=False):
-        from orc.node.daemon import Daemon, DaemonOptions
-        from orc.node.home import HomeLocked
+        from orc.node.home import DaemonLock, HomeLocked
 
         for tag_value in tag:
             if not re.fullmatch(r"[A-Za-z0-9._-]{1,32}", tag_value):
                 fail(2, f"--tag {tag_value!r}: tags are 1-32 letters, digits, '.', '_' or '-'")
         if threads is not None and threads < 1:
             fail(2, "--threads must be at least 1")
-        options = DaemonOptions(listen=listen, interface=interface, join=join, name=name, peers=tuple(peer),
-                                models=tuple(model), mdns=not no_mdns, tags=tuple(tag), threads=threads)
-        daemon = Daemon(_home(home), options)
+        located = _home(home)
+        located.prepare()
+        # The lock first, before the heavy imports: from this moment `orc run`, `orc-node invite`
+        # and friends started next to this command know a daemon is coming and wait for it.
         try:
-            asyncio.run(_serve(daemon))
+            lock = DaemonLock.acquire(located)
         except HomeLocked as error:
             fail(3, str(error))
+        try:
+            from orc.node.daemon import Daemon, DaemonOptions
+
+            options = DaemonOptions(listen=listen, interface=interface, join=join, name=name, peers=tuple(peer),
+                                    models=tuple(model), mdns=not no_mdns, tags=tuple(tag), threads=threads)
+            daemon = Daemon(located, options, lock=lock)
+            asyncio.run(_serve(daemon))
+        finally:
+            lock.release()
 
 
 async def _serve(daemon: Any) -> None:

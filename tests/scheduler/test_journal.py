@@ -172,3 +172,12 @@ def test_a_fifo_in_place_of_a_journal_is_refused_not_waited_on(tmp_path):
     os.mkfifo(path)
     with pytest.raises(JournalCorrupt, match="not a regular file"):
         read_journal(path)
+
+
+def test_the_folders_a_journal_needs_are_made_private(tmp_path):
+    import stat
+
+    path = tmp_path / "state" / "orc" / "runs" / "r.journal"
+    JournalWriter.create(path, RunHeader("r", "e", None, "in", 1.0)).close()
+    for folder in (tmp_path / "state", tmp_path / "state" / "orc", tmp_path / "state" / "orc" / "runs"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
