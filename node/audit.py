@@ -5,10 +5,14 @@ It is how the owner of a device sees exactly what peers asked it to run: who (th
 id), for which run and agent, on which model, how it ended and how long it took. It records the
 size of the prompt, never its text: the log must not become a copy of everyone's data.
 
+Each line carries `at` (unix seconds) and `date`, the same instant as an ISO 8601 UTC date-time
+for people reading the file.
+
 Writing never raises into the caller (an execution must not fail because the disk is full); a
 failure is logged once and the line dropped. The file is created 0600, in a folder that must
 already exist, and rotated to `<path>.1` (one older generation kept) before it would pass
-`max_bytes`, so a busy node's log stays bounded.
+`max_bytes`, so a busy node's log stays bounded. A symbolic link planted at either name is
+never followed: the write is refused (and logged) instead.
 """
 
 from __future__ import annotations
@@ -16,9 +20,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from orc.node.home import UnsafeFile, open_private
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +77,10 @@ class ExecutionLog:
 
     def append(self, record: AuditRecord) -> None:
         """Write one line for `record`; never raises (a failure is logged once and dropped)."""
-        line = (json.dumps(asdict(record), sort_keys=True) + "\n").encode()
+        line = (json.dumps(_fields(record), sort_keys=True) + "\n").encode()
         try:
             self._rotate_for(len(line))
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = open_private(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
             try:
                 if hasattr(os, "fchmod"):
                     os.fchmod(fd, 0o600)  # also when an older file was made with looser modes
@@ -92,11 +100,26 @@ class ExecutionLog:
     def _rotate_for(self, incoming: int) -> None:
         """Move the file to `.1` (replacing the older generation) if `incoming` bytes would pass the limit."""
         try:
-            size = os.stat(self.path).st_size
+            status = os.lstat(self.path)  # the link itself, never what a planted link points to
         except FileNotFoundError:
             return
-        if size and size + incoming > self.max_bytes:
-            os.replace(self.path, self.path.with_suffix(".1"))
+        if not stat.S_ISREG(status.st_mode):
+            raise UnsafeFile(f"{self.path} is not a regular file (a symbolic link?); orc does not follow links "
+                             "in its home: remove it")
+        if status.st_size and status.st_size + incoming > self.max_bytes:
+            os.replace(self.path, self.path.with_suffix(".1"))  # rename moves names, following no link
+
+
+def _fields(record: ExecutionRecord) -> dict[str, Any]:
+    """The record as one JSON object: its fields, plus `date`, its `at` in ISO 8601 UTC."""
+    fields = asdict(record)
+    fields["date"] = utc_date(record.at)
+    return fields
+
+
+def utc_date(unix: float) -> str:
+    """`unix` seconds as an ISO 8601 UTC date-time to the millisecond, e.g. 2025-05-01T09:30:00.250Z."""
+    return datetime.fromtimestamp(unix, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def read(path: Path) -> list[dict[str, Any]]:

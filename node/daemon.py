@@ -6,9 +6,15 @@
                     ├── join server (while an invitation is pending; CA holders)
                     └── Peering <── mDNS / static peers / peer exchange
 
+Start-up order (docs/architecture.md): lock the home (a second daemon stops here), open the
+control socket (the local commands find the daemon from now on and wait, bounded, for what
+they need: `orc.node.startup`), become a member (joining with a token if needed; invitations
+work from here), load the runtimes and check the served models, start the mesh server, then
+peering, warm-up, renewal and mDNS.
+
 Each long-running part is one `async def run()` started in a task group; a part that fails is
 logged and restarted with backoff, so one bad component never takes the node down. SIGTERM and
-SIGINT stop everything cleanly (mDNS goodbye, servers drained).
+SIGINT stop everything cleanly (mDNS goodbye, servers drained), during start-up too.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from orc.node.description import DEFAULT_PORT
 from orc.node.discovery.peers import Hint, Source
 from orc.node.discovery.static import Advertise, DiscoveryConfig, Endpoint, load_discovery_config, parse_endpoint
 from orc.node.discovery.txt import advert_for
-from orc.node.home import Home
+from orc.node.home import DaemonLock, Home
 from orc.node.identity.certificates import make_csr
 from orc.node.identity.ids import NodeId
 from orc.node.identity.store import Identity, IdentityStore
@@ -38,12 +44,14 @@ from orc.node.mesh import Mesh, PeerState
 from orc.node.peering import Peering
 from orc.node.runtimes.base import ModelRuntime
 from orc.node.service import NodeService
+from orc.node.startup import Running, Startup
 
 log = logging.getLogger(__name__)
 
 RENEWAL_CHECK_INTERVAL = 600.0  # seconds; certificates live 30 days and renew with 10 left
 RESTART_BACKOFF_MAX = 30.0
 SHUTDOWN_GRACE = 2.0
+JOIN_CHECK_INTERVAL = 1.0  # seconds between checks whether the join server may close
 
 
 class DaemonError(Exception):
@@ -72,8 +80,10 @@ def control_socket(home: Home) -> Path:
 class Daemon:
     """One running node. Build with `Daemon(home, options)`, then `await run(stop)`."""
 
-    def __init__(self, home: Home, options: DaemonOptions) -> None:
+    def __init__(self, home: Home, options: DaemonOptions, lock: DaemonLock | None = None) -> None:
+        """`lock`: the home's lock, if the caller already took it (else `run` takes it)."""
         self.home = home
+        self._lock = lock
         self.options = options
         self.store = IdentityStore(home.identity_dir)
         self.config = _discovery_config(home)
@@ -84,8 +94,12 @@ class Daemon:
         self.catalog = Catalog(home.models_dir)
         self.mesh_port: int | None = None
         self.join_port: int | None = None
+        self.startup = Startup(joining=bool(options.join) and not self.store.exists())
         self._join_server = None
         self._join_closer: asyncio.Task[None] | None = None
+        # Opening and closing the join server are serialized: concurrent invitations share one
+        # server, and the closer re-checks for a pending invitation before it closes.
+        self._join_lock = asyncio.Lock()
         # Built by run(), in dependency order; read by the invitation and renewal paths it starts.
         self._membership: Membership
         self._service: NodeService
@@ -108,7 +122,7 @@ class Daemon:
         name = self.options.name or default_node_name()
         log.info("joining the mesh of the token as %s", name)
         return await join_mesh(self.store, self.options.join, name, peers=self.peers, mdns=self.mdns_enabled,
-                               addresses=self._advertised_ips(), interfaces=self._interfaces())
+                               interfaces=self._interfaces())
 
     def _served(self, runtimes: dict[str, ModelRuntime]) -> list[ModelEntry]:
         """The catalog variants this node serves: all of them, or those `--model` names
@@ -160,13 +174,60 @@ class Daemon:
     # ---- the run ----
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Serve until `stop` is set."""
+        """Serve until `stop` is set. Raises HomeLocked (at once) if another daemon runs for this home."""
+        from orc.node.control import ControlService
+        from orc.node.rpc.servers import start_control_server
+
+        self.home.prepare()
+        lock = self._lock or await asyncio.to_thread(DaemonLock.acquire, self.home)
+        try:
+            control = ControlService(home=self.home, startup=self.startup, daemon=self)
+            control_server = await start_control_server(control, str(control_socket(self.home)))
+            try:
+                async with contextlib.AsyncExitStack() as running:
+                    if await self._start_unless_stopped(running, stop):
+                        await stop.wait()
+                    log.info("stopping")
+            finally:
+                await control_server.stop(SHUTDOWN_GRACE)
+                with contextlib.suppress(OSError):
+                    control_socket(self.home).unlink()
+                log.info("stopped")
+        finally:
+            lock.release()
+
+    async def _start_unless_stopped(self, running: contextlib.AsyncExitStack, stop: asyncio.Event) -> bool:
+        """Start the node (its parts' cleanups go on `running`); False if `stop` came first."""
+        starting = asyncio.create_task(self._start(running), name="start-up")
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not starting.done():
+                starting.cancel()
+            try:
+                await starting
+            except BaseException as error:
+                self.startup.failed(error)
+                if not isinstance(error, asyncio.CancelledError):
+                    raise
+        return not starting.cancelled()
+
+    async def _start(self, running: contextlib.AsyncExitStack) -> None:
         from orc.node.rpc.authorization import Authorizer
-        from orc.node.rpc.servers import start_control_server, start_mesh_server
+        from orc.node.rpc.servers import start_mesh_server
 
         identity = await self._identity()
         membership = Membership(self.store, identity)
-        runtimes = self._runtimes()
+        self._membership = membership
+        self.startup.member(membership)  # invitations and revocations work from here
+        running.push_async_callback(self.close_join_server)
+        if membership.invitation_open():
+            await self.open_join_server()
+        # Importing a runtime and checking model files (hashing, assembling a GGUF) take seconds:
+        # off the loop, which meanwhile answers the control socket.
+        runtimes = await asyncio.to_thread(self._runtimes)
         served = await asyncio.to_thread(self._served, runtimes)
         peering: Peering | None = None
         service = NodeService(
@@ -174,6 +235,7 @@ class Daemon:
             addresses=self.addresses, known_peers=lambda: peering.known_peers() if peering else (),
             tags=self.options.tags, slots=self.admission.slots, queue_limit=self.admission.queue,
             audit=ExecutionLog(self.home.state_dir / "executions.jsonl"))
+        self._service = service
         authorizer = Authorizer(is_revoked=membership.is_revoked)
         membership.on_revoked(lambda ids: [authorizer.cut_off(node_id) for node_id in ids])
         mesh_server, ports = await start_mesh_server(
@@ -181,24 +243,20 @@ class Daemon:
             identity.ca_certificate_pem, authorizer)
         self.mesh_port = ports[0]
         self._mesh_server, self._authorizer = mesh_server, authorizer
+        running.push_async_callback(lambda: self._mesh_server.stop(SHUTDOWN_GRACE))  # the current one, if renewed
         log.info("node %s (%s) of mesh %s listening on %s", identity.node_id, identity.name, identity.mesh_id,
                  ", ".join(self.addresses()))
-        from orc.node.control import ControlService
-
         connector = _MtlsConnector(membership)
         peering = Peering(membership=membership, connector=connector, on_change=service.changed,
                           own_addresses=self.addresses)
         mesh = Mesh(service=service, peers=lambda: _peer_states(peering), link=connector.link, clock=time.monotonic)
+        running.push_async_callback(mesh.close)
         membership.on_revoked(lambda ids: [mesh.forget(node_id) for node_id in ids])
-        control = ControlService(home=self.home, membership=membership, service=service, runtimes=runtimes,
-                                 peers=peering.views, mesh=mesh, daemon=self)
-        control_server = await start_control_server(control, str(control_socket(self.home)))
         service.on_inbound(peering.inbound)
         for endpoint in self.peers:
             peering.hint(Hint(None, str(endpoint), Source.STATIC))
-        self._membership, self._service, self._peering = membership, service, peering
-        if membership.invitation_open():
-            await self.open_join_server()
+        self._peering = peering
+        self.startup.started(Running(service=service, runtimes=runtimes, peers=peering.views, mesh=mesh))
         parts: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("peering", peering.run),
             ("warm-up", service.warm_up),
@@ -207,20 +265,7 @@ class Daemon:
         if self.mdns_enabled:
             parts.append(("mdns", self._mdns))
         tasks = [asyncio.create_task(_supervised(name, part), name=name) for name, part in parts]
-        try:
-            await stop.wait()
-        finally:
-            log.info("stopping")
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self.close_join_server()
-            await control_server.stop(SHUTDOWN_GRACE)
-            await mesh.close()
-            await self._mesh_server.stop(SHUTDOWN_GRACE)
-            with contextlib.suppress(OSError):
-                control_socket(self.home).unlink()
-            log.info("stopped")
+        running.push_async_callback(_cancel_all, tasks)
 
     # ---- mDNS ----
 
@@ -254,43 +299,72 @@ class Daemon:
     # ---- invitations ----
 
     async def open_join_server(self) -> str:
-        """Start the join server (CA holders) unless it runs; returns its address."""
+        """Start the join server (CA holders) unless it runs; returns its address.
+
+        One server serves every pending invitation; it stays open while any is pending.
+        """
+        from orc.node.rpc.errors import Unavailable
         from orc.node.rpc.servers import start_join_server
 
-        membership = self._membership
+        membership = self.startup.membership
+        assert membership is not None, "invitations exist only once this node is a member"
         authority = membership.identity.authority
         if authority is None:
             raise DaemonError("only the node holding the mesh CA can invite")
-        if self._join_server is None:
-            host = self.listen.host
-            port = (self.mesh_port or DEFAULT_PORT) + 1
-            try:
-                server, ports = await start_join_server(_JoinBackend(membership), [str(Endpoint(host, port))],
-                                                        authority.key_pem, authority.certificate_pem)
-            except OSError:
-                server, ports = await start_join_server(_JoinBackend(membership), [str(Endpoint(host, 0))],
-                                                        authority.key_pem, authority.certificate_pem)
-            self._join_server, self.join_port = server, ports[0]
-            log.info("join server open on port %d while an invitation is pending", self.join_port)
-            self._service.changed()
-            self._join_closer = asyncio.create_task(self._close_when_done())
-        return str(Endpoint(self._advertised_ips()[0], self.join_port or 0))
+        async with self._join_lock:
+            if self._join_server is None:
+                host = self.listen.host
+                # The mesh port + 1, also before the mesh server is up (an invitation can come first).
+                port = (self.mesh_port or self.listen.port) + 1
+                try:
+                    server, ports = await start_join_server(_JoinBackend(membership), [str(Endpoint(host, port))],
+                                                            authority.key_pem, authority.certificate_pem)
+                except Unavailable:  # that port is taken: any free one (the advert and the reply name it)
+                    server, ports = await start_join_server(_JoinBackend(membership), [str(Endpoint(host, 0))],
+                                                            authority.key_pem, authority.certificate_pem)
+                self._join_server, self.join_port = server, ports[0]
+                log.info("join server open on port %d while an invitation is pending", self.join_port)
+                self._join_closer = asyncio.create_task(self._close_when_done(membership), name="join server closer")
+                self._description_changed()
+            return str(Endpoint(self._advertised_ips()[0], self.join_port or 0))
 
-    async def _close_when_done(self) -> None:
-        while self._membership.invitation_open():
-            await asyncio.sleep(1.0)
-        await self.close_join_server(from_closer=True)
+    def join_address(self) -> str | None:
+        """Where the join server listens while an invitation is pending, else None."""
+        if self.join_port is None:
+            return None
+        return str(Endpoint(self._advertised_ips()[0], self.join_port))
 
-    async def close_join_server(self, from_closer: bool = False) -> None:
+    async def _close_when_done(self, membership: Membership) -> None:
+        while True:
+            await asyncio.sleep(JOIN_CHECK_INTERVAL)
+            async with self._join_lock:
+                if membership.invitation_open():
+                    continue
+                self._join_closer = None
+                await self._stop_join_server()
+                return
+
+    async def close_join_server(self) -> None:
+        """Close the join server now (shutting down), pending invitations or not."""
+        async with self._join_lock:
+            closer, self._join_closer = self._join_closer, None
+            if closer is not None:
+                closer.cancel()
+            await self._stop_join_server()
+
+    async def _stop_join_server(self) -> None:
         server, self._join_server = self._join_server, None
-        if self._join_closer is not None and not from_closer:
-            self._join_closer.cancel()
-        self._join_closer = None
         if server is not None:
             await server.stop(0.5)
             self.join_port = None
             log.info("join server closed (no invitation pending)")
-            self._service.changed()
+            self._description_changed()
+
+    def _description_changed(self) -> None:
+        """The join port is in this node's mDNS advert: re-announce it (once the node runs)."""
+        running = self.startup.running
+        if running is not None:
+            running.service.changed()
 
     # ---- certificate renewal ----
 
@@ -383,6 +457,12 @@ class _MtlsConnector:
 
         identity = self.membership.identity
         return PeerClient(node_id, address, identity.key_pem, identity.certificate_pem, identity.ca_certificate_pem)
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _supervised(name: str, part: Callable[[], Awaitable[None]]) -> None:

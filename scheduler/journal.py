@@ -9,12 +9,15 @@ Record layout (one msgpack map each; `t` names the kind):
   end    status, at
 A result is flushed and fsynced before any dependent starts, so a killed process loses at
 most the agents that were still running. A torn final record (power cut mid-write) is
-ignored on reading; damage anywhere else is `JournalCorrupt`.
+ignored on reading; damage anywhere else is `JournalCorrupt`. A journal is only ever opened
+as a regular file, never through a symbolic link planted in the runs folder.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,8 +132,10 @@ class JournalWriter:
     @classmethod
     def create(cls, path: Path, header: RunHeader) -> "JournalWriter":
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+            _private_folders(path.parent)
+            # O_EXCL also refuses a link planted at this name, even one pointing nowhere.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600)
         except OSError as error:
             raise JournalWriteFailed(f"cannot create the run journal {path}: {error.strerror or error}") from None
         writer = cls(path, os.fdopen(fd, "ab"))
@@ -142,9 +147,19 @@ class JournalWriter:
     def reopen(cls, path: Path) -> "JournalWriter":
         """Continue an existing journal (resume). A torn final record is cut off first."""
         valid = _valid_length(path)
-        with open(path, "r+b") as stream:
+        try:
+            fd = _open_journal(path, os.O_WRONLY | os.O_APPEND)
+        except OSError as error:
+            raise JournalWriteFailed(f"cannot reopen the run journal {path}: {error.strerror or error}") from None
+        except JournalCorrupt as error:
+            raise JournalWriteFailed(str(error)) from None
+        stream = os.fdopen(fd, "ab")
+        try:
             stream.truncate(valid)
-        return cls(path, open(path, "ab"))
+        except OSError as error:
+            stream.close()
+            raise JournalWriteFailed(f"cannot reopen the run journal {path}: {error.strerror or error}") from None
+        return cls(path, stream)
 
     def append(self, item: RunEvent | RunHeader | RunEnded) -> None:
         try:
@@ -173,15 +188,45 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def _private_folders(folder: Path) -> None:
+    """Create `folder` and whichever of its parents are missing, each 0700 (mkdir's mode covers only the last)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        try:
+            os.mkdir(made, 0o700)
+        except FileExistsError:
+            pass
+
+
+def _open_journal(path: Path, flags: int) -> int:
+    """A descriptor of the journal file itself: a symbolic link or anything but a regular file is refused."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise JournalCorrupt(f"{path} is a symbolic link; orc does not follow links in its runs folder: "
+                                 "remove it") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise JournalCorrupt(f"{path} is not a regular file; move it away")
+    return fd
+
+
 def _iter_records(path: Path) -> Iterator[tuple[dict, int]]:
     """(record, end offset) pairs; stops quietly at a torn tail."""
     try:
-        size = path.stat().st_size
+        fd = _open_journal(path, os.O_RDONLY)
     except FileNotFoundError:
         raise RunNotFound(f"no journal at {path}") from None
+    size = os.fstat(fd).st_size
     if size > MAX_JOURNAL_BYTES:
+        os.close(fd)
         raise JournalCorrupt(f"{path}: journal is {size} bytes, over the {MAX_JOURNAL_BYTES} limit")
-    with open(path, "rb") as stream:
+    with os.fdopen(fd, "rb") as stream:
         unpacker = msgpack.Unpacker(stream, raw=False, strict_map_key=False, max_buffer_size=MAX_JOURNAL_BYTES)
         while True:
             try:

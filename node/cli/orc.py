@@ -265,17 +265,14 @@ def _as_text(value: object) -> Optional[str]:
 
 
 def _daemon(orc: Any) -> Any:
-    """A client for this home's running daemon, or None when none runs (embedded mode)."""
-    from orc.node.daemon import control_socket
+    """A client for this home's daemon, or None when none runs (embedded mode).
 
-    socket = control_socket(orc.home)
-    if not socket.exists():
-        return None
-    from orc.node.rpc.client import ControlClient, daemon_answers
+    A daemon that is starting counts as running: the command waits for its socket (bounded)
+    and the daemon holds the run until its models are ready, so nothing silently runs in-process.
+    """
+    from orc.node.cli.daemon_link import find_daemon
 
-    if not asyncio.run(daemon_answers(str(socket))):
-        return None  # a stale socket of a daemon that was killed
-    return ControlClient(str(socket))
+    return find_daemon(orc.home)
 
 
 async def _closing(client: Any, request: Any) -> Any:
@@ -380,18 +377,16 @@ def peers(as_json: bool = JsonOption, home: Optional[Path] = HomeOption, debug: 
     loaded), load, when it was last heard from, and whether its identity is verified.
     """
     with guarded(debug):
+        from orc.node.cli.daemon_link import find_daemon
         from orc.node.cli.peers import peer_json, peers_table
-        from orc.node.daemon import control_socket
         from orc.node.home import Home
-        from orc.node.rpc.client import ControlClient
 
-        socket = control_socket(Home.locate(home))
-        if not socket.exists():
+        client = find_daemon(Home.locate(home))
+        if client is None:
             fail(3, "no orc-node daemon runs for this home; start it with 'orc-node start' "
                     "(peers are only known to a running node)")
 
         async def ask() -> Any:
-            client = ControlClient(str(socket))
             try:
                 return await client.peers()
             finally:

@@ -58,14 +58,10 @@ def _home(home: Optional[Path]) -> Any:
 
 
 def _control_client(home: Any) -> Any:
-    """A client of the running daemon, or None when no daemon answers."""
-    from orc.node.daemon import control_socket
-    from orc.node.rpc.client import ControlClient
+    """A client of this home's daemon (waiting for one that is starting), or None when none runs."""
+    from orc.node.cli.daemon_link import find_daemon
 
-    path = control_socket(home)
-    if not path.exists():
-        return None
-    return ControlClient(str(path))
+    return find_daemon(home)
 
 
 async def _ask(client: Any, method: str, *args: Any) -> Any:
@@ -90,6 +86,25 @@ def _daemon_call(home: Any, method: str, *args: Any) -> Any:
     return asyncio.run(_ask(client, method, *args))
 
 
+def _daemon_or_offline(home: Any, method: str, args: tuple[Any, ...], offline: Any) -> tuple[Any, bool]:
+    """(the daemon's reply, True), or with no daemon (`offline()`, False).
+
+    `offline()` changes the identity files, so it runs holding the home's lock shared: a daemon
+    cannot start (and load those files) in the middle. A daemon that started between the two
+    looks is asked on the second.
+    """
+    from orc.node.home import offline_change
+
+    for _ in range(2):
+        reply = _daemon_call(home, method, *args)
+        if reply is not _NOT_RUNNING:
+            return reply, True
+        with offline_change(home) as held:
+            if held:
+                return offline(), False
+    fail(3, "an orc-node daemon is starting for this home but does not answer yet; try again in a moment")
+
+
 # ---------------------------------------------------------------- init
 
 @app.command()
@@ -110,6 +125,7 @@ def init(
         from orc.node.identity.store import IdentityStore
 
         located = _home(home)
+        located.prepare()
         identity = IdentityStore(located.identity_dir).init_mesh(name or default_node_name(), datetime.now(timezone.utc))
         typer.echo(f"created mesh {identity.mesh_id}")
         typer.echo(f"node      {identity.node_id} ({identity.name}), holds the mesh CA")
@@ -158,17 +174,30 @@ def start(
     for noisy in ("grpc", "zeroconf", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     with guarded(debug, configure_logging=False):
-        from orc.node.daemon import Daemon, DaemonOptions
+        from orc.node.home import DaemonLock, HomeLocked
 
         for tag_value in tag:
             if not re.fullmatch(r"[A-Za-z0-9._-]{1,32}", tag_value):
                 fail(2, f"--tag {tag_value!r}: tags are 1-32 letters, digits, '.', '_' or '-'")
         if threads is not None and threads < 1:
             fail(2, "--threads must be at least 1")
-        options = DaemonOptions(listen=listen, interface=interface, join=join, name=name, peers=tuple(peer),
-                                models=tuple(model), mdns=not no_mdns, tags=tuple(tag), threads=threads)
-        daemon = Daemon(_home(home), options)
-        asyncio.run(_serve(daemon))
+        located = _home(home)
+        located.prepare()
+        # The lock first, before the heavy imports: from this moment `orc run`, `orc-node invite`
+        # and friends started next to this command know a daemon is coming and wait for it.
+        try:
+            lock = DaemonLock.acquire(located)
+        except HomeLocked as error:
+            fail(3, str(error))
+        try:
+            from orc.node.daemon import Daemon, DaemonOptions
+
+            options = DaemonOptions(listen=listen, interface=interface, join=join, name=name, peers=tuple(peer),
+                                    models=tuple(model), mdns=not no_mdns, tags=tuple(tag), threads=threads)
+            daemon = Daemon(located, options, lock=lock)
+            asyncio.run(_serve(daemon))
+        finally:
+            lock.release()
 
 
 async def _serve(daemon: Any) -> None:
@@ -205,13 +234,13 @@ def join_command(
 
         JoinToken.parse(token)  # a mistyped token is reported before anything else
         located = _home(home)
+        located.prepare()
         store = IdentityStore(located.identity_dir)
         if store.exists():
             fail(2, f"this node is already in mesh {store.load().mesh_id}; move {located.identity_dir} away "
                     "to join another")
         endpoints = [parse_peer(p) for p in peer]
         identity = asyncio.run(join_mesh(store, token, name or default_node_name(), peers=endpoints, mdns=not no_mdns,
-                                         addresses=[interface] if interface else (),
                                          interfaces=[interface] if interface else None, timeout=timeout))
         typer.echo(f"joined mesh {identity.mesh_id} as node {identity.node_id} ({identity.name})")
         typer.echo("next: 'orc-node start'")
@@ -243,13 +272,17 @@ def invite(
     with guarded(debug):
         seconds = _parse_duration(ttl)
         located = _home(home)
-        reply = _daemon_call(located, "invite", int(seconds))
-        if reply is _NOT_RUNNING:
+
+        def offline() -> Any:
             from orc.node.identity.store import IdentityStore
             from orc.node.membership import Membership
 
             store = IdentityStore(located.identity_dir)
-            token, expires_at = Membership(store, store.load()).invite(seconds)
+            return Membership(store, store.load()).invite(seconds)
+
+        reply, by_daemon = _daemon_or_offline(located, "invite", (int(seconds),), offline)
+        if not by_daemon:
+            token, expires_at = reply
             typer.echo(token.text)
             typer.echo(f"valid until {_clock(expires_at)}; the daemon is not running: the join server opens "
                        "when you run 'orc-node start'", err=True)
@@ -276,13 +309,16 @@ def revoke(
     with guarded(debug):
         located = _home(home)
         node_id = node_id.strip().lower()
-        seq = _daemon_call(located, "revoke", node_id, reason)
-        if seq is _NOT_RUNNING:
+
+        def offline() -> int:
             from orc.node.identity.store import IdentityStore
             from orc.node.membership import Membership
 
             store = IdentityStore(located.identity_dir)
-            seq = Membership(store, store.load()).revoke(node_id, reason)
+            return Membership(store, store.load()).revoke(node_id, reason)
+
+        seq, by_daemon = _daemon_or_offline(located, "revoke", (node_id, reason), offline)
+        if not by_daemon:
             typer.echo(f"revoked {node_id} (revocation log entry {seq}); peers learn it when this daemon starts")
             return
         typer.echo(f"revoked {node_id} (revocation log entry {seq}); peers learn it within seconds")
@@ -297,9 +333,15 @@ def node_status(home: Optional[Path]) -> tuple[dict[str, Any], str]:
     from orc.node.hardware import probe
     from orc.node.identity.store import IdentityStore
 
+    from orc.node.rpc.errors import DaemonStarting
+
     located = _home(home)
     folders = {"config": str(located.config_dir), "data": str(located.data_dir), "state": str(located.state_dir)}
-    status = _daemon_call(located, "status")
+    starting: str | None = None
+    try:
+        status = _daemon_call(located, "status")
+    except DaemonStarting as error:  # it answers, but is not up yet: show what the home holds
+        status, starting = _NOT_RUNNING, str(error)
     if status is not _NOT_RUNNING:
         from orc.node.cli.peers import description_json, peer_json
 
@@ -319,10 +361,12 @@ def node_status(home: Optional[Path]) -> tuple[dict[str, Any], str]:
     store = IdentityStore(located.identity_dir)
     identity = store.load() if store.exists() else None
     models = Catalog(located.models_dir).entries()
+    mode = "starting" if starting else "stopped" if identity else "embedded"
     return {
-        "node_id": identity.node_id if identity else LOCAL_NODE_ID,
+        "node_id": identity.node_id if identity else None if starting else LOCAL_NODE_ID,
         "name": identity.name if identity else None,
-        "mode": "stopped" if identity else "embedded",
+        "mode": mode,
+        **({"starting": starting} if starting else {}),
         "mesh_id": identity.mesh_id if identity else None,
         "ca_holder": identity.is_authority if identity else False,
         "listen": None,
@@ -346,8 +390,9 @@ def status(
 ) -> None:
     """Show this node: id, mesh, listen address, hardware, models and peers.
 
-    With the daemon running, it reports the live node; otherwise what is stored in the home
-    ('embedded' if this device has not joined a mesh: 'orc run' then works on its own).
+    With the daemon running, it reports the live node; while it starts, 'starting' and what
+    it is doing; otherwise what is stored in the home ('embedded' if this device has not
+    joined a mesh: 'orc run' then works on its own).
     """
     with guarded(debug):
         info, summary = node_status(home)
@@ -357,6 +402,8 @@ def status(
         mode = info["mode"]
         if mode == "embedded":
             node = f"{info['node_id']} (embedded mode: not in a mesh; 'orc-node init' or 'orc-node start --join TOKEN')"
+        elif info["node_id"] is None:
+            node = "not yet in a mesh (the daemon is joining one)"
         else:
             node = f"{info['node_id']} ({info['name']})" + (", holds the mesh CA" if info.get("ca_holder") else "")
         models = ", ".join(_model_text(m) for m in info["models"]) or "none (add one with 'orc models add PATH')"
@@ -364,6 +411,7 @@ def status(
             ("node", node),
             ("mesh", info["mesh_id"] or "none"),
             ("daemon", "running, listening on " + ", ".join(info["listen"]) if mode == "daemon"
+             else info["starting"] if mode == "starting"
              else "not running ('orc-node start')" if mode == "stopped" else "none"),
             ("hardware", summary),
             ("models", models),

@@ -1,7 +1,9 @@
 """mDNS advertising and browsing (`_orc._tcp.local.`): the async shell around python-zeroconf.
 
 It announces this node (instance name = node id, never a host or user name; host name
-`<node_id>.local.`; TXT from `txt.encode_txt`) and browses for other orc nodes. Each found
+`<node_id>.local.`; TXT from `txt.encode_txt`) and browses for other orc nodes. A node that is
+only joining browses without announcing anything (`MdnsDiscovery.browse_only`): until it is a
+member it has nothing true to say, and a failed join must leave nothing behind on the LAN. Each found
 service is resolved, its TXT decoded as hostile input, and every usable address is handed to
 `on_hint` as a `Hint` with source mDNS. What it finds is only a hint: the daemon verifies each
 peer with an mTLS `Describe` before trusting it, and never uses mDNS records or their TTLs to
@@ -29,7 +31,7 @@ from orc.node.discovery.errors import MdnsUnavailable
 from orc.node.discovery.peers import MAX_ADDRESSES_PER_PEER, MAX_PEERS, Hint, Source
 from orc.node.discovery.static import Endpoint
 from orc.node.discovery.txt import Advert, decode_txt, encode_txt
-from orc.node.identity.ids import NodeId, is_node_id
+from orc.node.identity.ids import MeshId, NodeId, is_node_id
 
 __all__ = ["SERVICE_TYPE", "Discovery", "MdnsDiscovery"]
 
@@ -71,9 +73,25 @@ class MdnsDiscovery:
         """`addresses`: the IPs to advertise; `interfaces`: IPs whose interfaces to use (None: all)."""
         if not addresses:
             raise ValueError("mDNS needs at least one address to advertise")
-        parsed = [ipaddress.ip_address(a) for a in [*addresses, *(interfaces or [])]]  # ValueError if bad
         encode_txt(advert)  # ValueError now rather than inside the event loop later
-        self._advert = advert
+        self._advert: Advert | None = advert
+        self._mesh_id: MeshId = advert.mesh_id
+        self._own_id: NodeId | None = advert.node_id
+        self._setup(addresses, interfaces, on_hint)
+
+    @classmethod
+    def browse_only(cls, mesh_id: MeshId, interfaces: list[str] | None,
+                    on_hint: Callable[[Hint], None]) -> MdnsDiscovery:
+        """Report the nodes of `mesh_id` without announcing anything (a node that is joining)."""
+        discovery = cls.__new__(cls)
+        discovery._advert = None
+        discovery._mesh_id = mesh_id
+        discovery._own_id = None
+        discovery._setup([], interfaces, on_hint)
+        return discovery
+
+    def _setup(self, addresses: list[str], interfaces: list[str] | None, on_hint: Callable[[Hint], None]) -> None:
+        parsed = [ipaddress.ip_address(a) for a in [*addresses, *(interfaces or [])]]  # ValueError if bad
         self._addresses = [str(ipaddress.ip_address(a)) for a in addresses]
         self._interfaces = interfaces
         self._ip_version = _ip_version({a.version for a in parsed})
@@ -84,8 +102,12 @@ class MdnsDiscovery:
         self._queue: dict[str, bool] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_RESOLUTIONS)
-        self.started = asyncio.Event()  # set once this node is announced and browsing runs
+        self.started = asyncio.Event()  # set once this node is announced (if it announces) and browsing runs
         self.dropped: Counter[str] = Counter()  # records dropped, by reason (for status and tests)
+
+    @property
+    def announces(self) -> bool:
+        return self._advert is not None
 
     async def run(self) -> None:
         try:
@@ -98,24 +120,32 @@ class MdnsDiscovery:
         browser: AsyncServiceBrowser | None = None
         self._zc = aiozc
         try:
-            announced = self._advert
-            info = self._service_info(announced)
-            # The instance name is a hash of our public key, unique by construction: a conflict
-            # can only come from someone spoofing us, and yielding the name (RFC 6762 probing)
-            # would let anyone hide any node. So announce without probing.
-            await aiozc.async_register_service(info, cooperating_responders=True)
-            self._info = info
-            if self._advert != announced:  # update() was called while registering
-                await self.update(self._advert)
+            if self._advert is not None:
+                await self._announce(aiozc, self._advert)
             browser = AsyncServiceBrowser(aiozc.zeroconf, SERVICE_TYPE, handlers=[self._on_change])
             self.started.set()
-            log.info("mDNS: advertising %s on %s", info.name, ", ".join(self._addresses))
+            if self._info is not None:
+                log.info("mDNS: advertising %s on %s", self._info.name, ", ".join(self._addresses))
+            else:
+                log.info("mDNS: browsing for mesh %s, announcing nothing", self._mesh_id)
             await asyncio.Future()  # until cancelled
         finally:
             self.started.clear()
             await self._shutdown(aiozc, browser)
 
+    async def _announce(self, aiozc: AsyncZeroconf, announced: Advert) -> None:
+        info = self._service_info(announced)
+        # The instance name is a hash of our public key, unique by construction: a conflict
+        # can only come from someone spoofing us, and yielding the name (RFC 6762 probing)
+        # would let anyone hide any node. So announce without probing.
+        await aiozc.async_register_service(info, cooperating_responders=True)
+        self._info = info
+        if self._advert is not None and self._advert != announced:  # update() was called while registering
+            await self.update(self._advert)
+
     async def update(self, advert: Advert) -> None:
+        if self._advert is None:
+            raise ValueError("a browse-only discovery announces nothing")
         if advert.node_id != self._advert.node_id:
             raise ValueError("an mDNS advert cannot change the node id")
         encode_txt(advert)
@@ -162,7 +192,7 @@ class MdnsDiscovery:
         if node_id is None:
             self._drop("not a node id", name)
             return
-        if node_id == self._advert.node_id:
+        if node_id == self._own_id:
             return
         if name in self._queue:
             self._queue[name] = True  # changed while queued: resolve once more when done
@@ -204,7 +234,7 @@ class MdnsDiscovery:
         if advert.node_id != node_id:
             self._drop("TXT names another node", name)
             return
-        if advert.mesh_id != self._advert.mesh_id:
+        if advert.mesh_id != self._mesh_id:
             self._drop("other mesh", name)
             return
         addresses = [a for a in info.parsed_scoped_addresses(self._ip_version) if _dialable(a)]

@@ -8,7 +8,7 @@ performs the dials and reports back. Diagram: docs/peer-link.dot.
                         │                     ^   ^                     │                      │
                         │                     │   └────────beat─────────┘                      │
                         │                     └──────────────beat / described──────────────────┘
-                        └──forgotten──> GONE <──forgotten── DEAD         (revoked: any -> GONE)
+                        └──forgotten / expired──> GONE <──forgotten── DEAD   (revoked: any -> GONE)
 
 * DISCOVERED: a hint (mDNS, a static `--peer`, or another peer's list) named it. Unproven.
 * VERIFIED: an mTLS `Describe` succeeded, so it holds the key its node id is derived from,
@@ -17,6 +17,12 @@ performs the dials and reports back. Diagram: docs/peer-link.dot.
 * DEAD: 3 beats missed (no beat for more than 3 x 1 s), or the connection broke.
 * GONE: not in the table. Unverified and dead entries are forgotten after 10 minutes of
   silence, static peers never; a revoked node is removed and every later hint for it ignored.
+* Expired: an entry that never verified (a ghost: a failed join, a forged advert, a node gone
+  for good) is dropped after UNVERIFIED_MAX_FAILURES failed dials or UNVERIFIED_TTL seconds since
+  it was first hinted, whichever comes first, however often mDNS or peers re-announce it; for
+  COOL_DOWN seconds after, mDNS and peer-exchange hints for it are ignored. A peer that proves
+  itself (it calls us, or a dial verifies it) is always taken. Static peers never expire: they
+  stay and back off.
 
 Hints that carry no node id (a static `HOST:PORT`, an address from peer exchange) wait in a
 separate list of address hints until a dial identifies the node behind them.
@@ -44,6 +50,9 @@ from orc.node.identity.ids import MeshId, NodeId
 
 __all__ = [
     "BEAT_INTERVAL",
+    "COOL_DOWN",
+    "UNVERIFIED_MAX_FAILURES",
+    "UNVERIFIED_TTL",
     "TRANSITIONS",
     "AddressHint",
     "BeatReceived",
@@ -68,6 +77,12 @@ BEAT_INTERVAL = 1.0  # the `Watch` stream sends a Beat every second
 DEGRADED_AFTER = 1.5 * BEAT_INTERVAL
 DEAD_AFTER = 3 * BEAT_INTERVAL  # 3 missed beats
 FORGET_AFTER = 600.0  # seconds of silence before an unverified or dead peer is forgotten
+# A peer never verified is dropped after this many failed dials in a row (with the backoff below,
+# about 15 s of dialing) or this long after it was first hinted, whichever comes first ...
+UNVERIFIED_MAX_FAILURES = 5
+UNVERIFIED_TTL = 120.0
+# ... and the mDNS and peer-exchange hints that keep re-announcing it are ignored this long.
+COOL_DOWN = 600.0
 DIAL_TIMEOUT = 10.0  # a dial in flight is not repeated before this, unless it reports back
 BACKOFF_BASE = 1.0
 EARLY_REDIAL_GAP = 1.0  # seconds between dials a fresh hint for a dead peer may bring forward
@@ -86,6 +101,9 @@ MAX_EXCHANGE_UNVERIFIED = 64
 MAX_EXCHANGE_ADDRESSES = 32
 # Static peers come from the user's own config, itself capped at 64 (static.MAX_STATIC_PEERS).
 MAX_STATIC_ADDRESSES = 64
+# Expired ghosts cooling down: a LAN host forging endless node ids cannot grow this list without
+# bound; past the cap the ghost whose cool-down ends first is let go early.
+MAX_COOLING = MAX_PEERS
 
 
 class LinkState(enum.Enum):
@@ -115,6 +133,7 @@ class Signal(enum.Enum):
     BEATS_LOST = "beats lost"
     CONNECT_FAILED = "connect failed"
     FORGOTTEN = "forgotten"
+    EXPIRED = "expired"  # never verified: too many failed dials, or hinted too long ago
     REVOKED = "revoked"
 
 
@@ -131,6 +150,7 @@ TRANSITIONS: Mapping[tuple[LinkState, Signal], LinkState] = MappingProxyType({
     (_D, Signal.DESCRIBED): _V,
     (_D, Signal.CONNECT_FAILED): _D,
     (_D, Signal.FORGOTTEN): _GONE,
+    (_D, Signal.EXPIRED): _GONE,
     (_D, Signal.REVOKED): _GONE,
 
     (_V, Signal.HINT): _V,
@@ -248,6 +268,7 @@ class Peer:
     missed_beats: int
     failures: int = 0  # consecutive failed dials, for backoff
     next_attempt_at: float = 0.0
+    first_seen: float = 0.0  # when it entered the table; an unverified entry expires counting from here
 
     @property
     def live(self) -> bool:
@@ -263,6 +284,7 @@ class AddressHint:
     last_seen: float
     failures: int = 0
     next_attempt_at: float = 0.0
+    first_seen: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -298,6 +320,9 @@ class PeerTable:
     entries: Mapping[NodeId, Peer] = field(default_factory=lambda: MappingProxyType({}))
     address_hints: Mapping[str, AddressHint] = field(default_factory=lambda: MappingProxyType({}))
     revoked: frozenset[NodeId] = frozenset()  # bounded by the CA-signed revocation log
+    # Expired ghosts (node ids, or addresses of address-only hints) -> until when their mDNS and
+    # peer-exchange hints are ignored. At most MAX_COOLING.
+    cooling: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def new(cls, self_id: NodeId, mesh_id: MeshId, revoked: frozenset[NodeId] = frozenset()) -> PeerTable:
@@ -361,8 +386,10 @@ class PeerTable:
             return self  # another mesh's node, or a record naming someone else: not ours to dial
         node_id = event.node_id if event.node_id is not None else self._owner_of(address)
         if node_id is None:
+            if self._cooling(address, event):
+                return self
             return self._address_hinted(address, event.source, event.now)
-        if node_id == self.self_id or node_id in self.revoked:
+        if node_id == self.self_id or node_id in self.revoked or self._cooling(node_id, event):
             return self
         current = self.entries.get(node_id)
         state = current.state if current is not None else LinkState.GONE
@@ -375,7 +402,7 @@ class PeerTable:
             if event.source is Source.EXCHANGE and self._count_unverified(Source.EXCHANGE) >= MAX_EXCHANGE_UNVERIFIED:
                 return self
             peer = Peer(node_id, (address,), target, event.source, event.now, None, None, advert, False, 0,
-                        next_attempt_at=event.now)
+                        next_attempt_at=event.now, first_seen=event.now)
         else:
             next_attempt_at = current.next_attempt_at
             if current.state is LinkState.DEAD and event.source in (Source.MDNS, Source.INBOUND):
@@ -405,7 +432,7 @@ class PeerTable:
                     return self
             elif self._count_addresses(Source.EXCHANGE, Source.MDNS, Source.INBOUND) >= MAX_EXCHANGE_ADDRESSES:
                 return self
-            hint = AddressHint(address, source, now, next_attempt_at=now)
+            hint = AddressHint(address, source, now, next_attempt_at=now, first_seen=now)
         hints = dict(self.address_hints)
         hints[address] = hint
         return replace(self, address_hints=MappingProxyType(hints))
@@ -440,7 +467,7 @@ class PeerTable:
             source = claimed.source if claimed is not None else Source.INBOUND
             addresses = (address,) if address is not None else ()
             peer = Peer(node_id, addresses, target, source, event.now, event.now, description, None, True, 0,
-                        next_attempt_at=event.now)
+                        next_attempt_at=event.now, first_seen=event.now)
         else:
             source = current.source
             if claimed is not None and claimed.source is Source.STATIC:
@@ -454,7 +481,11 @@ class PeerTable:
                 verified=True, missed_beats=0, failures=0, next_attempt_at=event.now,
             )
         entries[node_id] = peer
-        return replace(self, entries=MappingProxyType(entries), address_hints=MappingProxyType(hints))
+        cooling = self.cooling
+        if node_id in cooling or (address is not None and address in cooling):  # proven: no ghost after all
+            cooling = MappingProxyType({k: v for k, v in cooling.items() if k not in (node_id, address)})
+        return replace(self, entries=MappingProxyType(entries), address_hints=MappingProxyType(hints),
+                       cooling=cooling)
 
     def _revoked(self, node_id: NodeId) -> PeerTable:
         peer = self.entries.get(node_id)
@@ -467,19 +498,30 @@ class PeerTable:
 
     def _tick(self, now: float) -> PeerTable:
         entries: dict[NodeId, Peer] = {}
-        changed = False
+        cooling = {key: until for key, until in self.cooling.items() if until > now}
+        changed = len(cooling) != len(self.cooling)
         for node_id, peer in self.entries.items():
+            if _expired(peer.verified, peer.source, peer.failures, peer.first_seen, now) and \
+                    TRANSITIONS.get((peer.state, Signal.EXPIRED)) is LinkState.GONE:
+                cooling[node_id] = now + COOL_DOWN
+                changed = True
+                continue
             updated = _aged(peer, now)
             changed = changed or updated is not peer
             if updated is not None:
                 entries[node_id] = updated
-        hints = {
-            address: hint for address, hint in self.address_hints.items()
-            if hint.source is Source.STATIC or now - hint.last_seen <= FORGET_AFTER
-        }
+        hints: dict[str, AddressHint] = {}
+        for address, hint in self.address_hints.items():
+            if _expired(False, hint.source, hint.failures, hint.first_seen, now):
+                cooling[address] = now + COOL_DOWN
+            elif hint.source is Source.STATIC or now - hint.last_seen <= FORGET_AFTER:
+                hints[address] = hint
         if not changed and len(hints) == len(self.address_hints):
             return self
-        return replace(self, entries=MappingProxyType(entries), address_hints=MappingProxyType(hints))
+        if len(cooling) > MAX_COOLING:
+            cooling = dict(sorted(cooling.items(), key=lambda item: (item[1], item[0]))[-MAX_COOLING:])
+        return replace(self, entries=MappingProxyType(entries), address_hints=MappingProxyType(hints),
+                       cooling=MappingProxyType(cooling))
 
     def _dialing(self, target: str, now: float) -> PeerTable:
         def hold(failures: int) -> float:
@@ -524,6 +566,12 @@ class PeerTable:
         hints[hint.address] = hint
         return replace(self, address_hints=MappingProxyType(hints))
 
+    def _cooling(self, key: str, event: Hinted) -> bool:
+        """Whether a hint for an expired ghost comes too soon after it expired (proof always counts)."""
+        if event.source not in (Source.MDNS, Source.EXCHANGE):
+            return False
+        return self.cooling.get(key, float("-inf")) > event.now
+
     def _owner_of(self, address: str) -> NodeId | None:
         for peer in self.entries.values():
             if address in peer.addresses:
@@ -535,6 +583,13 @@ class PeerTable:
 
     def _count_addresses(self, *sources: Source) -> int:
         return sum(1 for h in self.address_hints.values() if h.source in sources)
+
+
+def _expired(verified: bool, source: Source, failures: int, first_seen: float, now: float) -> bool:
+    """Whether an entry that never verified has had its chance: too many failed dials, or too long."""
+    if verified or source is Source.STATIC:
+        return False
+    return failures >= UNVERIFIED_MAX_FAILURES or now - first_seen > UNVERIFIED_TTL
 
 
 def _aged(peer: Peer, now: float) -> Peer | None:

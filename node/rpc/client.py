@@ -23,6 +23,7 @@ from orc.node.identity.tokens import JoinToken
 from orc.node.rpc import credentials, wire
 from orc.node.rpc.errors import (
     DaemonNotRunning,
+    DaemonStarting,
     JoinRefused,
     PinMismatch,
     RpcError,
@@ -207,7 +208,7 @@ class ControlClient:
         await self.close()
 
     def _not_running(self, error: RpcError) -> RpcError:
-        if isinstance(error, Unavailable):
+        if isinstance(error, Unavailable) and not isinstance(error, DaemonStarting):
             return DaemonNotRunning(f"no orc-node daemon answers on {self.socket_path}; "
                                     "start it with `orc-node start`")
         return error

@@ -105,6 +105,10 @@ class DaemonNotRunning(Unavailable):
     """No orc-node daemon answers on this home's control socket; start it with `orc-node start`."""
 
 
+class DaemonStarting(Unavailable):
+    """The orc-node daemon is still starting; ask again in a moment."""
+
+
 class SocketInUse(Unavailable):
     """Another orc-node daemon already serves this home's control socket; stop it first."""
 
@@ -149,7 +153,7 @@ _KINDS: dict[str, type[RpcError]] = {
     cls.__name__: cls
     for cls in (Unauthenticated, PermissionDenied, Revoked, JoinRefused, PinMismatch, PeerNotInMesh,
                 ResourceExhausted, RateLimited, NotCertificateAuthority, InvalidRequest, WireError,
-                NotFound, Unavailable, DaemonNotRunning, SocketInUse, MeshCannotRun, SocketPathInvalid, TimedOut, Cancelled, NotImplementedYet, Internal)
+                NotFound, Unavailable, DaemonNotRunning, DaemonStarting, SocketInUse, MeshCannotRun, SocketPathInvalid, TimedOut, Cancelled, NotImplementedYet, Internal)
 }
 
 # The class a status code means when the server did not say more (not an orc node, or grpc

@@ -73,13 +73,17 @@ async def start_join_server(backend: JoinBackend, listen: Sequence[str], ca_key_
 
 
 async def start_control_server(backend: ControlBackend, socket_path: str | Path) -> grpc.aio.Server:
-    """Serve `Control` on a Unix socket only its owner can use (folder 0700, socket 0600)."""
+    """Serve `Control` on a Unix socket only its owner can use (folder 0700, socket 0600).
+
+    Nothing is done through a symbolic link: a link in place of the folder or the socket is
+    refused, and both are re-moded through descriptors of what was checked.
+    """
     path = Path(socket_path).absolute()
     if len(os.fsencode(str(path))) > MAX_SOCKET_PATH_BYTES:
         raise SocketPathInvalid(f"{path} is longer than a Unix socket path may be "
                                 f"({MAX_SOCKET_PATH_BYTES} bytes); use a shorter home or state folder")
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
+    _make_private_folder(path.parent)
     _remove_stale_socket(path)
     server = grpc.aio.server(options=credentials.control_options())
     control_grpc.add_ControlServicer_to_server(ControlServicer(backend), server)
@@ -91,17 +95,65 @@ async def start_control_server(backend: ControlBackend, socket_path: str | Path)
         raise Unavailable(f"cannot serve the control socket {path}")
     await server.start()
     # The 0700 folder already keeps others out during the moment before this chmod.
-    os.chmod(path, 0o600)
+    try:
+        _chmod_socket(path, 0o600)
+    except SocketPathInvalid:
+        await server.stop(None)
+        raise
     log.info("control socket at %s", path)
     return server
 
 
+def _make_private_folder(folder: Path) -> None:
+    """Make the socket's folder 0700 through a descriptor of the folder itself, never through a link."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise SocketPathInvalid(f"{folder} is a symbolic link or not a folder; the control socket's folder "
+                                    "must be a real folder of yours") from None
+        raise
+    try:
+        if os.fstat(fd).st_uid != os.geteuid():
+            raise SocketPathInvalid(f"{folder} belongs to another user; the control socket needs a folder of yours")
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+
+
+def _chmod_socket(path: Path, mode: int) -> None:
+    """chmod the socket file itself; a link put in its place is refused (os.chmod would follow it)."""
+    status = path.lstat()
+    if not stat.S_ISSOCK(status.st_mode) or status.st_uid != os.geteuid():
+        raise SocketPathInvalid(f"{path} was replaced by something other than this daemon's socket; move it away")
+    if os.chmod in os.supports_follow_symlinks:  # lchmod exists (macOS, BSD)
+        os.chmod(path, mode, follow_symlinks=False)
+        return
+    # Linux has no lchmod: open the name itself (O_PATH | O_NOFOLLOW), check it is still the
+    # socket we just looked at, and chmod it through /proc, which names that very inode.
+    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISSOCK(opened.st_mode) or (opened.st_dev, opened.st_ino) != (status.st_dev, status.st_ino):
+            raise SocketPathInvalid(f"{path} changed while the daemon was starting; move it away")
+        os.chmod(f"/proc/self/fd/{fd}", mode)
+    finally:
+        os.close(fd)
+
+
 def _remove_stale_socket(path: Path) -> None:
-    """Remove a socket file left by a daemon that died, but never one a live daemon serves."""
+    """Remove a socket file left by a daemon that died, but never one a live daemon serves.
+
+    Only a socket is probed or removed: anything else at that name (a symbolic link included:
+    `lstat` does not follow it) is refused, so a planted link is never connected through.
+    """
     try:
         mode = path.lstat().st_mode
     except FileNotFoundError:
         return
+    if stat.S_ISLNK(mode):
+        raise SocketPathInvalid(f"{path} is a symbolic link, not a socket; orc does not follow links in its home: "
+                                "remove it")
     if not stat.S_ISSOCK(mode):
         raise SocketPathInvalid(f"{path} exists and is not a socket; move it away")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -114,7 +166,7 @@ def _remove_stale_socket(path: Path) -> None:
                               "is another daemon starting?") from None
         log.info("removing the stale control socket %s", path)
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+            path.unlink()  # unlink removes the name, whatever it is; it never follows a link
     else:
         raise SocketInUse(f"another orc-node daemon is serving {path}")
     finally:

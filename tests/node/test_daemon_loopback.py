@@ -10,34 +10,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from support import free_port_pair
 
 SMOL = "smollm2-135m-instruct"
 
 pytestmark = pytest.mark.slow
-
-
-def free_port_pair() -> int:
-    """A port P with P and P + 1 free on 127.0.0.1 (the mesh and join servers)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port >= 65535:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
 
 
 def run(home: Path, module: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

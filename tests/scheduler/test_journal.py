@@ -122,3 +122,62 @@ def test_a_binding_without_a_node_is_corrupt(tmp_path):
         stream.write(msgpack.packb({"t": "end", "status": "completed", "at": 3.0}))
     with pytest.raises(JournalCorrupt, match="malformed record 'bound'"):
         read_journal(path)
+
+
+# ---- links planted in the runs folder are never followed ----
+
+def _journal_bytes(tmp_path) -> bytes:
+    real = tmp_path / "real.journal"
+    writer = JournalWriter.create(real, RunHeader("r", "e", None, "in", 1.0))
+    writer.close()
+    return real.read_bytes()
+
+
+def test_a_link_planted_where_a_journal_goes_is_not_written_through(tmp_path):
+    from orc.scheduler.errors import JournalWriteFailed
+
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    path = tmp_path / "runs" / "r.journal"
+    path.parent.mkdir()
+    path.symlink_to(victim)
+    with pytest.raises(JournalWriteFailed, match="cannot create"):
+        JournalWriter.create(path, RunHeader("r", "e", None, "in", 1.0))
+    dangling = tmp_path / "runs" / "d.journal"
+    dangling.symlink_to(tmp_path / "made-elsewhere")
+    with pytest.raises(JournalWriteFailed):
+        JournalWriter.create(dangling, RunHeader("d", "e", None, "in", 1.0))
+    assert victim.read_bytes() == b"precious" and not (tmp_path / "made-elsewhere").exists()
+
+
+def test_a_journal_that_is_a_link_is_neither_read_nor_resumed(tmp_path):
+    from orc.scheduler.errors import JournalWriteFailed
+
+    target = tmp_path / "elsewhere.journal"
+    target.write_bytes(_journal_bytes(tmp_path) + b"\x85\xa1t")  # a valid journal with a torn tail
+    before = target.read_bytes()
+    path = tmp_path / "r.journal"
+    path.symlink_to(target)
+    with pytest.raises(JournalCorrupt, match="symbolic link"):
+        read_journal(path)
+    with pytest.raises((JournalCorrupt, JournalWriteFailed), match="symbolic link"):
+        JournalWriter.reopen(path)
+    assert target.read_bytes() == before  # not truncated through the link
+
+
+def test_a_fifo_in_place_of_a_journal_is_refused_not_waited_on(tmp_path):
+    import os
+
+    path = tmp_path / "r.journal"
+    os.mkfifo(path)
+    with pytest.raises(JournalCorrupt, match="not a regular file"):
+        read_journal(path)
+
+
+def test_the_folders_a_journal_needs_are_made_private(tmp_path):
+    import stat
+
+    path = tmp_path / "state" / "orc" / "runs" / "r.journal"
+    JournalWriter.create(path, RunHeader("r", "e", None, "in", 1.0)).close()
+    for folder in (tmp_path / "state", tmp_path / "state" / "orc", tmp_path / "state" / "orc" / "runs"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder

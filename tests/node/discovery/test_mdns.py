@@ -210,3 +210,78 @@ async def test_update_refuses_another_node_id_and_is_stored_before_run() -> None
     newer = Advert(1, SELF, MESH, 7733, 9, None, None, False, 3, None)
     await d.update(newer)
     assert d._service_info(newer).properties[b"rs"] == b"9"
+
+
+class RecordingZeroconf:
+    """Stands in for AsyncZeroconf: records what would have been announced on the LAN."""
+
+    made: list[RecordingZeroconf] = []
+
+    def __init__(self, **kwargs) -> None:
+        self.registered: list[str] = []
+        self.unregistered: list[str] = []
+        self.zeroconf = object()
+        type(self).made.append(self)
+
+    async def async_register_service(self, info, **kwargs) -> None:
+        self.registered.append(info.name)
+
+    async def async_unregister_service(self, info):
+        self.unregistered.append(info.name)
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    async def async_close(self) -> None:
+        pass
+
+
+class RecordingBrowser:
+    def __init__(self, zc, service_type, handlers) -> None:
+        self.handlers = handlers
+
+    async def async_cancel(self) -> None:
+        pass
+
+
+@pytest.fixture
+def lan(monkeypatch: pytest.MonkeyPatch) -> type[RecordingZeroconf]:
+    RecordingZeroconf.made = []
+    monkeypatch.setattr(mdns, "AsyncZeroconf", RecordingZeroconf)
+    monkeypatch.setattr(mdns, "AsyncServiceBrowser", RecordingBrowser)
+    return RecordingZeroconf
+
+
+async def run_briefly(d: MdnsDiscovery) -> None:
+    task = asyncio.create_task(d.run())
+    await asyncio.wait_for(d.started.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+@in_loop
+async def test_a_node_announces_itself_and_says_goodbye(lan) -> None:
+    await run_briefly(discovery([]))
+    (zc,) = lan.made
+    assert zc.registered == [service(SELF)] and zc.unregistered == [service(SELF)]
+
+
+@in_loop
+async def test_browsing_only_announces_nothing_and_still_finds_the_mesh(lan, fake) -> None:
+    hints: list[Hint] = []
+    d = MdnsDiscovery.browse_only(MESH, None, hints.append)
+    await run_briefly(d)
+    (zc,) = lan.made
+    assert zc.registered == [] and zc.unregistered == []
+    assert not d.announces
+    with pytest.raises(ValueError):
+        await d.update(ADVERT)
+    a, b = node(1), node(2)
+    fake.records[service(a)] = (txt_for(a), 7000, ["10.0.0.1"])
+    fake.records[service(b)] = (txt_for(b, MeshId("othermeshothermm")), 7000, ["10.0.0.2"])
+    added(d, service(a))
+    added(d, service(b))
+    await settle(d)
+    assert [(h.node_id, h.address) for h in hints] == [(a, "10.0.0.1:7000")]
+    assert d.dropped == {"other mesh": 1}

@@ -12,13 +12,17 @@ from hypothesis import strategies as st
 from orc.node.description import Load, NodeDescription
 from orc.node.discovery.peers import (
     BACKOFF_MAX,
+    COOL_DOWN,
     DIAL_TIMEOUT,
     FORGET_AFTER,
     MAX_ADDRESSES_PER_PEER,
     MAX_EXCHANGE_ADDRESSES,
     MAX_EXCHANGE_UNVERIFIED,
+    MAX_COOLING,
     MAX_PEERS,
     TRANSITIONS,
+    UNVERIFIED_MAX_FAILURES,
+    UNVERIFIED_TTL,
     BeatReceived,
     ConnectFailed,
     Dial,
@@ -238,18 +242,15 @@ def test_peer_exchange_hints_are_hints_like_any_other() -> None:
 
 # ---- forgetting ----
 
-def test_unverified_and_dead_peers_are_forgotten_after_long_silence() -> None:
-    state = run([mdns(A, now=0.0), mdns(B, now=100.0)])
-    state = state.apply(Tick(FORGET_AFTER + 50))
-    assert state.get(A) is None and state.get(B) is not None
+def test_dead_peers_are_forgotten_after_long_silence() -> None:
     dead = verified_at(0.0, C).apply(Tick(10.0))
     assert dead.get(C).state is LinkState.DEAD
     assert dead.apply(Tick(FORGET_AFTER)).get(C) is not None
     assert dead.apply(Tick(FORGET_AFTER + 0.01)).get(C) is None
 
 
-def test_a_new_hint_postpones_forgetting() -> None:
-    state = run([mdns(A, now=0.0), mdns(A, now=500.0)]).apply(Tick(FORGET_AFTER + 50))
+def test_a_new_hint_postpones_forgetting_a_dead_peer() -> None:
+    state = verified_at(0.0).apply(Tick(10.0)).apply(mdns(A, now=500.0)).apply(Tick(FORGET_AFTER + 50))
     assert state.get(A) is not None and state.get(A).last_seen == 500.0
 
 
@@ -257,6 +258,82 @@ def test_exchanged_addresses_are_forgotten_static_ones_kept() -> None:
     state = run([Hinted(None, "10.0.0.5:1", Source.EXCHANGE, 0.0), Hinted(None, "10.0.0.6:1", Source.STATIC, 0.0)])
     state = state.apply(Tick(FORGET_AFTER + 1))
     assert list(state.address_hints) == ["10.0.0.6:1"]
+
+
+# ---- ghosts: entries that never verify expire ----
+
+def fail_dials(state: PeerTable, target: str, times: int, now: float) -> tuple[PeerTable, float]:
+    """Dial `target` `times` times as the shell would, each failing; the table and the time after."""
+    for _ in range(times):
+        now = max(now, state.get(NodeId(target)).next_attempt_at if state.get(NodeId(target)) else now)
+        state = state.apply(Dialing(target, now)).apply(ConnectFailed(target, now + 0.1)).apply(Tick(now + 0.1))
+    return state, now + 0.1
+
+
+def test_a_ghost_that_fails_its_dials_expires_and_mdns_cannot_bring_it_back_for_a_while() -> None:
+    state, now = fail_dials(run([mdns(A, now=0.0)]), A, UNVERIFIED_MAX_FAILURES - 1, 0.0)
+    assert state.get(A) is not None  # one failure short
+    state, now = fail_dials(state, A, 1, now)
+    assert state.get(A) is None and A in state.cooling
+    # mDNS keeps re-announcing it (zeroconf caches records for many minutes): ignored ...
+    assert state.apply(mdns(A, now=now + 1)) is state
+    assert state.apply(Hinted(A, "10.0.0.1:7733", Source.EXCHANGE, now + 1)) is state
+    # ... until the cool-down is over.
+    later = now + COOL_DOWN + 1
+    assert state.apply(Tick(later)).cooling == {}
+    assert state.apply(mdns(A, now=later)).get(A).state is LinkState.DISCOVERED
+
+
+def test_a_ghost_that_is_re_announced_forever_still_expires_after_its_time() -> None:
+    state = run([mdns(A, now=0.0)])
+    for t in range(1, int(UNVERIFIED_TTL) + 1, 5):  # a fresh announcement every 5 s, no dial ever answers
+        state = state.apply(mdns(A, now=float(t))).apply(Tick(float(t)))
+    assert state.get(A) is not None and state.get(A).first_seen == 0.0  # hints do not reset its age
+    state = state.apply(Tick(UNVERIFIED_TTL + 0.01))
+    assert state.get(A) is None and state.cooling[A] == UNVERIFIED_TTL + 0.01 + COOL_DOWN
+
+
+def test_a_peer_that_proves_itself_is_taken_even_while_cooling_down() -> None:
+    state = run([mdns(A, now=0.0)]).apply(Tick(UNVERIFIED_TTL + 1))
+    assert A in state.cooling
+    inbound = state.apply(Hinted(A, "10.0.0.1:7733", Source.INBOUND, UNVERIFIED_TTL + 2))
+    assert inbound.get(A) is not None  # it called us over mTLS: not a ghost
+    verified = state.apply(Verified(A, describe(A), "10.0.0.1:7733", UNVERIFIED_TTL + 2))
+    assert verified.get(A).state is LinkState.VERIFIED and verified.cooling == {}
+
+
+def test_verified_and_static_peers_never_expire() -> None:
+    dead = verified_at(0.0).apply(Tick(10.0))
+    dead, now = fail_dials(dead, A, UNVERIFIED_MAX_FAILURES + 3, 10.0)
+    assert dead.apply(Tick(UNVERIFIED_TTL + 20)).get(A).state is LinkState.DEAD  # once proven, only forgotten
+    static = run([Hinted(None, "pi.local:7733", Source.STATIC, 0.0)])
+    for n in range(UNVERIFIED_MAX_FAILURES + 3):
+        static = static.apply(Dialing("pi.local:7733", n * 100.0)).apply(ConnectFailed("pi.local:7733", n * 100.0))
+    static = static.apply(Tick(10 * UNVERIFIED_TTL))
+    hint = static.address_hints["pi.local:7733"]
+    assert hint.failures == UNVERIFIED_MAX_FAILURES + 3 and static.cooling == {}
+    assert hint.next_attempt_at - (UNVERIFIED_MAX_FAILURES + 2) * 100.0 == BACKOFF_MAX  # stays, backs off
+
+
+def test_exchanged_addresses_that_never_answer_expire_and_cool_down() -> None:
+    state = run([Hinted(None, "10.0.0.5:1", Source.EXCHANGE, 0.0)])
+    for n in range(UNVERIFIED_MAX_FAILURES):
+        state = state.apply(Dialing("10.0.0.5:1", float(n))).apply(ConnectFailed("10.0.0.5:1", float(n)))
+    state = state.apply(Tick(10.0))
+    assert state.address_hints == {} and "10.0.0.5:1" in state.cooling
+    assert state.apply(Hinted(None, "10.0.0.5:1", Source.EXCHANGE, 11.0)) is state
+
+
+def test_a_flood_of_forged_ids_cannot_grow_the_cool_down_list_without_bound() -> None:
+    state = table()
+    for wave in range(3):
+        start = wave * (UNVERIFIED_TTL + 1)
+        for i in range(MAX_PEERS):
+            state = state.apply(mdns(node(wave * MAX_PEERS + i), now=start))
+        state = state.apply(Tick(start + UNVERIFIED_TTL + 0.5))
+        assert state.peers() == ()
+    assert len(state.cooling) == MAX_COOLING
+    assert node(3 * MAX_PEERS - 1) in state.cooling and node(0) not in state.cooling  # the newest kept
 
 
 def test_ticks_that_change_nothing_return_the_same_table() -> None:
@@ -342,7 +419,7 @@ def test_blind_addresses_from_peers_are_capped_static_ones_separately() -> None:
 # ---- the table and its diagram ----
 
 def test_gone_is_never_stored() -> None:
-    assert all(target is not LinkState.GONE or signal in (Signal.FORGOTTEN, Signal.REVOKED)
+    assert all(target is not LinkState.GONE or signal in (Signal.FORGOTTEN, Signal.EXPIRED, Signal.REVOKED)
                for (_, signal), target in TRANSITIONS.items())
     assert all(source is not LinkState.GONE or signal in (Signal.HINT, Signal.DESCRIBED)
                for (source, signal) in TRANSITIONS)

@@ -165,3 +165,50 @@ def test_daemon_answers_tells_a_live_socket_from_a_stale_one(mesh, state_dir: Pa
             await server.stop(None)
 
     run(scenario())
+
+
+def test_a_link_planted_for_the_socket_is_refused_and_never_followed(mesh, state_dir: Path) -> None:
+    state_dir.mkdir(mode=0o700)
+    victim_dir = state_dir.parent / "victim"
+    victim_dir.mkdir()
+    victim = victim_dir / "theirs.sock"
+    _stale_socket(victim)  # a socket someone else owns: must not be probed, removed or re-moded
+    os.chmod(victim, 0o666)
+    path = state_dir / "orc-node.sock"
+    path.symlink_to(victim)
+
+    async def scenario() -> None:
+        with pytest.raises(SocketPathInvalid, match="symbolic link"):
+            await start_control_server(_control(mesh), path)
+
+    run(scenario())
+    assert path.is_symlink() and stat.S_ISSOCK(victim.lstat().st_mode)
+    assert stat.S_IMODE(victim.lstat().st_mode) == 0o666
+
+
+def test_a_state_folder_that_is_a_link_is_not_chmodded_through(mesh, state_dir: Path) -> None:
+    elsewhere = state_dir.parent / "elsewhere"
+    elsewhere.mkdir()
+    os.chmod(elsewhere, 0o755)
+    state_dir.symlink_to(elsewhere)
+
+    async def scenario() -> None:
+        with pytest.raises(SocketPathInvalid, match="symbolic link"):
+            await start_control_server(_control(mesh), state_dir / "orc-node.sock")
+
+    run(scenario())
+    assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o755 and not (elsewhere / "orc-node.sock").exists()
+
+
+def test_the_socket_is_remoded_only_if_it_is_still_the_daemons(state_dir: Path) -> None:
+    from orc.node.rpc import servers
+
+    state_dir.mkdir(mode=0o700)
+    target = state_dir / "target"
+    target.write_text("")
+    os.chmod(target, 0o644)
+    link = state_dir / "orc-node.sock"
+    link.symlink_to(target)
+    with pytest.raises(SocketPathInvalid, match="replaced"):
+        servers._chmod_socket(link, 0o600)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
