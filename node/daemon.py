@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from typing_extensions import assert_never
+
 from orc.node.admission import AdmissionConfig, BadAdmissionConfig, admission_config
 from orc.node.audit import ExecutionLog
 from orc.node.catalog import Catalog, ModelEntry
@@ -48,6 +50,14 @@ SHUTDOWN_GRACE = 2.0
 
 class DaemonError(Exception):
     """The daemon cannot start; the message says why and what to do."""
+
+    exit_code = 2  # invalid input: flags, files, identity
+
+
+class ListenPortInUse(DaemonError):
+    """Another program (another orc-node?) listens on the mesh port; stop it or choose another port."""
+
+    exit_code = 3
 
 
 @dataclass(frozen=True)
@@ -90,8 +100,8 @@ class Daemon:
         self._membership: Membership
         self._service: NodeService
         self._peering: Peering
-        self._mesh_server = None
-        self._authorizer = None
+        self._mesh_server = None  # FrontedServer
+        self._junk_renewers: tuple[NodeId, ...] = ()  # CA-claiming peers that answered Renew with junk
 
     # ---- start-up ----
 
@@ -161,8 +171,7 @@ class Daemon:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set."""
-        from orc.node.rpc.authorization import Authorizer
-        from orc.node.rpc.servers import start_control_server, start_mesh_server
+        from orc.node.rpc.servers import start_control_server
 
         identity = await self._identity()
         membership = Membership(self.store, identity)
@@ -174,13 +183,8 @@ class Daemon:
             addresses=self.addresses, known_peers=lambda: peering.known_peers() if peering else (),
             tags=self.options.tags, slots=self.admission.slots, queue_limit=self.admission.queue,
             audit=ExecutionLog(self.home.state_dir / "executions.jsonl"))
-        authorizer = Authorizer(is_revoked=membership.is_revoked)
-        membership.on_revoked(lambda ids: [authorizer.cut_off(node_id) for node_id in ids])
-        mesh_server, ports = await start_mesh_server(
-            service, [str(self.listen)], identity.key_pem, identity.certificate_pem,
-            identity.ca_certificate_pem, authorizer)
-        self.mesh_port = ports[0]
-        self._mesh_server, self._authorizer = mesh_server, authorizer
+        self._mesh_server = await self._serve_mesh(service, membership)
+        self.mesh_port = self._mesh_server.ports[0]
         log.info("node %s (%s) of mesh %s listening on %s", identity.node_id, identity.name, identity.mesh_id,
                  ", ".join(self.addresses()))
         from orc.node.control import ControlService
@@ -222,6 +226,26 @@ class Daemon:
                 control_socket(self.home).unlink()
             log.info("stopped")
 
+    async def _serve_mesh(self, service: NodeService, membership: Membership):  # -> FrontedServer
+        """The mesh server behind its front door, whose caps follow the open-file limit (raised
+        to the hard limit first: the usual soft limit of 1024 is soon reached by a busy node)."""
+        from orc.node.rpc.authorization import Authorizer
+        from orc.node.rpc.connections import mesh_limits
+        from orc.node.rpc.front_door import FrontDoor, PortInUse, raise_open_file_limit
+        from orc.node.rpc.servers import start_mesh_server
+
+        front_door = FrontDoor(mesh_limits(raise_open_file_limit()))
+        authorizer = Authorizer(is_revoked=membership.is_revoked, gate=front_door)
+        # Ends the revoked nodes' open calls, then closes their connections.
+        membership.on_revoked(lambda ids: [authorizer.cut_off(node_id) for node_id in ids])
+        identity = membership.identity
+        try:
+            return await start_mesh_server(service, [str(self.listen)], identity.key_pem, identity.certificate_pem,
+                                           identity.ca_certificate_pem, authorizer, front_door)
+        except PortInUse:
+            raise ListenPortInUse(f"port {self.listen.port} on {self.listen.host} is in use (another orc-node?); "
+                                  "stop it or choose another with --listen HOST:PORT") from None
+
     # ---- mDNS ----
 
     def advert(self):  # -> Advert
@@ -262,19 +286,27 @@ class Daemon:
         if authority is None:
             raise DaemonError("only the node holding the mesh CA can invite")
         if self._join_server is None:
+            from orc.node.rpc.front_door import PortInUse
+
             host = self.listen.host
             port = (self.mesh_port or DEFAULT_PORT) + 1
+            backend = _JoinBackend(membership, self._join_source)
             try:
-                server, ports = await start_join_server(_JoinBackend(membership), [str(Endpoint(host, port))],
-                                                        authority.key_pem, authority.certificate_pem)
-            except OSError:
-                server, ports = await start_join_server(_JoinBackend(membership), [str(Endpoint(host, 0))],
-                                                        authority.key_pem, authority.certificate_pem)
-            self._join_server, self.join_port = server, ports[0]
+                server = await start_join_server(backend, [str(Endpoint(host, port))], authority.key_pem,
+                                                 authority.certificate_pem)
+            except PortInUse:  # the usual join port is taken: any free one (it is advertised)
+                server = await start_join_server(backend, [str(Endpoint(host, 0))], authority.key_pem,
+                                                 authority.certificate_pem)
+            self._join_server, self.join_port = server, server.ports[0]
             log.info("join server open on port %d while an invitation is pending", self.join_port)
             self._service.changed()
             self._join_closer = asyncio.create_task(self._close_when_done())
         return str(Endpoint(self._advertised_ips()[0], self.join_port or 0))
+
+    def _join_source(self, peer: str) -> str:
+        """Where a joiner's connection really comes from (the join server sees only its front door)."""
+        server = self._join_server
+        return server.front_door.source(peer) if server is not None else peer
 
     async def _close_when_done(self) -> None:
         while self._membership.invitation_open():
@@ -306,6 +338,8 @@ class Daemon:
     async def _renew(self, membership: Membership, peering: Peering) -> None:
         from datetime import datetime, timezone
 
+        from orc.node.identity.store import Issuer
+        from orc.node.renewal import Candidate, NotRenewed, Renewed, remembered_junk, renew_from_peers
         from orc.node.rpc.client import PeerClient
 
         identity = membership.identity
@@ -316,42 +350,45 @@ class Daemon:
             await self._present_new_certificate()
             return
         csr = make_csr(identity.key, identity.name)
-        for peer in peering.table.live():
-            if peer.description is None or not peer.description.certificate_authority:
-                continue
-            client = PeerClient(peer.node_id, peer.addresses[0], identity.key_pem, identity.certificate_pem,
-                                identity.ca_certificate_pem)
-            try:
-                certificate = await client.renew(csr)
-            finally:
-                await client.close()
-            membership.install_certificate(certificate)
-            log.info("certificate renewed by %s", peer.node_id)
-            await self._present_new_certificate()
-            return
-        raise DaemonError("no CA-holding peer is reachable")
+        candidates = [Candidate(peer.node_id, peer.addresses[0]) for peer in peering.table.live()
+                      if peer.description is not None and peer.description.certificate_authority and peer.addresses]
 
+        async def ask(candidate: Candidate) -> bytes:
+            async with PeerClient(candidate.node_id, candidate.address, identity.key_pem, identity.certificate_pem,
+                                  identity.ca_certificate_pem) as client:
+                return await client.renew(csr)
+
+        outcome = await renew_from_peers(identity, candidates, self.store.load_issuer(), self._junk_renewers, ask,
+                                         lambda: datetime.now(timezone.utc))
+        self._junk_renewers = remembered_junk(self._junk_renewers, outcome)
+        match outcome:
+            case Renewed(certificate_pem=certificate, granted_by=granted_by, address=address):
+                membership.install_certificate(certificate, Issuer(granted_by, address))
+                log.info("certificate renewed by %s", granted_by)
+                await self._present_new_certificate()
+            case NotRenewed():
+                raise DaemonError(f"no peer renewed the certificate ({outcome})")
+            case other:
+                assert_never(other)
 
     async def _present_new_certificate(self) -> None:
-        """Serve with the renewed certificate: a new server on the same port (gRPC binds with
-        SO_REUSEPORT), then the old one drains, so peers see no gap. Outgoing links pick the new
-        certificate up on their next dial."""
-        from orc.node.rpc.servers import start_mesh_server
+        """Serve with the renewed certificate: new connections reach a new server, then the old one
+        drains, so peers see no gap. Outgoing links pick the new certificate up on their next dial."""
+        from orc.node.rpc.credentials import server_credentials
 
         identity = self._membership.identity
-        server, _ = await start_mesh_server(self._service, [str(Endpoint(self.listen.host, self.mesh_port or 0))],
-                                            identity.key_pem, identity.certificate_pem, identity.ca_certificate_pem,
-                                            self._authorizer)
-        old, self._mesh_server = self._mesh_server, server
-        await old.stop(SHUTDOWN_GRACE)
+        await self._mesh_server.serve_credentials(
+            server_credentials(identity.key_pem, identity.certificate_pem, identity.ca_certificate_pem),
+            SHUTDOWN_GRACE)
 
 
 class _JoinBackend:
-    def __init__(self, membership: Membership) -> None:
+    def __init__(self, membership: Membership, source: Callable[[str], str]) -> None:
         self.membership = membership
+        self.source = source
 
     async def join(self, secret: str, csr_pem: bytes, name: str, peer_address: str):  # -> JoinGrant
-        return self.membership.join(secret, csr_pem, name, peer_address)
+        return self.membership.join(secret, csr_pem, name, self.source(peer_address))
 
 
 def _peer_states(peering: Peering) -> tuple[PeerState, ...]:
