@@ -290,7 +290,7 @@ class Daemon:
 
             host = self.listen.host
             port = (self.mesh_port or DEFAULT_PORT) + 1
-            backend = _JoinBackend(membership, self._join_source)
+            backend = _JoinBackend(membership)
             try:
                 server = await start_join_server(backend, [str(Endpoint(host, port))], authority.key_pem,
                                                  authority.certificate_pem)
@@ -302,11 +302,6 @@ class Daemon:
             self._service.changed()
             self._join_closer = asyncio.create_task(self._close_when_done())
         return str(Endpoint(self._advertised_ips()[0], self.join_port or 0))
-
-    def _join_source(self, peer: str) -> str:
-        """Where a joiner's connection really comes from (the join server sees only its front door)."""
-        server = self._join_server
-        return server.front_door.source(peer) if server is not None else peer
 
     async def _close_when_done(self) -> None:
         while self._membership.invitation_open():
@@ -383,12 +378,11 @@ class Daemon:
 
 
 class _JoinBackend:
-    def __init__(self, membership: Membership, source: Callable[[str], str]) -> None:
+    def __init__(self, membership: Membership) -> None:
         self.membership = membership
-        self.source = source
 
     async def join(self, secret: str, csr_pem: bytes, name: str, peer_address: str):  # -> JoinGrant
-        return self.membership.join(secret, csr_pem, name, self.source(peer_address))
+        return self.membership.join(secret, csr_pem, name, peer_address)
 
 
 def _peer_states(peering: Peering) -> tuple[PeerState, ...]:

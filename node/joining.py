@@ -22,7 +22,7 @@ from orc.node.discovery.txt import Advert
 from orc.node.identity.certificates import check_ca_certificate, make_csr
 from orc.node.identity.ids import mesh_id_from_pin, node_id_for
 from orc.node.identity.revocation import RevocationLog, decode_entries
-from orc.node.identity.store import Identity, IdentityStore
+from orc.node.identity.store import Identity, IdentityStore, Issuer
 from orc.node.identity.tokens import JoinToken
 from orc.node.rpc import client as rpc_client
 from orc.node.rpc.errors import JoinRefused, PinMismatch, RpcError
@@ -44,15 +44,16 @@ async def join_mesh(store: IdentityStore, token_text: str, name: str, *, peers: 
     key = store.pending_key()
     csr = make_csr(key, name)
     mesh_id = mesh_id_from_pin(token.pin)
-    candidates: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+    # (host, join port, the inviter as far as known: recorded as the issuer to renew from first)
+    candidates: asyncio.Queue[tuple[str, int, Issuer]] = asyncio.Queue()
     for peer in peers:
-        candidates.put_nowait((peer.host, peer.port + 1))
+        candidates.put_nowait((peer.host, peer.port + 1, Issuer(None, str(peer))))
 
     def found(hint: Hint) -> None:
         advert = hint.advert
         if advert is not None and advert.join_port is not None:
             host = hint.address.rsplit(":", 1)[0].strip("[]")
-            candidates.put_nowait((host, advert.join_port))
+            candidates.put_nowait((host, advert.join_port, Issuer(hint.node_id, hint.address)))
 
     browser: asyncio.Task[None] | None = None
     if mdns:
@@ -78,7 +79,7 @@ async def join_mesh(store: IdentityStore, token_text: str, name: str, *, peers: 
             if remaining <= 0:
                 break
             try:
-                host, port = await asyncio.wait_for(candidates.get(), remaining)
+                host, port, issuer = await asyncio.wait_for(candidates.get(), remaining)
             except asyncio.TimeoutError:
                 break
             if (host, port) in tried:
@@ -94,7 +95,8 @@ async def join_mesh(store: IdentityStore, token_text: str, name: str, *, peers: 
                 continue
             entries = decode_entries(grant.revocation_entries)
             revocations = RevocationLog.verified(entries, check_ca_certificate(grant.ca_certificate_pem))
-            identity = store.save_membership(name, grant.certificate_pem, grant.ca_certificate_pem, revocations)
+            identity = store.save_membership(name, grant.certificate_pem, grant.ca_certificate_pem, revocations,
+                                             issuer)
             if identity.mesh_id != mesh_id:
                 raise JoinFailed(f"joined mesh {identity.mesh_id}, but the token names mesh {mesh_id}")
             log.info("joined mesh %s as node %s (%s)", identity.mesh_id, identity.node_id, name)

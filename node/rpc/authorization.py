@@ -147,8 +147,9 @@ class Authorizer(grpc.aio.ServerInterceptor):
         self._max_streams = max_streams_per_peer
         self._streams: dict[NodeId, set[_OpenStream]] = {}
         self.gate = gate
-        self._refusal_limits = refusal_limits or RateLimits(DEFAULT_REFUSAL_RATE, DEFAULT_REFUSAL_BURST)
-        self._refusal_log = refusal_log or SampledLog()
+        self._refusal_limits = (refusal_limits if refusal_limits is not None
+                                else RateLimits(DEFAULT_REFUSAL_RATE, DEFAULT_REFUSAL_BURST))
+        self._refusal_log = refusal_log if refusal_log is not None else SampledLog()
         self._report: asyncio.TimerHandle | None = None
 
     # ---- the decision ----------------------------------------------------------------------

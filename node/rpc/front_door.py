@@ -276,6 +276,11 @@ class FrontDoor:
     def connections(self) -> int:
         return len(self._core)
 
+    @property
+    def upstream_port(self) -> int | None:
+        """The loopback port new connections are relayed to."""
+        return self._upstream_port
+
     # ---- life ----
 
     async def open(self, listen: Sequence[tuple[str, int]], upstream_port: int) -> tuple[int, ...]:

@@ -24,6 +24,7 @@ from orc.node.rpc.connections import JOIN_LIMITS
 from orc.node.rpc.errors import SocketInUse, SocketPathInvalid, Unavailable
 from orc.node.rpc.front_door import UPSTREAM_HOST, FrontDoor
 from orc.node.rpc.servicers import ControlServicer, JoinServicer, NodeServicer
+from orc.node.rpc.types import JoinGrant
 from orc.proto.v1 import control_pb2_grpc as control_grpc
 from orc.proto.v1 import mesh_pb2_grpc as mesh_grpc
 
@@ -109,13 +110,27 @@ async def start_join_server(backend: JoinBackend, listen: Sequence[str], ca_key_
     Open this only while an invitation is pending, and stop it when the last one is used up.
     Nobody authenticates on it, so its front door gives every connection a short life.
     """
+    front_door = FrontDoor(JOIN_LIMITS, name="join")
+    sourced = _SourcedJoin(backend, front_door)
+
     def make_server() -> grpc.aio.Server:
         server = grpc.aio.server(options=credentials.join_server_options(), maximum_concurrent_rpcs=8)
-        mesh_grpc.add_JoinServicer_to_server(JoinServicer(backend), server)
+        mesh_grpc.add_JoinServicer_to_server(JoinServicer(sourced), server)
         return server
 
-    return await _start_fronted(FrontDoor(JOIN_LIMITS, name="join"), listen,
-                                credentials.join_server_credentials(ca_key_pem, ca_cert_pem), make_server, "join")
+    return await _start_fronted(front_door, listen, credentials.join_server_credentials(ca_key_pem, ca_cert_pem),
+                                make_server, "join")
+
+
+class _SourcedJoin:
+    """The join backend, told where a joiner really connects from (gRPC sees only the front door)."""
+
+    def __init__(self, backend: JoinBackend, front_door: FrontDoor) -> None:
+        self._backend = backend
+        self._front_door = front_door
+
+    async def join(self, secret: str, csr_pem: bytes, name: str, peer_address: str) -> JoinGrant:
+        return await self._backend.join(secret, csr_pem, name, self._front_door.source(peer_address))
 
 
 async def start_control_server(backend: ControlBackend, socket_path: str | Path) -> grpc.aio.Server:
