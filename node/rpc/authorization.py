@@ -226,10 +226,9 @@ class Authorizer(grpc.aio.ServerInterceptor):
             if not opened.cut.done():
                 opened.cut.set_result(None)
                 count += 1
-        if count:
-            log.warning("cut off %d open call(s) of node %s", count, node_id)
-        if self.gate is not None:
-            self.gate.close_node(node_id)
+        closed = self.gate.close_node(node_id) if self.gate is not None else 0
+        if count or closed:
+            log.warning("cut off %d open call(s) and %d connection(s) of node %s", count, closed, node_id)
         return count
 
     # ---- the interceptor -------------------------------------------------------------------

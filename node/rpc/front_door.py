@@ -360,8 +360,8 @@ class FrontDoor:
         closing = [self._relays[c] for c in self._core.of_node(node_id) if c in self._relays]
         for relay in closing:
             relay.linger_then_cut()
-        if closing:
-            log.warning("%s: closing %d connection(s) of node %s", self.name, len(closing), node_id)
+        if closing:  # the caller logs why (a revocation, a refusal, itself sampled)
+            log.debug("%s: closing %d connection(s) of node %s", self.name, len(closing), node_id)
         return len(closing)
 
     def source(self, peer: str) -> str:
