@@ -11,7 +11,9 @@ capped hardest:
                                                     v
                                                  closed()
 
-- per source address: a few pending connections (one stranger cannot fill the table);
+- per source address: a few pending connections (one stranger cannot fill the table); a new
+  one from an address that has its share closes that address's oldest, so a member that opens
+  connections quickly (probes, reconnects) is never shut out by its own abandoned ones;
 - in total: a share of the file descriptors the process may open (many strangers cannot
   exhaust them); when that share is full, the oldest pending connection makes room for the new
   one, so idle strangers cannot keep the door shut for members;
@@ -40,8 +42,9 @@ ConnectionId = int
 # hashed, pipes to runner processes and scripts, mDNS sockets, gRPC's own event fds, and this
 # node's outgoing connections to its peers (one or two per peer).
 RESERVED_FILES = 256
-# Each relayed connection holds three descriptors in this process: the accepted socket, the
-# relay's socket to the loopback gRPC server, and the gRPC server's end of that.
+# Each relayed connection holds up to three descriptors in this process: the accepted socket,
+# the relay's socket to the loopback gRPC server, and the gRPC server's end of that (the last
+# two only once the client has sent something).
 FILES_PER_CONNECTION = 3
 # Pending connections take at most this share of the connection budget, and never more than
 # MAX_PENDING: the rest is for members, whatever strangers do.
@@ -115,9 +118,13 @@ JOIN_LIMITS = DoorLimits(pending_per_address=JOIN_PER_ADDRESS, pending_total=JOI
 
 @dataclass(frozen=True)
 class Admit:
-    """Relay the new connection; close `evict` first (the oldest pending ones) to make room."""
+    """Relay the new connection; close `evict` first (the oldest pending ones) to make room.
+
+    `crowded`: the address already had its share of pending connections (its oldest is in `evict`).
+    """
 
     evict: tuple[ConnectionId, ...] = ()
+    crowded: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,7 +172,8 @@ class Connections:
         self._entries: dict[ConnectionId, _Entry] = {}
         # Pending connections, oldest first: deadlines and eviction both start from the front.
         self._pending: OrderedDict[ConnectionId, float] = OrderedDict()
-        self._pending_by_address: dict[str, int] = {}
+        # Pending connections of each address, oldest first.
+        self._pending_by_address: dict[str, OrderedDict[ConnectionId, None]] = {}
         self._by_node: dict[NodeId, set[ConnectionId]] = {}
 
     def __len__(self) -> int:
@@ -176,7 +184,7 @@ class Connections:
         return len(self._pending)
 
     def pending_from(self, address: str) -> int:
-        return self._pending_by_address.get(address, 0)
+        return len(self._pending_by_address.get(address, ()))
 
     def node_of(self, connection: ConnectionId) -> NodeId | None:
         entry = self._entries.get(connection)
@@ -191,12 +199,12 @@ class Connections:
         if connection in self._entries:
             raise ValueError(f"connection {connection} is already open")
         limits = self.limits
-        if self.pending_from(address) >= limits.pending_per_address:
-            return Refuse(f"{address} already has {limits.pending_per_address} connections that have not "
-                          "authenticated")
         evict: list[ConnectionId] = []
-        pending, total = len(self._pending), len(self._entries)
-        oldest = iter(self._pending)
+        crowded = self.pending_from(address) >= limits.pending_per_address
+        if crowded:
+            evict.append(next(iter(self._pending_by_address[address])))
+        pending, total = len(self._pending) - len(evict), len(self._entries) - len(evict)
+        oldest = (c for c in self._pending if c not in evict)
         while pending >= limits.pending_total or total >= limits.connections_total:
             victim = next(oldest, None)
             if victim is None:  # every connection is authenticated: the members come first
@@ -207,8 +215,8 @@ class Connections:
             self.closed(victim)
         self._entries[connection] = _Entry(address, now)
         self._pending[connection] = now
-        self._pending_by_address[address] = self.pending_from(address) + 1
-        return Admit(tuple(evict))
+        self._pending_by_address.setdefault(address, OrderedDict())[connection] = None
+        return Admit(tuple(evict), crowded)
 
     def authenticated(self, connection: ConnectionId, node_id: NodeId) -> Authentication:
         """A call of `node_id` was admitted on `connection`."""
@@ -266,8 +274,8 @@ class Connections:
     def _unpend(self, connection: ConnectionId, entry: _Entry) -> None:
         if self._pending.pop(connection, None) is None:
             return
-        left = self._pending_by_address.get(entry.address, 0) - 1
-        if left > 0:
-            self._pending_by_address[entry.address] = left
-        else:
-            self._pending_by_address.pop(entry.address, None)
+        same_address = self._pending_by_address.get(entry.address)
+        if same_address is not None:
+            same_address.pop(connection, None)
+            if not same_address:
+                del self._pending_by_address[entry.address]

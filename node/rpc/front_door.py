@@ -59,6 +59,9 @@ LISTEN_BACKLOG = 512
 # How long a connection being closed still carries the server's last bytes (the status of the
 # refused call) before it is cut; it reads nothing from the client meanwhile.
 CLOSE_LINGER_S = 0.5
+# What a client may send before its relay to the gRPC server is connected (a TLS ClientHello
+# is a few hundred bytes); past it, reading pauses until the relay is up.
+EARLY_BYTES = 64 << 10
 # What an unlimited RLIMIT_NOFILE counts as (the connection budget needs a number).
 UNLIMITED_FILES = 1 << 20
 
@@ -130,7 +133,7 @@ class _Relay:
     """One accepted connection and its twin to the loopback gRPC server."""
 
     __slots__ = ("door", "id", "client", "source", "upstream", "upstream_port", "closed", "quiet",
-                 "waiting", "throttled")
+                 "early", "early_bytes", "waiting", "throttled")
 
     def __init__(self, door: FrontDoor, connection: ConnectionId, client: asyncio.Transport, source: str) -> None:
         self.door = door
@@ -141,7 +144,11 @@ class _Relay:
         self.upstream_port: int | None = None
         self.closed = False
         self.quiet = False  # being closed: reads nothing more from the client
-        self.waiting = True  # for the upstream connection
+        # The relay to the gRPC server is made when the client first sends something (an idle
+        # connection costs one descriptor and no gRPC work); what it sends meanwhile waits here.
+        self.early: list[bytes] | None = None
+        self.early_bytes = 0
+        self.waiting = False  # EARLY_BYTES are waiting for the relay: read nothing more until it is up
         self.throttled = False  # the upstream side's buffer is full
 
     def client_may_read(self) -> None:
@@ -189,8 +196,19 @@ class _ClientSide(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         relay = self.relay
-        if relay is not None and relay.upstream is not None and not relay.closed:
+        if relay is None or relay.closed:
+            return
+        if relay.upstream is not None:
             relay.upstream.write(data)
+            return
+        if relay.early is None:
+            relay.early = []
+            self.door._relay_upstream(relay)
+        relay.early.append(data)
+        relay.early_bytes += len(data)
+        if relay.early_bytes >= EARLY_BYTES:
+            relay.waiting = True
+            relay.client.pause_reading()
 
     def eof_received(self) -> bool:
         if self.relay is not None:
@@ -343,7 +361,8 @@ class FrontDoor:
             case Unknown():
                 return False
             case OverNodeCap(limit=limit):
-                self._refused_connection(relay.source, f"node {node_id} already holds {limit} connections")
+                self._crowding(relay.source.rsplit(":", 1)[0],
+                               f"closed a connection of node {node_id} from {relay.source}: it holds {limit}")
                 relay.linger_then_cut()
                 return False
             case other:
@@ -385,24 +404,28 @@ class FrontDoor:
         match decision:
             case Refuse(reason=reason):
                 client.abort()
-                self._refused_connection(source, reason)
+                self._crowding(host, f"refused a connection from {source}: {reason}")
                 return None
-            case Admit(evict=evict):
+            case Admit(evict=evict, crowded=crowded):
+                if crowded:
+                    self._crowding(host, f"{host} has {self.limits.pending_per_address} connections that have not "
+                                         "authenticated: closed its oldest")
                 for victim in evict:
                     evicted = self._relays.get(victim)
                     if evicted is not None:
-                        log.debug("%s: evicting %s to make room", self.name, evicted.source)
+                        log.debug("%s: closing %s to make room", self.name, evicted.source)
                         evicted.cut()
             case other:
                 assert_never(other)
-        client.pause_reading()  # until the upstream side is connected
         relay = _Relay(self, connection, client, source)
         self._relays[connection] = relay
+        self._schedule_sweep()
+        return relay
+
+    def _relay_upstream(self, relay: _Relay) -> None:
         task = asyncio.get_running_loop().create_task(self._connect(relay))
         self._connecting.add(task)
         task.add_done_callback(self._connecting.discard)
-        self._schedule_sweep()
-        return relay
 
     async def _connect(self, relay: _Relay) -> None:
         port = self._upstream_port
@@ -422,6 +445,8 @@ class FrontDoor:
         relay.upstream = upstream
         relay.upstream_port = upstream.get_extra_info("sockname")[1]
         self._by_upstream_port[relay.upstream_port] = relay
+        early, relay.early, relay.early_bytes = relay.early or [], None, 0
+        upstream.write(b"".join(early))
         relay.waiting = False
         relay.client_may_read()
 
@@ -451,11 +476,11 @@ class FrontDoor:
             relay.cut()
         self._schedule_sweep()
 
-    def _refused_connection(self, source: str, reason: str) -> None:
-        host = source.rsplit(":", 1)[0]
+    def _crowding(self, host: str, message: str) -> None:
+        """Log a refused or evicted connection: the first per source host a minute, then a count."""
         now = self._clock()
         if self._refusals.event(host, now):
-            log.warning("%s: refused a connection from %s: %s", self.name, source, reason)
+            log.warning("%s: %s", self.name, message)
         elif self._report is None:
             self._report = asyncio.get_running_loop().call_later(self._refusals.window_s, self._report_refusals)
 
@@ -463,7 +488,7 @@ class FrontDoor:
         self._report = None
         now = self._clock()
         for summary in self._refusals.due(now):
-            log.warning("%s: refused %d more connection(s) from %s in the last minute", self.name,
+            log.warning("%s: refused or closed %d more connection(s) from %s in the last minute", self.name,
                         summary.count, summary.source)
         next_due = self._refusals.next_due()
         if next_due is not None and self._servers:

@@ -131,8 +131,8 @@ def test_members_run_agents_through_a_node_that_strangers_hold_1100_idle_connect
         stranger.stdin.close()
         stranger.wait(timeout=30)
     assert a.process.poll() is None
-    refusals = a.log_text().count("refused a connection from")
-    assert 1 <= refusals <= 2, refusals  # sampled: one line a minute per address, not a thousand
+    crowding = [line for line in a.log_text().splitlines() if f"mesh: {d.ns.ip} has 16 connections" in line]
+    assert 1 <= len(crowding) <= 3, crowding  # sampled: one line a minute per address, not thousands
 
 
 def test_a_second_daemon_on_the_same_port_exits_3_with_one_clear_line(lan):

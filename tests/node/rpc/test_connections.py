@@ -30,18 +30,19 @@ def limits(**changes) -> DoorLimits:
     return DoorLimits(**values)
 
 
-def test_pending_connections_are_capped_per_address() -> None:
+def test_pending_connections_are_capped_per_address_the_oldest_giving_way() -> None:
     table = Connections(limits())
     assert table.open(1, "10.0.0.9", 0.0) == Admit()
-    assert table.open(2, "10.0.0.9", 0.0) == Admit()
-    refused = table.open(3, "10.0.0.9", 0.0)
-    assert isinstance(refused, Refuse) and "10.0.0.9" in refused.reason
-    assert table.open(4, "10.0.0.7", 0.0) == Admit()  # another address is not affected
-    assert table.pending_from("10.0.0.9") == 2 and len(table) == 3
+    assert table.open(2, "10.0.0.9", 1.0) == Admit()
+    assert table.open(3, "10.0.0.9", 2.0) == Admit(evict=(1,), crowded=True)
+    assert table.open(4, "10.0.0.7", 3.0) == Admit()  # another address is not affected
+    assert table.pending_from("10.0.0.9") == 2 and len(table) == 3 and table.address_of(1) is None
+    assert table.open(5, "10.0.0.9", 4.0) == Admit(evict=(2,), crowded=True)
+    assert table.expired(13.0) == (3, 4)  # the survivors keep their own deadlines
 
 
 def test_when_pending_connections_are_full_the_oldest_makes_room() -> None:
-    table = Connections(limits(pending_per_address=10))
+    table = Connections(limits(pending_per_address=4))
     for connection in range(4):
         assert table.open(connection, f"10.0.0.{connection}", float(connection)) == Admit()
     assert table.open(9, "10.0.0.50", 5.0) == Admit(evict=(0,))  # a newcomer always gets in
@@ -53,10 +54,9 @@ def test_authentication_frees_the_pending_budget_of_the_address() -> None:
     table = Connections(limits())
     table.open(1, "10.0.0.9", 0.0)
     table.open(2, "10.0.0.9", 0.0)
-    assert isinstance(table.open(3, "10.0.0.9", 0.0), Refuse)
     assert table.authenticated(1, ALICE) == Promoted()
     assert table.pending_from("10.0.0.9") == 1 and table.pending == 1
-    assert table.open(3, "10.0.0.9", 0.0) == Admit()
+    assert table.open(3, "10.0.0.9", 0.0) == Admit()  # no eviction: connection 1 is alice's now
     assert table.authenticated(1, ALICE) == Promoted()  # every later call on it: nothing changes
     assert table.node_of(1) == ALICE and table.of_node(ALICE) == (1,)
 

@@ -24,6 +24,7 @@ from orc.node.identity.tokens import JoinToken, new_secret
 from orc.node.rpc import client as rpc_client
 from orc.node.rpc.authorization import Authorizer, RateLimits
 from orc.node.rpc.client import PeerClient
+from orc.node.rpc.credentials import probe_node_id
 from orc.node.rpc.connections import JOIN_LIMITS, DoorLimits
 from orc.node.rpc.errors import ResourceExhausted, Revoked
 from orc.node.rpc.front_door import FrontDoor, PortInUse, address_key, raise_open_file_limit, upstream_port_of
@@ -79,7 +80,7 @@ async def _channel_closed(client: PeerClient) -> bool:
     return client._channel.get_state(try_to_connect=False) != grpc.ChannelConnectivity.READY
 
 
-def test_idle_strangers_are_refused_past_the_cap_and_members_are_still_served(mesh) -> None:
+def test_idle_strangers_are_capped_per_address_and_members_are_still_served(mesh) -> None:
     server, member = new_member(mesh), new_member(mesh)
     node = FakeNode(description_of(server, mesh))
 
@@ -94,6 +95,45 @@ def test_idle_strangers_are_refused_past_the_cap_and_members_are_still_served(me
                     assert (await client.describe()).node_id == server.node_id
                     assert door.pending == per_address and door.connections == per_address + 1
                 assert sum(closed_by_server(s) for s in strangers) == 24  # the kept ones are still open
+
+    run(scenario())
+
+
+def test_a_newcomer_from_a_crowded_address_closes_that_address_s_oldest(mesh) -> None:
+    """Stale connections of a member's own address (abandoned probes, a reconnect racing the old
+    connection) never shut it out: the oldest gives way."""
+    server, member = new_member(mesh), new_member(mesh)
+    authorizer = _authorizer(_limits(pending_per_address=4, pending_total=8))
+
+    async def scenario() -> None:
+        async with serving(FakeNode(description_of(server, mesh)), server, authorizer) as (port, _):
+            with idle_connections(port, 4, "127.0.0.1") as stale:
+                await eventually(lambda: authorizer.gate.pending == 4)
+                for _ in range(3):  # TLS probes, as peering makes them
+                    assert await probe_node_id("127.0.0.1", port, member.key_pem, member.cert_pem,
+                                               member.ca_pem) == server.node_id
+                async with _client(member, server, port) as client:
+                    assert (await client.describe()).node_id == server.node_id
+                # The first probe found the address full and closed its oldest stale connection.
+                await eventually(lambda: closed_by_server(stale[0]))
+                assert authorizer.gate.pending <= 4
+
+    run(scenario())
+
+
+def test_an_idle_connection_costs_the_grpc_server_nothing(mesh) -> None:
+    server = new_member(mesh)
+
+    async def scenario() -> None:
+        async with serving(FakeNode(description_of(server, mesh)), server) as (port, authorizer):
+            door = authorizer.gate
+            with idle_connections(port, 10) as strangers:
+                await eventually(lambda: door.connections == 10)
+                await asyncio.sleep(0.1)
+                assert door._by_upstream_port == {}  # no relay to gRPC until a byte arrives
+                strangers[0].send(b"\x16\x03\x01")
+                await eventually(lambda: len(door._by_upstream_port) == 1)
+            await eventually(lambda: door.connections == 0)  # closing is noticed at once
 
     run(scenario())
 
