@@ -183,8 +183,8 @@ class Daemon:
             addresses=self.addresses, known_peers=lambda: peering.known_peers() if peering else (),
             tags=self.options.tags, slots=self.admission.slots, queue_limit=self.admission.queue,
             audit=ExecutionLog(self.home.state_dir / "executions.jsonl"))
-        self._mesh_server = await self._serve_mesh(service, membership)
-        self.mesh_port = self._mesh_server.ports[0]
+        self._mesh_server, ports = await self._serve_mesh(service, membership)
+        self.mesh_port = ports[0]
         log.info("node %s (%s) of mesh %s listening on %s", identity.node_id, identity.name, identity.mesh_id,
                  ", ".join(self.addresses()))
         from orc.node.control import ControlService
@@ -226,7 +226,7 @@ class Daemon:
                 control_socket(self.home).unlink()
             log.info("stopped")
 
-    async def _serve_mesh(self, service: NodeService, membership: Membership):  # -> FrontedServer
+    async def _serve_mesh(self, service: NodeService, membership: Membership):  # -> (FrontedServer, ports)
         """The mesh server behind its front door, whose caps follow the open-file limit (raised
         to the hard limit first: the usual soft limit of 1024 is soon reached by a busy node)."""
         from orc.node.rpc.authorization import Authorizer
@@ -290,14 +290,13 @@ class Daemon:
 
             host = self.listen.host
             port = (self.mesh_port or DEFAULT_PORT) + 1
-            backend = _JoinBackend(membership)
             try:
-                server = await start_join_server(backend, [str(Endpoint(host, port))], authority.key_pem,
-                                                 authority.certificate_pem)
+                server, ports = await start_join_server(_JoinBackend(membership), [str(Endpoint(host, port))],
+                                                        authority.key_pem, authority.certificate_pem)
             except PortInUse:  # the usual join port is taken: any free one (it is advertised)
-                server = await start_join_server(backend, [str(Endpoint(host, 0))], authority.key_pem,
-                                                 authority.certificate_pem)
-            self._join_server, self.join_port = server, server.ports[0]
+                server, ports = await start_join_server(_JoinBackend(membership), [str(Endpoint(host, 0))],
+                                                        authority.key_pem, authority.certificate_pem)
+            self._join_server, self.join_port = server, ports[0]
             log.info("join server open on port %d while an invitation is pending", self.join_port)
             self._service.changed()
             self._join_closer = asyncio.create_task(self._close_when_done())

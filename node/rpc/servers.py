@@ -84,11 +84,13 @@ async def _start_fronted(front_door: FrontDoor, listen: Sequence[str], server_cr
 
 
 async def start_mesh_server(backend: NodeBackend, listen: Sequence[str], key_pem: bytes, cert_pem: bytes,
-                            ca_pem: bytes, authorizer: Authorizer, front_door: FrontDoor) -> FrontedServer:
+                            ca_pem: bytes, authorizer: Authorizer,
+                            front_door: FrontDoor) -> tuple[FrontedServer, tuple[int, ...]]:
     """Serve `Node` on every "host:port" of `listen` (port 0: any free port) with mutual TLS,
     through `front_door`, whose connections `authorizer` manages.
 
-    Raises PortInUse when another program listens on one of those ports.
+    Returns the started server and the bound ports, in `listen` order. Raises PortInUse when
+    another program listens on one of those ports.
     """
     if authorizer.gate is not front_door:
         raise ValueError("the authorizer must be the gate of the mesh server's front door")
@@ -99,12 +101,13 @@ async def start_mesh_server(backend: NodeBackend, listen: Sequence[str], key_pem
         mesh_grpc.add_NodeServicer_to_server(NodeServicer(backend), server)
         return server
 
-    return await _start_fronted(front_door, listen, credentials.server_credentials(key_pem, cert_pem, ca_pem),
-                                make_server, "mesh")
+    server = await _start_fronted(front_door, listen, credentials.server_credentials(key_pem, cert_pem, ca_pem),
+                                  make_server, "mesh")
+    return server, server.ports
 
 
 async def start_join_server(backend: JoinBackend, listen: Sequence[str], ca_key_pem: bytes,
-                            ca_cert_pem: bytes) -> FrontedServer:
+                            ca_cert_pem: bytes) -> tuple[FrontedServer, tuple[int, ...]]:
     """Serve only `Join`, with the CA certificate as TLS identity and no client certificates.
 
     Open this only while an invitation is pending, and stop it when the last one is used up.
@@ -118,8 +121,9 @@ async def start_join_server(backend: JoinBackend, listen: Sequence[str], ca_key_
         mesh_grpc.add_JoinServicer_to_server(JoinServicer(sourced), server)
         return server
 
-    return await _start_fronted(front_door, listen, credentials.join_server_credentials(ca_key_pem, ca_cert_pem),
-                                make_server, "join")
+    server = await _start_fronted(front_door, listen, credentials.join_server_credentials(ca_key_pem, ca_cert_pem),
+                                  make_server, "join")
+    return server, server.ports
 
 
 class _SourcedJoin:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from cryptography import x509
@@ -32,6 +34,22 @@ def served_certificate(port: int, folder: Path) -> x509.Certificate:
             return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
 
 
+@contextlib.asynccontextmanager
+async def running(daemon: Daemon) -> AsyncIterator[None]:
+    """The daemon, started and serving (its peering is up), stopped at the end."""
+    stop = asyncio.Event()
+    runner = asyncio.create_task(daemon.run(stop))
+    try:
+        for _ in range(200):
+            if getattr(daemon, "_peering", None) is not None:
+                break
+            await asyncio.sleep(0.05)
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(runner, 30)
+
+
 def test_renewal_swaps_the_served_certificate_in_place(tmp_path):
     from datetime import datetime, timezone
 
@@ -41,13 +59,7 @@ def test_renewal_swaps_the_served_certificate_in_place(tmp_path):
     daemon = Daemon(home, DaemonOptions(listen=f"127.0.0.1:{port}", mdns=False, models=("smollm2-135m-instruct",)))
 
     async def scenario():
-        stop = asyncio.Event()
-        runner = asyncio.create_task(daemon.run(stop))
-        try:
-            for _ in range(200):
-                if getattr(daemon, "_peering", None) is not None:
-                    break
-                await asyncio.sleep(0.05)
+        async with running(daemon):
             before = await asyncio.to_thread(served_certificate, port, home.identity_dir)
             await asyncio.sleep(1.1)  # certificates are dated to the second
             await daemon._renew(daemon._membership, daemon._peering)
@@ -57,9 +69,6 @@ def test_renewal_swaps_the_served_certificate_in_place(tmp_path):
                                   identity.certificate_pem, identity.ca_certificate_pem) as client:
                 described = await client.describe()
             return before, after, described, identity
-        finally:
-            stop.set()
-            await asyncio.wait_for(runner, 30)
 
     before, after, described, identity = asyncio.run(scenario())
     assert after.serial_number != before.serial_number
@@ -128,8 +137,9 @@ def test_a_junk_answer_from_a_ca_claiming_peer_moves_renewal_on_to_the_real_ca(t
     async def serve(backend, key_pem: bytes, cert_pem: bytes):
         door = FrontDoor(mesh_limits(1024))
         authorizer = Authorizer(lambda _: False, gate=door)
-        return await start_mesh_server(backend, ["127.0.0.1:0"], key_pem, cert_pem, authority.certificate_pem,
-                                       authorizer, door)
+        server, _ = await start_mesh_server(backend, ["127.0.0.1:0"], key_pem, cert_pem, authority.certificate_pem,
+                                            authorizer, door)
+        return server
 
     def peer(node_id, server):
         description = SimpleNamespace(certificate_authority=True)
@@ -141,24 +151,17 @@ def test_a_junk_answer_from_a_ca_claiming_peer_moves_renewal_on_to_the_real_ca(t
         # Both claim the CA; what the member's peering would list, the junk answerer first.
         peers = [peer(junk_id, junk_server), peer(ca.identity.node_id, ca_server)]
         peering = SimpleNamespace(table=SimpleNamespace(live=lambda: peers))
-        stop = asyncio.Event()
-        runner = asyncio.create_task(daemon.run(stop))
         try:
-            for _ in range(200):
-                if getattr(daemon, "_peering", None) is not None:
-                    break
-                await asyncio.sleep(0.05)
-            before = await asyncio.to_thread(served_certificate, port, home.identity_dir)
-            await asyncio.sleep(1.1)  # certificates are dated to the second
-            await daemon._renew(daemon._membership, peering)
-            after = await asyncio.to_thread(served_certificate, port, home.identity_dir)
-            calls_after_first = (junk.calls, genuine.calls)
-            await asyncio.sleep(1.1)
-            await daemon._renew(daemon._membership, peering)  # the junk answerer now goes last: not asked
-            return before, after, calls_after_first, (junk.calls, genuine.calls), peers[1].addresses[0]
+            async with running(daemon):
+                before = await asyncio.to_thread(served_certificate, port, home.identity_dir)
+                await asyncio.sleep(1.1)  # certificates are dated to the second
+                await daemon._renew(daemon._membership, peering)
+                after = await asyncio.to_thread(served_certificate, port, home.identity_dir)
+                calls_after_first = (junk.calls, genuine.calls)
+                await asyncio.sleep(1.1)
+                await daemon._renew(daemon._membership, peering)  # the junk answerer now goes last: not asked
+                return before, after, calls_after_first, (junk.calls, genuine.calls), peers[1].addresses[0]
         finally:
-            stop.set()
-            await asyncio.wait_for(runner, 30)
             await junk_server.stop(None)
             await ca_server.stop(None)
 

@@ -209,9 +209,9 @@ async def serving(backend: Any, server: Member, authorizer: Authorizer | None = 
         revoked_ids = revoked if revoked is not None else set()
         authorizer = Authorizer(revoked_ids.__contains__, RateLimits(rate=1000, burst=1000), gate=front_door())
     assert isinstance(authorizer.gate, FrontDoor)
-    mesh_server = await start_mesh_server(backend, ["127.0.0.1:0"], server.key_pem, server.cert_pem,
-                                          server.ca_pem, authorizer, authorizer.gate)
+    mesh_server, ports = await start_mesh_server(backend, ["127.0.0.1:0"], server.key_pem, server.cert_pem,
+                                                 server.ca_pem, authorizer, authorizer.gate)
     try:
-        yield mesh_server.ports[0], authorizer
+        yield ports[0], authorizer
     finally:
         await mesh_server.stop(None)

@@ -276,8 +276,7 @@ def test_the_join_server_caps_idle_strangers_and_still_admits_a_joiner(mesh) -> 
     backend = FakeJoin(mesh, secret)
 
     async def scenario() -> None:
-        server = await start_join_server(backend, ["127.0.0.1:0"], mesh.key_pem, mesh.certificate_pem)
-        (port,) = server.ports
+        server, (port,) = await start_join_server(backend, ["127.0.0.1:0"], mesh.key_pem, mesh.certificate_pem)
         try:
             with idle_connections(port, JOIN_LIMITS.pending_per_address + 6) as strangers:
                 await eventually(lambda: sum(closed_by_server(s) for s in strangers) == 6)

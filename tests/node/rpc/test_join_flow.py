@@ -29,15 +29,14 @@ def test_a_joiner_with_the_right_token_gets_a_working_certificate(mesh) -> None:
     key = generate_key()
 
     async def scenario() -> None:
-        server = await _join_server(backend)
-        (port,) = server.ports
+        server, (port,) = await _join_server(backend)
         try:
             grant = await join("127.0.0.1", port, JoinToken(mesh.pin, secret), make_csr(key, "newbie"), "newbie")
         finally:
             await server.stop(None)
         assert certificate_node_id(grant.certificate_pem) == node_id_for(key.public_key())
         assert grant.ca_certificate_pem == mesh.certificate_pem
-        assert backend.calls[0][0] == "newbie" and backend.calls[0][1].startswith("127.0.0.1:")  # the front door names the source
+        assert backend.calls[0][0] == "newbie" and backend.calls[0][1].startswith("127.0.0.1:")  # the real source
 
         joined = Member(node_id_for(key.public_key()), key_to_pem(key), grant.certificate_pem,
                         grant.ca_certificate_pem)
@@ -53,8 +52,7 @@ def test_a_wrong_secret_is_refused(mesh) -> None:
     backend = FakeJoin(mesh, new_secret())
 
     async def scenario() -> None:
-        server = await _join_server(backend)
-        (port,) = server.ports
+        server, (port,) = await _join_server(backend)
         try:
             with pytest.raises(JoinRefused):
                 await join("127.0.0.1", port, JoinToken(mesh.pin, new_secret()), make_csr(generate_key(), "x"), "x")
@@ -71,8 +69,7 @@ def test_a_join_server_of_another_mesh_gets_nothing(mesh, other_mesh) -> None:
     impostor = FakeJoin(other_mesh, secret)
 
     async def scenario() -> None:
-        server = await _join_server(impostor)
-        (port,) = server.ports
+        server, (port,) = await _join_server(impostor)
         try:
             with pytest.raises(PinMismatch, match="nothing was sent"):
                 await join("127.0.0.1", port, JoinToken(mesh.pin, secret), make_csr(generate_key(), "x"), "x")
@@ -87,8 +84,7 @@ def test_the_join_server_serves_only_join(mesh) -> None:
     backend = FakeJoin(mesh, new_secret())
 
     async def scenario() -> None:
-        server = await _join_server(backend)
-        (port,) = server.ports
+        server, (port,) = await _join_server(backend)
         channel = grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials.join_channel_credentials(mesh.certificate_pem),
                                           credentials.join_channel_options(mesh.mesh_id))
         try:
@@ -109,8 +105,7 @@ def test_the_join_server_serves_only_join(mesh) -> None:
 
 def test_joining_a_closed_port_says_so(mesh) -> None:
     async def scenario() -> None:
-        server = await _join_server(FakeJoin(mesh, new_secret()))
-        (port,) = server.ports
+        server, (port,) = await _join_server(FakeJoin(mesh, new_secret()))
         await server.stop(None)
         with pytest.raises(Unavailable):
             await join("127.0.0.1", port, JoinToken(mesh.pin, new_secret()), make_csr(generate_key(), "x"), "x",

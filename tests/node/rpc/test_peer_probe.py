@@ -40,9 +40,8 @@ def test_the_ca_certificate_is_not_a_node(mesh) -> None:
     member = new_member(mesh)
 
     async def scenario() -> None:
-        server = await start_join_server(FakeJoin(mesh, new_secret()), ["127.0.0.1:0"], mesh.key_pem,
-                                         mesh.certificate_pem)
-        (port,) = server.ports
+        server, (port,) = await start_join_server(FakeJoin(mesh, new_secret()), ["127.0.0.1:0"], mesh.key_pem,
+                                                  mesh.certificate_pem)
         try:
             with pytest.raises(PeerNotInMesh, match="not a node's"):
                 await probe_node_id("127.0.0.1", port, member.key_pem, member.cert_pem, member.ca_pem)

@@ -96,7 +96,8 @@ def test_the_summary_comes_by_itself_a_minute_later() -> None:
 
 def test_a_caller_that_keeps_calling_past_its_rate_loses_its_connections(caplog) -> None:
     clock, gate = Clock(), RecordingGate()
-    authorizer = Authorizer(lambda _: False, clock=clock, gate=gate, refusal_limits=RateLimits(rate=1, burst=DEFAULT_REFUSAL_BURST))
+    authorizer = Authorizer(lambda _: False, clock=clock, gate=gate,
+                            refusal_limits=RateLimits(rate=1, burst=DEFAULT_REFUSAL_BURST))
 
     async def scenario() -> None:
         for _ in range(int(DEFAULT_REFUSAL_BURST)):
