@@ -30,7 +30,7 @@ from orc.node.rpc.errors import ResourceExhausted, Revoked
 from orc.node.rpc.front_door import FrontDoor, PortInUse, address_key, raise_open_file_limit, upstream_port_of
 from orc.node.rpc.servers import start_join_server
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="strangers connect from 127.0.0.2, which only Linux routes to loopback")
 
 
@@ -80,6 +80,7 @@ async def _channel_closed(client: PeerClient) -> bool:
     return client._channel.get_state(try_to_connect=False) != grpc.ChannelConnectivity.READY
 
 
+@linux_only
 def test_idle_strangers_are_capped_per_address_and_members_are_still_served(mesh) -> None:
     server, member = new_member(mesh), new_member(mesh)
     node = FakeNode(description_of(server, mesh))
@@ -99,6 +100,7 @@ def test_idle_strangers_are_capped_per_address_and_members_are_still_served(mesh
     run(scenario())
 
 
+@linux_only
 def test_a_newcomer_from_a_crowded_address_closes_that_address_s_oldest(mesh) -> None:
     """Stale connections of a member's own address (abandoned probes, a reconnect racing the old
     connection) never shut it out: the oldest gives way."""
@@ -121,6 +123,7 @@ def test_a_newcomer_from_a_crowded_address_closes_that_address_s_oldest(mesh) ->
     run(scenario())
 
 
+@linux_only
 def test_an_idle_connection_costs_the_grpc_server_nothing(mesh) -> None:
     server = new_member(mesh)
 
@@ -138,6 +141,7 @@ def test_an_idle_connection_costs_the_grpc_server_nothing(mesh) -> None:
     run(scenario())
 
 
+@linux_only
 def test_when_the_door_is_full_a_newcomer_evicts_the_oldest_idle_stranger(mesh) -> None:
     server, member = new_member(mesh), new_member(mesh)
     authorizer = _authorizer(_limits(pending_per_address=4, pending_total=8))
@@ -154,6 +158,7 @@ def test_when_the_door_is_full_a_newcomer_evicts_the_oldest_idle_stranger(mesh) 
     run(scenario())
 
 
+@linux_only
 def test_a_connection_that_makes_no_admitted_call_is_closed_at_its_deadline(mesh) -> None:
     server, member = new_member(mesh), new_member(mesh)
     authorizer = _authorizer(_limits(deadline_s=0.3))
@@ -173,6 +178,7 @@ def test_a_connection_that_makes_no_admitted_call_is_closed_at_its_deadline(mesh
     run(scenario())
 
 
+@linux_only
 def test_revoking_a_member_closes_its_connections_from_the_server_side(mesh) -> None:
     server, member, bystander = new_member(mesh), new_member(mesh), new_member(mesh)
     revoked: set[NodeId] = set()
@@ -208,6 +214,7 @@ async def eventually_async(condition, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.02)
 
 
+@linux_only
 def test_a_revoked_caller_is_refused_and_its_connection_closed(mesh, caplog) -> None:
     server, member = new_member(mesh), new_member(mesh)
     authorizer = _authorizer(revoked={member.node_id})
@@ -225,6 +232,7 @@ def test_a_revoked_caller_is_refused_and_its_connection_closed(mesh, caplog) -> 
     assert len(refused) == 1 and "127.0.0.1:" in refused[0]  # the real source, from the front door
 
 
+@linux_only
 def test_a_node_holding_too_many_connections_is_refused_one_more(mesh) -> None:
     server, member = new_member(mesh), new_member(mesh)
     authorizer = _authorizer(_limits(per_node=2))
@@ -246,6 +254,7 @@ def test_a_node_holding_too_many_connections_is_refused_one_more(mesh) -> None:
     run(scenario())
 
 
+@linux_only
 def test_calls_that_do_not_come_through_the_front_door_are_refused(mesh) -> None:
     server, member = new_member(mesh), new_member(mesh)
 
@@ -258,6 +267,7 @@ def test_calls_that_do_not_come_through_the_front_door_are_refused(mesh) -> None
     run(scenario())
 
 
+@linux_only
 def test_one_port_one_server(mesh) -> None:
     server = new_member(mesh)
 
@@ -271,6 +281,7 @@ def test_one_port_one_server(mesh) -> None:
     run(scenario())
 
 
+@linux_only
 def test_the_join_server_caps_idle_strangers_and_still_admits_a_joiner(mesh) -> None:
     secret = new_secret()
     backend = FakeJoin(mesh, secret)
