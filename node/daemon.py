@@ -28,6 +28,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from typing_extensions import assert_never
+
 from orc.node.admission import AdmissionConfig, BadAdmissionConfig, admission_config
 from orc.node.audit import ExecutionLog
 from orc.node.catalog import Catalog, ModelEntry
@@ -56,6 +58,14 @@ JOIN_CHECK_INTERVAL = 1.0  # seconds between checks whether the join server may 
 
 class DaemonError(Exception):
     """The daemon cannot start; the message says why and what to do."""
+
+    exit_code = 2  # invalid input: flags, files, identity
+
+
+class ListenPortInUse(DaemonError):
+    """Another program (another orc-node?) listens on the mesh port; stop it or choose another port."""
+
+    exit_code = 3
 
 
 @dataclass(frozen=True)
@@ -104,8 +114,8 @@ class Daemon:
         self._membership: Membership
         self._service: NodeService
         self._peering: Peering
-        self._mesh_server = None
-        self._authorizer = None
+        self._mesh_server = None  # FrontedServer
+        self._junk_renewers: tuple[NodeId, ...] = ()  # CA-claiming peers that answered Renew with junk
 
     # ---- start-up ----
 
@@ -215,9 +225,6 @@ class Daemon:
         return not starting.cancelled()
 
     async def _start(self, running: contextlib.AsyncExitStack) -> None:
-        from orc.node.rpc.authorization import Authorizer
-        from orc.node.rpc.servers import start_mesh_server
-
         identity = await self._identity()
         membership = Membership(self.store, identity)
         self._membership = membership
@@ -236,14 +243,9 @@ class Daemon:
             tags=self.options.tags, slots=self.admission.slots, queue_limit=self.admission.queue,
             audit=ExecutionLog(self.home.state_dir / "executions.jsonl"))
         self._service = service
-        authorizer = Authorizer(is_revoked=membership.is_revoked)
-        membership.on_revoked(lambda ids: [authorizer.cut_off(node_id) for node_id in ids])
-        mesh_server, ports = await start_mesh_server(
-            service, [str(self.listen)], identity.key_pem, identity.certificate_pem,
-            identity.ca_certificate_pem, authorizer)
+        self._mesh_server, ports = await self._serve_mesh(service, membership)
         self.mesh_port = ports[0]
-        self._mesh_server, self._authorizer = mesh_server, authorizer
-        running.push_async_callback(lambda: self._mesh_server.stop(SHUTDOWN_GRACE))  # the current one, if renewed
+        running.push_async_callback(lambda: self._mesh_server.stop(SHUTDOWN_GRACE))
         log.info("node %s (%s) of mesh %s listening on %s", identity.node_id, identity.name, identity.mesh_id,
                  ", ".join(self.addresses()))
         connector = _MtlsConnector(membership)
@@ -266,6 +268,26 @@ class Daemon:
             parts.append(("mdns", self._mdns))
         tasks = [asyncio.create_task(_supervised(name, part), name=name) for name, part in parts]
         running.push_async_callback(_cancel_all, tasks)
+
+    async def _serve_mesh(self, service: NodeService, membership: Membership):  # -> (FrontedServer, ports)
+        """The mesh server behind its front door, whose caps follow the open-file limit (raised
+        to the hard limit first: the usual soft limit of 1024 is soon reached by a busy node)."""
+        from orc.node.rpc.authorization import Authorizer
+        from orc.node.rpc.connections import mesh_limits
+        from orc.node.rpc.front_door import FrontDoor, PortInUse, raise_open_file_limit
+        from orc.node.rpc.servers import start_mesh_server
+
+        front_door = FrontDoor(mesh_limits(raise_open_file_limit()))
+        authorizer = Authorizer(is_revoked=membership.is_revoked, gate=front_door)
+        # Ends the revoked nodes' open calls, then closes their connections.
+        membership.on_revoked(lambda ids: [authorizer.cut_off(node_id) for node_id in ids])
+        identity = membership.identity
+        try:
+            return await start_mesh_server(service, [str(self.listen)], identity.key_pem, identity.certificate_pem,
+                                           identity.ca_certificate_pem, authorizer, front_door)
+        except PortInUse:
+            raise ListenPortInUse(f"port {self.listen.port} on {self.listen.host} is in use (another orc-node?); "
+                                  "stop it or choose another with --listen HOST:PORT") from None
 
     # ---- mDNS ----
 
@@ -380,6 +402,8 @@ class Daemon:
     async def _renew(self, membership: Membership, peering: Peering) -> None:
         from datetime import datetime, timezone
 
+        from orc.node.identity.store import Issuer
+        from orc.node.renewal import Candidate, NotRenewed, Renewed, remembered_junk, renew_from_peers
         from orc.node.rpc.client import PeerClient
 
         identity = membership.identity
@@ -390,34 +414,36 @@ class Daemon:
             await self._present_new_certificate()
             return
         csr = make_csr(identity.key, identity.name)
-        for peer in peering.table.live():
-            if peer.description is None or not peer.description.certificate_authority:
-                continue
-            client = PeerClient(peer.node_id, peer.addresses[0], identity.key_pem, identity.certificate_pem,
-                                identity.ca_certificate_pem)
-            try:
-                certificate = await client.renew(csr)
-            finally:
-                await client.close()
-            membership.install_certificate(certificate)
-            log.info("certificate renewed by %s", peer.node_id)
-            await self._present_new_certificate()
-            return
-        raise DaemonError("no CA-holding peer is reachable")
+        candidates = [Candidate(peer.node_id, peer.addresses[0]) for peer in peering.table.live()
+                      if peer.description is not None and peer.description.certificate_authority and peer.addresses]
 
+        async def ask(candidate: Candidate) -> bytes:
+            async with PeerClient(candidate.node_id, candidate.address, identity.key_pem, identity.certificate_pem,
+                                  identity.ca_certificate_pem) as client:
+                return await client.renew(csr)
+
+        outcome = await renew_from_peers(identity, candidates, self.store.load_issuer(), self._junk_renewers, ask,
+                                         lambda: datetime.now(timezone.utc))
+        self._junk_renewers = remembered_junk(self._junk_renewers, outcome)
+        match outcome:
+            case Renewed(certificate_pem=certificate, granted_by=granted_by, address=address):
+                membership.install_certificate(certificate, Issuer(granted_by, address))
+                log.info("certificate renewed by %s", granted_by)
+                await self._present_new_certificate()
+            case NotRenewed():
+                raise DaemonError(f"no peer renewed the certificate ({outcome})")
+            case other:
+                assert_never(other)
 
     async def _present_new_certificate(self) -> None:
-        """Serve with the renewed certificate: a new server on the same port (gRPC binds with
-        SO_REUSEPORT), then the old one drains, so peers see no gap. Outgoing links pick the new
-        certificate up on their next dial."""
-        from orc.node.rpc.servers import start_mesh_server
+        """Serve with the renewed certificate: new connections reach a new server, then the old one
+        drains, so peers see no gap. Outgoing links pick the new certificate up on their next dial."""
+        from orc.node.rpc.credentials import server_credentials
 
         identity = self._membership.identity
-        server, _ = await start_mesh_server(self._service, [str(Endpoint(self.listen.host, self.mesh_port or 0))],
-                                            identity.key_pem, identity.certificate_pem, identity.ca_certificate_pem,
-                                            self._authorizer)
-        old, self._mesh_server = self._mesh_server, server
-        await old.stop(SHUTDOWN_GRACE)
+        await self._mesh_server.serve_credentials(
+            server_credentials(identity.key_pem, identity.certificate_pem, identity.ca_certificate_pem),
+            SHUTDOWN_GRACE)
 
 
 class _JoinBackend:

@@ -26,7 +26,7 @@ from orc.node.discovery.static import Endpoint
 from orc.node.identity.certificates import check_ca_certificate, make_csr
 from orc.node.identity.ids import mesh_id_from_pin
 from orc.node.identity.revocation import RevocationLog, decode_entries
-from orc.node.identity.store import Identity, IdentityStore
+from orc.node.identity.store import Identity, IdentityStore, Issuer
 from orc.node.identity.tokens import JoinToken
 from orc.node.rpc import client as rpc_client
 from orc.node.rpc.errors import JoinRefused, PinMismatch, RpcError
@@ -53,6 +53,7 @@ class Candidate:
     host: str
     port: int
     next_at: float  # when to try it (next)
+    issuer: Issuer | None = None  # the inviter as far as known: recorded as the node to renew from first
     delay: float = RETRY_FIRST  # the wait after its next failure
     tries: int = 0
     last_error: str | None = None
@@ -69,11 +70,11 @@ class JoinPlan:
 
     candidates: tuple[Candidate, ...] = ()
 
-    def found(self, host: str, port: int, now: float) -> JoinPlan:
+    def found(self, host: str, port: int, now: float, issuer: Issuer | None = None) -> JoinPlan:
         """A join server was named (again); a new one is due at once, a known one keeps its schedule."""
         if any((c.host, c.port) == (host, port) for c in self.candidates) or len(self.candidates) >= MAX_CANDIDATES:
             return self
-        return JoinPlan(self.candidates + (Candidate(host, port, now),))
+        return JoinPlan(self.candidates + (Candidate(host, port, now, issuer),))
 
     def next_due(self) -> Candidate | None:
         """The candidate to try next (its `next_at` may lie ahead), None if there is none left."""
@@ -108,7 +109,7 @@ async def join_mesh(store: IdentityStore, token_text: str, name: str, *, peers: 
     mesh_id = mesh_id_from_pin(token.pin)
     plan = JoinPlan()
     for peer in peers:
-        plan = plan.found(peer.host, peer.port + 1, time.monotonic())
+        plan = plan.found(peer.host, peer.port + 1, time.monotonic(), Issuer(None, str(peer)))
     news = asyncio.Event()  # a new join server was found: maybe something to try before the next retry
 
     def found(hint: Hint) -> None:
@@ -116,7 +117,7 @@ async def join_mesh(store: IdentityStore, token_text: str, name: str, *, peers: 
         advert = hint.advert
         if advert is not None and advert.join_port is not None:
             host = hint.address.rsplit(":", 1)[0].strip("[]")
-            plan = plan.found(host, advert.join_port, time.monotonic())
+            plan = plan.found(host, advert.join_port, time.monotonic(), Issuer(hint.node_id, hint.address))
             news.set()
 
     browser: asyncio.Task[None] | None = None
@@ -158,7 +159,8 @@ async def join_mesh(store: IdentityStore, token_text: str, name: str, *, peers: 
                 continue
             entries = decode_entries(grant.revocation_entries)
             revocations = RevocationLog.verified(entries, check_ca_certificate(grant.ca_certificate_pem))
-            identity = store.save_membership(name, grant.certificate_pem, grant.ca_certificate_pem, revocations)
+            identity = store.save_membership(name, grant.certificate_pem, grant.ca_certificate_pem, revocations,
+                                             due.issuer)
             if identity.mesh_id != mesh_id:
                 raise JoinFailed(f"joined mesh {identity.mesh_id}, but the token names mesh {mesh_id}")
             log.info("joined mesh %s as node %s (%s)", identity.mesh_id, identity.node_id, name)

@@ -17,15 +17,20 @@ from orc.node.identity.certificates import certificate_node_id, certificate_publ
 from orc.node.identity.errors import IdentityError
 from orc.node.identity.ids import NodeId, node_id_for
 from orc.node.identity.revocation import RevocationLog, decode_entries, encode_entries
-from orc.node.identity.store import Identity, IdentityStore
+from orc.node.identity.store import Identity, IdentityStore, Issuer
 from orc.node.identity.tokens import Accepted, JoinToken, Refused, new_secret
-from orc.node.rpc.errors import InvalidRequest, JoinRefused, NotCertificateAuthority, PermissionDenied
+from orc.node.rpc.authorization import RateLimits
+from orc.node.rpc.errors import InvalidRequest, JoinRefused, NotCertificateAuthority, PermissionDenied, RateLimited
 from orc.node.rpc.types import JoinGrant
 
 log = logging.getLogger(__name__)
 
 DEFAULT_INVITE_TTL = 15 * 60.0
 MAX_INVITE_TTL = 7 * 24 * 3600.0
+# Certificates a member may have renewed a day. A node renews once a month (20 days into a
+# 30-day certificate) and retries every 10 minutes only while it fails, so a few a day is ample;
+# more is a member making the CA sign in a loop.
+RENEWALS_PER_DAY = 4
 
 
 class Membership:
@@ -40,6 +45,8 @@ class Membership:
         self._clock = clock
         self._ca_key = certificate_public_key(identity.ca_certificate_pem)
         self._listeners: list[Callable[[frozenset[NodeId]], None]] = []
+        # Per caller, a token bucket: RENEWALS_PER_DAY at once, refilled over a day.
+        self._renewals = RateLimits(rate=RENEWALS_PER_DAY / 86_400, burst=RENEWALS_PER_DAY)
 
     # ---- revocation ----
 
@@ -117,9 +124,13 @@ class Membership:
         if authority is None or self.invitations is None:
             raise NotCertificateAuthority("this node does not hold the mesh CA")
         try:
-            csr_public_key(csr_pem)  # a malformed request must not use the invitation up
+            joiner = node_id_for(csr_public_key(csr_pem))  # a malformed request must not use the invitation up
         except IdentityError as error:
             raise InvalidRequest(str(error)) from None
+        if self.is_revoked(joiner):  # nor does a revoked key, which could never be used
+            log.warning("join refused from %s (%s): the key of node %s is revoked", peer, name[:63], joiner)
+            raise JoinRefused(f"join refused: the key of node {joiner} has been revoked from this mesh; a device "
+                              "can only join again with a new key (move its identity folder away first)")
         invitations, outcome = self.invitations.redeem(secret, self._clock())
         if invitations is not self.invitations:
             self.store.save_invitations(invitations)  # a used or burned invitation stays used after a crash
@@ -141,12 +152,18 @@ class Membership:
     # ---- certificates ----
 
     def renew_for(self, caller: NodeId, csr_pem: bytes) -> bytes:
-        """A fresh certificate for a member's CSR; the CSR must be for the caller's own key."""
+        """A fresh certificate for a member's CSR; the CSR must be for the caller's own key.
+
+        Refused for a revoked caller, and past RENEWALS_PER_DAY renewals a day per caller."""
         authority = self.identity.authority
         if authority is None:
             raise NotCertificateAuthority("this node does not hold the mesh CA; ask a CA holder")
         if self.is_revoked(caller):
             raise PermissionDenied(f"node {caller} is revoked")
+        if not self._renewals.allow(caller, self._clock()):
+            log.warning("renewal refused to %s: more than %d today", caller, RENEWALS_PER_DAY)
+            raise RateLimited(f"node {caller} renewed its certificate {RENEWALS_PER_DAY} times in the last day; "
+                              "try again tomorrow")
         try:
             if node_id_for(csr_public_key(csr_pem)) != caller:
                 raise PermissionDenied("a node may only renew the certificate of its own key")
@@ -157,5 +174,6 @@ class Membership:
     def needs_renewal(self) -> bool:
         return needs_renewal(self.identity.certificate_pem, datetime.now(timezone.utc))
 
-    def install_certificate(self, certificate_pem: bytes) -> None:
-        self.identity = self.store.save_certificate(certificate_pem)
+    def install_certificate(self, certificate_pem: bytes, issuer: Issuer | None = None) -> None:
+        """Store a renewed certificate (and who granted it), then use it."""
+        self.identity = self.store.save_certificate(certificate_pem, issuer)

@@ -47,7 +47,9 @@ def exit_code_for(error: BaseException) -> int | None:
 
     if isinstance(error, JoinFailed):
         return 3
-    if isinstance(error, (IdentityError, DaemonError)):
+    if isinstance(error, DaemonError):
+        return error.exit_code  # 2, or 3 when the mesh port is taken
+    if isinstance(error, IdentityError):
         return 2
     if isinstance(error, (SchedulerError, ConfigInvalid, CatalogError, HomeError)):
         return 2

@@ -9,6 +9,8 @@ One folder (`Home.identity_dir`, mode 0700) holds:
     node.json        name, node_id, mesh_id; written last, so its presence means "member"
     revocations.log  the revocation log (msgpack entries, see revocation.py)
     invites.json     pending invitations (hashes of secrets only), on CA nodes
+    issuer.json      who granted the current certificate (a node id, or the address joined
+                     through): the node asked first at the next renewal; a hint only
 
 Every file is written atomically (a 0600 temp file in the same folder, fsync, rename, fsync of
 the folder), so a crash leaves the old or the new content, never a torn file, and a key is
@@ -59,6 +61,7 @@ CA_KEY = "ca.key"
 NODE_JSON = "node.json"
 REVOCATIONS = "revocations.log"
 INVITES = "invites.json"
+ISSUER = "issuer.json"
 
 _KEYS = (NODE_KEY, CA_KEY)
 # Our own file, written by us: far above any real log, it only bounds a damaged file.
@@ -91,6 +94,38 @@ class Identity:
     @property
     def is_authority(self) -> bool:
         return self.authority is not None
+
+
+@dataclass(frozen=True)
+class Issuer:
+    """Who granted this node's current certificate: the node to ask first for the next one.
+
+    At a join only the inviter's mesh address may be known (`--peer`); a renewal names the node.
+    """
+
+    node_id: NodeId | None = None
+    address: str | None = None  # "host:port" of its mesh server
+
+    def to_json(self) -> str:
+        return json.dumps({"node_id": self.node_id, "address": self.address}, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Issuer | None:
+        """The issuer in `data`, or None when it is not a well-formed record (it is only a hint)."""
+        try:
+            record = json.loads(data)
+        except ValueError:
+            return None
+        if not isinstance(record, dict):
+            return None
+        node_id, address = record.get("node_id"), record.get("address")
+        if node_id is not None and not (isinstance(node_id, str) and is_node_id(node_id)):
+            return None
+        if address is not None and not (isinstance(address, str) and 0 < len(address) <= 300):
+            return None
+        if node_id is None and address is None:
+            return None
+        return cls(NodeId(node_id) if node_id is not None else None, address)
 
 
 class IdentityStore:
@@ -132,8 +167,10 @@ class IdentityStore:
         return key
 
     def save_membership(self, name: str, certificate_pem: bytes, ca_certificate_pem: bytes,
-                        revocations: RevocationLog) -> Identity:
-        """Record a successful join; the certificate must be for our pending key and from that CA."""
+                        revocations: RevocationLog, issuer: Issuer | None = None) -> Identity:
+        """Record a successful join; the certificate must be for our pending key and from that CA.
+
+        `issuer`: the node that admitted us, as far as the joiner knows it."""
         check_node_name(name)
         self._refuse_if_member()
         key = self.pending_key()
@@ -150,6 +187,8 @@ class IdentityStore:
         self._write(NODE_CERT, certificate)
         self._write(CA_CERT, ca_certificate)
         self._write(REVOCATIONS, encode_entries(revocations.entries))
+        if issuer is not None:
+            self._write(ISSUER, issuer.to_json().encode())
         self._write_node_json(name, node_id, mesh_id)
         return Identity(node_id, name, mesh_id, key, key_to_pem(key), certificate, ca_certificate, None)
 
@@ -187,8 +226,9 @@ class IdentityStore:
                 raise self._corrupt(CA_KEY, str(error)) from None
         return Identity(node_id, name, mesh_id, key, key_pem, certificate, ca_certificate, authority)
 
-    def save_certificate(self, certificate_pem: bytes) -> Identity:
-        """Store a renewed certificate, after checking it is for our key and from our CA."""
+    def save_certificate(self, certificate_pem: bytes, issuer: Issuer | None = None) -> Identity:
+        """Store a renewed certificate, after checking it is for our key and from our CA, and
+        the node that granted it (`issuer`), if it came from another node."""
         identity = self.load()
         certified = certificate_node_id(certificate_pem)
         if certified != identity.node_id:
@@ -198,7 +238,17 @@ class IdentityStore:
             raise CertificateInvalid(f"the renewed certificate was not issued by the CA of mesh {identity.mesh_id}")
         certificate = _normalized(certificate_pem)
         self._write(NODE_CERT, certificate)
+        if issuer is not None:
+            self._write(ISSUER, issuer.to_json().encode())
         return replace(identity, certificate_pem=certificate)
+
+    def load_issuer(self) -> Issuer | None:
+        """Who granted the current certificate, if recorded (a missing or damaged record: None)."""
+        try:
+            data = (self.folder / ISSUER).read_bytes()
+        except OSError:
+            return None
+        return Issuer.from_json(data[:4096])
 
     # --- revocations and invitations --------------------------------------------------------
 

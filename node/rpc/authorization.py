@@ -8,6 +8,12 @@ of its own key), a revoked id is refused, and each caller has a token bucket. St
 already open when a node is revoked are cut off (`Authorizer.cut_off`), and every streamed item
 re-checks revocation, so a revocation also ends calls in flight. The servicer learns the caller
 from the `current_caller` context variable.
+
+Behind a front door (`orc.node.rpc.front_door`), the interceptor also manages connections
+through its `ConnectionGate`: an admitted call marks its connection as the caller's (it leaves
+the strangers' budget), a revoked or unauthenticated caller's connection is closed, and so are
+all the connections of a caller that keeps calling after being refused. Refusals are logged
+sampled: the first per caller a minute, then one count a minute.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -28,6 +34,7 @@ from orc.node.identity.certificates import certificate_node_id
 from orc.node.identity.errors import IdentityError
 from orc.node.identity.ids import NodeId
 from orc.node.rpc.errors import RateLimited, ResourceExhausted, Revoked, RpcError, Unauthenticated, abort
+from orc.node.rpc.log_sampling import SampledLog
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,29 @@ DEFAULT_BURST = 200.0  # calls a peer may make at once after a quiet spell
 DEFAULT_MAX_PEERS = 1024
 # Open streaming calls (Watch, Execute) per caller: one peer cannot hold every server slot.
 DEFAULT_MAX_STREAMS_PER_PEER = 64
+# Refused calls a caller may keep making (per second, and at once) before all its connections
+# are closed: it is ignoring the refusals, and each one still costs a TLS record and a log check.
+DEFAULT_REFUSAL_RATE = 5.0
+DEFAULT_REFUSAL_BURST = 50.0
+
+
+class ConnectionGate(Protocol):
+    """What the authorizer asks of the front door that relays the server's connections.
+
+    `peer` is gRPC's name for the connection a call came on (`context.peer()`).
+    """
+
+    def authenticated(self, peer: str, node_id: NodeId) -> bool:
+        """The connection belongs to `node_id` from now on; False: refuse the call."""
+
+    def close_connection(self, peer: str) -> None:
+        """Close that connection once the current call's status went out."""
+
+    def close_node(self, node_id: NodeId) -> int:
+        """Close every connection of `node_id`; how many."""
+
+    def source(self, peer: str) -> str:
+        """Where the connection really comes from, for the logs."""
 
 
 class RateLimits:
@@ -108,43 +138,97 @@ class Authorizer(grpc.aio.ServerInterceptor):
 
     def __init__(self, is_revoked: Callable[[NodeId], bool], limits: RateLimits | None = None, *,
                  clock: Callable[[], float] = time.monotonic,
-                 max_streams_per_peer: int = DEFAULT_MAX_STREAMS_PER_PEER) -> None:
+                 max_streams_per_peer: int = DEFAULT_MAX_STREAMS_PER_PEER,
+                 gate: ConnectionGate | None = None, refusal_limits: RateLimits | None = None,
+                 refusal_log: SampledLog | None = None) -> None:
         self._is_revoked = is_revoked
         self._limits = limits if limits is not None else RateLimits()
         self._clock = clock
         self._max_streams = max_streams_per_peer
         self._streams: dict[NodeId, set[_OpenStream]] = {}
+        self.gate = gate
+        self._refusal_limits = (refusal_limits if refusal_limits is not None
+                                else RateLimits(DEFAULT_REFUSAL_RATE, DEFAULT_REFUSAL_BURST))
+        self._refusal_log = refusal_log if refusal_log is not None else SampledLog()
+        self._report: asyncio.TimerHandle | None = None
 
     # ---- the decision ----------------------------------------------------------------------
 
     def admit(self, auth_context: Mapping[str, Iterable[bytes]], now: float) -> NodeId:
         """The caller's node id if it may call now; raise Unauthenticated, Revoked or RateLimited."""
+        caller, refusal = self.decide(auth_context, now)
+        if refusal is not None:
+            raise refusal
+        assert caller is not None
+        return caller
+
+    def decide(self, auth_context: Mapping[str, Iterable[bytes]],
+               now: float) -> tuple[NodeId | None, RpcError | None]:
+        """Who calls (None if the certificate does not say) and why it is refused (None: admitted)."""
         certificates = list(auth_context.get("x509_pem_cert") or ())
         if len(certificates) != 1:
-            raise Unauthenticated("the call did not come with exactly one client certificate")
+            return None, Unauthenticated("the call did not come with exactly one client certificate")
         try:
             caller = certificate_node_id(certificates[0])
         except IdentityError as error:
-            raise Unauthenticated(f"the client certificate is not a valid node certificate: {error}") from None
+            return None, Unauthenticated(f"the client certificate is not a valid node certificate: {error}")
         if self._is_revoked(caller):
-            raise Revoked(f"node {caller} has been revoked from this mesh")
+            return caller, Revoked(f"node {caller} has been revoked from this mesh")
         if not self._limits.allow(caller, now):
-            raise RateLimited(f"node {caller} made too many calls; slow down")
-        return caller
+            return caller, RateLimited(f"node {caller} made too many calls; slow down")
+        return caller, None
+
+    def refused(self, peer: str, caller: NodeId | None, refusal: RpcError, method: str, now: float) -> None:
+        """Log a refusal (sampled) and close what it calls for: the connection of a revoked or
+        unauthenticated caller, every connection of a revoked one, and every connection of a
+        caller that keeps calling though refused (past its refusal budget)."""
+        source = self.gate.source(peer) if self.gate is not None else peer
+        who = caller or _host_of(source)
+        if self._refusal_log.event(who, now):
+            level = logging.INFO if isinstance(refusal, RateLimited) else logging.WARNING
+            log.log(level, "refused %s from %s (%s): %s", method, caller or "an unknown caller", source, refusal)
+        else:
+            self._report_later()
+        persistent = not self._refusal_limits.allow(who, now)
+        if self.gate is None:
+            return
+        if isinstance(refusal, Revoked) or (persistent and caller is not None):
+            if caller is not None:
+                self.gate.close_node(caller)
+            self.gate.close_connection(peer)
+        elif isinstance(refusal, Unauthenticated) or persistent:
+            self.gate.close_connection(peer)
+
+    def report_refusals(self) -> None:
+        """Log one line per caller whose refusals were not logged one by one in its last minute."""
+        self._report = None
+        now = self._clock()
+        for summary in self._refusal_log.due(now):
+            log.warning("refused %d more call(s) from %s in the last minute", summary.count, summary.source)
+        next_due = self._refusal_log.next_due()
+        if next_due is not None:
+            self._report_later(max(1.0, next_due - now))
+
+    def _report_later(self, delay: float | None = None) -> None:
+        if self._report is None:
+            self._report = asyncio.get_running_loop().call_later(
+                self._refusal_log.window_s if delay is None else delay, self.report_refusals)
 
     def open_streams(self, node_id: NodeId) -> int:
         """How many streaming calls of `node_id` are open now."""
         return len(self._streams.get(node_id, ()))
 
     def cut_off(self, node_id: NodeId) -> int:
-        """End every open streaming call of `node_id` with PERMISSION_DENIED; return how many."""
+        """End every open streaming call of `node_id` with PERMISSION_DENIED, then close its
+        connections (once those statuses went out); return how many calls were ended."""
         count = 0
         for opened in list(self._streams.get(node_id, ())):
             if not opened.cut.done():
                 opened.cut.set_result(None)
                 count += 1
-        if count:
-            log.warning("cut off %d open call(s) of node %s", count, node_id)
+        closed = self.gate.close_node(node_id) if self.gate is not None else 0
+        if count or closed:
+            log.warning("cut off %d open call(s) and %d connection(s) of node %s", count, closed, node_id)
         return count
 
     # ---- the interceptor -------------------------------------------------------------------
@@ -173,14 +257,17 @@ class Authorizer(grpc.aio.ServerInterceptor):
     async def _enter(self, context: grpc.aio.ServicerContext, method: str) -> NodeId:
         """Admit the call or end it; never lets anything but the abort escape."""
         try:
-            return self.admit(context.auth_context(), self._clock())
-        except RpcError as refusal:
-            level = logging.INFO if isinstance(refusal, RateLimited) else logging.WARNING
-            log.log(level, "refused %s from %s: %s", method, _peer(context), refusal)
-            await abort(context, refusal, method)
+            now = self._clock()
+            caller, refusal = self.decide(context.auth_context(), now)
+            if refusal is None and self.gate is not None and not self.gate.authenticated(_peer(context), caller):
+                refusal = ResourceExhausted(f"node {caller} holds too many connections to this node, or this "
+                                            "connection did not come through its port")
+            if refusal is None:
+                return caller  # type: ignore[return-value]
+            self.refused(_peer(context), caller, refusal, method, now)
         except Exception as error:  # noqa: BLE001 - a broken is_revoked must not take the server down
             await abort(context, error, method)
-        raise AssertionError("abort returned")
+        await abort(context, refusal, method)
 
     def _unary(self, behavior: Callable[..., Any], method: str) -> Callable[..., Awaitable[Any]]:
         async def admitted(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -200,7 +287,7 @@ class Authorizer(grpc.aio.ServerInterceptor):
             opened = self._open(caller, method)
             if opened is None:
                 refusal = ResourceExhausted(f"node {caller} has too many open streams ({self._max_streams})")
-                log.warning("refused %s from %s: %s", method, _peer(context), refusal)
+                self.refused(_peer(context), caller, refusal, method, self._clock())
                 await abort(context, refusal, method)
             # Each call runs in its own task, so the variable is not reset: the generator may be
             # finalized outside the context it was set in, where a reset would fail.
@@ -217,7 +304,7 @@ class Authorizer(grpc.aio.ServerInterceptor):
                 self._close(opened)
             if was_cut or self._is_revoked(caller):
                 refusal = Revoked(f"node {caller} has been revoked from this mesh; the call was ended")
-                log.warning("ended %s of %s: revoked", method, caller)
+                self.refused(_peer(context), caller, refusal, method, self._clock())
                 await abort(context, refusal, method)
 
         return admitted
@@ -278,6 +365,11 @@ class Authorizer(grpc.aio.ServerInterceptor):
                 del self._streams[opened.caller]
         if not opened.cut.done():
             opened.cut.cancel()
+
+
+def _host_of(source: str) -> str:
+    """The host part of "host:port", "[v6]:port" or a gRPC peer string: refusals count per host."""
+    return source.rsplit(":", 1)[0]
 
 
 def _peer(context: grpc.aio.ServicerContext) -> str:

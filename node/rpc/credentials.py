@@ -37,7 +37,8 @@ MAX_CONCURRENT_CALLS = 256
 # take every slot.
 MAX_STREAMS_PER_CONNECTION = 64
 # A TLS handshake must finish within this; stops half-open connections piling up (slowloris).
-HANDSHAKE_TIMEOUT_MS = 10_000
+# The front door also closes any connection that has made no admitted call after 10 s.
+HANDSHAKE_TIMEOUT_MS = 5_000
 
 # Keepalive for a LAN: a peer that vanished (unplugged, asleep) is noticed within ~30 s even on
 # an idle connection; the 1 s beats of Watch notice it far sooner while a watch is open.
@@ -57,9 +58,15 @@ def channel_credentials(key_pem: bytes, cert_pem: bytes, ca_pem: bytes) -> grpc.
     return grpc.ssl_channel_credentials(root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem)
 
 
+# Every server binds its port alone: with gRPC's default SO_REUSEPORT, a second daemon on the
+# same port starts fine and the kernel splits the connections between the two.
+_NO_SHARED_PORT = ("grpc.so_reuseport", 0)
+
+
 def server_options() -> list[tuple[str, object]]:
     """Channel arguments of the mesh server."""
     return [
+        _NO_SHARED_PORT,
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
@@ -106,6 +113,7 @@ def join_server_credentials(ca_key_pem: bytes, ca_cert_pem: bytes) -> grpc.Serve
 
 def join_server_options() -> list[tuple[str, object]]:
     return [
+        _NO_SHARED_PORT,
         ("grpc.max_receive_message_length", MAX_JOIN_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_concurrent_streams", 4),
@@ -137,6 +145,10 @@ def control_server_credentials() -> grpc.ServerCredentials:
 
 def control_channel_credentials() -> grpc.ChannelCredentials:
     return grpc.local_channel_credentials(grpc.LocalConnectionType.UDS)
+
+
+def control_server_options() -> list[tuple[str, object]]:
+    return [_NO_SHARED_PORT, *control_options()]
 
 
 def control_options() -> list[tuple[str, object]]:

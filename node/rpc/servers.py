@@ -1,4 +1,8 @@
-"""Starting the three gRPC servers of a node: mesh (mTLS), join (CA identity), control (Unix socket)."""
+"""Starting the three gRPC servers of a node: mesh (mTLS), join (CA identity), control (Unix socket).
+
+The mesh and join servers listen only on 127.0.0.1; their public ports belong to a `FrontDoor`
+each (`orc.node.rpc.front_door`), which caps and relays the connections.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import grpc
@@ -16,8 +20,11 @@ import grpc
 from orc.node.rpc import credentials
 from orc.node.rpc.authorization import Authorizer
 from orc.node.rpc.backends import ControlBackend, JoinBackend, NodeBackend
+from orc.node.rpc.connections import JOIN_LIMITS
 from orc.node.rpc.errors import SocketInUse, SocketPathInvalid, Unavailable
+from orc.node.rpc.front_door import UPSTREAM_HOST, FrontDoor
 from orc.node.rpc.servicers import ControlServicer, JoinServicer, NodeServicer
+from orc.node.rpc.types import JoinGrant
 from orc.proto.v1 import control_pb2_grpc as control_grpc
 from orc.proto.v1 import mesh_pb2_grpc as mesh_grpc
 
@@ -27,49 +34,107 @@ log = logging.getLogger(__name__)
 MAX_SOCKET_PATH_BYTES = 103
 
 
-async def _bind(server: grpc.aio.Server, listen: Sequence[str],
-                server_credentials: grpc.ServerCredentials) -> tuple[int, ...]:
-    ports = []
-    for address in listen:
+class FrontedServer:
+    """A gRPC server on loopback behind the `FrontDoor` that owns its public port(s)."""
+
+    def __init__(self, front_door: FrontDoor, ports: tuple[int, ...], server: grpc.aio.Server,
+                 start_upstream: Callable[[grpc.ServerCredentials], Awaitable[tuple[grpc.aio.Server, int]]]) -> None:
+        self.front_door = front_door
+        self.ports = ports  # the public ports, in `listen` order
+        self._server = server
+        self._start_upstream = start_upstream
+
+    async def serve_credentials(self, server_credentials: grpc.ServerCredentials, grace: float) -> None:
+        """Serve new connections with `server_credentials` (a renewed certificate): a new gRPC
+        server on another loopback port takes the new connections, then the old one drains, so
+        peers see no gap."""
+        server, port = await self._start_upstream(server_credentials)
+        old, self._server = self._server, server
+        self.front_door.point_to(port)
+        await old.stop(grace)
+
+    async def stop(self, grace: float | None) -> None:
+        """Stop listening, let calls in flight finish for `grace` seconds, then close everything."""
+        await self.front_door.stop_listening()
+        await self._server.stop(grace)
+        await self.front_door.stop()
+
+
+async def _start_fronted(front_door: FrontDoor, listen: Sequence[str], server_credentials: grpc.ServerCredentials,
+                         make_server: Callable[[], grpc.aio.Server], what: str) -> FrontedServer:
+    async def start_upstream(credentials_now: grpc.ServerCredentials) -> tuple[grpc.aio.Server, int]:
+        server = make_server()
         try:
-            port = server.add_secure_port(address, server_credentials)
+            port = server.add_secure_port(f"{UPSTREAM_HOST}:0", credentials_now)
         except RuntimeError as error:  # grpc raises this when it cannot bind
-            port, reason = 0, str(error)
-        else:
-            reason = "the address is in use or not on this machine"
+            raise Unavailable(f"cannot start the {what} server on the loopback interface: {error}") from None
         if port == 0:
-            await server.stop(None)
-            raise Unavailable(f"cannot listen on {address}: {reason}")
-        ports.append(port)
-    await server.start()
-    return tuple(ports)
+            raise Unavailable(f"cannot start the {what} server on the loopback interface")
+        await server.start()
+        return server, port
+
+    server, port = await start_upstream(server_credentials)
+    try:
+        ports = await front_door.open([_host_and_port(address) for address in listen], port)
+    except BaseException:
+        await server.stop(None)
+        raise
+    log.info("%s server listening on %s", what, ", ".join(_shown(a, p) for a, p in zip(listen, ports)))
+    return FrontedServer(front_door, ports, server, start_upstream)
 
 
 async def start_mesh_server(backend: NodeBackend, listen: Sequence[str], key_pem: bytes, cert_pem: bytes,
-                            ca_pem: bytes, authorizer: Authorizer) -> tuple[grpc.aio.Server, tuple[int, ...]]:
-    """Serve `Node` on every "host:port" of `listen` (port 0: any free port) with mutual TLS.
+                            ca_pem: bytes, authorizer: Authorizer,
+                            front_door: FrontDoor) -> tuple[FrontedServer, tuple[int, ...]]:
+    """Serve `Node` on every "host:port" of `listen` (port 0: any free port) with mutual TLS,
+    through `front_door`, whose connections `authorizer` manages.
 
-    Returns the started server and the bound ports, in `listen` order.
+    Returns the started server and the bound ports, in `listen` order. Raises PortInUse when
+    another program listens on one of those ports.
     """
-    server = grpc.aio.server(interceptors=[authorizer], options=credentials.server_options(),
-                             maximum_concurrent_rpcs=credentials.MAX_CONCURRENT_CALLS)
-    mesh_grpc.add_NodeServicer_to_server(NodeServicer(backend), server)
-    ports = await _bind(server, listen, credentials.server_credentials(key_pem, cert_pem, ca_pem))
-    log.info("mesh server listening on %s", ", ".join(_shown(a, p) for a, p in zip(listen, ports)))
-    return server, ports
+    if authorizer.gate is not front_door:
+        raise ValueError("the authorizer must be the gate of the mesh server's front door")
+
+    def make_server() -> grpc.aio.Server:
+        server = grpc.aio.server(interceptors=[authorizer], options=credentials.server_options(),
+                                 maximum_concurrent_rpcs=credentials.MAX_CONCURRENT_CALLS)
+        mesh_grpc.add_NodeServicer_to_server(NodeServicer(backend), server)
+        return server
+
+    server = await _start_fronted(front_door, listen, credentials.server_credentials(key_pem, cert_pem, ca_pem),
+                                  make_server, "mesh")
+    return server, server.ports
 
 
 async def start_join_server(backend: JoinBackend, listen: Sequence[str], ca_key_pem: bytes,
-                            ca_cert_pem: bytes) -> tuple[grpc.aio.Server, tuple[int, ...]]:
+                            ca_cert_pem: bytes) -> tuple[FrontedServer, tuple[int, ...]]:
     """Serve only `Join`, with the CA certificate as TLS identity and no client certificates.
 
     Open this only while an invitation is pending, and stop it when the last one is used up.
+    Nobody authenticates on it, so its front door gives every connection a short life.
     """
-    server = grpc.aio.server(options=credentials.join_server_options(), maximum_concurrent_rpcs=8)
-    mesh_grpc.add_JoinServicer_to_server(JoinServicer(backend), server)
-    ports = await _bind(server, listen, credentials.join_server_credentials(ca_key_pem, ca_cert_pem))
-    log.info("join server listening on %s", ", ".join(_shown(a, p) for a, p in zip(listen, ports)))
-    return server, ports
+    front_door = FrontDoor(JOIN_LIMITS, name="join")
+    sourced = _SourcedJoin(backend, front_door)
+
+    def make_server() -> grpc.aio.Server:
+        server = grpc.aio.server(options=credentials.join_server_options(), maximum_concurrent_rpcs=8)
+        mesh_grpc.add_JoinServicer_to_server(JoinServicer(sourced), server)
+        return server
+
+    server = await _start_fronted(front_door, listen, credentials.join_server_credentials(ca_key_pem, ca_cert_pem),
+                                  make_server, "join")
+    return server, server.ports
+
+
+class _SourcedJoin:
+    """The join backend, told where a joiner really connects from (gRPC sees only the front door)."""
+
+    def __init__(self, backend: JoinBackend, front_door: FrontDoor) -> None:
+        self._backend = backend
+        self._front_door = front_door
+
+    async def join(self, secret: str, csr_pem: bytes, name: str, peer_address: str) -> JoinGrant:
+        return await self._backend.join(secret, csr_pem, name, self._front_door.source(peer_address))
 
 
 async def start_control_server(backend: ControlBackend, socket_path: str | Path) -> grpc.aio.Server:
@@ -85,7 +150,7 @@ async def start_control_server(backend: ControlBackend, socket_path: str | Path)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     _make_private_folder(path.parent)
     _remove_stale_socket(path)
-    server = grpc.aio.server(options=credentials.control_options())
+    server = grpc.aio.server(options=credentials.control_server_options())
     control_grpc.add_ControlServicer_to_server(ControlServicer(backend), server)
     try:
         port = server.add_secure_port(credentials.socket_target(path), credentials.control_server_credentials())
@@ -171,6 +236,14 @@ def _remove_stale_socket(path: Path) -> None:
         raise SocketInUse(f"another orc-node daemon is serving {path}")
     finally:
         probe.close()
+
+
+def _host_and_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        raise Unavailable(f"cannot listen on {address}: give HOST:PORT") from None
 
 
 def _shown(address: str, port: int) -> str:

@@ -10,8 +10,8 @@ from orc.node.identity.certificates import certificate_node_id, generate_key, is
 from orc.node.identity.ids import node_id_for
 from orc.node.identity.revocation import decode_entries
 from orc.node.identity.store import IdentityStore
-from orc.node.membership import Membership
-from orc.node.rpc.errors import InvalidRequest, JoinRefused, NotCertificateAuthority, PermissionDenied
+from orc.node.membership import RENEWALS_PER_DAY, Membership
+from orc.node.rpc.errors import InvalidRequest, JoinRefused, NotCertificateAuthority, PermissionDenied, RateLimited
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
 
@@ -116,3 +116,30 @@ def test_renewal_is_for_the_callers_own_key_only(tmp_path, ca_node):
     ca_node.revoke(member.identity.node_id, "gone")
     with pytest.raises(PermissionDenied):
         ca_node.renew_for(member.identity.node_id, make_csr(member.identity.key, "laptop"))
+
+
+def test_renewals_are_rate_limited_per_caller(tmp_path, ca_node):
+    member = joined(tmp_path, ca_node, "laptop")
+    other = joined(tmp_path, ca_node, "desk")
+    csr = make_csr(member.identity.key, "laptop")
+    for _ in range(RENEWALS_PER_DAY):
+        ca_node.renew_for(member.identity.node_id, csr)
+    with pytest.raises(RateLimited, match="try again tomorrow"):
+        ca_node.renew_for(member.identity.node_id, csr)
+    # Another member is not affected, and the caller may renew again once a day has refilled a renewal.
+    ca_node.renew_for(other.identity.node_id, make_csr(other.identity.key, "desk"))
+    ca_node._clock.now += 86_400 / RENEWALS_PER_DAY
+    ca_node.renew_for(member.identity.node_id, csr)
+    with pytest.raises(RateLimited):
+        ca_node.renew_for(member.identity.node_id, csr)
+
+
+def test_a_revoked_key_cannot_join_again_and_does_not_use_the_invitation_up(tmp_path, ca_node):
+    member = joined(tmp_path, ca_node, "laptop")
+    ca_node.revoke(member.identity.node_id, "stolen")
+    token, _ = ca_node.invite(60)
+    with pytest.raises(JoinRefused, match="revoked"):
+        ca_node.join(token.secret, make_csr(member.identity.key, "laptop"), "laptop", "test")
+    assert ca_node.invitation_open()
+    grant = ca_node.join(token.secret, make_csr(generate_key(), "laptop"), "laptop", "test")  # a new key may
+    assert not ca_node.is_revoked(certificate_node_id(grant.certificate_pem))

@@ -24,7 +24,7 @@ from orc.node.identity.errors import (
 )
 from orc.node.identity.ids import node_id_for, server_name
 from orc.node.identity.revocation import RevocationLog, encode_entries
-from orc.node.identity.store import IdentityStore
+from orc.node.identity.store import IdentityStore, Issuer
 from orc.node.identity.tokens import Invitations, new_secret
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -193,6 +193,26 @@ def test_renewal_refuses_foreign_certificates(ca_store: IdentityStore, tmp_path:
     with pytest.raises(CertificateInvalid, match="not issued"):
         joiner.save_certificate(stranger.issue(make_csr(joiner.load().key, "box"), NOW))
     assert (joiner.folder / "node.crt").read_bytes() == original
+
+
+def test_who_granted_the_certificate_is_recorded_at_join_and_renewal(ca_store: IdentityStore,
+                                                                       tmp_path: Path) -> None:
+    joiner = IdentityStore(tmp_path / "box")
+    authority = ca_store.load().authority
+    certificate = authority.issue(make_csr(joiner.pending_key(), "box"), NOW)
+    assert joiner.load_issuer() is None
+    joiner.save_membership("box", certificate, authority.certificate_pem, RevocationLog(),
+                           Issuer(None, "192.168.1.20:7733"))  # joined through --peer: only the address
+    assert joiner.load_issuer() == Issuer(None, "192.168.1.20:7733")
+    inviter = ca_store.load().node_id
+    joiner.save_certificate(authority.issue(make_csr(joiner.load().key, "box"), NOW + timedelta(days=21)),
+                            Issuer(inviter, "192.168.1.20:7733"))
+    assert joiner.load_issuer() == Issuer(inviter, "192.168.1.20:7733")
+    # A hint only: a damaged record is no record, never an error.
+    for damaged in (b"{", b"[]", b'{"node_id": "not an id"}', b"{}", b'{"address": ""}'):
+        (joiner.folder / store_module.ISSUER).write_bytes(damaged)
+        assert joiner.load_issuer() is None
+    joiner.load()
 
 
 # --- revocations and invitations ------------------------------------------------------------

@@ -19,7 +19,9 @@ from orc.node.hardware import Hardware
 from orc.node.identity.certificates import MeshAuthority, generate_key, key_to_pem
 from orc.node.identity.ids import NodeId, node_id_for
 from orc.node.rpc.authorization import Authorizer, RateLimits
+from orc.node.rpc.connections import mesh_limits
 from orc.node.rpc.errors import JoinRefused, NotCertificateAuthority
+from orc.node.rpc.front_door import FrontDoor
 from orc.node.rpc.servers import start_mesh_server
 from orc.node.rpc.types import (
     Beat,
@@ -192,16 +194,24 @@ class FakeControl:
         yield RunFinished(RunResult(RunId("r1"), "demo", "completed", request.input, (), 1.0, 2.0))
 
 
+def front_door(open_files: int = 1024) -> FrontDoor:
+    """A mesh front door with the caps of a process allowed `open_files` descriptors."""
+    return FrontDoor(mesh_limits(open_files))
+
+
 @contextlib.asynccontextmanager
 async def serving(backend: Any, server: Member, authorizer: Authorizer | None = None,
                   revoked: set[NodeId] | None = None) -> AsyncIterator[tuple[int, Authorizer]]:
-    """A started mesh server for `server` on 127.0.0.1 (random port)."""
+    """A started mesh server for `server` on 127.0.0.1 (random port), behind its front door.
+
+    An `authorizer` passed in must have been made with a front door as its gate."""
     if authorizer is None:
         revoked_ids = revoked if revoked is not None else set()
-        authorizer = Authorizer(revoked_ids.__contains__, RateLimits(rate=1000, burst=1000))
-    grpc_server, ports = await start_mesh_server(backend, ["127.0.0.1:0"], server.key_pem, server.cert_pem,
-                                                  server.ca_pem, authorizer)
+        authorizer = Authorizer(revoked_ids.__contains__, RateLimits(rate=1000, burst=1000), gate=front_door())
+    assert isinstance(authorizer.gate, FrontDoor)
+    mesh_server, ports = await start_mesh_server(backend, ["127.0.0.1:0"], server.key_pem, server.cert_pem,
+                                                 server.ca_pem, authorizer, authorizer.gate)
     try:
         yield ports[0], authorizer
     finally:
-        await grpc_server.stop(None)
+        await mesh_server.stop(None)

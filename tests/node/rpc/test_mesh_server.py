@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import grpc
 import pytest
-from rpc_helpers import NOW, FakeNode, Member, description_of, eventually, new_member, run, serving
+from rpc_helpers import NOW, FakeNode, Member, description_of, eventually, front_door, new_member, run, serving
 
 from orc.node.identity.certificates import certificate_node_id, generate_key, make_csr
 from orc.node.identity.ids import NodeId
@@ -163,13 +163,20 @@ def test_a_revoked_node_is_refused_on_an_open_channel_and_its_watch_is_cut(mesh)
                 await _next_beat(other, others)
                 assert authorizer.open_streams(member.node_id) == 1
 
+                door = authorizer.gate
+                assert door.connections == 2
                 revoked.add(member.node_id)
                 assert authorizer.cut_off(member.node_id) == 1
                 with pytest.raises(Revoked):
                     for _ in range(100):  # at most a beat or two already in flight
                         await _next_beat(client, watch)
-                with pytest.raises(Revoked):  # a NEW call on the same, already open channel
-                    await client.describe()
+                await eventually(lambda: door.connections == 1)  # the server closed the revoked node's connection
+                with pytest.raises(Revoked):  # a NEW call on the same channel: it connects again and is refused
+                    for _ in range(3):
+                        try:
+                            await client.describe()
+                        except Unavailable:  # sent before the channel noticed its connection was gone
+                            continue
                 assert authorizer.open_streams(member.node_id) == 0
                 await eventually(lambda: member.node_id not in node.watching)  # the backend's stream was closed
 
@@ -200,7 +207,7 @@ def test_a_revocation_ends_open_streams_even_without_cut_off(mesh) -> None:
 def test_too_many_calls_are_rate_limited(mesh) -> None:
     server, member = new_member(mesh), new_member(mesh)
     node = FakeNode(description_of(server, mesh))
-    authorizer = Authorizer(lambda _: False, RateLimits(rate=0.001, burst=3))
+    authorizer = Authorizer(lambda _: False, RateLimits(rate=0.001, burst=3), gate=front_door())
 
     async def scenario() -> None:
         async with serving(node, server, authorizer) as (port, _):
@@ -222,7 +229,8 @@ def test_too_many_calls_are_rate_limited(mesh) -> None:
 def test_open_streams_per_peer_are_capped(mesh) -> None:
     server, member = new_member(mesh), new_member(mesh)
     node = FakeNode(description_of(server, mesh), beat_interval=0.05)
-    authorizer = Authorizer(lambda _: False, RateLimits(rate=1000, burst=1000), max_streams_per_peer=2)
+    authorizer = Authorizer(lambda _: False, RateLimits(rate=1000, burst=1000), max_streams_per_peer=2,
+                            gate=front_door())
 
     async def scenario() -> None:
         async with serving(node, server, authorizer) as (port, _):
