@@ -420,6 +420,9 @@ class Mesh:
             if future.done():
                 continue  # its generation was cancelled while it waited
             answers: dict[str, Answer] = {}
+            # Who is distrusted is read now, not when the demand was made: a peer caught lying
+            # while this generation waited its turn must not be asked again.
+            demand = replace(demand, distrusted=self.distrusted())
             try:
                 [decision] = place([demand], self.view(generation.local), self._clock())
                 bound = await self._bind(generation, decision, answers) if decision.choice is not None else None

@@ -513,6 +513,20 @@ def test_a_lying_estimate_gets_the_peer_avoided():
     assert [r.reason.value for r in decision.rejected] == ["distrusted"]
 
 
+def test_generations_waiting_to_be_bound_when_a_peer_lies_leave_it_out_too():
+    # Four agents ready together: their demands are made before b's first lie is caught, and
+    # bound after it.
+    w = World((node("a", 10), 1000), (node("b", 1e6), 0), (node("c", 50), 300))
+
+    async def scenario():
+        return await asyncio.gather(*(run(w.mesh, generation(f"g{i}")) for i in range(4)))
+
+    outcomes = asyncio.run(scenario())
+    assert all(error is None and events[0] != Bound("b", "B") for events, error in outcomes)
+    assert len(w.links["b"].offers) == 1  # asked once: every later placement left it out
+    assert w.mesh.lies == {"b": 1}
+
+
 def test_an_impossible_result_is_refused_and_the_agent_moves():
     w = World.standard()
     w.links["b"].streams = [[ExecutionStarted("b", "m"), ExecutionResult("made up " * 3, Usage(4, 11), "stop")]]
