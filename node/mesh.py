@@ -544,6 +544,11 @@ class Mesh:
                 if not reply.accepted:
                     answers[c.node_id] = Answer(c.name, reply.reason, reply.permanent)
                     continue
+                if c.node_id in self.distrusted():
+                    # Caught lying (a made-up result for another agent) while this Offer was out.
+                    answers[c.node_id] = Answer(c.name, "distrusted", False)
+                    self._background(self._release(c.node_id, reply.lease_id))
+                    continue
                 lie = None if c.node_id == self.node_id else self._lie(generation, model_id, c, reply)
                 if lie is not None:
                     self._distrust(c.node_id, c.name, lie)

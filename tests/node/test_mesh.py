@@ -527,6 +527,22 @@ def test_generations_waiting_to_be_bound_when_a_peer_lies_leave_it_out_too():
     assert w.mesh.lies == {"b": 1}
 
 
+def test_a_peer_caught_lying_while_its_offer_was_out_is_not_sent_the_prompt():
+    w = World.standard()
+    b = w.links["b"]
+    answer = b.offer
+
+    async def caught_meanwhile(request, timeout=2.0):
+        reply = await answer(request, timeout)
+        w.mesh._distrust("b", "B", "a result it made up for another agent")  # while this Offer was out
+        return reply
+
+    b.offer = caught_meanwhile
+    events, error = asyncio.run(run(w.mesh, generation()))
+    assert error is None and events[0] == Bound("c", "C")
+    assert b.executes == [] and b.cancels == b.leases  # its place is given back, unused
+
+
 def test_an_impossible_result_is_refused_and_the_agent_moves():
     w = World.standard()
     w.links["b"].streams = [[ExecutionStarted("b", "m"), ExecutionResult("made up " * 3, Usage(4, 11), "stop")]]
