@@ -101,6 +101,16 @@ class Node:
         return token
 
 
+def devices(mesh: netns.Mesh, root: Path, *names: str) -> dict[str, Node]:
+    """One Node per name, on the mesh's namespaces in order, each with a fresh home under `root`."""
+    made = {}
+    for index, name in enumerate(names):
+        home = root / name
+        home.mkdir()
+        made[name] = Node(mesh[index], home, name)
+    return made
+
+
 def stop_all(nodes) -> None:
     """SIGTERM every running daemon of `nodes`, then wait for each (killed after 15 s)."""
     for node in nodes:
