@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -101,25 +101,26 @@ class Node:
         return token
 
 
-def devices(mesh: netns.Mesh, root: Path, *names: str) -> dict[str, Node]:
-    """One Node per name, on the mesh's namespaces in order, each with a fresh home under `root`."""
-    made = {}
+def nodes_on(mesh: netns.Mesh, root: Path, names: Iterable[str]) -> dict[str, Node]:
+    """One Node per name, in the mesh's namespaces in order, each with a fresh home under `root`."""
+    nodes = {}
     for index, name in enumerate(names):
         home = root / name
         home.mkdir()
-        made[name] = Node(mesh[index], home, name)
-    return made
+        nodes[name] = Node(mesh[index], home, name)
+    return nodes
 
 
-def stop_all(nodes) -> None:
-    """SIGTERM every running daemon of `nodes`, then wait for each (killed after 15 s)."""
+def stop_all(nodes: Iterable[Node], timeout: float = 15) -> None:
+    """SIGTERM every running daemon, then wait for each; one that does not stop in time is killed."""
+    nodes = list(nodes)
     for node in nodes:
         if node.process is not None and node.process.poll() is None:
             node.process.send_signal(signal.SIGTERM)
     for node in nodes:
         if node.process is not None:
             try:
-                node.process.wait(timeout=15)
+                node.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 node.process.kill()
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import netns
 import pytest
-from nodes import Node, devices, stop_all, wait_for
+from nodes import Node, nodes_on, stop_all, wait_for
 
 SMOL = "smollm2-135m-instruct"
 LIAR = Path(__file__).with_name("liar.py")
@@ -46,7 +46,7 @@ def lan(tmp_path_factory):
     netns.require_netns()
     mesh = netns.Mesh.create(3)
     root = tmp_path_factory.mktemp("liar")
-    nodes = devices(mesh, root, "hub", "pi", "liar")
+    nodes = nodes_on(mesh, root, ("hub", "pi", "liar"))
     hub, pi, liar = nodes["hub"], nodes["pi"], nodes["liar"]
     (root / "colours.yaml").write_text(ENSEMBLE)
     try:
