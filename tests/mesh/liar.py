@@ -1,6 +1,9 @@
 """A lying member for the multi-host tests: the real `orc-node start` whose node service makes things up.
 
-    liar.py --mode MODE --record FILE [--prefill TPS --decode TPS] -- ORC_NODE_START_ARGS...
+    liar.py --mode MODE --record FILE [--prefill TPS --decode TPS] -- PYTHON -m orc.node.cli.orc_node start ARGS...
+
+It wraps the daemon's own command line (`Node.start(..., wrapper=...)` in nodes.py) and runs it
+in this process, so the pid the test holds is the daemon's.
 
 Everything but the service is the real daemon: it joins with an invitation, holds a real
 certificate, talks mTLS, advertises on mDNS, beats on every Watch stream. Only what a hostile
@@ -95,17 +98,22 @@ class LyingService(NodeService):
         yield ExecutionResult(MADE_UP, Usage(prompt_tokens=1, completion_tokens=10 * max_tokens), "stop")
 
 
+DAEMON = ["-m", "orc.node.cli.orc_node", "start"]
+
+
 def main() -> None:
-    own, start = sys.argv[1:], []
+    own, command = sys.argv[1:], []
     if "--" in own:
         split = own.index("--")
-        own, start = own[:split], own[split + 1:]
+        own, command = own[:split], own[split + 1:]
     parser = argparse.ArgumentParser(prog="liar.py")
     parser.add_argument("--mode", choices=("zero", "plausible"), required=True)
     parser.add_argument("--record", type=Path, required=True)
     parser.add_argument("--prefill", type=float)
     parser.add_argument("--decode", type=float)
     args = parser.parse_args(own)
+    if command[1:4] != DAEMON:
+        parser.error(f"after --, give the daemon's command line (PYTHON {' '.join(DAEMON)} ARGS), not {command}")
     if args.mode == "zero":
         prefill, decode = ABSURD_PREFILL, ABSURD_DECODE
     elif args.prefill is None or args.decode is None or min(args.prefill, args.decode) <= 0:
@@ -114,7 +122,7 @@ def main() -> None:
         prefill, decode = args.prefill, args.decode
     lies = Lies(args.mode, args.record, prefill, decode)
     orc.node.daemon.NodeService = functools.partial(LyingService, lies=lies)  # type: ignore[misc]
-    sys.argv = ["orc-node", "start", *start]
+    sys.argv = ["orc-node", "start", *command[4:]]
     orc_node.main()
 
 

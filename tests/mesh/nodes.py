@@ -45,15 +45,15 @@ class Node:
     def orc(self, *args: str, timeout: float = 180, stdin: str = "") -> subprocess.CompletedProcess[str]:
         return self.ns.run([python(), "-m", "orc.node.cli.orc", *args], env=self.env, timeout=timeout, input=stdin)
 
-    def start(self, *args: str, program: tuple[str, ...] = ("-m", "orc.node.cli.orc_node", "start")) -> None:
-        """`orc-node start ARGS` in the background, logging to a file under the home; `program`
-        puts another daemon in its place (`liar.py ... --`, which takes the same ARGS)."""
+    def start(self, *args: str, wrapper: tuple[str, ...] = ()) -> None:
+        """`orc-node start ARGS` in the background, logging to a file under the home; `wrapper`
+        (e.g. `prlimit --nofile=1024:65536 --`) runs it and must exec it, keeping its pid."""
         assert self.process is None or self.process.poll() is not None, "already running"
         log = self.home / f"daemon-{len(self.logs)}.log"
         self.logs.append(log)
         with log.open("w") as out:
-            self.process = self.ns.popen([python(), *program, *args], env=self.env,
-                                         stdout=out, stderr=subprocess.STDOUT)
+            self.process = self.ns.popen([*wrapper, python(), "-m", "orc.node.cli.orc_node", "start", *args],
+                                         env=self.env, stdout=out, stderr=subprocess.STDOUT)
 
     def log_text(self) -> str:
         return "\n".join(path.read_text(errors="replace") for path in self.logs if path.exists())

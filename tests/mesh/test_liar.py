@@ -20,7 +20,7 @@ from pathlib import Path
 
 import netns
 import pytest
-from nodes import Node, nodes_on, stop_all, wait_for
+from nodes import Node, nodes_on, python, stop_all, wait_for
 
 SMOL = "smollm2-135m-instruct"
 LIAR = Path(__file__).with_name("liar.py")
@@ -37,8 +37,9 @@ ENSEMBLE = "name: colours\nagents:\n" + "".join(
     f"  - name: a{i}\n    model: {SMOL}\n    max_tokens: {MAX_TOKENS}\n    temperature: 0\n" for i in range(4))
 
 
-def liar_program(mode: str, record: Path, *speeds: str) -> tuple[str, ...]:
-    return (str(LIAR), "--mode", mode, "--record", str(record), *speeds, "--")
+def lying(mode: str, record: Path, *speeds: str) -> tuple[str, ...]:
+    """The wrapper that makes `orc-node start` a liar (see liar.py)."""
+    return (python(), str(LIAR), "--mode", mode, "--record", str(record), *speeds, "--")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def lan(tmp_path_factory):
         hub.wait_ready()
         pi.start("--join", hub.invite(), "--name", "pi", "--model", SMOL, "--threads", "1")
         liar.start("--join", hub.invite(), "--name", "liar", "--model", SMOL, "--threads", "1",
-                   program=liar_program("zero", root / "zero.jsonl"))
+                   wrapper=lying("zero", root / "zero.jsonl"))
         pi.wait_ready()
         liar.wait_ready()
         ids = {name: node.status()["node_id"] for name, node in nodes.items()}
@@ -135,7 +136,7 @@ def test_a_member_returning_made_up_results_has_them_refused_and_the_agent_moves
     liar.stop()
     record = root / "plausible.jsonl"
     liar.start("--model", SMOL, "--threads", "1",
-               program=liar_program("plausible", record, "--prefill", prefill, "--decode", decode))
+               wrapper=lying("plausible", record, "--prefill", prefill, "--decode", decode))
     liar.wait_ready()
 
     def back():
