@@ -23,8 +23,8 @@ descriptions and beats), asks the pure `place()` for decisions, and performs the
   gives the speeds this coordinator saw from that node. A peer's advertised speeds are used up
   to what was observed there (times `OBSERVED_SLACK`), or, never observed, up to the best speed
   seen for that model anywhere (this node's own measurement included) times
-  `UNOBSERVED_FACTOR`. An Offer estimate faster than the peer's own claim or than those caps
-  allow, or a result that cannot be true (more tokens than max_tokens, more text than its
+  `UNOBSERVED_FACTOR`. An Offer estimate faster than the peer's own claim or than what was
+  observed there allows (with room for a busy moment), or a result that cannot be true (more tokens than max_tokens, more text than its
   tokens can hold, faster than anything seen for the model allows), is a lie: the peer is
   distrusted for `DISTRUST_S` and the work goes elsewhere.
 """
@@ -100,9 +100,13 @@ OBSERVED_SLACK = 1.5
 # newcomer, too little for a liar to take every agent.
 UNOBSERVED_FACTOR = 2.0
 # An Offer estimate is a lie when it is below 1/LIE_SLACK of the time the work needs at the
-# fastest speed believable for that peer: its own claim, capped by OBSERVED_SLACK times what was
-# observed there, or, never observed, by LIE_FACTOR_UNOBSERVED times the best seen anywhere.
+# fastest speed believable for that peer: its own claim, capped by LIE_FACTOR_OBSERVED times what
+# was observed there, or, never observed, by LIE_FACTOR_UNOBSERVED times the best seen anywhere.
+# An honest node estimates at its own current speed, and one observation may have caught it
+# sharing its cores with other generations: three of them on two cores have shown a 5.6 times
+# slowdown, so an estimate is called a lie only 8 times (2 x 4) faster than what was seen there.
 LIE_SLACK = 2.0
+LIE_FACTOR_OBSERVED = 4.0
 LIE_FACTOR_UNOBSERVED = 16.0
 # The smallest context window a node may run a model with: the decode part of the time
 # expected for an Offer counts no more tokens than it leaves (a node bounds max_tokens by its own).
@@ -316,11 +320,14 @@ class Mesh:
             return None
         return max(p for p, _ in seen), max(d for _, d in seen)
 
-    def _cap(self, node_id: str, model_id: str, unobserved_factor: float) -> tuple[float, float] | None:
-        """The fastest (prefill, decode) this coordinator believes of a peer's model."""
+    def _cap(self, node_id: str, model_id: str, observed_factor: float,
+             unobserved_factor: float) -> tuple[float, float] | None:
+        """The fastest (prefill, decode) this coordinator believes of a peer's model: what it
+        observed there times `observed_factor`, or, never observed there, the best seen for the
+        model anywhere times `unobserved_factor`."""
         observed = self._observed.get((node_id, model_id))
         if observed is not None:
-            return observed.prefill_tokens_per_s * OBSERVED_SLACK, observed.decode_tokens_per_s * OBSERVED_SLACK
+            return observed.prefill_tokens_per_s * observed_factor, observed.decode_tokens_per_s * observed_factor
         best = self._best(model_id)
         if best is None:
             return None
@@ -328,8 +335,8 @@ class Mesh:
 
     def _capped(self, node_id: str, model: HeldModel) -> HeldModel:
         """A peer's model with its advertised speeds cut to what this coordinator believes."""
-        cap = self._cap(node_id, model.id, UNOBSERVED_FACTOR) or (UNMEASURED_PREFILL_TOKENS_PER_S,
-                                                                  UNMEASURED_DECODE_TOKENS_PER_S)
+        cap = self._cap(node_id, model.id, OBSERVED_SLACK, UNOBSERVED_FACTOR) or (UNMEASURED_PREFILL_TOKENS_PER_S,
+                                                                                  UNMEASURED_DECODE_TOKENS_PER_S)
         return replace(model,
                        prefill_tokens_per_s=None if model.prefill_tokens_per_s is None
                        else min(model.prefill_tokens_per_s, cap[0]),
@@ -348,7 +355,7 @@ class Mesh:
         """Why a peer's accepted Offer cannot be true, or None when it may be."""
         fastest = []
         claimed = self._advertised(estimate.node_id, model_id, estimate.sha256)
-        cap = self._cap(estimate.node_id, model_id, LIE_FACTOR_UNOBSERVED)
+        cap = self._cap(estimate.node_id, model_id, LIE_FACTOR_OBSERVED, LIE_FACTOR_UNOBSERVED)
         for index in (0, 1):
             believable = [speed for speed in (claimed[index], cap[index] if cap else None) if speed]
             fastest.append(min(believable) if believable else None)
@@ -420,6 +427,9 @@ class Mesh:
             if future.done():
                 continue  # its generation was cancelled while it waited
             answers: dict[str, Answer] = {}
+            # Who is distrusted is read now, not when the demand was made: a peer caught lying
+            # while this generation waited its turn must not be asked again.
+            demand = replace(demand, distrusted=self.distrusted())
             try:
                 [decision] = place([demand], self.view(generation.local), self._clock())
                 bound = await self._bind(generation, decision, answers) if decision.choice is not None else None
@@ -540,6 +550,11 @@ class Mesh:
             for index, (c, reply) in enumerate(zip(probes, replies)):
                 if not reply.accepted:
                     answers[c.node_id] = Answer(c.name, reply.reason, reply.permanent)
+                    continue
+                if c.node_id in self.distrusted():
+                    # Caught lying (a made-up result for another agent) while this Offer was out.
+                    answers[c.node_id] = Answer(c.name, "distrusted", False)
+                    self._background(self._release(c.node_id, reply.lease_id))
                     continue
                 lie = None if c.node_id == self.node_id else self._lie(generation, model_id, c, reply)
                 if lie is not None:

@@ -513,6 +513,47 @@ def test_a_lying_estimate_gets_the_peer_avoided():
     assert [r.reason.value for r in decision.rejected] == ["distrusted"]
 
 
+def test_a_peer_seen_while_busy_is_no_liar_for_estimating_at_its_idle_speed():
+    # b decodes 100 tok/s idle and says so; the one time this coordinator saw it, it shared its
+    # cores with other generations and wrote 20 tok/s (the daemons of tests/mesh/ have shown a
+    # 5.6 times slowdown like this). Its next Offer, at its idle speed, is the truth.
+    w = World((node("a", 10), 1000), (node("b", 100), 100), (node("c", 50), 300))
+    w.mesh._observe("b", "m", Speed(PREFILL, 20.0, 0.0))
+    events, error = asyncio.run(run(w.mesh, generation()))
+    assert error is None and events[0] == Bound("b", "B")
+    assert w.mesh.lies == {} and w.mesh.distrusted() == frozenset()
+
+
+def test_generations_waiting_to_be_bound_when_a_peer_lies_leave_it_out_too():
+    # Four agents ready together: their demands are made before b's first lie is caught, and
+    # bound after it.
+    w = World((node("a", 10), 1000), (node("b", 1e6), 0), (node("c", 50), 300))
+
+    async def scenario():
+        return await asyncio.gather(*(run(w.mesh, generation(f"g{i}")) for i in range(4)))
+
+    outcomes = asyncio.run(scenario())
+    assert all(error is None and events[0] != Bound("b", "B") for events, error in outcomes)
+    assert len(w.links["b"].offers) == 1  # asked once: every later placement left it out
+    assert w.mesh.lies == {"b": 1}
+
+
+def test_a_peer_caught_lying_while_its_offer_was_out_is_not_sent_the_prompt():
+    w = World.standard()
+    b = w.links["b"]
+    answer = b.offer
+
+    async def caught_meanwhile(request, timeout=2.0):
+        reply = await answer(request, timeout)
+        w.mesh._distrust("b", "B", "a result it made up for another agent")  # while this Offer was out
+        return reply
+
+    b.offer = caught_meanwhile
+    events, error = asyncio.run(run(w.mesh, generation()))
+    assert error is None and events[0] == Bound("c", "C")
+    assert b.executes == [] and b.cancels == b.leases  # its place is given back, unused
+
+
 def test_an_impossible_result_is_refused_and_the_agent_moves():
     w = World.standard()
     w.links["b"].streams = [[ExecutionStarted("b", "m"), ExecutionResult("made up " * 3, Usage(4, 11), "stop")]]
