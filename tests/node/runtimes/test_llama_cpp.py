@@ -24,7 +24,15 @@ from orc.node.runtimes.base import (
     ModelLoadError,
     TokenChunk,
 )
-from orc.node.runtimes.llama_cpp import GgufArray, LlamaCppRuntime, StopScanner, read_gguf_metadata, render_transcript
+from orc.node.runtimes.llama_cpp import (
+    GgufArray,
+    LlamaCppRuntime,
+    StopScanner,
+    extra_buffers_for_this_cpu,
+    load_llama,
+    read_gguf_metadata,
+    render_transcript,
+)
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
@@ -112,7 +120,9 @@ def chunks_of(events: list[GenerationEvent]) -> list[TokenChunk]:
 
 
 def reference_llama(model: ModelEntry) -> Any:
-    return llama_cpp.Llama(model_path=str(model.path), n_ctx=2048, verbose=False)
+    # Loaded as the runtime loads (extra buffer types off on CPUs with AMX), so the reference
+    # runs wherever the runtime does.
+    return load_llama(model.path, extra_buffers=extra_buffers_for_this_cpu(), n_ctx=2048)
 
 
 # -- streaming, usage and the template ---------------------------------------------------------
