@@ -78,6 +78,12 @@ def decode_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return sizes
 
 
+def skip_where_extra_buffers_crash() -> None:
+    """Extra buffer types forced on would take the whole test process down on a CPU with AMX."""
+    if not extra_buffers_for_this_cpu():
+        pytest.skip("this CPU has AMX: llama.cpp with extra buffer types on can crash there (llama.cpp #20824)")
+
+
 def generate(runtime: LlamaCppRuntime, model: ModelEntry, messages: Sequence[ChatMessage],
              params: GenerationParams) -> GenerationDone:
     """One generation, then the model unloaded: an idle llama.cpp context's threads keep
@@ -127,6 +133,11 @@ def test_a_prompt_read_in_one_batch_gives_a_sane_and_stable_greedy_answer(
 
 @pytest.mark.parametrize("which", ["smollm2", "gemma"])
 def test_greedy_text_is_the_same_with_extra_buffers_on_and_off(which: str, request: pytest.FixtureRequest) -> None:
+    """On this prompt. SmolLM2's Q4_1 weights have no repacked layout outside AMX, so its
+    kernels are the same either way; Gemma's Q4_K weights are repacked for AVX2, whose kernel
+    rounds differently, so on other prompts a near tie between two tokens can go the other way
+    (docs/benchmarks.md counts how often)."""
+    skip_where_extra_buffers_crash()
     model: ModelEntry = request.getfixturevalue(which)
     story = [ChatMessage("user", "Write a long story about a dragon who learns to bake bread.")]
     params = GenerationParams(temperature=0, max_tokens=48, seed=3)
@@ -154,6 +165,7 @@ def test_extra_buffers_off_reaches_llama_cpp(
 def test_extra_buffers_on_reaches_llama_cpp(
     gemma: ModelEntry, instances: list[Any], caplog: pytest.LogCaptureFixture
 ) -> None:
+    skip_where_extra_buffers_crash()
     params = GenerationParams(temperature=0, max_tokens=4, seed=1)
     with caplog.at_level(logging.DEBUG, logger=LOGGER_NAME):
         generate(LlamaCppRuntime(n_threads=2, extra_buffers=True), gemma, [ChatMessage("user", "Hi")], params)

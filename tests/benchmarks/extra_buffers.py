@@ -1,0 +1,210 @@
+"""llama.cpp's extra buffer types on vs off: prompt and decode tokens/s, side by side.
+
+    .venv/bin/python -m tests.benchmarks.extra_buffers            # print the section
+    .venv/bin/python -m tests.benchmarks.extra_buffers --write    # and put it into docs/benchmarks.md
+
+(run.py includes it in the whole report.) orc loads models with extra buffer types off on CPUs
+with AMX (docs/runtimes.md); this measures what that costs where they can be on. Each side
+loads the model through orc's `load_llama` with `extra_buffers` on or off, in its own process
+(two llama.cpp contexts in one process disturb each other), the sides alternating over several
+rounds, with the same threads and prompt. A generation reads the whole prompt in one batch
+(timed to the first token) and then decodes a fixed number of greedy tokens, end-of-text or
+not (timed from the first token to the last), so neither rate includes the other and every
+generation decodes as many tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.benchmarks.run import REPO, THREADS, Row, machine, section_lines
+
+TITLE = "llama.cpp extra buffer types on vs off"
+MODELS = ("smollm2-135m-instruct", "gemma3-270m")
+ROUNDS = 3
+DECODE_TOKENS = 64
+# About 250 tokens: a prompt long enough that reading it is a real batch of work.
+PROMPT = (
+    "Here are notes from a small office's planning meeting. The printer on the second floor jams "
+    "twice a week and the service contract ends in March. Two laptops are more than six years old "
+    "and their batteries last under an hour. The shared drive is nearly full; most of it holds "
+    "old video recordings of training sessions that nobody has opened in two years. The Wi-Fi "
+    "drops in the meeting room whenever more than ten people join a call. The backup runs every "
+    "night to a disk in the same cupboard as the server, which is also where the coffee machine "
+    "stands. Staff asked for a second monitor each and for a quieter place to take calls. The "
+    "budget for the coming year allows one large purchase or several small ones, and the office "
+    "manager would like a plan that can be explained to everyone in five minutes. Some people "
+    "would rather keep the old laptops and spend the money on training; others want a new "
+    "printer first. The landlord will repaint the walls in April, so any cabling has to wait "
+    "until after that. "
+)
+QUESTION = "List the three most urgent problems in these notes and say why, in full sentences."
+
+
+def _side(model_id: str, extra_buffers: bool, runs: int, models_dir: Path) -> dict:
+    """One process's measurements of one model with extra buffer types on or off."""
+    from orc.node.catalog import Catalog
+    from orc.node.runtimes.llama_cpp import load_llama
+    from orc.node.runtimes.llama_log import LOGGER_NAME
+
+    buffers: list[str] = []
+
+    class KeepBufferLines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "model buffer size" in record.getMessage():
+                buffers.append(record.getMessage())
+
+    native = logging.getLogger(LOGGER_NAME)
+    native.addHandler(KeepBufferLines())
+    native.setLevel(logging.DEBUG)
+    native.propagate = False
+
+    entry = Catalog(models_dir).prepare(model_id)
+    llm = load_llama(entry.path, extra_buffers=extra_buffers, n_ctx=2048, n_threads=THREADS,
+                     n_threads_batch=THREADS)
+    prompt = llm.tokenize((PROMPT + QUESTION).encode())
+
+    def once() -> tuple[float, float, list[int]]:
+        llm.reset()  # no reuse of the previous prompt's cache: the whole prompt is read again
+        tokens: list[int] = []
+        began = time.perf_counter()
+        first = 0.0
+        for token in llm.generate(prompt, temp=0.0, repeat_penalty=1.0):
+            tokens.append(token)
+            if len(tokens) == 1:
+                first = time.perf_counter()
+            if len(tokens) == DECODE_TOKENS + 1:
+                break
+        ended = time.perf_counter()
+        return first - began, ended - first, tokens
+
+    once()  # warm-up
+    samples = [once() for _ in range(runs)]
+    return {"prefill_s": [p for p, _, _ in samples], "decode_s": [d for _, d, _ in samples],
+            "prompt_tokens": len(prompt), "tokens": [t for _, _, t in samples], "buffers": buffers}
+
+
+def _run_side(model_id: str, extra_buffers: bool, runs: int, models_dir: Path) -> dict:
+    done = subprocess.run([sys.executable, "-m", "tests.benchmarks.extra_buffers", "--side",
+                           "on" if extra_buffers else "off", "--model", model_id, "--runs", str(runs),
+                           "--models-dir", str(models_dir)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _extra_buffer_sizes(lines: list[str]) -> str:
+    """What a load put in extra buffer types, from llama.cpp's "model buffer size" lines."""
+    found = []
+    for line in lines:
+        match = re.search(r"(\S+) model buffer size\s*=\s*([\d.]+ MiB)", line)
+        if match and match.group(1) not in ("CPU", "CPU_Mapped"):
+            found.append(f"{match.group(1)} {match.group(2)}")
+    return ", ".join(found) or "none"
+
+
+def bench_extra_buffers(runs: int, rounds: int = ROUNDS) -> tuple[list[Row], str]:
+    """Rows for both models and a note; each side runs `rounds` times, alternating."""
+    from orc.node.runtimes.llama_cpp import extra_buffers_for_this_cpu
+
+    if not extra_buffers_for_this_cpu():
+        return [], ("Not measured: this CPU has AMX, where loading with extra buffer types on can crash "
+                    "(llama.cpp issue #20824), so there is no \"on\" side to compare with.")
+    rows: list[Row] = []
+    facts: list[str] = []
+    with tempfile.TemporaryDirectory() as home:
+        models_dir = Path(home) / "models"
+        for model_id in MODELS:
+            sides: dict[bool, dict] = {True: {}, False: {}}
+            for _ in range(rounds):
+                for extra in (True, False):
+                    result = _run_side(model_id, extra, runs, models_dir)
+                    for key in ("prefill_s", "decode_s", "tokens"):
+                        sides[extra].setdefault(key, []).extend(result[key])
+                    sides[extra]["prompt_tokens"] = result["prompt_tokens"]
+                    sides[extra]["buffers"] = result["buffers"]
+            prompt_tokens = sides[True]["prompt_tokens"]
+            prefill = {extra: prompt_tokens / statistics.median(side["prefill_s"]) for extra, side in sides.items()}
+            decode = {extra: DECODE_TOKENS / statistics.median(side["decode_s"]) for extra, side in sides.items()}
+            n = len(sides[True]["prefill_s"])
+            rows += [
+                Row(f"{model_id}: prompt, extra buffers on / off",
+                    f"{prefill[True]:.0f} / {prefill[False]:.0f} tokens/s",
+                    f"{prompt_tokens} prompt tokens in one batch; medians of {n} ({rounds} processes a side)"),
+                Row(f"{model_id}: decode, extra buffers on / off",
+                    f"{decode[True]:.1f} / {decode[False]:.1f} tokens/s",
+                    f"{DECODE_TOKENS} tokens after the first; medians of {n}"),
+                Row(f"**{model_id}: off / on**",
+                    f"**prompt {prefill[False] / prefill[True]:.2f}×, decode {decode[False] / decode[True]:.2f}×**",
+                    "below 1 means turning extra buffers off is slower"),
+            ]
+            pairs = list(zip(sides[True]["tokens"], sides[False]["tokens"]))
+            parted = sorted({next(i for i, (a, b) in enumerate(zip(on, off)) if a != b) for on, off in pairs if on != off})
+            fact = (f"{model_id}: with extra buffers on, llama.cpp put {_extra_buffer_sizes(sides[True]['buffers'])} "
+                    f"in extra buffer types (off: {_extra_buffer_sizes(sides[False]['buffers'])}); the two settings "
+                    f"chose the same {DECODE_TOKENS + 1} greedy tokens in {sum(on == off for on, off in pairs)} "
+                    f"of {len(pairs)} paired generations")
+            if parted:
+                fact += (f" (the others part at token {', '.join(str(i + 1) for i in parted)}: the repacked and the "
+                         "plain kernels round differently, and a near tie between two tokens goes the other way)")
+            facts.append(fact + ".")
+    note = (" ".join(facts) + f" Both sides load the model through orc's `load_llama` with {THREADS} threads, "
+            "read the same prompt (plain text, no cache reuse) and decode greedily, each side in its own "
+            "process, the sides alternating. This machine has no AMX, so `auto` leaves extra buffers on here; on "
+            "a CPU with AMX, `auto` turns them off because llama.cpp's AMX path can crash there. What that costs "
+            "on such a CPU is not measured here: these numbers are the cost of giving up repacking for AVX2, "
+            "not AMX tiles.")
+    return rows, note
+
+
+def section(runs: int) -> str:
+    rows, note = bench_extra_buffers(runs)
+    where = next(line for line in machine() if line.startswith("- machine:"))
+    when = next(line for line in machine() if line.startswith("- date:"))
+    return "\n".join(section_lines(TITLE, rows, f"{note}\n\n{where.removeprefix('- ')}; {when.removeprefix('- ')}."))
+
+
+def write_section(text: str, path: Path) -> None:
+    """Put the section into the report at `path`, replacing an older copy of it and nothing
+    else; a report without one gets it before the mesh section, or at the end."""
+    lines = path.read_text().splitlines()
+    heading = f"## {TITLE}"
+    new = text.rstrip("\n").splitlines() + [""]
+    if heading in lines:
+        start = lines.index(heading)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    else:
+        start = end = next((i for i, line in enumerate(lines) if line.startswith("## Mesh")), len(lines))
+    path.write_text("\n".join(lines[:start] + new + lines[end:]) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5, help="generations of each kind per process")
+    parser.add_argument("--write", action="store_true", help="put the section into --out")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    parser.add_argument("--side", choices=("on", "off"), help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--models-dir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.side:
+        print(json.dumps(_side(args.model, args.side == "on", args.runs, args.models_dir)))
+        return 0
+    text = section(args.runs)
+    print(text)
+    if args.write:
+        write_section(text, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
