@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from orc.node.hardware import read_cpuinfo
+from orc.node.runtimes import llama_log
 from orc.node.runtimes.base import (
     ChatMessage,
     GenerationDone,
@@ -56,7 +57,6 @@ from orc.node.runtimes.base import (
     ModelLoadError,
     Usage,
 )
-from orc.node.runtimes import llama_log
 from orc.node.runtimes.extra_buffers import ExtraBuffers, choose_extra_buffers
 
 from orc.node.runtimes.generation import (
