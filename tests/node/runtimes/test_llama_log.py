@@ -238,18 +238,10 @@ def test_orc_run_shows_llama_cpp_lines_only_with_debug(tmp_path: Path) -> None:
     assert any(line.startswith("DEBUG orc.node.api: llama.cpp extra buffer types") for line in debug.stderr.splitlines())
 
 
-def free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 # A line of orc-node's log: "2026-01-02 03:04:05,678 INFO    orc.node.daemon: ..."
@@ -268,7 +260,7 @@ def test_orc_node_start_logs_only_its_own_lines(tmp_path: Path) -> None:
     assert init.returncode == 0, init.stderr
     args = [arg for model in models for arg in ("--model", model)]
     daemon = subprocess.Popen([sys.executable, "-m", "orc.node.cli.orc_node", "start", "--no-mdns", "--threads", "2",
-                               "--listen", f"127.0.0.1:{free_port_pair()}", *args],
+                               "--listen", f"127.0.0.1:{free_port()}", *args],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
