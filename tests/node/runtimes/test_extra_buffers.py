@@ -121,7 +121,9 @@ def test_an_unreadable_file_is_one_error_naming_it(tmp_path: Path, content: byte
     assert str(config) in str(caught.value)
 
 
-def test_the_choice_for_this_machine_reads_the_file_and_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_choice_for_this_machine_reads_the_file_and_the_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = tmp_path / "config.yaml"
     monkeypatch.setattr(extra_buffers_module, "read_cpuinfo", lambda: SAPPHIRE_RAPIDS)
     assert extra_buffers_choice(config).enabled is False

@@ -29,7 +29,8 @@ INFO, WARN, ERROR, CONT = 2, 3, 4, 5  # ggml_log_level
 def test_fragments_become_whole_lines() -> None:
     lines = LineAssembler()
     assert lines.feed(INFO, "load_tensors: loading model tensors, this can take a while...") == []
-    assert lines.feed(CONT, " (mmap = true)\n") == ["load_tensors: loading model tensors, this can take a while... (mmap = true)"]
+    assert lines.feed(CONT, " (mmap = true)\n") == [
+        "load_tensors: loading model tensors, this can take a while... (mmap = true)"]
     assert lines.feed(INFO, "one\ntwo\nthr") == ["one", "two"]
     assert lines.feed(CONT, "ee\n") == ["three"]
 
@@ -46,7 +47,8 @@ def test_warnings_and_errors_say_so() -> None:
     lines = LineAssembler()
     assert lines.feed(WARN, "llama_kv_cache_iswa: using full-size SWA cache\n") == [
         "warning: llama_kv_cache_iswa: using full-size SWA cache"]
-    assert lines.feed(ERROR, "llama_model_load: error loading model\n") == ["error: llama_model_load: error loading model"]
+    assert lines.feed(ERROR, "llama_model_load: error loading model\n") == [
+        "error: llama_model_load: error loading model"]
     assert lines.feed(INFO, "fine\n") == ["fine"]
     assert lines.feed(WARN, "half") == []
     assert lines.feed(CONT, " and the rest\n") == ["warning: half and the rest"]
@@ -105,7 +107,9 @@ def test_the_callback_never_raises(router: llama_log._Router, caplog: pytest.Log
     assert [r.getMessage() for r in caplog.records] == ["an unknown level", "still working"]
 
 
-def test_lines_held_during_a_load_are_logged_after_it(router: llama_log._Router, caplog: pytest.LogCaptureFixture) -> None:
+def test_lines_held_during_a_load_are_logged_after_it(
+    router: llama_log._Router, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.DEBUG, logger=LOGGER_NAME):
         with router.held():
             router.receive(INFO, b"first\n", None)
@@ -235,7 +239,8 @@ def test_orc_run_shows_llama_cpp_lines_only_with_debug(tmp_path: Path) -> None:
     assert debug.returncode == 0, debug.stderr
     lines = [line for line in debug.stderr.splitlines() if line.startswith(f"DEBUG {LOGGER_NAME}: ")]
     assert any("load_tensors:" in line for line in lines)  # the load's lines, held while stderr was /dev/null
-    assert any(line.startswith("DEBUG orc.node.api: llama.cpp extra buffer types") for line in debug.stderr.splitlines())
+    choice = "DEBUG orc.node.api: llama.cpp extra buffer types"
+    assert any(line.startswith(choice) for line in debug.stderr.splitlines())
 
 
 def free_port() -> int:
@@ -273,8 +278,9 @@ def test_orc_node_start_logs_only_its_own_lines(tmp_path: Path) -> None:
             time.sleep(0.3)
         else:
             raise AssertionError("the daemon did not answer in time")
-        ran = subprocess.run([sys.executable, "-m", "orc.node.cli.orc", "run", str(write_one_agent(tmp_path, models[-1])),
-                              "Hello.", "--json"], env=env, capture_output=True, text=True, timeout=300)
+        ensemble = write_one_agent(tmp_path, models[-1])
+        ran = subprocess.run([sys.executable, "-m", "orc.node.cli.orc", "run", str(ensemble), "Hello.", "--json"],
+                             env=env, capture_output=True, text=True, timeout=300)
         assert ran.returncode == 0, ran.stderr
         assert ran.stderr == ""
         assert json.loads(ran.stdout)["results"]["answer"]["node_id"] != "local"  # the daemon generated it
