@@ -107,11 +107,17 @@ class Orc:
         )
 
     def runtimes(self) -> dict[str, ModelRuntime]:
+        """The model runtimes (built on first use; raises ConfigInvalid for a bad config.yaml)."""
         if self._runtimes is None:
+            import logging
+
+            from orc.node.runtimes.extra_buffers import extra_buffers_choice
             from orc.node.runtimes.llama_cpp import LlamaCppRuntime
             from orc.node.runtimes.mlx import MlxRuntime, mlx_installed
 
-            self._runtimes = {"llama_cpp": LlamaCppRuntime(n_threads=self._n_threads)}
+            choice = extra_buffers_choice(self.home.config_file)
+            logging.getLogger(__name__).debug("%s", choice.explain(self.home.config_file))
+            self._runtimes = {"llama_cpp": LlamaCppRuntime(n_threads=self._n_threads, extra_buffers=choice.enabled)}
             if mlx_installed():
                 self._runtimes["mlx"] = MlxRuntime()
         return self._runtimes

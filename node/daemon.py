@@ -163,7 +163,9 @@ class Daemon:
         from orc.node.runtimes.llama_cpp import LlamaCppRuntime
         from orc.node.runtimes.mlx import MlxRuntime, mlx_installed
 
-        runtimes: dict[str, ModelRuntime] = {"llama_cpp": LlamaCppRuntime(n_threads=self.options.threads)}
+        extra_buffers = _llama_cpp_extra_buffers(self.home)
+        runtimes: dict[str, ModelRuntime] = {
+            "llama_cpp": LlamaCppRuntime(n_threads=self.options.threads, extra_buffers=extra_buffers)}
         if mlx_installed():
             runtimes["mlx"] = MlxRuntime()
         return runtimes
@@ -538,6 +540,18 @@ def _admission_config(home: Home) -> AdmissionConfig:
         return admission_config(root, str(home.config_file))
     except BadAdmissionConfig as error:
         raise DaemonError(str(error)) from None
+
+
+def _llama_cpp_extra_buffers(home: Home) -> bool:
+    """`llama_cpp.extra_buffers` of the home's config.yaml decided for this CPU, and logged."""
+    from orc.node.runtimes.extra_buffers import BadLlamaCppConfig, extra_buffers_choice
+
+    try:
+        choice = extra_buffers_choice(home.config_file)
+    except BadLlamaCppConfig as error:
+        raise DaemonError(str(error)) from None
+    log.info("%s", choice.explain(home.config_file))
+    return choice.enabled
 
 
 def parse_peer(text: str) -> Endpoint:

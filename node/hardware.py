@@ -68,3 +68,39 @@ def _accelerator() -> str:
     if Path("/proc/driver/nvidia/version").exists():
         return "cuda"
     return "none"
+
+
+# -- CPU features ---------------------------------------------------------------------------
+
+# Intel's Advanced Matrix Extensions (Sapphire Rapids and later Xeons), as Linux names them in
+# /proc/cpuinfo. llama.cpp has a matrix-multiply path of its own for them (docs/runtimes.md).
+AMX_FLAGS = frozenset({"amx_tile", "amx_int8", "amx_bf16"})
+
+CPUINFO = Path("/proc/cpuinfo")
+# /proc/cpuinfo is about 1.5 KiB per logical CPU; this is room for several thousand.
+_CPUINFO_MAX_BYTES = 8 << 20
+
+
+def cpu_flags(cpuinfo: str) -> frozenset[str]:
+    """The CPU feature flags listed in the text of /proc/cpuinfo: the union of every `flags`
+    line (x86) and every `Features` line (arm64). Empty for text without them."""
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, colon, value = line.partition(":")
+        if colon and key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return frozenset(flags)
+
+
+def amx_flags(cpuinfo: str) -> frozenset[str]:
+    """The AMX flags (`amx_tile`, `amx_int8`, `amx_bf16`) of the CPU /proc/cpuinfo describes."""
+    return cpu_flags(cpuinfo) & AMX_FLAGS
+
+
+def read_cpuinfo(path: Path = CPUINFO) -> str:
+    """The text of /proc/cpuinfo, or "" where there is none (macOS) or it cannot be read."""
+    try:
+        with path.open("rb") as f:
+            return f.read(_CPUINFO_MAX_BYTES).decode("utf-8", errors="replace")
+    except OSError:
+        return ""

@@ -23,6 +23,11 @@ which stops when the model starts a new "User:" or "System:" turn.
 Streamed text reaches the event loop in batches at most every 50 ms rather than per token:
 on a two-core machine every wake-up of the loop's thread costs the generation a little.
 
+Loading: every model loads through `load_llama`, with llama.cpp's extra buffer types (weight
+repacking, and the AMX path on Intel Xeons that crashes) on or off as the runtime was built
+with (`orc.node.runtimes.extra_buffers`), and llama.cpp's own log routed to Python logging at
+DEBUG (`orc.node.runtimes.llama_log`), never to the terminal.
+
 `llama_cpp` itself is imported only when a model is loaded, so importing this module (and
 running `orc --help`) stays fast.
 """
@@ -31,15 +36,18 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import os
 import struct
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from orc.node.hardware import read_cpuinfo
+from orc.node.runtimes import llama_log
 from orc.node.runtimes.base import (
     ChatMessage,
     GenerationDone,
@@ -49,6 +57,7 @@ from orc.node.runtimes.base import (
     ModelLoadError,
     Usage,
 )
+from orc.node.runtimes.extra_buffers import ExtraBuffers, choose_extra_buffers
 
 from orc.node.runtimes.generation import (
     REPEAT_PENALTY,
@@ -65,7 +74,15 @@ from orc.node.runtimes.generation import (
 if TYPE_CHECKING:
     from orc.node.catalog import ModelEntry
 
-__all__ = ["GgufArray", "LlamaCppRuntime", "StopScanner", "read_gguf_metadata", "render_transcript"]
+__all__ = [
+    "GgufArray",
+    "LlamaCppRuntime",
+    "StopScanner",
+    "extra_buffers_for_this_cpu",
+    "load_llama",
+    "read_gguf_metadata",
+    "render_transcript",
+]
 
 # llama.cpp keeps its K and V caches in f16 unless told otherwise.
 _KV_BYTES_PER_VALUE = 2
@@ -78,8 +95,66 @@ _WORKING_BYTES_PER_VOCAB_ENTRY = 128
 # llama-cpp-python's `verbose=False` silences a load by pointing the process's stdout and
 # stderr file descriptors at /dev/null and back. Two loads interleaved in two threads would
 # restore them in the wrong order and leave stderr pointing at /dev/null for good, so loads
-# never overlap, in this runtime or any other in the process.
+# never overlap, in this runtime or any other in the process. `load_llama` also swaps a
+# function of llama-cpp-python's module for the length of a load, which this lock keeps to one
+# load at a time.
 _LOAD_LOCK = threading.Lock()
+
+
+# -- loading --------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def extra_buffers_for_this_cpu() -> bool:
+    """The `auto` choice for this machine's CPU: off where it has AMX (read once a process)."""
+    return choose_extra_buffers(ExtraBuffers.AUTO, read_cpuinfo()).enabled
+
+
+def load_llama(path: Path, *, extra_buffers: bool, **options: Any) -> Any:
+    """Blocking: a quiet `llama_cpp.Llama` for the GGUF at `path`, loaded with llama.cpp's extra
+    buffer types on or off, its log routed to the `orc.llama_cpp` logger.
+
+    `options` are `Llama`'s other keyword arguments (n_ctx, n_threads, ...). Raises what
+    `Llama` raises, and `ModelLoadError` when `extra_buffers` is False and this
+    llama-cpp-python is too old to turn them off.
+    """
+    import llama_cpp
+
+    llama_log.route_llama_logs(llama_cpp)
+    with _LOAD_LOCK, llama_log.held(), _model_params(llama_cpp.llama_cpp, use_extra_bufts=extra_buffers):
+        return llama_cpp.Llama(model_path=str(path), verbose=False, **options)
+
+
+@contextlib.contextmanager
+def _model_params(bindings: Any, *, use_extra_bufts: bool) -> Iterator[None]:
+    """While the block runs, llama-cpp-python's model parameters come with `use_extra_bufts` set.
+
+    `Llama.__init__` takes no argument for it: it starts from
+    `llama_cpp.llama_cpp.llama_model_default_params()`, looked up on that module when called, so
+    the defaults are replaced there for the length of one load (under `_LOAD_LOCK`). llama.cpp
+    itself has no environment variable for it (`--no-repack` belongs to its command-line
+    tools), and a `Llama` cannot be told after loading, as the weights are placed by then.
+    """
+    fields = {name for name, *_ in getattr(bindings.llama_model_params, "_fields_", ())}
+    if "use_extra_bufts" not in fields:
+        if not use_extra_bufts:
+            raise ModelLoadError(
+                "this llama-cpp-python cannot turn off llama.cpp's extra buffer types "
+                "(its model parameters have no use_extra_bufts); upgrade it: pip install -U llama-cpp-python")
+        yield  # an old llama.cpp: extra buffer types are always on, as asked
+        return
+    defaults = bindings.llama_model_default_params
+
+    def with_extra_bufts() -> Any:
+        params = defaults()
+        params.use_extra_bufts = use_extra_bufts
+        return params
+
+    bindings.llama_model_default_params = with_extra_bufts
+    try:
+        yield
+    finally:
+        bindings.llama_model_default_params = defaults
 
 
 # -- GGUF metadata --------------------------------------------------------------------------
@@ -267,7 +342,9 @@ class LlamaCppRuntime:
     """Runs GGUF models with llama.cpp; see the module docstring for prompts and threading.
 
     `n_threads` defaults to the number of CPUs; `n_ctx` is the context window (prompt plus
-    completion) of every loaded model.
+    completion) of every loaded model. `extra_buffers` turns llama.cpp's extra buffer types
+    (weight repacking, AMX) on or off for every model it loads; None decides for this CPU as
+    `llama_cpp.extra_buffers: auto` does (off where the CPU has AMX).
     """
 
     name = "llama_cpp"
@@ -278,9 +355,11 @@ class LlamaCppRuntime:
         n_threads: int | None = None,
         n_ctx: int = 2048,
         max_concurrent_per_model: int = 1,
+        extra_buffers: bool | None = None,
     ) -> None:
         if max_concurrent_per_model < 1:
             raise ValueError("max_concurrent_per_model must be at least 1")
+        self.extra_buffers = extra_buffers_for_this_cpu() if extra_buffers is None else extra_buffers
         self._n_threads = n_threads or os.cpu_count() or 1
         self._n_ctx = n_ctx
         self._max_concurrent = max_concurrent_per_model
@@ -347,23 +426,19 @@ class LlamaCppRuntime:
         if magic != b"GGUF":
             raise ModelLoadError(f"cannot load model {model.id!r}: {path} is not a GGUF file")
         try:
-            import llama_cpp
+            import llama_cpp  # noqa: F401 - only to say clearly when it is missing
         except ImportError as exc:
             raise ModelLoadError(f"cannot load model {model.id!r}: llama-cpp-python is not installed ({exc})") from None
-        with _LOAD_LOCK:
-            try:
-                return llama_cpp.Llama(
-                    model_path=str(path),
-                    n_ctx=self._n_ctx,
-                    n_threads=self._n_threads,
-                    n_threads_batch=self._n_threads,
-                    verbose=False,
-                )
-            except Exception as exc:  # noqa: BLE001 - a foreign library's boundary: any failure is a load failure
-                raise ModelLoadError(
-                    f"cannot load model {model.id!r}: llama.cpp could not read {path} "
-                    f"(truncated, corrupt or an unsupported architecture): {exc}"
-                ) from None
+        try:
+            return load_llama(path, extra_buffers=self.extra_buffers, n_ctx=self._n_ctx,
+                              n_threads=self._n_threads, n_threads_batch=self._n_threads)
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"cannot load model {model.id!r}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a foreign library's boundary: any failure is a load failure
+            raise ModelLoadError(
+                f"cannot load model {model.id!r}: llama.cpp could not read {path} "
+                f"(truncated, corrupt or an unsupported architecture): {exc}"
+            ) from None
 
     async def generate(
         self, model: ModelEntry, messages: Sequence[ChatMessage], params: GenerationParams

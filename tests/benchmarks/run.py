@@ -15,11 +15,13 @@ Measures, on this machine, in one process run so the ratios compare like with li
 4. runtimes: SmolLM2 through orc's llama.cpp runtime (the GGUF) and its MLX runtime (the same
    GGUF converted with `orc models convert --to mlx`), prompt and decode tokens/s side by side
    (skipped, with a note, when mlx-lm is not installed);
-5. the mesh (tests/benchmarks/mesh.py): mTLS round trips and per-agent remote overhead between
+5. llama.cpp's extra buffer types (tests/benchmarks/extra_buffers.py): prompt and decode
+   tokens/s of both embedded models with them on and off (orc turns them off on CPUs with AMX);
+6. the mesh (tests/benchmarks/mesh.py): mTLS round trips and per-agent remote overhead between
    daemons in network namespaces (raw, and end to end through a coordinator that places the
    agent), discovery and dead-peer times, idle daemon footprint, and a 3-agent fan-out on three
    single-thread nodes against one;
-6. placement in simulation (tests/benchmarks/placement.py): orc's `place()` against HEFT and the
+7. placement in simulation (tests/benchmarks/placement.py): orc's `place()` against HEFT and the
    naive baselines on random meshes and DAGs (deterministic, about 15 s; --skip-placement).
 Medians of several runs; the machine (CPU, cores, memory, versions) is written with the numbers.
 """
@@ -95,14 +97,15 @@ def machine() -> list[str]:
 # machine hits both alike.
 
 def _side_direct(runs: int) -> dict:
-    import llama_cpp
-
     from orc.node.catalog import DEFAULT_MODEL_ID, Catalog
+    from orc.node.runtimes.llama_cpp import extra_buffers_for_this_cpu, load_llama
 
     with tempfile.TemporaryDirectory() as home:
         entry = Catalog(Path(home) / "models").prepare(DEFAULT_MODEL_ID)
-        llm = llama_cpp.Llama(model_path=str(entry.path), n_ctx=2048, n_threads=THREADS, n_threads_batch=THREADS,
-                              verbose=False)
+        # llama_cpp.Llama(..., verbose=False) with the model parameter orc sets for this CPU (extra
+        # buffer types off where it has AMX), so both sides load the model alike.
+        llm = load_llama(entry.path, extra_buffers=extra_buffers_for_this_cpu(), n_ctx=2048, n_threads=THREADS,
+                         n_threads_batch=THREADS)
     messages = [{"role": "system", "content": PROMPT_SYSTEM}, {"role": "user", "content": PROMPT_USER}]
 
     def once() -> tuple[float, str, int]:
@@ -345,6 +348,18 @@ def bench_runtimes(runs: int) -> tuple[list[Row], str]:
     return rows, note
 
 
+def section_lines(title: str, rows: list[Row], notes: str) -> list[str]:
+    """One section of the report: a heading, a table of rows, notes."""
+    lines = [f"## {title}", ""]
+    if rows:
+        lines += ["| measurement | value | notes |", "|---|---|---|"]
+        lines += [f"| {r.what} | {r.value} | {r.note} |" for r in rows]
+    if notes:
+        lines += ["", notes]
+    lines.append("")
+    return lines
+
+
 def write_report(sections: list[tuple[str, list[Row], str]], path: Path, appendix: str = "") -> None:
     lines = ["# Benchmarks", "",
              "Written by `.venv/bin/pip install -q -e '.[bench]' && .venv/bin/python -m tests.benchmarks.run`;",
@@ -352,13 +367,7 @@ def write_report(sections: list[tuple[str, list[Row], str]], path: Path, appendi
              "of that command on the machine described here. Machines are shared and noisy: compare the",
              "ratios inside one table, not absolute times across runs.", "", *machine(), ""]
     for title, rows, notes in sections:
-        lines += [f"## {title}", ""]
-        if rows:
-            lines += ["| measurement | value | notes |", "|---|---|---|"]
-            lines += [f"| {r.what} | {r.value} | {r.note} |" for r in rows]
-        if notes:
-            lines += ["", notes]
-        lines.append("")
+        lines += section_lines(title, rows, notes)
     if appendix:
         lines += [appendix.rstrip(), ""]
     path.write_text("\n".join(lines))
@@ -408,6 +417,10 @@ def main(argv: list[str] | None = None) -> int:
                      "runs on its CPU backend (`mlx[cpu]`), which uses one core and is far slower than llama.cpp "
                      "here; on Apple silicon MLX runs on the GPU and these numbers do not carry over. The "
                      "MLX runtime exists for Macs; on Linux it is there to be tested."))
+    print("llama.cpp extra buffer types on vs off ...", file=sys.stderr)
+    from tests.benchmarks.extra_buffers import TITLE as EXTRA_BUFFERS_TITLE, bench_extra_buffers
+
+    sections.append((EXTRA_BUFFERS_TITLE, *bench_extra_buffers(args.runs)))
     mesh = ""
     if not args.skip_mesh:
         print("mesh (daemons in network namespaces) ...", file=sys.stderr)

