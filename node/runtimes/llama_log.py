@@ -73,7 +73,8 @@ class LineAssembler:
 class _Router:
     """The process's one llama.cpp log callback and the state it needs."""
 
-    def __init__(self) -> None:
+    def __init__(self, logger: logging.Logger = log) -> None:
+        self._log = logger
         self._lock = threading.Lock()
         self._lines = LineAssembler()
         self._holders = 0
@@ -87,7 +88,7 @@ class _Router:
     def receive(self, level: int, text: bytes | None, _user_data: object = None) -> None:
         """The callback's body: never raises."""
         try:
-            if text is None or not log.isEnabledFor(logging.DEBUG):
+            if text is None or not self._log.isEnabledFor(logging.DEBUG):
                 return
             with self._lock:
                 lines = self._lines.feed(level, text.decode("utf-8", errors="replace"))
@@ -97,7 +98,7 @@ class _Router:
                     self._dropped += len(lines) - len(lines[:room])
                     return
             for line in lines:
-                log.debug("%s", line)
+                self._log.debug("%s", line)
         except BaseException:  # noqa: BLE001 - nothing may propagate into C
             pass
 
@@ -115,9 +116,9 @@ class _Router:
                 else:
                     lines, dropped, self._held, self._dropped = self._held, self._dropped, [], 0
             for line in lines:
-                log.debug("%s", line)
+                self._log.debug("%s", line)
             if dropped:
-                log.debug("(%d more lines of llama.cpp's log were dropped)", dropped)
+                self._log.debug("(%d more lines of llama.cpp's log were dropped)", dropped)
 
 
 _router = _Router()

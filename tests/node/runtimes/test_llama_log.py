@@ -65,26 +65,35 @@ def test_blank_lines_are_dropped_and_a_runaway_line_is_cut() -> None:
 # -- the callback ---------------------------------------------------------------------------
 
 
+# The router under test logs under a name of its own: a model freed meanwhile by an earlier
+# test logs through the process's installed router to LOGGER_NAME, and must not count here.
+UNDER_TEST = LOGGER_NAME + ".under_test"
+
+
 @pytest.fixture
 def router() -> llama_log._Router:
-    return llama_log._Router()
+    return llama_log._Router(logging.getLogger(UNDER_TEST))
+
+
+def mine(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.name == UNDER_TEST]
 
 
 def test_lines_go_to_the_logger_at_debug(router: llama_log._Router, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG, logger=LOGGER_NAME):
         router.receive(INFO, b"print_info: file type   = Q4_1\n", None)
         router.receive(WARN, "caf\xe9 \u00e9\n".encode() + b"bad \xff bytes\n", None)
-    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
-        (LOGGER_NAME, logging.DEBUG, "print_info: file type   = Q4_1"),
-        (LOGGER_NAME, logging.DEBUG, "warning: café é"),
-        (LOGGER_NAME, logging.DEBUG, "warning: bad \ufffd bytes"),
+    assert [(r.name, r.levelno, r.getMessage()) for r in mine(caplog)] == [
+        (UNDER_TEST, logging.DEBUG, "print_info: file type   = Q4_1"),
+        (UNDER_TEST, logging.DEBUG, "warning: café é"),
+        (UNDER_TEST, logging.DEBUG, "warning: bad \ufffd bytes"),
     ]
 
 
 def test_nothing_is_kept_while_debug_is_off(router: llama_log._Router, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
         router.receive(INFO, b"quiet\n", None)
-    assert caplog.records == []
+    assert mine(caplog) == []
 
 
 def test_the_callback_never_raises(router: llama_log._Router, caplog: pytest.LogCaptureFixture) -> None:
@@ -92,7 +101,7 @@ def test_the_callback_never_raises(router: llama_log._Router, caplog: pytest.Log
         def filter(self, record: logging.LogRecord) -> bool:
             raise RuntimeError("a broken handler")
 
-    logger = logging.getLogger(LOGGER_NAME)
+    logger = logging.getLogger(UNDER_TEST)
     exploding = Exploding()
     with caplog.at_level(logging.DEBUG, logger=LOGGER_NAME):
         router.receive(99, b"an unknown level\n", None)
@@ -104,7 +113,7 @@ def test_the_callback_never_raises(router: llama_log._Router, caplog: pytest.Log
         finally:
             logger.removeFilter(exploding)
         router.receive(INFO, b"still working\n", None)
-    assert [r.getMessage() for r in caplog.records] == ["an unknown level", "still working"]
+    assert [r.getMessage() for r in mine(caplog)] == ["an unknown level", "still working"]
 
 
 def test_lines_held_during_a_load_are_logged_after_it(
@@ -115,17 +124,17 @@ def test_lines_held_during_a_load_are_logged_after_it(
             router.receive(INFO, b"first\n", None)
             with router.held():  # a second load at the same time
                 router.receive(INFO, b"second\n", None)
-            assert caplog.records == []
-        assert [r.getMessage() for r in caplog.records] == ["first", "second"]
+            assert mine(caplog) == []
+        assert [r.getMessage() for r in mine(caplog)] == ["first", "second"]
         router.receive(INFO, b"after\n", None)
-    assert caplog.records[-1].getMessage() == "after"
+    assert mine(caplog)[-1].getMessage() == "after"
 
 
 def test_held_lines_are_capped(router: llama_log._Router, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG, logger=LOGGER_NAME):
         with router.held():
             router.receive(INFO, b"line\n" * (MAX_HELD_LINES + 25), None)
-    messages = [r.getMessage() for r in caplog.records]
+    messages = [r.getMessage() for r in mine(caplog)]
     assert len(messages) == MAX_HELD_LINES + 1
     assert messages[-1] == "(25 more lines of llama.cpp's log were dropped)"
 
@@ -249,7 +258,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# A line of orc-node's log: "2026-01-02 03:04:05,678 INFO    orc.node.daemon: ..."
+# A line of orc-node's log: "2026-01-02 03:04:05,678 INFO    orc.node.daemon.root: ..."
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) +[\w.]+: ")
 
 
