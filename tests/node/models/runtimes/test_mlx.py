@@ -82,6 +82,7 @@ class Recorder:
         self.finished: list[threading.Event] = []
         self.active = 0
         self.max_active = 0
+        self.threads: set[int] = set()  # the threads that loaded or stepped
         self._lock = threading.Lock()
 
     def watch(self, steps: Iterator[Any]) -> Iterator[Any]:
@@ -93,6 +94,7 @@ class Recorder:
             self.max_active = max(self.max_active, self.active)
         try:
             for step in steps:
+                self.threads.add(threading.get_ident())
                 self.pulled[index] += 1
                 yield step
         finally:
@@ -114,6 +116,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
 
     def load(path: str, *args: Any, **kwargs: Any) -> Any:
         record.loads.append(path)
+        record.threads.add(threading.get_ident())
         return real_load(path, *args, **kwargs)
 
     def generate_step(*args: Any, **kwargs: Any) -> Iterator[Any]:
@@ -362,41 +365,22 @@ def test_cancelling_the_consumer_or_a_timeout_stops_the_generation(runtime: MlxR
     assert all(event.is_set() for event in recorder.finished)
 
 
-def test_the_event_loop_stays_responsive_while_loading_and_generating(quick: ModelEntry) -> None:
+def test_loading_and_generating_run_off_the_event_loop(quick: ModelEntry, recorder: Recorder) -> None:
+    """The blocking parts (mlx-lm's load, each decode step) run on another thread than the loop's.
+
+    Checked by thread identity, not by how often a ticker ran meanwhile: the machines are shared.
+    """
     runtime = MlxRuntime()
 
-    async def scenario() -> list[tuple[float, float, int]]:
-        ticks: list[float] = []
-
-        async def ticker() -> None:
-            while True:
-                ticks.append(time.monotonic())
-                await asyncio.sleep(0.01)
-
-        def phase(began: float) -> tuple[float, float, int]:
-            ended = time.monotonic()
-            during = [t for t in ticks if began <= t <= ended]
-            gaps = [b - a for a, b in zip(during, during[1:])]
-            return ended - began, max(gaps, default=ended - began), len(during)
-
-        ticking = asyncio.create_task(ticker())
-        await asyncio.sleep(0.05)
-        began = time.monotonic()
+    async def scenario() -> tuple[int, list[GenerationEvent]]:
         await runtime.load(quick)
-        loading = phase(began)
-        began = time.monotonic()
-        await collect(runtime, quick, STORY, GenerationParams(temperature=0, max_tokens=8))
-        generating = phase(began)
-        ticking.cancel()
-        return [loading, generating]
+        events = await collect(runtime, quick, STORY, GenerationParams(temperature=0, max_tokens=8))
+        return threading.get_ident(), events
 
-    for duration, worst_gap, ticks in asyncio.run(scenario()):
-        # On the loop, each phase would be one gap as long as the phase and a tick or two. Off
-        # it, the 10 ms ticker keeps ticking; the longest pause is mlx-lm building the tokenizer,
-        # which holds the GIL for 0.1 to 0.3 s.
-        assert duration > 0.3
-        assert ticks >= duration / 0.05
-        assert worst_gap < max(0.5, duration / 3)
+    loop_thread, events = asyncio.run(scenario())
+    assert recorder.loads and recorder.pulled and recorder.pulled[0] > 0
+    assert chunks_of(events)
+    assert recorder.threads and loop_thread not in recorder.threads
 
 
 def test_a_runtime_serves_one_event_loop_after_another(runtime: MlxRuntime, quick: ModelEntry) -> None:
