@@ -19,11 +19,11 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from orc.node.catalog import DEFAULT_MODEL_ID, Catalog
-from orc.node.engine import Engine, journal_state
-from orc.node.events import RunBegan, RunFinished, RunProgress, RunResult
+from orc.node.models.catalog import DEFAULT_MODEL_ID, Catalog
+from orc.node.coordinator.engine import Engine, journal_state
+from orc.node.protocol.events import RunBegan, RunFinished, RunProgress, RunResult
 from orc.node.home import Home, examples_dir, project_dir
-from orc.node.runtimes.base import ModelRuntime
+from orc.node.models.runtimes.base import ModelRuntime
 from orc.scheduler.ensemble import EnsembleSpec
 from orc.scheduler.errors import RunNotFound
 from orc.scheduler.journal import JournalContents, read_journal
@@ -111,9 +111,9 @@ class Orc:
         if self._runtimes is None:
             import logging
 
-            from orc.node.runtimes.extra_buffers import extra_buffers_choice
-            from orc.node.runtimes.llama_cpp import LlamaCppRuntime
-            from orc.node.runtimes.mlx import MlxRuntime, mlx_installed
+            from orc.node.models.runtimes.extra_buffers import extra_buffers_choice
+            from orc.node.models.runtimes.llama_cpp import LlamaCppRuntime
+            from orc.node.models.runtimes.mlx import MlxRuntime, mlx_installed
 
             choice = extra_buffers_choice(self.home.config_file)
             logging.getLogger(__name__).debug("%s", choice.explain(self.home.config_file))

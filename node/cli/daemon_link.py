@@ -31,7 +31,7 @@ def find_daemon(home: Home, *, patience: float = STARTUP_PATIENCE, say: Callable
 
     Raises DaemonNotRunning if a daemon holds the lock but opens no socket within `patience` s.
     """
-    from orc.node.daemon import control_socket
+    from orc.node.daemon.root import control_socket
     from orc.node.rpc.client import ControlClient, daemon_answers
     from orc.node.rpc.errors import DaemonNotRunning
 

@@ -27,11 +27,11 @@ def fail(code: int, message: str) -> NoReturn:
 
 def exit_code_for(error: BaseException) -> int | None:
     """The documented exit code for an error orc knows, or None for a bug."""
-    from orc.node.catalog import CatalogError
-    from orc.node.engine import RunRefused
+    from orc.node.models.catalog import CatalogError
+    from orc.node.coordinator.engine import RunRefused
     from orc.node.rpc.errors import InvalidRequest, JoinRefused, NotCertificateAuthority, RpcError
     from orc.node.home import HomeError
-    from orc.node.runtimes.base import RuntimeFailure
+    from orc.node.models.runtimes.base import RuntimeFailure
     from orc.scheduler.errors import SchedulerError
     from orc.scheduler.profiles import ConfigInvalid
 
@@ -41,9 +41,9 @@ def exit_code_for(error: BaseException) -> int | None:
         return 2
     if isinstance(error, RpcError):
         return 3  # the daemon or the mesh cannot be reached, or refused
-    from orc.node.daemon import DaemonError
-    from orc.node.identity.errors import IdentityError
-    from orc.node.joining import JoinFailed
+    from orc.node.daemon.root import DaemonError
+    from orc.node.trust.errors import IdentityError
+    from orc.node.daemon.joining import JoinFailed
 
     if isinstance(error, JoinFailed):
         return 3

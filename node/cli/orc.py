@@ -154,7 +154,7 @@ def run(
                 _explain(engine, spec)
             events = engine.run(spec, run_input)
         else:
-            from orc.node.rpc.types import RunRequest
+            from orc.node.protocol.messages import RunRequest
 
             warnings = list(spec.warnings) + list(orc.profiles.warnings)
             request = RunRequest(reference=_reference(orc, ensemble), input=_as_text(run_input), cwd=str(orc.cwd),
@@ -213,8 +213,8 @@ def plan(
             else:
                 _explain(engine, spec, err=False)
             return
-        from orc.node.events import RunPlanned
-        from orc.node.rpc.types import RunRequest
+        from orc.node.protocol.events import RunPlanned
+        from orc.node.protocol.messages import RunRequest
 
         request = RunRequest(reference=_reference(orc, ensemble), input=_as_text(run_input), cwd=str(orc.cwd),
                              plan=True)
@@ -326,7 +326,7 @@ def _drive(orc: Any, events: Any, *, show: bool, watch: Optional[str]) -> Any:
     otherwise); the run's result."""
     from orc.node.cli.render import progress_view, render_plan
     from orc.node.cli.terminal import is_terminal
-    from orc.node.events import RunFinished, RunPlanned
+    from orc.node.protocol.events import RunFinished, RunPlanned
 
     view = progress_view(sys.stderr, watch=watch, terminal=is_terminal(sys.stderr)) if show else None
 
@@ -462,7 +462,7 @@ def ensembles_validate(
     Structure (keys, types, dependencies, cycles, guards, loops) is an error (exit 2).
     What depends on this machine (scripts, profiles, models) is a warning (exit 0).
     """
-    from orc.node.engine import RunRefused
+    from orc.node.coordinator.engine import RunRefused
     from orc.scheduler.errors import EnsembleInvalid, EnsembleNotFound
 
     with guarded(debug):
@@ -675,7 +675,7 @@ def runs_resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix 
         if client is None:
             events = orc.resume(run_id)
         else:
-            from orc.node.rpc.types import RunRequest
+            from orc.node.protocol.messages import RunRequest
 
             events = _closing(client, RunRequest(reference=run_id, input=None, cwd=str(orc.cwd), resume=run_id))
         result = _drive(orc, events, show=not (quiet or as_json), watch=None)

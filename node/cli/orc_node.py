@@ -121,8 +121,8 @@ def init(
     with guarded(debug):
         from datetime import datetime, timezone
 
-        from orc.node.daemon import default_node_name
-        from orc.node.identity.store import IdentityStore
+        from orc.node.daemon.root import default_node_name
+        from orc.node.trust.store import IdentityStore
 
         located = _home(home)
         located.prepare()
@@ -190,7 +190,7 @@ def start(
         except HomeLocked as error:
             fail(3, str(error))
         try:
-            from orc.node.daemon import Daemon, DaemonOptions
+            from orc.node.daemon.root import Daemon, DaemonOptions
 
             options = DaemonOptions(listen=listen, interface=interface, join=join, name=name, peers=tuple(peer),
                                     models=tuple(model), mdns=not no_mdns, tags=tuple(tag), threads=threads)
@@ -227,10 +227,10 @@ def join_command(
 ) -> None:
     """Join a mesh with a token, without starting the daemon (exits non-zero if refused)."""
     with guarded(debug):
-        from orc.node.daemon import default_node_name, parse_peer
-        from orc.node.identity.store import IdentityStore
-        from orc.node.identity.tokens import JoinToken
-        from orc.node.joining import join_mesh
+        from orc.node.daemon.root import default_node_name, parse_peer
+        from orc.node.trust.store import IdentityStore
+        from orc.node.trust.tokens import JoinToken
+        from orc.node.daemon.joining import join_mesh
 
         JoinToken.parse(token)  # a mistyped token is reported before anything else
         located = _home(home)
@@ -274,8 +274,8 @@ def invite(
         located = _home(home)
 
         def offline() -> Any:
-            from orc.node.identity.store import IdentityStore
-            from orc.node.membership import Membership
+            from orc.node.trust.store import IdentityStore
+            from orc.node.trust.membership import Membership
 
             store = IdentityStore(located.identity_dir)
             return Membership(store, store.load()).invite(seconds)
@@ -311,8 +311,8 @@ def revoke(
         node_id = node_id.strip().lower()
 
         def offline() -> int:
-            from orc.node.identity.store import IdentityStore
-            from orc.node.membership import Membership
+            from orc.node.trust.store import IdentityStore
+            from orc.node.trust.membership import Membership
 
             store = IdentityStore(located.identity_dir)
             return Membership(store, store.load()).revoke(node_id, reason)
@@ -328,10 +328,10 @@ def revoke(
 
 def node_status(home: Optional[Path]) -> tuple[dict[str, Any], str]:
     """This node as the `--json` object, and a one-line hardware summary."""
-    from orc.node.catalog import Catalog
-    from orc.node.engine import LOCAL_NODE_ID
-    from orc.node.hardware import probe
-    from orc.node.identity.store import IdentityStore
+    from orc.node.models.catalog import Catalog
+    from orc.node.coordinator.engine import LOCAL_NODE_ID
+    from orc.node.models.hardware import probe
+    from orc.node.trust.store import IdentityStore
 
     from orc.node.rpc.errors import DaemonStarting
 

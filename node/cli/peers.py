@@ -6,8 +6,8 @@ import time
 from typing import Any
 
 from orc.node.cli.phrasing import ago
-from orc.node.description import NodeDescription
-from orc.node.rpc.types import PeerView
+from orc.node.protocol.description import NodeDescription
+from orc.node.protocol.messages import PeerView
 
 
 def description_json(description: NodeDescription) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing_extensions import assert_never
 
 from orc.node.cli.phrasing import duration, plural
 from orc.node.cli.terminal import TerminalFilter, is_terminal, one_line
-from orc.node.events import (
+from orc.node.protocol.events import (
     AgentBegan,
     AgentEnded,
     AgentPlacedOn,

@@ -30,9 +30,9 @@ from typing import Any, Protocol
 
 import grpc
 
-from orc.node.identity.certificates import certificate_node_id
-from orc.node.identity.errors import IdentityError
-from orc.node.identity.ids import NodeId
+from orc.node.trust.certificates import certificate_node_id
+from orc.node.trust.errors import IdentityError
+from orc.node.trust.ids import NodeId
 from orc.node.rpc.errors import RateLimited, ResourceExhausted, Revoked, RpcError, Unauthenticated, abort
 from orc.node.rpc.log_sampling import SampledLog
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from orc.node.description import NodeDescription
-from orc.node.events import RunProgress
-from orc.node.identity.ids import NodeId
-from orc.node.rpc.types import (
+from orc.node.protocol.description import NodeDescription
+from orc.node.protocol.events import RunProgress
+from orc.node.trust.ids import NodeId
+from orc.node.protocol.messages import (
     Beat,
     ExecuteEvent,
     ExecuteRequest,

@@ -14,12 +14,12 @@ from typing import Any, TypeVar
 
 import grpc
 
-from orc.node.description import NodeDescription
-from orc.node.events import RunProgress
-from orc.node.identity.certificates import ca_pin_of, certificate_node_id, csr_public_key, issued_by
-from orc.node.identity.errors import IdentityError
-from orc.node.identity.ids import NodeId, mesh_id_from_pin, node_id_for
-from orc.node.identity.tokens import JoinToken
+from orc.node.protocol.description import NodeDescription
+from orc.node.protocol.events import RunProgress
+from orc.node.trust.certificates import ca_pin_of, certificate_node_id, csr_public_key, issued_by
+from orc.node.trust.errors import IdentityError
+from orc.node.trust.ids import NodeId, mesh_id_from_pin, node_id_for
+from orc.node.trust.tokens import JoinToken
 from orc.node.rpc import credentials, wire
 from orc.node.rpc.errors import (
     DaemonNotRunning,
@@ -31,7 +31,7 @@ from orc.node.rpc.errors import (
     WireError,
     error_from_rpc,
 )
-from orc.node.rpc.types import (
+from orc.node.protocol.messages import (
     Beat,
     CancelRequest,
     ExecuteEvent,

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import grpc
 
-from orc.node.identity.certificates import ca_server_name, certificate_node_id
-from orc.node.identity.errors import IdentityError
-from orc.node.identity.ids import MeshId, NodeId, server_name
+from orc.node.trust.certificates import ca_server_name, certificate_node_id
+from orc.node.trust.errors import IdentityError
+from orc.node.trust.ids import MeshId, NodeId, server_name
 from orc.node.rpc.errors import PeerNotInMesh, TimedOut, Unavailable
 
 # A whole message, either way. Agent payloads and results are text of small models' contexts;

@@ -24,7 +24,7 @@ from orc.node.rpc.connections import JOIN_LIMITS
 from orc.node.rpc.errors import SocketInUse, SocketPathInvalid, Unavailable
 from orc.node.rpc.front_door import UPSTREAM_HOST, FrontDoor
 from orc.node.rpc.servicers import ControlServicer, JoinServicer, NodeServicer
-from orc.node.rpc.types import JoinGrant
+from orc.node.protocol.messages import JoinGrant
 from orc.proto.v1 import control_pb2_grpc as control_grpc
 from orc.proto.v1 import mesh_pb2_grpc as mesh_grpc
 

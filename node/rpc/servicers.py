@@ -12,12 +12,12 @@ from typing import Any, TypeVar
 
 import grpc
 
-from orc.node.identity.ids import NodeId
+from orc.node.trust.ids import NodeId
 from orc.node.rpc import wire
 from orc.node.rpc.authorization import current_caller
 from orc.node.rpc.backends import ControlBackend, JoinBackend, NodeBackend
 from orc.node.rpc.errors import Unauthenticated, abort
-from orc.node.rpc.types import (
+from orc.node.protocol.messages import (
     CancelReply,
     PeersReply,
     RenewReply,

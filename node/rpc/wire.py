@@ -1,7 +1,7 @@
 """The one place that touches generated protobuf messages: domain values to and from orc.v1.
 
-`to_wire(value)` turns a frozen domain value (orc.node.description, orc.node.rpc.types,
-orc.node.events) into its message; `from_wire(message)` turns a message back, checking
+`to_wire(value)` turns a frozen domain value (orc.node.protocol.description, orc.node.protocol.messages,
+orc.node.protocol.events) into its message; `from_wire(message)` turns a message back, checking
 everything: a message comes from another machine or process and is hostile until proven
 otherwise. Whatever is wrong with it (wrong type, absurd length, an invalid node id, too many
 entries, a control character in a name that would end up on someone's terminal), `from_wire`
@@ -21,8 +21,8 @@ import msgpack
 from google.protobuf.message import DecodeError, Message
 from typing_extensions import assert_never
 
-from orc.node.description import Load, ModelOffer, NodeDescription, PeerAddress
-from orc.node.events import (
+from orc.node.protocol.description import Load, ModelOffer, NodeDescription, PeerAddress
+from orc.node.protocol.events import (
     AgentBegan,
     AgentEnded,
     AgentPlacedOn,
@@ -36,11 +36,11 @@ from orc.node.events import (
     RunResult,
     TokenStreamed,
 )
-from orc.node.hardware import Hardware
-from orc.node.identity.ids import MeshId, NodeId, is_mesh_id, is_node_id
+from orc.node.models.hardware import Hardware
+from orc.node.trust.ids import MeshId, NodeId, is_mesh_id, is_node_id
 from orc.node.rpc.errors import WireError
 from orc.scheduler.placement import Estimate, Exclusion, Rejection
-from orc.node.rpc.types import (
+from orc.node.protocol.messages import (
     AgentPayload,
     Beat,
     CancelReply,
@@ -68,7 +68,7 @@ from orc.node.rpc.types import (
     RevokeRequest,
     RunRequest,
 )
-from orc.node.runtimes.base import ChatMessage, GenerationParams
+from orc.node.models.runtimes.base import ChatMessage, GenerationParams
 from orc.proto.v1 import control_pb2 as cpb
 from orc.proto.v1 import mesh_pb2 as pb
 from orc.scheduler.run import AgentRecord, AgentStatus, RunId, Usage
@@ -85,7 +85,7 @@ MAX_LABEL = 128  # ids, names, tags, runtimes: short, printable, one line
 MAX_ADDRESS = 262  # "[" + 253-character host + "]:" + 5-digit port
 MAX_REASON = 4096  # human-readable reasons and error messages
 MAX_PATH = 4096  # file system paths (PATH_MAX on Linux)
-MAX_PEM = 16 * 1024  # certificates and requests are under 1 KiB; same bound as orc.node.identity
+MAX_PEM = 16 * 1024  # certificates and requests are under 1 KiB; same bound as orc.node.trust
 MAX_SECRET = 64  # a join secret is 26 characters
 MAX_MESSAGES = 1024  # conversation turns in one agent payload
 MAX_STOP = 16  # stop strings per generation
@@ -103,7 +103,7 @@ MAX_RUN_ID = 64  # run ids are 16 hex characters; a prefix is enough
 MAX_BACKLOG_MS = 7 * 24 * 3600 * 1000
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_NODE_NAME = re.compile(r"[A-Za-z0-9._-]{1,63}")  # orc.node.identity.certificates.check_node_name
+_NODE_NAME = re.compile(r"[A-Za-z0-9._-]{1,63}")  # orc.node.trust.certificates.check_node_name
 _ROLES = frozenset({"system", "user", "assistant"})
 
 Domain = Union[

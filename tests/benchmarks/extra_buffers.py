@@ -56,9 +56,9 @@ def _serve_side(model_id: str, extra_buffers: bool, models_dir: Path, threads: i
     """A side process: load the model with extra buffer types on or off, say what llama.cpp put
     where (one JSON line), then run one timed generation per line read from stdin, answering
     each with a JSON line."""
-    from orc.node.catalog import Catalog
-    from orc.node.runtimes.llama_cpp import load_llama
-    from orc.node.runtimes.llama_log import LOGGER_NAME
+    from orc.node.models.catalog import Catalog
+    from orc.node.models.runtimes.llama_cpp import load_llama
+    from orc.node.models.runtimes.llama_log import LOGGER_NAME
 
     buffers: list[str] = []
 
@@ -142,7 +142,7 @@ def _extra_buffer_sizes(lines: list[str]) -> str:
 
 def bench_extra_buffers(runs: int, rounds: int = ROUNDS, threads: int = THREADS) -> tuple[list[Row], str]:
     """Rows for both models and a note; each side runs `rounds` times, alternating."""
-    from orc.node.runtimes.llama_cpp import extra_buffers_for_this_cpu
+    from orc.node.models.runtimes.llama_cpp import extra_buffers_for_this_cpu
 
     if not extra_buffers_for_this_cpu():
         return [], ("Not measured: this CPU has AMX, where loading with extra buffer types on can crash "

@@ -85,13 +85,13 @@ def _log(message: str) -> None:
 # ======================================================================================
 
 def _messages() -> tuple[Any, ...]:
-    from orc.node.runtimes.base import ChatMessage
+    from orc.node.models.runtimes.base import ChatMessage
 
     return (ChatMessage("system", PROMPT_SYSTEM), ChatMessage("user", PROMPT_USER))
 
 
 def _params(max_tokens: int) -> Any:
-    from orc.node.runtimes.base import GenerationParams
+    from orc.node.models.runtimes.base import GenerationParams
 
     return GenerationParams(temperature=0.0, max_tokens=max_tokens, seed=SEED)
 
@@ -115,10 +115,10 @@ async def _commands():
 
 async def _client_worker(home: Path, address: str, node_id: str) -> None:
     """B's side: orc's own PeerClient with B's identity, calling A."""
-    from orc.node.identity.ids import server_name
-    from orc.node.identity.store import IdentityStore
+    from orc.node.trust.ids import server_name
+    from orc.node.trust.store import IdentityStore
     from orc.node.rpc.client import PeerClient
-    from orc.node.rpc.types import (
+    from orc.node.protocol.messages import (
         AgentPayload,
         ExecuteRequest,
         ExecutionFailed,
@@ -196,7 +196,7 @@ async def _client_worker(home: Path, address: str, node_id: str) -> None:
             out["started_ms"] = (started - began) * 1000 if started else None
             out["first_ms"] = (first - began) * 1000 if first else None
         elif op == "offer":
-            # What a coordinator asks before it binds (node/mesh.py `_offer`); each lease is then
+            # What a coordinator asks before it binds (node/coordinator/placer.py `_offer`); each lease is then
             # used by a one-token Execute, as a coordinator would, so none is left holding A's lane.
             times, refused = [], []
             for index in range(n):
@@ -222,10 +222,10 @@ async def _client_worker(home: Path, address: str, node_id: str) -> None:
 
 async def _local_worker(home: Path) -> None:
     """A's side without the mesh: the daemon's runtime class, on A's own copy of the model."""
-    from orc.node.catalog import Catalog
+    from orc.node.models.catalog import Catalog
     from orc.node.home import Home
-    from orc.node.runtimes.base import GenerationDone, TokenChunk
-    from orc.node.runtimes.llama_cpp import LlamaCppRuntime
+    from orc.node.models.runtimes.base import GenerationDone, TokenChunk
+    from orc.node.models.runtimes.llama_cpp import LlamaCppRuntime
 
     entry = Catalog(Home.locate(home).models_dir).prepare(SMOL)
     runtime = LlamaCppRuntime(n_threads=EXEC_THREADS)  # as A's daemon builds it (`--threads`)
@@ -517,9 +517,9 @@ def _fan_out(pin: dict[str, str | None] | None = None) -> str:
 async def _run(node: _Node, ensemble: Path, text: str) -> dict[str, Any]:
     """`orc run ENSEMBLE TEXT --json --seed SEED` as the command line sends it to `node`'s
     daemon (its control socket); the `--json` object. Raises unless every agent completed."""
-    from orc.node.events import RunFinished
+    from orc.node.protocol.events import RunFinished
     from orc.node.rpc.client import ControlClient
-    from orc.node.rpc.types import RunRequest
+    from orc.node.protocol.messages import RunRequest
 
     request = RunRequest(reference=str(ensemble), input=text, cwd=str(ensemble.parent), json=True, seed=SEED)
     result = None
@@ -548,7 +548,7 @@ def _agent_ms(result: dict[str, Any], agent: str) -> float:
 
 
 async def _measure(root: Path, mesh: Any) -> dict[str, Any]:
-    from orc.node.catalog import Catalog
+    from orc.node.models.catalog import Catalog
     from orc.node.home import Home
     from orc.node.rpc.client import ControlClient
 

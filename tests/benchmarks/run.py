@@ -97,8 +97,8 @@ def machine() -> list[str]:
 # machine hits both alike.
 
 def _side_direct(runs: int) -> dict:
-    from orc.node.catalog import DEFAULT_MODEL_ID, Catalog
-    from orc.node.runtimes.llama_cpp import extra_buffers_for_this_cpu, load_llama
+    from orc.node.models.catalog import DEFAULT_MODEL_ID, Catalog
+    from orc.node.models.runtimes.llama_cpp import extra_buffers_for_this_cpu, load_llama
 
     with tempfile.TemporaryDirectory() as home:
         entry = Catalog(Path(home) / "models").prepare(DEFAULT_MODEL_ID)
@@ -127,8 +127,8 @@ def _side_direct(runs: int) -> dict:
 
 def _side_orc(runs: int) -> dict:
     from orc.node.api import Orc
-    from orc.node.catalog import DEFAULT_MODEL_ID
-    from orc.node.events import RunFinished
+    from orc.node.models.catalog import DEFAULT_MODEL_ID
+    from orc.node.protocol.events import RunFinished
     from orc.scheduler.loader import load_ensemble_text
 
     with tempfile.TemporaryDirectory() as home:
@@ -274,10 +274,10 @@ def bench_llm_orc(runs: int) -> list[Row]:
 # prompt, and MLX's runtime caches nothing, so an identical prompt would time only one of them.
 
 def _side_runtime(runtime_name: str, runs: int, models_dir: Path) -> dict:
-    from orc.node.catalog import DEFAULT_MODEL_ID, Catalog
-    from orc.node.runtimes.base import ChatMessage, GenerationDone, GenerationParams
-    from orc.node.runtimes.llama_cpp import LlamaCppRuntime
-    from orc.node.runtimes.mlx import MlxRuntime
+    from orc.node.models.catalog import DEFAULT_MODEL_ID, Catalog
+    from orc.node.models.runtimes.base import ChatMessage, GenerationDone, GenerationParams
+    from orc.node.models.runtimes.llama_cpp import LlamaCppRuntime
+    from orc.node.models.runtimes.mlx import MlxRuntime
 
     entry = Catalog(models_dir).prepare(f"{DEFAULT_MODEL_ID}@{runtime_name}")
     runtime = LlamaCppRuntime(n_threads=THREADS) if runtime_name == "llama_cpp" else MlxRuntime()
@@ -313,7 +313,7 @@ def bench_runtimes(runs: int) -> tuple[list[Row], str]:
 
     if importlib.util.find_spec("mlx_lm") is None:
         return [], "Not measured: mlx-lm is not installed here (`pip install -e '.[mlx]'`)."
-    from orc.node.catalog import DEFAULT_MODEL_ID, Catalog
+    from orc.node.models.catalog import DEFAULT_MODEL_ID, Catalog
 
     rows = []
     results = {}

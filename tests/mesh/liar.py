@@ -19,7 +19,7 @@ generation can have (ten times max_tokens of completion). Every Offer and every 
 is appended to FILE as a JSON line (an Execute with the prompt it was sent), so a test sees what
 reached this node.
 
-The daemon builds its `NodeService` itself (`orc.node.daemon.Daemon.run`), so this program puts
+The daemon builds its `NodeService` itself (`orc.node.daemon.root.Daemon.run`), so this program puts
 `LyingService` in that module's place for it before handing over to the real command line.
 """
 
@@ -35,12 +35,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import orc.node.daemon
+import orc.node.daemon.root
 from orc.node.cli import orc_node
-from orc.node.description import NodeDescription
-from orc.node.identity.ids import NodeId
-from orc.node.rpc.types import ExecuteEvent, ExecuteRequest, ExecutionResult, ExecutionStarted, OfferReply, OfferRequest
-from orc.node.service import NodeService
+from orc.node.protocol.description import NodeDescription
+from orc.node.trust.ids import NodeId
+from orc.node.protocol.messages import ExecuteEvent, ExecuteRequest, ExecutionResult, ExecutionStarted, OfferReply, OfferRequest
+from orc.node.worker.service import NodeService
 from orc.scheduler.run import Usage
 
 ABSURD_PREFILL = 1e7  # tokens per second: no device reads a prompt this fast
@@ -121,7 +121,7 @@ def main() -> None:
     else:
         prefill, decode = args.prefill, args.decode
     lies = Lies(args.mode, args.record, prefill, decode)
-    orc.node.daemon.NodeService = functools.partial(LyingService, lies=lies)  # type: ignore[misc]
+    orc.node.daemon.root.NodeService = functools.partial(LyingService, lies=lies)  # type: ignore[misc]
     sys.argv = ["orc-node", "start", *command[4:]]
     orc_node.main()
 

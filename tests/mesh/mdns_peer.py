@@ -28,12 +28,12 @@ import threading
 from zeroconf import IPVersion, ServiceStateChange
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from orc.node.description import Load, ModelOffer, NodeDescription
-from orc.node.discovery.mdns import SERVICE_TYPE, MdnsDiscovery
-from orc.node.discovery.peers import Hint
-from orc.node.discovery.txt import advert_for
-from orc.node.hardware import probe
-from orc.node.identity.ids import MeshId, NodeId
+from orc.node.protocol.description import Load, ModelOffer, NodeDescription
+from orc.node.links.mdns import SERVICE_TYPE, MdnsDiscovery
+from orc.node.links.peer_table import Hint
+from orc.node.links.txt import advert_for
+from orc.node.models.hardware import probe
+from orc.node.trust.ids import MeshId, NodeId
 
 
 def emit(record: dict) -> None:

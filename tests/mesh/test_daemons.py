@@ -215,8 +215,8 @@ def _pem_files(folder: Path, **blobs: bytes) -> dict[str, str]:
 
 
 def test_strangers_are_refused_and_members_keep_working(lan):
-    from orc.node.identity.certificates import generate_key, key_to_pem
-    from orc.node.identity.store import IdentityStore
+    from orc.node.trust.certificates import generate_key, key_to_pem
+    from orc.node.trust.store import IdentityStore
 
     a, b, d = lan["nodes"]["attic-pi"], lan["nodes"]["laptop"], lan["nodes"]["stranger"]
     a_id = a.status()["node_id"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import netns
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from orc.node.identity.ids import mesh_id_for, node_id_for
+from orc.node.trust.ids import mesh_id_for, node_id_for
 
 PEER = str(Path(__file__).with_name("mdns_peer.py"))
 FOUND_WITHIN = 10.0  # seconds; discovery normally takes one to two

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from support import short_tmp
 
-from orc.node.daemon import control_socket
+from orc.node.daemon.root import control_socket
 from orc.node.home import DaemonLock, Home
 from orc.node.rpc.errors import DaemonStarting
 from orc.node.rpc.servers import start_control_server
-from orc.node.rpc.types import Invitation
+from orc.node.protocol.messages import Invitation
 
 TOKEN = "orc1-" + "a" * 26 + "-" + "b" * 26
 

@@ -14,7 +14,7 @@ from support import assert_one_clean_error, write
 
 from orc.node.cli.peers import peers_table
 from orc.node.cli.phrasing import ago, cut, duration, plural
-from orc.node.rpc.types import PeerView
+from orc.node.protocol.messages import PeerView
 
 ECHO = """\
 import json, sys

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from orc.node.hardware import probe
+from orc.node.models.hardware import probe
 
 
 def orc_node(home: Path, *args: str) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ import pyte
 from rich.console import Console
 
 from orc.node.cli.render import LiveView, PlainView, plan_json, render_plan
-from orc.node.events import (
+from orc.node.protocol.events import (
     AgentBegan,
     AgentEnded,
     AgentPlacedOn,

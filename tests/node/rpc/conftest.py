@@ -1,11 +1,11 @@
-"""Fixtures of the RPC tests: two unrelated mesh CAs, made with orc.node.identity."""
+"""Fixtures of the RPC tests: two unrelated mesh CAs, made with orc.node.trust."""
 
 from __future__ import annotations
 
 import pytest
 from rpc_helpers import NOW
 
-from orc.node.identity.certificates import MeshAuthority
+from orc.node.trust.certificates import MeshAuthority
 
 
 @pytest.fixture(scope="session")

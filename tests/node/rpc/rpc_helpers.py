@@ -1,4 +1,4 @@
-"""Shared pieces of the RPC tests (imported by the test modules here): real certificates from orc.node.identity, in-memory backends.
+"""Shared pieces of the RPC tests (imported by the test modules here): real certificates from orc.node.trust, in-memory backends.
 
 The backends are recording fakes standing in for the daemon; everything between them and the
 test (TLS, grpc, the interceptor, wire conversion) is the real thing on 127.0.0.1.
@@ -13,17 +13,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from orc.node.description import Load, ModelOffer, NodeDescription, PeerAddress
-from orc.node.events import RunBegan, RunFinished, RunProgress, RunResult, TokenStreamed
-from orc.node.hardware import Hardware
-from orc.node.identity.certificates import MeshAuthority, generate_key, key_to_pem
-from orc.node.identity.ids import NodeId, node_id_for
+from orc.node.protocol.description import Load, ModelOffer, NodeDescription, PeerAddress
+from orc.node.protocol.events import RunBegan, RunFinished, RunProgress, RunResult, TokenStreamed
+from orc.node.models.hardware import Hardware
+from orc.node.trust.certificates import MeshAuthority, generate_key, key_to_pem
+from orc.node.trust.ids import NodeId, node_id_for
 from orc.node.rpc.authorization import Authorizer, RateLimits
 from orc.node.rpc.connections import mesh_limits
 from orc.node.rpc.errors import JoinRefused, NotCertificateAuthority
 from orc.node.rpc.front_door import FrontDoor
 from orc.node.rpc.servers import start_mesh_server
-from orc.node.rpc.types import (
+from orc.node.protocol.messages import (
     Beat,
     ExecuteEvent,
     ExecuteRequest,

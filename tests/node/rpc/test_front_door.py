@@ -18,9 +18,9 @@ import grpc
 import pytest
 from rpc_helpers import FakeJoin, FakeNode, Member, description_of, eventually, front_door, new_member, run, serving
 
-from orc.node.identity.certificates import generate_key, make_csr
-from orc.node.identity.ids import NodeId
-from orc.node.identity.tokens import JoinToken, new_secret
+from orc.node.trust.certificates import generate_key, make_csr
+from orc.node.trust.ids import NodeId
+from orc.node.trust.tokens import JoinToken, new_secret
 from orc.node.rpc import client as rpc_client
 from orc.node.rpc.authorization import Authorizer, RateLimits
 from orc.node.rpc.client import PeerClient

@@ -6,9 +6,9 @@ import grpc
 import pytest
 from rpc_helpers import FakeJoin, FakeNode, Member, description_of, new_member, run, serving
 
-from orc.node.identity.certificates import certificate_node_id, generate_key, key_to_pem, make_csr
-from orc.node.identity.ids import node_id_for
-from orc.node.identity.tokens import JoinToken, new_secret
+from orc.node.trust.certificates import certificate_node_id, generate_key, key_to_pem, make_csr
+from orc.node.trust.ids import node_id_for
+from orc.node.trust.tokens import JoinToken, new_secret
 from orc.node.rpc import credentials
 from orc.node.rpc.client import PeerClient, join
 from orc.node.rpc.errors import JoinRefused, PinMismatch, Unavailable

@@ -12,8 +12,8 @@ import grpc
 import pytest
 from rpc_helpers import NOW, FakeNode, Member, description_of, eventually, front_door, new_member, run, serving
 
-from orc.node.identity.certificates import certificate_node_id, generate_key, make_csr
-from orc.node.identity.ids import NodeId
+from orc.node.trust.certificates import certificate_node_id, generate_key, make_csr
+from orc.node.trust.ids import NodeId
 from orc.node.rpc import credentials
 from orc.node.rpc.authorization import Authorizer, RateLimits
 from orc.node.rpc.client import PeerClient
@@ -26,8 +26,8 @@ from orc.node.rpc.errors import (
     Unauthenticated,
     Unavailable,
 )
-from orc.node.rpc.types import AgentPayload, ExecuteRequest, ExecutionResult, ExecutionStarted, OfferRequest
-from orc.node.runtimes.base import ChatMessage, GenerationParams
+from orc.node.protocol.messages import AgentPayload, ExecuteRequest, ExecutionResult, ExecutionStarted, OfferRequest
+from orc.node.models.runtimes.base import ChatMessage, GenerationParams
 from orc.proto.v1 import mesh_pb2, mesh_pb2_grpc
 
 

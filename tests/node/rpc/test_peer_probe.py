@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from rpc_helpers import FakeJoin, FakeNode, description_of, new_member, run, serving
 
-from orc.node.identity.certificates import ca_pin_of
-from orc.node.identity.tokens import new_secret
+from orc.node.trust.certificates import ca_pin_of
+from orc.node.trust.tokens import new_secret
 from orc.node.rpc.credentials import fetch_join_certificate, probe_node_id
 from orc.node.rpc.errors import PeerNotInMesh, TimedOut, Unavailable
 from orc.node.rpc.servers import start_join_server

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rpc_helpers import description_of, new_member
 
-from orc.node.description import Load, ModelOffer, NodeDescription, PeerAddress
-from orc.node.events import (
+from orc.node.protocol.description import Load, ModelOffer, NodeDescription, PeerAddress
+from orc.node.protocol.events import (
     AgentBegan,
     AgentEnded,
     AgentPlacedOn,
@@ -25,12 +25,12 @@ from orc.node.events import (
     RunResult,
     TokenStreamed,
 )
-from orc.node.hardware import Hardware
-from orc.node.identity.certificates import generate_key, make_csr
-from orc.node.identity.ids import MeshId, NodeId
+from orc.node.models.hardware import Hardware
+from orc.node.trust.certificates import generate_key, make_csr
+from orc.node.trust.ids import MeshId, NodeId
 from orc.node.rpc import wire
 from orc.node.rpc.errors import WireError
-from orc.node.rpc.types import (
+from orc.node.protocol.messages import (
     AgentPayload,
     Beat,
     CancelReply,
@@ -57,7 +57,7 @@ from orc.node.rpc.types import (
     RevokeRequest,
     RunRequest,
 )
-from orc.node.runtimes.base import ChatMessage, GenerationParams
+from orc.node.models.runtimes.base import ChatMessage, GenerationParams
 from orc.proto.v1 import control_pb2, mesh_pb2
 from orc.scheduler.placement import Estimate, Exclusion, Rejection
 from orc.scheduler.run import AgentRecord, AgentStatus, RunId, Usage

@@ -1,0 +1,773 @@
+"""The coordinator's shell around placement: a run's generations placed on the mesh and performed.
+
+`Mesh` builds a `ClusterView` from this node's own service and what its peers last said (their
+descriptions and beats), asks the pure `place()` for decisions, and performs them:
+
+- **One at a time, critical path first.** Generations waiting for a node queue by rank; each
+  is placed by `place()` on a view that already holds its predecessors' bindings, so ready
+  agents spread over the mesh instead of piling onto the fastest node, and one coordinator's
+  Offers never compete with each other.
+- **Probe and bind late.** The best two candidates are asked for an `Offer`; each answers with
+  its own current estimate and a short lease; the generation runs on the better reply. The
+  other lease simply expires. Each node enforces its own admission limits, so coordinators
+  placing at the same moment cannot overload it and nobody holds a global lock.
+- **Fail over.** A broken stream, a peer that stops beating or a node whose runtime fails
+  moves the generation to the best node that has not failed it, up to its attempts. The
+  coordinator itself goes through the same service as its peers (no RPC), so its own
+  limits count its runs and its peers' alike.
+- **Wait a bounded time.** When every candidate refuses (all full), the generation waits and
+  places again, up to its `wait_s` (the agent's `queue_timeout_seconds`) counted from its
+  first placement until a node starts generating it; then it fails naming every node and its
+  last answer.
+- **Trust only what it observed.** Every execution's timing (started, first token, result)
+  gives the speeds this coordinator saw from that node. A peer's advertised speeds are used up
+  to what was observed there (times `OBSERVED_SLACK`), or, never observed, up to the best speed
+  seen for that model anywhere (this node's own measurement included) times
+  `UNOBSERVED_FACTOR`. An Offer estimate faster than the peer's own claim or than what was
+  observed there allows (with room for a busy moment), or a result that cannot be true (more tokens than max_tokens, more text than its
+  tokens can hold, faster than anything seen for the model allows), is a lie: the peer is
+  distrusted for `DISTRUST_S` and the work goes elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import heapq
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Protocol, Union
+
+from orc.node.protocol.description import Load, NodeDescription
+from orc.node.rpc.errors import ResourceExhausted, RpcError
+from orc.node.protocol.messages import (
+    AgentPayload,
+    ExecuteEvent,
+    ExecuteRequest,
+    ExecutionFailed,
+    ExecutionResult,
+    ExecutionStarted,
+    ExecutionTokens,
+    OfferReply,
+    OfferRequest,
+)
+from orc.node.models.runtimes.base import ChatMessage, GenerationDone, GenerationParams, TokenChunk
+from orc.node.worker.speed import Speed, speed_from_timing
+from orc.scheduler.ensemble import Placement
+from orc.scheduler.loader import split_model_ref
+from orc.scheduler.placement import (
+    ClusterView,
+    Decision,
+    Demand,
+    Estimate,
+    HeldModel,
+    NodeView,
+    UNMEASURED_DECODE_TOKENS_PER_S,
+    UNMEASURED_PREFILL_TOKENS_PER_S,
+    estimated_prompt_tokens,
+    place,
+)
+
+if TYPE_CHECKING:
+    from orc.node.worker.service import NodeService
+
+log = logging.getLogger(__name__)
+
+PROBES = 2  # Offers per placement: the best two (Sparrow's "power of two choices")
+OFFER_TIMEOUT = 2.0
+DEFAULT_NETWORK_S = 0.002  # a LAN round trip before any was measured
+# Work this coordinator bound to a peer counts in that peer's backlog until a beat taken after
+# the binding reports it; beats come every second, so a few seconds is plenty.
+RECENT_WORK_S = 3.0
+# How often a running generation checks that its node is still alive. A killed peer closes its
+# socket and the stream breaks at once; this catches the pulled cable, which never closes.
+LIVENESS_CHECK_S = 0.5
+# Waiting for room when every candidate refused (all queues full): from quick to patient.
+BUSY_RETRY_FIRST_S = 0.1
+BUSY_RETRY_MAX_S = 1.0
+# A node that accepts Offers but keeps refusing the Executes that follow is broken or hostile:
+# after this many refusals it counts as failed for that generation.
+MAX_REFUSALS = 3
+RELEASE_WAIT_S = 0.25
+# ---- trust only what you observed ----
+# A peer's advertised speed counts up to this multiple of what this coordinator observed there
+# (observations include the network and a busy moment, so they are lower than the truth).
+OBSERVED_SLACK = 1.5
+# A peer never observed with a model counts as at most this multiple of the best speed seen for
+# that model on any node (this one's own measurement included): enough to prefer a faster
+# newcomer, too little for a liar to take every agent.
+UNOBSERVED_FACTOR = 2.0
+# An Offer estimate is a lie when it is below 1/LIE_SLACK of the time the work needs at the
+# fastest speed believable for that peer: its own claim, capped by LIE_FACTOR_OBSERVED times what
+# was observed there, or, never observed, by LIE_FACTOR_UNOBSERVED times the best seen anywhere.
+# An honest node estimates at its own current speed, and one observation may have caught it
+# sharing its cores with other generations: three of them on two cores have shown a 5.6 times
+# slowdown, so an estimate is called a lie only 8 times (2 x 4) faster than what was seen there.
+LIE_SLACK = 2.0
+LIE_FACTOR_OBSERVED = 4.0
+LIE_FACTOR_UNOBSERVED = 16.0
+# The smallest context window a node may run a model with: the decode part of the time
+# expected for an Offer counts no more tokens than it leaves (a node bounds max_tokens by its own).
+MIN_CONTEXT_TOKENS = 512
+# A result is impossible when it came faster than the best speeds seen for its model anywhere
+# allow, divided by this; or with more text than MAX_CHARS_PER_TOKEN per token it claims.
+IMPOSSIBLE_FACTOR = 20.0
+MAX_CHARS_PER_TOKEN = 32
+# A peer caught lying gets no work from this coordinator for this long.
+DISTRUST_S = 600.0
+# Observations (node, model) and distrusted peers remembered: the oldest are forgotten first.
+MAX_OBSERVED = 1024
+MAX_DISTRUSTED = 256
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One LLM generation of a run, to be placed and performed."""
+
+    run_id: str
+    agent: str  # as the progress shows it: "name", "parent/name", "name[i]"
+    model: str  # "ID" or "ID@RUNTIME"
+    sha256: str | None  # the weights this node has under that id; None when it has none
+    messages: tuple[ChatMessage, ...]
+    params: GenerationParams
+    placement: Placement
+    rank: float  # critical-path length from this agent to the end of its ensemble, seconds
+    attempts: int  # nodes it may be tried on
+    deadline_s: float | None = None  # the generation's own time, from when its node starts it
+    wait_s: float | None = None  # how long it may wait to start (refused everywhere, or queued); None: forever
+    local: bool = False  # `--local`: this node only
+    epoch: float = 0.0  # when this run, or this resume of it, began: attempts of a resume get new ids
+
+    @property
+    def prompt_chars(self) -> int:
+        return sum(len(m.content) for m in self.messages)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The generation now runs on this node; `replaces` tells why an earlier node was dropped."""
+
+    node_id: str
+    node_name: str
+    replaces: str | None = None
+
+
+@dataclass(frozen=True)
+class Working:
+    """The node left its queue and started generating, `waited_s` after the generation was first placed."""
+
+    node_id: str
+    waited_s: float
+
+
+MeshEvent = Union[Bound, Working, TokenChunk, GenerationDone]
+
+
+class NoNode(Exception):
+    """No node of the mesh can run this generation now (the message says why, node by node)."""
+
+
+class NoRoom(NoNode):
+    """The generation waited `waited_s` (its `wait_s`) without any node starting it; `answers`
+    pairs each node asked with its last answer."""
+
+    def __init__(self, waited_s: float, answers: tuple[tuple[str, str], ...]) -> None:
+        self.waited_s = waited_s
+        self.answers = answers
+        super().__init__(f"waited {waited_s:.0f} s without a node starting it ("
+                         + ("; ".join(f"{name}: {why}" for name, why in answers) or "no node answered") + ")")
+
+
+class TimedOut(NoNode):
+    """The node ended the generation at its deadline (`Generation.deadline_s` from its start)."""
+
+
+class _Lost(Exception):
+    """The node running a generation failed it; another node may still succeed."""
+
+
+class _Waited(Exception):
+    """The generation's time to wait ran out while it was queued on its node."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A node's refusal of an Offer: `permanent` when waiting cannot change it."""
+
+    name: str
+    reason: str
+    permanent: bool = False
+
+
+@dataclass(frozen=True)
+class PeerState:
+    """A peer as the coordinator knows it: its last description, liveness and last beat's load."""
+
+    node_id: str
+    description: NodeDescription | None
+    alive: bool
+    load: Load | None = None
+    load_at: float | None = None  # when that beat arrived
+    address: str | None = None  # where this node reached it (the address that verified)
+
+
+class PeerLink(Protocol):
+    """What the coordinator needs of a connection to a peer (`orc.node.rpc.client.PeerClient`)."""
+
+    async def offer(self, request: OfferRequest, timeout: float = ...) -> OfferReply: ...
+
+    def execute(self, request: ExecuteRequest, timeout: float | None = None) -> AsyncIterator[ExecuteEvent]: ...
+
+    async def cancel(self, execution_id: str, timeout: float = ...) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+def execution_id(run_id: str, agent: str, attempt: int, epoch: float = 0.0) -> str:
+    """Derived, not negotiated: the same generation attempt has the same id everywhere."""
+    return hashlib.sha256(f"{run_id}\0{agent}\0{attempt}\0{epoch!r}".encode()).hexdigest()[:32]
+
+
+class Mesh:
+    """Places and performs generations for the runs this node coordinates."""
+
+    def __init__(self, *, service: "NodeService", peers: Callable[[], Iterable[PeerState]],
+                 link: Callable[[str, str], PeerLink], clock: Callable[[], float] = time.time) -> None:
+        self.service = service
+        self.node_id: str = service.membership.identity.node_id
+        self._peers = peers
+        self._link = link
+        self._clock = clock
+        self._links: dict[str, PeerLink] = {}
+        self._network: dict[str, float] = {}  # node id -> smoothed Offer round trip, seconds
+        # Work this coordinator placed and its node may not have reported in a beat yet:
+        # generation key -> (node id, work seconds, when placed or bound).
+        self._placed: dict[str, tuple[str, float, float]] = {}
+        self._binding: list[tuple] = []  # heap: (-rank, key, sequence, generation, demand, future)
+        # Speeds this coordinator observed, by (node id, model id); most recent last, capped.
+        self._observed: dict[tuple[str, str], Speed] = {}
+        # Peers caught lying: node id -> (distrusted until, by self._clock; what they did).
+        self._distrusted: dict[str, tuple[float, str]] = {}
+        self.lies: dict[str, int] = {}  # node id -> lies caught (capped like the distrusted)
+        self._sequence = 0
+        self._binder: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Future[object]] = set()
+
+    # ---- what the mesh has ----
+
+    def view(self, local: bool = False) -> ClusterView:
+        """Every node as this coordinator sees it now (only itself with `local`)."""
+        now = self._clock()
+        own = self.service.describe()
+        nodes = [_node_view(own, True, own.load, None, 0.0)]
+        if not local:
+            for peer in self._peers():
+                if peer.description is None or peer.node_id == self.node_id:
+                    continue
+                view = _node_view(peer.description, peer.alive, peer.load, peer.load_at,
+                                  self._network.get(peer.node_id, DEFAULT_NETWORK_S))
+                view = replace(view, models=tuple(self._capped(peer.node_id, m) for m in view.models))
+                since = peer.load_at if peer.load_at is not None else now - RECENT_WORK_S
+                extra = sum(work for node, work, at in self._placed.values() if node == peer.node_id and at >= since)
+                nodes.append(replace(view, backlog_s=view.backlog_s + extra))
+        return ClusterView(self.node_id, tuple(nodes))
+
+    def offers(self, model_ref: str, local: bool = False) -> bool:
+        """Some live node (this one included) serves the model `model_ref` names."""
+        model_id, runtime = split_model_ref(model_ref)
+        return any(n.alive and any(m.id == model_id and runtime in (None, m.runtime) for m in n.models)
+                   for n in self.view(local).nodes)
+
+    def tagged(self, tags: Iterable[str], local: bool = False) -> bool:
+        """Some live node carries every one of `tags`."""
+        wanted = frozenset(tags)
+        return any(n.alive and wanted <= n.tags for n in self.view(local).nodes)
+
+    def model_ids(self, local: bool = False) -> tuple[str, ...]:
+        return tuple(sorted({m.id for n in self.view(local).nodes if n.alive for m in n.models}))
+
+    def demand(self, key: str, model_ref: str, sha256: str | None, prompt_tokens: int, max_tokens: int,
+               placement: Placement, rank: float, local: bool = False,
+               exclude: frozenset[str] = frozenset()) -> Demand:
+        """What placement needs to know about one generation."""
+        model_id, runtime = split_model_ref(model_ref)
+        return Demand(
+            key=key, model_id=model_id, runtime=runtime, sha256=sha256, prompt_tokens=prompt_tokens,
+            max_tokens=max_tokens, rank=rank, local_only=placement.local_only or local,
+            require_tags=placement.require_tags, prefer_tags=placement.prefer_tags, exclude=exclude,
+            distrusted=self.distrusted())
+
+    # ---- trust ----
+
+    def distrusted(self) -> frozenset[str]:
+        """Peers caught lying whose cool-down has not ended."""
+        now = self._clock()
+        return frozenset(node for node, (until, _) in self._distrusted.items() if now < until)
+
+    def observed(self, node_id: str, model_id: str) -> Speed | None:
+        """The speeds this coordinator saw from `node_id`'s executions of `model_id`, if any."""
+        return self._observed.get((node_id, model_id))
+
+    def _best(self, model_id: str) -> tuple[float, float] | None:
+        """The best (prefill, decode) seen for a model: on any node, or measured by this node itself."""
+        seen = [(speed.prefill_tokens_per_s, speed.decode_tokens_per_s)
+                for (_, model), speed in self._observed.items() if model == model_id]
+        seen += [(m.prefill_tokens_per_s, m.decode_tokens_per_s) for m in self.service.describe().models
+                 if m.id == model_id and m.prefill_tokens_per_s and m.decode_tokens_per_s]
+        if not seen:
+            return None
+        return max(p for p, _ in seen), max(d for _, d in seen)
+
+    def _cap(self, node_id: str, model_id: str, observed_factor: float,
+             unobserved_factor: float) -> tuple[float, float] | None:
+        """The fastest (prefill, decode) this coordinator believes of a peer's model: what it
+        observed there times `observed_factor`, or, never observed there, the best seen for the
+        model anywhere times `unobserved_factor`."""
+        observed = self._observed.get((node_id, model_id))
+        if observed is not None:
+            return observed.prefill_tokens_per_s * observed_factor, observed.decode_tokens_per_s * observed_factor
+        best = self._best(model_id)
+        if best is None:
+            return None
+        return best[0] * unobserved_factor, best[1] * unobserved_factor
+
+    def _capped(self, node_id: str, model: HeldModel) -> HeldModel:
+        """A peer's model with its advertised speeds cut to what this coordinator believes."""
+        cap = self._cap(node_id, model.id, OBSERVED_SLACK, UNOBSERVED_FACTOR) or (UNMEASURED_PREFILL_TOKENS_PER_S,
+                                                                                  UNMEASURED_DECODE_TOKENS_PER_S)
+        return replace(model,
+                       prefill_tokens_per_s=None if model.prefill_tokens_per_s is None
+                       else min(model.prefill_tokens_per_s, cap[0]),
+                       decode_tokens_per_s=None if model.decode_tokens_per_s is None
+                       else min(model.decode_tokens_per_s, cap[1]))
+
+    def _advertised(self, node_id: str, model_id: str, sha256: str) -> tuple[float | None, float | None]:
+        for peer in self._peers():
+            if peer.node_id == node_id and peer.description is not None:
+                for m in peer.description.models:
+                    if m.id == model_id and (not sha256 or m.sha256 == sha256):
+                        return m.prefill_tokens_per_s, m.decode_tokens_per_s
+        return None, None
+
+    def _lie(self, generation: Generation, model_id: str, estimate: Estimate, reply: OfferReply) -> str | None:
+        """Why a peer's accepted Offer cannot be true, or None when it may be."""
+        fastest = []
+        claimed = self._advertised(estimate.node_id, model_id, estimate.sha256)
+        cap = self._cap(estimate.node_id, model_id, LIE_FACTOR_OBSERVED, LIE_FACTOR_UNOBSERVED)
+        for index in (0, 1):
+            believable = [speed for speed in (claimed[index], cap[index] if cap else None) if speed]
+            fastest.append(min(believable) if believable else None)
+        if fastest[0] is None or fastest[1] is None:
+            return None  # nothing to judge by
+        prompt = estimated_prompt_tokens(generation.prompt_chars)
+        written = min(generation.params.max_tokens, max(MIN_CONTEXT_TOKENS - prompt, 0))
+        needed = prompt / fastest[0] + written / fastest[1]
+        if reply.estimated_finish_ms / 1000 < needed / LIE_SLACK:
+            return (f"it offered to finish in {reply.estimated_finish_ms} ms what needs at least "
+                    f"{needed * 1000:.0f} ms at the fastest speeds it can be believed to have")
+        return None
+
+    def _impossible(self, generation: Generation, model_id: str, text: str, prompt_tokens: int,
+                    completion_tokens: int, seconds: float) -> str | None:
+        """Why a peer's result cannot be true, or None when it may be (a made-up text that looks
+        real cannot be caught: only what contradicts the numbers)."""
+        if completion_tokens > generation.params.max_tokens:
+            return f"it claims {completion_tokens} completion tokens, more than max_tokens {generation.params.max_tokens}"
+        if len(text) > max(completion_tokens, 1) * MAX_CHARS_PER_TOKEN:
+            return f"its {len(text)} characters cannot be {completion_tokens} tokens"
+        best = self._best(model_id)
+        if best is not None:
+            fastest = prompt_tokens / best[0] + max(completion_tokens - 1, 0) / best[1]
+            if seconds < fastest / IMPOSSIBLE_FACTOR:
+                return (f"it finished in {seconds * 1000:.0f} ms, more than {IMPOSSIBLE_FACTOR:g} times faster than "
+                        f"any speed seen for {model_id} allows ({fastest * 1000:.0f} ms)")
+        return None
+
+    def _distrust(self, node_id: str, name: str, why: str) -> None:
+        log.warning("distrusting %s for %.0f s: %s", name, DISTRUST_S, why)
+        self._distrusted.pop(node_id, None)
+        self._distrusted[node_id] = (self._clock() + DISTRUST_S, why)
+        self.lies[node_id] = self.lies.pop(node_id, 0) + 1
+        for table in (self._distrusted, self.lies):
+            while len(table) > MAX_DISTRUSTED:
+                del table[next(iter(table))]
+
+    def _observe(self, node_id: str, model_id: str, speed: Speed) -> None:
+        key = (node_id, model_id)
+        previous = self._observed.pop(key, None)
+        self._observed[key] = previous.refreshed(speed) if previous else speed
+        while len(self._observed) > MAX_OBSERVED:
+            del self._observed[next(iter(self._observed))]
+
+    # ---- placing ----
+
+    async def bind(self, generation: Generation, demand: Demand) -> tuple[Decision, tuple[Estimate, str] | None,
+                                                                           dict[str, Answer]]:
+        """Place `demand` and bind it with Offers: the decision, the node and lease it got (None
+        when every candidate refused or there was none), and the refusal of each node that refused.
+
+        Generations are bound one at a time, highest critical-path rank first: each is placed on
+        a view its predecessors' bindings already changed, and its Offers never compete with
+        theirs (two Offers in flight at once would each count the other's lease as queued work).
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[Decision, tuple[Estimate, str] | None, dict[str, Answer]]] = loop.create_future()
+        self._sequence += 1
+        heapq.heappush(self._binding, (-demand.rank, demand.key, self._sequence, generation, demand, future))
+        if self._binder is None or self._binder.done():
+            self._binder = loop.create_task(self._bind_queued(), name="placement")
+        return await future
+
+    async def _bind_queued(self) -> None:
+        await asyncio.sleep(0)  # generations that became ready together join the queue first
+        while self._binding:
+            *_, generation, demand, future = heapq.heappop(self._binding)
+            if future.done():
+                continue  # its generation was cancelled while it waited
+            answers: dict[str, Answer] = {}
+            # Who is distrusted is read now, not when the demand was made: a peer caught lying
+            # while this generation waited its turn must not be asked again.
+            demand = replace(demand, distrusted=self.distrusted())
+            try:
+                [decision] = place([demand], self.view(generation.local), self._clock())
+                bound = await self._bind(generation, decision, answers) if decision.choice is not None else None
+            except Exception as error:  # noqa: BLE001 - hand the failure to its generation, keep binding
+                if not future.done():
+                    future.set_exception(error)
+                continue
+            now = self._clock()
+            self._placed = {k: v for k, v in self._placed.items() if v[2] > now - RECENT_WORK_S}
+            if bound is not None:
+                self._placed[demand.key] = (bound[0].node_id, bound[0].work_s, now)
+            if future.done():  # cancelled while its Offers were out: give the place back
+                if bound is not None:
+                    self._background(self._release(bound[0].node_id, bound[1]))
+                continue
+            future.set_result((decision, bound, answers))
+
+    # ---- performing ----
+
+    async def generate(self, generation: Generation) -> AsyncIterator[MeshEvent]:
+        """Place `generation`, run it, and yield where it runs, its tokens and its result.
+
+        Raises NoNode when no node can run it (or every node it was tried on failed it).
+        """
+        failed: dict[str, str] = {}  # node id -> what went wrong there
+        names: dict[str, str] = {}
+        key = f"{generation.run_id}/{generation.agent}"
+        try:
+            async for event in self._place_and_run(generation, key, failed, names):
+                yield event
+        finally:
+            self._placed.pop(key, None)  # done or abandoned: its node's own reports take over
+
+    async def _place_and_run(self, generation: Generation, key: str, failed: dict[str, str],
+                             names: dict[str, str]) -> AsyncIterator[MeshEvent]:
+        refusals: dict[str, int] = {}  # node id -> Executes it refused after accepting the Offer
+        answers: dict[str, str] = {}  # node id -> its last refusal, for the message if time runs out
+        unfit: dict[str, str] = {}  # node id -> why it can never take this generation (refused for good)
+        replaces: str | None = None
+        wait = BUSY_RETRY_FIRST_S
+        attempt = 0
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        gives_up = None if generation.wait_s is None else began + generation.wait_s
+
+        def no_room() -> NoRoom:
+            return NoRoom(loop.time() - began, tuple((names.get(n, n), why) for n, why in answers.items()))
+
+        async def wait_for_room() -> None:
+            nonlocal wait
+            if gives_up is not None and loop.time() + wait > gives_up:
+                if loop.time() >= gives_up:
+                    raise no_room()
+                await asyncio.sleep(gives_up - loop.time())
+                raise no_room()
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, BUSY_RETRY_MAX_S)
+
+        while True:
+            demand = self.demand(key, generation.model, generation.sha256,
+                                 estimated_prompt_tokens(generation.prompt_chars), generation.params.max_tokens,
+                                 generation.placement, generation.rank, generation.local,
+                                 frozenset(failed) | frozenset(unfit))
+            decision, bound, refused = await self.bind(generation, demand)
+            for node_id, answer in refused.items():
+                names[node_id] = answer.name
+                (unfit if answer.permanent else answers)[node_id] = answer.reason
+                if answer.permanent:
+                    answers.pop(node_id, None)
+            if decision.choice is None:
+                raise NoNode(_no_node_message(decision, {**failed, **unfit}, names))
+            if bound is None:
+                if refused and all(answer.permanent for answer in refused.values()):
+                    continue  # those nodes can never take it: place again without them, at once
+                await wait_for_room()
+                continue
+            estimate, lease = bound
+            names[estimate.node_id] = estimate.name
+            attempt += 1
+            yield Bound(estimate.node_id, estimate.name, replaces)
+            try:
+                async for event in self._execute(generation, estimate, lease, attempt, began, gives_up):
+                    yield event
+                return
+            except _Waited:
+                answers[estimate.node_id] = "queued there, not started"
+                raise no_room() from None
+            except ResourceExhausted as error:
+                # The node filled up between its Offer and our Execute (its lease expired): not
+                # its fault, place again without counting the node out, unless it keeps doing it.
+                answers[estimate.node_id] = str(error)
+                refusals[estimate.node_id] = refusals.get(estimate.node_id, 0) + 1
+                if refusals[estimate.node_id] >= MAX_REFUSALS:
+                    failed[estimate.node_id] = f"refused the execution {MAX_REFUSALS} times after offering it"
+                    if len(failed) >= generation.attempts:
+                        raise NoNode(_failed_message(failed, names)) from None
+                log.info("%s: %s refused the execution (%s); placing again", generation.agent, estimate.name, error)
+                attempt -= 1
+                await wait_for_room()
+                continue
+            except _Lost as error:
+                failed[estimate.node_id] = str(error)
+                log.warning("%s failed on %s: %s", generation.agent, estimate.name, error)
+                if len(failed) >= generation.attempts:
+                    raise NoNode(_failed_message(failed, names)) from None
+                replaces = f"{estimate.name}: {error}"
+
+    async def _bind(self, generation: Generation, decision: Decision,
+                    answers: dict[str, "Answer"]) -> tuple[Estimate, str] | None:
+        """Ask the best candidates for an Offer, two at a time; the better believable accepted one
+        wins. Each refusal (and each lie) is put in `answers`."""
+        model_id, _ = split_model_ref(generation.model)
+        candidates = list(decision.candidates)
+        while candidates:
+            probes, candidates = candidates[:PROBES], candidates[PROBES:]
+            replies = await asyncio.gather(*(self._offer(generation, model_id, c) for c in probes))
+            accepted = []
+            for index, (c, reply) in enumerate(zip(probes, replies)):
+                if not reply.accepted:
+                    answers[c.node_id] = Answer(c.name, reply.reason, reply.permanent)
+                    continue
+                if c.node_id in self.distrusted():
+                    # Caught lying (a made-up result for another agent) while this Offer was out.
+                    answers[c.node_id] = Answer(c.name, "distrusted", False)
+                    self._background(self._release(c.node_id, reply.lease_id))
+                    continue
+                lie = None if c.node_id == self.node_id else self._lie(generation, model_id, c, reply)
+                if lie is not None:
+                    self._distrust(c.node_id, c.name, lie)
+                    answers[c.node_id] = Answer(c.name, f"distrusted: {lie}", False)
+                    self._background(self._release(c.node_id, reply.lease_id))
+                    continue
+                accepted.append((reply.estimated_finish_ms / 1000 + c.network_s, index, c, reply.lease_id))
+            if accepted:
+                _, _, estimate, lease = min(accepted, key=lambda a: (a[0], a[1]))
+                log.info("%s bound to %s (offers: %s)", generation.agent, estimate.name,
+                         ", ".join(f"{c.name} {reply.estimated_finish_ms} ms" if reply.accepted
+                                   else f"{c.name} refused" for c, reply in zip(probes, replies)))
+                releases = [self._background(self._release(other.node_id, unused))
+                            for _, _, other, unused in accepted if unused != lease]
+                if releases:
+                    # Give the other place back now rather than let it expire: until then it
+                    # counts in that node's backlog and in the next generation's Offer. Waited
+                    # for briefly only: an unreachable node must not hold up every placement.
+                    await asyncio.wait(releases, timeout=RELEASE_WAIT_S)
+                return estimate, lease
+        return None
+
+    async def _release(self, node_id: str, lease: str) -> None:
+        if node_id == self.node_id:
+            await self.service.cancel(self.node_id, lease)
+            return
+        try:
+            await self._peer(node_id).cancel(lease, timeout=1.0)
+        except (RpcError, OSError, _Lost) as error:
+            log.debug("releasing lease on %s: %s", node_id, error)
+
+    async def _offer(self, generation: Generation, model_id: str, estimate: Estimate) -> OfferReply:
+        request = OfferRequest(generation.run_id, generation.agent, model_id,
+                               estimate.sha256,
+                               estimated_prompt_tokens(generation.prompt_chars), generation.params.max_tokens)
+        if estimate.node_id == self.node_id:
+            return await self.service.offer(self.node_id, request)
+        started = time.perf_counter()
+        try:
+            reply = await self._peer(estimate.node_id).offer(request, timeout=OFFER_TIMEOUT)
+        except (RpcError, _Lost) as error:
+            return OfferReply(accepted=False, reason=f"offer failed: {error}")
+        rtt = time.perf_counter() - started
+        previous = self._network.get(estimate.node_id)
+        self._network[estimate.node_id] = rtt if previous is None else 0.8 * previous + 0.2 * rtt
+        return reply
+
+    async def _execute(self, generation: Generation, estimate: Estimate, lease: str, attempt: int,
+                       began: float, gives_up: float | None) -> AsyncIterator[Working | TokenChunk | GenerationDone]:
+        """Run the generation on the bound node; raise _Lost if that node fails it (or its result
+        cannot be true), _Waited if it is still queued there when `gives_up` (loop time) comes."""
+        model_id, _ = split_model_ref(generation.model)
+        request = ExecuteRequest(
+            execution_id=execution_id(generation.run_id, generation.agent, attempt, generation.epoch),
+            run_id=generation.run_id,
+            agent=generation.agent, lease_id=lease,
+            deadline_ms=int(generation.deadline_s * 1000) if generation.deadline_s else 0,
+            payload=AgentPayload(model_id, estimate.sha256, generation.messages,
+                                 generation.params))
+        local = estimate.node_id == self.node_id
+        stream = (self.service.execute(self.node_id, request) if local
+                  else self._peer(estimate.node_id).execute(request))
+        events: asyncio.Queue[object] = asyncio.Queue()
+        pump = asyncio.create_task(_pump(stream, events), name=f"execute {generation.agent}")
+        loop = asyncio.get_running_loop()
+        finished = False
+        started: float | None = None  # perf-counter times of the stream, for the speeds observed
+        first: float | None = None
+        try:
+            while True:
+                patience = LIVENESS_CHECK_S
+                if started is None and gives_up is not None:
+                    if loop.time() >= gives_up:
+                        raise _Waited()
+                    patience = min(patience, gives_up - loop.time())
+                try:
+                    item = await asyncio.wait_for(events.get(), patience)
+                except asyncio.TimeoutError:
+                    if not local and not self._alive(estimate.node_id):
+                        raise _Lost("the node stopped answering") from None
+                    continue
+                match item:
+                    case ExecutionStarted():
+                        if started is None:
+                            started = time.perf_counter()
+                            yield Working(estimate.node_id, round(loop.time() - began, 3))
+                    case ExecutionTokens(text=text):
+                        if first is None:
+                            first = time.perf_counter()
+                        yield TokenChunk(text)
+                    case ExecutionResult(output=text, usage=usage, finish_reason=reason):
+                        finished = True
+                        ended = time.perf_counter()
+                        since = started if started is not None else ended
+                        if not local:
+                            impossible = self._impossible(generation, model_id, text, usage.prompt_tokens,
+                                                          usage.completion_tokens, ended - since)
+                            if impossible is not None:
+                                self._distrust(estimate.node_id, estimate.name, impossible)
+                                raise _Lost(f"its result cannot be true: {impossible}")
+                        observed = speed_from_timing(usage.prompt_tokens, usage.completion_tokens, since, first,
+                                                     ended, self._clock())
+                        if observed is not None:
+                            self._observe(estimate.node_id, model_id, observed)
+                        yield GenerationDone(text, usage, reason)
+                        return
+                    case ExecutionFailed(code=code, message=message):
+                        finished = True
+                        if code == "deadline":
+                            raise TimedOut(f"timed out on {estimate.name}: {message}")
+                        raise _Lost(f"{code}: {message}")
+                    case _StreamEnded():
+                        finished = True
+                        raise _Lost("the stream ended without a result")
+                    case _StreamBroke(error=error):
+                        finished = True
+                        if isinstance(error, ResourceExhausted):
+                            raise error
+                        raise _Lost(str(error) or type(error).__name__)
+                    case _:
+                        raise AssertionError(f"unexpected execution event {item!r}")
+        finally:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+            if not finished and not local:
+                # Abandoned (Ctrl-C, the agent's timeout, a dead node): tell the node to stop
+                # generating; if it is gone, there is nothing to stop.
+                self._background(self._cancel(estimate.node_id, request.execution_id))
+
+    async def _cancel(self, node_id: str, execution: str) -> None:
+        try:
+            await self._peer(node_id).cancel(execution, timeout=1.0)
+        except (RpcError, OSError, _Lost) as error:
+            log.debug("cancel of %s on %s: %s", execution, node_id, error)
+
+    def _alive(self, node_id: str) -> bool:
+        return any(p.node_id == node_id and p.alive for p in self._peers())
+
+    def _peer(self, node_id: str) -> PeerLink:
+        link = self._links.get(node_id)
+        if link is None:
+            address = next((p.address or (p.description.addresses[0] if p.description and p.description.addresses
+                                          else None)
+                            for p in self._peers() if p.node_id == node_id), None)
+            if address is None:
+                raise _Lost(f"no address known for node {node_id}")
+            link = self._links[node_id] = self._link(node_id, address)
+        return link
+
+    def forget(self, node_id: str) -> None:
+        """Drop the connection to a peer (it died or was revoked); the next call dials afresh."""
+        link = self._links.pop(node_id, None)
+        if link is not None:
+            self._background(link.close())
+
+    def _background(self, work: Awaitable[object]) -> asyncio.Future[object]:
+        """Run `work` without waiting for it, holding a reference until it is done."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def close(self) -> None:
+        links, self._links = list(self._links.values()), {}
+        await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
+
+
+@dataclass(frozen=True)
+class _StreamEnded:
+    pass
+
+
+@dataclass(frozen=True)
+class _StreamBroke:
+    error: BaseException
+
+
+async def _pump(stream: AsyncIterator[ExecuteEvent], into: "asyncio.Queue[object]") -> None:
+    """Move a node's execution events into a queue, so the reader can time out without
+    cancelling the stream."""
+    try:
+        async for event in stream:
+            into.put_nowait(event)
+        into.put_nowait(_StreamEnded())
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever broke (RPC, socket, wire), the reader decides
+        into.put_nowait(_StreamBroke(error))
+    finally:
+        close = getattr(stream, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def _node_view(description: NodeDescription, alive: bool, load: Load | None, load_at: float | None,
+               network_s: float) -> NodeView:
+    models = tuple(HeldModel(m.id, m.runtime, m.sha256, m.size_bytes, m.loaded, m.prefill_tokens_per_s,
+                             m.decode_tokens_per_s) for m in description.models)
+    load = load or description.load
+    return NodeView(node_id=description.node_id, name=description.name, alive=alive, models=models,
+                    tags=frozenset(description.tags), memory_available_bytes=description.hardware.ram_available_bytes,
+                    backlog_s=load.backlog_ms / 1000, network_s=network_s)
+
+
+def _failed_message(failed: dict[str, str], names: dict[str, str]) -> str:
+    return f"failed on {len(failed)} node(s): " + "; ".join(f"{names.get(n, n)}: {why}" for n, why in failed.items())
+
+
+def _no_node_message(decision: Decision, failed: dict[str, str], names: dict[str, str]) -> str:
+    parts = []
+    for rejection in decision.rejected:
+        why = failed.get(rejection.node_id)
+        parts.append(f"{rejection.name}: {why}" if why else f"{rejection.name}: {rejection.detail}")
+    head = "no node can run it" if not failed else "no other node can run it"
+    return f"{head} ({'; '.join(parts) or 'no node is known'})"

@@ -1,0 +1,609 @@
+"""The composition root of `orc-node start`: the one place real components are built and wired.
+
+    identity ── Membership ── NodeService ──> mesh server (mTLS, Authorizer)
+                    │              │
+                    │              └──> Control (Unix socket) <── the `orc` CLI
+                    ├── join server (while an invitation is pending; CA holders)
+                    └── Peering <── mDNS / static peers / peer exchange
+
+Start-up order (docs/architecture.md): lock the home (a second daemon stops here), open the
+control socket (the local commands find the daemon from now on and wait, bounded, for what
+they need: `orc.node.daemon.startup`), become a member (joining with a token if needed; invitations
+work from here), load the runtimes and check the served models, start the mesh server, then
+peering, warm-up, renewal and mDNS.
+
+Each long-running part is one `async def run()` started in a task group; a part that fails is
+logged and restarted with backoff, so one bad component never takes the node down. SIGTERM and
+SIGINT stop everything cleanly (mDNS goodbye, servers drained), during start-up too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from typing_extensions import assert_never
+
+from orc.node.worker.admission import AdmissionConfig, BadAdmissionConfig, admission_config
+from orc.node.worker.execution_log import ExecutionLog
+from orc.node.models.catalog import Catalog, ModelEntry
+from orc.node.protocol.description import DEFAULT_PORT
+from orc.node.links.peer_table import Hint, Source
+from orc.node.links.static import Advertise, DiscoveryConfig, Endpoint, load_discovery_config, parse_endpoint
+from orc.node.links.txt import advert_for
+from orc.node.home import DaemonLock, Home
+from orc.node.trust.certificates import make_csr
+from orc.node.trust.ids import NodeId
+from orc.node.trust.store import Identity, IdentityStore
+from orc.node.trust.membership import Membership
+from orc.node.coordinator.placer import Mesh, PeerState
+from orc.node.links.peering import Peering
+from orc.node.models.runtimes.base import ModelRuntime
+from orc.node.worker.service import NodeService
+from orc.node.daemon.startup import Running, Startup
+
+log = logging.getLogger(__name__)
+
+RENEWAL_CHECK_INTERVAL = 600.0  # seconds; certificates live 30 days and renew with 10 left
+RESTART_BACKOFF_MAX = 30.0
+SHUTDOWN_GRACE = 2.0
+JOIN_CHECK_INTERVAL = 1.0  # seconds between checks whether the join server may close
+
+
+class DaemonError(Exception):
+    """The daemon cannot start; the message says why and what to do."""
+
+    exit_code = 2  # invalid input: flags, files, identity
+
+
+class ListenPortInUse(DaemonError):
+    """Another program (another orc-node?) listens on the mesh port; stop it or choose another port."""
+
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class DaemonOptions:
+    """`orc-node start`'s flags."""
+
+    listen: str | None = None  # HOST:PORT; default 0.0.0.0:7733, or the --interface address
+    interface: str | None = None  # an IP address of this machine: listen and advertise only there
+    join: str | None = None  # a join token, used only if this node is not a member yet
+    name: str | None = None  # the node's name when joining (default: the host name)
+    peers: tuple[str, ...] = ()  # static peers, HOST:PORT
+    models: tuple[str, ...] = ()  # serve only these catalog models (default: all)
+    mdns: bool = True
+    tags: tuple[str, ...] = ()
+    threads: int | None = None  # CPU threads per model
+
+
+def control_socket(home: Home) -> Path:
+    return home.state_dir / "orc-node.sock"
+
+
+class Daemon:
+    """One running node. Build with `Daemon(home, options)`, then `await run(stop)`."""
+
+    def __init__(self, home: Home, options: DaemonOptions, lock: DaemonLock | None = None) -> None:
+        """`lock`: the home's lock, if the caller already took it (else `run` takes it)."""
+        self.home = home
+        self._lock = lock
+        self.options = options
+        self.store = IdentityStore(home.identity_dir)
+        self.config = _discovery_config(home)
+        self.admission = _admission_config(home)
+        self.listen = _listen_endpoint(options)
+        self.peers = tuple(self.config.peers) + tuple(parse_peer(p) for p in options.peers)
+        self.mdns_enabled = options.mdns and self.config.mdns
+        self.catalog = Catalog(home.models_dir)
+        self.mesh_port: int | None = None
+        self.join_port: int | None = None
+        self.startup = Startup(joining=bool(options.join) and not self.store.exists())
+        self._join_server = None
+        self._join_closer: asyncio.Task[None] | None = None
+        # Opening and closing the join server are serialized: concurrent invitations share one
+        # server, and the closer re-checks for a pending invitation before it closes.
+        self._join_lock = asyncio.Lock()
+        # Built by run(), in dependency order; read by the invitation and renewal paths it starts.
+        self._membership: Membership
+        self._service: NodeService
+        self._peering: Peering
+        self._mesh_server = None  # FrontedServer
+        self._junk_renewers: tuple[NodeId, ...] = ()  # CA-claiming peers that answered Renew with junk
+
+    # ---- start-up ----
+
+    async def _identity(self) -> Identity:
+        if self.store.exists():
+            if self.options.join:
+                log.warning("already a member of a mesh; ignoring --join (move %s away to join another)",
+                            self.store.folder)
+            return self.store.load()
+        if not self.options.join:
+            return self.store.load()  # raises NotMember with the advice
+        from orc.node.daemon.joining import join_mesh
+
+        name = self.options.name or default_node_name()
+        log.info("joining the mesh of the token as %s", name)
+        return await join_mesh(self.store, self.options.join, name, peers=self.peers, mdns=self.mdns_enabled,
+                               interfaces=self._interfaces())
+
+    def _served(self, runtimes: dict[str, ModelRuntime]) -> list[ModelEntry]:
+        """The catalog variants this node serves: all of them, or those `--model` names
+        (`ID` for every variant of a model, `ID@RUNTIME` for one), on the runtimes it has."""
+        from orc.scheduler.loader import split_model_ref
+
+        entries = self.catalog.entries()
+        wanted = self.options.models
+        unknown = [m for m in wanted if not any(_matches(m, e, split_model_ref) for e in entries)]
+        if unknown:
+            have = ", ".join(sorted({e.selector for e in entries})) or "no models"
+            raise DaemonError(f"--model {', '.join(unknown)}: not in this node's catalog (it has {have}); "
+                              "see `orc models`")
+        served = []
+        for entry in entries:
+            if wanted and not any(_matches(m, entry, split_model_ref) for m in wanted):
+                continue
+            if entry.runtime not in runtimes:
+                log.warning("model %s is not served: this node has no %s runtime", entry.selector, entry.runtime)
+                continue
+            try:
+                served.append(self.catalog.prepare(entry.selector))
+            except Exception as error:  # noqa: BLE001 - one broken model must not stop the node
+                log.warning("model %s is not served: %s", entry.selector, error)
+        return served
+
+    def _runtimes(self) -> dict[str, ModelRuntime]:
+        from orc.node.models.runtimes.llama_cpp import LlamaCppRuntime
+        from orc.node.models.runtimes.mlx import MlxRuntime, mlx_installed
+
+        extra_buffers = _llama_cpp_extra_buffers(self.home)
+        runtimes: dict[str, ModelRuntime] = {
+            "llama_cpp": LlamaCppRuntime(n_threads=self.options.threads, extra_buffers=extra_buffers)}
+        if mlx_installed():
+            runtimes["mlx"] = MlxRuntime()
+        return runtimes
+
+    def _interfaces(self) -> list[str] | None:
+        return [self.options.interface] if self.options.interface else None
+
+    def _advertised_ips(self) -> list[str]:
+        host = self.listen.host
+        if not _is_wildcard(host):
+            return [host]
+        return _local_ips()
+
+    def addresses(self) -> tuple[str, ...]:
+        port = self.mesh_port or self.listen.port
+        return tuple(str(Endpoint(ip, port)) for ip in self._advertised_ips())
+
+    # ---- the run ----
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set. Raises HomeLocked (at once) if another daemon runs for this home."""
+        from orc.node.daemon.control import ControlService
+        from orc.node.rpc.servers import start_control_server
+
+        self.home.prepare()
+        lock = self._lock or await asyncio.to_thread(DaemonLock.acquire, self.home)
+        try:
+            control = ControlService(home=self.home, startup=self.startup, daemon=self)
+            control_server = await start_control_server(control, str(control_socket(self.home)))
+            try:
+                async with contextlib.AsyncExitStack() as running:
+                    if await self._start_unless_stopped(running, stop):
+                        await stop.wait()
+                    log.info("stopping")
+            finally:
+                await control_server.stop(SHUTDOWN_GRACE)
+                with contextlib.suppress(OSError):
+                    control_socket(self.home).unlink()
+                log.info("stopped")
+        finally:
+            lock.release()
+
+    async def _start_unless_stopped(self, running: contextlib.AsyncExitStack, stop: asyncio.Event) -> bool:
+        """Start the node (its parts' cleanups go on `running`); False if `stop` came first."""
+        starting = asyncio.create_task(self._start(running), name="start-up")
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not starting.done():
+                starting.cancel()
+            try:
+                await starting
+            except BaseException as error:
+                self.startup.failed(error)
+                if not isinstance(error, asyncio.CancelledError):
+                    raise
+        return not starting.cancelled()
+
+    async def _start(self, running: contextlib.AsyncExitStack) -> None:
+        identity = await self._identity()
+        membership = Membership(self.store, identity)
+        self._membership = membership
+        self.startup.member(membership)  # invitations and revocations work from here
+        running.push_async_callback(self.close_join_server)
+        if membership.invitation_open():
+            await self.open_join_server()
+        # Importing a runtime and checking model files (hashing, assembling a GGUF) take seconds:
+        # off the loop, which meanwhile answers the control socket.
+        runtimes = await asyncio.to_thread(self._runtimes)
+        served = await asyncio.to_thread(self._served, runtimes)
+        peering: Peering | None = None
+        service = NodeService(
+            membership=membership, runtimes=runtimes, served=served,
+            addresses=self.addresses, known_peers=lambda: peering.known_peers() if peering else (),
+            tags=self.options.tags, slots=self.admission.slots, queue_limit=self.admission.queue,
+            audit=ExecutionLog(self.home.state_dir / "executions.jsonl"))
+        self._service = service
+        self._mesh_server, ports = await self._serve_mesh(service, membership)
+        self.mesh_port = ports[0]
+        running.push_async_callback(lambda: self._mesh_server.stop(SHUTDOWN_GRACE))
+        log.info("node %s (%s) of mesh %s listening on %s", identity.node_id, identity.name, identity.mesh_id,
+                 ", ".join(self.addresses()))
+        connector = _MtlsConnector(membership)
+        peering = Peering(membership=membership, connector=connector, on_change=service.changed,
+                          own_addresses=self.addresses)
+        mesh = Mesh(service=service, peers=lambda: _peer_states(peering), link=connector.link, clock=time.monotonic)
+        running.push_async_callback(mesh.close)
+        membership.on_revoked(lambda ids: [mesh.forget(node_id) for node_id in ids])
+        service.on_inbound(peering.inbound)
+        for endpoint in self.peers:
+            peering.hint(Hint(None, str(endpoint), Source.STATIC))
+        self._peering = peering
+        self.startup.started(Running(service=service, runtimes=runtimes, peers=peering.views, mesh=mesh))
+        parts: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("peering", peering.run),
+            ("warm-up", service.warm_up),
+            ("renewal", lambda: self._renewal(membership, peering)),
+        ]
+        if self.mdns_enabled:
+            parts.append(("mdns", self._mdns))
+        tasks = [asyncio.create_task(_supervised(name, part), name=name) for name, part in parts]
+        running.push_async_callback(_cancel_all, tasks)
+
+    async def _serve_mesh(self, service: NodeService, membership: Membership):  # -> (FrontedServer, ports)
+        """The mesh server behind its front door, whose caps follow the open-file limit (raised
+        to the hard limit first: the usual soft limit of 1024 is soon reached by a busy node)."""
+        from orc.node.rpc.authorization import Authorizer
+        from orc.node.rpc.connections import mesh_limits
+        from orc.node.rpc.front_door import FrontDoor, PortInUse, raise_open_file_limit
+        from orc.node.rpc.servers import start_mesh_server
+
+        front_door = FrontDoor(mesh_limits(raise_open_file_limit()))
+        authorizer = Authorizer(is_revoked=membership.is_revoked, gate=front_door)
+        # Ends the revoked nodes' open calls, then closes their connections.
+        membership.on_revoked(lambda ids: [authorizer.cut_off(node_id) for node_id in ids])
+        identity = membership.identity
+        try:
+            return await start_mesh_server(service, [str(self.listen)], identity.key_pem, identity.certificate_pem,
+                                           identity.ca_certificate_pem, authorizer, front_door)
+        except PortInUse:
+            raise ListenPortInUse(f"port {self.listen.port} on {self.listen.host} is in use (another orc-node?); "
+                                  "stop it or choose another with --listen HOST:PORT") from None
+
+    # ---- mDNS ----
+
+    def advert(self):  # -> Advert
+        minimal = self.config.advertise is Advertise.MINIMAL
+        return advert_for(self._service.describe(), minimal, self.join_port, self._service.version)
+
+    async def _mdns(self) -> None:
+        from orc.node.links.mdns import MdnsDiscovery
+
+        changed = asyncio.Event()
+        self._service.on_change(changed.set)
+        discovery = MdnsDiscovery(self.advert(), self._advertised_ips(), self._interfaces(), self._peering.hint)
+        runner = asyncio.create_task(discovery.run())
+        try:
+            while not runner.done():
+                waiter = asyncio.create_task(changed.wait())
+                await asyncio.wait({runner, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if changed.is_set() and not runner.done():
+                    changed.clear()
+                    await asyncio.sleep(0.2)  # coalesce bursts (a warm-up changes several fields)
+                    changed.clear()
+                    await discovery.update(self.advert())
+            await runner  # re-raise its failure for the supervisor
+        finally:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await runner
+
+    # ---- invitations ----
+
+    async def open_join_server(self) -> str:
+        """Start the join server (CA holders) unless it runs; returns its address.
+
+        One server serves every pending invitation; it stays open while any is pending.
+        """
+        from orc.node.rpc.errors import Unavailable
+        from orc.node.rpc.servers import start_join_server
+
+        membership = self.startup.membership
+        assert membership is not None, "invitations exist only once this node is a member"
+        authority = membership.identity.authority
+        if authority is None:
+            raise DaemonError("only the node holding the mesh CA can invite")
+        async with self._join_lock:
+            if self._join_server is None:
+                host = self.listen.host
+                # The mesh port + 1, also before the mesh server is up (an invitation can come first).
+                port = (self.mesh_port or self.listen.port) + 1
+                try:
+                    server, ports = await start_join_server(_JoinBackend(membership), [str(Endpoint(host, port))],
+                                                            authority.key_pem, authority.certificate_pem)
+                except Unavailable:  # that port is taken: any free one (the advert and the reply name it)
+                    server, ports = await start_join_server(_JoinBackend(membership), [str(Endpoint(host, 0))],
+                                                            authority.key_pem, authority.certificate_pem)
+                self._join_server, self.join_port = server, ports[0]
+                log.info("join server open on port %d while an invitation is pending", self.join_port)
+                self._join_closer = asyncio.create_task(self._close_when_done(membership), name="join server closer")
+                self._description_changed()
+            return str(Endpoint(self._advertised_ips()[0], self.join_port or 0))
+
+    def join_address(self) -> str | None:
+        """Where the join server listens while an invitation is pending, else None."""
+        if self.join_port is None:
+            return None
+        return str(Endpoint(self._advertised_ips()[0], self.join_port))
+
+    async def _close_when_done(self, membership: Membership) -> None:
+        while True:
+            await asyncio.sleep(JOIN_CHECK_INTERVAL)
+            async with self._join_lock:
+                if membership.invitation_open():
+                    continue
+                self._join_closer = None
+                await self._stop_join_server()
+                return
+
+    async def close_join_server(self) -> None:
+        """Close the join server now (shutting down), pending invitations or not."""
+        async with self._join_lock:
+            closer, self._join_closer = self._join_closer, None
+            if closer is not None:
+                closer.cancel()
+            await self._stop_join_server()
+
+    async def _stop_join_server(self) -> None:
+        server, self._join_server = self._join_server, None
+        if server is not None:
+            await server.stop(0.5)
+            self.join_port = None
+            log.info("join server closed (no invitation pending)")
+            self._description_changed()
+
+    def _description_changed(self) -> None:
+        """The join port is in this node's mDNS advert: re-announce it (once the node runs)."""
+        running = self.startup.running
+        if running is not None:
+            running.service.changed()
+
+    # ---- certificate renewal ----
+
+    async def _renewal(self, membership: Membership, peering: Peering) -> None:
+        while True:
+            if membership.needs_renewal():
+                try:
+                    await self._renew(membership, peering)
+                except Exception as error:  # noqa: BLE001 - retried at the next check
+                    log.warning("certificate renewal failed, retrying later: %s", error)
+            await asyncio.sleep(RENEWAL_CHECK_INTERVAL)
+
+    async def _renew(self, membership: Membership, peering: Peering) -> None:
+        from datetime import datetime, timezone
+
+        from orc.node.trust.store import Issuer
+        from orc.node.trust.renewal import Candidate, NotRenewed, Renewed, remembered_junk, renew_from_peers
+        from orc.node.rpc.client import PeerClient
+
+        identity = membership.identity
+        if identity.authority is not None:
+            certificate = identity.authority.issue_for_key(identity.key.public_key(), datetime.now(timezone.utc))
+            membership.install_certificate(certificate)
+            log.info("certificate renewed (self-issued by this CA holder)")
+            await self._present_new_certificate()
+            return
+        csr = make_csr(identity.key, identity.name)
+        candidates = [Candidate(peer.node_id, peer.addresses[0]) for peer in peering.table.live()
+                      if peer.description is not None and peer.description.certificate_authority and peer.addresses]
+
+        async def ask(candidate: Candidate) -> bytes:
+            async with PeerClient(candidate.node_id, candidate.address, identity.key_pem, identity.certificate_pem,
+                                  identity.ca_certificate_pem) as client:
+                return await client.renew(csr)
+
+        outcome = await renew_from_peers(identity, candidates, self.store.load_issuer(), self._junk_renewers, ask,
+                                         lambda: datetime.now(timezone.utc))
+        self._junk_renewers = remembered_junk(self._junk_renewers, outcome)
+        match outcome:
+            case Renewed(certificate_pem=certificate, granted_by=granted_by, address=address):
+                membership.install_certificate(certificate, Issuer(granted_by, address))
+                log.info("certificate renewed by %s", granted_by)
+                await self._present_new_certificate()
+            case NotRenewed():
+                raise DaemonError(f"no peer renewed the certificate ({outcome})")
+            case other:
+                assert_never(other)
+
+    async def _present_new_certificate(self) -> None:
+        """Serve with the renewed certificate: new connections reach a new server, then the old one
+        drains, so peers see no gap. Outgoing links pick the new certificate up on their next dial."""
+        from orc.node.rpc.credentials import server_credentials
+
+        identity = self._membership.identity
+        await self._mesh_server.serve_credentials(
+            server_credentials(identity.key_pem, identity.certificate_pem, identity.ca_certificate_pem),
+            SHUTDOWN_GRACE)
+
+
+class _JoinBackend:
+    def __init__(self, membership: Membership) -> None:
+        self.membership = membership
+
+    async def join(self, secret: str, csr_pem: bytes, name: str, peer_address: str):  # -> JoinGrant
+        return self.membership.join(secret, csr_pem, name, peer_address)
+
+
+def _peer_states(peering: Peering) -> tuple[PeerState, ...]:
+    """The coordinator's view of its peers: what the table knows plus each one's last beat."""
+    states = []
+    for peer in peering.table.peers():
+        load, at = peering.load_of(peer.node_id)
+        states.append(PeerState(peer.node_id, peer.description, peer.live and peer.verified, load, at,
+                                peer.addresses[0] if peer.addresses else None))
+    return tuple(states)
+
+
+class _MtlsConnector:
+    """Links to peers over mutual TLS with this node's current certificate."""
+
+    def __init__(self, membership: Membership) -> None:
+        self.membership = membership
+
+    async def identify(self, address: str) -> NodeId:
+        from orc.node.rpc.credentials import probe_node_id
+
+        identity = self.membership.identity
+        endpoint = parse_endpoint(address)
+        return await probe_node_id(endpoint.host, endpoint.port, identity.key_pem, identity.certificate_pem,
+                                   identity.ca_certificate_pem, timeout=5.0)
+
+    def link(self, node_id: NodeId, address: str):  # -> PeerClient
+        from orc.node.rpc.client import PeerClient
+
+        identity = self.membership.identity
+        return PeerClient(node_id, address, identity.key_pem, identity.certificate_pem, identity.ca_certificate_pem)
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _supervised(name: str, part: Callable[[], Awaitable[None]]) -> None:
+    """Run one component; if it fails, log and restart it with backoff (a clean return ends it)."""
+    delay = 1.0
+    while True:
+        started = time.monotonic()
+        try:
+            await part()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the supervision boundary
+            log.exception("%s failed; restarting in %.0f s", name, delay)
+        if time.monotonic() - started > 60:
+            delay = 1.0
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, RESTART_BACKOFF_MAX)
+
+
+def _matches(reference: str, entry: ModelEntry, split: Callable[[str], tuple[str, str | None]]) -> bool:
+    try:
+        model_id, runtime = split(reference)
+    except ValueError:
+        return False
+    return entry.id == model_id and runtime in (None, entry.runtime)
+
+
+def _discovery_config(home: Home) -> DiscoveryConfig:
+    try:
+        return load_discovery_config(home.config_file)
+    except Exception as error:  # BadDiscoveryConfig and friends
+        raise DaemonError(str(error)) from None
+
+
+def _admission_config(home: Home) -> AdmissionConfig:
+    """The `admission:` section of the home's config.yaml (the discovery reader checked the file)."""
+    import yaml
+
+    try:
+        root = yaml.safe_load(home.config_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return AdmissionConfig()
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise DaemonError(f"cannot read {home.config_file}: {error}") from None
+    try:
+        return admission_config(root, str(home.config_file))
+    except BadAdmissionConfig as error:
+        raise DaemonError(str(error)) from None
+
+
+def _llama_cpp_extra_buffers(home: Home) -> bool:
+    """`llama_cpp.extra_buffers` of the home's config.yaml decided for this CPU, and logged."""
+    from orc.node.models.runtimes.extra_buffers import BadLlamaCppConfig, extra_buffers_choice
+
+    try:
+        choice = extra_buffers_choice(home.config_file)
+    except BadLlamaCppConfig as error:
+        raise DaemonError(str(error)) from None
+    log.info("%s", choice.explain(home.config_file))
+    return choice.enabled
+
+
+def parse_peer(text: str) -> Endpoint:
+    try:
+        return parse_endpoint(text)
+    except Exception as error:  # BadPeerAddress
+        raise DaemonError(f"--peer {text!r}: {error}") from None
+
+
+def _listen_endpoint(options: DaemonOptions) -> Endpoint:
+    if options.interface:
+        try:
+            ipaddress.ip_address(options.interface)
+        except ValueError:
+            raise DaemonError(f"--interface {options.interface!r}: give an IP address of this machine, "
+                              "for example 192.168.1.20") from None
+    if options.listen:
+        try:
+            endpoint = parse_endpoint(options.listen)
+        except Exception as error:
+            raise DaemonError(f"--listen {options.listen!r}: {error}") from None
+        if options.interface and not _is_wildcard(endpoint.host) and endpoint.host != options.interface:
+            raise DaemonError(f"--listen {options.listen} and --interface {options.interface} disagree; give one")
+        if options.interface and _is_wildcard(endpoint.host):
+            endpoint = replace(endpoint, host=options.interface)
+        return endpoint
+    return Endpoint(options.interface or "0.0.0.0", DEFAULT_PORT)
+
+
+def _is_wildcard(host: str) -> bool:
+    return host in ("0.0.0.0", "::", "")
+
+
+def _local_ips() -> list[str]:
+    """This machine's IPv4 addresses, loopback last (only if there is nothing else)."""
+    import ifaddr
+
+    found: list[str] = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if isinstance(ip.ip, str) and ip.ip not in found:
+                found.append(ip.ip)
+    outside = [ip for ip in found if not ipaddress.ip_address(ip).is_loopback and not ipaddress.ip_address(ip).is_link_local]
+    return outside or ["127.0.0.1"]
+
+
+def default_node_name() -> str:
+    import re
+    import socket
+
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:63].strip("-.")
+    return name or "node"
+
+
+__all__ = ["Daemon", "DaemonError", "DaemonOptions", "control_socket", "default_node_name", "parse_peer"]

@@ -1,0 +1,675 @@
+"""The llama.cpp runtime: GGUF models through llama-cpp-python.
+
+One `llama_cpp.Llama` per model id is loaded once and reused. A `Llama` is not thread-safe, so
+each instance runs one generation at a time; `max_concurrent_per_model` above 1 gives a model
+that many instances (made as concurrent requests need them), and further requests wait for a
+free one. Loading and generating run in worker threads; tokens reach the event loop through
+`loop.call_soon_threadsafe`.
+
+Prompts: a model whose GGUF carries a chat template (`tokenizer.chat_template`) and whose
+catalog entry is a chat model has its messages rendered with that template, exactly as
+llama-cpp-python's `create_chat_completion` would (same formatter, tokenization and stops),
+then completed. Any other model (a base model such as Gemma-3-270M, whose GGUF has no template)
+gets a plain completion of a transcript::
+
+    System: ...
+
+    User: ...
+
+    Assistant:
+
+which stops when the model starts a new "User:" or "System:" turn.
+
+Streamed text reaches the event loop in batches at most every 50 ms rather than per token:
+on a two-core machine every wake-up of the loop's thread costs the generation a little.
+
+Loading: every model loads through `load_llama`, with llama.cpp's extra buffer types (weight
+repacking, and the AMX path on Intel Xeons that crashes) on or off as the runtime was built
+with (`orc.node.models.runtimes.extra_buffers`), and llama.cpp's own log routed to Python logging at
+DEBUG (`orc.node.models.runtimes.llama_log`), never to the terminal.
+
+`llama_cpp` itself is imported only when a model is loaded, so importing this module (and
+running `orc --help`) stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import os
+import struct
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from orc.node.models.hardware import read_cpuinfo
+from orc.node.models.runtimes import llama_log
+from orc.node.models.runtimes.base import (
+    ChatMessage,
+    GenerationDone,
+    GenerationError,
+    GenerationEvent,
+    GenerationParams,
+    ModelLoadError,
+    Usage,
+)
+from orc.node.models.runtimes.extra_buffers import ExtraBuffers, choose_extra_buffers
+
+from orc.node.models.runtimes.generation import (
+    REPEAT_PENALTY,
+    TRANSCRIPT_STOPS,
+    StopScanner,
+    TokenBatcher,
+    WorkerFailed,
+    WorkerMessage,
+    check_request,
+    relay,
+    render_transcript,
+)
+
+if TYPE_CHECKING:
+    from orc.node.models.catalog import ModelEntry
+
+__all__ = [
+    "GgufArray",
+    "LlamaCppRuntime",
+    "StopScanner",
+    "extra_buffers_for_this_cpu",
+    "load_llama",
+    "read_gguf_metadata",
+    "render_transcript",
+]
+
+# llama.cpp keeps its K and V caches in f16 unless told otherwise.
+_KV_BYTES_PER_VALUE = 2
+# Compute buffers and logits rows beyond weights and KV cache: a fit to the resident memory
+# measured after loading and generating with SmolLM2-135M (49k vocab) and Gemma-3-270M
+# (262k vocab) at n_ctx 2048 on x86-64, within 2% for both.
+_WORKING_BYTES_FIXED = 32 << 20
+_WORKING_BYTES_PER_VOCAB_ENTRY = 128
+
+# llama-cpp-python's `verbose=False` silences a load by pointing the process's stdout and
+# stderr file descriptors at /dev/null and back. Two loads interleaved in two threads would
+# restore them in the wrong order and leave stderr pointing at /dev/null for good, so loads
+# never overlap, in this runtime or any other in the process. `load_llama` also swaps a
+# function of llama-cpp-python's module for the length of a load, which this lock keeps to one
+# load at a time.
+_LOAD_LOCK = threading.Lock()
+
+
+# -- loading --------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def extra_buffers_for_this_cpu() -> bool:
+    """The `auto` choice for this machine's CPU: off where it has AMX (read once a process)."""
+    return choose_extra_buffers(ExtraBuffers.AUTO, read_cpuinfo()).enabled
+
+
+def load_llama(path: Path, *, extra_buffers: bool, **options: Any) -> Any:
+    """Blocking: a quiet `llama_cpp.Llama` for the GGUF at `path`, loaded with llama.cpp's extra
+    buffer types on or off, its log routed to the `orc.llama_cpp` logger.
+
+    `options` are `Llama`'s other keyword arguments (n_ctx, n_threads, ...). Raises what
+    `Llama` raises, and `ModelLoadError` when `extra_buffers` is False and this
+    llama-cpp-python is too old to turn them off.
+    """
+    import llama_cpp
+
+    llama_log.route_llama_logs(llama_cpp)
+    with _LOAD_LOCK, llama_log.held(), _model_params(llama_cpp.llama_cpp, use_extra_bufts=extra_buffers):
+        return llama_cpp.Llama(model_path=str(path), verbose=False, **options)
+
+
+@contextlib.contextmanager
+def _model_params(bindings: Any, *, use_extra_bufts: bool) -> Iterator[None]:
+    """While the block runs, llama-cpp-python's model parameters come with `use_extra_bufts` set.
+
+    `Llama.__init__` takes no argument for it: it starts from
+    `llama_cpp.llama_cpp.llama_model_default_params()`, looked up on that module when called, so
+    the defaults are replaced there for the length of one load (under `_LOAD_LOCK`). llama.cpp
+    itself has no environment variable for it (`--no-repack` belongs to its command-line
+    tools), and a `Llama` cannot be told after loading, as the weights are placed by then.
+    """
+    fields = {name for name, *_ in getattr(bindings.llama_model_params, "_fields_", ())}
+    if "use_extra_bufts" not in fields:
+        if not use_extra_bufts:
+            raise ModelLoadError(
+                "this llama-cpp-python cannot turn off llama.cpp's extra buffer types "
+                "(its model parameters have no use_extra_bufts); upgrade it: pip install -U llama-cpp-python")
+        yield  # an old llama.cpp: extra buffer types are always on, as asked
+        return
+    defaults = bindings.llama_model_default_params
+
+    def with_extra_bufts() -> Any:
+        params = defaults()
+        params.use_extra_bufts = use_extra_bufts
+        return params
+
+    bindings.llama_model_default_params = with_extra_bufts
+    try:
+        yield
+    finally:
+        bindings.llama_model_default_params = defaults
+
+
+# -- GGUF metadata --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GgufArray:
+    """An array value in GGUF metadata, skipped rather than read: its item type and length."""
+
+    item_type: int
+    count: int
+
+
+_GGUF_SCALARS: dict[int, str] = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_GGUF_STRING = 8
+_GGUF_ARRAY = 9
+# A GGUF header is hostile input like any file a user points at: these caps stop a crafted
+# header from making the reader allocate gigabytes or loop for minutes.
+_GGUF_MAX_KV = 1 << 16
+_GGUF_MAX_STRING = 16 << 20
+
+
+def read_gguf_metadata(path: Path) -> dict[str, object]:
+    """The key/value metadata of a GGUF file (version 2 or 3), without loading the model.
+
+    Scalars and strings are returned as Python values; arrays (the tokenizer's vocabulary and
+    the like) as `GgufArray`. Raises `ValueError` for a file that is not GGUF or is truncated,
+    `OSError` when it cannot be read.
+    """
+    with path.open("rb") as f:
+        if f.read(4) != b"GGUF":
+            raise ValueError(f"{path} is not a GGUF file")
+        (version,) = _unpack(f, "<I")
+        if version not in (2, 3):
+            raise ValueError(f"{path}: unsupported GGUF version {version}")
+        _tensor_count, kv_count = _unpack(f, "<QQ")
+        if kv_count > _GGUF_MAX_KV:
+            raise ValueError(f"{path}: implausible metadata count {kv_count}")
+        metadata: dict[str, object] = {}
+        for _ in range(kv_count):
+            key = _read_string(f)
+            (value_type,) = _unpack(f, "<I")
+            metadata[key] = _read_value(f, value_type)
+        return metadata
+
+
+def _unpack(f: BinaryIO, fmt: str) -> tuple[Any, ...]:
+    size = struct.calcsize(fmt)
+    data = f.read(size)
+    if len(data) != size:
+        raise ValueError("truncated GGUF header")
+    return struct.unpack(fmt, data)
+
+
+def _read_string(f: BinaryIO) -> str:
+    (length,) = _unpack(f, "<Q")
+    if length > _GGUF_MAX_STRING:
+        raise ValueError(f"implausible GGUF string length {length}")
+    data = f.read(length)
+    if len(data) != length:
+        raise ValueError("truncated GGUF header")
+    return data.decode("utf-8", errors="replace")
+
+
+def _read_value(f: BinaryIO, value_type: int) -> object:
+    if value_type in _GGUF_SCALARS:
+        return _unpack(f, _GGUF_SCALARS[value_type])[0]
+    if value_type == _GGUF_STRING:
+        return _read_string(f)
+    if value_type == _GGUF_ARRAY:
+        item_type, count = _unpack(f, "<IQ")
+        if item_type in _GGUF_SCALARS:
+            f.seek(count * struct.calcsize(_GGUF_SCALARS[item_type]), os.SEEK_CUR)
+        elif item_type == _GGUF_STRING:
+            for _ in range(count):
+                (length,) = _unpack(f, "<Q")
+                f.seek(length, os.SEEK_CUR)
+        else:
+            # Nested arrays exist in the spec but in no model header worth reading.
+            raise ValueError(f"unsupported GGUF array item type {item_type}")
+        return GgufArray(item_type=item_type, count=count)
+    raise ValueError(f"unknown GGUF value type {value_type}")
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_metadata(path: Path, size: int, mtime_ns: int) -> dict[str, object]:
+    # size and mtime_ns are part of the key so a replaced file is read again.
+    return read_gguf_metadata(path)
+
+
+def _kv_cache_bytes(metadata: dict[str, object], n_ctx: int) -> int:
+    arch = metadata.get("general.architecture")
+    layers = metadata.get(f"{arch}.block_count")
+    heads = metadata.get(f"{arch}.attention.head_count")
+    embedding = metadata.get(f"{arch}.embedding_length")
+    if not all(isinstance(v, int) and v > 0 for v in (layers, heads, embedding)):
+        raise ValueError("the GGUF lacks the attention shape")
+    assert isinstance(layers, int) and isinstance(heads, int) and isinstance(embedding, int)
+    kv_heads = metadata.get(f"{arch}.attention.head_count_kv", heads)
+    key_length = metadata.get(f"{arch}.attention.key_length", embedding // heads)
+    value_length = metadata.get(f"{arch}.attention.value_length", embedding // heads)
+    assert isinstance(kv_heads, int) and isinstance(key_length, int) and isinstance(value_length, int)
+    return n_ctx * layers * kv_heads * (key_length + value_length) * _KV_BYTES_PER_VALUE
+
+
+def _vocab_size(metadata: dict[str, object]) -> int:
+    tokens = metadata.get("tokenizer.ggml.tokens")
+    return tokens.count if isinstance(tokens, GgufArray) else 0
+
+
+# -- prompts and stop strings ---------------------------------------------------------------
+
+
+class _SamplingCounter:
+    """A stopping criterion that never stops and counts.
+
+    llama-cpp-python calls it once per sampled token with the context so far (prompt, then
+    every sampled token but the newest), so the shortest context it sees is exactly the prompt
+    as the model got it (template, special tokens and BOS included) and the number of distinct
+    lengths is the number of tokens sampled. It may call it once more after the last token
+    with a context of a length already seen, hence a set. A stopping criterion, unlike a
+    logits processor, gets views of arrays llama-cpp-python already holds, so counting costs
+    next to nothing per token. Streamed chunks cannot be counted instead: llama-cpp-python
+    merges tokens into one chunk while a multi-byte character or a possible stop string is
+    incomplete.
+    """
+
+    def __init__(self) -> None:
+        self._lengths: set[int] = set()
+
+    def __call__(self, input_ids: Any, logits: Any) -> bool:
+        self._lengths.add(len(input_ids))
+        return False
+
+    @property
+    def prompt_tokens(self) -> int:
+        return min(self._lengths, default=0)
+
+    @property
+    def sampled(self) -> int:
+        return len(self._lengths)
+
+
+# -- the runtime ----------------------------------------------------------------------------
+
+
+class _LoadedModel:
+    """The instances of one loaded model and the slots that bound its concurrent generations."""
+
+    def __init__(self, entry: ModelEntry, first: Any, max_instances: int) -> None:
+        self.entry = entry
+        self.idle: list[Any] = [first]  # guarded by the runtime's thread lock
+        self.created = 1  # instances made so far; guarded likewise
+        self.max_instances = max_instances
+        self.slots = asyncio.Semaphore(max_instances)  # bound to the runtime's current loop
+        self.has_chat_template = "tokenizer.chat_template" in first.metadata
+        self.formatter = _chat_formatter(first) if self.has_chat_template else None
+        self.unloaded = False
+        self._workers: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+        self._workers_lock = threading.Lock()
+
+    def worker_for(self, llm: Any) -> concurrent.futures.ThreadPoolExecutor:
+        """The one thread that runs every generation of `llm`.
+
+        llama.cpp runs its compute threads as an OpenMP team per calling thread; a new thread
+        per generation would build a new team each time, and teams of several calling threads
+        spin against each other on a small machine.
+        """
+        with self._workers_lock:
+            worker = self._workers.get(id(llm))
+            if worker is None:
+                worker = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix=f"orc-llama-{self.entry.id}")
+                self._workers[id(llm)] = worker
+            return worker
+
+    def stop_workers(self) -> None:
+        with self._workers_lock:
+            workers, self._workers = list(self._workers.values()), {}
+        for worker in workers:
+            worker.shutdown(wait=False)
+
+
+class LlamaCppRuntime:
+    """Runs GGUF models with llama.cpp; see the module docstring for prompts and threading.
+
+    `n_threads` defaults to the number of CPUs; `n_ctx` is the context window (prompt plus
+    completion) of every loaded model. `extra_buffers` turns llama.cpp's extra buffer types
+    (weight repacking, AMX) on or off for every model it loads; None decides for this CPU as
+    `llama_cpp.extra_buffers: auto` does (off where the CPU has AMX).
+    """
+
+    name = "llama_cpp"
+
+    def __init__(
+        self,
+        *,
+        n_threads: int | None = None,
+        n_ctx: int = 2048,
+        max_concurrent_per_model: int = 1,
+        extra_buffers: bool | None = None,
+    ) -> None:
+        if max_concurrent_per_model < 1:
+            raise ValueError("max_concurrent_per_model must be at least 1")
+        self.extra_buffers = extra_buffers_for_this_cpu() if extra_buffers is None else extra_buffers
+        self._n_threads = n_threads or os.cpu_count() or 1
+        self._n_ctx = n_ctx
+        self._max_concurrent = max_concurrent_per_model
+        self._models: dict[str, _LoadedModel] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        # Worker threads hand instances back under this lock. It also guards the binding of
+        # the asyncio primitives to one event loop: a runtime may serve one loop after another
+        # (`asyncio.run` twice), and an instance finishing after its loop closed must still
+        # count as free in the next one.
+        self._guard = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _bind(self) -> None:
+        """Rebuild the asyncio primitives when called from a new event loop."""
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:
+            return
+        with self._guard:
+            self._loop = loop
+            self._locks = {}
+            for loaded in self._models.values():
+                free = len(loaded.idle) + (loaded.max_instances - loaded.created)
+                loaded.slots = asyncio.Semaphore(free)
+
+    def loaded_models(self) -> tuple[str, ...]:
+        """Ids of the models loaded now, sorted."""
+        return tuple(sorted(self._models))
+
+    async def load(self, model: ModelEntry) -> None:
+        """Load `model` unless it is loaded; concurrent calls for one model load it once.
+
+        Raises `ModelLoadError` naming the file when it is missing, not GGUF or unreadable by
+        llama.cpp.
+        """
+        self._bind()
+        await self._ensure_loaded(model)
+
+    async def _ensure_loaded(self, model: ModelEntry) -> _LoadedModel:
+        async with self._lock(model.id):
+            loaded = self._models.get(model.id)
+            if loaded is None:
+                # If the awaiting task is cancelled the thread still finishes the load and the
+                # instance is dropped; llama.cpp has no way to abort a load half-way.
+                llm = await asyncio.to_thread(self._load_instance, model)
+                loaded = _LoadedModel(model, llm, self._max_concurrent)
+                self._models[model.id] = loaded
+            return loaded
+
+    def _lock(self, model_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(model_id, asyncio.Lock())
+
+    def _load_instance(self, model: ModelEntry) -> Any:
+        """Blocking: a new `llama_cpp.Llama` for `model`, or `ModelLoadError`."""
+        path = model.path
+        try:
+            with path.open("rb") as f:
+                magic = f.read(4)
+        except FileNotFoundError:
+            raise ModelLoadError(
+                f"cannot load model {model.id!r}: its weights file {path} does not exist"
+            ) from None
+        except OSError as exc:
+            raise ModelLoadError(f"cannot load model {model.id!r}: cannot read {path}: {exc.strerror}") from None
+        if magic != b"GGUF":
+            raise ModelLoadError(f"cannot load model {model.id!r}: {path} is not a GGUF file")
+        try:
+            import llama_cpp  # noqa: F401 - only to say clearly when it is missing
+        except ImportError as exc:
+            raise ModelLoadError(f"cannot load model {model.id!r}: llama-cpp-python is not installed ({exc})") from None
+        try:
+            return load_llama(path, extra_buffers=self.extra_buffers, n_ctx=self._n_ctx,
+                              n_threads=self._n_threads, n_threads_batch=self._n_threads)
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"cannot load model {model.id!r}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a foreign library's boundary: any failure is a load failure
+            raise ModelLoadError(
+                f"cannot load model {model.id!r}: llama.cpp could not read {path} "
+                f"(truncated, corrupt or an unsupported architecture): {exc}"
+            ) from None
+
+    async def generate(
+        self, model: ModelEntry, messages: Sequence[ChatMessage], params: GenerationParams
+    ) -> AsyncIterator[GenerationEvent]:
+        """Stream one generation: `TokenChunk`s, then one `GenerationDone`.
+
+        Loads the model first if needed and waits for a free slot. Closing the iterator or
+        cancelling the consuming task stops the worker thread within about one token (a long
+        prompt still being read is finished first); the slot is freed when the thread stops.
+        Raises `GenerationError` for bad messages or params and for failures inside llama.cpp.
+        """
+        check_request(model, messages, params)
+        self._bind()
+        loaded, llm = await self._acquire_instance(model)
+        def start(cancel: threading.Event, send: Callable[[WorkerMessage], None]) -> None:
+            def give_back() -> None:
+                self._release_instance(loaded, llm)
+
+            try:
+                loaded.worker_for(llm).submit(
+                    self._generate_in_thread, loaded, llm, messages, params, cancel, send, give_back)
+            except BaseException:
+                self._release_instance(loaded, llm)
+                raise
+
+        # The worker hands the instance back itself when it stops.
+        async for event in relay(start):
+            yield event
+
+    async def _acquire_instance(self, model: ModelEntry) -> tuple[_LoadedModel, Any]:
+        while True:
+            loaded = await self._ensure_loaded(model)
+            await loaded.slots.acquire()
+            if loaded.unloaded:
+                # Unloaded while this request waited: load it again.
+                loaded.slots.release()
+                continue
+            with self._guard:
+                llm = loaded.idle.pop() if loaded.idle else None
+                if llm is None:
+                    loaded.created += 1
+            if llm is not None:
+                return loaded, llm
+            try:
+                # Every instance is busy but a slot is free: this slot's instance is not made
+                # yet (max_concurrent_per_model > 1).
+                llm = await asyncio.to_thread(self._load_instance, model)
+            except BaseException:
+                with self._guard:
+                    loaded.created -= 1
+                loaded.slots.release()
+                raise
+            return loaded, llm
+
+    def _release_instance(self, loaded: _LoadedModel, llm: Any) -> None:
+        """Hand an instance back; safe from any thread, even after its loop has closed."""
+        with self._guard:
+            loaded.idle.append(llm)
+            loop, slots = self._loop, loaded.slots
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(slots.release)
+        except RuntimeError:
+            pass  # that loop is closed; binding the next loop counts this instance as free
+
+    def _generate_in_thread(
+        self,
+        loaded: _LoadedModel,
+        llm: Any,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams,
+        cancel: threading.Event,
+        send: Callable[[WorkerMessage], None],
+        give_back: Callable[[], None],
+    ) -> None:
+        try:
+            done = self._run_generation(loaded, llm, messages, params, cancel, send)
+            if done is not None:
+                send(done)
+        except Exception as exc:  # noqa: BLE001 - thread boundary: every failure goes to the consumer
+            error = exc if isinstance(exc, GenerationError) else GenerationError(
+                f"generation with model {loaded.entry.id!r} failed: {exc}"
+            )
+            send(WorkerFailed(error))
+        finally:
+            give_back()
+
+    def _run_generation(
+        self,
+        loaded: _LoadedModel,
+        llm: Any,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams,
+        cancel: threading.Event,
+        send: Callable[[WorkerMessage], None],
+    ) -> GenerationDone | None:
+        """Blocking: stream one generation through `send`; None if cancelled."""
+        import llama_cpp
+
+        counter = _SamplingCounter()
+        options: dict[str, Any] = {
+            "temperature": params.temperature,
+            "max_tokens": params.max_tokens,
+            # llama-cpp-python turns seed=None into a seed derived from the instance's previous
+            # one, so a fresh instance would repeat itself; llama.cpp's default seed means "draw
+            # one from the system's random source".
+            "seed": llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed,
+            "repeat_penalty": REPEAT_PENALTY,
+            "stopping_criteria": llama_cpp.StoppingCriteriaList([counter]),
+            "stream": True,
+        }
+        if params.top_p is not None:
+            options["top_p"] = params.top_p
+        # Stop strings are applied here, not by llama-cpp-python: then its "stop" finish can
+        # only mean the model sampled an end-of-generation token, which the count must leave
+        # out (below). The one exception, the model spelling out its template's end token as
+        # plain text, is too rare to matter.
+        use_template = loaded.formatter is not None and loaded.entry.chat
+        if use_template:
+            # What create_chat_completion does for a GGUF template, done here so the counting
+            # stopping criterion can ride along (create_chat_completion takes none): render with
+            # the same formatter, tokenize alike, and keep the template's stop strings and
+            # end-token criterion.
+            rendered = loaded.formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
+            prompt = llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+            template_stops = rendered.stop if isinstance(rendered.stop, list) else [rendered.stop] if rendered.stop else []
+            if rendered.stopping_criteria is not None:
+                options["stopping_criteria"] = llama_cpp.StoppingCriteriaList([counter, *rendered.stopping_criteria])
+            stops = tuple(params.stop)
+            chunks = llm.create_completion(prompt=prompt, stop=template_stops, **options)
+            texts = (_completion_chunk(chunk) for chunk in chunks)
+        else:
+            stops = (*params.stop, *TRANSCRIPT_STOPS)
+            chunks = llm.create_completion(prompt=render_transcript(messages), **options)
+            texts = (_completion_chunk(chunk) for chunk in chunks)
+
+        scanner = StopScanner(stops)
+        batcher = TokenBatcher(send)
+        finish_reason = "length"
+        ended_by_end_token = False
+
+        try:
+            for text, reason in texts:
+                if cancel.is_set():
+                    return None
+                safe, hit = scanner.feed(text)
+                batcher.add(safe)
+                if hit:
+                    finish_reason = "stop"
+                    break
+                if reason is not None:
+                    finish_reason = reason
+                    ended_by_end_token = reason == "stop"
+            else:
+                batcher.add(scanner.flush())
+            batcher.flush()
+        finally:
+            # Closing the generator chain stops llama-cpp-python's sampling loop right here.
+            chunks.close()
+        if cancel.is_set():
+            return None
+        completion_tokens = counter.sampled - (1 if ended_by_end_token else 0)
+        return GenerationDone(
+            text=batcher.text,
+            usage=Usage(prompt_tokens=counter.prompt_tokens, completion_tokens=completion_tokens),
+            finish_reason=finish_reason,
+        )
+
+    async def unload(self, model_id: str) -> None:
+        """Forget the model; waits for its running generations, then frees its memory.
+
+        Requests waiting for a slot when it is unloaded load it again.
+        """
+        self._bind()
+        async with self._lock(model_id):
+            loaded = self._models.pop(model_id, None)
+            if loaded is None:
+                return
+            loaded.unloaded = True
+            for _ in range(loaded.max_instances):
+                await loaded.slots.acquire()
+            with self._guard:
+                instances, loaded.idle = loaded.idle, []
+            for llm in instances:
+                await asyncio.to_thread(llm.close)
+            loaded.stop_workers()
+
+    def context_tokens(self, model: ModelEntry) -> int:
+        """The context window (prompt plus completion, in tokens) every generation of `model` has here."""
+        return self._n_ctx
+
+    def memory_estimate(self, model: ModelEntry) -> int:
+        """Bytes one instance of the model needs:
+
+            file size
+            + n_ctx x layers x kv_heads x (key_length + value_length) x 2 B   (f16 K and V cache)
+            + 32 MiB + 128 B x vocabulary size                               (working buffers)
+
+        read from the GGUF header (arrays skipped, result cached per file). A file that is not
+        there yet (an embedded model not assembled) or whose header lacks the shape is
+        estimated at 1.25 x its catalog size + 32 MiB. Sliding-window layers are counted as
+        full ones, so this errs high.
+        """
+        try:
+            stat = model.path.stat()
+            metadata = _cached_metadata(model.path, stat.st_size, stat.st_mtime_ns)
+            return (
+                stat.st_size
+                + _kv_cache_bytes(metadata, self._n_ctx)
+                + _WORKING_BYTES_FIXED
+                + _WORKING_BYTES_PER_VOCAB_ENTRY * _vocab_size(metadata)
+            )
+        except (OSError, ValueError):
+            return model.size_bytes * 5 // 4 + _WORKING_BYTES_FIXED
+
+
+def _chat_formatter(llm: Any) -> Any:
+    """The formatter llama-cpp-python builds for a GGUF's own chat template (`Llama.__init__`)."""
+    from llama_cpp import llama_chat_format
+
+    eos_id, bos_id = llm.token_eos(), llm.token_bos()
+    return llama_chat_format.Jinja2ChatFormatter(
+        template=llm.metadata["tokenizer.chat_template"],
+        eos_token=llm._model.token_get_text(eos_id) if eos_id != -1 else "",
+        bos_token=llm._model.token_get_text(bos_id) if bos_id != -1 else "",
+        stop_token_ids=[eos_id],
+    )
+
+
+def _completion_chunk(chunk: dict[str, Any]) -> tuple[str, str | None]:
+    choice = chunk["choices"][0]
+    return choice["text"] or "", choice["finish_reason"]
+
