@@ -38,7 +38,7 @@ from orc.node.worker.admission import AdmissionConfig, BadAdmissionConfig, admis
 from orc.node.worker.execution_log import ExecutionLog
 from orc.node.models.catalog import Catalog, ModelEntry
 from orc.node.protocol.description import DEFAULT_PORT
-from orc.node.links.peer_table import Hint, Source
+from orc.node.links.peer_events import Hint, Source
 from orc.node.links.static import Advertise, DiscoveryConfig, Endpoint, load_discovery_config, parse_endpoint
 from orc.node.links.txt import advert_for
 from orc.node.home import DaemonLock, Home

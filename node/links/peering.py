@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from orc.node.protocol.description import Load, NodeDescription, PeerAddress
-from orc.node.links.peer_table import (
+from orc.node.links.peer_events import (
     BeatReceived,
     ConnectFailed,
     Dial,
@@ -24,12 +24,12 @@ from orc.node.links.peer_table import (
     Hint,
     LinkState,
     PeerEvent,
-    PeerTable,
     Revoked,
     Source,
     Tick,
     Verified,
 )
+from orc.node.links.peer_table import PeerTable
 from orc.node.trust.errors import IdentityError
 from orc.node.trust.ids import NodeId
 from orc.node.trust.membership import Membership

@@ -6,7 +6,7 @@ import asyncio
 from datetime import datetime, timezone
 
 from orc.node.protocol.description import Load, NodeDescription, PeerAddress
-from orc.node.links.peer_table import Hint, LinkState, Source
+from orc.node.links.peer_events import Hint, LinkState, Source
 from orc.node.models.hardware import probe
 from orc.node.trust.certificates import make_csr
 from orc.node.trust.store import IdentityStore
