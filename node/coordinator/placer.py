@@ -53,7 +53,7 @@ from orc.node.models.runtimes.base import ChatMessage, GenerationDone, Generatio
 from orc.node.coordinator.observations import Observations
 from orc.node.worker.speed import speed_from_timing
 from orc.scheduler.ensemble import Placement
-from orc.scheduler.loader import split_model_ref
+from orc.scheduler.model_refs import split_model_ref
 from orc.scheduler.placement import (
     ClusterView,
     Decision,

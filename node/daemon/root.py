@@ -135,7 +135,7 @@ class Daemon:
     def _served(self, runtimes: dict[str, ModelRuntime]) -> list[ModelEntry]:
         """The catalog variants this node serves: all of them, or those `--model` names
         (`ID` for every variant of a model, `ID@RUNTIME` for one), on the runtimes it has."""
-        from orc.scheduler.loader import split_model_ref
+        from orc.scheduler.model_refs import split_model_ref
 
         entries = self.catalog.entries()
         wanted = self.options.models
