@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,3 +80,9 @@ class JournalWriteFailed(SchedulerError):
 
 class RunNotFound(SchedulerError):
     """No run with that id is recorded under this orc home."""
+
+
+def did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str | None:
+    """"did you mean 'X'?" for the choice closest to a mistyped `word`, or None when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None

@@ -246,7 +246,7 @@ def _reference(orc: Any, ensemble: str) -> str:
 def _check_watch(watch: str, spec: Any) -> None:
     """`--watch NAME` must name an agent of the ensemble (or an agent nested in one of them)."""
     from orc.node.cli.phrasing import plural
-    from orc.scheduler.loader import did_you_mean
+    from orc.scheduler.errors import did_you_mean
 
     names = [agent.name for agent in spec.agents]
     top = watch.split("/", 1)[0].split("[", 1)[0]

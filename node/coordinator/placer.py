@@ -20,13 +20,9 @@ descriptions and beats), asks the pure `place()` for decisions, and performs the
   first placement until a node starts generating it; then it fails naming every node and its
   last answer.
 - **Trust only what it observed.** Every execution's timing (started, first token, result)
-  gives the speeds this coordinator saw from that node. A peer's advertised speeds are used up
-  to what was observed there (times `OBSERVED_SLACK`), or, never observed, up to the best speed
-  seen for that model anywhere (this node's own measurement included) times
-  `UNOBSERVED_FACTOR`. An Offer estimate faster than the peer's own claim or than what was
-  observed there allows (with room for a busy moment), or a result that cannot be true (more tokens than max_tokens, more text than its
-  tokens can hold, faster than anything seen for the model allows), is a lie: the peer is
-  distrusted for `DISTRUST_S` and the work goes elsewhere.
+  gives the speeds this coordinator saw from that node; advertised speeds count only up to
+  them, and a peer whose Offer or result contradicts them is distrusted for a while
+  (`orc.node.coordinator.observations`).
 """
 
 from __future__ import annotations
@@ -54,9 +50,10 @@ from orc.node.protocol.messages import (
     OfferRequest,
 )
 from orc.node.models.runtimes.base import ChatMessage, GenerationDone, GenerationParams, TokenChunk
-from orc.node.worker.speed import Speed, speed_from_timing
+from orc.node.coordinator.observations import Observations
+from orc.node.worker.speed import speed_from_timing
 from orc.scheduler.ensemble import Placement
-from orc.scheduler.loader import split_model_ref
+from orc.scheduler.model_refs import split_model_ref
 from orc.scheduler.placement import (
     ClusterView,
     Decision,
@@ -64,8 +61,6 @@ from orc.scheduler.placement import (
     Estimate,
     HeldModel,
     NodeView,
-    UNMEASURED_DECODE_TOKENS_PER_S,
-    UNMEASURED_PREFILL_TOKENS_PER_S,
     estimated_prompt_tokens,
     place,
 )
@@ -91,35 +86,6 @@ BUSY_RETRY_MAX_S = 1.0
 # after this many refusals it counts as failed for that generation.
 MAX_REFUSALS = 3
 RELEASE_WAIT_S = 0.25
-# ---- trust only what you observed ----
-# A peer's advertised speed counts up to this multiple of what this coordinator observed there
-# (observations include the network and a busy moment, so they are lower than the truth).
-OBSERVED_SLACK = 1.5
-# A peer never observed with a model counts as at most this multiple of the best speed seen for
-# that model on any node (this one's own measurement included): enough to prefer a faster
-# newcomer, too little for a liar to take every agent.
-UNOBSERVED_FACTOR = 2.0
-# An Offer estimate is a lie when it is below 1/LIE_SLACK of the time the work needs at the
-# fastest speed believable for that peer: its own claim, capped by LIE_FACTOR_OBSERVED times what
-# was observed there, or, never observed, by LIE_FACTOR_UNOBSERVED times the best seen anywhere.
-# An honest node estimates at its own current speed, and one observation may have caught it
-# sharing its cores with other generations: three of them on two cores have shown a 5.6 times
-# slowdown, so an estimate is called a lie only 8 times (2 x 4) faster than what was seen there.
-LIE_SLACK = 2.0
-LIE_FACTOR_OBSERVED = 4.0
-LIE_FACTOR_UNOBSERVED = 16.0
-# The smallest context window a node may run a model with: the decode part of the time
-# expected for an Offer counts no more tokens than it leaves (a node bounds max_tokens by its own).
-MIN_CONTEXT_TOKENS = 512
-# A result is impossible when it came faster than the best speeds seen for its model anywhere
-# allow, divided by this; or with more text than MAX_CHARS_PER_TOKEN per token it claims.
-IMPOSSIBLE_FACTOR = 20.0
-MAX_CHARS_PER_TOKEN = 32
-# A peer caught lying gets no work from this coordinator for this long.
-DISTRUST_S = 600.0
-# Observations (node, model) and distrusted peers remembered: the oldest are forgotten first.
-MAX_OBSERVED = 1024
-MAX_DISTRUSTED = 256
 
 
 @dataclass(frozen=True)
@@ -234,23 +200,25 @@ class Mesh:
     """Places and performs generations for the runs this node coordinates."""
 
     def __init__(self, *, service: "NodeService", peers: Callable[[], Iterable[PeerState]],
-                 link: Callable[[str, str], PeerLink], clock: Callable[[], float] = time.time) -> None:
+                 link: Callable[[str, str], PeerLink], clock: Callable[[], float] = time.time,
+                 timer: Callable[[], float] = time.perf_counter) -> None:
+        """`clock`: now, for placement and cool-downs; `timer`: a monotonic clock measuring round
+        trips and executions (the speeds observed), passed apart so tests can hold `clock` still."""
         self.service = service
         self.node_id: str = service.membership.identity.node_id
         self._peers = peers
         self._link = link
         self._clock = clock
+        self._timer = timer
         self._links: dict[str, PeerLink] = {}
         self._network: dict[str, float] = {}  # node id -> smoothed Offer round trip, seconds
         # Work this coordinator placed and its node may not have reported in a beat yet:
         # generation key -> (node id, work seconds, when placed or bound).
         self._placed: dict[str, tuple[str, float, float]] = {}
         self._binding: list[tuple] = []  # heap: (-rank, key, sequence, generation, demand, future)
-        # Speeds this coordinator observed, by (node id, model id); most recent last, capped.
-        self._observed: dict[tuple[str, str], Speed] = {}
-        # Peers caught lying: node id -> (distrusted until, by self._clock; what they did).
-        self._distrusted: dict[str, tuple[float, str]] = {}
-        self.lies: dict[str, int] = {}  # node id -> lies caught (capped like the distrusted)
+        self.trust = Observations(
+            clock=clock, own_models=lambda: self.service.describe().models,
+            peers=lambda: ((peer.node_id, peer.description) for peer in self._peers()))
         self._sequence = 0
         self._binder: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Future[object]] = set()
@@ -268,7 +236,7 @@ class Mesh:
                     continue
                 view = _node_view(peer.description, peer.alive, peer.load, peer.load_at,
                                   self._network.get(peer.node_id, DEFAULT_NETWORK_S))
-                view = replace(view, models=tuple(self._capped(peer.node_id, m) for m in view.models))
+                view = replace(view, models=tuple(self.trust.capped(peer.node_id, m) for m in view.models))
                 since = peer.load_at if peer.load_at is not None else now - RECENT_WORK_S
                 extra = sum(work for node, work, at in self._placed.values() if node == peer.node_id and at >= since)
                 nodes.append(replace(view, backlog_s=view.backlog_s + extra))
@@ -299,107 +267,9 @@ class Mesh:
             require_tags=placement.require_tags, prefer_tags=placement.prefer_tags, exclude=exclude,
             distrusted=self.distrusted())
 
-    # ---- trust ----
-
     def distrusted(self) -> frozenset[str]:
         """Peers caught lying whose cool-down has not ended."""
-        now = self._clock()
-        return frozenset(node for node, (until, _) in self._distrusted.items() if now < until)
-
-    def observed(self, node_id: str, model_id: str) -> Speed | None:
-        """The speeds this coordinator saw from `node_id`'s executions of `model_id`, if any."""
-        return self._observed.get((node_id, model_id))
-
-    def _best(self, model_id: str) -> tuple[float, float] | None:
-        """The best (prefill, decode) seen for a model: on any node, or measured by this node itself."""
-        seen = [(speed.prefill_tokens_per_s, speed.decode_tokens_per_s)
-                for (_, model), speed in self._observed.items() if model == model_id]
-        seen += [(m.prefill_tokens_per_s, m.decode_tokens_per_s) for m in self.service.describe().models
-                 if m.id == model_id and m.prefill_tokens_per_s and m.decode_tokens_per_s]
-        if not seen:
-            return None
-        return max(p for p, _ in seen), max(d for _, d in seen)
-
-    def _cap(self, node_id: str, model_id: str, observed_factor: float,
-             unobserved_factor: float) -> tuple[float, float] | None:
-        """The fastest (prefill, decode) this coordinator believes of a peer's model: what it
-        observed there times `observed_factor`, or, never observed there, the best seen for the
-        model anywhere times `unobserved_factor`."""
-        observed = self._observed.get((node_id, model_id))
-        if observed is not None:
-            return observed.prefill_tokens_per_s * observed_factor, observed.decode_tokens_per_s * observed_factor
-        best = self._best(model_id)
-        if best is None:
-            return None
-        return best[0] * unobserved_factor, best[1] * unobserved_factor
-
-    def _capped(self, node_id: str, model: HeldModel) -> HeldModel:
-        """A peer's model with its advertised speeds cut to what this coordinator believes."""
-        cap = self._cap(node_id, model.id, OBSERVED_SLACK, UNOBSERVED_FACTOR) or (UNMEASURED_PREFILL_TOKENS_PER_S,
-                                                                                  UNMEASURED_DECODE_TOKENS_PER_S)
-        return replace(model,
-                       prefill_tokens_per_s=None if model.prefill_tokens_per_s is None
-                       else min(model.prefill_tokens_per_s, cap[0]),
-                       decode_tokens_per_s=None if model.decode_tokens_per_s is None
-                       else min(model.decode_tokens_per_s, cap[1]))
-
-    def _advertised(self, node_id: str, model_id: str, sha256: str) -> tuple[float | None, float | None]:
-        for peer in self._peers():
-            if peer.node_id == node_id and peer.description is not None:
-                for m in peer.description.models:
-                    if m.id == model_id and (not sha256 or m.sha256 == sha256):
-                        return m.prefill_tokens_per_s, m.decode_tokens_per_s
-        return None, None
-
-    def _lie(self, generation: Generation, model_id: str, estimate: Estimate, reply: OfferReply) -> str | None:
-        """Why a peer's accepted Offer cannot be true, or None when it may be."""
-        fastest = []
-        claimed = self._advertised(estimate.node_id, model_id, estimate.sha256)
-        cap = self._cap(estimate.node_id, model_id, LIE_FACTOR_OBSERVED, LIE_FACTOR_UNOBSERVED)
-        for index in (0, 1):
-            believable = [speed for speed in (claimed[index], cap[index] if cap else None) if speed]
-            fastest.append(min(believable) if believable else None)
-        if fastest[0] is None or fastest[1] is None:
-            return None  # nothing to judge by
-        prompt = estimated_prompt_tokens(generation.prompt_chars)
-        written = min(generation.params.max_tokens, max(MIN_CONTEXT_TOKENS - prompt, 0))
-        needed = prompt / fastest[0] + written / fastest[1]
-        if reply.estimated_finish_ms / 1000 < needed / LIE_SLACK:
-            return (f"it offered to finish in {reply.estimated_finish_ms} ms what needs at least "
-                    f"{needed * 1000:.0f} ms at the fastest speeds it can be believed to have")
-        return None
-
-    def _impossible(self, generation: Generation, model_id: str, text: str, prompt_tokens: int,
-                    completion_tokens: int, seconds: float) -> str | None:
-        """Why a peer's result cannot be true, or None when it may be (a made-up text that looks
-        real cannot be caught: only what contradicts the numbers)."""
-        if completion_tokens > generation.params.max_tokens:
-            return f"it claims {completion_tokens} completion tokens, more than max_tokens {generation.params.max_tokens}"
-        if len(text) > max(completion_tokens, 1) * MAX_CHARS_PER_TOKEN:
-            return f"its {len(text)} characters cannot be {completion_tokens} tokens"
-        best = self._best(model_id)
-        if best is not None:
-            fastest = prompt_tokens / best[0] + max(completion_tokens - 1, 0) / best[1]
-            if seconds < fastest / IMPOSSIBLE_FACTOR:
-                return (f"it finished in {seconds * 1000:.0f} ms, more than {IMPOSSIBLE_FACTOR:g} times faster than "
-                        f"any speed seen for {model_id} allows ({fastest * 1000:.0f} ms)")
-        return None
-
-    def _distrust(self, node_id: str, name: str, why: str) -> None:
-        log.warning("distrusting %s for %.0f s: %s", name, DISTRUST_S, why)
-        self._distrusted.pop(node_id, None)
-        self._distrusted[node_id] = (self._clock() + DISTRUST_S, why)
-        self.lies[node_id] = self.lies.pop(node_id, 0) + 1
-        for table in (self._distrusted, self.lies):
-            while len(table) > MAX_DISTRUSTED:
-                del table[next(iter(table))]
-
-    def _observe(self, node_id: str, model_id: str, speed: Speed) -> None:
-        key = (node_id, model_id)
-        previous = self._observed.pop(key, None)
-        self._observed[key] = previous.refreshed(speed) if previous else speed
-        while len(self._observed) > MAX_OBSERVED:
-            del self._observed[next(iter(self._observed))]
+        return self.trust.distrusted()
 
     # ---- placing ----
 
@@ -556,9 +426,11 @@ class Mesh:
                     answers[c.node_id] = Answer(c.name, "distrusted", False)
                     self._background(self._release(c.node_id, reply.lease_id))
                     continue
-                lie = None if c.node_id == self.node_id else self._lie(generation, model_id, c, reply)
+                lie = None if c.node_id == self.node_id else self.trust.lie(
+                    c.node_id, model_id, c.sha256, generation.prompt_chars, generation.params.max_tokens,
+                    reply.estimated_finish_ms)
                 if lie is not None:
-                    self._distrust(c.node_id, c.name, lie)
+                    self.trust.distrust(c.node_id, c.name, lie)
                     answers[c.node_id] = Answer(c.name, f"distrusted: {lie}", False)
                     self._background(self._release(c.node_id, reply.lease_id))
                     continue
@@ -593,12 +465,12 @@ class Mesh:
                                estimated_prompt_tokens(generation.prompt_chars), generation.params.max_tokens)
         if estimate.node_id == self.node_id:
             return await self.service.offer(self.node_id, request)
-        started = time.perf_counter()
+        started = self._timer()
         try:
             reply = await self._peer(estimate.node_id).offer(request, timeout=OFFER_TIMEOUT)
         except (RpcError, _Lost) as error:
             return OfferReply(accepted=False, reason=f"offer failed: {error}")
-        rtt = time.perf_counter() - started
+        rtt = self._timer() - started
         previous = self._network.get(estimate.node_id)
         self._network[estimate.node_id] = rtt if previous is None else 0.8 * previous + 0.2 * rtt
         return reply
@@ -640,26 +512,26 @@ class Mesh:
                 match item:
                     case ExecutionStarted():
                         if started is None:
-                            started = time.perf_counter()
+                            started = self._timer()
                             yield Working(estimate.node_id, round(loop.time() - began, 3))
                     case ExecutionTokens(text=text):
                         if first is None:
-                            first = time.perf_counter()
+                            first = self._timer()
                         yield TokenChunk(text)
                     case ExecutionResult(output=text, usage=usage, finish_reason=reason):
                         finished = True
-                        ended = time.perf_counter()
+                        ended = self._timer()
                         since = started if started is not None else ended
                         if not local:
-                            impossible = self._impossible(generation, model_id, text, usage.prompt_tokens,
+                            impossible = self.trust.impossible(model_id, generation.params.max_tokens, text, usage.prompt_tokens,
                                                           usage.completion_tokens, ended - since)
                             if impossible is not None:
-                                self._distrust(estimate.node_id, estimate.name, impossible)
+                                self.trust.distrust(estimate.node_id, estimate.name, impossible)
                                 raise _Lost(f"its result cannot be true: {impossible}")
                         observed = speed_from_timing(usage.prompt_tokens, usage.completion_tokens, since, first,
                                                      ended, self._clock())
                         if observed is not None:
-                            self._observe(estimate.node_id, model_id, observed)
+                            self.trust.observe(estimate.node_id, model_id, observed)
                         yield GenerationDone(text, usage, reason)
                         return
                     case ExecutionFailed(code=code, message=message):

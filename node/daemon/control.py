@@ -27,7 +27,7 @@ from orc.scheduler.errors import SchedulerError
 from orc.scheduler.profiles import ConfigInvalid
 
 if TYPE_CHECKING:
-    from orc.node.daemon.root import Daemon
+    from orc.node.daemon.join_server import JoinServer
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,10 @@ RUNNING_WAIT = 300.0
 class ControlService:
     """Status, peers, invitations, revocation and runs for the local command line."""
 
-    def __init__(self, *, home: Home, startup: Startup, daemon: "Daemon") -> None:
+    def __init__(self, *, home: Home, startup: Startup, join_server: JoinServer) -> None:
         self.home = home
         self._startup = startup
-        self._daemon = daemon
+        self._join_server = join_server
 
     def status(self) -> NodeStatus:
         running = self._startup.running
@@ -54,7 +54,7 @@ class ControlService:
             raise DaemonStarting(f"the orc-node daemon is starting ({self._startup.describe()})")
         peers = running.peers()
         return NodeStatus(description=running.service.describe(), ca_holder=membership.identity.is_authority,
-                          join_address=self._daemon.join_address(),
+                          join_address=self._join_server.address(),
                           peers_verified=sum(1 for p in peers if p.verified and p.state in ("verified", "degraded")),
                           peers_known=len(peers), home=str(self.home.data_dir))
 
@@ -66,7 +66,7 @@ class ControlService:
     async def invite(self, ttl_seconds: int) -> Invitation:
         membership = await self._startup.wait_membership(MEMBERSHIP_WAIT)
         token, expires_at = membership.invite(float(ttl_seconds) if ttl_seconds else None)
-        address = await self._daemon.open_join_server()
+        address = await self._join_server.open()
         log.info("invitation issued, valid until %s", expires_at)
         return Invitation(token.text, expires_at, address)
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from orc.node.links.peer_table import Hint
+from orc.node.links.peer_events import Hint
 from orc.node.links.static import Endpoint
 from orc.node.trust.certificates import check_ca_certificate, make_csr
 from orc.node.trust.ids import mesh_id_from_pin

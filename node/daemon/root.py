@@ -12,6 +12,10 @@ they need: `orc.node.daemon.startup`), become a member (joining with a token if 
 work from here), load the runtimes and check the served models, start the mesh server, then
 peering, warm-up, renewal and mDNS.
 
+Every part is built whole, in dependency order, in `_start`: nothing is wired into an object after
+it is built (parts that must hear of each other subscribe, e.g. the service to peering's
+changes). The join server has its own lifetime (`orc.node.daemon.join_server`).
+
 Each long-running part is one `async def run()` started in a task group; a part that fails is
 logged and restarted with backoff, so one bad component never takes the node down. SIGTERM and
 SIGINT stop everything cleanly (mDNS goodbye, servers drained), during start-up too.
@@ -34,7 +38,7 @@ from orc.node.worker.admission import AdmissionConfig, BadAdmissionConfig, admis
 from orc.node.worker.execution_log import ExecutionLog
 from orc.node.models.catalog import Catalog, ModelEntry
 from orc.node.protocol.description import DEFAULT_PORT
-from orc.node.links.peer_table import Hint, Source
+from orc.node.links.peer_events import Hint, Source
 from orc.node.links.static import Advertise, DiscoveryConfig, Endpoint, load_discovery_config, parse_endpoint
 from orc.node.links.txt import advert_for
 from orc.node.home import DaemonLock, Home
@@ -46,6 +50,7 @@ from orc.node.coordinator.placer import Mesh, PeerState
 from orc.node.links.peering import Peering
 from orc.node.models.runtimes.base import ModelRuntime
 from orc.node.worker.service import NodeService
+from orc.node.daemon.join_server import JoinServer
 from orc.node.daemon.startup import Running, Startup
 
 log = logging.getLogger(__name__)
@@ -53,7 +58,6 @@ log = logging.getLogger(__name__)
 RENEWAL_CHECK_INTERVAL = 600.0  # seconds; certificates live 30 days and renew with 10 left
 RESTART_BACKOFF_MAX = 30.0
 SHUTDOWN_GRACE = 2.0
-JOIN_CHECK_INTERVAL = 1.0  # seconds between checks whether the join server may close
 
 
 class DaemonError(Exception):
@@ -103,18 +107,12 @@ class Daemon:
         self.mdns_enabled = options.mdns and self.config.mdns
         self.catalog = Catalog(home.models_dir)
         self.mesh_port: int | None = None
-        self.join_port: int | None = None
         self.startup = Startup(joining=bool(options.join) and not self.store.exists())
-        self._join_server = None
-        self._join_closer: asyncio.Task[None] | None = None
-        # Opening and closing the join server are serialized: concurrent invitations share one
-        # server, and the closer re-checks for a pending invitation before it closes.
-        self._join_lock = asyncio.Lock()
-        # Built by run(), in dependency order; read by the invitation and renewal paths it starts.
-        self._membership: Membership
-        self._service: NodeService
-        self._peering: Peering
-        self._mesh_server = None  # FrontedServer
+        self.join_server = JoinServer(
+            host=self.listen.host, port=lambda: self.mesh_port or self.listen.port,
+            advertised_ip=lambda: self._advertised_ips()[0], membership=lambda: self.startup.membership,
+            on_change=self._description_changed)
+        self.node: StartedNode | None = None  # the started node's parts, once it runs
         self._junk_renewers: tuple[NodeId, ...] = ()  # CA-claiming peers that answered Renew with junk
 
     # ---- start-up ----
@@ -137,7 +135,7 @@ class Daemon:
     def _served(self, runtimes: dict[str, ModelRuntime]) -> list[ModelEntry]:
         """The catalog variants this node serves: all of them, or those `--model` names
         (`ID` for every variant of a model, `ID@RUNTIME` for one), on the runtimes it has."""
-        from orc.scheduler.loader import split_model_ref
+        from orc.scheduler.model_refs import split_model_ref
 
         entries = self.catalog.entries()
         wanted = self.options.models
@@ -193,7 +191,7 @@ class Daemon:
         self.home.prepare()
         lock = self._lock or await asyncio.to_thread(DaemonLock.acquire, self.home)
         try:
-            control = ControlService(home=self.home, startup=self.startup, daemon=self)
+            control = ControlService(home=self.home, startup=self.startup, join_server=self.join_server)
             control_server = await start_control_server(control, str(control_socket(self.home)))
             try:
                 async with contextlib.AsyncExitStack() as running:
@@ -227,47 +225,45 @@ class Daemon:
         return not starting.cancelled()
 
     async def _start(self, running: contextlib.AsyncExitStack) -> None:
+        """Build the node's parts in dependency order, each whole, then start its long-running tasks."""
         identity = await self._identity()
         membership = Membership(self.store, identity)
-        self._membership = membership
         self.startup.member(membership)  # invitations and revocations work from here
-        running.push_async_callback(self.close_join_server)
+        running.push_async_callback(self.join_server.close)
         if membership.invitation_open():
-            await self.open_join_server()
+            await self.join_server.open()
         # Importing a runtime and checking model files (hashing, assembling a GGUF) take seconds:
         # off the loop, which meanwhile answers the control socket.
         runtimes = await asyncio.to_thread(self._runtimes)
         served = await asyncio.to_thread(self._served, runtimes)
-        peering: Peering | None = None
+        connector = _MtlsConnector(membership)
+        peering = Peering(membership=membership, connector=connector, own_addresses=self.addresses)
         service = NodeService(
             membership=membership, runtimes=runtimes, served=served,
-            addresses=self.addresses, known_peers=lambda: peering.known_peers() if peering else (),
+            addresses=self.addresses, known_peers=peering.known_peers, on_inbound=peering.inbound,
             tags=self.options.tags, slots=self.admission.slots, queue_limit=self.admission.queue,
             audit=ExecutionLog(self.home.state_dir / "executions.jsonl"))
-        self._service = service
-        self._mesh_server, ports = await self._serve_mesh(service, membership)
+        peering.on_change(service.changed)  # our known peers are in our description
+        mesh_server, ports = await self._serve_mesh(service, membership)
         self.mesh_port = ports[0]
-        running.push_async_callback(lambda: self._mesh_server.stop(SHUTDOWN_GRACE))
+        running.push_async_callback(lambda: mesh_server.stop(SHUTDOWN_GRACE))
         log.info("node %s (%s) of mesh %s listening on %s", identity.node_id, identity.name, identity.mesh_id,
                  ", ".join(self.addresses()))
-        connector = _MtlsConnector(membership)
-        peering = Peering(membership=membership, connector=connector, on_change=service.changed,
-                          own_addresses=self.addresses)
         mesh = Mesh(service=service, peers=lambda: _peer_states(peering), link=connector.link, clock=time.monotonic)
         running.push_async_callback(mesh.close)
         membership.on_revoked(lambda ids: [mesh.forget(node_id) for node_id in ids])
-        service.on_inbound(peering.inbound)
         for endpoint in self.peers:
             peering.hint(Hint(None, str(endpoint), Source.STATIC))
-        self._peering = peering
+        node = StartedNode(membership, service, peering, mesh_server)
+        self.node = node
         self.startup.started(Running(service=service, runtimes=runtimes, peers=peering.views, mesh=mesh))
         parts: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("peering", peering.run),
             ("warm-up", service.warm_up),
-            ("renewal", lambda: self._renewal(membership, peering)),
+            ("renewal", lambda: self._renewal(node)),
         ]
         if self.mdns_enabled:
-            parts.append(("mdns", self._mdns))
+            parts.append(("mdns", lambda: self._mdns(node)))
         tasks = [asyncio.create_task(_supervised(name, part), name=name) for name, part in parts]
         running.push_async_callback(_cancel_all, tasks)
 
@@ -293,16 +289,17 @@ class Daemon:
 
     # ---- mDNS ----
 
-    def advert(self):  # -> Advert
+    def advert(self, service: NodeService):  # -> Advert
         minimal = self.config.advertise is Advertise.MINIMAL
-        return advert_for(self._service.describe(), minimal, self.join_port, self._service.version)
+        return advert_for(service.describe(), minimal, self.join_server.port, service.version)
 
-    async def _mdns(self) -> None:
+    async def _mdns(self, node: StartedNode) -> None:
         from orc.node.links.mdns import MdnsDiscovery
 
         changed = asyncio.Event()
-        self._service.on_change(changed.set)
-        discovery = MdnsDiscovery(self.advert(), self._advertised_ips(), self._interfaces(), self._peering.hint)
+        node.service.on_change(changed.set)
+        discovery = MdnsDiscovery(self.advert(node.service), self._advertised_ips(), self._interfaces(),
+                                  node.peering.hint)
         runner = asyncio.create_task(discovery.run())
         try:
             while not runner.done():
@@ -313,76 +310,12 @@ class Daemon:
                     changed.clear()
                     await asyncio.sleep(0.2)  # coalesce bursts (a warm-up changes several fields)
                     changed.clear()
-                    await discovery.update(self.advert())
+                    await discovery.update(self.advert(node.service))
             await runner  # re-raise its failure for the supervisor
         finally:
             runner.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await runner
-
-    # ---- invitations ----
-
-    async def open_join_server(self) -> str:
-        """Start the join server (CA holders) unless it runs; returns its address.
-
-        One server serves every pending invitation; it stays open while any is pending.
-        """
-        from orc.node.rpc.errors import Unavailable
-        from orc.node.rpc.servers import start_join_server
-
-        membership = self.startup.membership
-        assert membership is not None, "invitations exist only once this node is a member"
-        authority = membership.identity.authority
-        if authority is None:
-            raise DaemonError("only the node holding the mesh CA can invite")
-        async with self._join_lock:
-            if self._join_server is None:
-                host = self.listen.host
-                # The mesh port + 1, also before the mesh server is up (an invitation can come first).
-                port = (self.mesh_port or self.listen.port) + 1
-                try:
-                    server, ports = await start_join_server(_JoinBackend(membership), [str(Endpoint(host, port))],
-                                                            authority.key_pem, authority.certificate_pem)
-                except Unavailable:  # that port is taken: any free one (the advert and the reply name it)
-                    server, ports = await start_join_server(_JoinBackend(membership), [str(Endpoint(host, 0))],
-                                                            authority.key_pem, authority.certificate_pem)
-                self._join_server, self.join_port = server, ports[0]
-                log.info("join server open on port %d while an invitation is pending", self.join_port)
-                self._join_closer = asyncio.create_task(self._close_when_done(membership), name="join server closer")
-                self._description_changed()
-            return str(Endpoint(self._advertised_ips()[0], self.join_port or 0))
-
-    def join_address(self) -> str | None:
-        """Where the join server listens while an invitation is pending, else None."""
-        if self.join_port is None:
-            return None
-        return str(Endpoint(self._advertised_ips()[0], self.join_port))
-
-    async def _close_when_done(self, membership: Membership) -> None:
-        while True:
-            await asyncio.sleep(JOIN_CHECK_INTERVAL)
-            async with self._join_lock:
-                if membership.invitation_open():
-                    continue
-                self._join_closer = None
-                await self._stop_join_server()
-                return
-
-    async def close_join_server(self) -> None:
-        """Close the join server now (shutting down), pending invitations or not."""
-        async with self._join_lock:
-            closer, self._join_closer = self._join_closer, None
-            if closer is not None:
-                closer.cancel()
-            await self._stop_join_server()
-
-    async def _stop_join_server(self) -> None:
-        server, self._join_server = self._join_server, None
-        if server is not None:
-            await server.stop(0.5)
-            self.join_port = None
-            log.info("join server closed (no invitation pending)")
-            self._description_changed()
 
     def _description_changed(self) -> None:
         """The join port is in this node's mDNS advert: re-announce it (once the node runs)."""
@@ -392,28 +325,29 @@ class Daemon:
 
     # ---- certificate renewal ----
 
-    async def _renewal(self, membership: Membership, peering: Peering) -> None:
+    async def _renewal(self, node: StartedNode) -> None:
         while True:
-            if membership.needs_renewal():
+            if node.membership.needs_renewal():
                 try:
-                    await self._renew(membership, peering)
+                    await self._renew(node)
                 except Exception as error:  # noqa: BLE001 - retried at the next check
                     log.warning("certificate renewal failed, retrying later: %s", error)
             await asyncio.sleep(RENEWAL_CHECK_INTERVAL)
 
-    async def _renew(self, membership: Membership, peering: Peering) -> None:
+    async def _renew(self, node: StartedNode) -> None:
         from datetime import datetime, timezone
 
         from orc.node.trust.store import Issuer
         from orc.node.trust.renewal import Candidate, NotRenewed, Renewed, remembered_junk, renew_from_peers
         from orc.node.rpc.client import PeerClient
 
+        membership, peering = node.membership, node.peering
         identity = membership.identity
         if identity.authority is not None:
             certificate = identity.authority.issue_for_key(identity.key.public_key(), datetime.now(timezone.utc))
             membership.install_certificate(certificate)
             log.info("certificate renewed (self-issued by this CA holder)")
-            await self._present_new_certificate()
+            await self._present_new_certificate(node)
             return
         csr = make_csr(identity.key, identity.name)
         candidates = [Candidate(peer.node_id, peer.addresses[0]) for peer in peering.table.live()
@@ -431,29 +365,31 @@ class Daemon:
             case Renewed(certificate_pem=certificate, granted_by=granted_by, address=address):
                 membership.install_certificate(certificate, Issuer(granted_by, address))
                 log.info("certificate renewed by %s", granted_by)
-                await self._present_new_certificate()
+                await self._present_new_certificate(node)
             case NotRenewed():
                 raise DaemonError(f"no peer renewed the certificate ({outcome})")
             case other:
                 assert_never(other)
 
-    async def _present_new_certificate(self) -> None:
+    async def _present_new_certificate(self, node: StartedNode) -> None:
         """Serve with the renewed certificate: new connections reach a new server, then the old one
         drains, so peers see no gap. Outgoing links pick the new certificate up on their next dial."""
         from orc.node.rpc.credentials import server_credentials
 
-        identity = self._membership.identity
-        await self._mesh_server.serve_credentials(
+        identity = node.membership.identity
+        await node.mesh_server.serve_credentials(
             server_credentials(identity.key_pem, identity.certificate_pem, identity.ca_certificate_pem),
             SHUTDOWN_GRACE)
 
 
-class _JoinBackend:
-    def __init__(self, membership: Membership) -> None:
-        self.membership = membership
+@dataclass(frozen=True)
+class StartedNode:
+    """The parts of a started node that its long-running tasks share."""
 
-    async def join(self, secret: str, csr_pem: bytes, name: str, peer_address: str):  # -> JoinGrant
-        return self.membership.join(secret, csr_pem, name, peer_address)
+    membership: Membership
+    service: NodeService
+    peering: Peering
+    mesh_server: object  # FrontedServer: serves the mesh port; renewal swaps its certificate
 
 
 def _peer_states(peering: Peering) -> tuple[PeerState, ...]:

@@ -28,7 +28,8 @@ from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from orc.node.links.errors import MdnsUnavailable
-from orc.node.links.peer_table import MAX_ADDRESSES_PER_PEER, MAX_PEERS, Hint, Source
+from orc.node.links.peer_events import Hint, Source
+from orc.node.links.peer_table import MAX_ADDRESSES_PER_PEER, MAX_PEERS
 from orc.node.links.static import Endpoint
 from orc.node.links.txt import Advert, decode_txt, encode_txt
 from orc.node.trust.ids import MeshId, NodeId, is_node_id

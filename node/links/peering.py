@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from orc.node.protocol.description import Load, NodeDescription, PeerAddress
-from orc.node.links.peer_table import (
+from orc.node.links.peer_events import (
     BeatReceived,
     ConnectFailed,
     Dial,
@@ -24,12 +24,12 @@ from orc.node.links.peer_table import (
     Hint,
     LinkState,
     PeerEvent,
-    PeerTable,
     Revoked,
     Source,
     Tick,
     Verified,
 )
+from orc.node.links.peer_table import PeerTable
 from orc.node.trust.errors import IdentityError
 from orc.node.trust.ids import NodeId
 from orc.node.trust.membership import Membership
@@ -69,14 +69,14 @@ class PeerConnector(Protocol):
 class Peering:
     """Keeps this node linked to every peer it hears of, and its view of them current."""
 
-    def __init__(self, *, membership: Membership, connector: PeerConnector, on_change: Callable[[], None],
+    def __init__(self, *, membership: Membership, connector: PeerConnector,
                  own_addresses: Callable[[], tuple[str, ...]] = tuple, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
         identity = membership.identity
         self.membership = membership
         self.table = PeerTable.new(identity.node_id, identity.mesh_id, membership.revocations.revoked_ids)
         self._connector = connector
         self._own_addresses = own_addresses
-        self._on_change = on_change
+        self._listeners: list[Callable[[], None]] = []
         self._clock = clock
         self._wall = wall
         self._dialing: dict[str, asyncio.Task[None]] = {}
@@ -96,7 +96,12 @@ class Peering:
         verified = frozenset(p.node_id for p in self.table.live())
         if verified != self._verified:
             self._verified = verified
-            self._on_change()  # our known_peers changed: watchers re-Describe us and learn them
+            for listener in self._listeners:  # our known peers changed: watchers re-Describe us
+                listener()
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` whenever the set of verified peers changes."""
+        self._listeners.append(listener)
 
     def inbound(self, node_id: NodeId, addresses: tuple[str, ...]) -> None:
         """A verified peer started watching us; make sure we link back to it."""

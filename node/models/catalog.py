@@ -47,7 +47,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import NewType
 
-from orc.scheduler.loader import MODEL_RUNTIMES, split_model_ref
+from orc.scheduler.model_refs import MODEL_RUNTIMES, split_model_ref
 
 __all__ = [
     "DEFAULT_MODEL_ID",

@@ -48,6 +48,10 @@ class Membership:
         # Per caller, a token bucket: RENEWALS_PER_DAY at once, refilled over a day.
         self._renewals = RateLimits(rate=RENEWALS_PER_DAY / 86_400, burst=RENEWALS_PER_DAY)
 
+    def _now(self) -> datetime:
+        """The clock's now as certificates date it."""
+        return datetime.fromtimestamp(self._clock(), timezone.utc)
+
     # ---- revocation ----
 
     def is_revoked(self, node_id: str) -> bool:
@@ -143,7 +147,7 @@ class Membership:
                 raise JoinRefused(f"join refused: the token is {reason.value}; ask for a new one "
                                        "with `orc-node invite`")
         try:
-            certificate = authority.issue(csr_pem, datetime.now(timezone.utc))
+            certificate = authority.issue(csr_pem, self._now())
         except IdentityError as error:
             raise InvalidRequest(str(error)) from None
         log.info("node %s (%s) joined from %s", certificate_node_id(certificate), name[:63], peer)
@@ -167,12 +171,12 @@ class Membership:
         try:
             if node_id_for(csr_public_key(csr_pem)) != caller:
                 raise PermissionDenied("a node may only renew the certificate of its own key")
-            return authority.issue(csr_pem, datetime.now(timezone.utc))
+            return authority.issue(csr_pem, self._now())
         except IdentityError as error:
             raise InvalidRequest(str(error)) from None
 
     def needs_renewal(self) -> bool:
-        return needs_renewal(self.identity.certificate_pem, datetime.now(timezone.utc))
+        return needs_renewal(self.identity.certificate_pem, self._now())
 
     def install_certificate(self, certificate_pem: bytes, issuer: Issuer | None = None) -> None:
         """Store a renewed certificate (and who granted it), then use it."""

@@ -97,7 +97,9 @@ class NodeService:
 
     def __init__(self, *, membership: Membership, runtimes: Mapping[str, ModelRuntime],
                  served: Sequence[ModelEntry], addresses: Callable[[], tuple[str, ...]],
-                 known_peers: Callable[[], tuple[PeerAddress, ...]], tags: tuple[str, ...] = (),
+                 known_peers: Callable[[], tuple[PeerAddress, ...]],
+                 on_inbound: Callable[[NodeId, tuple[str, ...]], None] = lambda _node_id, _addresses: None,
+                 tags: tuple[str, ...] = (),
                  clock: Callable[[], float] = time.time, slots: int = 1, queue_limit: int = 4,
                  audit: ExecutionLog | None = None) -> None:
         self.membership = membership
@@ -116,7 +118,7 @@ class NodeService:
         # Per caller, most recent last; capped, the least recently seen forgotten first.
         self._callers: dict[str, CallerStats] = {}
         self._listeners: list[Callable[[], None]] = []
-        self._inbound: list[Callable[[NodeId, tuple[str, ...]], None]] = []
+        self._on_inbound = on_inbound  # a watcher we may not know of: the caller dials it back
         membership.on_revoked(lambda _ids: self.changed())
 
     # ---- the description ----
@@ -185,14 +187,9 @@ class NodeService:
 
     # ---- liveness ----
 
-    def on_inbound(self, listener: Callable[[NodeId, tuple[str, ...]], None]) -> None:
-        """Call `listener(caller, its addresses)` when a peer starts watching this node."""
-        self._inbound.append(listener)
-
     async def beats(self, caller: NodeId, addresses: tuple[str, ...] = ()) -> AsyncIterator[Beat]:
         """A beat now and then once a second, until the caller goes away or is revoked."""
-        for listener in self._inbound:
-            listener(caller, addresses)  # a watcher we may not know of: dial it back
+        self._on_inbound(caller, addresses)
         while True:
             yield Beat(sent_at_ms=int(self._clock() * 1000), description_version=self._version,
                        revocation_seq=self.membership.revocations.seq, load=self.load())

@@ -30,7 +30,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 
 from orc.node.protocol.description import Load, ModelOffer, NodeDescription
 from orc.node.links.mdns import SERVICE_TYPE, MdnsDiscovery
-from orc.node.links.peer_table import Hint
+from orc.node.links.peer_events import Hint
 from orc.node.links.txt import advert_for
 from orc.node.models.hardware import probe
 from orc.node.trust.ids import MeshId, NodeId

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from orc.scheduler.errors import EnsembleInvalid
-from orc.scheduler.loader import MAX_FILE_BYTES, EnsembleLibrary, load_ensemble
+from orc.scheduler.ensemble_file import MAX_FILE_BYTES
+from orc.scheduler.loader import EnsembleLibrary, load_ensemble
 
 BOMB = """
 a: &a ["x","x","x","x","x","x","x","x","x"]

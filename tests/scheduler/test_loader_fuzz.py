@@ -7,7 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orc.scheduler.errors import EnsembleInvalid
-from orc.scheduler.loader import AGENT_KEYS, load_ensemble_text
+from orc.scheduler.agent_parser import AGENT_KEYS
+from orc.scheduler.loader import load_ensemble_text
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
                     st.text(max_size=20), st.sampled_from(["${a.x}", "${b}", "${a.x} == yes", "a", "b", "[", "&x"]))

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from orc.node.coordinator import placer as mesh_module
+from orc.node.coordinator import observations
 from orc.node.protocol.description import Load, ModelOffer, NodeDescription
 from orc.node.models.hardware import Hardware
 from orc.node.coordinator.placer import (
@@ -165,7 +166,7 @@ class World:
         The coordinator has seen each peer run m as fast as it says (so it believes them)."""
         world = cls((node("a", 10), 1000), (node("b", 100), 100), (node("c", 50), 200), (node("d", 25), 400))
         for peer, decode in (("b", 100.0), ("c", 50.0), ("d", 25.0)):
-            world.mesh._observe(peer, "m", Speed(PREFILL, decode, 0.0))
+            world.mesh.trust.observe(peer, "m", Speed(PREFILL, decode, 0.0))
         return world
 
     def dial(self, node_id: str, address: str) -> FakePeer:
@@ -489,13 +490,13 @@ def test_working_comes_when_the_node_starts_and_the_deadline_counts_from_there()
 
 def test_a_peers_speeds_count_only_up_to_what_was_observed():
     w = World((node("a", 10), 1000), (node("b", 1e6), 100), (node("c", 1e6), 100))
-    w.mesh._observe("c", "m", Speed(PREFILL, 40.0, 0.0))
+    w.mesh.trust.observe("c", "m", Speed(PREFILL, 40.0, 0.0))
     models = {n.node_id: n.models[0] for n in w.mesh.view().nodes}
     assert models["a"].decode_tokens_per_s == 10  # its own measurement
     # b, never seen: at most twice the best seen for m anywhere (c's 40, above a's own 10).
-    assert models["b"].decode_tokens_per_s == 40 * mesh_module.UNOBSERVED_FACTOR
-    assert models["c"].decode_tokens_per_s == 40 * mesh_module.OBSERVED_SLACK  # seen at 40
-    assert w.mesh.observed("c", "m").decode_tokens_per_s == 40
+    assert models["b"].decode_tokens_per_s == 40 * observations.UNOBSERVED_FACTOR
+    assert models["c"].decode_tokens_per_s == 40 * observations.OBSERVED_SLACK  # seen at 40
+    assert w.mesh.trust.observed("c", "m").decode_tokens_per_s == 40
 
 
 def test_a_lying_estimate_gets_the_peer_avoided():
@@ -503,7 +504,7 @@ def test_a_lying_estimate_gets_the_peer_avoided():
     w = World((node("a", 10), 1000), (node("b", 1e6), 0), (node("c", 50), 300))
     events, error = asyncio.run(run(w.mesh, generation()))
     assert error is None and events[0] == Bound("c", "C")
-    assert w.mesh.lies == {"b": 1} and w.mesh.distrusted() == {"b"}
+    assert w.mesh.trust.lies == {"b": 1} and w.mesh.distrusted() == {"b"}
     assert w.links["b"].cancels == [w.links["b"].leases[0]]  # its lease is given back, unused
     assert w.links["b"].executes == []  # it never saw the prompt
     events, error = asyncio.run(run(w.mesh, generation("next")))
@@ -518,10 +519,10 @@ def test_a_peer_seen_while_busy_is_no_liar_for_estimating_at_its_idle_speed():
     # cores with other generations and wrote 20 tok/s (the daemons of tests/mesh/ have shown a
     # 5.6 times slowdown like this). Its next Offer, at its idle speed, is the truth.
     w = World((node("a", 10), 1000), (node("b", 100), 100), (node("c", 50), 300))
-    w.mesh._observe("b", "m", Speed(PREFILL, 20.0, 0.0))
+    w.mesh.trust.observe("b", "m", Speed(PREFILL, 20.0, 0.0))
     events, error = asyncio.run(run(w.mesh, generation()))
     assert error is None and events[0] == Bound("b", "B")
-    assert w.mesh.lies == {} and w.mesh.distrusted() == frozenset()
+    assert w.mesh.trust.lies == {} and w.mesh.distrusted() == frozenset()
 
 
 def test_generations_waiting_to_be_bound_when_a_peer_lies_leave_it_out_too():
@@ -535,7 +536,7 @@ def test_generations_waiting_to_be_bound_when_a_peer_lies_leave_it_out_too():
     outcomes = asyncio.run(scenario())
     assert all(error is None and events[0] != Bound("b", "B") for events, error in outcomes)
     assert len(w.links["b"].offers) == 1  # asked once: every later placement left it out
-    assert w.mesh.lies == {"b": 1}
+    assert w.mesh.trust.lies == {"b": 1}
 
 
 def test_a_peer_caught_lying_while_its_offer_was_out_is_not_sent_the_prompt():
@@ -545,7 +546,7 @@ def test_a_peer_caught_lying_while_its_offer_was_out_is_not_sent_the_prompt():
 
     async def caught_meanwhile(request, timeout=2.0):
         reply = await answer(request, timeout)
-        w.mesh._distrust("b", "B", "a result it made up for another agent")  # while this Offer was out
+        w.mesh.trust.distrust("b", "B", "a result it made up for another agent")  # while this Offer was out
         return reply
 
     b.offer = caught_meanwhile
@@ -562,7 +563,7 @@ def test_an_impossible_result_is_refused_and_the_agent_moves():
     assert events[0] == Bound("b", "B") and events[-1] == DONE[-1]
     assert events[1] == Bound("c", "C", replaces="B: its result cannot be true: it claims 11 completion tokens, "
                                                   "more than max_tokens 10")
-    assert w.mesh.lies == {"b": 1}
+    assert w.mesh.trust.lies == {"b": 1}
 
 
 @pytest.mark.parametrize("result, why", [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import contextlib
 import socket
 import ssl
@@ -40,10 +41,8 @@ async def running(daemon: Daemon) -> AsyncIterator[None]:
     stop = asyncio.Event()
     runner = asyncio.create_task(daemon.run(stop))
     try:
-        for _ in range(200):
-            if getattr(daemon, "_peering", None) is not None:
-                break
-            await asyncio.sleep(0.05)
+        await daemon.startup.wait_running(30)
+        assert daemon.node is not None  # built with the running parts
         yield
     finally:
         stop.set()
@@ -62,9 +61,9 @@ def test_renewal_swaps_the_served_certificate_in_place(tmp_path):
         async with running(daemon):
             before = await asyncio.to_thread(served_certificate, port, home.identity_dir)
             await asyncio.sleep(1.1)  # certificates are dated to the second
-            await daemon._renew(daemon._membership, daemon._peering)
+            await daemon._renew(daemon.node)
             after = await asyncio.to_thread(served_certificate, port, home.identity_dir)
-            identity = daemon._membership.identity
+            identity = daemon.node.membership.identity
             async with PeerClient(identity.node_id, f"127.0.0.1:{port}", identity.key_pem,
                                   identity.certificate_pem, identity.ca_certificate_pem) as client:
                 described = await client.describe()
@@ -155,11 +154,11 @@ def test_a_junk_answer_from_a_ca_claiming_peer_moves_renewal_on_to_the_real_ca(t
             async with running(daemon):
                 before = await asyncio.to_thread(served_certificate, port, home.identity_dir)
                 await asyncio.sleep(1.1)  # certificates are dated to the second
-                await daemon._renew(daemon._membership, peering)
+                await daemon._renew(dataclasses.replace(daemon.node, peering=peering))
                 after = await asyncio.to_thread(served_certificate, port, home.identity_dir)
                 calls_after_first = (junk.calls, genuine.calls)
                 await asyncio.sleep(1.1)
-                await daemon._renew(daemon._membership, peering)  # the junk answerer now goes last: not asked
+                await daemon._renew(dataclasses.replace(daemon.node, peering=peering))  # the junk answerer now goes last: not asked
                 return before, after, calls_after_first, (junk.calls, genuine.calls), peers[1].addresses[0]
         finally:
             await junk_server.stop(None)

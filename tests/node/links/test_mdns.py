@@ -21,7 +21,7 @@ from orc.node.links.mdns import (
     Discovery,
     MdnsDiscovery,
 )
-from orc.node.links.peer_table import Hint, Source
+from orc.node.links.peer_events import Hint, Source
 from orc.node.links.txt import Advert, encode_txt
 from orc.node.trust.ids import MeshId, NodeId
 

@@ -10,6 +10,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orc.node.protocol.description import Load, NodeDescription
+from orc.node.links.peer_events import (
+    TRANSITIONS,
+    BeatReceived,
+    ConnectFailed,
+    Dial,
+    Dialing,
+    Hint,
+    Hinted,
+    LinkState,
+    Revoked,
+    Signal,
+    Source,
+    Tick,
+    Verified,
+)
 from orc.node.links.peer_table import (
     BACKOFF_MAX,
     COOL_DOWN,
@@ -20,22 +35,9 @@ from orc.node.links.peer_table import (
     MAX_EXCHANGE_UNVERIFIED,
     MAX_COOLING,
     MAX_PEERS,
-    TRANSITIONS,
     UNVERIFIED_MAX_FAILURES,
     UNVERIFIED_TTL,
-    BeatReceived,
-    ConnectFailed,
-    Dial,
-    Dialing,
-    Hint,
-    Hinted,
-    LinkState,
     PeerTable,
-    Revoked,
-    Signal,
-    Source,
-    Tick,
-    Verified,
     backoff,
 )
 from orc.node.links.txt import Advert
@@ -473,7 +475,8 @@ def test_invariants_hold_after_any_events(sequence) -> None:
 
 
 def test_a_dead_peer_that_announces_itself_is_dialled_soon_not_after_its_backoff():
-    from orc.node.links.peer_table import EARLY_REDIAL_GAP, ConnectFailed, Dialing
+    from orc.node.links.peer_events import ConnectFailed, Dialing
+    from orc.node.links.peer_table import EARLY_REDIAL_GAP
 
     state = verified_at(100.0)
     now = 101.0

@@ -6,7 +6,7 @@ import asyncio
 from datetime import datetime, timezone
 
 from orc.node.protocol.description import Load, NodeDescription, PeerAddress
-from orc.node.links.peer_table import Hint, LinkState, Source
+from orc.node.links.peer_events import Hint, LinkState, Source
 from orc.node.models.hardware import probe
 from orc.node.trust.certificates import make_csr
 from orc.node.trust.store import IdentityStore
@@ -103,8 +103,9 @@ def test_links_verify_watch_exchange_and_notice_death(tmp_path):
                                known=[PeerAddress(c.identity.node_id, "10.0.0.3:7733")]))
     connector.peers = {"10.0.0.2:7733": peer_b, "10.0.0.3:7733": peer_c}
     changes: list[int] = []
-    peering = Peering(membership=me, connector=connector, on_change=lambda: changes.append(1),
+    peering = Peering(membership=me, connector=connector,
                       own_addresses=lambda: ("10.0.0.1:7733",))
+    peering.on_change(lambda: changes.append(1))
 
     async def scenario():
         runner = asyncio.create_task(peering.run())
@@ -140,7 +141,7 @@ def test_a_newer_revocation_log_is_fetched_from_a_beat_and_applied(tmp_path):
     peer_b = FakePeer(describe(b.identity, "10.0.0.2:7733"))
     peer_c = FakePeer(describe(c.identity, "10.0.0.3:7733"))
     connector.peers = {"10.0.0.2:7733": peer_b, "10.0.0.3:7733": peer_c}
-    peering = Peering(membership=me, connector=connector, on_change=lambda: None)
+    peering = Peering(membership=me, connector=connector)
 
     async def scenario():
         runner = asyncio.create_task(peering.run())
@@ -176,7 +177,7 @@ def test_forged_revocation_entries_are_refused(tmp_path):
     peer_b.entries = other.entries_after
     peer_b.revocation_seq = 1
     connector.peers = {"10.0.0.2:7733": peer_b}
-    peering = Peering(membership=me, connector=connector, on_change=lambda: None)
+    peering = Peering(membership=me, connector=connector)
 
     async def scenario():
         runner = asyncio.create_task(peering.run())

@@ -28,7 +28,8 @@ from orc.node.models.catalog import (
 )
 from orc.node.models.runtimes.mlx_convert import ConversionUnsupported, MlxNotInstalled, check_convertible
 from orc.scheduler.errors import EnsembleInvalid
-from orc.scheduler.loader import load_ensemble_text, split_model_ref
+from orc.scheduler.loader import load_ensemble_text
+from orc.scheduler.model_refs import split_model_ref
 
 LLAMA_FIRST = ("llama_cpp", "mlx")
 MLX_FIRST = ("mlx", "llama_cpp")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
+from cryptography import x509
 import pytest
 
 from orc.node.trust.certificates import certificate_node_id, generate_key, issued_by, make_csr
@@ -17,7 +18,7 @@ NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
 
 
 class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
+    def __init__(self, now: float = NOW.timestamp()) -> None:
         self.now = now
 
     def __call__(self) -> float:
@@ -143,3 +144,15 @@ def test_a_revoked_key_cannot_join_again_and_does_not_use_the_invitation_up(tmp_
     assert ca_node.invitation_open()
     grant = ca_node.join(token.secret, make_csr(generate_key(), "laptop"), "laptop", "test")  # a new key may
     assert not ca_node.is_revoked(certificate_node_id(grant.certificate_pem))
+
+
+def test_certificates_are_dated_and_judged_by_the_membership_clock(tmp_path, ca_node):
+    """No wall clock read inside: renewal is due when the clock says so, not when the test sleeps."""
+    member = joined(tmp_path, ca_node, "laptop")
+    assert not member.needs_renewal()
+    member._clock.now += 25 * 86_400  # certificates live 30 days and renew with 10 left
+    assert member.needs_renewal()
+    ca_node._clock.now += 25 * 86_400
+    renewed = x509.load_pem_x509_certificate(ca_node.renew_for(member.identity.node_id,
+                                                               make_csr(member.identity.key, "laptop")))
+    assert renewed.not_valid_before_utc >= NOW + timedelta(days=25) - timedelta(minutes=5)
