@@ -41,7 +41,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol, Union
 
 from orc.node.protocol.description import Load, NodeDescription
-from orc.node.rpc.errors import ResourceExhausted, RpcError
+from orc.node.protocol.errors import NodeError, ResourceExhausted
 from orc.node.protocol.messages import (
     AgentPayload,
     ExecuteEvent,
@@ -584,7 +584,7 @@ class Mesh:
             return
         try:
             await self._peer(node_id).cancel(lease, timeout=1.0)
-        except (RpcError, OSError, _Lost) as error:
+        except (NodeError, OSError, _Lost) as error:
             log.debug("releasing lease on %s: %s", node_id, error)
 
     async def _offer(self, generation: Generation, model_id: str, estimate: Estimate) -> OfferReply:
@@ -596,7 +596,7 @@ class Mesh:
         started = time.perf_counter()
         try:
             reply = await self._peer(estimate.node_id).offer(request, timeout=OFFER_TIMEOUT)
-        except (RpcError, _Lost) as error:
+        except (NodeError, _Lost) as error:
             return OfferReply(accepted=False, reason=f"offer failed: {error}")
         rtt = time.perf_counter() - started
         previous = self._network.get(estimate.node_id)
@@ -688,7 +688,7 @@ class Mesh:
     async def _cancel(self, node_id: str, execution: str) -> None:
         try:
             await self._peer(node_id).cancel(execution, timeout=1.0)
-        except (RpcError, OSError, _Lost) as error:
+        except (NodeError, OSError, _Lost) as error:
             log.debug("cancel of %s on %s: %s", execution, node_id, error)
 
     def _alive(self, node_id: str) -> bool:

@@ -327,7 +327,7 @@ class Daemon:
 
         One server serves every pending invitation; it stays open while any is pending.
         """
-        from orc.node.rpc.errors import Unavailable
+        from orc.node.protocol.errors import Unavailable
         from orc.node.rpc.servers import start_join_server
 
         membership = self.startup.membership

@@ -33,7 +33,8 @@ import grpc
 from orc.node.trust.certificates import certificate_node_id
 from orc.node.trust.errors import IdentityError
 from orc.node.trust.ids import NodeId
-from orc.node.rpc.errors import RateLimited, ResourceExhausted, Revoked, RpcError, Unauthenticated, abort
+from orc.node.protocol.errors import NodeError, RateLimited, ResourceExhausted, Revoked, Unauthenticated
+from orc.node.rpc.errors import abort
 from orc.node.rpc.log_sampling import SampledLog
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ class Authorizer(grpc.aio.ServerInterceptor):
         return caller
 
     def decide(self, auth_context: Mapping[str, Iterable[bytes]],
-               now: float) -> tuple[NodeId | None, RpcError | None]:
+               now: float) -> tuple[NodeId | None, NodeError | None]:
         """Who calls (None if the certificate does not say) and why it is refused (None: admitted)."""
         certificates = list(auth_context.get("x509_pem_cert") or ())
         if len(certificates) != 1:
@@ -178,7 +179,7 @@ class Authorizer(grpc.aio.ServerInterceptor):
             return caller, RateLimited(f"node {caller} made too many calls; slow down")
         return caller, None
 
-    def refused(self, peer: str, caller: NodeId | None, refusal: RpcError, method: str, now: float) -> None:
+    def refused(self, peer: str, caller: NodeId | None, refusal: NodeError, method: str, now: float) -> None:
         """Log a refusal (sampled) and close what it calls for: the connection of a revoked or
         unauthenticated caller, every connection of a revoked one, and every connection of a
         caller that keeps calling though refused (past its refusal budget)."""

@@ -48,7 +48,7 @@ from orc.node.rpc.connections import (
     Refuse,
     Unknown,
 )
-from orc.node.rpc.errors import Unavailable
+from orc.node.protocol.errors import Unavailable
 from orc.node.rpc.log_sampling import SampledLog
 
 log = logging.getLogger(__name__)

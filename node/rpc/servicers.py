@@ -16,7 +16,8 @@ from orc.node.trust.ids import NodeId
 from orc.node.rpc import wire
 from orc.node.rpc.authorization import current_caller
 from orc.node.rpc.backends import ControlBackend, JoinBackend, NodeBackend
-from orc.node.rpc.errors import Unauthenticated, abort
+from orc.node.protocol.errors import Unauthenticated
+from orc.node.rpc.errors import abort
 from orc.node.protocol.messages import (
     CancelReply,
     PeersReply,

@@ -20,7 +20,13 @@ from orc.node.trust.revocation import RevocationLog, decode_entries, encode_entr
 from orc.node.trust.store import Identity, IdentityStore, Issuer
 from orc.node.trust.tokens import Accepted, JoinToken, Refused, new_secret
 from orc.node.rpc.authorization import RateLimits
-from orc.node.rpc.errors import InvalidRequest, JoinRefused, NotCertificateAuthority, PermissionDenied, RateLimited
+from orc.node.protocol.errors import (
+    InvalidRequest,
+    JoinRefused,
+    NotCertificateAuthority,
+    PermissionDenied,
+    RateLimited,
+)
 from orc.node.protocol.messages import JoinGrant
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ from orc.node.trust.certificates import (
 from orc.node.trust.errors import CertificateInvalid, IdentityError
 from orc.node.trust.ids import NodeId
 from orc.node.trust.store import Identity, Issuer
-from orc.node.rpc.errors import NotCertificateAuthority, PermissionDenied, WireError
+from orc.node.protocol.errors import NotCertificateAuthority, PermissionDenied, WireError
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from orc.node.protocol.description import PROTOCOL_VERSION, Load, ModelOffer, No
 from orc.node.models.hardware import probe
 from orc.node.trust.ids import NodeId
 from orc.node.trust.membership import Membership
-from orc.node.rpc.errors import InvalidRequest, NotFound, PermissionDenied, ResourceExhausted
+from orc.node.protocol.errors import InvalidRequest, NotFound, PermissionDenied, ResourceExhausted
 from orc.node.protocol.messages import (
     AgentPayload,
     Beat,

@@ -25,7 +25,7 @@ from orc.node.coordinator.placer import (
     Working,
     execution_id,
 )
-from orc.node.rpc.errors import ResourceExhausted, Unavailable
+from orc.node.protocol.errors import ResourceExhausted, Unavailable
 from orc.node.protocol.messages import (
     AgentPayload,
     ExecutionFailed,

@@ -20,7 +20,7 @@ from orc.node.trust.certificates import MeshAuthority, generate_key, key_to_pem
 from orc.node.trust.ids import NodeId, node_id_for
 from orc.node.rpc.authorization import Authorizer, RateLimits
 from orc.node.rpc.connections import mesh_limits
-from orc.node.rpc.errors import JoinRefused, NotCertificateAuthority
+from orc.node.protocol.errors import JoinRefused, NotCertificateAuthority
 from orc.node.rpc.front_door import FrontDoor
 from orc.node.rpc.servers import start_mesh_server
 from orc.node.protocol.messages import (

@@ -26,7 +26,7 @@ from orc.node.rpc.authorization import Authorizer, RateLimits
 from orc.node.rpc.client import PeerClient
 from orc.node.rpc.credentials import probe_node_id
 from orc.node.rpc.connections import JOIN_LIMITS, DoorLimits
-from orc.node.rpc.errors import ResourceExhausted, Revoked
+from orc.node.protocol.errors import ResourceExhausted, Revoked
 from orc.node.rpc.front_door import FrontDoor, PortInUse, address_key, raise_open_file_limit, upstream_port_of
 from orc.node.rpc.servers import start_join_server
 

@@ -17,7 +17,7 @@ from orc.node.trust.ids import NodeId
 from orc.node.rpc import credentials
 from orc.node.rpc.authorization import Authorizer, RateLimits
 from orc.node.rpc.client import PeerClient
-from orc.node.rpc.errors import (
+from orc.node.protocol.errors import (
     NotCertificateAuthority,
     PermissionDenied,
     RateLimited,

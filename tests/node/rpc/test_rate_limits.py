@@ -6,7 +6,7 @@ import pytest
 from rpc_helpers import new_member
 
 from orc.node.rpc.authorization import Authorizer, RateLimits
-from orc.node.rpc.errors import RateLimited, Revoked, Unauthenticated
+from orc.node.protocol.errors import RateLimited, Revoked, Unauthenticated
 
 
 def test_a_burst_is_allowed_then_calls_are_refused_until_tokens_refill() -> None:

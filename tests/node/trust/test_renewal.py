@@ -24,7 +24,7 @@ from orc.node.trust.renewal import (
     renew_from_peers,
     renewal_order,
 )
-from orc.node.rpc.errors import NotCertificateAuthority, RateLimited, WireError
+from orc.node.protocol.errors import NotCertificateAuthority, RateLimited, WireError
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 RENEW_AT = T0 + timedelta(days=21)  # a third of 30 days left: time to renew
