@@ -39,7 +39,7 @@ from orc.node.links.static import Advertise, DiscoveryConfig, Endpoint, load_dis
 from orc.node.links.txt import advert_for
 from orc.node.home import DaemonLock, Home
 from orc.node.trust.certificates import make_csr
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.ids import NodeId
 from orc.node.trust.store import Identity, IdentityStore
 from orc.node.trust.membership import Membership
 from orc.node.coordinator.placer import Mesh, PeerState

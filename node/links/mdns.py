@@ -31,7 +31,7 @@ from orc.node.links.errors import MdnsUnavailable
 from orc.node.links.peer_table import MAX_ADDRESSES_PER_PEER, MAX_PEERS, Hint, Source
 from orc.node.links.static import Endpoint
 from orc.node.links.txt import Advert, decode_txt, encode_txt
-from orc.node.trust.ids import MeshId, NodeId, is_node_id
+from orc.node.protocol.ids import MeshId, NodeId, is_node_id
 
 __all__ = ["SERVICE_TYPE", "Discovery", "MdnsDiscovery"]
 

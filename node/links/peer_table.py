@@ -46,7 +46,7 @@ from orc.node.protocol.description import NodeDescription
 from orc.node.links.errors import BadPeerAddress
 from orc.node.links.static import parse_endpoint
 from orc.node.links.txt import Advert
-from orc.node.trust.ids import MeshId, NodeId
+from orc.node.protocol.ids import MeshId, NodeId
 
 __all__ = [
     "BEAT_INTERVAL",

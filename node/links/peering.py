@@ -31,7 +31,7 @@ from orc.node.links.peer_table import (
     Verified,
 )
 from orc.node.trust.errors import IdentityError
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.ids import NodeId
 from orc.node.trust.membership import Membership
 from orc.node.protocol.errors import NodeError
 from orc.node.protocol.messages import Beat, PeerView

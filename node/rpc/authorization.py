@@ -32,7 +32,7 @@ import grpc
 
 from orc.node.trust.certificates import certificate_node_id
 from orc.node.trust.errors import IdentityError
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.ids import NodeId
 from orc.node.protocol.errors import NodeError, RateLimited, ResourceExhausted, Revoked, Unauthenticated
 from orc.node.rpc.errors import abort
 from orc.node.rpc.log_sampling import SampledLog

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from orc.node.protocol.description import NodeDescription
 from orc.node.protocol.events import RunProgress
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.ids import NodeId
 from orc.node.protocol.messages import (
     Beat,
     ExecuteEvent,

@@ -18,7 +18,8 @@ from orc.node.protocol.description import NodeDescription
 from orc.node.protocol.events import RunProgress
 from orc.node.trust.certificates import ca_pin_of, certificate_node_id, csr_public_key, issued_by
 from orc.node.trust.errors import IdentityError
-from orc.node.trust.ids import NodeId, mesh_id_from_pin, node_id_for
+from orc.node.protocol.ids import NodeId
+from orc.node.trust.ids import mesh_id_from_pin, node_id_for
 from orc.node.trust.tokens import JoinToken
 from orc.node.rpc import credentials, wire
 from orc.node.protocol.errors import (

@@ -20,7 +20,8 @@ import grpc
 
 from orc.node.trust.certificates import ca_server_name, certificate_node_id
 from orc.node.trust.errors import IdentityError
-from orc.node.trust.ids import MeshId, NodeId, server_name
+from orc.node.protocol.ids import MeshId, NodeId
+from orc.node.trust.ids import server_name
 from orc.node.protocol.errors import PeerNotInMesh, TimedOut, Unavailable
 
 # A whole message, either way. Agent payloads and results are text of small models' contexts;

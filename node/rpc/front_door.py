@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 
 from typing_extensions import assert_never
 
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.ids import NodeId
 from orc.node.rpc.connections import (
     Admit,
     ConnectionId,

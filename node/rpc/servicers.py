@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.ids import NodeId
 from orc.node.rpc import wire
 from orc.node.rpc.authorization import current_caller
 from orc.node.rpc.backends import ControlBackend, JoinBackend, NodeBackend

@@ -34,7 +34,7 @@ from orc.node.trust.certificates import (
     load_certificate,
 )
 from orc.node.trust.errors import CertificateInvalid, IdentityError
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.ids import NodeId
 from orc.node.trust.store import Identity, Issuer
 from orc.node.protocol.errors import NotCertificateAuthority, PermissionDenied, WireError
 

@@ -19,7 +19,7 @@ import pytest
 from rpc_helpers import FakeJoin, FakeNode, Member, description_of, eventually, front_door, new_member, run, serving
 
 from orc.node.trust.certificates import generate_key, make_csr
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.ids import NodeId
 from orc.node.trust.tokens import JoinToken, new_secret
 from orc.node.rpc import client as rpc_client
 from orc.node.rpc.authorization import Authorizer, RateLimits

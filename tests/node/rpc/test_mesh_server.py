@@ -13,7 +13,7 @@ import pytest
 from rpc_helpers import NOW, FakeNode, Member, description_of, eventually, front_door, new_member, run, serving
 
 from orc.node.trust.certificates import certificate_node_id, generate_key, make_csr
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.ids import NodeId
 from orc.node.rpc import credentials
 from orc.node.rpc.authorization import Authorizer, RateLimits
 from orc.node.rpc.client import PeerClient

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.ids import NodeId
 from orc.node.rpc.authorization import DEFAULT_REFUSAL_BURST, Authorizer, RateLimits
 from orc.node.protocol.errors import RateLimited, Revoked, Unauthenticated
 from orc.node.rpc.log_sampling import SampledLog

@@ -9,7 +9,7 @@ import pytest
 
 from orc.node.trust.certificates import MeshAuthority, generate_key
 from orc.node.trust.errors import CertificateInvalid
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.ids import NodeId
 from orc.node.trust.revocation import RevocationLog
 from orc.node.trust.store import Identity, IdentityStore, Issuer
 from orc.node.trust.renewal import (
