@@ -20,7 +20,7 @@ from orc.node.trust.ids import node_id_for
 from orc.node.trust.revocation import RevocationLog, decode_entries, encode_entries
 from orc.node.trust.store import Identity, IdentityStore, Issuer
 from orc.node.trust.tokens import Accepted, JoinToken, Refused, new_secret
-from orc.node.rpc.authorization import RateLimits
+from orc.node.trust.rate_limits import RateLimits
 from orc.node.protocol.errors import (
     InvalidRequest,
     JoinRefused,

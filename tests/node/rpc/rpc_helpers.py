@@ -19,7 +19,8 @@ from orc.node.models.hardware import Hardware
 from orc.node.trust.certificates import MeshAuthority, generate_key, key_to_pem
 from orc.node.protocol.ids import NodeId
 from orc.node.trust.ids import node_id_for
-from orc.node.rpc.authorization import Authorizer, RateLimits
+from orc.node.rpc.authorization import Authorizer
+from orc.node.trust.rate_limits import RateLimits
 from orc.node.rpc.connections import mesh_limits
 from orc.node.protocol.errors import JoinRefused, NotCertificateAuthority
 from orc.node.rpc.front_door import FrontDoor

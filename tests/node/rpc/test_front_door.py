@@ -22,7 +22,8 @@ from orc.node.trust.certificates import generate_key, make_csr
 from orc.node.protocol.ids import NodeId
 from orc.node.trust.tokens import JoinToken, new_secret
 from orc.node.rpc import client as rpc_client
-from orc.node.rpc.authorization import Authorizer, RateLimits
+from orc.node.rpc.authorization import Authorizer
+from orc.node.trust.rate_limits import RateLimits
 from orc.node.rpc.client import PeerClient
 from orc.node.rpc.credentials import probe_node_id
 from orc.node.rpc.connections import JOIN_LIMITS, DoorLimits

@@ -7,7 +7,8 @@ import asyncio
 import logging
 
 from orc.node.protocol.ids import NodeId
-from orc.node.rpc.authorization import DEFAULT_REFUSAL_BURST, Authorizer, RateLimits
+from orc.node.rpc.authorization import DEFAULT_REFUSAL_BURST, Authorizer
+from orc.node.trust.rate_limits import RateLimits
 from orc.node.protocol.errors import RateLimited, Revoked, Unauthenticated
 from orc.node.rpc.log_sampling import SampledLog
 
