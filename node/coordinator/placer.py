@@ -742,7 +742,10 @@ async def _pump(stream: AsyncIterator[ExecuteEvent], into: "asyncio.Queue[object
         into.put_nowait(_StreamEnded())
     except asyncio.CancelledError:
         raise
-    except Exception as error:  # noqa: BLE001 - whatever broke (RPC, socket, wire), the reader decides
+    except (NodeError, OSError) as error:  # the peer, the connection or its messages failed
+        into.put_nowait(_StreamBroke(error))
+    except Exception as error:  # noqa: BLE001 - task boundary: a bug must still end the reader's wait
+        log.exception("reading an execution stream failed unexpectedly")
         into.put_nowait(_StreamBroke(error))
     finally:
         close = getattr(stream, "aclose", None)

@@ -142,3 +142,11 @@ def test_when_everyone_fails_every_reason_is_kept(member) -> None:
     assert [(f.node_id, f.junk) for f in outcome.failures] == [(A, True), (B, False)]
     assert "does not hold the mesh CA" in str(outcome) and "renewed too often" in str(outcome)
     assert str(NotRenewed(())) == "no peer that holds the mesh CA is reachable"
+
+
+def test_a_bug_is_not_mistaken_for_a_peer_that_failed(member) -> None:
+    async def ask(candidate: Candidate) -> bytes:
+        raise TypeError("a bug on this side")
+
+    with pytest.raises(TypeError, match="a bug on this side"):
+        asyncio.run(renew_from_peers(member, candidates(A, B), None, (), ask, lambda: RENEW_AT))
