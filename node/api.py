@@ -25,7 +25,7 @@ from orc.node.protocol.events import RunBegan, RunFinished, RunProgress, RunResu
 from orc.node.home import Home, examples_dir, project_dir
 from orc.node.models.runtimes.base import ModelRuntime
 from orc.scheduler.ensemble import EnsembleSpec
-from orc.scheduler.errors import RunNotFound
+from orc.scheduler.errors import RunNotFound, SchedulerError
 from orc.scheduler.journal import JournalContents, read_journal
 from orc.scheduler.loader import EnsembleLibrary, load_ensemble
 from orc.scheduler.profiles import Profiles, builtin_profiles, load_profiles
@@ -201,7 +201,7 @@ class Orc:
         for path in self.home.runs_dir.glob("*.journal"):
             try:
                 contents = read_journal(path)
-            except Exception:  # noqa: BLE001 - one damaged journal must not hide the others
+            except (SchedulerError, OSError):  # one damaged or vanished journal must not hide the others
                 continue
             done = {e.agent for e in contents.events if isinstance(e, AgentSucceeded)}
             end = contents.finished

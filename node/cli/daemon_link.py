@@ -33,7 +33,7 @@ def find_daemon(home: Home, *, patience: float = STARTUP_PATIENCE, say: Callable
     """
     from orc.node.daemon.root import control_socket
     from orc.node.rpc.client import ControlClient, daemon_answers
-    from orc.node.rpc.errors import DaemonNotRunning
+    from orc.node.protocol.errors import DaemonNotRunning
 
     path = control_socket(home)
     began = clock()

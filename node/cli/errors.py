@@ -26,37 +26,34 @@ def fail(code: int, message: str) -> NoReturn:
 
 
 def exit_code_for(error: BaseException) -> int | None:
-    """The documented exit code for an error orc knows, or None for a bug."""
-    from orc.node.models.catalog import CatalogError
+    """The documented exit code for an error orc knows, or None for a bug.
+
+    The one mapping from an error to an exit code: by class, most specific first. An error that
+    knows its own code (a refused run, a daemon that cannot start) says it.
+    """
     from orc.node.coordinator.engine import RunRefused
-    from orc.node.rpc.errors import InvalidRequest, JoinRefused, NotCertificateAuthority, RpcError
-    from orc.node.home import HomeError
-    from orc.node.models.runtimes.base import RuntimeFailure
-    from orc.scheduler.errors import SchedulerError
-    from orc.scheduler.profiles import ConfigInvalid
-
-    if isinstance(error, RunRefused):
-        return error.exit_code
-    if isinstance(error, (InvalidRequest, JoinRefused, NotCertificateAuthority)):
-        return 2
-    if isinstance(error, RpcError):
-        return 3  # the daemon or the mesh cannot be reached, or refused
-    from orc.node.daemon.root import DaemonError
-    from orc.node.trust.errors import IdentityError
     from orc.node.daemon.joining import JoinFailed
+    from orc.node.daemon.root import DaemonError
+    from orc.node.home import HomeError, HomeLocked
+    from orc.node.links.errors import DiscoveryError
+    from orc.node.models.catalog import CatalogError
+    from orc.node.models.runtimes.base import RuntimeFailure
+    from orc.node.protocol.errors import InvalidRequest, JoinRefused, NodeError, NotCertificateAuthority
+    from orc.node.trust.errors import IdentityError
+    from orc.scheduler.errors import SchedulerError
 
-    if isinstance(error, JoinFailed):
-        return 3
-    if isinstance(error, DaemonError):
-        return error.exit_code  # 2, or 3 when the mesh port is taken
-    if isinstance(error, IdentityError):
-        return 2
-    if isinstance(error, (SchedulerError, ConfigInvalid, CatalogError, HomeError)):
-        return 2
-    if isinstance(error, RuntimeFailure):
-        return 3
-    if isinstance(error, OSError):
-        return 2
+    if isinstance(error, (RunRefused, DaemonError)):
+        return error.exit_code  # 2 for a bad ensemble or flag; 3 when the mesh or its port cannot
+    codes: tuple[tuple[tuple[type[BaseException], ...], int], ...] = (
+        ((InvalidRequest, JoinRefused, NotCertificateAuthority), 2),  # the request itself is wrong
+        ((NodeError,), 3),  # the daemon or the mesh cannot be reached, or refused
+        ((JoinFailed, HomeLocked, RuntimeFailure), 3),  # the mesh, another daemon or a runtime cannot
+        ((IdentityError, SchedulerError, CatalogError, HomeError, DiscoveryError), 2),  # files, flags, config
+        ((OSError,), 2),  # a file or folder named on the command line
+    )
+    for classes, code in codes:
+        if isinstance(error, classes):
+            return code
     return None
 
 

@@ -65,7 +65,7 @@ def _control_client(home: Any) -> Any:
 
 
 async def _ask(client: Any, method: str, *args: Any) -> Any:
-    from orc.node.rpc.errors import DaemonNotRunning
+    from orc.node.protocol.errors import DaemonNotRunning
 
     try:
         return await getattr(client, method)(*args)
@@ -174,7 +174,7 @@ def start(
     for noisy in ("grpc", "zeroconf", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     with guarded(debug, configure_logging=False):
-        from orc.node.home import DaemonLock, HomeLocked
+        from orc.node.home import DaemonLock
 
         for tag_value in tag:
             if not re.fullmatch(r"[A-Za-z0-9._-]{1,32}", tag_value):
@@ -185,10 +185,7 @@ def start(
         located.prepare()
         # The lock first, before the heavy imports: from this moment `orc run`, `orc-node invite`
         # and friends started next to this command know a daemon is coming and wait for it.
-        try:
-            lock = DaemonLock.acquire(located)
-        except HomeLocked as error:
-            fail(3, str(error))
+        lock = DaemonLock.acquire(located)  # HomeLocked: another daemon runs, exit 3 (cli.errors)
         try:
             from orc.node.daemon.root import Daemon, DaemonOptions
 
@@ -333,7 +330,7 @@ def node_status(home: Optional[Path]) -> tuple[dict[str, Any], str]:
     from orc.node.models.hardware import probe
     from orc.node.trust.store import IdentityStore
 
-    from orc.node.rpc.errors import DaemonStarting
+    from orc.node.protocol.errors import DaemonStarting
 
     located = _home(home)
     folders = {"config": str(located.config_dir), "data": str(located.data_dir), "state": str(located.state_dir)}

@@ -521,7 +521,7 @@ class Engine:
             event = AgentFailed(spec.name, str(error), self.clock(), retryable=error.retryable)
         except RuntimeFailure as error:
             event = AgentFailed(spec.name, str(error), self.clock(), retryable=isinstance(error, GenerationError))
-        except Exception as error:  # task boundary: one agent's bug must not kill the run
+        except Exception as error:  # noqa: BLE001 - task boundary: one agent's bug must not kill the run
             log.exception("agent %s crashed", name)
             event = AgentFailed(spec.name, f"internal error: {type(error).__name__}: {error}", self.clock())
         queue.put_nowait(_Outcome(event))

@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol, Union
 
 from orc.node.protocol.description import Load, NodeDescription
-from orc.node.rpc.errors import ResourceExhausted, RpcError
+from orc.node.protocol.errors import NodeError, ResourceExhausted
 from orc.node.protocol.messages import (
     AgentPayload,
     ExecuteEvent,
@@ -456,7 +456,7 @@ class Mesh:
             return
         try:
             await self._peer(node_id).cancel(lease, timeout=1.0)
-        except (RpcError, OSError, _Lost) as error:
+        except (NodeError, OSError, _Lost) as error:
             log.debug("releasing lease on %s: %s", node_id, error)
 
     async def _offer(self, generation: Generation, model_id: str, estimate: Estimate) -> OfferReply:
@@ -468,7 +468,7 @@ class Mesh:
         started = self._timer()
         try:
             reply = await self._peer(estimate.node_id).offer(request, timeout=OFFER_TIMEOUT)
-        except (RpcError, _Lost) as error:
+        except (NodeError, _Lost) as error:
             return OfferReply(accepted=False, reason=f"offer failed: {error}")
         rtt = self._timer() - started
         previous = self._network.get(estimate.node_id)
@@ -560,7 +560,7 @@ class Mesh:
     async def _cancel(self, node_id: str, execution: str) -> None:
         try:
             await self._peer(node_id).cancel(execution, timeout=1.0)
-        except (RpcError, OSError, _Lost) as error:
+        except (NodeError, OSError, _Lost) as error:
             log.debug("cancel of %s on %s: %s", execution, node_id, error)
 
     def _alive(self, node_id: str) -> bool:
@@ -614,7 +614,10 @@ async def _pump(stream: AsyncIterator[ExecuteEvent], into: "asyncio.Queue[object
         into.put_nowait(_StreamEnded())
     except asyncio.CancelledError:
         raise
-    except Exception as error:  # noqa: BLE001 - whatever broke (RPC, socket, wire), the reader decides
+    except (NodeError, OSError) as error:  # the peer, the connection or its messages failed
+        into.put_nowait(_StreamBroke(error))
+    except Exception as error:  # noqa: BLE001 - task boundary: a bug must still end the reader's wait
+        log.exception("reading an execution stream failed unexpectedly")
         into.put_nowait(_StreamBroke(error))
     finally:
         close = getattr(stream, "aclose", None)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from orc.node.coordinator.engine import RunRefused
 from orc.node.protocol.events import RunProgress
 from orc.node.home import Home
-from orc.node.rpc.errors import DaemonStarting, InvalidRequest, MeshCannotRun
+from orc.node.protocol.errors import DaemonStarting, InvalidRequest, MeshCannotRun
 from orc.node.protocol.messages import Invitation, NodeStatus, PeerView, RunRequest
 from orc.node.daemon.startup import Startup
 from orc.scheduler.errors import SchedulerError

@@ -29,7 +29,7 @@ from orc.node.trust.revocation import RevocationLog, decode_entries
 from orc.node.trust.store import Identity, IdentityStore, Issuer
 from orc.node.trust.tokens import JoinToken
 from orc.node.rpc import client as rpc_client
-from orc.node.rpc.errors import JoinRefused, PinMismatch, RpcError
+from orc.node.protocol.errors import JoinRefused, NodeError, PinMismatch
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ async def join_mesh(store: IdentityStore, token_text: str, name: str, *, peers: 
             except PinMismatch as error:  # another mesh's join server: asking again will not change that
                 plan = plan.failed(due, str(error), time.monotonic(), retry=False)
                 continue
-            except (RpcError, OSError) as error:  # not listening yet, unreachable, timed out: try again later
+            except (NodeError, OSError) as error:  # not listening yet, unreachable, timed out: try again later
                 log.info("join via %s failed (try %d): %s", due.address, due.tries + 1, error)
                 plan = plan.failed(due, str(error) or type(error).__name__, time.monotonic())
                 continue

@@ -36,14 +36,17 @@ from typing_extensions import assert_never
 
 from orc.node.worker.admission import AdmissionConfig, BadAdmissionConfig, admission_config
 from orc.node.worker.execution_log import ExecutionLog
-from orc.node.models.catalog import Catalog, ModelEntry
+from orc.node.models.catalog import Catalog, CatalogError, ModelEntry
 from orc.node.protocol.description import DEFAULT_PORT
 from orc.node.links.peer_events import Hint, Source
+from orc.node.links.errors import BadPeerAddress, DiscoveryError
 from orc.node.links.static import Advertise, DiscoveryConfig, Endpoint, load_discovery_config, parse_endpoint
 from orc.node.links.txt import advert_for
 from orc.node.home import DaemonLock, Home
 from orc.node.trust.certificates import make_csr
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.errors import NodeError
+from orc.node.protocol.ids import NodeId
+from orc.node.trust.errors import IdentityError
 from orc.node.trust.store import Identity, IdentityStore
 from orc.node.trust.membership import Membership
 from orc.node.coordinator.placer import Mesh, PeerState
@@ -153,7 +156,7 @@ class Daemon:
                 continue
             try:
                 served.append(self.catalog.prepare(entry.selector))
-            except Exception as error:  # noqa: BLE001 - one broken model must not stop the node
+            except (CatalogError, OSError) as error:  # one broken model must not stop the node
                 log.warning("model %s is not served: %s", entry.selector, error)
         return served
 
@@ -330,8 +333,10 @@ class Daemon:
             if node.membership.needs_renewal():
                 try:
                     await self._renew(node)
-                except Exception as error:  # noqa: BLE001 - retried at the next check
+                except (DaemonError, NodeError, IdentityError, OSError) as error:  # no peer renewed it
                     log.warning("certificate renewal failed, retrying later: %s", error)
+                except Exception:  # noqa: BLE001 - a task boundary: a bug must not end renewal for good
+                    log.exception("certificate renewal failed unexpectedly; retrying later")
             await asyncio.sleep(RENEWAL_CHECK_INTERVAL)
 
     async def _renew(self, node: StartedNode) -> None:
@@ -458,7 +463,7 @@ def _matches(reference: str, entry: ModelEntry, split: Callable[[str], tuple[str
 def _discovery_config(home: Home) -> DiscoveryConfig:
     try:
         return load_discovery_config(home.config_file)
-    except Exception as error:  # BadDiscoveryConfig and friends
+    except DiscoveryError as error:
         raise DaemonError(str(error)) from None
 
 
@@ -493,7 +498,7 @@ def _llama_cpp_extra_buffers(home: Home) -> bool:
 def parse_peer(text: str) -> Endpoint:
     try:
         return parse_endpoint(text)
-    except Exception as error:  # BadPeerAddress
+    except BadPeerAddress as error:
         raise DaemonError(f"--peer {text!r}: {error}") from None
 
 
@@ -507,7 +512,7 @@ def _listen_endpoint(options: DaemonOptions) -> Endpoint:
     if options.listen:
         try:
             endpoint = parse_endpoint(options.listen)
-        except Exception as error:
+        except BadPeerAddress as error:
             raise DaemonError(f"--listen {options.listen!r}: {error}") from None
         if options.interface and not _is_wildcard(endpoint.host) and endpoint.host != options.interface:
             raise DaemonError(f"--listen {options.listen} and --interface {options.interface} disagree; give one")

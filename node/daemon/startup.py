@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from orc.node.rpc.errors import DaemonStarting
+from orc.node.protocol.errors import DaemonStarting
 from orc.node.protocol.messages import PeerView
 
 if TYPE_CHECKING:

@@ -7,5 +7,5 @@
 * `peering`: the links themselves: dial, verify with an mTLS `Describe`, watch beats, gossip.
 
 Discovery only ever produces hints; a peer is trusted after an mTLS `Describe`.
-May import: `orc.node.protocol`, `orc.node.trust`.
+May import: `orc.scheduler`, `orc.node.models`, `orc.node.protocol`, `orc.node.trust`, `orc.node.home`.
 """

@@ -32,7 +32,7 @@ from orc.node.links.peer_events import Hint, Source
 from orc.node.links.peer_table import MAX_ADDRESSES_PER_PEER, MAX_PEERS
 from orc.node.links.static import Endpoint
 from orc.node.links.txt import Advert, decode_txt, encode_txt
-from orc.node.trust.ids import MeshId, NodeId, is_node_id
+from orc.node.protocol.ids import MeshId, NodeId, is_node_id
 
 __all__ = ["SERVICE_TYPE", "Discovery", "MdnsDiscovery"]
 
@@ -221,7 +221,7 @@ class MdnsDiscovery:
         except asyncio.CancelledError:
             self._queue.pop(name, None)
             raise
-        except Exception:  # a bad record must never take the browser down
+        except Exception:  # noqa: BLE001 - zeroconf's boundary: a bad record must not take the browser down
             log.exception("mDNS: resolving %r failed", name)
         if self._queue.pop(name, False):
             self._queue[name] = False
@@ -246,7 +246,7 @@ class MdnsDiscovery:
             hint = Hint(node_id, str(Endpoint(address, advert.port)), Source.MDNS, advert)
             try:
                 self._on_hint(hint)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a callback boundary: the browser outlives its listener's bug
                 log.exception("mDNS: the hint handler failed for %s", hint)
 
     def _drop(self, reason: str, name: str) -> None:

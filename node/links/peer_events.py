@@ -14,7 +14,7 @@ from typing import Union
 
 from orc.node.links.txt import Advert
 from orc.node.protocol.description import NodeDescription
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.ids import NodeId
 
 
 class LinkState(enum.Enum):

@@ -59,7 +59,7 @@ from orc.node.links.peer_events import (
     Verified,
 )
 from orc.node.links.static import parse_endpoint
-from orc.node.trust.ids import MeshId, NodeId
+from orc.node.protocol.ids import MeshId, NodeId
 
 __all__ = [
     "BEAT_INTERVAL",

@@ -31,9 +31,9 @@ from orc.node.links.peer_events import (
 )
 from orc.node.links.peer_table import PeerTable
 from orc.node.trust.errors import IdentityError
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.ids import NodeId
 from orc.node.trust.membership import Membership
-from orc.node.rpc.errors import RpcError
+from orc.node.protocol.errors import NodeError
 from orc.node.protocol.messages import Beat, PeerView
 
 log = logging.getLogger(__name__)
@@ -179,8 +179,8 @@ class Peering:
                 link = self._connector.link(node_id, address)
                 description = await asyncio.wait_for(link.describe(), DESCRIBE_TIMEOUT)
                 if description.node_id != node_id:
-                    raise RpcError(f"{address} described itself as {description.node_id}, its certificate says {node_id}")
-            except (RpcError, IdentityError, OSError, asyncio.TimeoutError) as error:
+                    raise NodeError(f"{address} described itself as {description.node_id}, its certificate says {node_id}")
+            except (NodeError, IdentityError, OSError, asyncio.TimeoutError) as error:
                 log.debug("dial %s at %s failed: %s", dial.target, address, error)
                 if link is not None:
                     await link.close()
@@ -209,12 +209,12 @@ class Peering:
                 if beat.description_version != description.version:
                     description = await asyncio.wait_for(link.describe(), DESCRIBE_TIMEOUT)
                     if description.node_id != node_id:
-                        raise RpcError(f"peer {node_id} now describes itself as {description.node_id}")
+                        raise NodeError(f"peer {node_id} now describes itself as {description.node_id}")
                     self._apply(Verified(node_id, description, self._address_of(node_id), self._clock()))
                     self._exchange(description)
         except asyncio.CancelledError:
             raise
-        except (RpcError, OSError, asyncio.TimeoutError) as error:
+        except (NodeError, OSError, asyncio.TimeoutError) as error:
             log.info("link to %s lost: %s", node_id, error)
         finally:
             if self._links.get(node_id) is asyncio.current_task():

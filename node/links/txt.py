@@ -29,7 +29,7 @@ from orc.node.protocol.description import DEFAULT_PORT, PROTOCOL_VERSION, NodeDe
 from orc.node.links.errors import BadPeerAddress
 from orc.node.links.static import parse_endpoint
 from orc.node.models.hardware import Hardware
-from orc.node.trust.ids import MeshId, NodeId, is_mesh_id, is_node_id
+from orc.node.protocol.ids import MeshId, NodeId, is_mesh_id, is_node_id
 
 __all__ = [
     "MAX_TXT_BYTES",

@@ -3,5 +3,5 @@
 Owns the catalog (`catalog`: model ids, variants, digests, the embedded models), the runtimes
 behind the `ModelRuntime` seam (`runtimes`: llama.cpp, MLX, scripts) and the probe of this
 device's hardware (`hardware`).
-May import: `orc.scheduler`, `orc.node.protocol`.
+May import: `orc.scheduler`, `orc.node.home`.
 """

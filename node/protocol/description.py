@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from orc.node.models.hardware import Hardware
-from orc.node.trust.ids import MeshId, NodeId
+from orc.node.protocol.ids import MeshId, NodeId
 
 PROTOCOL_VERSION = 1
 DEFAULT_PORT = 7733

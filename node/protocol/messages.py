@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from orc.node.protocol.description import Load, NodeDescription
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.ids import NodeId
 from orc.node.models.runtimes.base import ChatMessage, GenerationParams
 from orc.scheduler.run import Usage
 

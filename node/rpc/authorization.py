@@ -23,7 +23,6 @@ import contextvars
 import inspect
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -32,8 +31,10 @@ import grpc
 
 from orc.node.trust.certificates import certificate_node_id
 from orc.node.trust.errors import IdentityError
-from orc.node.trust.ids import NodeId
-from orc.node.rpc.errors import RateLimited, ResourceExhausted, Revoked, RpcError, Unauthenticated, abort
+from orc.node.trust.rate_limits import RateLimits
+from orc.node.protocol.ids import NodeId
+from orc.node.protocol.errors import NodeError, RateLimited, ResourceExhausted, Revoked, Unauthenticated
+from orc.node.rpc.errors import abort
 from orc.node.rpc.log_sampling import SampledLog
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,6 @@ log = logging.getLogger(__name__)
 current_caller: contextvars.ContextVar[NodeId] = contextvars.ContextVar("current_caller")
 """The authenticated node id of the caller of the mesh call being served."""
 
-DEFAULT_RATE = 50.0  # calls per second per peer, sustained
-DEFAULT_BURST = 200.0  # calls a peer may make at once after a quiet spell
-# Buckets kept at once. Only CA-certified nodes reach the limiter, but a leaked CA key or a
-# long-lived daemon seeing many identities must not grow this table without bound.
-DEFAULT_MAX_PEERS = 1024
 # Open streaming calls (Watch, Execute) per caller: one peer cannot hold every server slot.
 DEFAULT_MAX_STREAMS_PER_PEER = 64
 # Refused calls a caller may keep making (per second, and at once) before all its connections
@@ -71,55 +67,6 @@ class ConnectionGate(Protocol):
 
     def source(self, peer: str) -> str:
         """Where the connection really comes from, for the logs."""
-
-
-class RateLimits:
-    """Per-peer token buckets; a pure core (the caller passes `now`, in seconds, monotonic)."""
-
-    def __init__(self, rate: float = DEFAULT_RATE, burst: float = DEFAULT_BURST,
-                 max_peers: int = DEFAULT_MAX_PEERS) -> None:
-        if rate <= 0 or burst < 1 or max_peers < 1:
-            raise ValueError("rate must be positive, burst at least 1 and max_peers at least 1")
-        self.rate = rate
-        self.burst = burst
-        self.max_peers = max_peers
-        # peer -> (tokens, when last updated); least recently used first.
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._buckets)
-
-    def tokens(self, peer: str, now: float) -> float:
-        """How many calls `peer` could make right now."""
-        entry = self._buckets.get(peer)
-        return self.burst if entry is None else self._refilled(entry, now)
-
-    def allow(self, peer: str, now: float, cost: float = 1.0) -> bool:
-        """Take `cost` tokens from `peer`'s bucket if it has them; False (and take none) if not."""
-        entry = self._buckets.pop(peer, None)
-        tokens = self.burst if entry is None else self._refilled(entry, now)
-        allowed = tokens >= cost
-        if allowed:
-            tokens -= cost
-        self._buckets[peer] = (tokens, now)
-        if len(self._buckets) > self.max_peers:
-            self._evict(now)
-        return allowed
-
-    def _refilled(self, entry: tuple[float, float], now: float) -> float:
-        tokens, updated = entry
-        return min(self.burst, tokens + max(0.0, now - updated) * self.rate)
-
-    def _evict(self, now: float) -> None:
-        # Forgetting a full bucket changes nothing (a new one starts full), so those go first;
-        # only when every tracked peer is busy does the least recently seen one lose its state.
-        for peer, entry in list(self._buckets.items()):
-            if self._refilled(entry, now) >= self.burst:
-                del self._buckets[peer]
-                if len(self._buckets) <= self.max_peers:
-                    return
-        while len(self._buckets) > self.max_peers:
-            self._buckets.popitem(last=False)
 
 
 @dataclass(eq=False)
@@ -163,7 +110,7 @@ class Authorizer(grpc.aio.ServerInterceptor):
         return caller
 
     def decide(self, auth_context: Mapping[str, Iterable[bytes]],
-               now: float) -> tuple[NodeId | None, RpcError | None]:
+               now: float) -> tuple[NodeId | None, NodeError | None]:
         """Who calls (None if the certificate does not say) and why it is refused (None: admitted)."""
         certificates = list(auth_context.get("x509_pem_cert") or ())
         if len(certificates) != 1:
@@ -178,7 +125,7 @@ class Authorizer(grpc.aio.ServerInterceptor):
             return caller, RateLimited(f"node {caller} made too many calls; slow down")
         return caller, None
 
-    def refused(self, peer: str, caller: NodeId | None, refusal: RpcError, method: str, now: float) -> None:
+    def refused(self, peer: str, caller: NodeId | None, refusal: NodeError, method: str, now: float) -> None:
         """Log a refusal (sampled) and close what it calls for: the connection of a revoked or
         unauthenticated caller, every connection of a revoked one, and every connection of a
         caller that keeps calling though refused (past its refusal budget)."""

@@ -1,7 +1,7 @@
 """What the RPC servicers delegate to: the daemon implements these, tests fake them.
 
 Servicers only translate (orc.node.rpc.wire) and map errors (orc.node.rpc.errors); every
-decision is made behind one of these seams. A backend refuses with an `RpcError` subclass
+decision is made behind one of these seams. A backend refuses with an `NodeError` subclass
 (e.g. `NotCertificateAuthority`, `JoinRefused`, `InvalidRequest`); anything else it raises is
 a bug and reaches the caller as INTERNAL.
 """
@@ -13,7 +13,7 @@ from typing import Protocol
 
 from orc.node.protocol.description import NodeDescription
 from orc.node.protocol.events import RunProgress
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.ids import NodeId
 from orc.node.protocol.messages import (
     Beat,
     ExecuteEvent,

@@ -1,6 +1,6 @@
 """Clients: a channel to one mesh peer, the join handshake, and the local control socket.
 
-Every failed call raises an `orc.node.rpc.errors.RpcError` subclass (mapped in one place,
+Every failed call raises an `orc.node.protocol.errors.NodeError` subclass (mapped in one place,
 `errors.error_from_rpc`); every reply is checked by `wire.from_wire`.
 """
 
@@ -18,19 +18,20 @@ from orc.node.protocol.description import NodeDescription
 from orc.node.protocol.events import RunProgress
 from orc.node.trust.certificates import ca_pin_of, certificate_node_id, csr_public_key, issued_by
 from orc.node.trust.errors import IdentityError
-from orc.node.trust.ids import NodeId, mesh_id_from_pin, node_id_for
+from orc.node.protocol.ids import NodeId
+from orc.node.trust.ids import mesh_id_from_pin, node_id_for
 from orc.node.trust.tokens import JoinToken
 from orc.node.rpc import credentials, wire
-from orc.node.rpc.errors import (
+from orc.node.protocol.errors import (
     DaemonNotRunning,
     DaemonStarting,
     JoinRefused,
+    NodeError,
     PinMismatch,
-    RpcError,
     Unavailable,
     WireError,
-    error_from_rpc,
 )
+from orc.node.rpc.errors import error_from_rpc
 from orc.node.protocol.messages import (
     Beat,
     CancelRequest,
@@ -65,7 +66,7 @@ def target(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
-async def _call(call: Callable[[], Awaitable[Any]], translate: Callable[[RpcError], RpcError] | None = None) -> Any:
+async def _call(call: Callable[[], Awaitable[Any]], translate: Callable[[NodeError], NodeError] | None = None) -> Any:
     try:
         return await call()
     except grpc.aio.AioRpcError as error:
@@ -73,7 +74,7 @@ async def _call(call: Callable[[], Awaitable[Any]], translate: Callable[[RpcErro
         raise (translate(mapped) if translate else mapped) from None
 
 
-async def _stream(call: Any, translate: Callable[[RpcError], RpcError] | None = None) -> AsyncIterator[Any]:
+async def _stream(call: Any, translate: Callable[[NodeError], NodeError] | None = None) -> AsyncIterator[Any]:
     """The messages of a server stream; the call is cancelled when the consumer stops early."""
     try:
         async for message in call:
@@ -207,7 +208,7 @@ class ControlClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _not_running(self, error: RpcError) -> RpcError:
+    def _not_running(self, error: NodeError) -> NodeError:
         if isinstance(error, Unavailable) and not isinstance(error, DaemonStarting):
             return DaemonNotRunning(f"no orc-node daemon answers on {self.socket_path}; "
                                     "start it with `orc-node start`")

@@ -33,7 +33,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Union
 
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.ids import NodeId
 
 ConnectionId = int
 

@@ -20,8 +20,9 @@ import grpc
 
 from orc.node.trust.certificates import ca_server_name, certificate_node_id
 from orc.node.trust.errors import IdentityError
-from orc.node.trust.ids import MeshId, NodeId, server_name
-from orc.node.rpc.errors import PeerNotInMesh, TimedOut, Unavailable
+from orc.node.protocol.ids import MeshId, NodeId
+from orc.node.trust.ids import server_name
+from orc.node.protocol.errors import PeerNotInMesh, TimedOut, Unavailable
 
 # A whole message, either way. Agent payloads and results are text of small models' contexts;
 # this stops a peer from making us buffer more than that per call.

@@ -1,11 +1,11 @@
-"""The RPC layer's errors, and the two places they cross the wire.
+"""Where the node's domain errors (`orc.node.protocol.errors`) cross the wire, both ways.
 
 `status_for(error)` is the only mapping from an error to a gRPC status (every servicer and the
 authorization interceptor use it, through `abort`); `error_from_status(code, details, kind)`
 (through `error_from_rpc`) is the only mapping back to an exception (every client uses it). A
 trailing-metadata key carries the error's kind, so a client gets the precise class back (a
-`Revoked`, not merely a `PermissionDenied`) when the server is an orc node. Leaf docstrings are
-written for the person running orc.
+`Revoked`, not merely a `PermissionDenied`) when the server is an orc node. The table
+`_STATUS` is the one mapping between the domain's error categories and status codes.
 """
 
 from __future__ import annotations
@@ -15,162 +15,33 @@ from typing import NoReturn
 
 import grpc
 
+from orc.node.protocol.errors import ERROR_KINDS, GENERAL_ERROR, Category, Internal, NodeError
+
 log = logging.getLogger(__name__)
 
 # Trailing-metadata key naming the error class a server aborted with (lowercase: HTTP/2 rule).
 KIND_KEY = "orc-error"
 
-
-class RpcError(Exception):
-    """Base of every error raised by orc.node.rpc."""
-
-    code = grpc.StatusCode.INTERNAL
-
-    def __init__(self, message: str = "") -> None:
-        super().__init__(message or " ".join((type(self).__doc__ or "").split()))
-
-    @property
-    def message(self) -> str:
-        return str(self)
-
-
-class Unauthenticated(RpcError):
-    """The caller did not prove membership of this mesh with a valid node certificate."""
-
-    code = grpc.StatusCode.UNAUTHENTICATED
-
-
-class PermissionDenied(RpcError):
-    """The caller is a known party but not allowed to do that."""
-
-    code = grpc.StatusCode.PERMISSION_DENIED
-
-
-class Revoked(PermissionDenied):
-    """This node's certificate has been revoked by the mesh; it cannot take part any more."""
-
-
-class JoinRefused(PermissionDenied):
-    """The join was refused: the token is wrong, used or expired. Ask for a new one with `orc-node invite`."""
-
-
-class PinMismatch(PermissionDenied):
-    """The join server's certificate does not match the token's pin: it is not the mesh you were
-    invited to (or something is in between). Nothing was sent to it."""
-
-
-class PeerNotInMesh(PermissionDenied):
-    """The node at that address did not prove membership of this mesh."""
-
-
-class ResourceExhausted(RpcError):
-    """The other side is out of capacity for this request (too large, too many)."""
-
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-
-class RateLimited(ResourceExhausted):
-    """Too many calls from this node in a short time; slow down and try again."""
-
-
-class NotCertificateAuthority(RpcError):
-    """This node does not hold the mesh CA key; run that on the node that created the mesh."""
-
-    code = grpc.StatusCode.FAILED_PRECONDITION
-
-
-class InvalidRequest(RpcError):
-    """The request is malformed or out of bounds."""
-
-    code = grpc.StatusCode.INVALID_ARGUMENT
-
-
-class WireError(InvalidRequest):
-    """A message from another node or process is malformed; it was dropped."""
-
-
-class NotFound(RpcError):
-    """There is no such thing here."""
-
-    code = grpc.StatusCode.NOT_FOUND
-
-
-class Unavailable(RpcError):
-    """The node cannot be reached (not running, unreachable, or not the node expected)."""
-
-    code = grpc.StatusCode.UNAVAILABLE
-
-
-class DaemonNotRunning(Unavailable):
-    """No orc-node daemon answers on this home's control socket; start it with `orc-node start`."""
-
-
-class DaemonStarting(Unavailable):
-    """The orc-node daemon is still starting; ask again in a moment."""
-
-
-class SocketInUse(Unavailable):
-    """Another orc-node daemon already serves this home's control socket; stop it first."""
-
-
-class MeshCannotRun(RpcError):
-    """No node of the mesh can run part of this ensemble (a model or tag nobody has); nothing ran."""
-
-    code = grpc.StatusCode.FAILED_PRECONDITION
-
-
-class SocketPathInvalid(RpcError):
-    """The control socket path cannot be used (too long for a Unix socket, or not a socket)."""
-
-    code = grpc.StatusCode.INVALID_ARGUMENT
-
-
-class TimedOut(RpcError):
-    """The other node did not answer in time."""
-
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
-
-
-class Cancelled(RpcError):
-    """The call was cancelled."""
-
-    code = grpc.StatusCode.CANCELLED
-
-
-class NotImplementedYet(RpcError):
-    """The other node does not offer that call (yet)."""
-
-    code = grpc.StatusCode.UNIMPLEMENTED
-
-
-class Internal(RpcError):
-    """The other node failed unexpectedly; its log has the details."""
-
-    code = grpc.StatusCode.INTERNAL
-
-
-_KINDS: dict[str, type[RpcError]] = {
-    cls.__name__: cls
-    for cls in (Unauthenticated, PermissionDenied, Revoked, JoinRefused, PinMismatch, PeerNotInMesh,
-                ResourceExhausted, RateLimited, NotCertificateAuthority, InvalidRequest, WireError,
-                NotFound, Unavailable, DaemonNotRunning, DaemonStarting, SocketInUse, MeshCannotRun, SocketPathInvalid, TimedOut, Cancelled, NotImplementedYet, Internal)
+# The one mapping between the domain's error categories and gRPC status codes.
+_STATUS: dict[Category, grpc.StatusCode] = {
+    Category.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    Category.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    Category.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Category.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    Category.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    Category.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Category.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Category.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Category.CANCELLED: grpc.StatusCode.CANCELLED,
+    Category.UNIMPLEMENTED: grpc.StatusCode.UNIMPLEMENTED,
+    Category.INTERNAL: grpc.StatusCode.INTERNAL,
 }
+# The way back; OUT_OF_RANGE (which grpc itself may send) is a kind of invalid argument. A code
+# not in here (UNKNOWN, DATA_LOSS, ...) comes from something that is not an orc node: internal.
+_CATEGORY: dict[grpc.StatusCode, Category] = {status: category for category, status in _STATUS.items()}
+_CATEGORY[grpc.StatusCode.OUT_OF_RANGE] = Category.INVALID_ARGUMENT
 
-# The class a status code means when the server did not say more (not an orc node, or grpc
-# itself refused: message too large, deadline, connection lost).
-_BY_CODE: dict[grpc.StatusCode, type[RpcError]] = {
-    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
-    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
-    grpc.StatusCode.FAILED_PRECONDITION: NotCertificateAuthority,
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
-    grpc.StatusCode.OUT_OF_RANGE: InvalidRequest,
-    grpc.StatusCode.NOT_FOUND: NotFound,
-    grpc.StatusCode.UNAVAILABLE: Unavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: TimedOut,
-    grpc.StatusCode.CANCELLED: Cancelled,
-    grpc.StatusCode.UNIMPLEMENTED: NotImplementedYet,
-}
+_KINDS: dict[str, type[NodeError]] = {cls.__name__: cls for cls in ERROR_KINDS}
 
 _MAX_DETAILS = 1024  # status details are for people; a peer cannot make us carry a novel
 
@@ -181,21 +52,22 @@ def status_for(error: BaseException) -> tuple[grpc.StatusCode, str, str]:
     Errors orc does not know are bugs: they become INTERNAL with a generic message (the
     details stay in this node's log, never on the wire).
     """
-    if isinstance(error, RpcError):
-        return error.code, str(error)[:_MAX_DETAILS], type(error).__name__
+    if isinstance(error, NodeError):
+        return _STATUS[error.category], str(error)[:_MAX_DETAILS], type(error).__name__
     return grpc.StatusCode.INTERNAL, "internal error on the serving node (see its log)", Internal.__name__
 
 
-def error_from_status(code: grpc.StatusCode, details: str | None, kind: str | None = None) -> RpcError:
+def error_from_status(code: grpc.StatusCode, details: str | None, kind: str | None = None) -> NodeError:
     """The exception a client raises for a failed call."""
     text = (details or "")[:_MAX_DETAILS]
+    category = _CATEGORY.get(code, Category.INTERNAL)
     cls = _KINDS.get(kind or "")
-    if cls is None or cls.code != code:  # an unknown or inconsistent kind is ignored
-        cls = _BY_CODE.get(code, Internal)
+    if cls is None or cls.category is not category:  # an unknown or inconsistent kind is ignored
+        cls = GENERAL_ERROR[category]
     return cls(text)
 
 
-def error_from_rpc(error: grpc.aio.AioRpcError | grpc.RpcError) -> RpcError:
+def error_from_rpc(error: grpc.aio.AioRpcError | grpc.RpcError) -> NodeError:
     """The exception for a failed grpc call (reads the kind from the trailing metadata)."""
     code = error.code() if callable(getattr(error, "code", None)) else grpc.StatusCode.UNKNOWN
     details = error.details() if callable(getattr(error, "details", None)) else None
@@ -210,7 +82,7 @@ def error_from_rpc(error: grpc.aio.AioRpcError | grpc.RpcError) -> RpcError:
 async def abort(context: grpc.aio.ServicerContext, error: BaseException, method: str = "") -> NoReturn:
     """End the call with the status `error` maps to (logging errors orc does not know)."""
     code, details, kind = status_for(error)
-    if not isinstance(error, RpcError):
+    if not isinstance(error, NodeError):
         log.error("%s failed", method or "a call", exc_info=error)
     await context.abort(code, details, trailing_metadata=((KIND_KEY, kind),))
     raise AssertionError("context.abort returned")  # it always raises

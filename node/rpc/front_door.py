@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 
 from typing_extensions import assert_never
 
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.ids import NodeId
 from orc.node.rpc.connections import (
     Admit,
     ConnectionId,
@@ -48,7 +48,7 @@ from orc.node.rpc.connections import (
     Refuse,
     Unknown,
 )
-from orc.node.rpc.errors import Unavailable
+from orc.node.protocol.errors import Unavailable
 from orc.node.rpc.log_sampling import SampledLog
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from orc.node.rpc import credentials
 from orc.node.rpc.authorization import Authorizer
 from orc.node.rpc.backends import ControlBackend, JoinBackend, NodeBackend
 from orc.node.rpc.connections import JOIN_LIMITS
-from orc.node.rpc.errors import SocketInUse, SocketPathInvalid, Unavailable
+from orc.node.protocol.errors import SocketInUse, SocketPathInvalid, Unavailable
 from orc.node.rpc.front_door import UPSTREAM_HOST, FrontDoor
 from orc.node.rpc.servicers import ControlServicer, JoinServicer, NodeServicer
 from orc.node.protocol.messages import JoinGrant

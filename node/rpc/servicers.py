@@ -12,11 +12,12 @@ from typing import Any, TypeVar
 
 import grpc
 
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.ids import NodeId
 from orc.node.rpc import wire
 from orc.node.rpc.authorization import current_caller
 from orc.node.rpc.backends import ControlBackend, JoinBackend, NodeBackend
-from orc.node.rpc.errors import Unauthenticated, abort
+from orc.node.protocol.errors import Unauthenticated
+from orc.node.rpc.errors import abort
 from orc.node.protocol.messages import (
     CancelReply,
     PeersReply,
@@ -68,7 +69,7 @@ class NodeServicer(mesh_grpc.NodeServicer):
             async with _closing(self._backend.beats(_caller(), addresses)) as beats:
                 async for beat in beats:
                     yield wire.to_wire(beat)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - service boundary: abort() logs what orc does not know
             await abort(context, error, "Watch")
 
     async def Revocations(self, request: pb.RevocationsRequest, context: Context) -> Any:
@@ -76,7 +77,7 @@ class NodeServicer(mesh_grpc.NodeServicer):
             _caller()
             query = wire.from_wire(request)
             return wire.to_wire(RevocationsReply(self._backend.revocations_after(query.after_seq)))
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - service boundary: abort() logs what orc does not know
             await abort(context, error, "Revocations")
 
     async def Renew(self, request: pb.RenewRequest, context: Context) -> Any:
@@ -84,14 +85,14 @@ class NodeServicer(mesh_grpc.NodeServicer):
             caller = _caller()
             renewal = wire.from_wire(request)
             return wire.to_wire(RenewReply(await self._backend.renew(caller, renewal.csr_pem)))
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - service boundary: abort() logs what orc does not know
             await abort(context, error, "Renew")
 
     async def Offer(self, request: pb.OfferRequest, context: Context) -> Any:
         try:
             caller = _caller()
             return wire.to_wire(await self._backend.offer(caller, wire.from_wire(request)))
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - service boundary: abort() logs what orc does not know
             await abort(context, error, "Offer")
 
     async def Execute(self, request: pb.ExecuteRequest, context: Context) -> AsyncIterator[Any]:
@@ -101,7 +102,7 @@ class NodeServicer(mesh_grpc.NodeServicer):
             async with _closing(self._backend.execute(caller, execution)) as events:
                 async for event in events:
                     yield wire.to_wire(event)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - service boundary: abort() logs what orc does not know
             await abort(context, error, "Execute")
 
     async def Cancel(self, request: pb.CancelRequest, context: Context) -> Any:
@@ -109,7 +110,7 @@ class NodeServicer(mesh_grpc.NodeServicer):
             caller = _caller()
             cancel = wire.from_wire(request)
             return wire.to_wire(CancelReply(await self._backend.cancel(caller, cancel.execution_id)))
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - service boundary: abort() logs what orc does not know
             await abort(context, error, "Cancel")
 
 
@@ -122,7 +123,7 @@ class JoinServicer(mesh_grpc.JoinServicer):
             join = wire.from_wire(request)
             grant = await self._backend.join(join.secret, join.csr_pem, join.name, context.peer())
             return wire.to_wire(grant)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - service boundary: abort() logs what orc does not know
             await abort(context, error, "Join")
 
 
@@ -133,27 +134,27 @@ class ControlServicer(control_grpc.ControlServicer):
     async def Status(self, request: cpb.StatusRequest, context: Context) -> Any:
         try:
             return wire.to_wire(self._backend.status())
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - service boundary: abort() logs what orc does not know
             await abort(context, error, "Status")
 
     async def Peers(self, request: cpb.PeersRequest, context: Context) -> Any:
         try:
             return wire.to_wire(PeersReply(tuple(self._backend.peers())))
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - service boundary: abort() logs what orc does not know
             await abort(context, error, "Peers")
 
     async def Invite(self, request: cpb.InviteRequest, context: Context) -> Any:
         try:
             invite = wire.from_wire(request)
             return wire.to_wire(await self._backend.invite(invite.ttl_seconds))
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - service boundary: abort() logs what orc does not know
             await abort(context, error, "Invite")
 
     async def Revoke(self, request: cpb.RevokeRequest, context: Context) -> Any:
         try:
             revoke = wire.from_wire(request)
             return wire.to_wire(RevokeReply(await self._backend.revoke(revoke.node_id, revoke.reason)))
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - service boundary: abort() logs what orc does not know
             await abort(context, error, "Revoke")
 
     async def Run(self, request: cpb.RunRequest, context: Context) -> AsyncIterator[Any]:
@@ -162,5 +163,5 @@ class ControlServicer(control_grpc.ControlServicer):
             async with _closing(self._backend.run(run)) as events:
                 async for event in events:
                     yield wire.to_wire(event)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - service boundary: abort() logs what orc does not know
             await abort(context, error, "Run")

@@ -37,8 +37,8 @@ from orc.node.protocol.events import (
     TokenStreamed,
 )
 from orc.node.models.hardware import Hardware
-from orc.node.trust.ids import MeshId, NodeId, is_mesh_id, is_node_id
-from orc.node.rpc.errors import WireError
+from orc.node.protocol.ids import MeshId, NodeId, is_mesh_id, is_node_id
+from orc.node.protocol.errors import WireError
 from orc.scheduler.placement import Estimate, Exclusion, Rejection
 from orc.node.protocol.messages import (
     AgentPayload,

@@ -20,10 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from orc.node.trust.errors import CertificateInvalid, CsrInvalid, IdentityCorrupt, InvalidNodeName
+from orc.node.protocol.ids import MeshId, NodeId
 from orc.node.trust.ids import (
     SERVER_NAME_SUFFIX,
-    MeshId,
-    NodeId,
     ca_pin_for,
     mesh_id_for,
     node_id_for,

@@ -15,12 +15,19 @@ from datetime import datetime, timezone
 
 from orc.node.trust.certificates import certificate_node_id, certificate_public_key, csr_public_key, needs_renewal
 from orc.node.trust.errors import IdentityError
-from orc.node.trust.ids import NodeId, node_id_for
+from orc.node.protocol.ids import NodeId
+from orc.node.trust.ids import node_id_for
 from orc.node.trust.revocation import RevocationLog, decode_entries, encode_entries
 from orc.node.trust.store import Identity, IdentityStore, Issuer
 from orc.node.trust.tokens import Accepted, JoinToken, Refused, new_secret
-from orc.node.rpc.authorization import RateLimits
-from orc.node.rpc.errors import InvalidRequest, JoinRefused, NotCertificateAuthority, PermissionDenied, RateLimited
+from orc.node.trust.rate_limits import RateLimits
+from orc.node.protocol.errors import (
+    InvalidRequest,
+    JoinRefused,
+    NotCertificateAuthority,
+    PermissionDenied,
+    RateLimited,
+)
 from orc.node.protocol.messages import JoinGrant
 
 log = logging.getLogger(__name__)

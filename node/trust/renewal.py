@@ -34,9 +34,9 @@ from orc.node.trust.certificates import (
     load_certificate,
 )
 from orc.node.trust.errors import CertificateInvalid, IdentityError
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.ids import NodeId
 from orc.node.trust.store import Identity, Issuer
-from orc.node.rpc.errors import NotCertificateAuthority, PermissionDenied, WireError
+from orc.node.protocol.errors import NodeError, NotCertificateAuthority, PermissionDenied, WireError
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ async def renew_from_peers(identity: Identity, candidates: Sequence[Candidate], 
             # It answered, and the answer is useless: a peer that claims the CA and is not one,
             # or a broken one. Refusals to a revoked node also land here; nothing else would work.
             failure = Failure(candidate.node_id, f"unusable answer: {error}", junk=True)
-        except Exception as error:  # noqa: BLE001 - unreachable, refused, rate limited: try the next
+        except (NodeError, OSError) as error:  # unreachable, refused, rate limited: try the next
             failure = Failure(candidate.node_id, str(error) or type(error).__name__, junk=False)
         else:
             return Renewed(certificate, candidate.node_id, candidate.address, tuple(failures))

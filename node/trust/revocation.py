@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from orc.node.trust.certificates import MeshAuthority, verify_signature
 from orc.node.trust.errors import InvalidNodeId, RevocationLogInvalid, RevocationRefused
-from orc.node.trust.ids import NodeId, is_node_id
+from orc.node.protocol.ids import NodeId, is_node_id
 
 _DOMAIN = "orc.revocation.v1"  # keeps these signatures from meaning anything in another protocol
 GENESIS_HASH = bytes(32)

@@ -50,7 +50,8 @@ from orc.node.trust.errors import (
     IdentityPermissionError,
     NotMember,
 )
-from orc.node.trust.ids import MeshId, NodeId, is_mesh_id, is_node_id, mesh_id_for, node_id_for, server_name
+from orc.node.protocol.ids import MeshId, NodeId, is_mesh_id, is_node_id
+from orc.node.trust.ids import mesh_id_for, node_id_for, server_name
 from orc.node.trust.revocation import RevocationLog, decode_entries, encode_entries
 from orc.node.trust.tokens import Invitations
 

@@ -26,9 +26,9 @@ from orc.node.worker.execution_log import ExecutionLog, ExecutionRecord, UnusedL
 from orc.node.models.catalog import ModelEntry
 from orc.node.protocol.description import PROTOCOL_VERSION, Load, ModelOffer, NodeDescription, PeerAddress
 from orc.node.models.hardware import probe
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.ids import NodeId
 from orc.node.trust.membership import Membership
-from orc.node.rpc.errors import InvalidRequest, NotFound, PermissionDenied, ResourceExhausted
+from orc.node.protocol.errors import InvalidRequest, NotFound, PermissionDenied, ResourceExhausted
 from orc.node.protocol.messages import (
     AgentPayload,
     Beat,

@@ -318,12 +318,12 @@ class _Node:
 async def _status(node: _Node, timeout: float = 1.0) -> Any | None:
     """The daemon's NodeStatus, or None if nothing answers on its control socket yet."""
     from orc.node.rpc.client import ControlClient
-    from orc.node.rpc.errors import RpcError
+    from orc.node.protocol.errors import NodeError
 
     try:
         async with ControlClient(node.socket) as client:
             return await client.status(timeout=timeout)
-    except RpcError:
+    except NodeError:
         return None
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import orc.node.daemon.root
 from orc.node.cli import orc_node
 from orc.node.protocol.description import NodeDescription
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.ids import NodeId
 from orc.node.protocol.messages import ExecuteEvent, ExecuteRequest, ExecutionResult, ExecutionStarted, OfferReply, OfferRequest
 from orc.node.worker.service import NodeService
 from orc.scheduler.run import Usage

@@ -33,7 +33,7 @@ from orc.node.links.mdns import SERVICE_TYPE, MdnsDiscovery
 from orc.node.links.peer_events import Hint
 from orc.node.links.txt import advert_for
 from orc.node.models.hardware import probe
-from orc.node.trust.ids import MeshId, NodeId
+from orc.node.protocol.ids import MeshId, NodeId
 
 
 def emit(record: dict) -> None:

@@ -20,7 +20,7 @@ from support import short_tmp
 
 from orc.node.daemon.root import control_socket
 from orc.node.home import DaemonLock, Home
-from orc.node.rpc.errors import DaemonStarting
+from orc.node.protocol.errors import DaemonStarting
 from orc.node.rpc.servers import start_control_server
 from orc.node.protocol.messages import Invitation
 

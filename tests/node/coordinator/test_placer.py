@@ -26,7 +26,7 @@ from orc.node.coordinator.placer import (
     Working,
     execution_id,
 )
-from orc.node.rpc.errors import ResourceExhausted, Unavailable
+from orc.node.protocol.errors import ResourceExhausted, Unavailable
 from orc.node.protocol.messages import (
     AgentPayload,
     ExecutionFailed,
@@ -575,3 +575,13 @@ def test_results_that_contradict_their_numbers_are_impossible(result, why):
     w.links["b"].streams = [[ExecutionStarted("b", "m"), result]]
     events, error = asyncio.run(run(w.mesh, generation()))
     assert error is None and why in events[1].replaces and events[1].node_id == "c"
+
+
+def test_a_bug_reading_a_stream_is_logged_with_its_traceback_and_still_fails_over(caplog):
+    w = World.standard()
+    w.links["b"].streams = [[ExecutionStarted("b", "m"), TypeError("a bug in the conversion")]]
+    with caplog.at_level("ERROR", logger=mesh_module.__name__):
+        events, error = asyncio.run(run(w.mesh, generation()))
+    assert error is None and events[-len(DONE):] == DONE
+    [record] = [r for r in caplog.records if r.name == mesh_module.__name__ and r.levelname == "ERROR"]
+    assert "execution stream" in record.getMessage() and record.exc_info[0] is TypeError

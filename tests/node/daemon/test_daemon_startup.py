@@ -25,7 +25,7 @@ from orc.node.home import Home, HomeLocked, daemon_holds
 from orc.node.trust.store import IdentityStore
 from orc.node.daemon.joining import join_mesh
 from orc.node.rpc.client import ControlClient
-from orc.node.rpc.errors import DaemonStarting
+from orc.node.protocol.errors import DaemonStarting
 from orc.node.protocol.messages import RunRequest
 from orc.node.daemon.startup import Phase
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from orc.node.rpc.errors import DaemonStarting
+from orc.node.protocol.errors import DaemonStarting
 from orc.node.daemon.startup import Phase, Running, Startup
 
 

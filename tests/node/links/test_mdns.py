@@ -23,7 +23,7 @@ from orc.node.links.mdns import (
 )
 from orc.node.links.peer_events import Hint, Source
 from orc.node.links.txt import Advert, encode_txt
-from orc.node.trust.ids import MeshId, NodeId
+from orc.node.protocol.ids import MeshId, NodeId
 
 SELF = NodeId("selfselfselfselfself")
 MESH = MeshId("meshmeshmeshmesh")

@@ -42,7 +42,7 @@ from orc.node.links.peer_table import (
 )
 from orc.node.links.txt import Advert
 from orc.node.models.hardware import Hardware
-from orc.node.trust.ids import MeshId, NodeId
+from orc.node.protocol.ids import MeshId, NodeId
 
 REPO = Path(__file__).resolve().parents[3]
 SELF = NodeId("selfselfselfselfself")

@@ -12,7 +12,7 @@ from orc.node.trust.certificates import make_csr
 from orc.node.trust.store import IdentityStore
 from orc.node.trust.membership import Membership
 from orc.node.links.peering import Peering
-from orc.node.rpc.errors import Unavailable
+from orc.node.protocol.errors import Unavailable
 from orc.node.protocol.messages import Beat
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)

@@ -17,10 +17,12 @@ from orc.node.protocol.description import Load, ModelOffer, NodeDescription, Pee
 from orc.node.protocol.events import RunBegan, RunFinished, RunProgress, RunResult, TokenStreamed
 from orc.node.models.hardware import Hardware
 from orc.node.trust.certificates import MeshAuthority, generate_key, key_to_pem
-from orc.node.trust.ids import NodeId, node_id_for
-from orc.node.rpc.authorization import Authorizer, RateLimits
+from orc.node.protocol.ids import NodeId
+from orc.node.trust.ids import node_id_for
+from orc.node.rpc.authorization import Authorizer
+from orc.node.trust.rate_limits import RateLimits
 from orc.node.rpc.connections import mesh_limits
-from orc.node.rpc.errors import JoinRefused, NotCertificateAuthority
+from orc.node.protocol.errors import JoinRefused, NotCertificateAuthority
 from orc.node.rpc.front_door import FrontDoor
 from orc.node.rpc.servers import start_mesh_server
 from orc.node.protocol.messages import (

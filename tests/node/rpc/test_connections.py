@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.ids import NodeId
 from orc.node.rpc.connections import (
     FILES_PER_CONNECTION,
     JOIN_LIMITS,

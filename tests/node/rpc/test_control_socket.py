@@ -14,9 +14,9 @@ import pytest
 from rpc_helpers import FakeControl, description_of, new_member, run
 
 from orc.node.protocol.events import RunBegan, RunFinished, TokenStreamed
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.ids import NodeId
 from orc.node.rpc.client import ControlClient
-from orc.node.rpc.errors import DaemonNotRunning, NotCertificateAuthority, SocketInUse, SocketPathInvalid
+from orc.node.protocol.errors import DaemonNotRunning, NotCertificateAuthority, SocketInUse, SocketPathInvalid
 from orc.node.rpc.servers import start_control_server
 from orc.node.protocol.messages import NodeStatus, PeerView, RunRequest
 

@@ -19,14 +19,15 @@ import pytest
 from rpc_helpers import FakeJoin, FakeNode, Member, description_of, eventually, front_door, new_member, run, serving
 
 from orc.node.trust.certificates import generate_key, make_csr
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.ids import NodeId
 from orc.node.trust.tokens import JoinToken, new_secret
 from orc.node.rpc import client as rpc_client
-from orc.node.rpc.authorization import Authorizer, RateLimits
+from orc.node.rpc.authorization import Authorizer
+from orc.node.trust.rate_limits import RateLimits
 from orc.node.rpc.client import PeerClient
 from orc.node.rpc.credentials import probe_node_id
 from orc.node.rpc.connections import JOIN_LIMITS, DoorLimits
-from orc.node.rpc.errors import ResourceExhausted, Revoked
+from orc.node.protocol.errors import ResourceExhausted, Revoked
 from orc.node.rpc.front_door import FrontDoor, PortInUse, address_key, raise_open_file_limit, upstream_port_of
 from orc.node.rpc.servers import start_join_server
 

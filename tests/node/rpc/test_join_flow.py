@@ -11,7 +11,7 @@ from orc.node.trust.ids import node_id_for
 from orc.node.trust.tokens import JoinToken, new_secret
 from orc.node.rpc import credentials
 from orc.node.rpc.client import PeerClient, join
-from orc.node.rpc.errors import JoinRefused, PinMismatch, Unavailable
+from orc.node.protocol.errors import JoinRefused, PinMismatch, Unavailable
 from orc.node.rpc.servers import start_join_server
 from orc.proto.v1 import mesh_pb2, mesh_pb2_grpc
 

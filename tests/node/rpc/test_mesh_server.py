@@ -13,11 +13,12 @@ import pytest
 from rpc_helpers import NOW, FakeNode, Member, description_of, eventually, front_door, new_member, run, serving
 
 from orc.node.trust.certificates import certificate_node_id, generate_key, make_csr
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.ids import NodeId
 from orc.node.rpc import credentials
-from orc.node.rpc.authorization import Authorizer, RateLimits
+from orc.node.rpc.authorization import Authorizer
+from orc.node.trust.rate_limits import RateLimits
 from orc.node.rpc.client import PeerClient
-from orc.node.rpc.errors import (
+from orc.node.protocol.errors import (
     NotCertificateAuthority,
     PermissionDenied,
     RateLimited,

@@ -10,7 +10,7 @@ from rpc_helpers import FakeJoin, FakeNode, description_of, new_member, run, ser
 from orc.node.trust.certificates import ca_pin_of
 from orc.node.trust.tokens import new_secret
 from orc.node.rpc.credentials import fetch_join_certificate, probe_node_id
-from orc.node.rpc.errors import PeerNotInMesh, TimedOut, Unavailable
+from orc.node.protocol.errors import PeerNotInMesh, TimedOut, Unavailable
 from orc.node.rpc.servers import start_join_server
 
 

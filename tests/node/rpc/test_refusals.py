@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from orc.node.trust.ids import NodeId
-from orc.node.rpc.authorization import DEFAULT_REFUSAL_BURST, Authorizer, RateLimits
-from orc.node.rpc.errors import RateLimited, Revoked, Unauthenticated
+from orc.node.protocol.ids import NodeId
+from orc.node.rpc.authorization import DEFAULT_REFUSAL_BURST, Authorizer
+from orc.node.trust.rate_limits import RateLimits
+from orc.node.protocol.errors import RateLimited, Revoked, Unauthenticated
 from orc.node.rpc.log_sampling import SampledLog
 
 REVOKED, FLOODER = NodeId("r" * 20), NodeId("f" * 20)

@@ -27,9 +27,9 @@ from orc.node.protocol.events import (
 )
 from orc.node.models.hardware import Hardware
 from orc.node.trust.certificates import generate_key, make_csr
-from orc.node.trust.ids import MeshId, NodeId
+from orc.node.protocol.ids import MeshId, NodeId
 from orc.node.rpc import wire
-from orc.node.rpc.errors import WireError
+from orc.node.protocol.errors import WireError
 from orc.node.protocol.messages import (
     AgentPayload,
     Beat,

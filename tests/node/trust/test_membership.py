@@ -12,7 +12,13 @@ from orc.node.trust.ids import node_id_for
 from orc.node.trust.revocation import decode_entries
 from orc.node.trust.store import IdentityStore
 from orc.node.trust.membership import RENEWALS_PER_DAY, Membership
-from orc.node.rpc.errors import InvalidRequest, JoinRefused, NotCertificateAuthority, PermissionDenied, RateLimited
+from orc.node.protocol.errors import (
+    InvalidRequest,
+    JoinRefused,
+    NotCertificateAuthority,
+    PermissionDenied,
+    RateLimited,
+)
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
 

@@ -9,7 +9,7 @@ import pytest
 
 from orc.node.trust.certificates import MeshAuthority, generate_key
 from orc.node.trust.errors import CertificateInvalid
-from orc.node.trust.ids import NodeId
+from orc.node.protocol.ids import NodeId
 from orc.node.trust.revocation import RevocationLog
 from orc.node.trust.store import Identity, IdentityStore, Issuer
 from orc.node.trust.renewal import (
@@ -24,7 +24,7 @@ from orc.node.trust.renewal import (
     renew_from_peers,
     renewal_order,
 )
-from orc.node.rpc.errors import NotCertificateAuthority, RateLimited, WireError
+from orc.node.protocol.errors import NotCertificateAuthority, RateLimited, WireError
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 RENEW_AT = T0 + timedelta(days=21)  # a third of 30 days left: time to renew
@@ -142,3 +142,11 @@ def test_when_everyone_fails_every_reason_is_kept(member) -> None:
     assert [(f.node_id, f.junk) for f in outcome.failures] == [(A, True), (B, False)]
     assert "does not hold the mesh CA" in str(outcome) and "renewed too often" in str(outcome)
     assert str(NotRenewed(())) == "no peer that holds the mesh CA is reachable"
+
+
+def test_a_bug_is_not_mistaken_for_a_peer_that_failed(member) -> None:
+    async def ask(candidate: Candidate) -> bytes:
+        raise TypeError("a bug on this side")
+
+    with pytest.raises(TypeError, match="a bug on this side"):
+        asyncio.run(renew_from_peers(member, candidates(A, B), None, (), ask, lambda: RENEW_AT))

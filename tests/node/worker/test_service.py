@@ -12,7 +12,7 @@ from orc.node.worker.execution_log import ExecutionLog, read
 from orc.node.models.catalog import Catalog
 from orc.node.trust.store import IdentityStore
 from orc.node.trust.membership import Membership
-from orc.node.rpc.errors import InvalidRequest, PermissionDenied, ResourceExhausted
+from orc.node.protocol.errors import InvalidRequest, PermissionDenied, ResourceExhausted
 from orc.node.protocol.messages import (
     AgentPayload,
     ExecuteRequest,
