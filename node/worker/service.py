@@ -28,6 +28,7 @@ from orc.node.protocol.description import PROTOCOL_VERSION, Load, ModelOffer, No
 from orc.node.models.hardware import probe
 from orc.node.trust.ids import NodeId
 from orc.node.trust.membership import Membership
+from orc.node.trust.revocation import RevocationEntry
 from orc.node.rpc.errors import InvalidRequest, NotFound, PermissionDenied, ResourceExhausted
 from orc.node.protocol.messages import (
     AgentPayload,
@@ -200,7 +201,7 @@ class NodeService:
 
     # ---- trust upkeep ----
 
-    def revocations_after(self, seq: int) -> bytes:
+    def revocations_after(self, seq: int) -> tuple[RevocationEntry, ...]:
         return self.membership.entries_after(seq)
 
     async def renew(self, caller: NodeId, csr_pem: bytes) -> bytes:

@@ -18,6 +18,7 @@ from orc.node.protocol.events import RunBegan, RunFinished, RunProgress, RunResu
 from orc.node.models.hardware import Hardware
 from orc.node.trust.certificates import MeshAuthority, generate_key, key_to_pem
 from orc.node.trust.ids import NodeId, node_id_for
+from orc.node.trust.revocation import RevocationEntry
 from orc.node.rpc.authorization import Authorizer, RateLimits
 from orc.node.rpc.connections import mesh_limits
 from orc.node.rpc.errors import JoinRefused, NotCertificateAuthority
@@ -104,7 +105,7 @@ class FakeNode:
         self.authority = authority
         self.calls: list[tuple[str, NodeId | None, Any]] = []
         self.watching: set[NodeId] = set()
-        self.entries = b"\x90"  # an empty msgpack list
+        self.entries: tuple[RevocationEntry, ...] = ()
 
     def describe(self) -> NodeDescription:
         self.calls.append(("describe", None, None))
@@ -122,7 +123,7 @@ class FakeNode:
         finally:
             self.watching.discard(caller)
 
-    def revocations_after(self, seq: int) -> bytes:
+    def revocations_after(self, seq: int) -> tuple[RevocationEntry, ...]:
         self.calls.append(("revocations", None, seq))
         return self.entries
 
@@ -160,7 +161,7 @@ class FakeJoin:
         self.calls.append((name, peer_address))
         if secret != self.secret:
             raise JoinRefused()
-        return JoinGrant(self.authority.issue(csr_pem, NOW), self.authority.certificate_pem, b"\x90")
+        return JoinGrant(self.authority.issue(csr_pem, NOW), self.authority.certificate_pem, ())
 
 
 @dataclass
