@@ -7,6 +7,12 @@ every field but the signature. The hash deliberately leaves the signature out: E
 are malleable (anyone can turn (r, s) into a different valid (r, n - s)), so hashing them would
 let a member relay a tweaked copy of an entry that makes every later CA entry look broken.
 
+The canonical encoding stays msgpack, and so does the log file (`encode_entries`): every entry
+ever signed, and every log on disk, was made in it, and changing it would make them all fail to
+verify. Between nodes the entries travel as `orc.v1.RevocationEntry` messages, field by field;
+the canonical bytes are rebuilt from the fields on arrival, so the wire form does not touch what
+is signed.
+
 A log only grows by entries that continue it from its head; anything else is refused whole.
 """
 
@@ -165,7 +171,7 @@ class RevocationLog:
 
 
 def encode_entries(entries: Iterable[RevocationEntry]) -> bytes:
-    """The msgpack wire/file form: a list of [seq, node_id, revoked_at, reason, prev_hash, signature]."""
+    """The msgpack file form (`revocations.log`): a list of [seq, node_id, revoked_at, reason, prev_hash, signature]."""
     return msgpack.packb([[e.seq, e.node_id, e.revoked_at, e.reason, e.prev_hash, e.signature] for e in entries],
                          use_bin_type=True)
 
