@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rpc_helpers import description_of, new_member
+from wire_samples import BOUND_RECORD, PLANNED, RECORD
 
 from orc.node.protocol.description import Load, ModelOffer, NodeDescription, PeerAddress
 from orc.node.protocol.events import (
@@ -65,7 +66,7 @@ from orc.node.protocol.messages import (
 )
 from orc.node.models.runtimes.base import ChatMessage, GenerationParams
 from orc.proto.v1 import control_pb2, mesh_pb2
-from orc.scheduler.placement import Estimate, Exclusion, Rejection
+from orc.scheduler.placement import Estimate, Rejection
 from orc.scheduler.run import AgentRecord, AgentStatus, RunId, Usage
 from orc.scheduler.values import freeze
 
@@ -94,20 +95,6 @@ _MINIMAL = _description(
 )
 _PAYLOAD = AgentPayload("smollm2-135m", SHA, (ChatMessage("system", "Be brief."), ChatMessage("user", "Hi\n")),
                         GenerationParams(0.2, 64, 7, ("\n\n", "END"), 0.9))
-_RECORD = AgentRecord(AgentStatus.COMPLETED, 2, freeze({"answer": [1, 2.5, None, True, "x"], "n": {"k": "v"}}),
-                      None, str(NODE), "smollm2-135m", 1.5, 2.5, Usage(10, 20))
-_BOUND_RECORD = AgentRecord(AgentStatus.COMPLETED, 1, "ok", None, "c" * 20, "smollm2-135m", 1.0, 4.0, Usage(5, 6),
-                            nodes=("b" * 20, "c" * 20), failovers=1)
-_PLANNED = RunPlanned("digest", str(NODE), 1_700_000_000.5, (
-    AgentPlan("summarize", "llm", "smollm2-135m",
-              (Estimate(str(NODE), "mac-mini", 1_700_000_000.5, 0.0, 0.25, 1.5, 0.0, True, False, "llama_cpp", SHA),
-               Estimate("b" * 20, "pi", 1_700_000_002.0, 3.5, 1.25, 6.0, 0.004, False, True, "mlx")),
-              (Rejection("c" * 20, "laptop", Exclusion.NO_MODEL, "no model 'smollm2-135m'"),
-               Rejection("d" * 20, "nas", Exclusion.LOCAL_ONLY, "local_only: the agent stays on the coordinator's device"))),
-    AgentPlan("split", "script", None, note="runs on this node: scripts never leave the coordinator"),
-    AgentPlan("nowhere", "llm", "llama3:70b", (),
-              tuple(Rejection(n * 20, n, reason, reason.value) for n, reason in zip("efghijk", Exclusion))),
-))
 _CSR = make_csr(generate_key(), "joiner")
 _ENTRY = RevocationEntry(1, NodeId("c" * 20), 1_700_000_000.5, "laptop stolen", bytes(32), b"signature")
 
@@ -158,17 +145,17 @@ SAMPLES = [
     AgentBegan("split", str(NODE), "smollm2-135m", 1, None),
     AgentBegan("fan[2]", None, None, 2, 5),
     TokenStreamed("parent/child", "tok"),
-    AgentEnded("summarize", _RECORD, reused=True),
+    AgentEnded("summarize", RECORD, reused=True),
     AgentEnded("skipped", AgentRecord(AgentStatus.SKIPPED, error="branch off")),
     AgentRetrying("summarize", "peer lost", 2),
-    AgentEnded("summarize", _BOUND_RECORD),
+    AgentEnded("summarize", BOUND_RECORD),
     AgentPlacedOn("summarize", "b" * 20, "pi"),
     AgentPlacedOn("fan[3]", "c" * 20, "laptop", replaces="pi: peer lost"),
     AgentWorking("fan[3]", "c" * 20, 1.25),
-    _PLANNED,
+    PLANNED,
     RunPlanned("empty", "local", 0.0, ()),
     RunFinished(RunResult(RunId("r1"), "digest", "completed_with_errors", freeze({"text": "done", "items": [1]}),
-                          (("split", _RECORD), ("other", AgentRecord(AgentStatus.FAILED, 3, None, "boom"))), 1.0, 9.0)),
+                          (("split", RECORD), ("other", AgentRecord(AgentStatus.FAILED, 3, None, "boom"))), 1.0, 9.0)),
 ]
 
 

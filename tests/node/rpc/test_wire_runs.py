@@ -8,33 +8,18 @@ from types import MappingProxyType
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from wire_samples import BOUND_RECORD, PLANNED, RECORD, SHA
 
-from orc.node.protocol.events import AgentEnded, AgentPlacedOn, AgentPlan, RunFinished, RunPlanned, RunResult
+from orc.node.protocol.events import AgentEnded, AgentPlacedOn, RunFinished, RunResult
 from orc.node.rpc import wire
 from orc.node.rpc.errors import WireError
 from orc.node.rpc.wire.checks import MAX_AGENTS, MAX_PEERS_LISTED, MAX_REASON, MAX_VALUE_DEPTH
 from orc.node.rpc.wire.values import value_from_wire, value_to_wire
 from orc.proto.v1 import control_pb2
-from orc.scheduler.placement import Estimate, Exclusion, Rejection
-from orc.scheduler.run import AgentRecord, AgentStatus, RunId, Usage
+from orc.scheduler.placement import Estimate, Exclusion
+from orc.scheduler.run import AgentRecord, AgentStatus, RunId
 from orc.scheduler.values import freeze
 
-NODE = "abcdefghijklmnopqrst"
-SHA = "0123456789abcdef" * 4
-_RECORD = AgentRecord(AgentStatus.COMPLETED, 2, freeze({"answer": [1, 2.5, None, True, "x"], "n": {"k": "v"}}),
-                      None, NODE, "smollm2-135m", 1.5, 2.5, Usage(10, 20))
-_BOUND_RECORD = AgentRecord(AgentStatus.COMPLETED, 1, "ok", None, "c" * 20, "smollm2-135m", 1.0, 4.0, Usage(5, 6),
-                            nodes=("b" * 20, "c" * 20), failovers=1)
-_PLANNED = RunPlanned("digest", NODE, 1_700_000_000.5, (
-    AgentPlan("summarize", "llm", "smollm2-135m",
-              (Estimate(NODE, "mac-mini", 1_700_000_000.5, 0.0, 0.25, 1.5, 0.0, True, False, "llama_cpp", SHA),
-               Estimate("b" * 20, "pi", 1_700_000_002.0, 3.5, 1.25, 6.0, 0.004, False, True, "mlx")),
-              (Rejection("c" * 20, "laptop", Exclusion.NO_MODEL, "no model 'smollm2-135m'"),
-               Rejection("d" * 20, "nas", Exclusion.LOCAL_ONLY, "local_only: the agent stays on the coordinator's device"))),
-    AgentPlan("split", "script", None, note="runs on this node: scripts never leave the coordinator"),
-    AgentPlan("nowhere", "llm", "llama3:70b", (),
-              tuple(Rejection(n * 20, n, reason, reason.value) for n, reason in zip("efghijk", Exclusion))),
-))
 
 
 def _round_trip(event):
@@ -43,29 +28,29 @@ def _round_trip(event):
 
 
 def test_frozen_outputs_come_back_frozen() -> None:
-    event = _round_trip(AgentEnded("a", _RECORD))
+    event = _round_trip(AgentEnded("a", RECORD))
     assert isinstance(event.record.output, MappingProxyType)
     assert isinstance(event.record.output["answer"], tuple)
     assert event.record.output["answer"][0] == 1 and isinstance(event.record.output["answer"][0], int)
 
 
 def test_a_plan_comes_back_with_its_estimates_and_exclusions() -> None:
-    again = _round_trip(_PLANNED)
-    assert again == _PLANNED
+    again = _round_trip(PLANNED)
+    assert again == PLANNED
     best, second = again.agents[0].candidates
     assert isinstance(best, Estimate) and best.warm and not best.preferred and best.runtime == "llama_cpp"
     assert best.sha256 == SHA and second.sha256 == ""  # the digest scored travels too
-    assert second.finish_s == _PLANNED.agents[0].candidates[1].finish_s and second.network_s == 0.004
+    assert second.finish_s == PLANNED.agents[0].candidates[1].finish_s and second.network_s == 0.004
     assert [r.reason for r in again.agents[0].rejected] == [Exclusion.NO_MODEL, Exclusion.LOCAL_ONLY]
     assert [r.reason for r in again.agents[2].rejected] == list(Exclusion)  # every reason survives
-    assert again.agents[1].note == _PLANNED.agents[1].note and again.agents[1].candidates == ()
+    assert again.agents[1].note == PLANNED.agents[1].note and again.agents[1].candidates == ()
 
 
 def test_records_carry_their_nodes_and_failovers() -> None:
-    again = _round_trip(AgentEnded("summarize", _BOUND_RECORD)).record
+    again = _round_trip(AgentEnded("summarize", BOUND_RECORD)).record
     assert again.nodes == ("b" * 20, "c" * 20) and again.failovers == 1 and again.tries == 2
-    finished = RunFinished(RunResult(RunId("r"), "e", "completed", "ok", (("summarize", _BOUND_RECORD),), 1.0, 4.0))
-    assert _round_trip(finished).result.results[0][1] == _BOUND_RECORD
+    finished = RunFinished(RunResult(RunId("r"), "e", "completed", "ok", (("summarize", BOUND_RECORD),), 1.0, 4.0))
+    assert _round_trip(finished).result.results[0][1] == BOUND_RECORD
 
 
 def test_a_failed_run_without_a_deliverable_comes_back() -> None:
@@ -141,7 +126,7 @@ def _mutated(event, change) -> control_pb2.RunEvent:
 
 
 def _planned(change) -> control_pb2.RunEvent:
-    return _mutated(_PLANNED, lambda m: change(m.run_planned))
+    return _mutated(PLANNED, lambda m: change(m.run_planned))
 
 
 def _candidate(change):
@@ -153,7 +138,7 @@ def _rejection(change):
 
 
 def _record(change):
-    return _mutated(AgentEnded("a", _BOUND_RECORD), lambda m: change(m.agent_ended.record))
+    return _mutated(AgentEnded("a", BOUND_RECORD), lambda m: change(m.agent_ended.record))
 
 
 def _set(**fields):
@@ -178,7 +163,7 @@ BAD_EVENTS = {
     "infinite start": _record(_set(started_at=float("inf"))),
     "result without a deliverable": E(run_finished=E.RunFinished(run_id="r", ensemble="e", status="completed")),
     "result without a record": _mutated(
-        RunFinished(RunResult(RunId("r"), "e", "completed", "ok", (("a", _BOUND_RECORD),), 1.0, 2.0)),
+        RunFinished(RunResult(RunId("r"), "e", "completed", "ok", (("a", BOUND_RECORD),), 1.0, 2.0)),
         lambda m: m.run_finished.results[0].ClearField("record")),
     "infinite time": E(run_began=E.RunBegan(run_id="r", ensemble="e", at=float("inf"))),
     "began with an empty journal path": E(run_began=E.RunBegan(run_id="r", ensemble="e", journal="")),
@@ -225,7 +210,7 @@ def test_an_event_of_a_kind_this_node_does_not_know_is_refused_by_name() -> None
 
 def test_the_mutations_are_decodable_before_they_are_broken() -> None:
     # The malformed events above differ from a valid one by one change: without it they decode.
-    assert wire.from_wire(_planned(lambda p: None)) == _PLANNED
+    assert wire.from_wire(_planned(lambda p: None)) == PLANNED
     assert wire.from_wire(_rejection(_set(reason=Exclusion.MEMORY.value))).agents[0].rejected[0].reason \
         is Exclusion.MEMORY
     assert len(wire.from_wire(_planned(lambda p: p.agents.extend([p.agents[0]] * 2))).agents) == 5
