@@ -25,7 +25,7 @@ from orc.node.links.peer_events import Hint
 from orc.node.links.static import Endpoint
 from orc.node.trust.certificates import check_ca_certificate, make_csr
 from orc.node.trust.ids import mesh_id_from_pin
-from orc.node.trust.revocation import RevocationLog, decode_entries
+from orc.node.trust.revocation import RevocationLog
 from orc.node.trust.store import Identity, IdentityStore, Issuer
 from orc.node.trust.tokens import JoinToken
 from orc.node.rpc import client as rpc_client
@@ -157,8 +157,8 @@ async def join_mesh(store: IdentityStore, token_text: str, name: str, *, peers: 
                 log.info("join via %s failed (try %d): %s", due.address, due.tries + 1, error)
                 plan = plan.failed(due, str(error) or type(error).__name__, time.monotonic())
                 continue
-            entries = decode_entries(grant.revocation_entries)
-            revocations = RevocationLog.verified(entries, check_ca_certificate(grant.ca_certificate_pem))
+            revocations = RevocationLog.verified(grant.revocation_entries,
+                                                 check_ca_certificate(grant.ca_certificate_pem))
             identity = store.save_membership(name, grant.certificate_pem, grant.ca_certificate_pem, revocations,
                                              due.issuer)
             if identity.mesh_id != mesh_id:

@@ -33,7 +33,7 @@ from orc.node.links.peer_table import PeerTable
 from orc.node.trust.errors import IdentityError
 from orc.node.protocol.ids import NodeId
 from orc.node.trust.membership import Membership
-from orc.node.protocol.errors import NodeError
+from orc.node.protocol.errors import NodeError, WireError
 from orc.node.protocol.messages import Beat, PeerView
 
 log = logging.getLogger(__name__)
@@ -229,7 +229,7 @@ class Peering:
     async def _fetch_revocations(self, node_id: NodeId, link: PeerLink) -> None:
         try:
             newly = self.membership.merge(await link.revocations(self.membership.revocations.seq))
-        except IdentityError as error:
+        except (IdentityError, WireError) as error:  # a malformed entry, or one that does not verify
             log.warning("revocation entries from %s refused: %s", node_id, error)
             return
         if newly:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from orc.node.models.hardware import Hardware
 from orc.node.protocol.ids import MeshId, NodeId
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: agent payloads, run events and revocation entries as messages, not msgpack
 DEFAULT_PORT = 7733
 
 

@@ -12,6 +12,7 @@ from typing import Union
 
 from orc.node.protocol.description import Load, NodeDescription
 from orc.node.protocol.ids import NodeId
+from orc.node.protocol.revocation_entry import RevocationEntry
 from orc.node.models.runtimes.base import ChatMessage, GenerationParams
 from orc.scheduler.run import Usage
 
@@ -38,7 +39,7 @@ class RevocationsRequest:
 
 @dataclass(frozen=True)
 class RevocationsReply:
-    entries: bytes  # `orc.node.trust.revocation.encode_entries` of the entries, oldest first
+    entries: tuple[RevocationEntry, ...]  # oldest first; possibly not all of them (ask again from the last)
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class JoinGrant:
 
     certificate_pem: bytes  # the joiner's node certificate
     ca_certificate_pem: bytes  # the mesh CA certificate, the trust root from now on
-    revocation_entries: bytes  # `encode_entries` of the whole revocation log so far
+    revocation_entries: tuple[RevocationEntry, ...]  # the whole revocation log so far, oldest first
 
 
 # ---- running agents -------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Protocol
 from orc.node.protocol.description import NodeDescription
 from orc.node.protocol.events import RunProgress
 from orc.node.protocol.ids import NodeId
+from orc.node.protocol.revocation_entry import RevocationEntry
 from orc.node.protocol.messages import (
     Beat,
     ExecuteEvent,
@@ -39,8 +40,8 @@ class NodeBackend(Protocol):
         """One beat a second for as long as the caller listens; `addresses` are where it says it listens."""
         ...
 
-    def revocations_after(self, seq: int) -> bytes:
-        """`encode_entries` of the revocation-log entries after `seq` (possibly a bounded prefix)."""
+    def revocations_after(self, seq: int) -> tuple[RevocationEntry, ...]:
+        """The revocation-log entries after `seq` (possibly a bounded prefix)."""
         ...
 
     async def renew(self, caller: NodeId, csr_pem: bytes) -> bytes:

@@ -20,6 +20,7 @@ from orc.node.trust.certificates import ca_pin_of, certificate_node_id, csr_publ
 from orc.node.trust.errors import IdentityError
 from orc.node.protocol.ids import NodeId
 from orc.node.trust.ids import mesh_id_from_pin, node_id_for
+from orc.node.protocol.revocation_entry import RevocationEntry
 from orc.node.trust.tokens import JoinToken
 from orc.node.rpc import credentials, wire
 from orc.node.protocol.errors import (
@@ -124,8 +125,8 @@ class PeerClient:
         async for message in _stream(self._stub.Watch(wire.watch_request(addresses))):
             yield wire.from_wire(message)
 
-    async def revocations(self, after_seq: int, timeout: float = DEFAULT_TIMEOUT) -> bytes:
-        """The peer's revocation entries after `after_seq`, encoded (decode_entries checks them)."""
+    async def revocations(self, after_seq: int, timeout: float = DEFAULT_TIMEOUT) -> tuple[RevocationEntry, ...]:
+        """The peer's revocation entries after `after_seq`, well-formed (the log checks signatures and chain)."""
         message = await _call(lambda: self._stub.Revocations(wire.to_wire(RevocationsRequest(after_seq)),
                                                              timeout=timeout))
         return wire.from_wire(message).entries

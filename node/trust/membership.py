@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 
 from orc.node.trust.certificates import certificate_node_id, certificate_public_key, csr_public_key, needs_renewal
 from orc.node.trust.errors import IdentityError
 from orc.node.protocol.ids import NodeId
 from orc.node.trust.ids import node_id_for
-from orc.node.trust.revocation import RevocationLog, decode_entries, encode_entries
+from orc.node.protocol.revocation_entry import RevocationEntry
+from orc.node.trust.revocation import MAX_ENTRIES_PER_MESSAGE, RevocationLog
 from orc.node.trust.store import Identity, IdentityStore, Issuer
 from orc.node.trust.tokens import Accepted, JoinToken, Refused, new_secret
 from orc.node.trust.rate_limits import RateLimits
@@ -84,16 +85,17 @@ class Membership:
         self._install(grown)
         return grown.seq
 
-    def entries_after(self, seq: int) -> bytes:
-        return encode_entries(self.revocations.after(seq))
+    def entries_after(self, seq: int) -> tuple[RevocationEntry, ...]:
+        """The entries after `seq`, at most as many as a peer accepts in one message (it asks again)."""
+        return self.revocations.after(seq)[:MAX_ENTRIES_PER_MESSAGE]
 
-    def merge(self, data: bytes) -> frozenset[NodeId]:
+    def merge(self, entries: Iterable[RevocationEntry]) -> frozenset[NodeId]:
         """Apply entries a peer sent (verified: CA signature, chain, sequence); returns newly revoked ids.
 
         Raises `RevocationLogInvalid` (from the identity package) and changes nothing if any
         entry is bad.
         """
-        grown = self.revocations.extend(decode_entries(data), self._ca_key)
+        grown = self.revocations.extend(entries, self._ca_key)
         if grown is self.revocations:
             return frozenset()
         return self._install(grown)
@@ -158,7 +160,7 @@ class Membership:
         except IdentityError as error:
             raise InvalidRequest(str(error)) from None
         log.info("node %s (%s) joined from %s", certificate_node_id(certificate), name[:63], peer)
-        return JoinGrant(certificate, authority.certificate_pem, encode_entries(self.revocations.entries))
+        return JoinGrant(certificate, authority.certificate_pem, self.revocations.entries)
 
     # ---- certificates ----
 

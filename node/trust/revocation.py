@@ -7,13 +7,17 @@ every field but the signature. The hash deliberately leaves the signature out: E
 are malleable (anyone can turn (r, s) into a different valid (r, n - s)), so hashing them would
 let a member relay a tweaked copy of an entry that makes every later CA entry look broken.
 
+The canonical encoding stays msgpack, and so does the log file (`encode_entries`): every entry
+ever signed, and every log on disk, was made in it, and changing it would make them all fail to
+verify. Between nodes the entries travel as `orc.v1.RevocationEntry` messages, field by field;
+the canonical bytes are rebuilt from the fields on arrival, so the wire form does not touch what
+is signed.
+
 A log only grows by entries that continue it from its head; anything else is refused whole.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
@@ -24,62 +28,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from orc.node.trust.certificates import MeshAuthority, verify_signature
 from orc.node.trust.errors import InvalidNodeId, RevocationLogInvalid, RevocationRefused
 from orc.node.protocol.ids import NodeId, is_node_id
+from orc.node.protocol.revocation_entry import (
+    MAX_REASON_CHARS,
+    MalformedRevocationEntry,
+    RevocationEntry,
+)
 
-_DOMAIN = "orc.revocation.v1"  # keeps these signatures from meaning anything in another protocol
 GENESIS_HASH = bytes(32)
-MAX_REASON_CHARS = 200
-# A P-256 ECDSA signature in DER is at most 72 bytes; anything longer is not one.
-MAX_SIGNATURE_BYTES = 80
 # One message of entries from a peer: stops a member (or a bug) making us decode and verify an
 # unbounded batch; a longer log is fetched in several rounds with `after(seq)`.
 MAX_ENTRIES_PER_MESSAGE = 4096
 # An encoded entry is under 1 KiB even with the longest reason; bounds the bytes we will parse.
 _MAX_ENTRY_BYTES = 1024
-
-
-@dataclass(frozen=True)
-class RevocationEntry:
-    """One CA-signed revocation; its fields are checked on construction (so decoded junk cannot exist)."""
-
-    seq: int
-    node_id: NodeId
-    revoked_at: float
-    reason: str
-    prev_hash: bytes
-    signature: bytes
-
-    def __post_init__(self) -> None:
-        problem = _field_problem(self)
-        if problem is not None:
-            raise RevocationLogInvalid(f"a revocation entry is malformed: {problem}")
-
-    @property
-    def signed_bytes(self) -> bytes:
-        """The canonical encoding: what the CA signs and what the next entry's prev_hash covers."""
-        return msgpack.packb([_DOMAIN, self.seq, self.node_id, self.revoked_at, self.reason, self.prev_hash],
-                             use_bin_type=True)
-
-    @property
-    def hash(self) -> bytes:
-        return hashlib.sha256(self.signed_bytes).digest()
-
-
-def _field_problem(entry: RevocationEntry) -> str | None:
-    # `type(...) is` rather than isinstance: True is an int to isinstance, and msgpack would
-    # encode it differently, breaking the signature of an otherwise equal entry.
-    if type(entry.seq) is not int or not 1 <= entry.seq < 2**63:
-        return "seq must be a positive integer"
-    if type(entry.node_id) is not str or not is_node_id(entry.node_id):
-        return "node_id is not a node id"
-    if type(entry.revoked_at) is not float or not math.isfinite(entry.revoked_at):
-        return "revoked_at must be a finite float"
-    if type(entry.reason) is not str or len(entry.reason) > MAX_REASON_CHARS:
-        return f"reason must be text of at most {MAX_REASON_CHARS} characters"
-    if type(entry.prev_hash) is not bytes or len(entry.prev_hash) != 32:
-        return "prev_hash must be 32 bytes"
-    if type(entry.signature) is not bytes or not 0 < len(entry.signature) <= MAX_SIGNATURE_BYTES:
-        return "signature has the wrong size"
-    return None
 
 
 @dataclass(frozen=True)
@@ -165,7 +125,7 @@ class RevocationLog:
 
 
 def encode_entries(entries: Iterable[RevocationEntry]) -> bytes:
-    """The msgpack wire/file form: a list of [seq, node_id, revoked_at, reason, prev_hash, signature]."""
+    """The msgpack file form (`revocations.log`): a list of [seq, node_id, revoked_at, reason, prev_hash, signature]."""
     return msgpack.packb([[e.seq, e.node_id, e.revoked_at, e.reason, e.prev_hash, e.signature] for e in entries],
                          use_bin_type=True)
 
@@ -193,5 +153,8 @@ def decode_entries(data: bytes, limit: int = MAX_ENTRIES_PER_MESSAGE) -> tuple[R
     for item in decoded:
         if not isinstance(item, list) or len(item) != 6:
             raise RevocationLogInvalid("a revocation entry must be a list of 6 fields")
-        entries.append(RevocationEntry(*item))  # validates every field
+        try:
+            entries.append(RevocationEntry(*item))  # validates every field
+        except MalformedRevocationEntry as error:
+            raise RevocationLogInvalid(str(error)) from None
     return tuple(entries)

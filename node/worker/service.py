@@ -28,6 +28,7 @@ from orc.node.protocol.description import PROTOCOL_VERSION, Load, ModelOffer, No
 from orc.node.models.hardware import probe
 from orc.node.protocol.ids import NodeId
 from orc.node.trust.membership import Membership
+from orc.node.protocol.revocation_entry import RevocationEntry
 from orc.node.protocol.errors import InvalidRequest, NotFound, PermissionDenied, ResourceExhausted
 from orc.node.protocol.messages import (
     AgentPayload,
@@ -197,7 +198,7 @@ class NodeService:
 
     # ---- trust upkeep ----
 
-    def revocations_after(self, seq: int) -> bytes:
+    def revocations_after(self, seq: int) -> tuple[RevocationEntry, ...]:
         return self.membership.entries_after(seq)
 
     async def renew(self, caller: NodeId, csr_pem: bytes) -> bytes:

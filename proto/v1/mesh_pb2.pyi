@@ -120,11 +120,27 @@ class RevocationsRequest(_message.Message):
     after_seq: int
     def __init__(self, after_seq: _Optional[int] = ...) -> None: ...
 
+class RevocationEntry(_message.Message):
+    __slots__ = ("seq", "node_id", "revoked_at", "reason", "prev_hash", "signature")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PREV_HASH_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    node_id: str
+    revoked_at: float
+    reason: str
+    prev_hash: bytes
+    signature: bytes
+    def __init__(self, seq: _Optional[int] = ..., node_id: _Optional[str] = ..., revoked_at: _Optional[float] = ..., reason: _Optional[str] = ..., prev_hash: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
 class RevocationsReply(_message.Message):
     __slots__ = ("entries",)
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
-    entries: bytes
-    def __init__(self, entries: _Optional[bytes] = ...) -> None: ...
+    entries: _containers.RepeatedCompositeFieldContainer[RevocationEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[RevocationEntry, _Mapping]]] = ...) -> None: ...
 
 class RenewRequest(_message.Message):
     __slots__ = ("csr_pem",)
@@ -183,8 +199,42 @@ class ExecuteRequest(_message.Message):
     agent: str
     lease_id: str
     deadline_ms: int
-    payload: bytes
-    def __init__(self, execution_id: _Optional[str] = ..., run_id: _Optional[str] = ..., agent: _Optional[str] = ..., lease_id: _Optional[str] = ..., deadline_ms: _Optional[int] = ..., payload: _Optional[bytes] = ...) -> None: ...
+    payload: AgentPayload
+    def __init__(self, execution_id: _Optional[str] = ..., run_id: _Optional[str] = ..., agent: _Optional[str] = ..., lease_id: _Optional[str] = ..., deadline_ms: _Optional[int] = ..., payload: _Optional[_Union[AgentPayload, _Mapping]] = ...) -> None: ...
+
+class ChatMessage(_message.Message):
+    __slots__ = ("role", "content")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    content: str
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
+
+class GenerationParams(_message.Message):
+    __slots__ = ("temperature", "max_tokens", "seed", "top_p", "stop")
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    TOP_P_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    temperature: float
+    max_tokens: int
+    seed: int
+    top_p: float
+    stop: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, temperature: _Optional[float] = ..., max_tokens: _Optional[int] = ..., seed: _Optional[int] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AgentPayload(_message.Message):
+    __slots__ = ("model_id", "model_sha256", "messages", "params")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    model_sha256: str
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    params: GenerationParams
+    def __init__(self, model_id: _Optional[str] = ..., model_sha256: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., params: _Optional[_Union[GenerationParams, _Mapping]] = ...) -> None: ...
 
 class ExecuteEvent(_message.Message):
     __slots__ = ("started", "tokens", "result", "error")
@@ -264,5 +314,5 @@ class JoinReply(_message.Message):
     REVOCATION_LOG_FIELD_NUMBER: _ClassVar[int]
     certificate_pem: bytes
     ca_certificate_pem: bytes
-    revocation_log: bytes
-    def __init__(self, certificate_pem: _Optional[bytes] = ..., ca_certificate_pem: _Optional[bytes] = ..., revocation_log: _Optional[bytes] = ...) -> None: ...
+    revocation_log: _containers.RepeatedCompositeFieldContainer[RevocationEntry]
+    def __init__(self, certificate_pem: _Optional[bytes] = ..., ca_certificate_pem: _Optional[bytes] = ..., revocation_log: _Optional[_Iterable[_Union[RevocationEntry, _Mapping]]] = ...) -> None: ...

@@ -28,7 +28,7 @@ import threading
 from zeroconf import IPVersion, ServiceStateChange
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from orc.node.protocol.description import Load, ModelOffer, NodeDescription
+from orc.node.protocol.description import PROTOCOL_VERSION, Load, ModelOffer, NodeDescription
 from orc.node.links.mdns import SERVICE_TYPE, MdnsDiscovery
 from orc.node.links.peer_events import Hint
 from orc.node.links.txt import advert_for
@@ -48,7 +48,7 @@ def hint_record(hint: Hint) -> dict:
 
 async def node(args: argparse.Namespace) -> None:
     description = NodeDescription(
-        protocol_version=1, node_id=NodeId(args.node_id), name="test", mesh_id=MeshId(args.mesh_id),
+        protocol_version=PROTOCOL_VERSION, node_id=NodeId(args.node_id), name="test", mesh_id=MeshId(args.mesh_id),
         addresses=(f"{args.ip}:{args.port}",), hardware=probe(),
         models=(ModelOffer("smollm2-135m-instruct", "llama_cpp", "0" * 64, 1, loaded=True),
                 ModelOffer("gemma3-270m", "llama_cpp", "1" * 64, 1, loaded=False)),
@@ -118,10 +118,10 @@ async def browse(args: argparse.Namespace) -> None:
 async def forge(args: argparse.Namespace) -> None:
     """Announce services an orc node must ignore: junk names, bad TXT, TXT naming another node."""
     aiozc = AsyncZeroconf(ip_version=IPVersion.V4Only)
-    good = {"v": "1", "m": args.mesh_id, "rs": "0", "cv": "0"}
+    good = {"v": str(PROTOCOL_VERSION), "m": args.mesh_id, "rs": "0", "cv": "0"}
     forged = {
         "Living Room Speaker": {**good, "id": "f" * 20},
-        "f" * 20: {**good, "id": "f" * 20, "v": "2"},
+        "f" * 20: {**good, "id": "f" * 20, "v": str(PROTOCOL_VERSION + 1)},
         "g" * 20: {**good, "id": "h" * 20},
         "k" * 20: {**good, "id": "k" * 20, "rs": "-1"},
     }

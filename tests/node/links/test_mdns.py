@@ -23,11 +23,12 @@ from orc.node.links.mdns import (
 )
 from orc.node.links.peer_events import Hint, Source
 from orc.node.links.txt import Advert, encode_txt
+from orc.node.protocol.description import PROTOCOL_VERSION
 from orc.node.protocol.ids import MeshId, NodeId
 
 SELF = NodeId("selfselfselfselfself")
 MESH = MeshId("meshmeshmeshmesh")
-ADVERT = Advert(1, SELF, MESH, 7733, 0, None, None, False, 0, None)
+ADVERT = Advert(PROTOCOL_VERSION, SELF, MESH, 7733, 0, None, None, False, 0, None)
 
 
 def node(i: int) -> NodeId:
@@ -36,7 +37,7 @@ def node(i: int) -> NodeId:
 
 
 def txt_for(node_id: NodeId, mesh: MeshId = MESH) -> dict[bytes, bytes]:
-    record = encode_txt(Advert(1, node_id, mesh, 7000, 2, None, None, False, 5, None))
+    record = encode_txt(Advert(PROTOCOL_VERSION, node_id, mesh, 7000, 2, None, None, False, 5, None))
     return {k.encode(): v.encode() for k, v in record.items()}
 
 
@@ -136,7 +137,7 @@ async def test_bad_records_are_dropped_and_counted(fake) -> None:
     hints: list[Hint] = []
     d = discovery(hints)
     a, b, c, e = node(1), node(2), node(3), node(4)
-    fake.records[service(a)] = ({b"v": b"2", b"id": a.encode()}, 7000, ["10.0.0.1"])  # wrong version
+    fake.records[service(a)] = ({b"v": b"1", b"id": a.encode()}, 7000, ["10.0.0.1"])  # an older protocol
     fake.records[service(b)] = (txt_for(c), 7000, ["10.0.0.2"])  # TXT names another node
     fake.records[service(c)] = (txt_for(c, MeshId("othermeshothermm")), 7000, ["10.0.0.3"])  # other mesh
     fake.records[service(e)] = (txt_for(e), 7000, ["0.0.0.0"])  # nowhere to dial
@@ -206,8 +207,8 @@ async def test_a_failing_hint_handler_does_not_stop_discovery(fake) -> None:
 async def test_update_refuses_another_node_id_and_is_stored_before_run() -> None:
     d = discovery([])
     with pytest.raises(ValueError):
-        await d.update(Advert(1, node(1), MESH, 7733, 0, None, None, False, 0, None))
-    newer = Advert(1, SELF, MESH, 7733, 9, None, None, False, 3, None)
+        await d.update(Advert(PROTOCOL_VERSION, node(1), MESH, 7733, 0, None, None, False, 0, None))
+    newer = Advert(PROTOCOL_VERSION, SELF, MESH, 7733, 9, None, None, False, 3, None)
     await d.update(newer)
     assert d._service_info(newer).properties[b"rs"] == b"9"
 

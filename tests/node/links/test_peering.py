@@ -51,7 +51,7 @@ class FakePeer:
         self.down = False
         self.silent = False
         self.revocation_seq = 0
-        self.entries = lambda seq: b"\x90"
+        self.entries = lambda seq: ()
         self.watchers: list = []
 
 
@@ -72,12 +72,12 @@ class FakeConnector:
 
 
 def member(tmp_path, ca: Membership, name: str) -> Membership:
-    from orc.node.trust.revocation import RevocationLog, decode_entries
+    from orc.node.trust.revocation import RevocationLog
 
     token, _ = ca.invite(None)
     store = IdentityStore(tmp_path / name)
     grant = ca.join(token.secret, make_csr(store.pending_key(), name), name, "test")
-    log = RevocationLog.verified(decode_entries(grant.revocation_entries), ca.identity.authority.public_key)
+    log = RevocationLog.verified(grant.revocation_entries, ca.identity.authority.public_key)
     return Membership(store, store.save_membership(name, grant.certificate_pem, grant.ca_certificate_pem, log))
 
 

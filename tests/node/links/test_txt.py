@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from zeroconf.asyncio import AsyncServiceInfo
 
-from orc.node.protocol.description import DEFAULT_PORT, Load, ModelOffer, NodeDescription
+from orc.node.protocol.description import DEFAULT_PORT, PROTOCOL_VERSION, Load, ModelOffer, NodeDescription
 from orc.node.links.mdns import SERVICE_TYPE
 from orc.node.links.txt import (
     MAX_TXT_STRING,
@@ -60,7 +60,7 @@ def record_sizes(txt: dict[str, str]) -> list[int]:
 def test_full_advert_round_trips_with_short_keys() -> None:
     advert = advert_for(description(), minimal=False, join_port=None, catalog_version=12)
     txt = encode_txt(advert)
-    assert txt == {"v": "1", "id": NODE, "m": MESH, "rs": "4", "cv": "12",
+    assert txt == {"v": str(PROTOCOL_VERSION), "id": NODE, "m": MESH, "rs": "4", "cv": "12",
                    "hw": "x86_64,8,16,cuda", "md": "smollm2-135m-instruct"}
     assert advert.port == 7744  # from the description's listen address, for the SRV record
     assert decode_txt(wire(txt), port=7744) == advert
@@ -168,7 +168,7 @@ def test_any_description_encodes_within_limits_and_round_trips(
 
 # ---- decoding hostile input ----
 
-GOOD = {b"v": b"1", b"id": NODE.encode(), b"m": MESH.encode(), b"rs": b"0", b"cv": b"0"}
+GOOD = {b"v": str(PROTOCOL_VERSION).encode(), b"id": NODE.encode(), b"m": MESH.encode(), b"rs": b"0", b"cv": b"0"}
 
 
 def with_(**changes: bytes | None) -> dict[bytes, bytes | None]:
@@ -183,7 +183,7 @@ def with_(**changes: bytes | None) -> dict[bytes, bytes | None]:
 
 def test_the_minimal_good_record_decodes() -> None:
     advert = decode_txt(GOOD)
-    assert advert == Advert(1, NODE, MESH, DEFAULT_PORT, 0, None, None, False, 0, None)
+    assert advert == Advert(PROTOCOL_VERSION, NODE, MESH, DEFAULT_PORT, 0, None, None, False, 0, None)
 
 
 def test_unknown_keys_are_ignored() -> None:
@@ -191,7 +191,7 @@ def test_unknown_keys_are_ignored() -> None:
 
 
 @pytest.mark.parametrize("record", [
-    with_(v=b"2"), with_(v=b"01"), with_(v=None), with_(v=...),
+    with_(v=b"1"), with_(v=b"3"), with_(v=b"02"), with_(v=None), with_(v=...),
     with_(id=NODE.upper().encode()), with_(id=NODE[:-1].encode()), with_(id=(NODE + "a").encode()),
     with_(id=NODE[:-1].encode() + b"1"), with_(id=...), with_(id=None),
     with_(m=b"short"), with_(m=MESH.upper().encode()), with_(m=...),

@@ -19,6 +19,7 @@ from orc.node.models.hardware import Hardware
 from orc.node.trust.certificates import MeshAuthority, generate_key, key_to_pem
 from orc.node.protocol.ids import NodeId
 from orc.node.trust.ids import node_id_for
+from orc.node.protocol.revocation_entry import RevocationEntry
 from orc.node.rpc.authorization import Authorizer
 from orc.node.trust.rate_limits import RateLimits
 from orc.node.rpc.connections import mesh_limits
@@ -106,7 +107,7 @@ class FakeNode:
         self.authority = authority
         self.calls: list[tuple[str, NodeId | None, Any]] = []
         self.watching: set[NodeId] = set()
-        self.entries = b"\x90"  # an empty msgpack list
+        self.entries: tuple[RevocationEntry, ...] = ()
 
     def describe(self) -> NodeDescription:
         self.calls.append(("describe", None, None))
@@ -124,7 +125,7 @@ class FakeNode:
         finally:
             self.watching.discard(caller)
 
-    def revocations_after(self, seq: int) -> bytes:
+    def revocations_after(self, seq: int) -> tuple[RevocationEntry, ...]:
         self.calls.append(("revocations", None, seq))
         return self.entries
 
@@ -162,7 +163,7 @@ class FakeJoin:
         self.calls.append((name, peer_address))
         if secret != self.secret:
             raise JoinRefused()
-        return JoinGrant(self.authority.issue(csr_pem, NOW), self.authority.certificate_pem, b"\x90")
+        return JoinGrant(self.authority.issue(csr_pem, NOW), self.authority.certificate_pem, ())
 
 
 @dataclass

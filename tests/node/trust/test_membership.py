@@ -9,7 +9,6 @@ import pytest
 
 from orc.node.trust.certificates import certificate_node_id, generate_key, issued_by, make_csr
 from orc.node.trust.ids import node_id_for
-from orc.node.trust.revocation import decode_entries
 from orc.node.trust.store import IdentityStore
 from orc.node.trust.membership import RENEWALS_PER_DAY, Membership
 from orc.node.protocol.errors import (
@@ -44,7 +43,7 @@ def joined(tmp_path, ca: Membership, name: str) -> Membership:
     grant = ca.join(token.secret, make_csr(key, name), name, "test")
     from orc.node.trust.revocation import RevocationLog
 
-    log = RevocationLog.verified(decode_entries(grant.revocation_entries), ca.identity.authority.public_key)
+    log = RevocationLog.verified(grant.revocation_entries, ca.identity.authority.public_key)
     identity = store.save_membership(name, grant.certificate_pem, grant.ca_certificate_pem, log)
     return Membership(store, identity, clock=Clock())
 
