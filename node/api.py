@@ -8,19 +8,25 @@
         ...
     result = orc.run_sync(spec, "input")          # or just the RunResult
 
-Everything runs in-process on this machine's models (the embedded mode).
+Everything runs in-process on this machine's models (the embedded mode). `Orc` is also where
+an engine for a folder is composed (`engine()`), for this process or, given the mesh, for the
+daemon that coordinates runs for the command line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from orc.node.models.catalog import DEFAULT_MODEL_ID, Catalog
-from orc.node.coordinator.engine import Engine, journal_state
+from orc.node.coordinator.engine import BoundRun, Engine
+from orc.node.coordinator.journal_replay import journal_state
+from orc.node.coordinator.placing import LOCAL_NODE_ID, Placer
 from orc.node.protocol.events import RunBegan, RunFinished, RunProgress, RunResult
 from orc.node.home import Home, examples_dir, project_dir
 from orc.node.models.runtimes.base import ModelRuntime
@@ -100,10 +106,16 @@ class Orc:
 
     # ---- running ----
 
-    def engine(self, *, journal: bool = True) -> Engine:
+    def engine(self, *, journal: bool = True, placer: Placer | None = None, node_id: str = LOCAL_NODE_ID,
+               local: bool = False) -> Engine:
+        """An engine for this home and folder. Without `placer`, it runs everything on this
+        machine's `runtimes()`; with one (the daemon's mesh), LLM agents go where it places them
+        and `node_id` is the coordinating node's id. `journal`: keep journals under `home.runs_dir`."""
         return Engine(
-            catalog=self.catalog, runtimes=self.runtimes(), profiles=self.profiles, library=self.library,
-            runs_dir=self.home.runs_dir if journal else None, project_dir=self.project, seed=self._seed,
+            catalog=self.catalog, profiles=self.profiles, library=self.library,
+            runs_dir=self.home.runs_dir if journal else None, node_id=node_id, placer=placer, local=local,
+            runtimes=self.runtimes() if placer is None else {}, project_dir=self.project, workdir=self.cwd,
+            seed=self._seed, clock=time.time, entropy=os.urandom,
         )
 
     def runtimes(self) -> dict[str, ModelRuntime]:
@@ -123,8 +135,12 @@ class Orc:
         return self._runtimes
 
     async def run(self, spec: EnsembleSpec, run_input: object) -> AsyncIterator[RunProgress]:
-        """Run `spec` on `run_input`, yielding progress; the last event is RunFinished."""
-        async for event in self.holding_journal(self.engine().run(spec, run_input)):
+        """Run `spec` on `run_input`, yielding progress; the last event is RunFinished.
+
+        Raises RunRefused from the first iteration if `spec` cannot run on this machine."""
+        engine = self.engine()
+        bound = await _bound(engine, spec)
+        async for event in self.holding_journal(engine.run(bound, run_input)):
             yield event
 
     async def holding_journal(self, events: AsyncIterator[RunProgress]) -> AsyncIterator[RunProgress]:
@@ -189,8 +205,9 @@ class Orc:
     async def resume(self, run_id: str) -> AsyncIterator[RunProgress]:
         """Continue a journaled run: completed agents are reused, the rest runs again."""
         contents = self.journal(run_id)
-        spec = self.spec_of(contents)
-        async for event in self.holding_journal(self.engine().run(spec, contents.header.input, resume=contents)):
+        engine = self.engine()
+        bound = await _bound(engine, self.spec_of(contents))
+        async for event in self.holding_journal(engine.run(bound, contents.header.input, resume=contents)):
             yield event
 
     def runs(self) -> list[RunSummary]:
@@ -212,6 +229,11 @@ class Orc:
                 len(contents.header.agents) or len({e.agent for e in contents.events}), len(done),
             ))
         return sorted(summaries, key=lambda s: s.started_at, reverse=True)
+
+
+async def _bound(engine: Engine, spec: EnsembleSpec) -> BoundRun:
+    # Binding may hash a model file the first time (hundreds of MB): off the loop.
+    return await asyncio.to_thread(engine.preflight, spec)
 
 
 # A run in progress holds a shared lock on its journal (flock, advisory); a reader that can take

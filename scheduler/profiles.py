@@ -54,14 +54,14 @@ class Profiles:
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    """An LLM agent's effective model and generation settings."""
+    """An LLM agent's effective model and generation settings. (Its time limit is not here: the
+    coordinator decides it with every other agent's, from the agent and its `profile`.)"""
 
     model: str
-    profile: str | None
+    profile: str | None  # the profile that applied, after fallbacks; None for a bare `model:`
     system_prompt: str | None
     temperature: float
     max_tokens: int
-    timeout_seconds: float | None
 
 
 def builtin_profiles(default_model: str) -> Profiles:
@@ -182,8 +182,6 @@ def resolve_model(
         system_prompt=task.system_prompt if task.system_prompt is not None else (profile.system_prompt if profile else None),
         temperature=_first(task.temperature, profile.temperature if profile else None, DEFAULT_TEMPERATURE),
         max_tokens=int(_first(task.max_tokens, profile.max_tokens if profile else None, DEFAULT_MAX_TOKENS)),
-        timeout_seconds=agent.timeout_seconds if agent.timeout_seconds is not None
-        else (profile.timeout_seconds if profile else None),
     )
 
 

@@ -149,15 +149,16 @@ def run(
         if client is None:
             # Embedded mode: no daemon, this machine's models only.
             engine = orc.engine()
-            warnings = engine.preflight(spec)
-            if explain:
-                _explain(engine, spec)
-            events = engine.run(spec, run_input)
+            bound = engine.preflight(spec)
+            warnings = list(bound.warnings)
+            events = engine.run(bound, run_input, explain=explain)
         else:
             from orc.node.protocol.messages import RunRequest
 
+            # The daemon binds the ensemble to the mesh; what the command line resolved (the
+            # file, the folder) it takes as given.
             warnings = list(spec.warnings) + list(orc.profiles.warnings)
-            request = RunRequest(reference=_reference(orc, ensemble), input=_as_text(run_input), cwd=str(orc.cwd),
+            request = RunRequest(reference=_reference(spec), input=_as_text(run_input), cwd=str(orc.cwd),
                                  seed=seed, explain=explain)
             events = _closing(client, request)
         if not quiet:
@@ -206,28 +207,11 @@ def plan(
         run_input = _read_input(input_arg, input_text, file, spec.default_task, stdin=False) if given else None
         client = _daemon(orc)
         if client is None:
-            engine = orc.engine()
-            engine.preflight(spec)
-            if as_json:
-                typer.echo(json.dumps(_embedded_plan(engine, spec), indent=2))
-            else:
-                _explain(engine, spec, err=False)
-            return
-        from orc.node.protocol.events import RunPlanned
-        from orc.node.protocol.messages import RunRequest
-
-        request = RunRequest(reference=_reference(orc, ensemble), input=_as_text(run_input), cwd=str(orc.cwd),
-                             plan=True)
-
-        async def ask() -> Any:
-            async for event in _closing(client, request):
-                if isinstance(event, RunPlanned):
-                    return event
-            return None
-
-        planned = asyncio.run(ask())
-        if planned is None:
-            fail(3, "the daemon sent no plan")
+            # No daemon: the same forecast, with this machine as the only node.
+            engine = orc.engine(journal=False)
+            planned = engine.forecast(engine.preflight(spec), run_input)
+        else:
+            planned = asyncio.run(_daemon_plan(client, spec, run_input, orc.cwd))
         if as_json:
             typer.echo(json.dumps(plan_json(planned), indent=2, ensure_ascii=False))
         else:
@@ -237,10 +221,22 @@ def plan(
             raise typer.Exit(3)
 
 
-def _reference(orc: Any, ensemble: str) -> str:
-    """The ensemble as the daemon must find it: an absolute path. The daemon runs in its own
-    folder; a path relative to the caller's would be looked for there."""
-    return str(orc.locate(ensemble).absolute())
+async def _daemon_plan(client: Any, spec: Any, run_input: object, cwd: Path) -> Any:
+    """The daemon's forecast of `spec` (it has the mesh); exit 3 if it sends none."""
+    from orc.node.protocol.events import RunPlanned
+    from orc.node.protocol.messages import RunRequest
+
+    request = RunRequest(reference=_reference(spec), input=_as_text(run_input), cwd=str(cwd), plan=True)
+    async for event in _closing(client, request):
+        if isinstance(event, RunPlanned):
+            return event
+    fail(3, "the daemon sent no plan")
+
+
+def _reference(spec: Any) -> str:
+    """The ensemble as the daemon must find it: the absolute path of the file this command
+    loaded. The daemon runs in its own folder; it never looks a name or a relative path up."""
+    return str(spec.source.absolute())
 
 
 def _check_watch(watch: str, spec: Any) -> None:
@@ -290,35 +286,6 @@ def _report_failures(result: Any) -> None:
     failed = [(name, r.error) for name, r in result.results if r.status is AgentStatus.FAILED]
     for name, error in failed:
         echo(f"orc: agent '{name}' failed: {error}", err=True)
-
-
-def _explain(engine: Any, spec: Any, err: bool = True) -> None:
-    from orc.scheduler.ensemble import LlmTask, ScriptTask
-
-    typer.echo(f"placement for {spec.name} (embedded mode, no daemon: one node, '{engine.node_id}'):", err=err)
-    for agent in spec.agents:
-        match agent.task:
-            case LlmTask():
-                model = engine.model_for(spec, agent)
-                typer.echo(f"  {agent.name}: model {model} -> {engine.node_id} (the only candidate)", err=err)
-            case ScriptTask(script=script):
-                typer.echo(f"  {agent.name}: script {script} -> {engine.node_id} (scripts run on the coordinator)",
-                           err=err)
-            case _:
-                typer.echo(f"  {agent.name}: composite; its agents are placed when it runs", err=err)
-
-
-def _embedded_plan(engine: Any, spec: Any) -> dict:
-    from orc.scheduler.ensemble import DispatchTask, EnsembleTask, LlmTask, LoopTask, ScriptTask
-
-    agents = {}
-    for agent in spec.agents:
-        kind = {LlmTask: "llm", ScriptTask: "script", EnsembleTask: "ensemble", LoopTask: "loop",
-                DispatchTask: "dispatch"}[type(agent.task)]
-        agents[agent.name] = {"kind": kind, "model": engine.model_for(spec, agent), "choice": engine.node_id,
-                              "candidates": [], "rejected": [],
-                              "note": "embedded mode (no daemon): everything runs on this machine"}
-    return {"ensemble": spec.name, "coordinator": engine.node_id, "agents": agents}
 
 
 def _drive(orc: Any, events: Any, *, show: bool, watch: Optional[str]) -> Any:
@@ -480,7 +447,7 @@ def ensembles_validate(
                 engine = orc.engine(journal=False)
             warnings = list(spec.warnings)
             try:
-                warnings = engine.preflight(spec)
+                warnings = list(engine.preflight(spec).warnings)
             except RunRefused as refused:
                 structural = [p for p in refused.problems if "fallback cycle" in p.message]
                 if structural:
@@ -677,7 +644,10 @@ def runs_resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix 
         else:
             from orc.node.protocol.messages import RunRequest
 
-            events = _closing(client, RunRequest(reference=run_id, input=None, cwd=str(orc.cwd), resume=run_id))
+            # The full run id, and the file of the ensemble it ran: the daemon looks neither up.
+            spec = orc.spec_of(contents)
+            events = _closing(client, RunRequest(reference=_reference(spec), input=None, cwd=str(orc.cwd),
+                                                 resume=run_id))
         result = _drive(orc, events, show=not (quiet or as_json), watch=None)
         _print_result(result, as_json)
         if quiet and not as_json:

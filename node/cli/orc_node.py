@@ -326,7 +326,7 @@ def revoke(
 def node_status(home: Optional[Path]) -> tuple[dict[str, Any], str]:
     """This node as the `--json` object, and a one-line hardware summary."""
     from orc.node.models.catalog import Catalog
-    from orc.node.coordinator.engine import LOCAL_NODE_ID
+    from orc.node.coordinator.placing import LOCAL_NODE_ID
     from orc.node.models.hardware import probe
     from orc.node.trust.store import IdentityStore
 

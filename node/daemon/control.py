@@ -13,21 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from orc.node.coordinator.engine import RunRefused
-from orc.node.protocol.events import RunProgress
-from orc.node.home import Home
-from orc.node.protocol.errors import DaemonStarting, InvalidRequest, MeshCannotRun
-from orc.node.protocol.messages import Invitation, NodeStatus, PeerView, RunRequest
+from orc.node.coordinator.engine import Engine, RunRefused
 from orc.node.daemon.startup import Startup
+from orc.node.home import Home
+from orc.node.protocol.events import RunProgress
+from orc.node.protocol.messages import Invitation, NodeStatus, PeerView, RunRequest
+from orc.node.protocol.errors import DaemonStarting, InvalidRequest, MeshCannotRun
 from orc.scheduler.errors import SchedulerError
+from orc.scheduler.journal import JournalContents, read_journal
+from orc.scheduler.loader import load_ensemble
 from orc.scheduler.profiles import ConfigInvalid
-
-if TYPE_CHECKING:
-    from orc.node.daemon.join_server import JoinServer
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +38,39 @@ MEMBERSHIP_WAIT = 60.0
 RUNNING_WAIT = 300.0
 
 
+class EngineFactory(Protocol):
+    """Builds the engine that coordinates one run asked for from `folder` (the caller's working
+    folder: its project's profiles, ensembles and scripts apply). Called once the node runs;
+    raises ConfigInvalid for a config file that cannot be read."""
+
+    def __call__(self, *, folder: Path, seed: int | None, local: bool) -> Engine: ...
+
+
+def mesh_engines(home: Home, startup: Startup) -> EngineFactory:
+    """The daemon's engines: each coordinates its run on the mesh, as this node."""
+    from orc.node.api import Orc
+
+    def build(*, folder: Path, seed: int | None, local: bool) -> Engine:
+        running, membership = startup.running, startup.membership
+        assert running is not None and membership is not None, "engines are built once the node runs"
+        return Orc(home, cwd=folder, seed=seed).engine(placer=running.mesh, node_id=membership.identity.node_id,
+                                                       local=local)
+
+    return build
+
+
 class ControlService:
     """Status, peers, invitations, revocation and runs for the local command line."""
 
-    def __init__(self, *, home: Home, startup: Startup, join_server: JoinServer) -> None:
+    def __init__(self, *, home: Home, startup: Startup, engines: EngineFactory,
+                 open_join_server: Callable[[], Awaitable[str]], join_address: Callable[[], str | None]) -> None:
+        """`open_join_server()` opens the join server (or finds it open) and returns its address;
+        `join_address()` is that address while it is open, else None."""
         self.home = home
         self._startup = startup
-        self._join_server = join_server
+        self._engines = engines
+        self._open_join_server = open_join_server
+        self._join_address = join_address
 
     def status(self) -> NodeStatus:
         running = self._startup.running
@@ -54,7 +79,7 @@ class ControlService:
             raise DaemonStarting(f"the orc-node daemon is starting ({self._startup.describe()})")
         peers = running.peers()
         return NodeStatus(description=running.service.describe(), ca_holder=membership.identity.is_authority,
-                          join_address=self._join_server.address(),
+                          join_address=self._join_address(),
                           peers_verified=sum(1 for p in peers if p.verified and p.state in ("verified", "degraded")),
                           peers_known=len(peers), home=str(self.home.data_dir))
 
@@ -66,7 +91,7 @@ class ControlService:
     async def invite(self, ttl_seconds: int) -> Invitation:
         membership = await self._startup.wait_membership(MEMBERSHIP_WAIT)
         token, expires_at = membership.invite(float(ttl_seconds) if ttl_seconds else None)
-        address = await self._join_server.open()
+        address = await self._open_join_server()
         log.info("invitation issued, valid until %s", expires_at)
         return Invitation(token.text, expires_at, address)
 
@@ -77,32 +102,27 @@ class ControlService:
     async def run(self, request: RunRequest) -> AsyncIterator[RunProgress]:
         """Coordinate a run for the local CLI (or only forecast it, or resume one), streaming its events.
 
-        Invalid input raises InvalidRequest (exit 2); an ensemble the mesh cannot run raises
+        The command line resolved the ensemble: `reference` is the absolute path of its file and
+        `cwd` the caller's folder; nothing is looked up against the daemon's own folder. Invalid
+        input raises InvalidRequest (exit 2); an ensemble the mesh cannot run raises
         MeshCannotRun (exit 3), both before anything ran.
         """
-        from orc.node.api import Orc
-
-        cwd = Path(request.cwd)
-        if not cwd.is_absolute() or not cwd.is_dir():
+        folder = _absolute(request.cwd, "the working folder")
+        ensemble = _absolute(request.reference, "the ensemble file")
+        if not folder.is_dir():
             raise InvalidRequest(f"the working folder {request.cwd!r} does not exist on this node")
-        running = await self._startup.wait_running(RUNNING_WAIT)
-        membership = self._startup.membership
-        assert membership is not None  # the node runs only once it is a member
-        orc = Orc(self.home, cwd=cwd, seed=request.seed, runtimes=dict(running.runtimes))
-        resume = None
+        if not ensemble.is_file():
+            raise InvalidRequest(f"the ensemble file {request.reference!r} does not exist on this node")
+        await self._startup.wait_running(RUNNING_WAIT)
+        resume: JournalContents | None = None
         try:
-            # Reading the ensemble and checking it against the mesh can hash a model file the
-            # first time (hundreds of MB): off the loop, which serves the mesh meanwhile.
+            engine = self._engines(folder=folder, seed=request.seed, local=request.local)
+            # Reading the ensemble and binding it to the mesh can hash a model file the first
+            # time (hundreds of MB): off the loop, which serves the mesh meanwhile.
             if request.resume is not None:
-                resume = await asyncio.to_thread(orc.journal, request.resume)
-                spec = await asyncio.to_thread(orc.spec_of, resume)
-            else:
-                spec = await asyncio.to_thread(orc.load, request.reference)
-            engine = orc.engine()
-            engine.node_id = membership.identity.node_id
-            engine.mesh = running.mesh
-            engine.local = request.local
-            await asyncio.to_thread(engine.preflight, spec)
+                resume = await asyncio.to_thread(read_journal, self._journal(request.resume))
+            spec = await asyncio.to_thread(load_ensemble, ensemble, engine.library)
+            bound = await asyncio.to_thread(engine.preflight, spec)
         except RunRefused as error:
             raise (MeshCannotRun if error.exit_code == 3 else InvalidRequest)(str(error)) from None
         except (SchedulerError, ConfigInvalid, OSError) as error:
@@ -111,9 +131,24 @@ class ControlService:
             run_input = resume.header.input
         else:
             run_input = request.input if request.input is not None else spec.default_task
-        if request.plan or request.explain:
-            yield engine.forecast(spec, run_input)
-            if request.plan:
-                return
-        async for event in engine.run(spec, run_input, resume=resume):
+        if request.plan:
+            yield engine.forecast(bound, run_input)
+            return
+        async for event in engine.run(bound, run_input, resume=resume, explain=request.explain):
             yield event
+
+    def _journal(self, run_id: str) -> Path:
+        """The journal of run `run_id` (the full id: the command line resolved a prefix)."""
+        if not run_id or not all(c.isalnum() or c in "-_" for c in run_id):  # no '/', no '..'
+            raise InvalidRequest(f"{run_id!r} is not a run id")
+        path = self.home.journal_path(run_id)
+        if not path.is_file():
+            raise InvalidRequest(f"no run '{run_id}' in {self.home.runs_dir}")
+        return path
+
+
+def _absolute(text: str, what: str) -> Path:
+    path = Path(text)
+    if not path.is_absolute():
+        raise InvalidRequest(f"{what} must be an absolute path, not {text!r} (the daemon runs in its own folder)")
+    return path

@@ -188,13 +188,14 @@ class Daemon:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set. Raises HomeLocked (at once) if another daemon runs for this home."""
-        from orc.node.daemon.control import ControlService
+        from orc.node.daemon.control import ControlService, mesh_engines
         from orc.node.rpc.servers import start_control_server
 
         self.home.prepare()
         lock = self._lock or await asyncio.to_thread(DaemonLock.acquire, self.home)
         try:
-            control = ControlService(home=self.home, startup=self.startup, join_server=self.join_server)
+            control = ControlService(home=self.home, startup=self.startup, engines=mesh_engines(self.home, self.startup),
+                                     open_join_server=self.join_server.open, join_address=self.join_server.address)
             control_server = await start_control_server(control, str(control_socket(self.home)))
             try:
                 async with contextlib.AsyncExitStack() as running:

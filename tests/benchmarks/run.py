@@ -138,11 +138,12 @@ def _side_orc(runs: int) -> dict:
             f"    max_tokens: {MAX_TOKENS}\n    system_prompt: {json.dumps(PROMPT_SYSTEM)}\n",
             Path(home) / "one.yaml")
         engine = orc.engine(journal=True)
+        bound = engine.preflight(spec)
 
         async def once() -> tuple[float, str, int]:
             began = time.perf_counter()
             result = None
-            async for event in engine.run(spec, PROMPT_USER):
+            async for event in engine.run(bound, PROMPT_USER):
                 if isinstance(event, RunFinished):
                     result = event.result
             elapsed = time.perf_counter() - began

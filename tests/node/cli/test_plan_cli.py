@@ -29,15 +29,21 @@ def test_plan_lists_every_agent_on_this_machine(orc):
     result = orc("plan", "triage")
     assert result.code == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == "placement for triage (embedded mode, no daemon: one node, 'local'):"
+    assert lines[0] == "placement for triage (estimated finish from now; coordinator: local):"
     spec = _triage()
-    assert len(lines) == 1 + len(spec.agents)
-    for agent, line in zip(spec.agents, lines[1:]):
-        assert line.startswith(f"  {agent.name}: ") and line.split(" -> ")[1].startswith("local ")
+    heads = [line for line in lines[1:] if line.startswith("  ") and not line.startswith("   ")]
+    assert [h.split()[0] for h in heads] == [a.name for a in spec.agents]
+    for agent, head in zip(spec.agents, heads):
         if isinstance(agent.task, ScriptTask):
-            assert f"script {agent.task.script} -> local" in line
+            assert head.endswith("(script)")
         else:
-            assert isinstance(agent.task, LlmTask) and f"model {MODEL} -> local" in line
+            assert isinstance(agent.task, LlmTask) and head.endswith(f"[{MODEL}]")
+    # Each LLM agent's one candidate, this machine, chosen, with its estimate: the first to run
+    # loads the model (nothing is loaded before a run), the later ones find it warm.
+    chosen = [line for line in lines if line.startswith("    → ")]
+    assert len(chosen) == sum(isinstance(a.task, LlmTask) for a in spec.agents)
+    assert all(line.split()[1] == "local" for line in chosen)
+    assert sum("load " in line and "cold" in line for line in chosen) == 1
 
 
 def test_plan_json_names_the_coordinator_and_each_choice(orc):
@@ -100,7 +106,7 @@ def test_plan_runs_no_script_loads_no_model_and_journals_nothing(orc, home, tmp_
         result = orc("plan", "t.yaml", "some input", *args)
         assert result.code == 0, result.stderr
         assert time.monotonic() - began < 10  # a plan is a quick look, not a run
-    assert "g: model broken-test -> local" in orc("plan", "t.yaml").stdout
+    assert "  g  [broken-test]" in orc("plan", "t.yaml").stdout.splitlines()
     assert not (orc.work / "ran.marker").exists()
     assert not list(home.glob("runs/*")), list(home.glob("runs/*"))
     assert orc("runs", "list", "--json").json() == []

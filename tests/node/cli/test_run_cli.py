@@ -252,4 +252,5 @@ def test_nested_ensemble_loop_dispatch_and_fan_out_with_scripts(orc):
 def test_local_only_and_explain(orc):
     result = orc("run", "triage", "hello there", "--explain", "-q")
     assert result.code == 0
-    assert "classify: script" in result.stderr and "explain-code: model smollm2-135m-instruct" in result.stderr
+    assert "  classify  (script)" in result.stderr and "  explain-code  [smollm2-135m-instruct]" in result.stderr
+    assert "placement for triage (estimated finish from now; coordinator: local):" in result.stderr

@@ -1,0 +1,296 @@
+"""One attempt of one agent, of every kind: an LLM generation placed by the placer, a script,
+a nested ensemble, a loop, a dispatch, each of them fanned out over a list.
+
+An attempt ends by posting exactly one `AgentSucceeded` or `AgentFailed` to its run loop, and
+never raises: one agent's failure, even a bug, is that agent's failure, not the run's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+
+from orc.node.coordinator.binding import Binder, BoundAgent, BoundRun, RunRefused
+from orc.node.coordinator.limits import Limits
+from orc.node.coordinator.placer import Bound, Generation, NoNode, NoRoom, TimedOut, Working
+from orc.node.coordinator.placing import Placer
+from orc.node.coordinator.prompts import AnswerNotJson, answer_output, build_messages, generation_params
+from orc.node.coordinator.run_loop import Coordinator, RunContext, drive
+from orc.node.models.runtimes.base import GenerationDone, GenerationError, RuntimeFailure, TokenChunk
+from orc.node.models.runtimes.script import ScriptResult
+from orc.node.protocol.events import AgentPlacedOn, AgentWorking, RunFinished, RunResult, TokenStreamed
+from orc.scheduler.ensemble import DispatchTask, EnsembleTask, LlmTask, LoopTask, ScriptTask
+from orc.scheduler.errors import EnsembleInvalid, EnsembleNotFound
+from orc.scheduler.run import (
+    AgentBound,
+    AgentFailed,
+    AgentInput,
+    AgentStatus,
+    AgentSucceeded,
+    Usage,
+    initial_state,
+    max_attempts,
+)
+from orc.scheduler.values import holds, resolve, structured, thaw
+
+log = logging.getLogger(__name__)
+
+# Nested runs deeper than this fail the agent that starts them: the loader caps static nesting,
+# and this caps what dispatch can add at run time (an ensemble dispatching to itself).
+MAX_RUN_DEPTH = 8
+# Fan-out instance failures quoted in the agent's error; the rest are counted.
+FAILURES_QUOTED = 5
+
+# Runs a script (`orc.node.models.runtimes.script.run_script`'s signature).
+ScriptRunner = Callable[..., Awaitable[ScriptResult]]
+
+
+class AgentError(Exception):
+    """An agent failed for a reason stated in the message."""
+
+    def __init__(self, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class AgentKinds:
+    """Performs agent attempts for the runs of one engine."""
+
+    def __init__(self, *, placer: Placer, binder: Binder, here: Coordinator, local: bool, seed: int | None,
+                 workdir: Path, scripts: ScriptRunner) -> None:
+        self._placer = placer
+        self._binder = binder
+        self._here = here
+        self._local = local
+        self._seed = seed
+        self._workdir = workdir
+        self._scripts = scripts
+
+    async def attempt(self, run: BoundRun, agent: BoundAgent, agent_input: AgentInput, context: RunContext) -> None:
+        """Run one attempt of `agent` and post its outcome (the run loop's `Attempt`).
+
+        An LLM agent's timeout counts from when its generation starts (its wait for a model is
+        bounded apart, by `queue_timeout_seconds`); any other agent's from the attempt's start.
+        The timeout bounds each fan-out instance, not the whole fan-out: N instances share one
+        model and would otherwise time out for being many.
+        """
+        name = context.prefix + agent.name
+        clock = self._here.clock
+        try:
+            if agent_input.items is not None:
+                output, usage = await self._fan_out(run, agent, agent_input, context, name)
+            else:
+                output, usage = await self._bounded_perform(run, agent, agent_input, agent_input.input, context, name)
+            event: AgentSucceeded | AgentFailed = AgentSucceeded(agent.name, output, clock(), usage)
+        except asyncio.CancelledError:
+            raise
+        except AgentError as error:
+            event = AgentFailed(agent.name, str(error), clock(), retryable=error.retryable)
+        except RuntimeFailure as error:
+            event = AgentFailed(agent.name, str(error), clock(), retryable=isinstance(error, GenerationError))
+        except Exception as error:  # noqa: BLE001 - task boundary: one agent's bug must not kill the run
+            log.exception("agent %s crashed", name)
+            event = AgentFailed(agent.name, f"internal error: {type(error).__name__}: {error}", clock())
+        context.post(event)
+
+    async def _bounded_perform(self, run: BoundRun, agent: BoundAgent, agent_input: AgentInput, value: object,
+                               context: RunContext, name: str) -> tuple[object, Usage]:
+        work = self._perform(run, agent, agent_input, value, context, name)
+        if isinstance(agent.spec.task, LlmTask):
+            return await work  # its timeout counts from its generation's start, inside
+        try:
+            return await asyncio.wait_for(work, agent.limits.timeout_s)
+        except asyncio.TimeoutError:
+            raise AgentError(agent.limits.timed_out(generating=False)) from None
+
+    async def _fan_out(self, run: BoundRun, agent: BoundAgent, agent_input: AgentInput, context: RunContext,
+                       name: str) -> tuple[object, Usage]:
+        assert agent_input.items is not None
+        instances = [self._bounded_perform(run, agent, agent_input, item, context, f"{name}[{index}]")
+                     for index, item in enumerate(agent_input.items)]
+        results = await asyncio.gather(*instances, return_exceptions=True)
+        failures = [(i, r) for i, r in enumerate(results) if isinstance(r, BaseException)]
+        for _, failure in failures:
+            if isinstance(failure, asyncio.CancelledError):
+                raise failure
+        if failures:
+            detail = "; ".join(f"[{i}] {error}" for i, error in failures[:FAILURES_QUOTED])
+            raise AgentError(f"{len(failures)} of {len(results)} fan-out instances failed: {detail}")
+        usage = Usage()
+        for _, instance_usage in results:  # type: ignore[misc]
+            usage = usage + instance_usage
+        return tuple(output for output, _ in results), usage  # type: ignore[misc]
+
+    async def _perform(self, run: BoundRun, agent: BoundAgent, agent_input: AgentInput, value: object,
+                       context: RunContext, name: str) -> tuple[object, Usage]:
+        """Execute the agent's task on `value`; returns (output, usage)."""
+        match agent.spec.task:
+            case LlmTask():
+                return await self._generate(agent, agent_input, value, context, name)
+            case ScriptTask(parameters=parameters):
+                assert agent.script is not None, "bound with its script"
+                payload = {
+                    "agent_name": agent.name,
+                    "input_data": thaw(value),
+                    "dependencies": {dep: {"status": r.status, "output": thaw(r.output), "error": r.error}
+                                     for dep, r in agent_input.dependencies},
+                    "parameters": thaw(parameters),
+                    "context": {"run_id": context.run_id, "ensemble": run.spec.name},
+                }
+                result = await self._scripts(agent.script, payload, timeout=None, cwd=self._workdir)
+                output = result.output
+                if isinstance(output, Mapping) and output.get("success") is False:
+                    raise AgentError(f"script reported failure: {output.get('error') or 'no reason given'}")
+                return output, Usage()
+            case EnsembleTask(ensemble=reference):
+                if agent.child is None:
+                    raise AgentError(f"nested ensemble '{reference}' not found")
+                return await self._nested(agent.child, value, context, name)
+            case DispatchTask(target=target):
+                dep_outputs = {d: r.output for d, r in agent_input.dependencies if r.status == "completed"}
+                chosen = resolve(target, dep_outputs)
+                if not isinstance(chosen, str) or not chosen.strip():
+                    raise AgentError(f"dispatch target {target} is {chosen!r}, not an ensemble name")
+                child = await asyncio.to_thread(self._dispatched, chosen.strip(), run)
+                return await self._nested(child, value, context, name)
+            case LoopTask() as loop:
+                if agent.child is None:
+                    raise AgentError(f"loop body '{loop.body}' not found")
+                return await self._loop(loop, agent.child, value, context, name)
+        raise AssertionError(f"unhandled task {agent.spec.task!r}")
+
+    async def _generate(self, agent: BoundAgent, agent_input: AgentInput, value: object, context: RunContext,
+                        name: str) -> tuple[object, Usage]:
+        """Have the placer place and perform the generation, relaying where and when it runs and
+        what it writes; its timeout counts from when its node starts it (`Working`)."""
+        assert agent.model is not None, "bound with its model"
+        resolved, limits, clock = agent.model.resolved, agent.limits, self._here.clock
+        generation = Generation(
+            run_id=context.run_id, agent=name, model=resolved.model, sha256=agent.model.sha256,
+            messages=tuple(build_messages(resolved.system_prompt, agent_input, value)),
+            params=generation_params(resolved, agent.spec, self._seed), placement=agent.spec.placement,
+            rank=agent.rank, attempts=max_attempts(agent.spec, retryable=True),
+            deadline_s=limits.timeout_s, wait_s=limits.wait_s, local=self._local, epoch=context.epoch)
+        text = ""
+        usage = Usage()
+        try:
+            async for event in _bounded(self._placer.generate(generation), limits):
+                match event:
+                    case Bound(node_id=node_id, node_name=node_name, replaces=replaces):
+                        context.post(AgentBound(agent.name, node_id, clock(), failover=replaces is not None))
+                        context.post(AgentPlacedOn(name, node_id, node_name, replaces))
+                    case Working(node_id=node_id, waited_s=waited):
+                        context.post(AgentWorking(name, node_id, waited))
+                    case TokenChunk(text=chunk):
+                        context.post(TokenStreamed(name, chunk))
+                    case GenerationDone(text=final, usage=done_usage):
+                        text, usage = final, done_usage
+        except NoRoom as error:
+            raise AgentError(limits.waited("; ".join(f"{node}: {why}" for node, why in error.answers))) from None
+        except TimedOut:
+            raise AgentError(limits.timed_out(generating=True)) from None
+        except NoNode as error:
+            raise AgentError(str(error)) from None
+        try:
+            return answer_output(agent.spec, text), usage
+        except AnswerNotJson as error:
+            raise AgentError(str(error)) from None
+
+    async def _child_run(self, child: BoundRun, value: object, context: RunContext, prefix: str) -> RunResult:
+        """Run a nested ensemble to completion; its progress is passed on under `prefix`.
+
+        Nested runs are not journaled on their own: the enclosing agent's result is.
+        """
+        if context.depth >= MAX_RUN_DEPTH:
+            raise AgentError("ensembles nested too deeply at run time")
+        state = initial_state(context.run_id, child.spec, thaw(value), self._here.clock())
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        inner = RunContext(context.run_id, prefix, context.depth + 1, context.epoch, queue.put_nowait)
+        result: RunResult | None = None
+        async for event in drive(state, child, inner, queue, None, self.attempt, self._here):
+            match event:
+                case RunFinished(result=finished):
+                    result = finished
+                case _:
+                    context.post(event)
+        assert result is not None
+        return result
+
+    async def _nested(self, child: BoundRun, value: object, context: RunContext, name: str) -> tuple[object, Usage]:
+        """A nested ensemble's deliverable is the agent's output."""
+        result = await self._child_run(child, value, context, f"{name}/")
+        if result.status == "failed":
+            failed = [n for n, r in result.results if r.status is AgentStatus.FAILED]
+            raise AgentError(f"nested ensemble '{child.spec.name}' failed (agents: {', '.join(failed)})")
+        return result.deliverable, _total_usage(result)
+
+    async def _loop(self, loop: LoopTask, body: BoundRun, value: object, context: RunContext,
+                    name: str) -> tuple[object, Usage]:
+        """Run `body` until `until` holds over its results, carrying `carry` into the next input."""
+        current = value
+        total = Usage()
+        last: object = None
+        for iteration in range(1, loop.max_iterations + 1):
+            result = await self._child_run(body, current, context, f"{name}#{iteration}/")
+            total = total + _total_usage(result)
+            if result.status == "failed":
+                raise AgentError(f"loop body '{body.spec.name}' failed in iteration {iteration}")
+            last = result.deliverable
+            scope = _loop_scope(result)
+            if loop.until is not None and holds(loop.until, scope):
+                return {"iterations": iteration, "converged": True, "output": thaw(last)}, total
+            if loop.carry is not None:
+                current = resolve(loop.carry, scope)
+        return {"iterations": loop.max_iterations, "converged": loop.until is None, "output": thaw(last)}, total
+
+    def _dispatched(self, reference: str, parent: BoundRun) -> BoundRun:
+        try:
+            return self._binder.bind_dispatched(reference, parent)
+        except (EnsembleNotFound, EnsembleInvalid) as error:
+            raise AgentError(f"dispatch to '{reference}': {error}") from None
+        except RunRefused as error:
+            raise AgentError(f"dispatch to '{reference}': {'; '.join(str(p) for p in error.problems)}") from None
+
+
+async def _bounded(events: AsyncIterator[object], limits: Limits) -> AsyncIterator[object]:
+    """`events`, ended with AgentError once `limits.timeout_s` passed since the generation
+    started (its `Working` event)."""
+    loop = asyncio.get_running_loop()
+    ends: float | None = None
+    try:
+        while True:
+            remaining = None if ends is None else ends - loop.time()
+            try:
+                if remaining is not None and remaining <= 0:
+                    raise asyncio.TimeoutError
+                event = await asyncio.wait_for(events.__anext__(), remaining)
+            except StopAsyncIteration:
+                return
+            except asyncio.TimeoutError:
+                raise AgentError(limits.timed_out(generating=True)) from None
+            if isinstance(event, Working) and ends is None and limits.timeout_s is not None:
+                ends = loop.time() + limits.timeout_s
+            yield event
+    finally:
+        close = getattr(events, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def _total_usage(result: RunResult) -> Usage:
+    total = Usage()
+    for _, record in result.results:
+        total = total + record.usage
+    return total
+
+
+def _loop_scope(result: RunResult) -> dict[str, object]:
+    """Names a loop's `until` / `carry` may use: body agents, else fields of the body's deliverable."""
+    scope: dict[str, object] = {}
+    data = structured(thaw(result.deliverable))
+    if isinstance(data, Mapping):
+        scope.update({str(k): v for k, v in data.items()})
+    scope.update({n: r.output for n, r in result.results if r.status is AgentStatus.COMPLETED})
+    return scope
