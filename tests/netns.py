@@ -1,6 +1,6 @@
 """A throwaway LAN for multi-host tests: N Linux network namespaces on one bridge.
 
-    mesh = Mesh.create(3)            # needs root and iproute2's `ip`
+    mesh = NamespaceLan.create(3)            # needs root and iproute2's `ip`
     mesh[0].ip                       # "10.77.X.11"
     mesh[1].popen([python, "x.py"])  # a process inside namespace 1 (via `ip netns exec`)
     mesh[2].run(["ip", "addr"])      # run to completion, output captured
@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 _PID = f"{os.getpid():06x}"[-6:]
 _counter = itertools.count(1)
-_live: set["Mesh"] = set()
+_live: set["NamespaceLan"] = set()
 _probe_result: str | None | bool = False  # False: not probed yet
 
 
@@ -217,14 +217,14 @@ class Namespace:
 
 
 @dataclass(eq=False)
-class Mesh:
+class NamespaceLan:
     bridge: str
     subnet: ipaddress.IPv4Network
     namespaces: list[Namespace]
     closed: bool = False
 
     @classmethod
-    def create(cls, count: int) -> Mesh:
+    def create(cls, count: int) -> NamespaceLan:
         """`count` namespaces on a new bridge. Raises RuntimeError (after cleaning up) on failure."""
         if not 1 <= count <= MAX_NAMESPACES:
             raise ValueError(f"a mesh has 1 to {MAX_NAMESPACES} namespaces")

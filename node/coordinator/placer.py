@@ -1,6 +1,6 @@
 """The coordinator's shell around placement: a run's generations placed on the mesh and performed.
 
-`Mesh` builds a `ClusterView` from this node's own service and what its peers last said (their
+`MeshPlacer` builds a `ClusterView` from this node's own service and what its peers last said (their
 descriptions and beats), asks the pure `place()` for decisions, and performs them:
 
 - **One at a time, critical path first.** Generations waiting for a node queue by rank; each
@@ -196,7 +196,7 @@ def execution_id(run_id: str, agent: str, attempt: int, epoch: float = 0.0) -> s
     return hashlib.sha256(f"{run_id}\0{agent}\0{attempt}\0{epoch!r}".encode()).hexdigest()[:32]
 
 
-class Mesh:
+class MeshPlacer:
     """Places and performs generations for the runs this node coordinates."""
 
     def __init__(self, *, service: "NodeService", peers: Callable[[], Iterable[PeerState]],

@@ -4,7 +4,7 @@ orc without a daemon.
 The engine asks a `Placer` whether any node serves a model, for a view of the nodes (to
 forecast), and to perform each generation (`generate`), which reports where it runs (`Bound`),
 when it starts (`Working`), its tokens and its result. The daemon's placer is the mesh
-(`orc.node.coordinator.placer.Mesh`): this node and its peers. `LocalPlacer` is the embedded
+(`orc.node.coordinator.placer.MeshPlacer`): this node and its peers. `LocalPlacer` is the embedded
 mode's: one node, this machine, its own runtimes.
 """
 

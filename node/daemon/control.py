@@ -53,7 +53,7 @@ def mesh_engines(home: Home, startup: Startup) -> EngineFactory:
     def build(*, folder: Path, seed: int | None, local: bool) -> Engine:
         running, membership = startup.running, startup.membership
         assert running is not None and membership is not None, "engines are built once the node runs"
-        return Orc(home, cwd=folder, seed=seed).engine(placer=running.mesh, node_id=membership.identity.node_id,
+        return Orc(home, cwd=folder, seed=seed).engine(placer=running.placer, node_id=membership.identity.node_id,
                                                        local=local)
 
     return build

@@ -49,7 +49,7 @@ from orc.node.protocol.ids import NodeId
 from orc.node.trust.errors import IdentityError
 from orc.node.trust.store import Identity, IdentityStore
 from orc.node.trust.membership import Membership
-from orc.node.coordinator.placer import Mesh, PeerState
+from orc.node.coordinator.placer import MeshPlacer, PeerState
 from orc.node.links.peering import Peering
 from orc.node.models.runtimes.base import ModelRuntime
 from orc.node.worker.service import NodeService
@@ -253,14 +253,14 @@ class Daemon:
         running.push_async_callback(lambda: mesh_server.stop(SHUTDOWN_GRACE))
         log.info("node %s (%s) of mesh %s listening on %s", identity.node_id, identity.name, identity.mesh_id,
                  ", ".join(self.addresses()))
-        mesh = Mesh(service=service, peers=lambda: _peer_states(peering), link=connector.link, clock=time.monotonic)
-        running.push_async_callback(mesh.close)
-        membership.on_revoked(lambda ids: [mesh.forget(node_id) for node_id in ids])
+        placer = MeshPlacer(service=service, peers=lambda: _peer_states(peering), link=connector.link, clock=time.monotonic)
+        running.push_async_callback(placer.close)
+        membership.on_revoked(lambda ids: [placer.forget(node_id) for node_id in ids])
         for endpoint in self.peers:
             peering.hint(Hint(None, str(endpoint), Source.STATIC))
         node = StartedNode(membership, service, peering, mesh_server)
         self.node = node
-        self.startup.started(Running(service=service, runtimes=runtimes, peers=peering.views, mesh=mesh))
+        self.startup.started(Running(service=service, runtimes=runtimes, peers=peering.views, placer=placer))
         parts: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("peering", peering.run),
             ("warm-up", service.warm_up),

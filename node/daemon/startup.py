@@ -25,7 +25,7 @@ from orc.node.protocol.messages import PeerView
 
 if TYPE_CHECKING:
     from orc.node.trust.membership import Membership
-    from orc.node.coordinator.placer import Mesh
+    from orc.node.coordinator.placer import MeshPlacer
     from orc.node.models.runtimes.base import ModelRuntime
     from orc.node.worker.service import NodeService
 
@@ -44,7 +44,7 @@ class Running:
     service: NodeService
     runtimes: Mapping[str, ModelRuntime]
     peers: Callable[[], tuple[PeerView, ...]]
-    mesh: Mesh
+    placer: MeshPlacer
 
 
 class Startup:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 from orc.scheduler.dag import levels_of
 from orc.scheduler.placement import ClusterView, forecast
-from orc.scheduler.simulator.workload import MODEL_BY_ID, SCRIPT_S, Agent, Dag, Mesh, SimNode, upward_ranks
+from orc.scheduler.simulator.workload import MODEL_BY_ID, SCRIPT_S, Agent, Dag, SimMesh, SimNode, upward_ranks
 
 # ---- static schedules ----
 
@@ -34,7 +34,7 @@ class Slot:
     done_s: float  # its result at the coordinator
 
 
-def heft_schedule(mesh: Mesh, dags: Sequence[Dag], coordinators: Sequence[str]) -> dict[str, Slot]:
+def heft_schedule(mesh: SimMesh, dags: Sequence[Dag], coordinators: Sequence[str]) -> dict[str, Slot]:
     """HEFT over every submitted DAG at once: upward rank order, insertion-based earliest finish time.
 
     Omniscient (all DAGs, every node's exact state at time 0) but static: it plans with the
@@ -89,7 +89,7 @@ def _earliest_gap(busy: Sequence[tuple[float, float]], ready: float, work: float
     return start
 
 
-def forecast_schedule(mesh: Mesh, dags: Sequence[Dag], coordinators: Sequence[str]) -> dict[str, Slot]:
+def forecast_schedule(mesh: SimMesh, dags: Sequence[Dag], coordinators: Sequence[str]) -> dict[str, Slot]:
     """Each coordinator's `forecast()` of its own DAG at submission, unaware of the others' plans."""
     plan: dict[str, Slot] = {}
     for dag, coordinator in zip(dags, coordinators, strict=True):
@@ -123,10 +123,10 @@ class RoundRobin:
         return nodes[turn % len(nodes)]
 
 
-def llm_orc_mesh(mesh: Mesh, coordinators: Sequence[str]) -> Mesh:
+def llm_orc_mesh(mesh: SimMesh, coordinators: Sequence[str]) -> SimMesh:
     """`mesh` with every coordinator holding every model: llm-orc's single device is assumed to."""
     everything = frozenset(MODEL_BY_ID)
-    return Mesh(tuple(replace(n, held=everything) if n.node_id in coordinators else n for n in mesh.nodes))
+    return SimMesh(tuple(replace(n, held=everything) if n.node_id in coordinators else n for n in mesh.nodes))
 
 
 class LevelBarrier:

@@ -11,7 +11,7 @@ A remote agent's result reaches its coordinator `network_s` after the node finis
 model is read from storage first and stays loaded. Scripts run on the coordinator beside the
 generation slot, for `SCRIPT_S`.
 
-Policies (every one draws nodes from the same filter, `Mesh.eligible`: holds the model and it
+Policies (every one draws nodes from the same filter, `SimMesh.eligible`: holds the model and it
 fits in memory):
 - `orc`: the coordinator calls `place()` with a `ClusterView` of what it would know, each time
   agents become ready: every node's backlog as of its last heartbeat (up to `HEARTBEAT_S`
@@ -53,7 +53,7 @@ from orc.scheduler.simulator.baselines import (
     llm_orc_mesh,
     random_node,
 )
-from orc.scheduler.simulator.workload import MODEL_BY_ID, SCRIPT_S, Agent, Case, Dag, Mesh, SimNode, upward_ranks
+from orc.scheduler.simulator.workload import MODEL_BY_ID, SCRIPT_S, Agent, Case, Dag, SimMesh, SimNode, upward_ranks
 
 HEARTBEAT_S = 1.0  # a peer's load in the coordinator's view is at most this old
 PROBES = 2  # probe-and-bind-late asks the best two (DESIGN.md section 7)
@@ -90,7 +90,7 @@ class Outcome:
     executions: tuple[Execution, ...]  # in order of start
 
 
-def simulate(policy: Policy | str, mesh: Mesh, dags: Sequence[Dag], coordinators: Sequence[str],
+def simulate(policy: Policy | str, mesh: SimMesh, dags: Sequence[Dag], coordinators: Sequence[str],
              rng: random.Random, noise_sigma: float = NOISE_SIGMA, probes: int = PROBES) -> Outcome:
     """Run `dags` (dag i submitted by `coordinators[i]`) on `mesh` under `policy`.
 
@@ -168,7 +168,7 @@ class _NodeState:
 
 
 class _Engine:
-    def __init__(self, policy: Policy, mesh: Mesh, dags: Sequence[Dag], coordinators: Sequence[str],
+    def __init__(self, policy: Policy, mesh: SimMesh, dags: Sequence[Dag], coordinators: Sequence[str],
                  rng: random.Random, noise_sigma: float, probes: int) -> None:
         if len(dags) != len(coordinators):
             raise ValueError("one coordinator per DAG")

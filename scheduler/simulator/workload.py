@@ -115,7 +115,7 @@ class SimNode:
 
 
 @dataclass(frozen=True)
-class Mesh:
+class SimMesh:
     nodes: tuple[SimNode, ...]
     _by_id: Mapping[str, SimNode] = field(init=False, repr=False, compare=False)
 
@@ -182,7 +182,7 @@ class Dag:
         return {agent.key: agent.after for agent in self.agents}
 
 
-def upward_ranks(dag: Dag, mesh: Mesh, coordinator: str) -> dict[str, float]:
+def upward_ranks(dag: Dag, mesh: SimMesh, coordinator: str) -> dict[str, float]:
     """HEFT's upward rank: an agent's mean cost over its eligible nodes plus its longest path to the end.
 
     Every policy that orders agents uses it: orc's `place()` and `forecast()` and HEFT.
@@ -202,7 +202,7 @@ def upward_ranks(dag: Dag, mesh: Mesh, coordinator: str) -> dict[str, float]:
 
 # ---- random meshes, DAGs and cases ----
 
-def random_mesh(rng: random.Random, size: int) -> Mesh:
+def random_mesh(rng: random.Random, size: int) -> SimMesh:
     """`size` devices of mixed classes; each holds a random subset of MODELS, about half loaded.
 
     Every model is held by at least one node.
@@ -215,7 +215,7 @@ def random_mesh(rng: random.Random, size: int) -> Mesh:
     for model in MODELS:
         if not any(model.id in held for _, _, held in nodes):
             rng.choice(nodes)[2].add(model.id)
-    return Mesh(tuple(SimNode(node_id, device, frozenset(held),
+    return SimMesh(tuple(SimNode(node_id, device, frozenset(held),
                               frozenset(m for m in sorted(held) if rng.random() < 0.5))
                       for node_id, device, held in nodes))
 
@@ -292,7 +292,7 @@ def random_dag(rng: random.Random, name: str, submit_at: float = 0.0) -> Dag:
 class Case:
     """One benchmark case: a mesh, the DAGs its coordinators submit, and the seed of the noise."""
 
-    mesh: Mesh
+    mesh: SimMesh
     dags: tuple[Dag, ...]
     coordinators: tuple[str, ...]
     noise_seed: int

@@ -1127,7 +1127,7 @@ def mesh_section() -> str:
         return ("## Mesh: real daemons on a LAN of network namespaces\n\n"
                 f"Not run: {reason}.\n")
     with tempfile.TemporaryDirectory(prefix="orc-mesh-bench-") as folder:
-        mesh = netns.Mesh.create(3)
+        mesh = netns.NamespaceLan.create(3)
         try:
             results = asyncio.run(_measure(Path(folder), mesh))
         finally:

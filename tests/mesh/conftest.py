@@ -9,16 +9,16 @@ import pytest
 
 
 @pytest.fixture
-def netns_mesh() -> Iterator[Callable[[int], netns.Mesh]]:
+def netns_mesh() -> Iterator[Callable[[int], netns.NamespaceLan]]:
     """`netns_mesh(n)` -> a Mesh of n namespaces on one bridge, torn down after the test.
 
     Skips with a loud reason where namespaces cannot be made; fails instead when CI is set.
     """
     netns.require_netns()
-    made: list[netns.Mesh] = []
+    made: list[netns.NamespaceLan] = []
 
-    def make(count: int) -> netns.Mesh:
-        mesh = netns.Mesh.create(count)
+    def make(count: int) -> netns.NamespaceLan:
+        mesh = netns.NamespaceLan.create(count)
         made.append(mesh)
         return mesh
 

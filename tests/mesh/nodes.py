@@ -101,7 +101,7 @@ class Node:
         return token
 
 
-def nodes_on(mesh: netns.Mesh, root: Path, names: Iterable[str]) -> dict[str, Node]:
+def nodes_on(mesh: netns.NamespaceLan, root: Path, names: Iterable[str]) -> dict[str, Node]:
     """One Node per name, in the mesh's namespaces in order, each with a fresh home under `root`."""
     nodes = {}
     for index, name in enumerate(names):

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def lan(tmp_path_factory):
     netns.require_netns()
-    mesh = netns.Mesh.create(4)
+    mesh = netns.NamespaceLan.create(4)
     root = tmp_path_factory.mktemp("lan")
     nodes = {}
     for index, name in enumerate(("attic-pi", "laptop", "desk", "stranger")):

@@ -33,7 +33,7 @@ THROUGH_HUB = "name: through-hub\nagents:\n" + "".join(
 @pytest.fixture
 def lan(tmp_path):
     netns.require_netns()
-    mesh = netns.Mesh.create(3)
+    mesh = netns.NamespaceLan.create(3)
     nodes = {}
     for index, name in enumerate(("hub", "pi", "hoarder")):
         home = tmp_path / name

@@ -47,7 +47,7 @@ def lan(tmp_path_factory):
     netns.require_netns()
     if HARD_LIMIT < 4 * SOFT_LIMIT:
         pytest.skip(f"the hard open-file limit here ({HARD_LIMIT}) leaves nothing to raise")
-    mesh = netns.Mesh.create(3)
+    mesh = netns.NamespaceLan.create(3)
     root = tmp_path_factory.mktemp("door")
     nodes = {}
     for index, name in enumerate(("attic", "laptop", "stranger")):

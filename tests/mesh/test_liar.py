@@ -45,7 +45,7 @@ def lying(mode: str, record: Path, *speeds: str) -> tuple[str, ...]:
 @pytest.fixture(scope="module")
 def lan(tmp_path_factory):
     netns.require_netns()
-    mesh = netns.Mesh.create(3)
+    mesh = netns.NamespaceLan.create(3)
     root = tmp_path_factory.mktemp("liar")
     nodes = nodes_on(mesh, root, ("hub", "pi", "liar"))
     hub, pi, liar = nodes["hub"], nodes["pi"], nodes["liar"]

@@ -96,7 +96,7 @@ def start(node: Node) -> None:
 @pytest.fixture(scope="module")
 def lan(tmp_path_factory):
     netns.require_netns()
-    mesh = netns.Mesh.create(3)
+    mesh = netns.NamespaceLan.create(3)
     root = tmp_path_factory.mktemp("placement")
     nodes = {}
     for index, name in enumerate(("hub", "pi", "mini")):

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def lan(tmp_path_factory):
     netns.require_netns()
-    mesh = netns.Mesh.create(5)
+    mesh = netns.NamespaceLan.create(5)
     root = tmp_path_factory.mktemp("startup")
     nodes = nodes_on(mesh, root, ("attic-pi", "laptop", "desk", "visitor"))
     a, b, c = nodes["attic-pi"], nodes["laptop"], nodes["desk"]

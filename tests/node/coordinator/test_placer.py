@@ -19,7 +19,7 @@ from orc.node.coordinator.placer import (
     LIVENESS_CHECK_S,
     Bound,
     Generation,
-    Mesh,
+    MeshPlacer,
     NoNode,
     NoRoom,
     PeerState,
@@ -157,7 +157,7 @@ class World:
         self.states = {d.node_id: PeerState(d.node_id, d, True) for d, _ in peers}
         self.links = {d.node_id: FakePeer(d.node_id, ms) for d, ms in peers}
         self.dials: list[tuple[str, str]] = []
-        self.mesh = Mesh(service=self.service, peers=lambda: tuple(self.states.values()), link=self.dial,
+        self.mesh = MeshPlacer(service=self.service, peers=lambda: tuple(self.states.values()), link=self.dial,
                          clock=clock)
 
     @classmethod
@@ -185,7 +185,7 @@ def generation(agent: str = "agent", attempts: int = 3, placement: Placement = P
     return Generation("r1", agent, "m", None, MESSAGES, PARAMS, placement, rank=1.0, attempts=attempts, local=local)
 
 
-async def run(mesh: Mesh, gen: Generation, on_event=lambda event: None,
+async def run(mesh: MeshPlacer, gen: Generation, on_event=lambda event: None,
               working: bool = False) -> tuple[list, NoNode | None]:
     """Every event the generation yields (`Working` only if asked: its seconds vary), and the
     NoNode it ended with (if it did); a hang fails in 5 s."""

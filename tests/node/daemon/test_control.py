@@ -49,7 +49,7 @@ def control(tmp_path):
 
     startup = Startup()
     startup.member(object())  # type: ignore[arg-type]
-    startup.started(Running(service=None, runtimes={}, peers=tuple, mesh=None))  # type: ignore[arg-type]
+    startup.started(Running(service=None, runtimes={}, peers=tuple, placer=None))  # type: ignore[arg-type]
     service = ControlService(home=Home.locate(tmp_path / "home"), startup=startup, engines=engines,
                              open_join_server=_never, join_address=lambda: None)
     (tmp_path / "e.yaml").write_text("name: e\ndefault_task: the default\nagents:\n  - {name: a, model: m}\n")

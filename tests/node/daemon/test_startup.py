@@ -13,7 +13,7 @@ from orc.node.daemon.startup import Phase, Running, Startup
 def test_the_phases_follow_what_was_handed_over() -> None:
     startup = Startup(joining=True)
     assert startup.phase is Phase.STARTING and startup.describe() == "joining the mesh"
-    membership, running = object(), Running(service=object(), runtimes={}, peers=tuple, mesh=object())
+    membership, running = object(), Running(service=object(), runtimes={}, peers=tuple, placer=object())
     startup.member(membership)
     assert startup.phase is Phase.PREPARING and startup.membership is membership and startup.running is None
     startup.started(running)
@@ -32,7 +32,7 @@ def test_waiters_get_what_they_need_as_soon_as_it_exists() -> None:
         await asyncio.sleep(0)
         startup.member("m")
         assert await membership == "m" and not waiting.done()
-        running = Running(service=object(), runtimes={}, peers=tuple, mesh=object())
+        running = Running(service=object(), runtimes={}, peers=tuple, placer=object())
         startup.started(running)
         return await waiting is running
 

@@ -10,7 +10,7 @@ from orc.scheduler.simulator.baselines import (
     llm_orc_mesh,
     random_node,
 )
-from orc.scheduler.simulator.workload import DEVICES, MODEL_BY_ID, Agent, Dag, Mesh, SimNode, random_case
+from orc.scheduler.simulator.workload import DEVICES, MODEL_BY_ID, Agent, Dag, SimMesh, SimNode, random_case
 
 PI4, PI5, LAPTOP, MAC = DEVICES
 SMOL = "smollm2-135m"
@@ -41,7 +41,7 @@ def test_heft_inserts_a_short_generation_into_an_idle_gap():
     node = SimNode("n0", MAC, frozenset({SMOL}), frozenset({SMOL}))
     first = Dag("d0", (Agent("d0/s", None), Agent("d0/a", SMOL, 100, 500, ("d0/s",))))
     second = Dag("d1", (Agent("d1/b", SMOL, 10, 1),))
-    plan = heft_schedule(Mesh((node,)), [first, second], ["n0", "n0"])
+    plan = heft_schedule(SimMesh((node,)), [first, second], ["n0", "n0"])
     # d1/b takes ~13 ms.
     assert plan["d1/b"].start_s == 0.0
     assert plan["d1/b"].end_s <= plan["d0/a"].start_s
@@ -75,7 +75,7 @@ def test_the_random_policy_draws_from_the_eligible_nodes_with_the_stream_given()
 
 
 def test_llm_orc_is_assumed_to_hold_every_model_on_the_coordinators_only():
-    mesh = Mesh((SimNode("c0", PI4, frozenset({SMOL})), SimNode("n1", MAC, frozenset({SMOL}))))
+    mesh = SimMesh((SimNode("c0", PI4, frozenset({SMOL})), SimNode("n1", MAC, frozenset({SMOL}))))
     assumed = llm_orc_mesh(mesh, ["c0"])
     assert assumed.node("c0").held == frozenset(MODEL_BY_ID) and assumed.node("n1").held == frozenset({SMOL})
 
@@ -95,7 +95,7 @@ def test_the_level_barrier_releases_the_next_level_when_the_whole_level_is_home(
 
 
 def test_static_schedules_refuse_an_agent_no_node_can_run():
-    mesh = Mesh((SimNode("n0", PI4, frozenset({SMOL})),))
+    mesh = SimMesh((SimNode("n0", PI4, frozenset({SMOL})),))
     dag = Dag("d0", (Agent("d0/a", "llama-3.2-1b", 10, 1),))
     for schedule in (heft_schedule, forecast_schedule):
         with pytest.raises(ValueError, match="no node can run d0/a"):

@@ -3,7 +3,7 @@ import random
 import pytest
 
 from orc.scheduler.simulator.event_engine import Policy, run_case, simulate
-from orc.scheduler.simulator.workload import DEVICES, MODEL_BY_ID, Agent, Dag, Mesh, SimNode, random_case, random_dag
+from orc.scheduler.simulator.workload import DEVICES, MODEL_BY_ID, Agent, Dag, SimMesh, SimNode, random_case, random_dag
 
 PI4, PI5, LAPTOP, MAC = DEVICES
 SMOL = "smollm2-135m"
@@ -60,7 +60,7 @@ def test_level_by_level_runs_on_the_coordinators_and_waits_for_whole_levels():
 
 
 def test_the_level_barrier_holds_an_agent_back_until_its_whole_level_is_done():
-    mesh = Mesh((SimNode("n0", MAC, frozenset({SMOL}), frozenset({SMOL})),))
+    mesh = SimMesh((SimNode("n0", MAC, frozenset({SMOL}), frozenset({SMOL})),))
     # Level 0: a short generation and a 50 ms script; level 1: b, which needs only a.
     dag = Dag("d0", (Agent("d0/a", SMOL, 10, 1), Agent("d0/s", None), Agent("d0/b", SMOL, 10, 1, ("d0/a",))))
     starts = {policy: {e.key: e.start_s for e in simulate(policy, mesh, [dag], ["n0"], random.Random(1),
@@ -73,7 +73,7 @@ def test_the_level_barrier_holds_an_agent_back_until_its_whole_level_is_done():
 
 def test_on_one_node_orc_and_level_by_level_both_take_the_sum_of_the_work():
     node = SimNode("n0", PI5, frozenset(MODEL_BY_ID), frozenset(MODEL_BY_ID))
-    mesh = Mesh((node,))
+    mesh = SimMesh((node,))
     dag = random_dag(random.Random(7), "d0")
     dag = Dag("d0", tuple(a if a.model else Agent(a.key, "qwen2.5-0.5b", 300, 128, a.after) for a in dag.agents))
     orc = simulate(Policy.ORC, mesh, [dag], ["n0"], random.Random(1))
@@ -84,8 +84,8 @@ def test_on_one_node_orc_and_level_by_level_both_take_the_sum_of_the_work():
     assert {e.key for e in orc.executions} == {a.key for a in dag.agents}
 
 
-def _two_speeds() -> Mesh:
-    return Mesh((SimNode("n0", PI4, frozenset({SMOL}), frozenset({SMOL})),
+def _two_speeds() -> SimMesh:
+    return SimMesh((SimNode("n0", PI4, frozenset({SMOL}), frozenset({SMOL})),
                  SimNode("n1", MAC, frozenset({SMOL}), frozenset({SMOL}))))
 
 
@@ -105,7 +105,7 @@ def test_orc_picks_the_fast_node_and_the_makespan_is_the_hand_computed_one():
 def test_probing_spreads_two_coordinators_that_place_at_the_same_instant():
     # Two Pi coordinators without the model, two identical Macs with it. Both views are empty
     # at time 0, so place() picks the same Mac for both; the probe sees the first one's lease.
-    mesh = Mesh((SimNode("c0", PI4, frozenset()), SimNode("c1", PI4, frozenset()),
+    mesh = SimMesh((SimNode("c0", PI4, frozenset()), SimNode("c1", PI4, frozenset()),
                  SimNode("m0", MAC, frozenset({SMOL}), frozenset({SMOL})),
                  SimNode("m1", MAC, frozenset({SMOL}), frozenset({SMOL}))))
     dags = [Dag("d0", (Agent("d0/a", SMOL, 200, 256),)), Dag("d1", (Agent("d1/a", SMOL, 200, 256),))]
@@ -119,7 +119,7 @@ def test_probing_spreads_two_coordinators_that_place_at_the_same_instant():
 def test_a_coordinator_sees_other_coordinators_work_after_the_next_heartbeat():
     # c1 submits later; by then c0's long generation on m0 is in m0's heartbeat, so place()
     # itself (without probing) sends c1's agent to m1.
-    mesh = Mesh((SimNode("c0", PI4, frozenset()), SimNode("c1", PI4, frozenset()),
+    mesh = SimMesh((SimNode("c0", PI4, frozenset()), SimNode("c1", PI4, frozenset()),
                  SimNode("m0", MAC, frozenset({SMOL}), frozenset({SMOL})),
                  SimNode("m1", MAC, frozenset({SMOL}), frozenset({SMOL}))))
     dags = [Dag("d0", (Agent("d0/a", SMOL, 200, 2048),)), Dag("d1", (Agent("d1/a", SMOL, 200, 256),), submit_at=3.0)]

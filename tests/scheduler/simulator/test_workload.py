@@ -10,7 +10,7 @@ from orc.scheduler.simulator.workload import (
     SCRIPT_S,
     Agent,
     Dag,
-    Mesh,
+    SimMesh,
     SimNode,
     random_case,
     random_dag,
@@ -55,7 +55,7 @@ def test_a_dag_is_a_dependency_mapping_in_agent_order():
 
 
 def test_upward_ranks_are_mean_costs_over_eligible_nodes_plus_the_longest_path():
-    mesh = Mesh((SimNode("n0", PI4, frozenset({SMOL}), frozenset({SMOL})),
+    mesh = SimMesh((SimNode("n0", PI4, frozenset({SMOL}), frozenset({SMOL})),
                  SimNode("n1", MAC, frozenset({SMOL}))))
     dag = Dag("d0", (Agent("d0/s", None), Agent("d0/a", SMOL, 160, 24, ("d0/s",))))
     rank = upward_ranks(dag, mesh, "n0")
@@ -67,13 +67,13 @@ def test_upward_ranks_are_mean_costs_over_eligible_nodes_plus_the_longest_path()
 
 
 def test_upward_ranks_refuse_an_agent_no_node_can_run():
-    mesh = Mesh((SimNode("n0", PI4, frozenset({SMOL})),))
+    mesh = SimMesh((SimNode("n0", PI4, frozenset({SMOL})),))
     with pytest.raises(ValueError, match="no node can run d0/a"):
         upward_ranks(Dag("d0", (Agent("d0/a", "llama-3.2-1b", 10, 1),)), mesh, "n0")
 
 
 def test_a_node_view_is_what_place_needs_from_the_node_as_its_coordinator_sees_it():
-    mesh = Mesh((SimNode("n0", PI4, frozenset()), SimNode("n1", PI5, frozenset({SMOL, "llama-3.2-1b"}))))
+    mesh = SimMesh((SimNode("n0", PI4, frozenset()), SimNode("n1", PI5, frozenset({SMOL, "llama-3.2-1b"}))))
     view = mesh.node_view(mesh.node("n1"), "n0", [SMOL], 2.5)
     assert view.node_id == "n1" and view.backlog_s == 2.5 and view.network_s == pytest.approx(0.007)
     by_id = {m.id: m for m in view.models}
