@@ -33,6 +33,7 @@ from orc.scheduler.ensemble import (
     ScriptTask,
 )
 from orc.scheduler.errors import EnsembleInvalid, EnsembleNotFound, Problem
+from orc.scheduler.model_refs import split_model_ref
 from orc.scheduler.values import freeze
 
 # Caps on hostile files. Real ensembles are a few KiB with a few dozen agents.
@@ -62,21 +63,6 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,127}$")
 _REF = re.compile(r"^\$\{\s*([A-Za-z0-9_][A-Za-z0-9_-]*)((?:\.[A-Za-z0-9_-]+)*)\s*\}$")
 _COMPARISON = re.compile(r"^(\$\{[^}]*\})\s*(==|!=)\s*(.+)$")
 
-# A model reference is a catalog id, which lets the node choose the variant it prefers, or
-# `ID@RUNTIME`, which pins one variant (docs/runtimes.md).
-MODEL_RUNTIMES = ("llama_cpp", "mlx")
-
-
-def split_model_ref(ref: str) -> tuple[str, str | None]:
-    """`ID@RUNTIME` -> (ID, RUNTIME), `ID` -> (ID, None); ValueError names what is wrong."""
-    model_id, at, runtime = ref.rpartition("@")
-    if not at:
-        return ref, None
-    if not model_id:
-        raise ValueError(f"'{ref}' has a runtime but no model id before the '@'")
-    if runtime not in MODEL_RUNTIMES:
-        raise ValueError(f"'{ref}' pins the unknown runtime '{runtime}' (runtimes: {', '.join(MODEL_RUNTIMES)})")
-    return model_id, runtime
 
 
 @dataclass(frozen=True)
