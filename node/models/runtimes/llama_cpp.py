@@ -39,13 +39,12 @@ import concurrent.futures
 import contextlib
 import functools
 import os
-import struct
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
+from orc.node.models.gguf import GgufArray, read_gguf_metadata
 from orc.node.models.hardware import read_cpuinfo
 from orc.node.models.runtimes import llama_log
 from orc.node.models.runtimes.base import (
@@ -72,15 +71,13 @@ from orc.node.models.runtimes.generation import (
 )
 
 if TYPE_CHECKING:
-    from orc.node.models.catalog import ModelEntry
+    from orc.node.models.entry import ModelEntry
 
 __all__ = [
-    "GgufArray",
     "LlamaCppRuntime",
     "StopScanner",
     "extra_buffers_for_this_cpu",
     "load_llama",
-    "read_gguf_metadata",
     "render_transcript",
 ]
 
@@ -158,85 +155,6 @@ def _model_params(bindings: Any, *, use_extra_bufts: bool) -> Iterator[None]:
 
 
 # -- GGUF metadata --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GgufArray:
-    """An array value in GGUF metadata, skipped rather than read: its item type and length."""
-
-    item_type: int
-    count: int
-
-
-_GGUF_SCALARS: dict[int, str] = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_GGUF_STRING = 8
-_GGUF_ARRAY = 9
-# A GGUF header is hostile input like any file a user points at: these caps stop a crafted
-# header from making the reader allocate gigabytes or loop for minutes.
-_GGUF_MAX_KV = 1 << 16
-_GGUF_MAX_STRING = 16 << 20
-
-
-def read_gguf_metadata(path: Path) -> dict[str, object]:
-    """The key/value metadata of a GGUF file (version 2 or 3), without loading the model.
-
-    Scalars and strings are returned as Python values; arrays (the tokenizer's vocabulary and
-    the like) as `GgufArray`. Raises `ValueError` for a file that is not GGUF or is truncated,
-    `OSError` when it cannot be read.
-    """
-    with path.open("rb") as f:
-        if f.read(4) != b"GGUF":
-            raise ValueError(f"{path} is not a GGUF file")
-        (version,) = _unpack(f, "<I")
-        if version not in (2, 3):
-            raise ValueError(f"{path}: unsupported GGUF version {version}")
-        _tensor_count, kv_count = _unpack(f, "<QQ")
-        if kv_count > _GGUF_MAX_KV:
-            raise ValueError(f"{path}: implausible metadata count {kv_count}")
-        metadata: dict[str, object] = {}
-        for _ in range(kv_count):
-            key = _read_string(f)
-            (value_type,) = _unpack(f, "<I")
-            metadata[key] = _read_value(f, value_type)
-        return metadata
-
-
-def _unpack(f: BinaryIO, fmt: str) -> tuple[Any, ...]:
-    size = struct.calcsize(fmt)
-    data = f.read(size)
-    if len(data) != size:
-        raise ValueError("truncated GGUF header")
-    return struct.unpack(fmt, data)
-
-
-def _read_string(f: BinaryIO) -> str:
-    (length,) = _unpack(f, "<Q")
-    if length > _GGUF_MAX_STRING:
-        raise ValueError(f"implausible GGUF string length {length}")
-    data = f.read(length)
-    if len(data) != length:
-        raise ValueError("truncated GGUF header")
-    return data.decode("utf-8", errors="replace")
-
-
-def _read_value(f: BinaryIO, value_type: int) -> object:
-    if value_type in _GGUF_SCALARS:
-        return _unpack(f, _GGUF_SCALARS[value_type])[0]
-    if value_type == _GGUF_STRING:
-        return _read_string(f)
-    if value_type == _GGUF_ARRAY:
-        item_type, count = _unpack(f, "<IQ")
-        if item_type in _GGUF_SCALARS:
-            f.seek(count * struct.calcsize(_GGUF_SCALARS[item_type]), os.SEEK_CUR)
-        elif item_type == _GGUF_STRING:
-            for _ in range(count):
-                (length,) = _unpack(f, "<Q")
-                f.seek(length, os.SEEK_CUR)
-        else:
-            # Nested arrays exist in the spec but in no model header worth reading.
-            raise ValueError(f"unsupported GGUF array item type {item_type}")
-        return GgufArray(item_type=item_type, count=count)
-    raise ValueError(f"unknown GGUF value type {value_type}")
 
 
 @functools.lru_cache(maxsize=64)

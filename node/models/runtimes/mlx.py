@@ -72,7 +72,7 @@ from orc.node.models.runtimes.generation import (
 )
 
 if TYPE_CHECKING:
-    from orc.node.models.catalog import ModelEntry
+    from orc.node.models.entry import ModelEntry
 
 __all__ = ["MlxRuntime", "mlx_installed"]
 

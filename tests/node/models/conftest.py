@@ -1,4 +1,4 @@
-"""The embedded GGUF models, for the llama.cpp runtime's tests."""
+"""The embedded GGUF models, for the tests of GGUF headers and of the llama.cpp runtime."""
 
 from __future__ import annotations
 

@@ -13,8 +13,9 @@ import pytest
 from mlx_fixtures import converted_catalog, copy_folder, require_mlx
 
 from orc.node.models.catalog import DEFAULT_MODEL_ID, GEMMA_MODEL_ID, Catalog, ModelEntry, ModelIdTaken
-from orc.node.models.runtimes.llama_cpp import extra_buffers_for_this_cpu, load_llama, read_gguf_metadata
-from orc.node.models.runtimes.mlx_convert import CONVERTER, ConversionUnsupported, read_provenance
+from orc.node.models.gguf import read_gguf_metadata
+from orc.node.models.runtimes.llama_cpp import extra_buffers_for_this_cpu, load_llama
+from orc.node.models.mlx_convert import CONVERTER, ConversionUnsupported, read_provenance
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
