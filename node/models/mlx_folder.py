@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import Any
 
 from orc.node.models.errors import ModelFileInvalid
 
-__all__ = ["MLX_WEIGHTS_GLOB", "check_mlx_folder", "mlx_has_chat_template", "mlx_weight_files"]
+__all__ = ["MLX_WEIGHTS_GLOB", "check_mlx_folder", "mlx_has_chat_template", "mlx_weight_files", "read_safetensors_header"]
 
 # The weight files of an mlx-lm folder: what mlx-lm loads, and what an MLX variant's digest covers.
 MLX_WEIGHTS_GLOB = "model*.safetensors"
@@ -64,22 +65,39 @@ def mlx_has_chat_template(path: Path) -> bool:
     return isinstance(settings, dict) and bool(settings.get("chat_template"))
 
 
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file (tensor name -> dtype, shape, data_offsets), read
+    without the weights. Raises `ValueError` for a file without a usable header, `OSError`
+    when it cannot be read."""
+    return _read_header(path)[1]
+
+
+def _read_header(path: Path) -> tuple[int, dict[str, Any]]:
+    """The header's length in bytes, and the header."""
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise ValueError("no safetensors header")
+        (length,) = struct.unpack("<Q", head)
+        if length > _SAFETENSORS_MAX_HEADER:
+            raise ValueError(f"implausible safetensors header length {length}")
+        header = json.loads(f.read(length))
+    if not isinstance(header, dict):
+        raise ValueError("the safetensors header is not a JSON object")
+    return length, header
+
+
 def _check_safetensors(path: Path) -> None:
     """A safetensors file whose header parses and whose tensors all lie inside the file: this
     catches the truncated copy, the commonest broken folder, without reading the weights."""
     try:
-        with path.open("rb") as f:
-            head = f.read(8)
-            (length,) = struct.unpack("<Q", head) if len(head) == 8 else (None,)
-            if length is None or length > _SAFETENSORS_MAX_HEADER:
-                raise ValueError("no safetensors header")
-            header = json.loads(f.read(length))
+        length, header = _read_header(path)
         size = path.stat().st_size
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise ModelFileInvalid(f"{path} is not a readable safetensors weights file ({exc})") from None
     ends = [
         tensor["data_offsets"][1]
-        for name, tensor in (header.items() if isinstance(header, dict) else ())
+        for name, tensor in header.items()
         if name != "__metadata__" and isinstance(tensor, dict) and isinstance(tensor.get("data_offsets"), list)
     ]
     if 8 + length + max(ends, default=0) > size:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from orc.node.models.catalog import DEFAULT_MODEL_ID, ModelEntry, ModelId
+from orc.node.models.gguf import read_gguf_metadata
 from orc.node.models.runtimes.base import (
     ChatMessage,
     GenerationDone,
@@ -23,14 +24,12 @@ from orc.node.models.runtimes.base import (
     ModelLoadError,
     TokenChunk,
 )
-from orc.node.models.gguf import read_gguf_metadata
 from orc.node.models.runtimes.llama_cpp import (
     LlamaCppRuntime,
     StopScanner,
-    extra_buffers_for_this_cpu,
-    load_llama,
     render_transcript,
 )
+from orc.node.models.runtimes.llama_load import extra_buffers_for_this_cpu, load_llama
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
