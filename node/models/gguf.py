@@ -8,8 +8,8 @@ same values (tests/benchmarks/gguf_reader.py checks every key on the embedded mo
 
 * speed: `GGUFReader` builds a numpy view of every item of every array (a 49k-token vocabulary
   is three arrays of 49k items) and of every tensor's description, where this reader skips
-  arrays by their length and stops before the tensors. On the embedded models it took about a
-  hundred times as long and more (docs/benchmarks.md, "GGUF metadata"): seconds for
+  arrays by their length and stops before the tensors. On the embedded models it took 60 to
+  over 100 times as long (docs/benchmarks.md, "GGUF metadata"): seconds for
   `orc models add` and for a daemon's first memory estimate, instead of a fraction of one.
 * safety: a GGUF may be any file in a user's folder, and its header is read before llama.cpp
   ever sees it. `GGUFReader` follows every count and length the header states; this reader
