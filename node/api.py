@@ -121,17 +121,11 @@ class Orc:
     def runtimes(self) -> dict[str, ModelRuntime]:
         """The model runtimes (built on first use; raises ConfigInvalid for a bad config.yaml)."""
         if self._runtimes is None:
-            import logging
+            from orc.node.config import read_node_config
+            from orc.node.models.runtimes.factory import build_runtimes
 
-            from orc.node.models.runtimes.extra_buffers import extra_buffers_choice
-            from orc.node.models.runtimes.llama_cpp import LlamaCppRuntime
-            from orc.node.models.runtimes.mlx import MlxRuntime, mlx_installed
-
-            choice = extra_buffers_choice(self.home.config_file)
-            logging.getLogger(__name__).debug("%s", choice.explain(self.home.config_file))
-            self._runtimes = {"llama_cpp": LlamaCppRuntime(n_threads=self._n_threads, extra_buffers=choice.enabled)}
-            if mlx_installed():
-                self._runtimes["mlx"] = MlxRuntime()
+            settings = read_node_config(self.home.config_file).llama_cpp
+            self._runtimes = build_runtimes(settings, self.home.config_file, n_threads=self._n_threads)
         return self._runtimes
 
     async def run(self, spec: EnsembleSpec, run_input: object) -> AsyncIterator[RunProgress]:

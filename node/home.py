@@ -1,7 +1,11 @@
 """Where one node keeps its files: config, models, run journals, identity; and keeping them its own.
 
-`--home DIR` (or `ORC_HOME`) puts everything under DIR. Without it, platform defaults:
-XDG base directories on Linux and BSD, `~/Library/Application Support/orc` on macOS.
+`--home DIR` (or `ORC_HOME`) puts everything under DIR. Without it, the platform's folders
+as `platformdirs` names them: XDG base directories on Linux and BSD (`~/.config/orc`,
+`~/.local/share/orc`, `~/.local/state/orc`), `~/Library/Application Support/orc` on macOS,
+`%LOCALAPPDATA%\\orc` on Windows. One exception keeps existing installs working: platformdirs
+honours `XDG_*_HOME` on macOS too, where orc used to ignore them, so a Mac that already has
+`~/Library/Application Support/orc` keeps that home whatever those variables say.
 
 A home holds keys, journals and the daemon's control socket, so it must belong to the user who
 runs orc and be writable by nobody else: `Home.locate` refuses one that is not (another user
@@ -25,6 +29,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import platformdirs
+from platformdirs.api import PlatformDirsABC
+
 
 class HomeError(Exception):
     """The orc home folder cannot be used."""
@@ -46,6 +53,7 @@ class UnsafeFile(OSError):
     """A file of the home is a symbolic link or not a regular file of this user: it was not opened."""
 
 
+APP_NAME = "orc"
 LOCK_FILE = "orc-node.lock"
 LOCK_PATIENCE = 1.0  # seconds a starting daemon waits out a command that holds the lock for a moment
 
@@ -66,16 +74,7 @@ class Home:
                 raise HomeError(f"--home {root} exists and is not a folder")
             located = cls(root, root, root)
         else:
-            user = Path.home()
-            if sys.platform == "darwin":
-                root = user / "Library" / "Application Support" / "orc"
-                located = cls(root, root, root)
-            else:
-                located = cls(
-                    Path(os.environ.get("XDG_CONFIG_HOME") or user / ".config") / "orc",
-                    Path(os.environ.get("XDG_DATA_HOME") or user / ".local" / "share") / "orc",
-                    Path(os.environ.get("XDG_STATE_HOME") or user / ".local" / "state") / "orc",
-                )
+            located = default_home(sys.platform, platformdirs.PlatformDirs, Path.home())
         located.check()
         return located
 
@@ -132,6 +131,23 @@ class Home:
         """Create the home's folders that are missing, 0700 (their parents keep the usual modes)."""
         for folder in (self.config_dir, self.data_dir, self.state_dir):
             private_folder(folder)
+
+
+def default_home(platform: str, folders: type[PlatformDirsABC], user: Path) -> Home:
+    """The home of a user whose home folder is `user` on `platform` (`sys.platform`), when no
+    `--home` or `ORC_HOME` names one: the folders platformdirs' class for that platform
+    (`folders`) gives orc, with no author or version level and not roaming on Windows (the
+    home holds a machine's identity, which must not follow the user to another machine).
+
+    On macOS a home an earlier orc made at `~/Library/Application Support/orc` is kept even
+    where `XDG_*_HOME` would now point elsewhere, so an upgrade never loses the node's identity.
+    """
+    if platform == "darwin":
+        earlier = user / "Library" / "Application Support" / APP_NAME
+        if earlier.is_dir():
+            return Home(earlier, earlier, earlier)
+    dirs = folders(APP_NAME, appauthor=False, roaming=False)
+    return Home(dirs.user_config_path, dirs.user_data_path, dirs.user_state_path)
 
 
 def folder_problem(path: Path, status: os.stat_result, uid: int) -> str | None:

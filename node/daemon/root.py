@@ -34,14 +34,14 @@ from pathlib import Path
 
 from typing_extensions import assert_never
 
-from orc.node.worker.admission import AdmissionConfig, BadAdmissionConfig, admission_config
 from orc.node.worker.execution_log import ExecutionLog
 from orc.node.models.catalog import Catalog, CatalogError, ModelEntry
 from orc.node.protocol.description import DEFAULT_PORT
 from orc.node.links.peer_events import Hint, Source
-from orc.node.links.errors import BadPeerAddress, DiscoveryError
-from orc.node.links.static import Advertise, DiscoveryConfig, Endpoint, load_discovery_config, parse_endpoint
+from orc.node.links.errors import BadPeerAddress
+from orc.node.links.static import Advertise, Endpoint, parse_endpoint
 from orc.node.links.txt import advert_for
+from orc.node.config import NodeConfig, NodeConfigInvalid, read_node_config
 from orc.node.home import DaemonLock, Home
 from orc.node.trust.certificates import make_csr
 from orc.node.protocol.errors import NodeError
@@ -103,8 +103,10 @@ class Daemon:
         self._lock = lock
         self.options = options
         self.store = IdentityStore(home.identity_dir)
-        self.config = _discovery_config(home)
-        self.admission = _admission_config(home)
+        # The whole config.yaml is checked here, before `run` takes a socket or a port.
+        self.node_config = _node_config(home)
+        self.config = self.node_config.discovery
+        self.admission = self.node_config.admission
         self.listen = _listen_endpoint(options)
         self.peers = tuple(self.config.peers) + tuple(parse_peer(p) for p in options.peers)
         self.mdns_enabled = options.mdns and self.config.mdns
@@ -161,15 +163,9 @@ class Daemon:
         return served
 
     def _runtimes(self) -> dict[str, ModelRuntime]:
-        from orc.node.models.runtimes.llama_cpp import LlamaCppRuntime
-        from orc.node.models.runtimes.mlx import MlxRuntime, mlx_installed
+        from orc.node.models.runtimes.factory import build_runtimes
 
-        extra_buffers = _llama_cpp_extra_buffers(self.home)
-        runtimes: dict[str, ModelRuntime] = {
-            "llama_cpp": LlamaCppRuntime(n_threads=self.options.threads, extra_buffers=extra_buffers)}
-        if mlx_installed():
-            runtimes["mlx"] = MlxRuntime()
-        return runtimes
+        return build_runtimes(self.node_config.llama_cpp, self.home.config_file, n_threads=self.options.threads)
 
     def _interfaces(self) -> list[str] | None:
         return [self.options.interface] if self.options.interface else None
@@ -461,39 +457,11 @@ def _matches(reference: str, entry: ModelEntry, split: Callable[[str], tuple[str
     return entry.id == model_id and runtime in (None, entry.runtime)
 
 
-def _discovery_config(home: Home) -> DiscoveryConfig:
+def _node_config(home: Home) -> NodeConfig:
     try:
-        return load_discovery_config(home.config_file)
-    except DiscoveryError as error:
+        return read_node_config(home.config_file)
+    except NodeConfigInvalid as error:
         raise DaemonError(str(error)) from None
-
-
-def _admission_config(home: Home) -> AdmissionConfig:
-    """The `admission:` section of the home's config.yaml (the discovery reader checked the file)."""
-    import yaml
-
-    try:
-        root = yaml.safe_load(home.config_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return AdmissionConfig()
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise DaemonError(f"cannot read {home.config_file}: {error}") from None
-    try:
-        return admission_config(root, str(home.config_file))
-    except BadAdmissionConfig as error:
-        raise DaemonError(str(error)) from None
-
-
-def _llama_cpp_extra_buffers(home: Home) -> bool:
-    """`llama_cpp.extra_buffers` of the home's config.yaml decided for this CPU, and logged."""
-    from orc.node.models.runtimes.extra_buffers import BadLlamaCppConfig, extra_buffers_choice
-
-    try:
-        choice = extra_buffers_choice(home.config_file)
-    except BadLlamaCppConfig as error:
-        raise DaemonError(str(error)) from None
-    log.info("%s", choice.explain(home.config_file))
-    return choice.enabled
 
 
 def parse_peer(text: str) -> Endpoint:

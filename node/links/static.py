@@ -19,9 +19,6 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-
-import yaml
 
 from orc.node.protocol.description import DEFAULT_PORT
 from orc.node.links.errors import BadDiscoveryConfig, BadPeerAddress
@@ -32,7 +29,6 @@ __all__ = [
     "DiscoveryConfig",
     "Endpoint",
     "discovery_config",
-    "load_discovery_config",
     "parse_endpoint",
 ]
 
@@ -187,18 +183,3 @@ def _config_peers(value: object, problems: list[str]) -> tuple[Endpoint, ...]:
         if endpoint not in peers:
             peers.append(endpoint)
     return tuple(peers)
-
-
-def load_discovery_config(path: Path) -> DiscoveryConfig:
-    """Read `discovery:` from the node config file; a missing file means the defaults."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return DiscoveryConfig()
-    except (OSError, UnicodeDecodeError) as error:
-        raise BadDiscoveryConfig(f"cannot read {path}: {error}") from None
-    try:
-        root = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise BadDiscoveryConfig(f"{path} is not valid YAML: {error}") from None
-    return discovery_config(root, str(path))

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.benchmarks.run import REPO, THREADS, Row, machine, section_lines
+from tests.benchmarks.run import REPO, THREADS, Row, publish_section, standalone_section
 
 TITLE = "llama.cpp extra buffer types on vs off"
 MODELS = ("smollm2-135m-instruct", "gemma3-270m")
@@ -57,7 +57,7 @@ def _serve_side(model_id: str, extra_buffers: bool, models_dir: Path, threads: i
     where (one JSON line), then run one timed generation per line read from stdin, answering
     each with a JSON line."""
     from orc.node.models.catalog import Catalog
-    from orc.node.models.runtimes.llama_cpp import load_llama
+    from orc.node.models.runtimes.llama_load import load_llama
     from orc.node.models.runtimes.llama_log import LOGGER_NAME
 
     buffers: list[str] = []
@@ -142,7 +142,7 @@ def _extra_buffer_sizes(lines: list[str]) -> str:
 
 def bench_extra_buffers(runs: int, rounds: int = ROUNDS, threads: int = THREADS) -> tuple[list[Row], str]:
     """Rows for both models and a note; each side runs `rounds` times, alternating."""
-    from orc.node.models.runtimes.llama_cpp import extra_buffers_for_this_cpu
+    from orc.node.models.runtimes.llama_load import extra_buffers_for_this_cpu
 
     if not extra_buffers_for_this_cpu():
         return [], ("Not measured: this CPU has AMX, where loading with extra buffer types on can crash "
@@ -222,24 +222,7 @@ def bench_extra_buffers(runs: int, rounds: int = ROUNDS, threads: int = THREADS)
 
 
 def section(runs: int, rounds: int = ROUNDS, threads: int = THREADS) -> str:
-    rows, note = bench_extra_buffers(runs, rounds, threads)
-    where = next(line for line in machine() if line.startswith("- machine:"))
-    when = next(line for line in machine() if line.startswith("- date:"))
-    return "\n".join(section_lines(TITLE, rows, f"{note}\n\n{where.removeprefix('- ')}; {when.removeprefix('- ')}."))
-
-
-def write_section(text: str, path: Path) -> None:
-    """Put the section into the report at `path`, replacing an older copy of it and nothing
-    else; a report without one gets it before the mesh section, or at the end."""
-    lines = path.read_text().splitlines()
-    heading = f"## {TITLE}"
-    new = text.rstrip("\n").splitlines() + [""]
-    if heading in lines:
-        start = lines.index(heading)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    else:
-        start = end = next((i for i, line in enumerate(lines) if line.startswith("## Mesh")), len(lines))
-    path.write_text("\n".join(lines[:start] + new + lines[end:]) + "\n")
+    return standalone_section(TITLE, *bench_extra_buffers(runs, rounds, threads))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,10 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.side:
         _serve_side(args.model, args.side == "on", args.models_dir, args.threads)
         return 0
-    text = section(args.runs, args.rounds, args.threads)
-    print(text)
-    if args.write:
-        write_section(text, args.out)
+    publish_section(TITLE, section(args.runs, args.rounds, args.threads), args.out if args.write else None)
     return 0
 
 

@@ -17,6 +17,8 @@ Measures, on this machine, in one process run so the ratios compare like with li
    (skipped, with a note, when mlx-lm is not installed);
 5. llama.cpp's extra buffer types (tests/benchmarks/extra_buffers.py): prompt and decode
    tokens/s of both embedded models with them on and off (orc turns them off on CPUs with AMX);
+5b. GGUF metadata (tests/benchmarks/gguf_reader.py): orc's header reader against ggml's
+   `gguf.GGUFReader` on both embedded models, the values they read compared key by key;
 6. the mesh (tests/benchmarks/mesh.py): mTLS round trips and per-agent remote overhead between
    daemons in network namespaces (raw, and end to end through a coordinator that places the
    agent), discovery and dead-peer times, idle daemon footprint, and a 3-agent fan-out on three
@@ -98,7 +100,7 @@ def machine() -> list[str]:
 
 def _side_direct(runs: int) -> dict:
     from orc.node.models.catalog import DEFAULT_MODEL_ID, Catalog
-    from orc.node.models.runtimes.llama_cpp import extra_buffers_for_this_cpu, load_llama
+    from orc.node.models.runtimes.llama_load import extra_buffers_for_this_cpu, load_llama
 
     with tempfile.TemporaryDirectory() as home:
         entry = Catalog(Path(home) / "models").prepare(DEFAULT_MODEL_ID)
@@ -361,6 +363,34 @@ def section_lines(title: str, rows: list[Row], notes: str) -> list[str]:
     return lines
 
 
+def standalone_section(title: str, rows: list[Row], notes: str) -> str:
+    """A section run on its own, for `replace_section`: its notes end with the machine and date."""
+    where = next(line for line in machine() if line.startswith("- machine:"))
+    when = next(line for line in machine() if line.startswith("- date:"))
+    return "\n".join(section_lines(title, rows, f"{notes}\n\n{where.removeprefix('- ')}; {when.removeprefix('- ')}."))
+
+
+def publish_section(title: str, text: str, out: Path | None) -> None:
+    """Print a section run on its own and, when `out` is given, put it into that report."""
+    print(text)
+    if out is not None:
+        replace_section(out, title, text)
+
+
+def replace_section(path: Path, title: str, text: str) -> None:
+    """Put one section into the report at `path`, replacing an older copy of it and nothing
+    else; a report without one gets it before the mesh section, or at the end."""
+    lines = path.read_text().splitlines()
+    heading = f"## {title}"
+    new = text.rstrip("\n").splitlines() + [""]
+    if heading in lines:
+        start = lines.index(heading)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    else:
+        start = end = next((i for i, line in enumerate(lines) if line.startswith("## Mesh")), len(lines))
+    path.write_text("\n".join(lines[:start] + new + lines[end:]) + "\n")
+
+
 def write_report(sections: list[tuple[str, list[Row], str]], path: Path, appendix: str = "") -> None:
     lines = ["# Benchmarks", "",
              "Written by `.venv/bin/pip install -q -e '.[bench]' && .venv/bin/python -m tests.benchmarks.run`;",
@@ -422,6 +452,10 @@ def main(argv: list[str] | None = None) -> int:
     from tests.benchmarks.extra_buffers import TITLE as EXTRA_BUFFERS_TITLE, bench_extra_buffers
 
     sections.append((EXTRA_BUFFERS_TITLE, *bench_extra_buffers(args.runs)))
+    print("GGUF metadata readers ...", file=sys.stderr)
+    from tests.benchmarks.gguf_reader import TITLE as GGUF_READER_TITLE, bench_gguf_reader
+
+    sections.append((GGUF_READER_TITLE, *bench_gguf_reader(1)))
     mesh = ""
     if not args.skip_mesh:
         print("mesh (daemons in network namespaces) ...", file=sys.stderr)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol, TypeAlias
 from orc.scheduler.run import Usage  # one usage type for runtimes, runs and journals
 
 if TYPE_CHECKING:
-    from orc.node.models.catalog import ModelEntry
+    from orc.node.models.entry import ModelEntry
 
 __all__ = [
     "ChatMessage",

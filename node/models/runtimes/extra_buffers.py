@@ -1,5 +1,6 @@
 """Whether llama.cpp may use its extra buffer types on this CPU: the `llama_cpp:` section of
-the home's config.yaml, and the decision for this machine.
+the home's config.yaml (read with the rest of the file by `orc.node.config`), and the decision
+for this machine.
 
 llama.cpp can store a model's weights in "extra" CPU buffer types, repacked into the layout a
 faster matrix-multiply path reads: interleaved blocks for AVX2 and NEON (`CPU_REPACK`), or
@@ -12,9 +13,9 @@ instead, which on those machines run as fast.
       extra_buffers: auto   # auto (default) | on | off
 
 `auto` turns them off on a CPU whose /proc/cpuinfo lists an AMX flag and on everywhere else
-(any other x86-64, arm64, and macOS, which has no /proc/cpuinfo and no AMX). Reading the file
-and the CPU is the shell (`extra_buffers_choice`); the decision (`choose_extra_buffers`) is a
-pure function of the setting and the text of /proc/cpuinfo.
+(any other x86-64, arm64, and macOS, which has no /proc/cpuinfo and no AMX). Reading the CPU
+is the shell (`extra_buffers_choice`); the section (`llama_cpp_config`) and the decision
+(`choose_extra_buffers`) are pure functions of the parsed file and of the text of /proc/cpuinfo.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing_extensions import assert_never
 
 from orc.node.models.hardware import amx_flags, read_cpuinfo
-from orc.scheduler.profiles import MAX_CONFIG_BYTES, ConfigInvalid
+from orc.scheduler.profiles import ConfigInvalid
 
 __all__ = [
     "BadLlamaCppConfig",
@@ -36,7 +37,6 @@ __all__ = [
     "choose_extra_buffers",
     "extra_buffers_choice",
     "llama_cpp_config",
-    "read_llama_cpp_config",
 ]
 
 _KEYS = ("extra_buffers",)
@@ -125,28 +125,6 @@ def llama_cpp_config(root: object, source: str = "the config file") -> LlamaCppC
     raise BadLlamaCppConfig(f"{source}: llama_cpp.extra_buffers must be auto, on or off, not {value!r}; {fix}")
 
 
-def read_llama_cpp_config(config_file: Path) -> LlamaCppConfig:
-    """The `llama_cpp:` section of a node's config.yaml; defaults when the file does not exist.
-
-    Raises `BadLlamaCppConfig` naming the file when it cannot be read or parsed, or the section
-    is wrong.
-    """
-    import yaml
-
-    try:
-        if config_file.stat().st_size > MAX_CONFIG_BYTES:
-            raise BadLlamaCppConfig(f"{config_file}: larger than {MAX_CONFIG_BYTES} bytes")
-        root = yaml.safe_load(config_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return LlamaCppConfig()
-    except (OSError, UnicodeDecodeError) as error:
-        raise BadLlamaCppConfig(f"cannot read {config_file}: {error}") from None
-    except yaml.YAMLError as error:
-        raise BadLlamaCppConfig(f"{config_file}: invalid YAML: {str(error).splitlines()[0]}") from None
-    return llama_cpp_config(root, str(config_file))
-
-
-def extra_buffers_choice(config_file: Path) -> ExtraBuffersChoice:
-    """The choice for this machine: `llama_cpp.extra_buffers` of `config_file` (the one place
-    that reads it) against this CPU's /proc/cpuinfo. Raises `BadLlamaCppConfig`."""
-    return choose_extra_buffers(read_llama_cpp_config(config_file).extra_buffers, read_cpuinfo())
+def extra_buffers_choice(settings: LlamaCppConfig) -> ExtraBuffersChoice:
+    """The choice for this machine: the `llama_cpp:` settings against this CPU's /proc/cpuinfo."""
+    return choose_extra_buffers(settings.extra_buffers, read_cpuinfo())

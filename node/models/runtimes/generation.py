@@ -25,7 +25,7 @@ from orc.node.models.runtimes.base import (
 )
 
 if TYPE_CHECKING:
-    from orc.node.models.catalog import ModelEntry
+    from orc.node.models.entry import ModelEntry
 
 __all__ = ["REPEAT_PENALTY", "TRANSCRIPT_STOPS", "StopScanner", "TokenBatcher", "WorkerFailed", "WorkerMessage",
            "check_request", "relay", "render_transcript"]

@@ -23,10 +23,11 @@ which stops when the model starts a new "User:" or "System:" turn.
 Streamed text reaches the event loop in batches at most every 50 ms rather than per token:
 on a two-core machine every wake-up of the loop's thread costs the generation a little.
 
-Loading: every model loads through `load_llama`, with llama.cpp's extra buffer types (weight
-repacking, and the AMX path on Intel Xeons that crashes) on or off as the runtime was built
-with (`orc.node.models.runtimes.extra_buffers`), and llama.cpp's own log routed to Python logging at
-DEBUG (`orc.node.models.runtimes.llama_log`), never to the terminal.
+Loading: every model loads through `load_llama` (`orc.node.models.runtimes.llama_load`), with
+llama.cpp's extra buffer types (weight repacking, and the AMX path on Intel Xeons that crashes)
+on or off as the runtime was built with, and llama.cpp's own log routed to Python logging at
+DEBUG, never to the terminal. What a model costs in memory comes from its GGUF header
+(`orc.node.models.runtimes.llama_memory`).
 
 `llama_cpp` itself is imported only when a model is loaded, so importing this module (and
 running `orc --help`) stays fast.
@@ -36,18 +37,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
-import functools
 import os
-import struct
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from orc.node.models.hardware import read_cpuinfo
-from orc.node.models.runtimes import llama_log
 from orc.node.models.runtimes.base import (
     ChatMessage,
     GenerationDone,
@@ -57,8 +51,6 @@ from orc.node.models.runtimes.base import (
     ModelLoadError,
     Usage,
 )
-from orc.node.models.runtimes.extra_buffers import ExtraBuffers, choose_extra_buffers
-
 from orc.node.models.runtimes.generation import (
     REPEAT_PENALTY,
     TRANSCRIPT_STOPS,
@@ -70,200 +62,17 @@ from orc.node.models.runtimes.generation import (
     relay,
     render_transcript,
 )
+from orc.node.models.runtimes.llama_load import extra_buffers_for_this_cpu, load_llama
+from orc.node.models.runtimes.llama_memory import WORKING_BYTES_FIXED, instance_bytes
 
 if TYPE_CHECKING:
-    from orc.node.models.catalog import ModelEntry
+    from orc.node.models.entry import ModelEntry
 
 __all__ = [
-    "GgufArray",
     "LlamaCppRuntime",
     "StopScanner",
-    "extra_buffers_for_this_cpu",
-    "load_llama",
-    "read_gguf_metadata",
     "render_transcript",
 ]
-
-# llama.cpp keeps its K and V caches in f16 unless told otherwise.
-_KV_BYTES_PER_VALUE = 2
-# Compute buffers and logits rows beyond weights and KV cache: a fit to the resident memory
-# measured after loading and generating with SmolLM2-135M (49k vocab) and Gemma-3-270M
-# (262k vocab) at n_ctx 2048 on x86-64, within 2% for both.
-_WORKING_BYTES_FIXED = 32 << 20
-_WORKING_BYTES_PER_VOCAB_ENTRY = 128
-
-# llama-cpp-python's `verbose=False` silences a load by pointing the process's stdout and
-# stderr file descriptors at /dev/null and back. Two loads interleaved in two threads would
-# restore them in the wrong order and leave stderr pointing at /dev/null for good, so loads
-# never overlap, in this runtime or any other in the process. `load_llama` also swaps a
-# function of llama-cpp-python's module for the length of a load, which this lock keeps to one
-# load at a time.
-_LOAD_LOCK = threading.Lock()
-
-
-# -- loading --------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=1)
-def extra_buffers_for_this_cpu() -> bool:
-    """The `auto` choice for this machine's CPU: off where it has AMX (read once a process)."""
-    return choose_extra_buffers(ExtraBuffers.AUTO, read_cpuinfo()).enabled
-
-
-def load_llama(path: Path, *, extra_buffers: bool, **options: Any) -> Any:
-    """Blocking: a quiet `llama_cpp.Llama` for the GGUF at `path`, loaded with llama.cpp's extra
-    buffer types on or off, its log routed to the `orc.llama_cpp` logger.
-
-    `options` are `Llama`'s other keyword arguments (n_ctx, n_threads, ...). Raises what
-    `Llama` raises, and `ModelLoadError` when `extra_buffers` is False and this
-    llama-cpp-python is too old to turn them off.
-    """
-    import llama_cpp
-
-    llama_log.route_llama_logs(llama_cpp)
-    with _LOAD_LOCK, llama_log.held(), _model_params(llama_cpp.llama_cpp, use_extra_bufts=extra_buffers):
-        return llama_cpp.Llama(model_path=str(path), verbose=False, **options)
-
-
-@contextlib.contextmanager
-def _model_params(bindings: Any, *, use_extra_bufts: bool) -> Iterator[None]:
-    """While the block runs, llama-cpp-python's model parameters come with `use_extra_bufts` set.
-
-    `Llama.__init__` takes no argument for it: it starts from
-    `llama_cpp.llama_cpp.llama_model_default_params()`, looked up on that module when called, so
-    the defaults are replaced there for the length of one load (under `_LOAD_LOCK`). llama.cpp
-    itself has no environment variable for it (`--no-repack` belongs to its command-line
-    tools), and a `Llama` cannot be told after loading, as the weights are placed by then.
-    """
-    fields = {name for name, *_ in getattr(bindings.llama_model_params, "_fields_", ())}
-    if "use_extra_bufts" not in fields:
-        if not use_extra_bufts:
-            raise ModelLoadError(
-                "this llama-cpp-python cannot turn off llama.cpp's extra buffer types "
-                "(its model parameters have no use_extra_bufts); upgrade it: pip install -U llama-cpp-python")
-        yield  # an old llama.cpp: extra buffer types are always on, as asked
-        return
-    defaults = bindings.llama_model_default_params
-
-    def with_extra_bufts() -> Any:
-        params = defaults()
-        params.use_extra_bufts = use_extra_bufts
-        return params
-
-    bindings.llama_model_default_params = with_extra_bufts
-    try:
-        yield
-    finally:
-        bindings.llama_model_default_params = defaults
-
-
-# -- GGUF metadata --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GgufArray:
-    """An array value in GGUF metadata, skipped rather than read: its item type and length."""
-
-    item_type: int
-    count: int
-
-
-_GGUF_SCALARS: dict[int, str] = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_GGUF_STRING = 8
-_GGUF_ARRAY = 9
-# A GGUF header is hostile input like any file a user points at: these caps stop a crafted
-# header from making the reader allocate gigabytes or loop for minutes.
-_GGUF_MAX_KV = 1 << 16
-_GGUF_MAX_STRING = 16 << 20
-
-
-def read_gguf_metadata(path: Path) -> dict[str, object]:
-    """The key/value metadata of a GGUF file (version 2 or 3), without loading the model.
-
-    Scalars and strings are returned as Python values; arrays (the tokenizer's vocabulary and
-    the like) as `GgufArray`. Raises `ValueError` for a file that is not GGUF or is truncated,
-    `OSError` when it cannot be read.
-    """
-    with path.open("rb") as f:
-        if f.read(4) != b"GGUF":
-            raise ValueError(f"{path} is not a GGUF file")
-        (version,) = _unpack(f, "<I")
-        if version not in (2, 3):
-            raise ValueError(f"{path}: unsupported GGUF version {version}")
-        _tensor_count, kv_count = _unpack(f, "<QQ")
-        if kv_count > _GGUF_MAX_KV:
-            raise ValueError(f"{path}: implausible metadata count {kv_count}")
-        metadata: dict[str, object] = {}
-        for _ in range(kv_count):
-            key = _read_string(f)
-            (value_type,) = _unpack(f, "<I")
-            metadata[key] = _read_value(f, value_type)
-        return metadata
-
-
-def _unpack(f: BinaryIO, fmt: str) -> tuple[Any, ...]:
-    size = struct.calcsize(fmt)
-    data = f.read(size)
-    if len(data) != size:
-        raise ValueError("truncated GGUF header")
-    return struct.unpack(fmt, data)
-
-
-def _read_string(f: BinaryIO) -> str:
-    (length,) = _unpack(f, "<Q")
-    if length > _GGUF_MAX_STRING:
-        raise ValueError(f"implausible GGUF string length {length}")
-    data = f.read(length)
-    if len(data) != length:
-        raise ValueError("truncated GGUF header")
-    return data.decode("utf-8", errors="replace")
-
-
-def _read_value(f: BinaryIO, value_type: int) -> object:
-    if value_type in _GGUF_SCALARS:
-        return _unpack(f, _GGUF_SCALARS[value_type])[0]
-    if value_type == _GGUF_STRING:
-        return _read_string(f)
-    if value_type == _GGUF_ARRAY:
-        item_type, count = _unpack(f, "<IQ")
-        if item_type in _GGUF_SCALARS:
-            f.seek(count * struct.calcsize(_GGUF_SCALARS[item_type]), os.SEEK_CUR)
-        elif item_type == _GGUF_STRING:
-            for _ in range(count):
-                (length,) = _unpack(f, "<Q")
-                f.seek(length, os.SEEK_CUR)
-        else:
-            # Nested arrays exist in the spec but in no model header worth reading.
-            raise ValueError(f"unsupported GGUF array item type {item_type}")
-        return GgufArray(item_type=item_type, count=count)
-    raise ValueError(f"unknown GGUF value type {value_type}")
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_metadata(path: Path, size: int, mtime_ns: int) -> dict[str, object]:
-    # size and mtime_ns are part of the key so a replaced file is read again.
-    return read_gguf_metadata(path)
-
-
-def _kv_cache_bytes(metadata: dict[str, object], n_ctx: int) -> int:
-    arch = metadata.get("general.architecture")
-    layers = metadata.get(f"{arch}.block_count")
-    heads = metadata.get(f"{arch}.attention.head_count")
-    embedding = metadata.get(f"{arch}.embedding_length")
-    if not all(isinstance(v, int) and v > 0 for v in (layers, heads, embedding)):
-        raise ValueError("the GGUF lacks the attention shape")
-    assert isinstance(layers, int) and isinstance(heads, int) and isinstance(embedding, int)
-    kv_heads = metadata.get(f"{arch}.attention.head_count_kv", heads)
-    key_length = metadata.get(f"{arch}.attention.key_length", embedding // heads)
-    value_length = metadata.get(f"{arch}.attention.value_length", embedding // heads)
-    assert isinstance(kv_heads, int) and isinstance(key_length, int) and isinstance(value_length, int)
-    return n_ctx * layers * kv_heads * (key_length + value_length) * _KV_BYTES_PER_VALUE
-
-
-def _vocab_size(metadata: dict[str, object]) -> int:
-    tokens = metadata.get("tokenizer.ggml.tokens")
-    return tokens.count if isinstance(tokens, GgufArray) else 0
-
 
 # -- prompts and stop strings ---------------------------------------------------------------
 
@@ -632,28 +441,15 @@ class LlamaCppRuntime:
         return self._n_ctx
 
     def memory_estimate(self, model: ModelEntry) -> int:
-        """Bytes one instance of the model needs:
+        """Bytes one instance of the model needs, from its GGUF header (`llama_memory`).
 
-            file size
-            + n_ctx x layers x kv_heads x (key_length + value_length) x 2 B   (f16 K and V cache)
-            + 32 MiB + 128 B x vocabulary size                               (working buffers)
-
-        read from the GGUF header (arrays skipped, result cached per file). A file that is not
-        there yet (an embedded model not assembled) or whose header lacks the shape is
-        estimated at 1.25 x its catalog size + 32 MiB. Sliding-window layers are counted as
-        full ones, so this errs high.
+        A file that is not there yet (an embedded model not assembled) or whose header lacks
+        the shape is estimated at 1.25 x its catalog size + 32 MiB.
         """
         try:
-            stat = model.path.stat()
-            metadata = _cached_metadata(model.path, stat.st_size, stat.st_mtime_ns)
-            return (
-                stat.st_size
-                + _kv_cache_bytes(metadata, self._n_ctx)
-                + _WORKING_BYTES_FIXED
-                + _WORKING_BYTES_PER_VOCAB_ENTRY * _vocab_size(metadata)
-            )
+            return instance_bytes(model.path, self._n_ctx)
         except (OSError, ValueError):
-            return model.size_bytes * 5 // 4 + _WORKING_BYTES_FIXED
+            return model.size_bytes * 5 // 4 + WORKING_BYTES_FIXED
 
 
 def _chat_formatter(llm: Any) -> Any:

@@ -16,10 +16,9 @@ Prompts and sampling match the llama.cpp runtime, so the two variants of one mod
 * a chat model (its tokenizer has a chat template and its catalog entry says `chat`) gets its
   messages rendered with that template; any other model gets the same plain transcript
   (`render_transcript`) and stops at the next "User:" or "System:" turn;
-* the same repetition penalty (1.1 over the last 64 sampled tokens, prompt excluded) and,
-  above temperature 0, the same chain as llama-cpp-python's defaults: top-k 40, top-p 0.95
-  (or the request's), min-p 0.05, then temperature. Temperature 0 is greedy, so a GGUF and the
-  MLX folder converted from it pick the same tokens as long as their logits agree;
+* the same repetition penalty and sampling chain as llama-cpp-python's defaults
+  (`orc.node.models.runtimes.mlx_sampling`). Temperature 0 is greedy, so a GGUF and the MLX
+  folder converted from it pick the same tokens as long as their logits agree;
 * sampling draws from a random key made from the request's seed, per generation, so a seed
   gives the same text every time (though not the same text as llama.cpp's sampler).
 
@@ -38,7 +37,6 @@ import json
 import os
 import platform
 import queue
-import struct
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -46,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orc.node.models.mlx_folder import mlx_weight_files, read_safetensors_header
 from orc.node.models.runtimes.base import (
     ChatMessage,
     GenerationDone,
@@ -60,7 +59,6 @@ from orc.node.models.runtimes.base import (
 # One prompt format and one set of request checks for both runtimes: a model's two variants
 # must read the same prompt and refuse the same requests.
 from orc.node.models.runtimes.generation import (
-    REPEAT_PENALTY,
     TRANSCRIPT_STOPS,
     StopScanner,
     TokenBatcher,
@@ -70,18 +68,13 @@ from orc.node.models.runtimes.generation import (
     relay,
     render_transcript,
 )
+from orc.node.models.runtimes.mlx_sampling import repetition_penalty, sampler
 
 if TYPE_CHECKING:
-    from orc.node.models.catalog import ModelEntry
+    from orc.node.models.entry import ModelEntry
 
 __all__ = ["MlxRuntime", "mlx_installed"]
 
-# llama-cpp-python's defaults for create_completion (top_k, top_p, min_p) and for the window
-# of its repetition penalty (last_n_tokens_size), which the llama.cpp runtime samples with.
-_TOP_K = 40
-_DEFAULT_TOP_P = 0.95
-_MIN_P = 0.05
-_PENALTY_WINDOW = 64
 # Compute buffers beyond weights and KV cache: a fit to MLX's peak memory after loading and
 # generating with SmolLM2-135M (49k vocabulary) on the CPU, rounded up.
 _WORKING_BYTES_FIXED = 32 << 20
@@ -270,7 +263,7 @@ class MlxRuntime:
             config = json.loads((model.path / "config.json").read_text(encoding="utf-8"))
             cpu = not _on_gpu()
             weights = 0
-            for path in sorted(model.path.glob("model*.safetensors")):
+            for path in mlx_weight_files(model.path):
                 for dtype, size in _safetensors_bytes_by_dtype(path).items():
                     weights += size * (2 if cpu and dtype in ("F16", "BF16") else 1)
             heads = int(config["num_attention_heads"])
@@ -396,8 +389,8 @@ class MlxRuntime:
             mx.array(prompt),
             loaded.model,
             max_tokens=budget,
-            sampler=_sampler(params, seed),
-            logits_processors=[_repetition_penalty(len(prompt))],
+            sampler=sampler(params, seed),
+            logits_processors=[repetition_penalty(len(prompt))],
         )
         scanner = StopScanner((*params.stop, *format_stops))
         decoder = _IncrementalDecoder(loaded.tokenizer)
@@ -440,61 +433,10 @@ class MlxRuntime:
         )
 
 
-def _repetition_penalty(prompt_length: int) -> Callable[[Any, Any], Any]:
-    """llama.cpp's repeat penalty: the logit of each token among the last 64 sampled ones (the
-    prompt is not counted) is divided by 1.1 if positive, multiplied by 1.1 if not."""
-    import mlx.core as mx
-
-    def apply(tokens: Any, logits: Any) -> Any:
-        recent = tokens[prompt_length:][-_PENALTY_WINDOW:]
-        if recent.size == 0:
-            return logits
-        picked = logits[:, recent]
-        logits[:, recent] = mx.where(picked <= 0, picked * REPEAT_PENALTY, picked / REPEAT_PENALTY)
-        return logits
-
-    return apply
-
-
-def _sampler(params: GenerationParams, seed: int) -> Callable[[Any], Any]:
-    """Greedy at temperature 0; otherwise llama-cpp-python's default chain (top-k, top-p,
-    min-p on the untempered distribution, then temperature), drawn with a key from `seed`."""
-    import mlx.core as mx
-
-    if params.temperature == 0:
-        return lambda logprobs: mx.argmax(logprobs, axis=-1)
-    top_p = _DEFAULT_TOP_P if params.top_p is None else params.top_p
-    key = [mx.random.key(seed)]
-
-    def sample(logprobs: Any) -> Any:
-        k = min(_TOP_K, logprobs.shape[-1])
-        candidates = mx.argpartition(-logprobs, kth=k - 1, axis=-1)[:, :k]
-        scores = mx.take_along_axis(logprobs, candidates, axis=-1)
-        order = mx.argsort(-scores, axis=-1)
-        candidates = mx.take_along_axis(candidates, order, axis=-1)
-        scores = mx.take_along_axis(scores, order, axis=-1)
-        probs = mx.softmax(scores, axis=-1)
-        # top-p keeps the shortest prefix reaching `top_p`; min-p drops what is less likely than
-        # min_p x the likeliest; the likeliest is always kept.
-        keep = ((mx.cumsum(probs, axis=-1) - probs) < top_p) & (probs >= _MIN_P * probs[:, :1])
-        keep = keep | (mx.arange(k) == 0)
-        tempered = mx.where(keep, scores / params.temperature, -float("inf"))
-        key[0], draw = mx.random.split(key[0])
-        choice = mx.random.categorical(tempered, axis=-1, key=draw)
-        return mx.take_along_axis(candidates, choice[:, None], axis=-1)[:, 0]
-
-    return sample
-
-
 def _safetensors_bytes_by_dtype(path: Path) -> dict[str, int]:
     """Bytes of tensor data per dtype, from a safetensors file's header alone."""
-    with path.open("rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        if length > 100 << 20:  # a header is kilobytes; this stops a crafted one costing gigabytes
-            raise ValueError(f"{path}: implausible safetensors header length {length}")
-        header = json.loads(f.read(length))
     totals: dict[str, int] = {}
-    for name, tensor in header.items():
+    for name, tensor in read_safetensors_header(path).items():
         if name == "__metadata__":
             continue
         start, end = tensor["data_offsets"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -16,7 +15,6 @@ from orc.node.links.static import (
     DiscoveryConfig,
     Endpoint,
     discovery_config,
-    load_discovery_config,
     parse_endpoint,
 )
 
@@ -95,28 +93,18 @@ def test_arbitrary_text_parses_or_raises_bad_peer_address(text: str) -> None:
 
 # ---- the config section ----
 
-def test_a_full_section_is_read(tmp_path: Path) -> None:
-    path = tmp_path / "config.yaml"
-    path.write_text(
-        "profiles: {}\n"
-        "discovery:\n"
-        "  peers: ['10.0.0.5:7733', pi.local, '[fd00::5]:9000', '10.0.0.5']\n"
-        "  advertise: Minimal\n"
-        "  mdns: false\n"
-    )
-    config = load_discovery_config(path)
-    assert config == DiscoveryConfig(
+def test_a_full_section_is_read() -> None:
+    root = {"profiles": {}, "discovery": {
+        "peers": ["10.0.0.5:7733", "pi.local", "[fd00::5]:9000", "10.0.0.5"], "advertise": "Minimal", "mdns": False}}
+    assert discovery_config(root) == DiscoveryConfig(
         peers=(Endpoint("10.0.0.5", 7733), Endpoint("pi.local", 7733), Endpoint("fd00::5", 9000)),
         advertise=Advertise.MINIMAL,
         mdns=False,
     )
 
 
-def test_defaults_when_missing(tmp_path: Path) -> None:
-    assert load_discovery_config(tmp_path / "absent.yaml") == DiscoveryConfig()
-    empty = tmp_path / "empty.yaml"
-    empty.write_text("")
-    assert load_discovery_config(empty) == DiscoveryConfig()
+def test_defaults_when_missing() -> None:
+    assert discovery_config(None) == DiscoveryConfig()
     assert discovery_config({"other": 1}) == DiscoveryConfig(peers=(), advertise=Advertise.FULL, mdns=True)
     assert discovery_config({"discovery": None}) == DiscoveryConfig()
 
@@ -147,18 +135,3 @@ def test_bad_sections_are_refused(root: object, expected: str) -> None:
     with pytest.raises(BadDiscoveryConfig) as raised:
         discovery_config(root)
     assert expected in str(raised.value)
-
-
-def test_unreadable_or_invalid_files_give_a_clear_error(tmp_path: Path) -> None:
-    broken = tmp_path / "broken.yaml"
-    broken.write_text("discovery: [unclosed\n")
-    with pytest.raises(BadDiscoveryConfig, match="not valid YAML"):
-        load_discovery_config(broken)
-    binary = tmp_path / "binary.yaml"
-    binary.write_bytes(b"\xff\xfe\x00junk")
-    with pytest.raises(BadDiscoveryConfig, match="cannot read"):
-        load_discovery_config(binary)
-    folder = tmp_path / "folder.yaml"
-    folder.mkdir()
-    with pytest.raises(BadDiscoveryConfig, match="cannot read"):
-        load_discovery_config(folder)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import orc.node.models.catalog as catalog_module
+import orc.node.models.digests as digests_module
 from orc.node.models.catalog import (
     DEFAULT_MODEL_ID,
     GEMMA_MODEL_ID,
@@ -72,7 +72,7 @@ def test_digests_are_cached_on_disk(models_dir: Path, monkeypatch: pytest.Monkey
     def no_hashing(path: Path) -> str:
         raise AssertionError(f"{path} was hashed again instead of read from the digest cache")
 
-    monkeypatch.setattr(catalog_module, "file_sha256", no_hashing)
+    monkeypatch.setattr(digests_module, "file_sha256", no_hashing)
     # A fresh Catalog has no memory of its own: the digests come from digests.json.
     assert Catalog(models_dir).entries() == first
 
@@ -232,7 +232,7 @@ def test_gemma_is_assembled_and_verified_once(models_dir: Path, monkeypatch: pyt
     def forbidden(*args: object, **kwargs: object) -> str:
         raise AssertionError("the assembled gemma file was hashed or assembled again")
 
-    monkeypatch.setattr(catalog_module, "file_sha256", forbidden)
+    monkeypatch.setattr(digests_module, "file_sha256", forbidden)
     monkeypatch.setattr(gemma, "assemble", forbidden)
     assert Catalog(models_dir).prepare(GEMMA_MODEL_ID) == prepared
     assert Catalog(models_dir).get(GEMMA_MODEL_ID) == prepared

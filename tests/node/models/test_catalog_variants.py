@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-import orc.node.models.catalog as catalog_module
+import orc.node.models.digests as digests_module
+import orc.node.models.entry as entry_module
 from orc.node.models.catalog import (
     DEFAULT_MODEL_ID,
     Catalog,
@@ -26,10 +27,9 @@ from orc.node.models.catalog import (
     UnknownModel,
     default_runtime_preference,
 )
-from orc.node.models.runtimes.mlx_convert import ConversionUnsupported, MlxNotInstalled, check_convertible
+from orc.node.models.mlx_convert import ConversionUnsupported, MlxNotInstalled, check_convertible
 from orc.scheduler.errors import EnsembleInvalid
 from orc.scheduler.loader import load_ensemble_text
-from orc.scheduler.model_refs import split_model_ref
 
 LLAMA_FIRST = ("llama_cpp", "mlx")
 MLX_FIRST = ("mlx", "llama_cpp")
@@ -232,7 +232,7 @@ def test_mlx_digests_are_cached_per_file(models_dir: Path, mlx_folder: Path, mon
     def no_hashing(path: Path) -> str:
         raise AssertionError(f"{path} was hashed again")
 
-    monkeypatch.setattr(catalog_module, "file_sha256", no_hashing)
+    monkeypatch.setattr(digests_module, "file_sha256", no_hashing)
     assert Catalog(models_dir).get(entry.id) == entry
 
 
@@ -240,24 +240,15 @@ def test_default_preference(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "platform", "linux")
     assert default_runtime_preference() == LLAMA_FIRST
     monkeypatch.setattr(sys, "platform", "darwin")
-    monkeypatch.setattr(catalog_module.platform, "machine", lambda: "arm64")
-    monkeypatch.setattr(catalog_module.importlib.util, "find_spec",
+    monkeypatch.setattr(entry_module.platform, "machine", lambda: "arm64")
+    monkeypatch.setattr(entry_module.importlib.util, "find_spec",
                         lambda name: object() if name == "mlx_lm" else None)
     assert default_runtime_preference() == MLX_FIRST
-    monkeypatch.setattr(catalog_module.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(entry_module.importlib.util, "find_spec", lambda name: None)
     assert default_runtime_preference() == LLAMA_FIRST  # no mlx-lm: llama.cpp even on a Mac
 
 
 # -- model references in ensembles -------------------------------------------------------------
-
-
-def test_split_model_ref() -> None:
-    assert split_model_ref("smollm2-135m-instruct") == ("smollm2-135m-instruct", None)
-    assert split_model_ref("smollm2-135m-instruct@mlx") == ("smollm2-135m-instruct", "mlx")
-    assert split_model_ref("a@llama_cpp") == ("a", "llama_cpp")
-    for bad in ("a@", "a@MLX", "@mlx", "a@onnx"):
-        with pytest.raises(ValueError):
-            split_model_ref(bad)
 
 
 def test_the_loader_refuses_an_unknown_runtime_with_a_fix(tmp_path: Path) -> None:

@@ -20,7 +20,6 @@ from orc.node.models.runtimes.extra_buffers import (
     choose_extra_buffers,
     extra_buffers_choice,
     llama_cpp_config,
-    read_llama_cpp_config,
 )
 from orc.scheduler.profiles import ConfigInvalid
 
@@ -96,44 +95,13 @@ def test_a_bad_section_is_one_error_naming_the_file_and_the_fix(root: object, wo
     assert isinstance(caught.value, ConfigInvalid)  # exit 2 at the command line
 
 
-def test_the_file_is_read_with_plain_yaml_on_and_off(tmp_path: Path) -> None:
-    config = tmp_path / "config.yaml"
-    assert read_llama_cpp_config(config) == LlamaCppConfig()  # no file: the defaults
-    for text, expected in [("llama_cpp:\n  extra_buffers: off\n", ExtraBuffers.OFF),
-                           ("llama_cpp:\n  extra_buffers: on\n", ExtraBuffers.ON),
-                           ("llama_cpp:\n  extra_buffers: auto   # the default\n", ExtraBuffers.AUTO),
-                           ("discovery:\n  mdns: false\n", ExtraBuffers.AUTO),
-                           ("", ExtraBuffers.AUTO)]:
-        config.write_text(text)
-        assert read_llama_cpp_config(config).extra_buffers is expected, text
-
-
-@pytest.mark.parametrize(("content", "words"), [
-    (b"llama_cpp: [unclosed\n", "invalid YAML"),
-    (b"\xff\xfe not text", "cannot read"),
-    (b"#" * (1 << 20) + b"\n", "larger than"),
-])
-def test_an_unreadable_file_is_one_error_naming_it(tmp_path: Path, content: bytes, words: str) -> None:
-    config = tmp_path / "config.yaml"
-    config.write_bytes(content)
-    with pytest.raises(BadLlamaCppConfig, match=words) as caught:
-        read_llama_cpp_config(config)
-    assert str(config) in str(caught.value)
-
-
-def test_the_choice_for_this_machine_reads_the_file_and_the_cpu(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    config = tmp_path / "config.yaml"
+def test_the_choice_for_this_machine_reads_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(extra_buffers_module, "read_cpuinfo", lambda: SAPPHIRE_RAPIDS)
-    assert extra_buffers_choice(config).enabled is False
-    config.write_text("llama_cpp:\n  extra_buffers: on\n")
-    assert extra_buffers_choice(config).enabled is True
+    assert extra_buffers_choice(LlamaCppConfig()).enabled is False
+    assert extra_buffers_choice(LlamaCppConfig(ExtraBuffers.ON)).enabled is True
     monkeypatch.setattr(extra_buffers_module, "read_cpuinfo", lambda: AMD_EPYC)
-    config.write_text("llama_cpp:\n  extra_buffers: off\n")
-    assert extra_buffers_choice(config).enabled is False
-    config.write_text("")
-    assert extra_buffers_choice(config).enabled is True
+    assert extra_buffers_choice(LlamaCppConfig(ExtraBuffers.OFF)).enabled is False
+    assert extra_buffers_choice(LlamaCppConfig()).enabled is True
 
 
 # -- the composition roots ------------------------------------------------------------------
@@ -183,7 +151,7 @@ def test_the_daemon_builds_its_runtime_with_the_choice_and_logs_it_once(
     (tmp_path / "home").mkdir()
     home = Home.locate(tmp_path / "home")
     home.config_file.write_text(text)
-    with caplog.at_level(logging.INFO, logger="orc.node.daemon.root"):
+    with caplog.at_level(logging.INFO, logger="orc.node.models.runtimes.factory"):
         runtimes = Daemon(home, DaemonOptions(mdns=False))._runtimes()
     assert runtimes["llama_cpp"].extra_buffers is enabled  # type: ignore[attr-defined]
     lines = [r for r in caplog.records if "extra buffer types" in r.getMessage()]
@@ -191,15 +159,16 @@ def test_the_daemon_builds_its_runtime_with_the_choice_and_logs_it_once(
     assert words in lines[0].getMessage() and str(home.config_file) in lines[0].getMessage()
 
 
-def test_the_daemon_refuses_a_bad_value(tmp_path: Path) -> None:
+def test_the_daemon_refuses_a_bad_value_before_it_runs(tmp_path: Path) -> None:
     from orc.node.daemon.root import Daemon, DaemonError, DaemonOptions
     from orc.node.home import Home
 
     (tmp_path / "home").mkdir()
     home = Home.locate(tmp_path / "home")
     home.config_file.write_text("llama_cpp:\n  extra_buffers: yes please\n")
+    # Refused when the daemon is built: `run`, which opens the sockets, is never reached.
     with pytest.raises(DaemonError, match=f"{home.config_file}: llama_cpp.extra_buffers must be auto, on or off"):
-        Daemon(home, DaemonOptions(mdns=False))._runtimes()
+        Daemon(home, DaemonOptions(mdns=False))
 
 
 def free_port() -> int:

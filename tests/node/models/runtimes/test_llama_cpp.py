@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from orc.node.models.catalog import DEFAULT_MODEL_ID, ModelEntry, ModelId
+from orc.node.models.gguf import read_gguf_metadata
 from orc.node.models.runtimes.base import (
     ChatMessage,
     GenerationDone,
@@ -24,14 +25,11 @@ from orc.node.models.runtimes.base import (
     TokenChunk,
 )
 from orc.node.models.runtimes.llama_cpp import (
-    GgufArray,
     LlamaCppRuntime,
     StopScanner,
-    extra_buffers_for_this_cpu,
-    load_llama,
-    read_gguf_metadata,
     render_transcript,
 )
+from orc.node.models.runtimes.llama_load import extra_buffers_for_this_cpu, load_llama
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
@@ -431,19 +429,6 @@ def test_stop_scanner_picks_the_earliest_stop_and_flushes_the_rest() -> None:
 def test_render_transcript() -> None:
     messages = [ChatMessage("system", "Be brief. "), ChatMessage("user", "Hi"), ChatMessage("assistant", "Hello"), ChatMessage("user", "Bye")]
     assert render_transcript(messages) == "System: Be brief.\n\nUser: Hi\n\nAssistant: Hello\n\nUser: Bye\n\nAssistant:"
-
-
-def test_read_gguf_metadata(smollm2: ModelEntry, tmp_path: Path) -> None:
-    metadata = read_gguf_metadata(smollm2.path)
-    assert metadata["general.architecture"] == "llama"
-    assert metadata["llama.block_count"] == 30
-    assert metadata["tokenizer.ggml.tokens"] == GgufArray(item_type=8, count=49152)
-    junk = tmp_path / "junk.gguf"
-    junk.write_bytes(b"GGUF" + b"\xff" * 64)
-    with pytest.raises(ValueError):
-        read_gguf_metadata(junk)
-    with pytest.raises(ValueError):
-        read_gguf_metadata(Path(__file__))
 
 
 def test_memory_estimate(smollm2: ModelEntry, tmp_path: Path) -> None:

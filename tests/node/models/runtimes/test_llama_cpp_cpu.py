@@ -16,9 +16,10 @@ import pytest
 
 from orc.node.models.catalog import ModelEntry
 from orc.node.models.hardware import cpu_flags, read_cpuinfo
-from orc.node.models.runtimes import llama_cpp as runtime_module
+from orc.node.models.runtimes import llama_load as load_module
 from orc.node.models.runtimes.base import ChatMessage, GenerationDone, GenerationParams, ModelLoadError
-from orc.node.models.runtimes.llama_cpp import LlamaCppRuntime, _model_params, extra_buffers_for_this_cpu
+from orc.node.models.runtimes.llama_cpp import LlamaCppRuntime
+from orc.node.models.runtimes.llama_load import _model_params, extra_buffers_for_this_cpu
 from orc.node.models.runtimes.llama_log import LOGGER_NAME
 
 llama_cpp = pytest.importorskip("llama_cpp")
@@ -160,7 +161,7 @@ def test_extra_buffers_on_reaches_llama_cpp(
 def test_auto_turns_extra_buffers_off_on_a_cpu_with_amx(
     smollm2: ModelEntry, instances: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runtime_module, "read_cpuinfo", lambda: SAPPHIRE_RAPIDS)
+    monkeypatch.setattr(load_module, "read_cpuinfo", lambda: SAPPHIRE_RAPIDS)
     extra_buffers_for_this_cpu.cache_clear()
     try:
         runtime = LlamaCppRuntime(n_threads=2)
@@ -175,7 +176,7 @@ def test_auto_turns_extra_buffers_off_on_a_cpu_with_amx(
 
 
 def test_auto_leaves_extra_buffers_on_without_amx(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runtime_module, "read_cpuinfo", lambda: "flags\t: fpu sse2 avx2 fma\n")
+    monkeypatch.setattr(load_module, "read_cpuinfo", lambda: "flags\t: fpu sse2 avx2 fma\n")
     extra_buffers_for_this_cpu.cache_clear()
     try:
         assert LlamaCppRuntime().extra_buffers is True

@@ -248,7 +248,7 @@ def test_orc_run_shows_llama_cpp_lines_only_with_debug(tmp_path: Path) -> None:
     assert debug.returncode == 0, debug.stderr
     lines = [line for line in debug.stderr.splitlines() if line.startswith(f"DEBUG {LOGGER_NAME}: ")]
     assert any("load_tensors:" in line for line in lines)  # the load's lines, held while stderr was /dev/null
-    choice = "DEBUG orc.node.api: llama.cpp extra buffer types"
+    choice = "INFO orc.node.models.runtimes.factory: llama.cpp extra buffer types"
     assert any(line.startswith(choice) for line in debug.stderr.splitlines())
 
 

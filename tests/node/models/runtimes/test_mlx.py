@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mlx_fixtures import converted_catalog, copy_folder, require_mlx
+from mlx_fixtures import require_mlx
 
-from orc.node.models.catalog import DEFAULT_MODEL_ID, Catalog, ModelEntry, ModelId
+from orc.node.models.catalog import DEFAULT_MODEL_ID, ModelEntry, ModelId
 from orc.node.models.runtimes.base import (
     ChatMessage,
     GenerationDone,
@@ -38,26 +38,6 @@ LONG_ANSWER = [ChatMessage("user", "Write a long story about a dragon who learns
 STORY = [ChatMessage("user", "Tell me a story.")]  # in the transcript format: 60+ tokens, no turn end
 GREEDY = GenerationParams(temperature=0, max_tokens=16)
 LONG = GenerationParams(temperature=0, max_tokens=1500)
-
-
-@pytest.fixture(scope="session")
-def mlx_catalog(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
-    return converted_catalog(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def smollm2_mlx(mlx_catalog: Catalog) -> ModelEntry:
-    return mlx_catalog.prepare(f"{DEFAULT_MODEL_ID}@mlx")
-
-
-@pytest.fixture(scope="session")
-def smollm2_gguf(mlx_catalog: Catalog) -> ModelEntry:
-    return mlx_catalog.prepare(f"{DEFAULT_MODEL_ID}@llama_cpp")
-
-
-@pytest.fixture
-def mlx_folder_copy(smollm2_mlx: ModelEntry, tmp_path: Path) -> Path:
-    return copy_folder(smollm2_mlx.path, tmp_path / "copy")
 
 
 @pytest.fixture(scope="module")
@@ -224,17 +204,17 @@ def test_the_sampler_keeps_only_likely_tokens() -> None:
     import math
 
     import mlx.core as mx
-    from orc.node.models.runtimes.mlx import _sampler
+    from orc.node.models.runtimes.mlx_sampling import sampler
 
     probs = [0.5, 0.3, 0.15, 0.04, 0.01] + [0.0] * 59
     logprobs = mx.array([[math.log(p) if p else -1e9 for p in probs]])
     drawn = set()
     for seed in range(300):
-        sample = _sampler(GenerationParams(temperature=5.0, top_p=0.9, seed=seed), seed)
+        sample = sampler(GenerationParams(temperature=5.0, top_p=0.9, seed=seed), seed)
         drawn.add(int(sample(logprobs).item()))
     # top-p 0.9 keeps 0.5, 0.3 and 0.15 (0.95 reached); 0.04 and below go even at temperature 5.
     assert drawn == {0, 1, 2}
-    assert {int(_sampler(GenerationParams(temperature=0), 0)(logprobs).item())} == {0}
+    assert {int(sampler(GenerationParams(temperature=0), 0)(logprobs).item())} == {0}
 
 
 # -- loading -------------------------------------------------------------------------------------

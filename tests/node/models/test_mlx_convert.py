@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mlx_fixtures import converted_catalog, copy_folder, require_mlx
+from mlx_fixtures import require_mlx
 
 from orc.node.models.catalog import DEFAULT_MODEL_ID, GEMMA_MODEL_ID, Catalog, ModelEntry, ModelIdTaken
-from orc.node.models.runtimes.llama_cpp import extra_buffers_for_this_cpu, load_llama, read_gguf_metadata
-from orc.node.models.runtimes.mlx_convert import CONVERTER, ConversionUnsupported, read_provenance
+from orc.node.models.gguf import read_gguf_metadata
+from orc.node.models.runtimes.llama_load import extra_buffers_for_this_cpu, load_llama
+from orc.node.models.mlx_convert import CONVERTER, ConversionUnsupported, read_provenance
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
@@ -30,24 +31,6 @@ PROMPTS = [
 CONTINUATION = 24
 
 
-@pytest.fixture(scope="session")
-def mlx_catalog(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
-    return converted_catalog(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def smollm2_mlx(mlx_catalog: Catalog) -> ModelEntry:
-    return mlx_catalog.prepare(f"{DEFAULT_MODEL_ID}@mlx")
-
-
-@pytest.fixture(scope="session")
-def smollm2_gguf(mlx_catalog: Catalog) -> ModelEntry:
-    return mlx_catalog.prepare(f"{DEFAULT_MODEL_ID}@llama_cpp")
-
-
-@pytest.fixture
-def mlx_folder_copy(smollm2_mlx: ModelEntry, tmp_path: Path) -> Path:
-    return copy_folder(smollm2_mlx.path, tmp_path / "copy")
 TEXTS = [
     "Hello, world!",
     "I'm sure they'll say it's fine; we've done it, haven't we?",

@@ -1,6 +1,6 @@
 """The MLX variant of the embedded SmolLM2, converted once per test session.
 
-Each test module declares the fixtures it uses on top of these helpers, so the conversion
+tests/node/models/conftest.py builds its fixtures on these helpers, so the conversion
 (a second or two) is shared by all of them.
 """
 

@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orc.node.models.catalog import CatalogError
+from orc.node.models.errors import CatalogError
+from orc.node.models.gguf import read_gguf_metadata
 
 __all__ = [
     "CONVERTER",
@@ -157,8 +158,6 @@ def convert_gguf_to_mlx(gguf: Path, target: Path, *, model_id: str, source_sha25
     half-written. Raises `ConversionUnsupported` for a GGUF this converter cannot handle and
     `MlxNotInstalled` when `mlx` or `tokenizers` is missing.
     """
-    from orc.node.models.runtimes.llama_cpp import read_gguf_metadata
-
     try:
         header = read_gguf_metadata(gguf)
     except (OSError, ValueError) as exc:
