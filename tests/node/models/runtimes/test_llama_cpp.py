@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from generation_events import chunks_of, done_of, generated
 
 from orc.node.models.catalog import DEFAULT_MODEL_ID, ModelEntry, ModelId
 from orc.node.models.gguf import read_gguf_metadata
@@ -84,19 +85,9 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     return record
 
 
-async def collect(
-    runtime: LlamaCppRuntime, model: ModelEntry, messages: Sequence[ChatMessage], params: GenerationParams = GREEDY
-) -> list[GenerationEvent]:
-    return [event async for event in runtime.generate(model, messages, params)]
-
-
-def done_of(events: list[GenerationEvent]) -> GenerationDone:
-    assert isinstance(events[-1], GenerationDone)
-    return events[-1]
-
-
-def chunks_of(events: list[GenerationEvent]) -> list[TokenChunk]:
-    return [event for event in events if isinstance(event, TokenChunk)]
+async def collect(runtime: LlamaCppRuntime, model: ModelEntry, messages: Sequence[ChatMessage],
+                  params: GenerationParams = GREEDY) -> list[GenerationEvent]:
+    return await generated(runtime, model, messages, params)
 
 
 def reference_llama(model: ModelEntry) -> Any:

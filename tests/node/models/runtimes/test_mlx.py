@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from generation_events import chunks_of, done_of, generated
 from mlx_fixtures import require_mlx
 
 from orc.node.models.catalog import DEFAULT_MODEL_ID, ModelEntry, ModelId
@@ -107,19 +108,9 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     return record
 
 
-async def collect(
-    runtime: Any, model: ModelEntry, messages: Sequence[ChatMessage], params: GenerationParams = GREEDY
-) -> list[GenerationEvent]:
-    return [event async for event in runtime.generate(model, messages, params)]
-
-
-def done_of(events: list[GenerationEvent]) -> GenerationDone:
-    assert isinstance(events[-1], GenerationDone)
-    return events[-1]
-
-
-def chunks_of(events: list[GenerationEvent]) -> list[TokenChunk]:
-    return [event for event in events if isinstance(event, TokenChunk)]
+async def collect(runtime: Any, model: ModelEntry, messages: Sequence[ChatMessage],
+                  params: GenerationParams = GREEDY) -> list[GenerationEvent]:
+    return await generated(runtime, model, messages, params)
 
 
 # -- the same answers as the llama.cpp variant -----------------------------------------------------
