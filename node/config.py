@@ -28,7 +28,7 @@ import yaml
 from orc.node.links.errors import BadDiscoveryConfig
 from orc.node.links.static import DiscoveryConfig, discovery_config
 from orc.node.models.runtimes.extra_buffers import BadLlamaCppConfig, LlamaCppConfig, llama_cpp_config
-from orc.node.worker.admission import AdmissionConfig, BadAdmissionConfig, admission_config
+from orc.node.worker.admission_config import AdmissionConfig, BadAdmissionConfig, admission_config
 from orc.scheduler.profiles import MAX_CONFIG_BYTES, ConfigInvalid
 
 __all__ = ["NodeConfig", "NodeConfigInvalid", "parse_node_config", "read_node_config"]

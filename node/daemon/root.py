@@ -51,15 +51,16 @@ from orc.node.trust.store import Identity, IdentityStore
 from orc.node.trust.membership import Membership
 from orc.node.coordinator.placer import MeshPlacer, PeerState
 from orc.node.links.peering import Peering
+from orc.node.rpc.connector import MtlsConnector
 from orc.node.models.runtimes.base import ModelRuntime
 from orc.node.worker.service import NodeService
 from orc.node.daemon.join_server import JoinServer
+from orc.node.daemon.supervision import cancel_all, supervised
 from orc.node.daemon.startup import Running, Startup
 
 log = logging.getLogger(__name__)
 
 RENEWAL_CHECK_INTERVAL = 600.0  # seconds; certificates live 30 days and renew with 10 left
-RESTART_BACKOFF_MAX = 30.0
 SHUTDOWN_GRACE = 2.0
 
 
@@ -236,7 +237,7 @@ class Daemon:
         # off the loop, which meanwhile answers the control socket.
         runtimes = await asyncio.to_thread(self._runtimes)
         served = await asyncio.to_thread(self._served, runtimes)
-        connector = _MtlsConnector(membership)
+        connector = MtlsConnector(membership)
         peering = Peering(membership=membership, connector=connector, own_addresses=self.addresses)
         service = NodeService(
             membership=membership, runtimes=runtimes, served=served,
@@ -264,15 +265,16 @@ class Daemon:
         ]
         if self.mdns_enabled:
             parts.append(("mdns", lambda: self._mdns(node)))
-        tasks = [asyncio.create_task(_supervised(name, part), name=name) for name, part in parts]
-        running.push_async_callback(_cancel_all, tasks)
+        tasks = [asyncio.create_task(supervised(name, part), name=name) for name, part in parts]
+        running.push_async_callback(cancel_all, tasks)
 
     async def _serve_mesh(self, service: NodeService, membership: Membership):  # -> (FrontedServer, ports)
         """The mesh server behind its front door, whose caps follow the open-file limit (raised
         to the hard limit first: the usual soft limit of 1024 is soon reached by a busy node)."""
         from orc.node.rpc.authorization import Authorizer
         from orc.node.rpc.connections import mesh_limits
-        from orc.node.rpc.front_door import FrontDoor, PortInUse, raise_open_file_limit
+        from orc.node.rpc.front_door import FrontDoor
+        from orc.node.rpc.sockets import PortInUse, raise_open_file_limit
         from orc.node.rpc.servers import start_mesh_server
 
         front_door = FrontDoor(mesh_limits(raise_open_file_limit()))
@@ -402,51 +404,6 @@ def _peer_states(peering: Peering) -> tuple[PeerState, ...]:
         states.append(PeerState(peer.node_id, peer.description, peer.live and peer.verified, load, at,
                                 peer.addresses[0] if peer.addresses else None))
     return tuple(states)
-
-
-class _MtlsConnector:
-    """Links to peers over mutual TLS with this node's current certificate."""
-
-    def __init__(self, membership: Membership) -> None:
-        self.membership = membership
-
-    async def identify(self, address: str) -> NodeId:
-        from orc.node.rpc.credentials import probe_node_id
-
-        identity = self.membership.identity
-        endpoint = parse_endpoint(address)
-        return await probe_node_id(endpoint.host, endpoint.port, identity.key_pem, identity.certificate_pem,
-                                   identity.ca_certificate_pem, timeout=5.0)
-
-    def link(self, node_id: NodeId, address: str):  # -> PeerClient
-        from orc.node.rpc.client import PeerClient
-
-        identity = self.membership.identity
-        return PeerClient(node_id, address, identity.key_pem, identity.certificate_pem, identity.ca_certificate_pem)
-
-
-async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _supervised(name: str, part: Callable[[], Awaitable[None]]) -> None:
-    """Run one component; if it fails, log and restart it with backoff (a clean return ends it)."""
-    delay = 1.0
-    while True:
-        started = time.monotonic()
-        try:
-            await part()
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - the supervision boundary
-            log.exception("%s failed; restarting in %.0f s", name, delay)
-        if time.monotonic() - started > 60:
-            delay = 1.0
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, RESTART_BACKOFF_MAX)
 
 
 def _matches(reference: str, entry: ModelEntry, split: Callable[[str], tuple[str, str | None]]) -> bool:

@@ -25,13 +25,9 @@ side's buffer is full: it is on every mesh byte, so it does as little as it can.
 from __future__ import annotations
 
 import asyncio
-import errno
 import ipaddress
 import itertools
 import logging
-import resource
-import socket
-import sys
 import time
 from collections.abc import Callable, Sequence
 
@@ -48,8 +44,8 @@ from orc.node.rpc.connections import (
     Refuse,
     Unknown,
 )
-from orc.node.protocol.errors import Unavailable
 from orc.node.rpc.log_sampling import SampledLog
+from orc.node.rpc.sockets import listening_socket
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +58,6 @@ CLOSE_LINGER_S = 0.5
 # What a client may send before its relay to the gRPC server is connected (a TLS ClientHello
 # is a few hundred bytes); past it, reading pauses until the relay is up.
 EARLY_BYTES = 64 << 10
-# What an unlimited RLIMIT_NOFILE counts as (the connection budget needs a number).
-UNLIMITED_FILES = 1 << 20
-
-
-class PortInUse(Unavailable):
-    """Another program (another orc-node?) already listens on that port."""
-
-
-class AddressNotHere(Unavailable):
-    """That address is not one of this machine's, so nothing can listen on it."""
 
 
 def upstream_port_of(peer: str) -> int | None:
@@ -94,37 +80,6 @@ def address_key(host: str) -> str:
             return str(address.ipv4_mapped)
         return str(ipaddress.IPv6Network((address, 64), strict=False))
     return str(address)
-
-
-# ---- the open-file limit -----------------------------------------------------------------
-
-def raise_open_file_limit(limits: Callable[[], tuple[int, int]] | None = None,
-                          set_limits: Callable[[tuple[int, int]], None] | None = None) -> int:
-    """Raise this process's soft RLIMIT_NOFILE to its hard limit, as far as the kernel allows;
-    return the soft limit now in force.
-
-    The usual soft limit (1024) is far below what a node holding many connections needs, and
-    the hard limit is what the administrator allows. macOS reports an unlimited hard limit but
-    refuses more than its own cap (kern.maxfilesperproc), with ValueError: lower values are
-    tried until one is accepted. `limits` and `set_limits` stand in for the `resource` calls in
-    tests.
-    """
-    get = limits or (lambda: resource.getrlimit(resource.RLIMIT_NOFILE))
-    put = set_limits or (lambda pair: resource.setrlimit(resource.RLIMIT_NOFILE, pair))
-    soft, hard = get()
-    if soft == resource.RLIM_INFINITY:
-        return UNLIMITED_FILES
-    target = UNLIMITED_FILES if hard == resource.RLIM_INFINITY else hard
-    while target > soft:
-        try:
-            put((target, hard))
-        except (ValueError, OSError):
-            target //= 2  # macOS: above kern.maxfilesperproc; try lower
-            continue
-        log.info("open-file limit raised from %d to %d", soft, target)
-        return target
-    log.info("open-file limit is %d (the hard limit allows no more)", soft)
-    return soft
 
 
 # ---- the relay ---------------------------------------------------------------------------
@@ -311,7 +266,7 @@ class FrontDoor:
         ports = []
         try:
             for host, port in listen:
-                sock = _listening_socket(host, port)
+                sock = listening_socket(host, port)
                 server = await loop.create_server(lambda: _ClientSide(self), sock=sock, backlog=LISTEN_BACKLOG)
                 self._servers.append(server)
                 ports.append(sock.getsockname()[1])
@@ -494,30 +449,3 @@ class FrontDoor:
         if next_due is not None and self._servers:
             delay = max(1.0, next_due - now)
             self._report = asyncio.get_running_loop().call_later(delay, self._report_refusals)
-
-
-def _listening_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on host:port WITHOUT SO_REUSEPORT: one port, one daemon."""
-    try:
-        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as error:
-        raise AddressNotHere(f"cannot listen on {host}:{port}: {error.strerror}") from None
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        if sys.platform.startswith("linux"):
-            # Lets a restarted daemon bind while its old connections sit in TIME_WAIT. Linux never
-            # lets two sockets listen on one address with it (BSD and macOS do, so not there).
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # "::" takes IPv4 too, as gRPC does
-        sock.bind(address)
-        sock.setblocking(False)
-    except OSError as error:
-        sock.close()
-        if error.errno == errno.EADDRINUSE:
-            raise PortInUse(f"port {port} on {host} is in use") from None
-        if error.errno == errno.EADDRNOTAVAIL:
-            raise AddressNotHere(f"cannot listen on {host}:{port}: that address is not on this machine") from None
-        raise Unavailable(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
-    return sock

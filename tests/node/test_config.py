@@ -10,7 +10,7 @@ import pytest
 from orc.node.config import NodeConfig, NodeConfigInvalid, parse_node_config, read_node_config
 from orc.node.links.static import Advertise, DiscoveryConfig, Endpoint
 from orc.node.models.runtimes.extra_buffers import ExtraBuffers, LlamaCppConfig
-from orc.node.worker.admission import AdmissionConfig
+from orc.node.worker.admission_config import AdmissionConfig
 from orc.scheduler.profiles import ConfigInvalid
 
 FULL = """\

@@ -23,7 +23,7 @@ def test_a_bad_discovery_section_is_invalid_input(tmp_path: Path) -> None:
     home.config_file.parent.mkdir(parents=True, exist_ok=True)
     home.config_file.write_text("discovery:\n  mdns: sometimes\n", encoding="utf-8")
     with pytest.raises(DaemonError, match="discovery"):
-        root._discovery_config(home)
+        root._node_config(home)
 
 
 def test_a_bug_while_reading_flags_is_not_called_invalid_input(monkeypatch: pytest.MonkeyPatch,
@@ -32,10 +32,10 @@ def test_a_bug_while_reading_flags_is_not_called_invalid_input(monkeypatch: pyte
         raise TypeError("a bug")
 
     monkeypatch.setattr(root, "parse_endpoint", broken)
-    monkeypatch.setattr(root, "load_discovery_config", broken)
+    monkeypatch.setattr(root, "read_node_config", broken)
     with pytest.raises(TypeError):
         root.parse_peer("pi.local:7733")
     with pytest.raises(TypeError):
         root._listen_endpoint(DaemonOptions(listen="0.0.0.0:7733"))
     with pytest.raises(TypeError):
-        root._discovery_config(Home.locate(tmp_path))
+        root._node_config(Home.locate(tmp_path))

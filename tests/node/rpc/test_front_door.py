@@ -28,7 +28,8 @@ from orc.node.rpc.client import PeerClient
 from orc.node.rpc.credentials import probe_node_id
 from orc.node.rpc.connections import JOIN_LIMITS, DoorLimits
 from orc.node.protocol.errors import ResourceExhausted, Revoked
-from orc.node.rpc.front_door import FrontDoor, PortInUse, address_key, raise_open_file_limit, upstream_port_of
+from orc.node.rpc.front_door import FrontDoor, address_key, upstream_port_of
+from orc.node.rpc.sockets import PortInUse, raise_open_file_limit
 from orc.node.rpc.servers import start_join_server
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),

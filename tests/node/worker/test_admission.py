@@ -13,9 +13,6 @@ from orc.node.worker.admission import (
     DEBT_HALF_LIFE_S,
     DEFAULT_QUEUE_LIMIT,
     DEFAULT_SLOTS,
-    AdmissionConfig,
-    BadAdmissionConfig,
-    admission_config,
     LEASE_SECONDS,
     Admission,
     ExpiredLease,
@@ -25,6 +22,7 @@ from orc.node.worker.admission import (
     Refused,
     Running,
 )
+from orc.node.worker.admission_config import AdmissionConfig, BadAdmissionConfig, admission_config
 
 SMOL = "smollm2-135m-instruct@llama_cpp"
 GEMMA = "gemma3-270m@llama_cpp"
