@@ -16,7 +16,10 @@ from typing import Any, Optional
 import typer
 
 from orc.node.cli.errors import fail, guarded
-from orc.node.cli.phrasing import cut, date, duration, plural
+from orc.node.cli.options import DebugOption, HomeOption, JsonOption, open_orc, version_option
+from orc.node.cli.orc_ensembles import ensembles_app
+from orc.node.cli.orc_models import models_app
+from orc.node.cli.phrasing import date, duration, plural
 from orc.node.cli.terminal import echo
 
 app = typer.Typer(
@@ -28,49 +31,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-ensembles_app = typer.Typer(help="List, validate, show and graph ensembles.", no_args_is_help=True)
-models_app = typer.Typer(help="The models this node can run (the catalog).", invoke_without_command=True)
 runs_app = typer.Typer(help="Journaled runs: list, show, resume.", no_args_is_help=True)
 app.add_typer(ensembles_app, name="ensembles")
 app.add_typer(models_app, name="models")
 app.add_typer(runs_app, name="runs")
 
-HomeOption = typer.Option(None, "--home", envvar="ORC_HOME", help="orc home folder (config, models, runs).",
-                          show_envvar=True)
-DebugOption = typer.Option(False, "--debug", help="Show a traceback on errors.")
-JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
-
-def version_text(program: str) -> str:
-    """`PROGRAM VERSION`, the version from the installed distribution's metadata."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return f"{program} {version('orc-mesh')}"
-    except PackageNotFoundError:
-        return f"{program} (version unknown: orc-mesh is not installed, only its source is on the path)"
-
-
-def version_option(program: str) -> Any:
-    """The `--version` option of `program`: prints `version_text(program)` and exits 0."""
-
-    def show(value: bool) -> None:
-        if value:
-            typer.echo(version_text(program))
-            raise typer.Exit(0)
-
-    return typer.Option(False, "--version", callback=show, is_eager=True, help=f"Print {program}'s version and exit.")
-
-
 @app.callback()
 def _main(version: bool = version_option("orc")) -> None:
     # No docstring: the app's help above is what `orc --help` shows.
     pass
-
-
-def _orc(home: Optional[Path], **kwargs: Any) -> Any:
-    from orc.node.api import Orc
-
-    return Orc(home, **kwargs)
 
 
 # ---------------------------------------------------------------- run
@@ -140,7 +109,7 @@ def run(
       git diff | orc run ./review.yaml
     """
     with guarded(debug):
-        orc = _orc(home, seed=seed, n_threads=threads)
+        orc = open_orc(home, seed=seed, n_threads=threads)
         spec = orc.load(ensemble)  # invalid ensembles are refused here, naming file and agent
         if watch is not None:
             _check_watch(watch, spec)
@@ -201,7 +170,7 @@ def plan(
     from orc.node.cli.render import plan_json, render_plan
 
     with guarded(debug):
-        orc = _orc(home)
+        orc = open_orc(home)
         spec = orc.load(ensemble)
         given = input_arg is not None or input_text is not None or file is not None or spec.default_task is not None
         run_input = _read_input(input_arg, input_text, file, spec.default_task, stdin=False) if given else None
@@ -371,229 +340,13 @@ def peers(as_json: bool = JsonOption, home: Optional[Path] = HomeOption, debug: 
             echo(line)
 
 
-# ---------------------------------------------------------------- ensembles
-
-@ensembles_app.command("list")
-def ensembles_list(as_json: bool = JsonOption, home: Optional[Path] = HomeOption, debug: bool = DebugOption) -> None:
-    """List the ensembles orc can find, in the order names resolve."""
-    from orc.scheduler.errors import SchedulerError
-    from orc.scheduler.loader import load_ensemble
-
-    with guarded(debug):
-        orc = _orc(home)
-        rows = []
-        for name, path in orc.library.entries():
-            try:
-                spec = load_ensemble(path, orc.library)
-                rows.append({"name": name, "agents": len(spec.agents), "description": spec.description.strip(),
-                             "path": str(path), "valid": True})
-            except SchedulerError as error:
-                rows.append({"name": name, "agents": 0, "description": _first_problem(error),
-                             "path": str(path), "valid": False})
-        if as_json:
-            typer.echo(json.dumps(rows, indent=2))
-            return
-        if not rows:
-            typer.echo("no ensembles found; looked in: " + ", ".join(str(f) for f in orc.library.folders), err=True)
-            return
-        width = max(len(r["name"]) for r in rows)
-        for row in rows:
-            summary = row["description"].splitlines()[0] if row["description"] else ""
-            if row["valid"]:
-                echo(f"{row['name']:<{width}}  {plural(row['agents'], 'agent'):>9}  {cut(summary, 80)}")
-            else:
-                # The problem, not a description: 'orc ensembles validate NAME' lists them all.
-                echo(f"{row['name']:<{width}}  {'INVALID':>9}  {cut(summary, 80)}")
-
-
-def _first_problem(error: Exception) -> str:
-    """An invalid ensemble's first problem, without the file name the row already shows."""
-    from orc.scheduler.errors import EnsembleInvalid
-
-    if not isinstance(error, EnsembleInvalid) or not error.problems:
-        return str(error).splitlines()[0]
-    first = error.problems[0]
-    text = (f"agent '{first.agent}': " if first.agent else "") + first.message
-    more = len(error.problems) - 1
-    return text + (f" (and {plural(more, 'more problem')}: 'orc ensembles validate')" if more else "")
-
-
-@ensembles_app.command("validate")
-def ensembles_validate(
-    targets: list[str] = typer.Argument(..., help="Ensemble files or names."),
-    home: Optional[Path] = HomeOption,
-    debug: bool = DebugOption,
-) -> None:
-    """Check ensembles without running them.
-
-    Structure (keys, types, dependencies, cycles, guards, loops) is an error (exit 2).
-    What depends on this machine (scripts, profiles, models) is a warning (exit 0).
-    """
-    from orc.node.coordinator.engine import RunRefused
-    from orc.scheduler.errors import EnsembleInvalid, EnsembleNotFound
-
-    with guarded(debug):
-        orc = _orc(home)
-        engine = None
-        failed = False
-        for target in targets:
-            try:
-                spec = orc.load(target)
-            except (EnsembleInvalid, EnsembleNotFound) as error:
-                failed = True
-                echo(f"error: {error}", err=True)
-                continue
-            if engine is None:
-                engine = orc.engine(journal=False)
-            warnings = list(spec.warnings)
-            try:
-                warnings = list(engine.preflight(spec).warnings)
-            except RunRefused as refused:
-                structural = [p for p in refused.problems if "fallback cycle" in p.message]
-                if structural:
-                    failed = True
-                    for problem in structural:
-                        echo(f"error: {problem}", err=True)
-                    continue
-                warnings += [f"{p} (orc run would refuse this)" for p in refused.problems]
-            for warning in warnings:
-                echo(f"warning: {warning}", err=True)
-            typer.echo(f"ok: {spec.source} ({spec.name}, {plural(len(spec.agents), 'agent')})")
-        raise typer.Exit(2 if failed else 0)
-
-
-@ensembles_app.command("show")
-def ensembles_show(name: str = typer.Argument(..., help="Ensemble name or path."), as_json: bool = JsonOption,
-                   home: Optional[Path] = HomeOption, debug: bool = DebugOption) -> None:
-    """Show an ensemble's agents: what each does, what it depends on, its guards."""
-    from orc.node.cli.describe import describe_ensemble, ensemble_json
-
-    with guarded(debug):
-        spec = _orc(home).load(name)
-        if as_json:
-            typer.echo(json.dumps(ensemble_json(spec), indent=2, default=str))
-        else:
-            typer.echo(describe_ensemble(spec))
-
-
-@ensembles_app.command("graph")
-def ensembles_graph(name: str = typer.Argument(..., help="Ensemble name or path."),
-                    home: Optional[Path] = HomeOption, debug: bool = DebugOption) -> None:
-    """Print the ensemble's DAG as Mermaid text (paste it into a ```mermaid block)."""
-    from orc.scheduler.dag import to_mermaid
-
-    with guarded(debug):
-        typer.echo(to_mermaid(_orc(home).load(name)), nl=False)
-
-
-# ---------------------------------------------------------------- models
-
-@models_app.callback()
-def models_list(ctx: typer.Context, as_json: bool = JsonOption, home: Optional[Path] = HomeOption,
-                debug: bool = DebugOption) -> None:
-    """List the local catalog: id, runtime, size, SHA-256 digest."""
-    if ctx.invoked_subcommand is not None:
-        ctx.obj = {"home": home if _typed(ctx, "home") else None}
-        return
-    with guarded(debug):
-        entries = _orc(home).catalog.entries()
-        if as_json:
-            typer.echo(json.dumps([{"id": e.id, "runtime": e.runtime, "size_bytes": e.size_bytes,
-                                    "sha256": e.sha256, "source": e.source, "path": str(e.path),
-                                    "chat": e.chat, "description": e.description,
-                                    "converted_from": e.converted_from} for e in entries], indent=2))
-            return
-        if not entries:
-            typer.echo("no models; add one with 'orc models add PATH'", err=True)
-            return
-        width = max(len(e.id) for e in entries)
-        typer.echo(f"{'ID':<{width}}  {'RUNTIME':<9}  {'SIZE':>9}  {'SHA-256':<16}  SOURCE")
-        for e in entries:
-            digest = (e.sha256 or "(not assembled)")[:16]
-            typer.echo(f"{e.id:<{width}}  {e.runtime:<9}  {_size(e.size_bytes):>9}  {digest:<16}  {e.source}")
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
-
-
-def _typed(ctx: typer.Context, name: str) -> bool:
-    """Whether option `name` was typed on the command line (not taken from ORC_HOME or a default)."""
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name == "COMMANDLINE"  # typer vendors click: compare by name
-
-
-def _group_home(ctx: typer.Context, home: Optional[Path]) -> Optional[Path]:
-    """`orc models --home DIR add ...` and `orc models add ... --home DIR` mean the same."""
-    if _typed(ctx, "home"):
-        return home
-    return (ctx.obj or {}).get("home") or home
-
-
-@models_app.command("add")
-def models_add(ctx: typer.Context, path: Path = typer.Argument(..., help="A GGUF file or an MLX (mlx-lm) model folder."),
-               model_id: Optional[str] = typer.Option(None, "--id", help="Catalog id (default: from the file name)."),
-               home: Optional[Path] = HomeOption, debug: bool = DebugOption) -> None:
-    """Add a model to this node's catalog (its SHA-256 is computed once).
-
-    A GGUF file runs on llama.cpp, an mlx-lm model folder on MLX. Giving an MLX folder the
-    id of a GGUF model (or the other way round) makes it a second variant of that model.
-    """
-    with guarded(debug):
-        try:
-            size = path.stat().st_size
-        except OSError:
-            size = 0  # the catalog reports the problem
-        if size > 256 << 20:
-            typer.echo(f"computing the SHA-256 of {path} ({_size(size)}); this is done once…", err=True)
-        entry = _orc(_group_home(ctx, home)).catalog.add(path, model_id)
-        typer.echo(f"added {entry.id} ({entry.runtime}, {_size(entry.size_bytes)}, sha256 {entry.sha256[:16]}…)")
-
-
-@models_app.command("remove")
-def models_remove(ctx: typer.Context, model_id: str = typer.Argument(..., help="The model's catalog id."),
-                  home: Optional[Path] = HomeOption, debug: bool = DebugOption) -> None:
-    """Remove a user-added model from the catalog (the file itself is kept)."""
-    with guarded(debug):
-        for selector in _orc(_group_home(ctx, home)).catalog.remove(model_id):
-            typer.echo(f"removed {selector}")
-
-
-@models_app.command("convert")
-def models_convert(ctx: typer.Context, model_id: str = typer.Argument(..., help="The GGUF model's catalog id."),
-                   to: str = typer.Option(..., "--to", help="The target format: mlx."),
-                   new_id: Optional[str] = typer.Option(None, "--id", help="Catalog id of the result "
-                                                        "(default: the same id, as a second variant)."),
-                   home: Optional[Path] = HomeOption, debug: bool = DebugOption) -> None:
-    """Convert a GGUF model of the catalog to an MLX model folder and register it.
-
-    The folder goes to <home>/models/mlx/ID/ and becomes the model's mlx variant, so a Mac
-    serves the same model natively. Only llama-architecture GGUFs (Q4_0, Q4_1, Q8_0 or not
-    quantized) convert. Needs mlx-lm: orc's 'mlx' extra.
-
-    Example:
-
-      orc models convert smollm2-135m-instruct --to mlx
-    """
-    with guarded(debug):
-        done = _orc(_group_home(ctx, home)).catalog.convert(model_id, to=to, model_id=new_id)
-        entry = done.entry
-        verb = "converted" if done.created else "already converted"
-        typer.echo(f"{verb} {model_id} -> {entry.selector} ({_size(entry.size_bytes)}, "
-                   f"sha256 {entry.sha256[:16]}…) in {entry.path}")
-
-
 # ---------------------------------------------------------------- runs
 
 @runs_app.command("list")
 def runs_list(as_json: bool = JsonOption, home: Optional[Path] = HomeOption, debug: bool = DebugOption) -> None:
     """List journaled runs, newest first."""
     with guarded(debug):
-        runs = _orc(home).runs()
+        runs = open_orc(home).runs()
         if as_json:
             typer.echo(json.dumps([r.__dict__ for r in runs], indent=2))
             return
@@ -613,7 +366,7 @@ def runs_show(run_id: str = typer.Argument(..., help="Run id (a unique prefix is
     from orc.node.cli.describe import describe_run, run_json
 
     with guarded(debug):
-        orc = _orc(home)
+        orc = open_orc(home)
         contents, state = orc.run_state(run_id)
         interrupted = orc.interrupted(contents)
         if as_json:
@@ -629,7 +382,7 @@ def runs_resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix 
                 home: Optional[Path] = HomeOption, debug: bool = DebugOption) -> None:
     """Finish a run from its journal: completed agents are reused, the others run again."""
     with guarded(debug):
-        orc = _orc(home)
+        orc = open_orc(home)
         contents = orc.journal(run_id)
         end = contents.finished
         if end is not None and end.status == "completed":

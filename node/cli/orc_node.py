@@ -26,7 +26,7 @@ from typing import Any, List, Optional
 import typer
 
 from orc.node.cli.errors import fail, guarded
-from orc.node.cli.orc import version_option
+from orc.node.cli.options import version_option
 
 app = typer.Typer(
     name="orc-node",
