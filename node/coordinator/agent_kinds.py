@@ -14,7 +14,7 @@ from pathlib import Path
 
 from orc.node.coordinator.binding import Binder, BoundAgent, BoundRun, RunRefused
 from orc.node.coordinator.limits import Limits
-from orc.node.coordinator.placer import Bound, Generation, NoNode, NoRoom, TimedOut, Working
+from orc.node.coordinator.generations import Bound, Generation, NoNode, NoRoom, TimedOut, Working
 from orc.node.coordinator.placing import Placer
 from orc.node.coordinator.prompts import AnswerNotJson, answer_output, build_messages, generation_params
 from orc.node.coordinator.run_loop import Coordinator, RunContext, drive

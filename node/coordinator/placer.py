@@ -28,19 +28,16 @@ descriptions and beats), asks the pure `place()` for decisions, and performs the
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import heapq
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Protocol, Union
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from orc.node.protocol.description import Load, NodeDescription
 from orc.node.protocol.errors import NodeError, ResourceExhausted
 from orc.node.protocol.messages import (
     AgentPayload,
-    ExecuteEvent,
     ExecuteRequest,
     ExecutionFailed,
     ExecutionResult,
@@ -49,7 +46,24 @@ from orc.node.protocol.messages import (
     OfferReply,
     OfferRequest,
 )
-from orc.node.models.runtimes.base import ChatMessage, GenerationDone, GenerationParams, TokenChunk
+from orc.node.models.runtimes.base import GenerationDone, TokenChunk
+from orc.node.coordinator.generations import (
+    Answer,
+    Bound,
+    Generation,
+    MeshEvent,
+    NoNode,
+    NoRoom,
+    PeerLink,
+    PeerState,
+    TimedOut,
+    Working,
+    execution_id,
+    failed_message,
+    no_node_message,
+    node_view_of,
+)
+from orc.node.coordinator.execution_stream import StreamBroke, StreamEnded, pump
 from orc.node.coordinator.observations import Observations
 from orc.node.worker.speed import speed_from_timing
 from orc.scheduler.ensemble import Placement
@@ -59,8 +73,6 @@ from orc.scheduler.placement import (
     Decision,
     Demand,
     Estimate,
-    HeldModel,
-    NodeView,
     estimated_prompt_tokens,
     place,
 )
@@ -88,112 +100,12 @@ MAX_REFUSALS = 3
 RELEASE_WAIT_S = 0.25
 
 
-@dataclass(frozen=True)
-class Generation:
-    """One LLM generation of a run, to be placed and performed."""
-
-    run_id: str
-    agent: str  # as the progress shows it: "name", "parent/name", "name[i]"
-    model: str  # "ID" or "ID@RUNTIME"
-    sha256: str | None  # the weights this node has under that id; None when it has none
-    messages: tuple[ChatMessage, ...]
-    params: GenerationParams
-    placement: Placement
-    rank: float  # critical-path length from this agent to the end of its ensemble, seconds
-    attempts: int  # nodes it may be tried on
-    deadline_s: float | None = None  # the generation's own time, from when its node starts it
-    wait_s: float | None = None  # how long it may wait to start (refused everywhere, or queued); None: forever
-    local: bool = False  # `--local`: this node only
-    epoch: float = 0.0  # when this run, or this resume of it, began: attempts of a resume get new ids
-
-    @property
-    def prompt_chars(self) -> int:
-        return sum(len(m.content) for m in self.messages)
-
-
-@dataclass(frozen=True)
-class Bound:
-    """The generation now runs on this node; `replaces` tells why an earlier node was dropped."""
-
-    node_id: str
-    node_name: str
-    replaces: str | None = None
-
-
-@dataclass(frozen=True)
-class Working:
-    """The node left its queue and started generating, `waited_s` after the generation was first placed."""
-
-    node_id: str
-    waited_s: float
-
-
-MeshEvent = Union[Bound, Working, TokenChunk, GenerationDone]
-
-
-class NoNode(Exception):
-    """No node of the mesh can run this generation now (the message says why, node by node)."""
-
-
-class NoRoom(NoNode):
-    """The generation waited `waited_s` (its `wait_s`) without any node starting it; `answers`
-    pairs each node asked with its last answer."""
-
-    def __init__(self, waited_s: float, answers: tuple[tuple[str, str], ...]) -> None:
-        self.waited_s = waited_s
-        self.answers = answers
-        super().__init__(f"waited {waited_s:.0f} s without a node starting it ("
-                         + ("; ".join(f"{name}: {why}" for name, why in answers) or "no node answered") + ")")
-
-
-class TimedOut(NoNode):
-    """The node ended the generation at its deadline (`Generation.deadline_s` from its start)."""
-
-
 class _Lost(Exception):
     """The node running a generation failed it; another node may still succeed."""
 
 
 class _Waited(Exception):
     """The generation's time to wait ran out while it was queued on its node."""
-
-
-@dataclass(frozen=True)
-class Answer:
-    """A node's refusal of an Offer: `permanent` when waiting cannot change it."""
-
-    name: str
-    reason: str
-    permanent: bool = False
-
-
-@dataclass(frozen=True)
-class PeerState:
-    """A peer as the coordinator knows it: its last description, liveness and last beat's load."""
-
-    node_id: str
-    description: NodeDescription | None
-    alive: bool
-    load: Load | None = None
-    load_at: float | None = None  # when that beat arrived
-    address: str | None = None  # where this node reached it (the address that verified)
-
-
-class PeerLink(Protocol):
-    """What the coordinator needs of a connection to a peer (`orc.node.rpc.client.PeerClient`)."""
-
-    async def offer(self, request: OfferRequest, timeout: float = ...) -> OfferReply: ...
-
-    def execute(self, request: ExecuteRequest, timeout: float | None = None) -> AsyncIterator[ExecuteEvent]: ...
-
-    async def cancel(self, execution_id: str, timeout: float = ...) -> bool: ...
-
-    async def close(self) -> None: ...
-
-
-def execution_id(run_id: str, agent: str, attempt: int, epoch: float = 0.0) -> str:
-    """Derived, not negotiated: the same generation attempt has the same id everywhere."""
-    return hashlib.sha256(f"{run_id}\0{agent}\0{attempt}\0{epoch!r}".encode()).hexdigest()[:32]
 
 
 class MeshPlacer:
@@ -229,12 +141,12 @@ class MeshPlacer:
         """Every node as this coordinator sees it now (only itself with `local`)."""
         now = self._clock()
         own = self.service.describe()
-        nodes = [_node_view(own, True, own.load, None, 0.0)]
+        nodes = [node_view_of(own, True, own.load, None, 0.0)]
         if not local:
             for peer in self._peers():
                 if peer.description is None or peer.node_id == self.node_id:
                     continue
-                view = _node_view(peer.description, peer.alive, peer.load, peer.load_at,
+                view = node_view_of(peer.description, peer.alive, peer.load, peer.load_at,
                                   self._network.get(peer.node_id, DEFAULT_NETWORK_S))
                 view = replace(view, models=tuple(self.trust.capped(peer.node_id, m) for m in view.models))
                 since = peer.load_at if peer.load_at is not None else now - RECENT_WORK_S
@@ -370,7 +282,7 @@ class MeshPlacer:
                 if answer.permanent:
                     answers.pop(node_id, None)
             if decision.choice is None:
-                raise NoNode(_no_node_message(decision, {**failed, **unfit}, names))
+                raise NoNode(no_node_message(decision, {**failed, **unfit}, names))
             if bound is None:
                 if refused and all(answer.permanent for answer in refused.values()):
                     continue  # those nodes can never take it: place again without them, at once
@@ -395,7 +307,7 @@ class MeshPlacer:
                 if refusals[estimate.node_id] >= MAX_REFUSALS:
                     failed[estimate.node_id] = f"refused the execution {MAX_REFUSALS} times after offering it"
                     if len(failed) >= generation.attempts:
-                        raise NoNode(_failed_message(failed, names)) from None
+                        raise NoNode(failed_message(failed, names)) from None
                 log.info("%s: %s refused the execution (%s); placing again", generation.agent, estimate.name, error)
                 attempt -= 1
                 await wait_for_room()
@@ -404,7 +316,7 @@ class MeshPlacer:
                 failed[estimate.node_id] = str(error)
                 log.warning("%s failed on %s: %s", generation.agent, estimate.name, error)
                 if len(failed) >= generation.attempts:
-                    raise NoNode(_failed_message(failed, names)) from None
+                    raise NoNode(failed_message(failed, names)) from None
                 replaces = f"{estimate.name}: {error}"
 
     async def _bind(self, generation: Generation, decision: Decision,
@@ -491,7 +403,7 @@ class MeshPlacer:
         stream = (self.service.execute(self.node_id, request) if local
                   else self._peer(estimate.node_id).execute(request))
         events: asyncio.Queue[object] = asyncio.Queue()
-        pump = asyncio.create_task(_pump(stream, events), name=f"execute {generation.agent}")
+        reader = asyncio.create_task(pump(stream, events), name=f"execute {generation.agent}")
         loop = asyncio.get_running_loop()
         finished = False
         started: float | None = None  # perf-counter times of the stream, for the speeds observed
@@ -539,10 +451,10 @@ class MeshPlacer:
                         if code == "deadline":
                             raise TimedOut(f"timed out on {estimate.name}: {message}")
                         raise _Lost(f"{code}: {message}")
-                    case _StreamEnded():
+                    case StreamEnded():
                         finished = True
                         raise _Lost("the stream ended without a result")
-                    case _StreamBroke(error=error):
+                    case StreamBroke(error=error):
                         finished = True
                         if isinstance(error, ResourceExhausted):
                             raise error
@@ -550,8 +462,8 @@ class MeshPlacer:
                     case _:
                         raise AssertionError(f"unexpected execution event {item!r}")
         finally:
-            pump.cancel()
-            await asyncio.gather(pump, return_exceptions=True)
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
             if not finished and not local:
                 # Abandoned (Ctrl-C, the agent's timeout, a dead node): tell the node to stop
                 # generating; if it is gone, there is nothing to stop.
@@ -593,56 +505,3 @@ class MeshPlacer:
     async def close(self) -> None:
         links, self._links = list(self._links.values()), {}
         await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
-
-
-@dataclass(frozen=True)
-class _StreamEnded:
-    pass
-
-
-@dataclass(frozen=True)
-class _StreamBroke:
-    error: BaseException
-
-
-async def _pump(stream: AsyncIterator[ExecuteEvent], into: "asyncio.Queue[object]") -> None:
-    """Move a node's execution events into a queue, so the reader can time out without
-    cancelling the stream."""
-    try:
-        async for event in stream:
-            into.put_nowait(event)
-        into.put_nowait(_StreamEnded())
-    except asyncio.CancelledError:
-        raise
-    except (NodeError, OSError) as error:  # the peer, the connection or its messages failed
-        into.put_nowait(_StreamBroke(error))
-    except Exception as error:  # noqa: BLE001 - task boundary: a bug must still end the reader's wait
-        log.exception("reading an execution stream failed unexpectedly")
-        into.put_nowait(_StreamBroke(error))
-    finally:
-        close = getattr(stream, "aclose", None)
-        if close is not None:
-            await close()
-
-
-def _node_view(description: NodeDescription, alive: bool, load: Load | None, load_at: float | None,
-               network_s: float) -> NodeView:
-    models = tuple(HeldModel(m.id, m.runtime, m.sha256, m.size_bytes, m.loaded, m.prefill_tokens_per_s,
-                             m.decode_tokens_per_s) for m in description.models)
-    load = load or description.load
-    return NodeView(node_id=description.node_id, name=description.name, alive=alive, models=models,
-                    tags=frozenset(description.tags), memory_available_bytes=description.hardware.ram_available_bytes,
-                    backlog_s=load.backlog_ms / 1000, network_s=network_s)
-
-
-def _failed_message(failed: dict[str, str], names: dict[str, str]) -> str:
-    return f"failed on {len(failed)} node(s): " + "; ".join(f"{names.get(n, n)}: {why}" for n, why in failed.items())
-
-
-def _no_node_message(decision: Decision, failed: dict[str, str], names: dict[str, str]) -> str:
-    parts = []
-    for rejection in decision.rejected:
-        why = failed.get(rejection.node_id)
-        parts.append(f"{rejection.name}: {why}" if why else f"{rejection.name}: {rejection.detail}")
-    head = "no node can run it" if not failed else "no other node can run it"
-    return f"{head} ({'; '.join(parts) or 'no node is known'})"

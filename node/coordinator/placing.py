@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Protocol
 
-from orc.node.coordinator.placer import Generation, MeshEvent, NoNode, NoRoom, Working
+from orc.node.coordinator.generations import Generation, MeshEvent, NoNode, NoRoom, Working
 from orc.node.models.catalog import Catalog, CatalogError
 from orc.node.models.runtimes.base import ModelRuntime
 from orc.scheduler.ensemble import Placement

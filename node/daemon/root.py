@@ -49,7 +49,8 @@ from orc.node.protocol.ids import NodeId
 from orc.node.trust.errors import IdentityError
 from orc.node.trust.store import Identity, IdentityStore
 from orc.node.trust.membership import Membership
-from orc.node.coordinator.placer import MeshPlacer, PeerState
+from orc.node.coordinator.generations import PeerState
+from orc.node.coordinator.placer import MeshPlacer
 from orc.node.links.peering import Peering
 from orc.node.rpc.connector import MtlsConnector
 from orc.node.models.runtimes.base import ModelRuntime

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from orc.node.coordinator.engine import Engine
-from orc.node.coordinator.placer import Bound, Generation, NoRoom, Working
+from orc.node.coordinator.generations import Bound, Generation, NoRoom, Working
 from orc.node.models.catalog import ModelEntry
 from orc.node.models.runtimes.base import ChatMessage, GenerationDone, GenerationError, ScriptFailed, TokenChunk
 from orc.node.models.runtimes.script import ScriptResult

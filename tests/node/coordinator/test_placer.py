@@ -11,21 +11,19 @@ from types import SimpleNamespace
 import pytest
 
 from orc.node.coordinator import placer as mesh_module
-from orc.node.coordinator import observations
+from orc.node.coordinator import execution_stream, observations
 from orc.node.protocol.description import Load, ModelOffer, NodeDescription
 from orc.node.models.hardware import Hardware
-from orc.node.coordinator.placer import (
-    DEFAULT_NETWORK_S,
-    LIVENESS_CHECK_S,
+from orc.node.coordinator.generations import (
     Bound,
     Generation,
-    MeshPlacer,
     NoNode,
     NoRoom,
     PeerState,
     Working,
     execution_id,
 )
+from orc.node.coordinator.placer import DEFAULT_NETWORK_S, LIVENESS_CHECK_S, MeshPlacer
 from orc.node.protocol.errors import ResourceExhausted, Unavailable
 from orc.node.protocol.messages import (
     AgentPayload,
@@ -580,8 +578,8 @@ def test_results_that_contradict_their_numbers_are_impossible(result, why):
 def test_a_bug_reading_a_stream_is_logged_with_its_traceback_and_still_fails_over(caplog):
     w = World.standard()
     w.links["b"].streams = [[ExecutionStarted("b", "m"), TypeError("a bug in the conversion")]]
-    with caplog.at_level("ERROR", logger=mesh_module.__name__):
+    with caplog.at_level("ERROR", logger=execution_stream.__name__):
         events, error = asyncio.run(run(w.mesh, generation()))
     assert error is None and events[-len(DONE):] == DONE
-    [record] = [r for r in caplog.records if r.name == mesh_module.__name__ and r.levelname == "ERROR"]
+    [record] = [r for r in caplog.records if r.name == execution_stream.__name__ and r.levelname == "ERROR"]
     assert "execution stream" in record.getMessage() and record.exc_info[0] is TypeError
