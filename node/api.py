@@ -17,24 +17,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from orc.node.models.catalog import DEFAULT_MODEL_ID, Catalog
 from orc.node.coordinator.engine import BoundRun, Engine
 from orc.node.coordinator.journal_replay import journal_state
 from orc.node.coordinator.placing import LOCAL_NODE_ID, Placer
+from orc.node.coordinator.workspace import Workspace
 from orc.node.protocol.events import RunBegan, RunFinished, RunProgress, RunResult
-from orc.node.home import Home, examples_dir, project_dir
+from orc.node.home import Home
 from orc.node.models.runtimes.base import ModelRuntime
 from orc.scheduler.ensemble import EnsembleSpec
 from orc.scheduler.errors import RunNotFound, SchedulerError
 from orc.scheduler.journal import JournalContents, read_journal
 from orc.scheduler.loader import EnsembleLibrary, load_ensemble
-from orc.scheduler.profiles import Profiles, builtin_profiles, load_profiles
+from orc.scheduler.profiles import Profiles
 from orc.scheduler.run import AgentSucceeded, RunState
 
 # Candidates named when a run-id prefix matches several runs: enough to pick from, short
@@ -61,62 +59,41 @@ class Orc:
                  runtimes: dict[str, ModelRuntime] | None = None) -> None:
         self.home = home if isinstance(home, Home) else Home.locate(home)
         self.cwd = (cwd or Path.cwd()).absolute()
-        self.catalog = Catalog(self.home.models_dir)
-        self.project = project_dir(self.cwd)
+        self.workspace = Workspace(self.home, self.cwd)
+        self.catalog = self.workspace.catalog
+        self.project = self.workspace.project
         self._n_threads = n_threads
         self._seed = seed
         self._runtimes: dict[str, ModelRuntime] | None = runtimes  # shared with a daemon: models stay loaded
-        self._profiles: Profiles | None = None
 
     # ---- ensembles ----
 
     @property
     def library(self) -> EnsembleLibrary:
-        project_ensembles = (self.project / "ensembles") if self.project else self.cwd / ".llm-orc" / "ensembles"
-        folders = [project_ensembles, self.cwd / "ensembles", self.home.ensembles_dir]
-        shipped = examples_dir()
-        if shipped is not None:
-            folders.append(shipped)
-        unique: list[Path] = []
-        for folder in folders:
-            if folder.resolve() not in [f.resolve() for f in unique]:
-                unique.append(folder)
-        return EnsembleLibrary(tuple(unique))
+        return self.workspace.library
 
     def locate(self, name_or_path: str) -> Path:
         """The ensemble file for a name or a path (raises EnsembleNotFound); a relative path is
-        relative to this Orc's `cwd` (the caller's folder, also when a daemon runs the run)."""
-        return self.library.resolve(name_or_path, cwd=self.cwd)
+        relative to this Orc's `cwd`."""
+        return self.workspace.locate(name_or_path)
 
     def load(self, name_or_path: str) -> EnsembleSpec:
         """Load and validate an ensemble (raises EnsembleInvalid / EnsembleNotFound)."""
-        return load_ensemble(self.locate(name_or_path), self.library)
+        return self.workspace.load(name_or_path)
 
     @property
     def profiles(self) -> Profiles:
-        if self._profiles is None:
-            files = [self.home.config_file]
-            if self.project is not None:
-                files.append(self.project / "config.yaml")
-                profile_dir = self.project / "profiles"
-                if profile_dir.is_dir():
-                    files.extend(sorted(profile_dir.glob("*.yaml")))
-            self._profiles = load_profiles(files, builtin_profiles(DEFAULT_MODEL_ID))
-        return self._profiles
+        return self.workspace.profiles
 
     # ---- running ----
 
     def engine(self, *, journal: bool = True, placer: Placer | None = None, node_id: str = LOCAL_NODE_ID,
                local: bool = False) -> Engine:
         """An engine for this home and folder. Without `placer`, it runs everything on this
-        machine's `runtimes()`; with one (the daemon's mesh), LLM agents go where it places them
-        and `node_id` is the coordinating node's id. `journal`: keep journals under `home.runs_dir`."""
-        return Engine(
-            catalog=self.catalog, profiles=self.profiles, library=self.library,
-            runs_dir=self.home.runs_dir if journal else None, node_id=node_id, placer=placer, local=local,
-            runtimes=self.runtimes() if placer is None else {}, project_dir=self.project, workdir=self.cwd,
-            seed=self._seed, clock=time.time, entropy=os.urandom,
-        )
+        machine's `runtimes()`; with one, LLM agents go where it places them and `node_id` is the
+        coordinating node's id. `journal`: keep journals under `home.runs_dir`."""
+        return self.workspace.engine(runtimes=self.runtimes() if placer is None else {}, placer=placer,
+                                     node_id=node_id, local=local, seed=self._seed, journal=journal)
 
     def runtimes(self) -> dict[str, ModelRuntime]:
         """The model runtimes (built on first use; raises ConfigInvalid for a bad config.yaml)."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from orc.node.coordinator.engine import Engine, RunRefused
+from orc.node.coordinator.workspace import Workspace
 from orc.node.daemon.startup import Startup
 from orc.node.home import Home
 from orc.node.protocol.events import RunProgress
@@ -48,13 +49,11 @@ class EngineFactory(Protocol):
 
 def mesh_engines(home: Home, startup: Startup) -> EngineFactory:
     """The daemon's engines: each coordinates its run on the mesh, as this node."""
-    from orc.node.api import Orc
-
     def build(*, folder: Path, seed: int | None, local: bool) -> Engine:
         running, membership = startup.running, startup.membership
         assert running is not None and membership is not None, "engines are built once the node runs"
-        return Orc(home, cwd=folder, seed=seed).engine(placer=running.placer, node_id=membership.identity.node_id,
-                                                       local=local)
+        return Workspace(home, folder).engine(runtimes={}, placer=running.placer,
+                                              node_id=membership.identity.node_id, local=local, seed=seed)
 
     return build
 
