@@ -115,9 +115,10 @@ class ControlService:
         await self._startup.wait_running(RUNNING_WAIT)
         resume: JournalContents | None = None
         try:
-            engine = self._engines(folder=folder, seed=request.seed, local=request.local)
-            # Reading the ensemble and binding it to the mesh can hash a model file the first
-            # time (hundreds of MB): off the loop, which serves the mesh meanwhile.
+            # Building the engine reads the profiles and the catalog; reading the ensemble and
+            # binding it to the mesh can hash a model file the first time (hundreds of MB): all
+            # off the loop, which serves the mesh meanwhile.
+            engine = await asyncio.to_thread(self._engines, folder=folder, seed=request.seed, local=request.local)
             if request.resume is not None:
                 resume = await asyncio.to_thread(read_journal, self._journal(request.resume))
             spec = await asyncio.to_thread(load_ensemble, ensemble, engine.library)
