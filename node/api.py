@@ -8,9 +8,9 @@
         ...
     result = orc.run_sync(spec, "input")          # or just the RunResult
 
-Everything runs in-process on this machine's models (the embedded mode). `Orc` is also where
-an engine for a folder is composed (`engine()`), for this process or, given the mesh, for the
-daemon that coordinates runs for the command line.
+Everything runs in-process on this machine's models (the embedded mode): `Orc` is the embedded
+composition root. What it reads from the home and the caller's folder is a
+`orc.node.coordinator.workspace.Workspace`, the same the daemon builds for each run it coordinates.
 """
 
 from __future__ import annotations
