@@ -25,6 +25,7 @@ __all__ = [
     "GenerationParams",
     "ModelLoadError",
     "ModelRuntime",
+    "RunnerDied",
     "RuntimeFailure",
     "ScriptFailed",
     "ScriptNotFound",
@@ -96,6 +97,14 @@ class GenerationError(RuntimeFailure):
     """The model failed while generating, or the request cannot fit its context window."""
 
 
+class RunnerDied(GenerationError):
+    """The process that ran the model died mid-generation (a signal, out of memory).
+
+    The node is fine and restarts the runner; the generation itself may well succeed on
+    another node, so coordinators place it again as they would after a dead peer.
+    """
+
+
 class ScriptNotFound(RuntimeFailure):
     """The agent's script file does not exist in any of the places orc looked."""
 
@@ -148,4 +157,13 @@ class ModelRuntime(Protocol):
 
     def memory_estimate(self, model: ModelEntry) -> int:
         """Bytes of memory the model needs once loaded (weights plus working buffers)."""
+        ...
+
+    def capacity(self, model: ModelEntry) -> int:
+        """How many generations of `model` this runtime runs at once (decoded together where
+        it batches them); at least 1. Admission grants that many running places."""
+        ...
+
+    def unavailable_reason(self, model: ModelEntry) -> str | None:
+        """Why `model` cannot run here now (its runner kept crashing), or None when it can."""
         ...

@@ -436,6 +436,14 @@ class LlamaCppRuntime:
                 await asyncio.to_thread(llm.close)
             loaded.stop_workers()
 
+    def capacity(self, model: ModelEntry) -> int:
+        """Generations of `model` run at once here (one instance each)."""
+        return self._max_concurrent
+
+    def unavailable_reason(self, model: ModelEntry) -> str | None:
+        """None: an in-process runtime has no runner to lose."""
+        return None
+
     def context_tokens(self, model: ModelEntry) -> int:
         """The context window (prompt plus completion, in tokens) every generation of `model` has here."""
         return self._n_ctx

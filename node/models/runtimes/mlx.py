@@ -245,6 +245,14 @@ class MlxRuntime:
         async for event in relay(start):
             yield event
 
+    def capacity(self, model: ModelEntry) -> int:
+        """Generations of `model` run at once here (one at a time)."""
+        return 1
+
+    def unavailable_reason(self, model: ModelEntry) -> str | None:
+        """None: an in-process runtime has no runner to lose."""
+        return None
+
     def context_tokens(self, model: ModelEntry) -> int:
         """The context window (prompt plus completion, in tokens) every generation of `model` has here."""
         return self._n_ctx
