@@ -31,7 +31,7 @@ import asyncio
 import heapq
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -64,6 +64,7 @@ from orc.node.coordinator.generations import (
     node_view_of,
 )
 from orc.node.coordinator.execution_stream import StreamBroke, StreamEnded, pump
+from orc.node.coordinator.peer_links import PeerLinks, Unreachable
 from orc.node.coordinator.observations import Observations
 from orc.node.worker.speed import speed_from_timing
 from orc.scheduler.ensemble import Placement
@@ -119,10 +120,9 @@ class MeshPlacer:
         self.service = service
         self.node_id: str = service.membership.identity.node_id
         self._peers = peers
-        self._link = link
+        self._links = PeerLinks(peers, link)
         self._clock = clock
         self._timer = timer
-        self._links: dict[str, PeerLink] = {}
         self._network: dict[str, float] = {}  # node id -> smoothed Offer round trip, seconds
         # Work this coordinator placed and its node may not have reported in a beat yet:
         # generation key -> (node id, work seconds, when placed or bound).
@@ -133,7 +133,6 @@ class MeshPlacer:
             peers=lambda: ((peer.node_id, peer.description) for peer in self._peers()))
         self._sequence = 0
         self._binder: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Future[object]] = set()
 
     # ---- what the mesh has ----
 
@@ -225,7 +224,7 @@ class MeshPlacer:
                 self._placed[demand.key] = (bound[0].node_id, bound[0].work_s, now)
             if future.done():  # cancelled while its Offers were out: give the place back
                 if bound is not None:
-                    self._background(self._release(bound[0].node_id, bound[1]))
+                    self._links.background(self._release(bound[0].node_id, bound[1]))
                 continue
             future.set_result((decision, bound, answers))
 
@@ -336,7 +335,7 @@ class MeshPlacer:
                 if c.node_id in self.distrusted():
                     # Caught lying (a made-up result for another agent) while this Offer was out.
                     answers[c.node_id] = Answer(c.name, "distrusted", False)
-                    self._background(self._release(c.node_id, reply.lease_id))
+                    self._links.background(self._release(c.node_id, reply.lease_id))
                     continue
                 lie = None if c.node_id == self.node_id else self.trust.lie(
                     c.node_id, model_id, c.sha256, generation.prompt_chars, generation.params.max_tokens,
@@ -344,7 +343,7 @@ class MeshPlacer:
                 if lie is not None:
                     self.trust.distrust(c.node_id, c.name, lie)
                     answers[c.node_id] = Answer(c.name, f"distrusted: {lie}", False)
-                    self._background(self._release(c.node_id, reply.lease_id))
+                    self._links.background(self._release(c.node_id, reply.lease_id))
                     continue
                 accepted.append((reply.estimated_finish_ms / 1000 + c.network_s, index, c, reply.lease_id))
             if accepted:
@@ -352,7 +351,7 @@ class MeshPlacer:
                 log.info("%s bound to %s (offers: %s)", generation.agent, estimate.name,
                          ", ".join(f"{c.name} {reply.estimated_finish_ms} ms" if reply.accepted
                                    else f"{c.name} refused" for c, reply in zip(probes, replies)))
-                releases = [self._background(self._release(other.node_id, unused))
+                releases = [self._links.background(self._release(other.node_id, unused))
                             for _, _, other, unused in accepted if unused != lease]
                 if releases:
                     # Give the other place back now rather than let it expire: until then it
@@ -366,10 +365,7 @@ class MeshPlacer:
         if node_id == self.node_id:
             await self.service.cancel(self.node_id, lease)
             return
-        try:
-            await self._peer(node_id).cancel(lease, timeout=1.0)
-        except (NodeError, OSError, _Lost) as error:
-            log.debug("releasing lease on %s: %s", node_id, error)
+        await self._links.cancel(node_id, lease, "releasing lease")
 
     async def _offer(self, generation: Generation, model_id: str, estimate: Estimate) -> OfferReply:
         request = OfferRequest(generation.run_id, generation.agent, model_id,
@@ -418,7 +414,7 @@ class MeshPlacer:
                 try:
                     item = await asyncio.wait_for(events.get(), patience)
                 except asyncio.TimeoutError:
-                    if not local and not self._alive(estimate.node_id):
+                    if not local and not self._links.alive(estimate.node_id):
                         raise _Lost("the node stopped answering") from None
                     continue
                 match item:
@@ -467,41 +463,17 @@ class MeshPlacer:
             if not finished and not local:
                 # Abandoned (Ctrl-C, the agent's timeout, a dead node): tell the node to stop
                 # generating; if it is gone, there is nothing to stop.
-                self._background(self._cancel(estimate.node_id, request.execution_id))
-
-    async def _cancel(self, node_id: str, execution: str) -> None:
-        try:
-            await self._peer(node_id).cancel(execution, timeout=1.0)
-        except (NodeError, OSError, _Lost) as error:
-            log.debug("cancel of %s on %s: %s", execution, node_id, error)
-
-    def _alive(self, node_id: str) -> bool:
-        return any(p.node_id == node_id and p.alive for p in self._peers())
+                self._links.cancel_soon(estimate.node_id, request.execution_id, "cancelling execution")
 
     def _peer(self, node_id: str) -> PeerLink:
-        link = self._links.get(node_id)
-        if link is None:
-            address = next((p.address or (p.description.addresses[0] if p.description and p.description.addresses
-                                          else None)
-                            for p in self._peers() if p.node_id == node_id), None)
-            if address is None:
-                raise _Lost(f"no address known for node {node_id}")
-            link = self._links[node_id] = self._link(node_id, address)
-        return link
+        try:
+            return self._links.get(node_id)
+        except Unreachable as error:
+            raise _Lost(str(error)) from None
 
     def forget(self, node_id: str) -> None:
         """Drop the connection to a peer (it died or was revoked); the next call dials afresh."""
-        link = self._links.pop(node_id, None)
-        if link is not None:
-            self._background(link.close())
-
-    def _background(self, work: Awaitable[object]) -> asyncio.Future[object]:
-        """Run `work` without waiting for it, holding a reference until it is done."""
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        self._links.forget(node_id)
 
     async def close(self) -> None:
-        links, self._links = list(self._links.values()), {}
-        await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
+        await self._links.close()
