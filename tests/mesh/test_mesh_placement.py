@@ -16,14 +16,12 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import netns
 import pytest
-from nodes import Node, python, wait_for
+from nodes import Node, Watched, placed_on, python, run_json, wait_for
 
 SMOL = "smollm2-135m-instruct"
 GEMMA = "gemma3-270m"
@@ -160,59 +158,6 @@ def executions(node: Node) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def run_json(node: Node, work: Path, *args: str) -> dict:
-    done = node.ns.run([python(), "-m", "orc.node.cli.orc", *args], env=node.env, timeout=300, cwd=work)
-    assert done.returncode in (0, 1), f"exit {done.returncode}: {done.stderr}"
-    return json.loads(done.stdout)
-
-
-class Watched:
-    """`orc run` in the background, its stderr read line by line as it comes."""
-
-    def __init__(self, node: Node, work: Path, *args: str) -> None:
-        self.process = node.ns.popen([python(), "-m", "orc.node.cli.orc", *args], env=node.env, cwd=work,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
-
-    def text(self) -> str:
-        return "".join(self.lines)
-
-    def wait_for_text(self, needle: str, timeout: float) -> str:
-        def seen():
-            if self.process.poll() is not None and needle not in self.text():
-                raise AssertionError(f"orc run exited {self.process.returncode} before '{needle}':\n{self.text()}")
-            return next((line for line in self.lines if needle in line), None)
-
-        return wait_for(seen, timeout, f"'{needle}' in the progress", interval=0.05)
-
-    def run_id(self) -> str:
-        line = self.wait_for_text(", run ", 60)
-        return line.rsplit(" run ", 1)[1].strip()
-
-    def finish(self, timeout: float = 300) -> tuple[int, str]:
-        # Not communicate(): it would read stderr too, racing the reader thread for lines.
-        assert self.process.stdout is not None
-        out = self.process.stdout.read()
-        code = self.process.wait(timeout=timeout)
-        self._reader.join(timeout=5)
-        return code, out
-
-
-def placed_on(watched: Watched, agent: str, names: dict[str, str], timeout: float = 120) -> str:
-    """The node name `agent` was bound to, from the progress line `→ agent on NAME`."""
-    line = watched.wait_for_text(f"→ {agent} on ", timeout)
-    name = line.split(f"→ {agent} on ", 1)[1].strip()
-    assert name in names, line
-    return name
 
 
 # ---- placement follows the models ----
