@@ -17,7 +17,8 @@ DEFAULT_PORT = 7733
 
 @dataclass(frozen=True)
 class ModelOffer:
-    """A model this node has on disk, and whether it is loaded and how fast it ran here."""
+    """A model this node has on disk, and whether it is loaded, how fast it ran here, how many
+    generations of it run at once and whether it can run at all now."""
 
     id: str
     runtime: str  # "llama_cpp" | "mlx"
@@ -26,6 +27,11 @@ class ModelOffer:
     loaded: bool
     prefill_tokens_per_s: float | None = None  # measured on this node, never looked up
     decode_tokens_per_s: float | None = None
+    capacity: int = 1  # generations run at once (its running places), decoded together where batched
+    # Per-sequence decode speed with 1, 2, ... sequences together (index 0: alone), measured here;
+    # at most `capacity` entries, fewer when measuring larger batches ran out of time.
+    batch_decode_tokens_per_s: tuple[float, ...] = ()
+    unavailable: str = ""  # why it cannot run here now; empty when it can
 
 
 @dataclass(frozen=True)

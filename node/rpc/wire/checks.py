@@ -44,6 +44,11 @@ MAX_THREADS = 1024  # --threads
 MAX_NODES_PER_AGENT = 4096
 MAX_RUN_ID = 64  # run ids are 16 hex characters; a prefix is enough
 MAX_BACKLOG_MS = 7 * 24 * 3600 * 1000
+# Generations of one model a node says it runs at once, and the per-batch-size speeds it lists:
+# a larger claim would only draw work to one node (and its speeds table is one entry per size).
+MAX_CAPACITY = 16
+MAX_UNAVAILABLE = 512  # why a model cannot run: one line a user reads in `orc plan` and errors
+MAX_SPEED = 1e9  # tokens per second: far beyond any device, finite so estimates stay numbers
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NODE_NAME = re.compile(r"[A-Za-z0-9._-]{1,63}")  # orc.node.trust.certificates.check_node_name
