@@ -1,14 +1,19 @@
-"""`admission:` in a node's config.yaml: how many generations of one model run at once (`slots`)
-and how many wait (`queue`), checked against bounds past which a node is misconfigured."""
+"""`admission:` in a node's config.yaml: how many generations of one model run at once (`slots`,
+the capacity its runtime is given: a batching runner decodes that many together) and how many
+wait (`queue`), checked against bounds past which a node is misconfigured."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orc.node.worker.admission import DEFAULT_QUEUE_LIMIT, DEFAULT_SLOTS
+from orc.node.worker.admission import DEFAULT_QUEUE_LIMIT
 
-# Beyond these a node is misconfigured, not generous: every slot is a model instance in memory,
-# every queue place a peer's prompt held waiting.
+# Sequences of one model decoded together unless config.yaml says otherwise: on a CPU, decoding
+# is bound by memory bandwidth, so a batch of 4 costs little more per step than one sequence.
+DEFAULT_SLOTS = 4
+# Beyond these a node is misconfigured, not generous: every slot is a sequence's context (KV
+# cache) in memory, every queue place a peer's prompt held waiting. 16 is also the most the wire
+# lets a peer claim (`orc.node.rpc.wire.checks.MAX_CAPACITY`).
 MAX_SLOTS = 16
 MAX_QUEUE_LIMIT = 64
 
