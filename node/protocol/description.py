@@ -13,6 +13,10 @@ from orc.node.protocol.ids import MeshId, NodeId
 
 PROTOCOL_VERSION = 2  # 2: agent payloads, run events and revocation entries as messages, not msgpack
 DEFAULT_PORT = 7733
+# The most generations of one model a node may say it runs at once (and so the most per-batch
+# speeds it lists): a larger claim would only draw work to one node.
+MAX_CAPACITY = 16
+MAX_UNAVAILABLE_CHARS = 512  # why a model cannot run: one line a user reads
 
 
 @dataclass(frozen=True)

@@ -336,6 +336,19 @@ class Admission:
         """Executions waiting for a slot, on one lane or all of them."""
         return sum(len(lane.queue) for lane in self._select(model))
 
+    def set_lane_slots(self, model: str, slots: int, now: float) -> tuple[str, ...]:
+        """The runtime now runs `slots` of `model` at once (its runner restarted with other
+        settings, say). Fewer: running executions beyond it finish, the queue waits until the lane
+        is under it. More: the queued executions that now fit start; their ids are returned."""
+        self._purge(now)
+        if model not in self._slots:
+            return ()
+        self._slots[model] = max(slots, 1)
+        started = []
+        while (promoted := self._promote(now)) is not None:
+            started.append(promoted)
+        return tuple(started)
+
     def lane_slots(self, model: str) -> int:
         """The running places of `model`'s lane (0 for a model this node does not serve)."""
         return self._slots.get(model, 0)

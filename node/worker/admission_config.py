@@ -6,15 +6,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orc.node.protocol.description import MAX_CAPACITY
 from orc.node.worker.admission import DEFAULT_QUEUE_LIMIT
 
 # Sequences of one model decoded together unless config.yaml says otherwise: on a CPU, decoding
 # is bound by memory bandwidth, so a batch of 4 costs little more per step than one sequence.
 DEFAULT_SLOTS = 4
 # Beyond these a node is misconfigured, not generous: every slot is a sequence's context (KV
-# cache) in memory, every queue place a peer's prompt held waiting. 16 is also the most the wire
-# lets a peer claim (`orc.node.rpc.wire.checks.MAX_CAPACITY`).
-MAX_SLOTS = 16
+# cache) in memory, every queue place a peer's prompt held waiting. It is also the most a peer
+# may claim on the wire.
+MAX_SLOTS = MAX_CAPACITY
 MAX_QUEUE_LIMIT = 64
 
 

@@ -24,7 +24,15 @@ from typing_extensions import assert_never
 from orc.node.worker.admission import MAX_TRACKED_CALLERS, Admission, Offered, Queued, Refusal, Refused, Running
 from orc.node.worker.execution_log import ExecutionLog, ExecutionRecord, UnusedLeaseRecord
 from orc.node.models.catalog import ModelEntry
-from orc.node.protocol.description import PROTOCOL_VERSION, Load, ModelOffer, NodeDescription, PeerAddress
+from orc.node.protocol.description import (
+    MAX_CAPACITY,
+    MAX_UNAVAILABLE_CHARS,
+    PROTOCOL_VERSION,
+    Load,
+    ModelOffer,
+    NodeDescription,
+    PeerAddress,
+)
 from orc.node.models.hardware import probe
 from orc.node.protocol.ids import NodeId
 from orc.node.trust.membership import Membership
@@ -46,8 +54,9 @@ from orc.node.models.runtimes.base import GenerationDone, ModelRuntime, RuntimeF
 from orc.node.worker.speed import Speed, measure, speed_from_timing
 from orc.scheduler.placement import (
     DEFAULT_LOAD_BYTES_PER_S,
-    UNMEASURED_DECODE_TOKENS_PER_S,
     UNMEASURED_PREFILL_TOKENS_PER_S,
+    HeldModel,
+    decode_rate,
     estimated_prompt_tokens,
 )
 
@@ -82,6 +91,14 @@ class _Served:
     entry: ModelEntry
     loaded: bool = False
     speed: Speed | None = None
+    capacity: int = 1  # generations its runtime runs at once: the lane's running places
+    unavailable: str = ""  # why its runtime cannot run it now, as advertised; empty when it can
+
+
+def _one_line(reason: str) -> str:
+    """A runtime's reason as peers may be sent it: printable, one line, bounded."""
+    printable = "".join(c if c.isprintable() else " " for c in reason)
+    return printable[:MAX_UNAVAILABLE_CHARS]
 
 
 @dataclass(frozen=True)
@@ -103,16 +120,21 @@ class NodeService:
                  tags: tuple[str, ...] = (),
                  clock: Callable[[], float] = time.time, slots: int = 1, queue_limit: int = 4,
                  audit: ExecutionLog | None = None) -> None:
+        """`slots`: the running places of a model whose runtime this node lacks (it is refused
+        anyway); every other model has as many as its runtime's `capacity`."""
         self.membership = membership
         self.runtimes = runtimes
         self._served = {entry.selector: _Served(entry) for entry in served}  # one per (model, runtime)
+        for served_model in self._served.values():
+            served_model.capacity, served_model.unavailable = self._runtime_state(served_model, slots)
         self._addresses = addresses
         self._known_peers = known_peers
         self._tags = tags
         self._clock = clock
         self._started_at = clock()
         self._version = 1
-        self._admission = Admission(self._served, slots=slots, queue_limit=queue_limit)
+        self._admission = Admission(self._served, slots=slots, queue_limit=queue_limit,
+                                    lane_slots={key: s.capacity for key, s in self._served.items()})
         self._audit = audit
         # Admitted executions (queued or running) by id: as bounded as admission's places.
         self._executions: dict[str, _Execution] = {}
@@ -137,6 +159,36 @@ class NodeService:
     def version(self) -> int:
         return self._version
 
+    def _runtime_state(self, served: _Served, default: int) -> tuple[int, str]:
+        """(capacity, why unavailable) of a served model as its runtime reports them now."""
+        runtime = self.runtimes.get(served.entry.runtime)
+        if runtime is None:
+            return default, ""
+        # Beyond the wire's cap peers would refuse the whole description.
+        capacity = min(max(runtime.capacity(served.entry), 1), MAX_CAPACITY)
+        return capacity, _one_line(runtime.unavailable_reason(served.entry) or "")
+
+    def poll_runtimes(self) -> None:
+        """Take up what the runtimes report now: a model's capacity (its lane's running places) or
+        its availability changed (a runner kept crashing, or came back). Peers learn it from the
+        next description version."""
+        changed = False
+        now = self._clock()
+        for served in self._served.values():
+            state = self._runtime_state(served, served.capacity)
+            if state == (served.capacity, served.unavailable):
+                continue
+            if state[1] != served.unavailable:
+                log.warning("model %s %s", served.entry.id,
+                            f"cannot run here now: {state[1]}" if state[1] else "can run here again")
+            served.capacity, served.unavailable = state
+            for promoted in self._admission.set_lane_slots(served.entry.selector, served.capacity, now):
+                if promoted in self._executions:
+                    self._executions[promoted].wake.set()
+            changed = True
+        if changed:
+            self.changed()
+
     def load(self) -> Load:
         try:
             cpu = os.getloadavg()[0]
@@ -155,7 +207,12 @@ class NodeService:
             ModelOffer(id=s.entry.id, runtime=s.entry.runtime, sha256=s.entry.sha256, size_bytes=s.entry.size_bytes,
                        loaded=s.loaded,
                        prefill_tokens_per_s=round(s.speed.prefill_tokens_per_s, 1) if s.speed else None,
-                       decode_tokens_per_s=round(s.speed.decode_tokens_per_s, 1) if s.speed else None)
+                       decode_tokens_per_s=round(s.speed.decode_tokens_per_s, 1) if s.speed else None,
+                       capacity=s.capacity,
+                       batch_decode_tokens_per_s=tuple(round(rate, 1) for rate in
+                                                       s.speed.batch_decode_tokens_per_s[:s.capacity])
+                       if s.speed else (),
+                       unavailable=s.unavailable)
             for s in sorted(self._served.values(), key=lambda s: (s.entry.id, s.entry.runtime)))
         return NodeDescription(
             protocol_version=PROTOCOL_VERSION, node_id=identity.node_id, name=identity.name,
@@ -165,9 +222,10 @@ class NodeService:
             known_peers=self._known_peers())
 
     async def warm_up(self) -> None:
-        """Load every served model and measure its speed, one after another (a small device has
-        neither the cores nor the memory to do them in parallel). A model that fails to load is
-        logged and stays advertised as not loaded."""
+        """Load every served model and measure its speed, alone and at each batch size up to its
+        capacity, one model after another (a small device has neither the cores nor the memory to
+        do them in parallel). A model that fails to load is logged and stays advertised as not
+        loaded."""
         for served in list(self._served.values()):
             runtime = self.runtimes.get(served.entry.runtime)
             if runtime is None:
@@ -175,15 +233,18 @@ class NodeService:
                             served.entry.id, served.entry.runtime)
                 continue
             try:
-                speed = await measure(runtime, served.entry)
+                speed = await measure(runtime, served.entry, capacity=served.capacity)
             except RuntimeFailure as error:
                 log.warning("model %s could not be loaded: %s", served.entry.id, error)
                 continue
             served.loaded = True
             served.speed = speed
             if speed is not None:
-                log.info("model %s ready: prefill %.0f tok/s, decode %.1f tok/s", served.entry.id,
-                         speed.prefill_tokens_per_s, speed.decode_tokens_per_s)
+                log.info("model %s ready: prefill %.0f tok/s, decode %.1f tok/s%s", served.entry.id,
+                         speed.prefill_tokens_per_s, speed.decode_tokens_per_s,
+                         f" (each of 1..{len(speed.batch_decode_tokens_per_s)} together: "
+                         + ", ".join(f"{rate:.1f}" for rate in speed.batch_decode_tokens_per_s) + ")"
+                         if speed.batch_decode_tokens_per_s else "")
             self.changed()
 
     # ---- liveness ----
@@ -192,6 +253,7 @@ class NodeService:
         """A beat now and then once a second, until the caller goes away or is revoked."""
         self._on_inbound(caller, addresses)
         while True:
+            self.poll_runtimes()
             yield Beat(sent_at_ms=int(self._clock() * 1000), description_version=self._version,
                        revocation_seq=self.membership.revocations.seq, load=self.load())
             await asyncio.sleep(BEAT_INTERVAL)
@@ -236,13 +298,21 @@ class NodeService:
                     f"({window} tokens); lower max_tokens")
         return None
 
-    def _work_seconds(self, served: _Served, prompt_tokens: int, max_tokens: int) -> float:
+    def _batch(self, served: _Served, now: float) -> int:
+        """The size of the batch one more generation of `served` would join here now."""
+        return min(self._admission.occupied(served.entry.selector, now) + 1, served.capacity)
+
+    def _work_seconds(self, served: _Served, prompt_tokens: int, max_tokens: int, batch: int = 1) -> float:
         """Seconds this node expects one generation to take: loading if cold, reading the prompt,
-        writing at most `max_tokens` (and no more than the context window leaves); pessimistic
-        speeds for a model it has not measured."""
+        writing at most `max_tokens` (and no more than the context window leaves) at the speed of
+        one of `batch` sequences decoded together; pessimistic speeds for a model it has not
+        measured."""
         speed = served.speed
         prefill = speed.prefill_tokens_per_s if speed else UNMEASURED_PREFILL_TOKENS_PER_S
-        decode = speed.decode_tokens_per_s if speed else UNMEASURED_DECODE_TOKENS_PER_S
+        decode = decode_rate(HeldModel(served.entry.id, served.entry.runtime, served.entry.sha256,
+                                       served.entry.size_bytes, served.loaded, prefill,
+                                       speed.decode_tokens_per_s if speed else None, served.capacity,
+                                       speed.batch_decode_tokens_per_s if speed else ()), batch)
         load = 0.0 if served.loaded else served.entry.size_bytes / DEFAULT_LOAD_BYTES_PER_S
         window = self._context_tokens(served)
         prompt = min(max(prompt_tokens, 0), window)
@@ -273,10 +343,13 @@ class NodeService:
         if served.entry.runtime not in self.runtimes:
             return OfferReply(accepted=False, reason=f"this node has no {served.entry.runtime} runtime",
                               permanent=True)
+        self.poll_runtimes()
+        if served.unavailable:
+            return OfferReply(accepted=False, reason=self._unavailable_message(served), permanent=True)
         too_large = self._too_large(served, request.prompt_tokens, request.max_tokens)
         if too_large is not None:
             return OfferReply(accepted=False, reason=too_large, permanent=True)
-        work = self._work_seconds(served, request.prompt_tokens, request.max_tokens)
+        work = self._work_seconds(served, request.prompt_tokens, request.max_tokens, self._batch(served, now))
         decision = self._admission.offer(served.entry.selector, caller, work, now, about=(request.run_id,
                                                                                           request.agent))
         match decision:
@@ -287,6 +360,10 @@ class NodeService:
                 return OfferReply(accepted=False, reason=decision.reason)
             case _:
                 assert_never(decision)
+
+    @staticmethod
+    def _unavailable_message(served: _Served) -> str:
+        return f"{served.entry.id} cannot run on this node now: {served.unavailable}"
 
     def caller_stats(self, caller: str) -> CallerStats | None:
         """What `caller` asked of this node so far (None if nothing, or forgotten)."""
@@ -365,13 +442,19 @@ class NodeService:
                 yield ExecutionFailed("no_runtime", f"this node has no {served.entry.runtime} runtime",
                                       retryable=False)
                 return
+            self.poll_runtimes()
+            if served.unavailable:
+                outcome = "failed:unavailable"
+                yield ExecutionFailed("unavailable", self._unavailable_message(served), retryable=False)
+                return
             prompt_tokens = estimated_prompt_tokens(prompt_chars)
             too_large = self._too_large(served, prompt_tokens, payload.params.max_tokens)
             if too_large is not None:
                 outcome = "failed:too_large"
                 yield ExecutionFailed("too_large", too_large, retryable=False)
                 return
-            work = self._work_seconds(served, prompt_tokens, payload.params.max_tokens)
+            work = self._work_seconds(served, prompt_tokens, payload.params.max_tokens,
+                                      self._batch(served, self._clock()))
             decision = self._admission.admit(model, caller, request.lease_id or None, request.execution_id, work,
                                              self._clock())
             match decision:
@@ -439,6 +522,8 @@ class NodeService:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         first: float | None = None
+        lane = served.entry.selector
+        batch = self._admission.running(lane)  # the most generations of its model it ran beside
         generation = runtime.generate(served.entry, payload.messages, payload.params)
         try:
             while True:
@@ -454,12 +539,17 @@ class NodeService:
                 match event:
                     case TokenChunk(text=text):
                         first = first if first is not None else time.perf_counter()
+                        batch = max(batch, self._admission.running(lane))
                         yield ExecutionTokens(text)
                     case GenerationDone(text=text, usage=usage, finish_reason=reason):
                         observed = speed_from_timing(usage.prompt_tokens, usage.completion_tokens, started,
                                                      first, time.perf_counter(), self._clock())
-                        if observed is not None:
+                        if observed is not None and batch <= 1:
                             served.speed = served.speed.refreshed(observed) if served.speed else observed
+                        elif observed is not None and served.speed is not None:
+                            # Decoded beside others: it tells the speed of that batch size, not of one alone.
+                            served.speed = served.speed.refreshed_at_batch(batch, observed.decode_tokens_per_s,
+                                                                           observed.measured_at)
                         served.loaded = True
                         yield ExecutionResult(text, usage, reason)
                         return
