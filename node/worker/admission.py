@@ -177,13 +177,13 @@ class Admission:
     shared fairly between callers when more than one wants a lane."""
 
     def __init__(self, models: Iterable[str], *, slots: int = DEFAULT_SLOTS,
-                 lane_slots: Mapping[str, int] | None = None, queue_limit: int = DEFAULT_QUEUE_LIMIT, max_running: int = MAX_ACTIVE_EXECUTIONS,
+                 lane_slots: Mapping[str, int] | None = None, queue_limit: int = DEFAULT_QUEUE_LIMIT,
+                 max_running: int = MAX_ACTIVE_EXECUTIONS,
                  lease_seconds: float = LEASE_SECONDS, max_leases_per_caller: int = MAX_LEASES_PER_CALLER,
                  max_leases: int = MAX_LEASES, max_callers: int = MAX_TRACKED_CALLERS,
                  new_id: Callable[[], str] = lambda: uuid.uuid4().hex) -> None:
-        if slots < 1 or queue_limit < 0 or max_running < 1 or min((lane_slots or {}).values(), default=1) < 1:
+        if min([slots, *(lane_slots or {}).values()]) < 1 or queue_limit < 0 or max_running < 1:
             raise ValueError("admission needs slots >= 1, queue_limit >= 0 and max_running >= 1")
-        self.slots = slots  # a lane's running places unless `lane_slots` says otherwise
         self.queue_limit = queue_limit
         self._max_running = max_running
         self._lease_seconds = lease_seconds
@@ -227,8 +227,7 @@ class Admission:
         # With a free slot it joins the batch now (`work_s` is its work at that batch size);
         # otherwise it waits for the lane's admitted work, done `slots` at a time.
         slots = self._slots[model]
-        waits = self.occupied(model, now) >= slots
-        estimate = (self._lane_backlog(model, lane, now) / slots if waits else 0.0) + work
+        estimate = work + (self._lane_backlog(model, lane, now) / slots if self.occupied(model, now) >= slots else 0.0)
         lease = _Lease(self._new_id(), model, caller, work, now + self._lease_seconds, now, about)
         self._leases[lease.lease_id] = lease
         return Offered(lease.lease_id, lease.expires_at, estimate)
@@ -337,9 +336,8 @@ class Admission:
         return sum(len(lane.queue) for lane in self._select(model))
 
     def set_lane_slots(self, model: str, slots: int, now: float) -> tuple[str, ...]:
-        """The runtime now runs `slots` of `model` at once (its runner restarted with other
-        settings, say). Fewer: running executions beyond it finish, the queue waits until the lane
-        is under it. More: the queued executions that now fit start; their ids are returned."""
+        """The runtime now runs `slots` of `model` at once. Fewer: the running beyond it finish
+        first. More: the queued that now fit start; their ids are returned."""
         self._purge(now)
         if model not in self._slots:
             return ()
@@ -354,8 +352,7 @@ class Admission:
         return self._slots.get(model, 0)
 
     def occupied(self, model: str, now: float) -> int:
-        """Places of the lane taken by running or queued executions or live leases: the batch a
-        newcomer would join is this plus one, while that is within the lane's slots."""
+        """Places of the lane taken by running or queued executions or live leases."""
         self._purge(now)
         lane = self._lanes.get(model)
         if lane is None:

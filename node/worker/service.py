@@ -24,15 +24,7 @@ from typing_extensions import assert_never
 from orc.node.worker.admission import MAX_TRACKED_CALLERS, Admission, Offered, Queued, Refusal, Refused, Running
 from orc.node.worker.execution_log import ExecutionLog, ExecutionRecord, UnusedLeaseRecord
 from orc.node.models.catalog import ModelEntry
-from orc.node.protocol.description import (
-    MAX_CAPACITY,
-    MAX_UNAVAILABLE_CHARS,
-    PROTOCOL_VERSION,
-    Load,
-    ModelOffer,
-    NodeDescription,
-    PeerAddress,
-)
+from orc.node.protocol.description import PROTOCOL_VERSION, Load, NodeDescription, PeerAddress
 from orc.node.models.hardware import probe
 from orc.node.protocol.ids import NodeId
 from orc.node.trust.membership import Membership
@@ -52,13 +44,8 @@ from orc.node.protocol.messages import (
 )
 from orc.node.models.runtimes.base import GenerationDone, ModelRuntime, RuntimeFailure, TokenChunk
 from orc.node.worker.speed import Speed, measure, speed_from_timing
-from orc.scheduler.placement import (
-    DEFAULT_LOAD_BYTES_PER_S,
-    UNMEASURED_PREFILL_TOKENS_PER_S,
-    HeldModel,
-    decode_rate,
-    estimated_prompt_tokens,
-)
+from orc.node.worker.served import Served
+from orc.scheduler.placement import estimated_prompt_tokens
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +53,6 @@ BEAT_INTERVAL = 1.0
 # An execution waits in this node's queue at most this long, whoever asked: a caller's own
 # bound on waiting (an agent's `queue_timeout_seconds`, 300 s by default) normally cancels first.
 MAX_QUEUED_S = 900.0
-# The context window (prompt plus completion, tokens) of a runtime that does not say its own.
-DEFAULT_CONTEXT_TOKENS = 2048
 # A caller's Offer counters are written to the daemon log at most this often, per caller.
 CALLER_LOG_INTERVAL_S = 60.0
 
@@ -84,21 +69,6 @@ class CallerStats:
     last_refusal: str = ""
     logged: tuple[int, int] = (0, 0)  # (offers, expired_unused) when last logged
     logged_at: float | None = None
-
-
-@dataclass
-class _Served:
-    entry: ModelEntry
-    loaded: bool = False
-    speed: Speed | None = None
-    capacity: int = 1  # generations its runtime runs at once: the lane's running places
-    unavailable: str = ""  # why its runtime cannot run it now, as advertised; empty when it can
-
-
-def _one_line(reason: str) -> str:
-    """A runtime's reason as peers may be sent it: printable, one line, bounded."""
-    printable = "".join(c if c.isprintable() else " " for c in reason)
-    return printable[:MAX_UNAVAILABLE_CHARS]
 
 
 @dataclass(frozen=True)
@@ -124,9 +94,10 @@ class NodeService:
         anyway); every other model has as many as its runtime's `capacity`."""
         self.membership = membership
         self.runtimes = runtimes
-        self._served = {entry.selector: _Served(entry) for entry in served}  # one per (model, runtime)
+        # One per (model, runtime), with the capacity and availability its runtime reports.
+        self._served = {entry.selector: Served(entry, runtimes.get(entry.runtime)) for entry in served}
         for served_model in self._served.values():
-            served_model.capacity, served_model.unavailable = self._runtime_state(served_model, slots)
+            served_model.capacity, served_model.unavailable = served_model.runtime_state(slots)
         self._addresses = addresses
         self._known_peers = known_peers
         self._tags = tags
@@ -159,15 +130,6 @@ class NodeService:
     def version(self) -> int:
         return self._version
 
-    def _runtime_state(self, served: _Served, default: int) -> tuple[int, str]:
-        """(capacity, why unavailable) of a served model as its runtime reports them now."""
-        runtime = self.runtimes.get(served.entry.runtime)
-        if runtime is None:
-            return default, ""
-        # Beyond the wire's cap peers would refuse the whole description.
-        capacity = min(max(runtime.capacity(served.entry), 1), MAX_CAPACITY)
-        return capacity, _one_line(runtime.unavailable_reason(served.entry) or "")
-
     def poll_runtimes(self) -> None:
         """Take up what the runtimes report now: a model's capacity (its lane's running places) or
         its availability changed (a runner kept crashing, or came back). Peers learn it from the
@@ -175,7 +137,7 @@ class NodeService:
         changed = False
         now = self._clock()
         for served in self._served.values():
-            state = self._runtime_state(served, served.capacity)
+            state = served.runtime_state(served.capacity)
             if state == (served.capacity, served.unavailable):
                 continue
             if state[1] != served.unavailable:
@@ -203,17 +165,7 @@ class NodeService:
 
     def describe(self) -> NodeDescription:
         identity = self.membership.identity
-        models = tuple(
-            ModelOffer(id=s.entry.id, runtime=s.entry.runtime, sha256=s.entry.sha256, size_bytes=s.entry.size_bytes,
-                       loaded=s.loaded,
-                       prefill_tokens_per_s=round(s.speed.prefill_tokens_per_s, 1) if s.speed else None,
-                       decode_tokens_per_s=round(s.speed.decode_tokens_per_s, 1) if s.speed else None,
-                       capacity=s.capacity,
-                       batch_decode_tokens_per_s=tuple(round(rate, 1) for rate in
-                                                       s.speed.batch_decode_tokens_per_s[:s.capacity])
-                       if s.speed else (),
-                       unavailable=s.unavailable)
-            for s in sorted(self._served.values(), key=lambda s: (s.entry.id, s.entry.runtime)))
+        models = tuple(s.offer() for s in sorted(self._served.values(), key=lambda s: (s.entry.id, s.entry.runtime)))
         return NodeDescription(
             protocol_version=PROTOCOL_VERSION, node_id=identity.node_id, name=identity.name,
             mesh_id=identity.mesh_id, addresses=self._addresses(), hardware=probe(), models=models,
@@ -268,7 +220,7 @@ class NodeService:
 
     # ---- running agents for peers ----
 
-    def _model(self, model_id: str, sha256: str) -> _Served:
+    def _model(self, model_id: str, sha256: str) -> Served:
         """The served variant of `model_id` with these weights (any variant when no digest is given,
         loaded ones first)."""
         variants = [s for s in self._served.values() if s.entry.id == model_id]
@@ -281,43 +233,9 @@ class NodeService:
                                f"{sha256[:12]}…)")
         return sorted(variants, key=lambda s: not s.loaded)[0]
 
-    def _context_tokens(self, served: _Served) -> int:
-        """The context window of `served` on its runtime here (prompt plus completion, tokens)."""
-        runtime = self.runtimes.get(served.entry.runtime)
-        window = getattr(runtime, "context_tokens", None)
-        return window(served.entry) if callable(window) else DEFAULT_CONTEXT_TOKENS
-
-    def _too_large(self, served: _Served, prompt_tokens: int, max_tokens: int) -> str | None:
-        """Why a request cannot fit the model's context window here, or None when it can."""
-        window = self._context_tokens(served)
-        if prompt_tokens > window:
-            return (f"the prompt (about {prompt_tokens} tokens) does not fit {served.entry.id}'s context window "
-                    f"here ({window} tokens)")
-        if max_tokens > window:
-            return (f"max_tokens {max_tokens} is more than {served.entry.id}'s context window here "
-                    f"({window} tokens); lower max_tokens")
-        return None
-
-    def _batch(self, served: _Served, now: float) -> int:
+    def _batch(self, served: Served, now: float) -> int:
         """The size of the batch one more generation of `served` would join here now."""
         return min(self._admission.occupied(served.entry.selector, now) + 1, served.capacity)
-
-    def _work_seconds(self, served: _Served, prompt_tokens: int, max_tokens: int, batch: int = 1) -> float:
-        """Seconds this node expects one generation to take: loading if cold, reading the prompt,
-        writing at most `max_tokens` (and no more than the context window leaves) at the speed of
-        one of `batch` sequences decoded together; pessimistic speeds for a model it has not
-        measured."""
-        speed = served.speed
-        prefill = speed.prefill_tokens_per_s if speed else UNMEASURED_PREFILL_TOKENS_PER_S
-        decode = decode_rate(HeldModel(served.entry.id, served.entry.runtime, served.entry.sha256,
-                                       served.entry.size_bytes, served.loaded, prefill,
-                                       speed.decode_tokens_per_s if speed else None, served.capacity,
-                                       speed.batch_decode_tokens_per_s if speed else ()), batch)
-        load = 0.0 if served.loaded else served.entry.size_bytes / DEFAULT_LOAD_BYTES_PER_S
-        window = self._context_tokens(served)
-        prompt = min(max(prompt_tokens, 0), window)
-        written = min(max(max_tokens, 0), window - prompt)
-        return load + prompt / max(prefill, 1e-3) + written / max(decode, 1e-3)
 
     async def offer(self, caller: NodeId, request: OfferRequest) -> OfferReply:
         """When this node would finish the agent, with a lease holding its place; or a refusal.
@@ -345,11 +263,11 @@ class NodeService:
                               permanent=True)
         self.poll_runtimes()
         if served.unavailable:
-            return OfferReply(accepted=False, reason=self._unavailable_message(served), permanent=True)
-        too_large = self._too_large(served, request.prompt_tokens, request.max_tokens)
+            return OfferReply(accepted=False, reason=served.unavailable_message(), permanent=True)
+        too_large = served.too_large(request.prompt_tokens, request.max_tokens)
         if too_large is not None:
             return OfferReply(accepted=False, reason=too_large, permanent=True)
-        work = self._work_seconds(served, request.prompt_tokens, request.max_tokens, self._batch(served, now))
+        work = served.work_seconds(request.prompt_tokens, request.max_tokens, self._batch(served, now))
         decision = self._admission.offer(served.entry.selector, caller, work, now, about=(request.run_id,
                                                                                           request.agent))
         match decision:
@@ -360,10 +278,6 @@ class NodeService:
                 return OfferReply(accepted=False, reason=decision.reason)
             case _:
                 assert_never(decision)
-
-    @staticmethod
-    def _unavailable_message(served: _Served) -> str:
-        return f"{served.entry.id} cannot run on this node now: {served.unavailable}"
 
     def caller_stats(self, caller: str) -> CallerStats | None:
         """What `caller` asked of this node so far (None if nothing, or forgotten)."""
@@ -445,15 +359,15 @@ class NodeService:
             self.poll_runtimes()
             if served.unavailable:
                 outcome = "failed:unavailable"
-                yield ExecutionFailed("unavailable", self._unavailable_message(served), retryable=False)
+                yield ExecutionFailed("unavailable", served.unavailable_message(), retryable=False)
                 return
             prompt_tokens = estimated_prompt_tokens(prompt_chars)
-            too_large = self._too_large(served, prompt_tokens, payload.params.max_tokens)
+            too_large = served.too_large(prompt_tokens, payload.params.max_tokens)
             if too_large is not None:
                 outcome = "failed:too_large"
                 yield ExecutionFailed("too_large", too_large, retryable=False)
                 return
-            work = self._work_seconds(served, prompt_tokens, payload.params.max_tokens,
+            work = served.work_seconds(prompt_tokens, payload.params.max_tokens,
                                       self._batch(served, self._clock()))
             decision = self._admission.admit(model, caller, request.lease_id or None, request.execution_id, work,
                                              self._clock())
@@ -515,7 +429,7 @@ class NodeService:
         finally:
             write_log()
 
-    async def _generate(self, served: _Served, runtime: ModelRuntime, payload: AgentPayload, execution: _Execution,
+    async def _generate(self, served: Served, runtime: ModelRuntime, payload: AgentPayload, execution: _Execution,
                         ends: float | None, deadline_ms: int) -> AsyncIterator[ExecuteEvent]:
         """The events of one admitted execution from its start: started, tokens, then a result or a failure."""
         yield ExecutionStarted(self.membership.identity.node_id, payload.model_id)

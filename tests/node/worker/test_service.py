@@ -323,7 +323,7 @@ def test_the_node_bounds_queueing_on_its_own(make, monkeypatch):
 # ---- what a caller may ask ----
 
 def test_requests_beyond_the_context_window_are_refused_for_good(service):
-    window = service._context_tokens(service._served[f"{SMOL}@llama_cpp"])
+    window = service._served[f"{SMOL}@llama_cpp"].context_tokens()
     assert window == 2048  # the llama.cpp runtime's n_ctx
 
     async def scenario():

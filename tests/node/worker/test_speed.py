@@ -108,5 +108,6 @@ def test_real_generations_refresh_the_speed_of_their_batch_size() -> None:
     assert speed.refreshed_at_batch(3, 6.0, 1.0).batch_decode_tokens_per_s == (10.0, 8.0, 6.0)
     assert speed.refreshed_at_batch(5, 6.0, 1.0) is speed  # sizes stay contiguous
     alone = speed.refreshed_at_batch(1, 20.0, 1.0)
-    assert alone.decode_tokens_per_s == pytest.approx(13.0) and alone.batch_decode_tokens_per_s[0] == alone.decode_tokens_per_s
+    assert alone.decode_tokens_per_s == pytest.approx(13.0)
+    assert alone.batch_decode_tokens_per_s[0] == alone.decode_tokens_per_s
     assert Speed(100.0, 10.0, 0.0).refreshed_at_batch(2, 9.0, 1.0).batch_decode_tokens_per_s == (10.0, 9.0)
