@@ -2,8 +2,8 @@
 
     discovery:            # orc.node.links.static: static peers, what mDNS advertises
       peers: ["192.168.1.20:7733"]
-    admission:            # orc.node.worker.admission: slots and queue for peers' generations
-      slots: 1
+    admission:            # orc.node.worker.admission: slots (the capacity runtimes get) and queue
+      slots: 4
     llama_cpp:            # orc.node.models.runtimes.extra_buffers: llama.cpp's extra buffer types
       extra_buffers: auto
 

@@ -8,12 +8,21 @@ For each demand, highest critical-path rank first:
 1. **Filter** every node, each rejected one with a reason (dead, no such model, memory does
    not fit, `local_only`, missing tag, failed this agent earlier in the run, caught lying to
    the coordinator recently).
-2. **Score** the rest by estimated finish time: when the node is free (its own backlog, plus
-   what this call already gave it) or when the input is ready, whichever is later, then
-   load time if the model is cold + prompt tokens / prefill rate + max tokens / decode rate
-   + network. A node carrying a preferred tag has its estimate cut by `PREFER_SLACK` when
+2. **Score** the rest by estimated finish time: when the node has a slot for it (see below) or
+   when the input is ready, whichever is later, then load time if the model is cold + prompt
+   tokens / prefill rate + max tokens / decode rate at the batch it joins + network. A node carrying a preferred tag has its estimate cut by `PREFER_SLACK` when
    compared, so it is chosen unless another finishes more than that much sooner. Ties go to the warm model, then to the smaller node id, so every
    coordinator that sees the same view makes the same choice.
+
+**Batches.** A node runs up to a model's `capacity` sequences at once, decoded together; each
+decodes at the per-sequence rate it measured for that batch size (`decode_rate`). A node
+already running r sequences (those it reported in its load, plus those this call gave it that
+still run then) has a slot while r < capacity: the demand starts at once and decodes at the rate
+of batch r + 1. With every slot taken it waits for the first one to come free: the reported
+sequences are counted done once the node's backlog, worked `capacity` at a time, is (the node's
+own Offer estimate counts the same way), and each one this call placed at its own estimated end.
+A model of capacity 1 is the old one-at-a-time node: it waits for the whole backlog.
+Sequences that join later slow the ones already running; the estimate ignores that.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ class Exclusion(enum.Enum):
     MISSING_TAG = "missing tag"
     FAILED = "failed earlier in this run"
     DISTRUSTED = "distrusted"
+    UNAVAILABLE = "model unavailable"
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,9 @@ class HeldModel:
     loaded: bool
     prefill_tokens_per_s: float | None = None
     decode_tokens_per_s: float | None = None
+    capacity: int = 1  # sequences of it run at once there, decoded together
+    batch_decode_tokens_per_s: tuple[float, ...] = ()  # per sequence at batch 1, 2, ... (measured)
+    unavailable: str = ""  # why it cannot run there now; empty when it can
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,8 @@ class NodeView:
     backlog_s: float = 0.0  # work it already accepted, by its own estimate, seconds
     network_s: float = 0.0  # a round trip from the coordinator plus the transfer, seconds
     load_bytes_per_s: float = DEFAULT_LOAD_BYTES_PER_S
+    running: int = 0  # sequences generating there now, whatever their model (its load)
+    queued: int = 0  # sequences waiting there for a slot (its load)
 
 
 @dataclass(frozen=True)
@@ -162,21 +177,82 @@ class Decision:
         return "; ".join(f"{r.name}: {r.detail}" for r in self.rejected)
 
 
+@dataclass(frozen=True)
+class Occupancy:
+    """What a node is busy with, as one placement call sees it: the sequences it reported (running
+    or queued) until its backlog is done, and the sequences this call gave it, each (start, end)."""
+
+    reported: int = 0
+    backlog_s: float = 0.0  # work it reported, seconds: done `capacity` at a time
+    placed: tuple[tuple[float, float], ...] = ()
+
+    def adding(self, start_s: float, end_s: float) -> "Occupancy":
+        return replace(self, placed=(*self.placed, (start_s, end_s)))
+
+
+def occupancy_of(node: NodeView) -> Occupancy:
+    """A node's occupancy from its view. A backlog with nothing reported running (leases, work
+    placed since its last beat) takes a slot too."""
+    backlog = max(node.backlog_s, 0.0)
+    reported = max(node.running, 0) + max(node.queued, 0)
+    return Occupancy(max(reported, 1) if backlog > 0 else reported, backlog)
+
+
+def decode_rate(model: HeldModel, batch: int) -> float:
+    """Tokens per second of one sequence decoded together with `batch - 1` others.
+
+    Never faster than one alone. Beyond the largest batch measured, the node's total rate is
+    taken as no higher than it was there (the batch's rate divided among more); never measured
+    batched at all, as no gain (one alone's rate divided among the batch): a rate is measured,
+    not assumed.
+    """
+    alone = model.decode_tokens_per_s or (model.batch_decode_tokens_per_s or (UNMEASURED_DECODE_TOKENS_PER_S,))[0]
+    rates = model.batch_decode_tokens_per_s
+    if batch <= 1:
+        return alone
+    if batch <= len(rates):
+        return min(rates[batch - 1], alone)
+    if len(rates) > 1:
+        return min(rates[-1] * len(rates) / batch, alone)
+    return alone / batch
+
+
+def slot_start(occupancy: Occupancy, capacity: int, ready_s: float, now: float) -> tuple[float, int]:
+    """When a node first has a slot for one more sequence, at `ready_s` or later, and the size of
+    the batch it joins there.
+
+    Never before the last sequence this call placed there started (like HEFT without insertion:
+    no earlier gap is filled). The reported sequences hold their slots until the backlog is done,
+    worked `capacity` at a time.
+    """
+    capacity = max(capacity, 1)
+    drained = now + occupancy.backlog_s / capacity
+    at = max([ready_s, *(start for start, _ in occupancy.placed)])
+    for _ in range(len(occupancy.placed) + 2):  # each turn passes one end: bounded
+        busy = (occupancy.reported if at < drained else 0) + sum(1 for start, end in occupancy.placed
+                                                                  if start <= at < end)
+        if busy < capacity:
+            return at, busy + 1
+        at = min(t for t in (drained, *(end for _, end in occupancy.placed)) if t > at)
+    return at, capacity  # unreachable: after every end nothing is busy
+
+
 def place(demands: Sequence[Demand], view: ClusterView, now: float) -> tuple[Decision, ...]:
     """A decision for each demand, in the order they should be bound (highest rank first).
 
-    Demands placed by one call share the nodes: each choice adds its work to the chosen
-    node's backlog before the next demand is scored, so ten ready agents are spread over
-    the mesh instead of all landing on the fastest node.
+    Demands placed by one call share the nodes: each choice takes a slot of the chosen node
+    until its estimated end before the next demand is scored, so ten ready agents are spread
+    over the mesh (or batched where that finishes them sooner) instead of all landing on the
+    fastest node.
     """
-    free_at = {n.node_id: now + max(n.backlog_s, 0.0) for n in view.nodes}
+    occupied = {n.node_id: occupancy_of(n) for n in view.nodes}
     warmed: set[tuple[str, str, str]] = set()
     decisions = []
     for demand in sorted(demands, key=lambda d: (-d.rank, d.key)):
-        decision = decide(demand, view, free_at, now, frozenset(warmed))
+        decision = decide(demand, view, occupied, now, frozenset(warmed))
         chosen = decision.choice
         if chosen is not None:
-            free_at[chosen.node_id] = chosen.start_s + chosen.work_s
+            occupied[chosen.node_id] = occupied[chosen.node_id].adding(chosen.start_s, chosen.start_s + chosen.work_s)
             warmed.add((chosen.node_id, demand.model_id, chosen.runtime))
         decisions.append(decision)
     return tuple(decisions)
@@ -193,7 +269,7 @@ def forecast(demands: Sequence[Demand], after: Mapping[str, Sequence[str]], view
     """
     by_key = {d.key: d for d in demands}
     finish: dict[str, float] = {}
-    free_at = {n.node_id: now + max(n.backlog_s, 0.0) for n in view.nodes}
+    occupied = {n.node_id: occupancy_of(n) for n in view.nodes}
     warmed: set[tuple[str, str, str]] = set()
     decisions: list[Decision] = []
     passed: dict[str, float] = {}  # readiness of agents without a demand, once known
@@ -222,10 +298,10 @@ def forecast(demands: Sequence[Demand], after: Mapping[str, Sequence[str]], view
             raise ValueError("dependencies form a cycle")
         left.pop(index)
         ready = max([t for t in inputs if t is not None], default=now)
-        decision = decide(replace(demand, ready_at=ready), view, free_at, now, frozenset(warmed))
+        decision = decide(replace(demand, ready_at=ready), view, occupied, now, frozenset(warmed))
         chosen = decision.choice
         if chosen is not None:
-            free_at[chosen.node_id] = chosen.start_s + chosen.work_s
+            occupied[chosen.node_id] = occupied[chosen.node_id].adding(chosen.start_s, chosen.start_s + chosen.work_s)
             warmed.add((chosen.node_id, demand.model_id, chosen.runtime))
             finish[demand.key] = chosen.finish_s
         else:
@@ -234,15 +310,16 @@ def forecast(demands: Sequence[Demand], after: Mapping[str, Sequence[str]], view
     return tuple(decisions)
 
 
-def decide(demand: Demand, view: ClusterView, free_at: Mapping[str, float], now: float,
+def decide(demand: Demand, view: ClusterView, occupied: Mapping[str, Occupancy], now: float,
            warmed: frozenset[tuple[str, str, str]] = frozenset()) -> Decision:
-    """Filter and score every node for one demand, given when each node is next free and which
+    """Filter and score every node for one demand, given what each node is busy with and which
     (node, model, runtime) an earlier choice of the same call already loads."""
     candidates: list[Estimate] = []
     rejected: list[Rejection] = []
     ready = now if demand.ready_at is None else max(demand.ready_at, now)
     for node in sorted(view.nodes, key=lambda n: n.node_id):
-        outcome = _estimate(demand, node, view.coordinator, max(free_at.get(node.node_id, now), ready), warmed)
+        outcome = _estimate(demand, node, view.coordinator, occupied.get(node.node_id, Occupancy()), ready, now,
+                            warmed)
         if isinstance(outcome, Rejection):
             rejected.append(outcome)
         else:
@@ -257,7 +334,7 @@ def decide(demand: Demand, view: ClusterView, free_at: Mapping[str, float], now:
     return Decision(demand.key, tuple(sorted(candidates, key=order)), tuple(rejected))
 
 
-def _estimate(demand: Demand, node: NodeView, coordinator: str, start: float,
+def _estimate(demand: Demand, node: NodeView, coordinator: str, occupancy: Occupancy, ready: float, now: float,
               warmed: frozenset[tuple[str, str, str]] = frozenset()) -> Estimate | Rejection:
     def reject(reason: Exclusion, detail: str) -> Rejection:
         return Rejection(node.node_id, node.name, reason, detail)
@@ -284,7 +361,10 @@ def _estimate(demand: Demand, node: NodeView, coordinator: str, start: float,
         if not variants:
             return reject(Exclusion.NO_MODEL, f"its '{demand.model_id}' has other weights "
                                               f"(not sha256 {demand.sha256[:12]}…)")
-    variants = [replace(m, loaded=True) if (node.node_id, m.id, m.runtime) in warmed else m for m in variants]
+    available = [m for m in variants if not m.unavailable]
+    if not available:
+        return reject(Exclusion.UNAVAILABLE, f"'{demand.model_id}' cannot run there now: {variants[0].unavailable}")
+    variants = [replace(m, loaded=True) if (node.node_id, m.id, m.runtime) in warmed else m for m in available]
     fitting = [m for m in variants if m.loaded or _fits(m, node)]
     if not fitting:
         smallest = min(variants, key=lambda m: m.size_bytes)
@@ -292,7 +372,8 @@ def _estimate(demand: Demand, node: NodeView, coordinator: str, start: float,
                                         f"{_mib(node.memory_available_bytes or 0)} available)")
     model = min(fitting, key=lambda m: (not m.loaded, -(m.decode_tokens_per_s or 0.0), m.runtime))
     prefill = model.prefill_tokens_per_s or UNMEASURED_PREFILL_TOKENS_PER_S
-    decode = model.decode_tokens_per_s or UNMEASURED_DECODE_TOKENS_PER_S
+    start, batch = slot_start(occupancy, model.capacity, ready, now)
+    decode = decode_rate(model, batch)
     return Estimate(
         node_id=node.node_id, name=node.name, start_s=start,
         load_s=0.0 if model.loaded else model.size_bytes / max(node.load_bytes_per_s, 1.0),

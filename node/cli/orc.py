@@ -155,8 +155,9 @@ def plan(
     For every agent: the candidate nodes with their estimated finish
     times (queue, model load, prompt, generation, network), the node
     chosen, and why every other node was ruled out (no such model,
-    memory does not fit, local_only, missing tag, dead, distrusted:
-    caught lying to this node about its speed or results).
+    memory does not fit, local_only, missing tag, dead, model unavailable:
+    its runner kept crashing there, distrusted: caught lying to this node
+    about its speed or results).
 
     Needs the daemon ('orc-node start'); without it, everything runs on
     this machine. Exits 3 if some agent has no node that can run it.

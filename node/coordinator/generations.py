@@ -119,11 +119,13 @@ def execution_id(run_id: str, agent: str, attempt: int, epoch: float = 0.0) -> s
 def node_view_of(description: NodeDescription, alive: bool, load: Load | None, load_at: float | None,
                network_s: float) -> NodeView:
     models = tuple(HeldModel(m.id, m.runtime, m.sha256, m.size_bytes, m.loaded, m.prefill_tokens_per_s,
-                             m.decode_tokens_per_s) for m in description.models)
+                             m.decode_tokens_per_s, m.capacity, m.batch_decode_tokens_per_s, m.unavailable)
+                   for m in description.models)
     load = load or description.load
     return NodeView(node_id=description.node_id, name=description.name, alive=alive, models=models,
                     tags=frozenset(description.tags), memory_available_bytes=description.hardware.ram_available_bytes,
-                    backlog_s=load.backlog_ms / 1000, network_s=network_s)
+                    backlog_s=load.backlog_ms / 1000, network_s=network_s, running=load.active_generations,
+                    queued=load.queued)
 
 
 def failed_message(failed: dict[str, str], names: dict[str, str]) -> str:

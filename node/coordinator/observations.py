@@ -3,7 +3,12 @@
 A peer's description is its own word. The coordinator keeps the speeds it saw from each peer's
 executions (started, first token, result) and caps every advertised speed by them: up to
 `OBSERVED_SLACK` times what it observed there, or, never observed there, up to `UNOBSERVED_FACTOR`
-times the best speed seen for that model anywhere (this node's own measurement included). An
+times the best speed seen for that model anywhere (this node's own measurement included). A
+peer's per-sequence speeds at batch sizes above one are believed no faster than its believed
+speed alone, never faster for a larger batch than for a smaller one, and with no more gain from
+batching (a batch's total speed over one alone's) than this node measured itself for the model:
+a node that runs no such model here believes no gain at all. So claiming perfect batching (or a
+larger capacity) draws no more work than the truth of this node's own hardware would. An
 Offer estimate faster than the peer's own claim or than what was observed there allows, or a
 result that cannot be true (more tokens than max_tokens, more text than its tokens can hold,
 faster than anything seen for the model allows), is a lie: the peer is distrusted for
@@ -61,6 +66,22 @@ MAX_OBSERVED = 1024
 MAX_DISTRUSTED = 256
 
 
+def believed_batch_rates(claimed: tuple[float, ...], alone: float, gains: tuple[float, ...]) -> tuple[float, ...]:
+    """A peer's per-sequence speeds at batch sizes 1, 2, ... as far as they can be believed:
+    none faster than `alone` (its believed speed alone) nor than the size before, and none with
+    a gain above `gains` (the gain at each size this node measured; beyond the last, no more
+    total speed than there; with none, no gain at all)."""
+    believed: list[float] = []
+    for size, rate in enumerate(claimed, 1):
+        if size <= len(gains):
+            gain = gains[size - 1]
+        else:
+            gain = gains[-1] if gains else 1.0
+        ceiling = min(alone * gain / size, believed[-1] if believed else alone)
+        believed.append(min(rate, ceiling))
+    return tuple(believed)
+
+
 class Observations:
     """Speeds observed per (peer, model) and peers distrusted, both capped (oldest forgotten first)."""
 
@@ -109,15 +130,34 @@ class Observations:
             return None
         return best[0] * unobserved_factor, best[1] * unobserved_factor
 
+    def batch_gains(self, model_id: str) -> tuple[float, ...]:
+        """The best gain from batching this node measured itself for a model: at index k, the total
+        decode speed of k+1 sequences together over one alone's; empty when it measured none."""
+        gains: list[float] = []
+        for m in self._own_models():
+            rates = m.batch_decode_tokens_per_s
+            if m.id != model_id or not rates or rates[0] <= 0:
+                continue
+            for index, rate in enumerate(rates):
+                gain = (index + 1) * rate / rates[0]
+                if index < len(gains):
+                    gains[index] = max(gains[index], gain)
+                else:
+                    gains.append(gain)
+        return tuple(gains)
+
     def capped(self, node_id: str, model: HeldModel) -> HeldModel:
         """A peer's model with its advertised speeds cut to what this coordinator believes."""
         cap = self.cap(node_id, model.id, OBSERVED_SLACK, UNOBSERVED_FACTOR) or (UNMEASURED_PREFILL_TOKENS_PER_S,
                                                                                   UNMEASURED_DECODE_TOKENS_PER_S)
+        decode = None if model.decode_tokens_per_s is None else min(model.decode_tokens_per_s, cap[1])
+        alone = decode if decode is not None else min(next(iter(model.batch_decode_tokens_per_s), cap[1]), cap[1])
         return replace(model,
                        prefill_tokens_per_s=None if model.prefill_tokens_per_s is None
                        else min(model.prefill_tokens_per_s, cap[0]),
-                       decode_tokens_per_s=None if model.decode_tokens_per_s is None
-                       else min(model.decode_tokens_per_s, cap[1]))
+                       decode_tokens_per_s=decode,
+                       batch_decode_tokens_per_s=believed_batch_rates(model.batch_decode_tokens_per_s, alone,
+                                                                      self.batch_gains(model.id)))
 
     def _advertised(self, node_id: str, model_id: str, sha256: str) -> tuple[float | None, float | None]:
         for peer_id, description in self._peers():

@@ -5,7 +5,8 @@ The engine asks a `Placer` whether any node serves a model, for a view of the no
 forecast), and to perform each generation (`generate`), which reports where it runs (`Bound`),
 when it starts (`Working`), its tokens and its result. The daemon's placer is the mesh
 (`orc.node.coordinator.placer.MeshPlacer`): this node and its peers. `LocalPlacer` is the embedded
-mode's: one node, this machine, its own runtimes.
+mode's: one node, this machine, its own runtimes, running as many generations of a model at
+once as its runtime's capacity (decoded together where the runtime batches them).
 """
 
 from __future__ import annotations
@@ -23,9 +24,6 @@ from orc.scheduler.placement import ClusterView, Demand, HeldModel, NodeView
 
 # The node id of this machine when no daemon runs (it has no identity then).
 LOCAL_NODE_ID = "local"
-# Embedded mode: generations of one model let into the runtime at once (the llama.cpp runtime
-# runs one per model); the others wait here, where the engine sees them start.
-EMBEDDED_SLOTS_PER_MODEL = 1
 
 
 class Placer(Protocol):
@@ -58,13 +56,14 @@ class Placer(Protocol):
 
 
 class LocalPlacer:
-    """Every generation on this machine's runtimes, one at a time per model: orc without a daemon."""
+    """Every generation on this machine's runtimes, up to a model's capacity at once (the others
+    wait here, where the engine sees them start): orc without a daemon."""
 
     def __init__(self, catalog: Catalog, runtimes: Mapping[str, ModelRuntime], node_id: str = LOCAL_NODE_ID) -> None:
         self.node_id = node_id
         self._catalog = catalog
         self._runtimes = runtimes
-        self._gates: dict[str, asyncio.Semaphore] = {}  # per model variant
+        self._gates: dict[str, tuple[int, asyncio.Semaphore]] = {}  # per model variant: (capacity, gate)
         self._gates_loop: object = None  # the event loop the gates belong to (each `asyncio.run` has its own)
 
     def offers(self, model_ref: str, local: bool = False) -> bool:
@@ -102,10 +101,18 @@ class LocalPlacer:
         runtime = self._runtimes.get(entry.runtime)
         if runtime is None:
             raise NoNode(f"model '{entry.id}' needs the {entry.runtime} runtime, which this node does not have")
+        unavailable = runtime.unavailable_reason(entry)
+        if unavailable:
+            raise NoNode(f"model '{entry.id}' cannot run on this machine now: {unavailable}")
         loop = asyncio.get_running_loop()
         if self._gates_loop is not loop:
             self._gates, self._gates_loop = {}, loop
-        gate = self._gates.setdefault(entry.selector, asyncio.Semaphore(EMBEDDED_SLOTS_PER_MODEL))
+        capacity = max(runtime.capacity(entry), 1)
+        if self._gates.get(entry.selector, (0, None))[0] != capacity:
+            # A new capacity (its runner restarted with other settings): holders of the old gate
+            # release the old one, so for a moment both count.
+            self._gates[entry.selector] = (capacity, asyncio.Semaphore(capacity))
+        gate = self._gates[entry.selector][1]
         began = loop.time()
         try:
             await asyncio.wait_for(gate.acquire(), generation.wait_s)
@@ -119,5 +126,7 @@ class LocalPlacer:
             gate.release()
 
     def _held(self) -> tuple[HeldModel, ...]:
-        return tuple(HeldModel(e.id, e.runtime, e.sha256 or "", e.size_bytes, loaded=False)
+        return tuple(HeldModel(e.id, e.runtime, e.sha256 or "", e.size_bytes, loaded=False,
+                               capacity=max(self._runtimes[e.runtime].capacity(e), 1),
+                               unavailable=self._runtimes[e.runtime].unavailable_reason(e) or "")
                      for e in self._catalog.entries() if e.runtime in self._runtimes)

@@ -13,11 +13,16 @@ from orc.node.protocol.ids import MeshId, NodeId
 
 PROTOCOL_VERSION = 2  # 2: agent payloads, run events and revocation entries as messages, not msgpack
 DEFAULT_PORT = 7733
+# The most generations of one model a node may say it runs at once (and so the most per-batch
+# speeds it lists): a larger claim would only draw work to one node.
+MAX_CAPACITY = 16
+MAX_UNAVAILABLE_CHARS = 512  # why a model cannot run: one line a user reads
 
 
 @dataclass(frozen=True)
 class ModelOffer:
-    """A model this node has on disk, and whether it is loaded and how fast it ran here."""
+    """A model this node has on disk, and whether it is loaded, how fast it ran here, how many
+    generations of it run at once and whether it can run at all now."""
 
     id: str
     runtime: str  # "llama_cpp" | "mlx"
@@ -26,6 +31,11 @@ class ModelOffer:
     loaded: bool
     prefill_tokens_per_s: float | None = None  # measured on this node, never looked up
     decode_tokens_per_s: float | None = None
+    capacity: int = 1  # generations run at once (its running places), decoded together where batched
+    # Per-sequence decode speed with 1, 2, ... sequences together (index 0: alone), measured here;
+    # at most `capacity` entries, fewer when measuring larger batches ran out of time.
+    batch_decode_tokens_per_s: tuple[float, ...] = ()
+    unavailable: str = ""  # why it cannot run here now; empty when it can
 
 
 @dataclass(frozen=True)

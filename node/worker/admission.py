@@ -5,10 +5,11 @@ gets this node's own finish estimate plus a short lease on one place; its `Execu
 lease takes that place. Several coordinators placing at the same moment therefore never push a
 node past its limits, and no global lock is needed: each node enforces its own.
 
-Work is counted per **lane**, one per served model selector (`id@runtime`). A lane has
-`slots` places that generate now (default 1: on a small CPU device two generations of the same
-model only share the cores) and `queue_limit` places that wait. Running executions, queued
-executions and live leases of a lane together never exceed `slots + queue_limit`. Across lanes,
+Work is counted per **lane**, one per served model selector (`id@runtime`). A lane has as
+many places that generate now as its runtime runs generations of that model at once (its
+capacity: `lane_slots`, else `slots`; a batching runtime decodes them together) and `queue_limit`
+places that wait. Running executions, queued executions and live leases of a lane together never
+exceed its slots + `queue_limit`. Across lanes,
 at most `max_running` executions generate at once; beyond that, admitted executions wait in
 their lane's queue.
 
@@ -45,7 +46,7 @@ from __future__ import annotations
 import enum
 import math
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 # How long an offer's reservation lasts. Long enough for a coordinator to hear from its second
@@ -176,13 +177,13 @@ class Admission:
     shared fairly between callers when more than one wants a lane."""
 
     def __init__(self, models: Iterable[str], *, slots: int = DEFAULT_SLOTS,
-                 queue_limit: int = DEFAULT_QUEUE_LIMIT, max_running: int = MAX_ACTIVE_EXECUTIONS,
+                 lane_slots: Mapping[str, int] | None = None, queue_limit: int = DEFAULT_QUEUE_LIMIT,
+                 max_running: int = MAX_ACTIVE_EXECUTIONS,
                  lease_seconds: float = LEASE_SECONDS, max_leases_per_caller: int = MAX_LEASES_PER_CALLER,
                  max_leases: int = MAX_LEASES, max_callers: int = MAX_TRACKED_CALLERS,
                  new_id: Callable[[], str] = lambda: uuid.uuid4().hex) -> None:
-        if slots < 1 or queue_limit < 0 or max_running < 1:
+        if min([slots, *(lane_slots or {}).values()]) < 1 or queue_limit < 0 or max_running < 1:
             raise ValueError("admission needs slots >= 1, queue_limit >= 0 and max_running >= 1")
-        self.slots = slots
         self.queue_limit = queue_limit
         self._max_running = max_running
         self._lease_seconds = lease_seconds
@@ -192,6 +193,7 @@ class Admission:
         self._new_id = new_id
         # Lanes exist only for the models this node serves, never for a name a peer sends.
         self._lanes = {model: _Lane() for model in models}
+        self._slots = {model: (lane_slots or {}).get(model, slots) for model in self._lanes}
         self._leases: dict[str, _Lease] = {}
         self._lane_of: dict[str, str] = {}  # execution id -> its model, running or queued
         self._admitted = 0
@@ -222,7 +224,10 @@ class Admission:
         if len(self._leases) >= self._max_leases:
             return Refused(Refusal.NODE_LEASES)
         work = _work(work_s)
-        estimate = self._lane_backlog(model, lane, now) / self.slots + work
+        # With a free slot it joins the batch now (`work_s` is its work at that batch size);
+        # otherwise it waits for the lane's admitted work, done `slots` at a time.
+        slots = self._slots[model]
+        estimate = work + (self._lane_backlog(model, lane, now) / slots if self.occupied(model, now) >= slots else 0.0)
         lease = _Lease(self._new_id(), model, caller, work, now + self._lease_seconds, now, about)
         self._leases[lease.lease_id] = lease
         return Offered(lease.lease_id, lease.expires_at, estimate)
@@ -261,7 +266,7 @@ class Admission:
         execution = _Execution(execution_id, caller, _work(work_s), self._admitted)
         self._lane_of[execution_id] = model
         # A non-empty queue means no slot could take it (the lane or the node is full): wait behind it.
-        if not lane.queue and len(lane.running) < self.slots and self.running() < self._max_running:
+        if not lane.queue and len(lane.running) < self._slots[model] and self.running() < self._max_running:
             lane.running[execution_id] = replace(execution, started_at=now)
             return Running(execution_id)
         lane.queue[execution_id] = execution
@@ -330,6 +335,30 @@ class Admission:
         """Executions waiting for a slot, on one lane or all of them."""
         return sum(len(lane.queue) for lane in self._select(model))
 
+    def set_lane_slots(self, model: str, slots: int, now: float) -> tuple[str, ...]:
+        """The runtime now runs `slots` of `model` at once. Fewer: the running beyond it finish
+        first. More: the queued that now fit start; their ids are returned."""
+        self._purge(now)
+        if model not in self._slots:
+            return ()
+        self._slots[model] = max(slots, 1)
+        started = []
+        while (promoted := self._promote(now)) is not None:
+            started.append(promoted)
+        return tuple(started)
+
+    def lane_slots(self, model: str) -> int:
+        """The running places of `model`'s lane (0 for a model this node does not serve)."""
+        return self._slots.get(model, 0)
+
+    def occupied(self, model: str, now: float) -> int:
+        """Places of the lane taken by running or queued executions or live leases."""
+        self._purge(now)
+        lane = self._lanes.get(model)
+        if lane is None:
+            return 0
+        return len(lane.running) + len(lane.queue) + sum(1 for lease in self._leases.values() if lease.model == model)
+
     def leases(self, now: float, model: str | None = None) -> int:
         """Live leases, on one lane or all of them."""
         self._purge(now)
@@ -380,7 +409,7 @@ class Admission:
         active |= {lease.caller for lease in self._leases.values() if lease.model == model}
         active.add(caller)
         owed = round(self._debt_at(caller, now))
-        places = self.slots + self.queue_limit
+        places = self._slots[model] + self.queue_limit
         return max(1, math.ceil(places / len(active)) - owed), len(active), owed
 
     def _over_share(self, model: str, lane: _Lane, caller: str, now: float) -> Refused | None:
@@ -391,7 +420,7 @@ class Admission:
         held = self._held(model, lane, caller)
         if held < share:
             return None
-        places = self.slots + self.queue_limit
+        places = self._slots[model] + self.queue_limit
         if owed:
             detail = (f"{owed} of your leases here expired unused, so your share of this model's {places} places "
                       f"is {share} while {wanting} callers want them; execute on the leases you take "
@@ -433,7 +462,7 @@ class Admission:
     def _free(self, model: str, lane: _Lane) -> int:
         """Places of the lane that neither an execution nor a live lease holds."""
         leased = sum(1 for lease in self._leases.values() if lease.model == model)
-        return self.slots + self.queue_limit - len(lane.running) - len(lane.queue) - leased
+        return self._slots[model] + self.queue_limit - len(lane.running) - len(lane.queue) - leased
 
     def _lane_backlog(self, model: str, lane: _Lane, now: float) -> float:
         # A running execution past its estimate counts as about to finish, not as negative work.
@@ -447,8 +476,8 @@ class Admission:
         """Start the oldest queued execution a free slot can take (at most one slot came free)."""
         if self.running() >= self._max_running:
             return None
-        heads = [(next(iter(lane.queue.values())), lane) for lane in self._lanes.values()
-                 if lane.queue and len(lane.running) < self.slots]
+        heads = [(next(iter(lane.queue.values())), lane) for model, lane in self._lanes.items()
+                 if lane.queue and len(lane.running) < self._slots[model]]
         if not heads:
             return None
         execution, lane = min(heads, key=lambda head: head[0].order)

@@ -1,15 +1,21 @@
-"""`admission:` in a node's config.yaml: how many generations of one model run at once (`slots`)
-and how many wait (`queue`), checked against bounds past which a node is misconfigured."""
+"""`admission:` in a node's config.yaml: how many generations of one model run at once (`slots`,
+the capacity its runtime is given: a batching runner decodes that many together) and how many
+wait (`queue`), checked against bounds past which a node is misconfigured."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orc.node.worker.admission import DEFAULT_QUEUE_LIMIT, DEFAULT_SLOTS
+from orc.node.protocol.description import MAX_CAPACITY
+from orc.node.worker.admission import DEFAULT_QUEUE_LIMIT
 
-# Beyond these a node is misconfigured, not generous: every slot is a model instance in memory,
-# every queue place a peer's prompt held waiting.
-MAX_SLOTS = 16
+# Sequences of one model decoded together unless config.yaml says otherwise: on a CPU, decoding
+# is bound by memory bandwidth, so a batch of 4 costs little more per step than one sequence.
+DEFAULT_SLOTS = 4
+# Beyond these a node is misconfigured, not generous: every slot is a sequence's context (KV
+# cache) in memory, every queue place a peer's prompt held waiting. It is also the most a peer
+# may claim on the wire.
+MAX_SLOTS = MAX_CAPACITY
 MAX_QUEUE_LIMIT = 64
 
 

@@ -24,7 +24,7 @@ from typing_extensions import assert_never
 from orc.node.worker.admission import MAX_TRACKED_CALLERS, Admission, Offered, Queued, Refusal, Refused, Running
 from orc.node.worker.execution_log import ExecutionLog, ExecutionRecord, UnusedLeaseRecord
 from orc.node.models.catalog import ModelEntry
-from orc.node.protocol.description import PROTOCOL_VERSION, Load, ModelOffer, NodeDescription, PeerAddress
+from orc.node.protocol.description import PROTOCOL_VERSION, Load, NodeDescription, PeerAddress
 from orc.node.models.hardware import probe
 from orc.node.protocol.ids import NodeId
 from orc.node.trust.membership import Membership
@@ -44,12 +44,8 @@ from orc.node.protocol.messages import (
 )
 from orc.node.models.runtimes.base import GenerationDone, ModelRuntime, RuntimeFailure, TokenChunk
 from orc.node.worker.speed import Speed, measure, speed_from_timing
-from orc.scheduler.placement import (
-    DEFAULT_LOAD_BYTES_PER_S,
-    UNMEASURED_DECODE_TOKENS_PER_S,
-    UNMEASURED_PREFILL_TOKENS_PER_S,
-    estimated_prompt_tokens,
-)
+from orc.node.worker.served import Served
+from orc.scheduler.placement import estimated_prompt_tokens
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +53,6 @@ BEAT_INTERVAL = 1.0
 # An execution waits in this node's queue at most this long, whoever asked: a caller's own
 # bound on waiting (an agent's `queue_timeout_seconds`, 300 s by default) normally cancels first.
 MAX_QUEUED_S = 900.0
-# The context window (prompt plus completion, tokens) of a runtime that does not say its own.
-DEFAULT_CONTEXT_TOKENS = 2048
 # A caller's Offer counters are written to the daemon log at most this often, per caller.
 CALLER_LOG_INTERVAL_S = 60.0
 
@@ -75,13 +69,6 @@ class CallerStats:
     last_refusal: str = ""
     logged: tuple[int, int] = (0, 0)  # (offers, expired_unused) when last logged
     logged_at: float | None = None
-
-
-@dataclass
-class _Served:
-    entry: ModelEntry
-    loaded: bool = False
-    speed: Speed | None = None
 
 
 @dataclass(frozen=True)
@@ -103,16 +90,22 @@ class NodeService:
                  tags: tuple[str, ...] = (),
                  clock: Callable[[], float] = time.time, slots: int = 1, queue_limit: int = 4,
                  audit: ExecutionLog | None = None) -> None:
+        """`slots`: the running places of a model whose runtime this node lacks (it is refused
+        anyway); every other model has as many as its runtime's `capacity`."""
         self.membership = membership
         self.runtimes = runtimes
-        self._served = {entry.selector: _Served(entry) for entry in served}  # one per (model, runtime)
+        # One per (model, runtime), with the capacity and availability its runtime reports.
+        self._served = {entry.selector: Served(entry, runtimes.get(entry.runtime)) for entry in served}
+        for served_model in self._served.values():
+            served_model.capacity, served_model.unavailable = served_model.runtime_state(slots)
         self._addresses = addresses
         self._known_peers = known_peers
         self._tags = tags
         self._clock = clock
         self._started_at = clock()
         self._version = 1
-        self._admission = Admission(self._served, slots=slots, queue_limit=queue_limit)
+        self._admission = Admission(self._served, slots=slots, queue_limit=queue_limit,
+                                    lane_slots={key: s.capacity for key, s in self._served.items()})
         self._audit = audit
         # Admitted executions (queued or running) by id: as bounded as admission's places.
         self._executions: dict[str, _Execution] = {}
@@ -137,6 +130,27 @@ class NodeService:
     def version(self) -> int:
         return self._version
 
+    def poll_runtimes(self) -> None:
+        """Take up what the runtimes report now: a model's capacity (its lane's running places) or
+        its availability changed (a runner kept crashing, or came back). Peers learn it from the
+        next description version."""
+        changed = False
+        now = self._clock()
+        for served in self._served.values():
+            state = served.runtime_state(served.capacity)
+            if state == (served.capacity, served.unavailable):
+                continue
+            if state[1] != served.unavailable:
+                log.warning("model %s %s", served.entry.id,
+                            f"cannot run here now: {state[1]}" if state[1] else "can run here again")
+            served.capacity, served.unavailable = state
+            for promoted in self._admission.set_lane_slots(served.entry.selector, served.capacity, now):
+                if promoted in self._executions:
+                    self._executions[promoted].wake.set()
+            changed = True
+        if changed:
+            self.changed()
+
     def load(self) -> Load:
         try:
             cpu = os.getloadavg()[0]
@@ -151,12 +165,7 @@ class NodeService:
 
     def describe(self) -> NodeDescription:
         identity = self.membership.identity
-        models = tuple(
-            ModelOffer(id=s.entry.id, runtime=s.entry.runtime, sha256=s.entry.sha256, size_bytes=s.entry.size_bytes,
-                       loaded=s.loaded,
-                       prefill_tokens_per_s=round(s.speed.prefill_tokens_per_s, 1) if s.speed else None,
-                       decode_tokens_per_s=round(s.speed.decode_tokens_per_s, 1) if s.speed else None)
-            for s in sorted(self._served.values(), key=lambda s: (s.entry.id, s.entry.runtime)))
+        models = tuple(s.offer() for s in sorted(self._served.values(), key=lambda s: (s.entry.id, s.entry.runtime)))
         return NodeDescription(
             protocol_version=PROTOCOL_VERSION, node_id=identity.node_id, name=identity.name,
             mesh_id=identity.mesh_id, addresses=self._addresses(), hardware=probe(), models=models,
@@ -165,9 +174,10 @@ class NodeService:
             known_peers=self._known_peers())
 
     async def warm_up(self) -> None:
-        """Load every served model and measure its speed, one after another (a small device has
-        neither the cores nor the memory to do them in parallel). A model that fails to load is
-        logged and stays advertised as not loaded."""
+        """Load every served model and measure its speed, alone and at each batch size up to its
+        capacity, one model after another (a small device has neither the cores nor the memory to
+        do them in parallel). A model that fails to load is logged and stays advertised as not
+        loaded."""
         for served in list(self._served.values()):
             runtime = self.runtimes.get(served.entry.runtime)
             if runtime is None:
@@ -175,15 +185,18 @@ class NodeService:
                             served.entry.id, served.entry.runtime)
                 continue
             try:
-                speed = await measure(runtime, served.entry)
+                speed = await measure(runtime, served.entry, capacity=served.capacity)
             except RuntimeFailure as error:
                 log.warning("model %s could not be loaded: %s", served.entry.id, error)
                 continue
             served.loaded = True
             served.speed = speed
             if speed is not None:
-                log.info("model %s ready: prefill %.0f tok/s, decode %.1f tok/s", served.entry.id,
-                         speed.prefill_tokens_per_s, speed.decode_tokens_per_s)
+                log.info("model %s ready: prefill %.0f tok/s, decode %.1f tok/s%s", served.entry.id,
+                         speed.prefill_tokens_per_s, speed.decode_tokens_per_s,
+                         f" (each of 1..{len(speed.batch_decode_tokens_per_s)} together: "
+                         + ", ".join(f"{rate:.1f}" for rate in speed.batch_decode_tokens_per_s) + ")"
+                         if speed.batch_decode_tokens_per_s else "")
             self.changed()
 
     # ---- liveness ----
@@ -192,6 +205,7 @@ class NodeService:
         """A beat now and then once a second, until the caller goes away or is revoked."""
         self._on_inbound(caller, addresses)
         while True:
+            self.poll_runtimes()
             yield Beat(sent_at_ms=int(self._clock() * 1000), description_version=self._version,
                        revocation_seq=self.membership.revocations.seq, load=self.load())
             await asyncio.sleep(BEAT_INTERVAL)
@@ -206,7 +220,7 @@ class NodeService:
 
     # ---- running agents for peers ----
 
-    def _model(self, model_id: str, sha256: str) -> _Served:
+    def _model(self, model_id: str, sha256: str) -> Served:
         """The served variant of `model_id` with these weights (any variant when no digest is given,
         loaded ones first)."""
         variants = [s for s in self._served.values() if s.entry.id == model_id]
@@ -219,35 +233,9 @@ class NodeService:
                                f"{sha256[:12]}…)")
         return sorted(variants, key=lambda s: not s.loaded)[0]
 
-    def _context_tokens(self, served: _Served) -> int:
-        """The context window of `served` on its runtime here (prompt plus completion, tokens)."""
-        runtime = self.runtimes.get(served.entry.runtime)
-        window = getattr(runtime, "context_tokens", None)
-        return window(served.entry) if callable(window) else DEFAULT_CONTEXT_TOKENS
-
-    def _too_large(self, served: _Served, prompt_tokens: int, max_tokens: int) -> str | None:
-        """Why a request cannot fit the model's context window here, or None when it can."""
-        window = self._context_tokens(served)
-        if prompt_tokens > window:
-            return (f"the prompt (about {prompt_tokens} tokens) does not fit {served.entry.id}'s context window "
-                    f"here ({window} tokens)")
-        if max_tokens > window:
-            return (f"max_tokens {max_tokens} is more than {served.entry.id}'s context window here "
-                    f"({window} tokens); lower max_tokens")
-        return None
-
-    def _work_seconds(self, served: _Served, prompt_tokens: int, max_tokens: int) -> float:
-        """Seconds this node expects one generation to take: loading if cold, reading the prompt,
-        writing at most `max_tokens` (and no more than the context window leaves); pessimistic
-        speeds for a model it has not measured."""
-        speed = served.speed
-        prefill = speed.prefill_tokens_per_s if speed else UNMEASURED_PREFILL_TOKENS_PER_S
-        decode = speed.decode_tokens_per_s if speed else UNMEASURED_DECODE_TOKENS_PER_S
-        load = 0.0 if served.loaded else served.entry.size_bytes / DEFAULT_LOAD_BYTES_PER_S
-        window = self._context_tokens(served)
-        prompt = min(max(prompt_tokens, 0), window)
-        written = min(max(max_tokens, 0), window - prompt)
-        return load + prompt / max(prefill, 1e-3) + written / max(decode, 1e-3)
+    def _batch(self, served: Served, now: float) -> int:
+        """The size of the batch one more generation of `served` would join here now."""
+        return min(self._admission.occupied(served.entry.selector, now) + 1, served.capacity)
 
     async def offer(self, caller: NodeId, request: OfferRequest) -> OfferReply:
         """When this node would finish the agent, with a lease holding its place; or a refusal.
@@ -273,10 +261,13 @@ class NodeService:
         if served.entry.runtime not in self.runtimes:
             return OfferReply(accepted=False, reason=f"this node has no {served.entry.runtime} runtime",
                               permanent=True)
-        too_large = self._too_large(served, request.prompt_tokens, request.max_tokens)
+        self.poll_runtimes()
+        if served.unavailable:
+            return OfferReply(accepted=False, reason=served.unavailable_message(), permanent=True)
+        too_large = served.too_large(request.prompt_tokens, request.max_tokens)
         if too_large is not None:
             return OfferReply(accepted=False, reason=too_large, permanent=True)
-        work = self._work_seconds(served, request.prompt_tokens, request.max_tokens)
+        work = served.work_seconds(request.prompt_tokens, request.max_tokens, self._batch(served, now))
         decision = self._admission.offer(served.entry.selector, caller, work, now, about=(request.run_id,
                                                                                           request.agent))
         match decision:
@@ -365,13 +356,19 @@ class NodeService:
                 yield ExecutionFailed("no_runtime", f"this node has no {served.entry.runtime} runtime",
                                       retryable=False)
                 return
+            self.poll_runtimes()
+            if served.unavailable:
+                outcome = "failed:unavailable"
+                yield ExecutionFailed("unavailable", served.unavailable_message(), retryable=False)
+                return
             prompt_tokens = estimated_prompt_tokens(prompt_chars)
-            too_large = self._too_large(served, prompt_tokens, payload.params.max_tokens)
+            too_large = served.too_large(prompt_tokens, payload.params.max_tokens)
             if too_large is not None:
                 outcome = "failed:too_large"
                 yield ExecutionFailed("too_large", too_large, retryable=False)
                 return
-            work = self._work_seconds(served, prompt_tokens, payload.params.max_tokens)
+            work = served.work_seconds(prompt_tokens, payload.params.max_tokens,
+                                      self._batch(served, self._clock()))
             decision = self._admission.admit(model, caller, request.lease_id or None, request.execution_id, work,
                                              self._clock())
             match decision:
@@ -432,13 +429,15 @@ class NodeService:
         finally:
             write_log()
 
-    async def _generate(self, served: _Served, runtime: ModelRuntime, payload: AgentPayload, execution: _Execution,
+    async def _generate(self, served: Served, runtime: ModelRuntime, payload: AgentPayload, execution: _Execution,
                         ends: float | None, deadline_ms: int) -> AsyncIterator[ExecuteEvent]:
         """The events of one admitted execution from its start: started, tokens, then a result or a failure."""
         yield ExecutionStarted(self.membership.identity.node_id, payload.model_id)
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         first: float | None = None
+        lane = served.entry.selector
+        batch = self._admission.running(lane)  # the most generations of its model it ran beside
         generation = runtime.generate(served.entry, payload.messages, payload.params)
         try:
             while True:
@@ -454,12 +453,17 @@ class NodeService:
                 match event:
                     case TokenChunk(text=text):
                         first = first if first is not None else time.perf_counter()
+                        batch = max(batch, self._admission.running(lane))
                         yield ExecutionTokens(text)
                     case GenerationDone(text=text, usage=usage, finish_reason=reason):
                         observed = speed_from_timing(usage.prompt_tokens, usage.completion_tokens, started,
                                                      first, time.perf_counter(), self._clock())
-                        if observed is not None:
+                        if observed is not None and batch <= 1:
                             served.speed = served.speed.refreshed(observed) if served.speed else observed
+                        elif observed is not None and served.speed is not None:
+                            # Decoded beside others: it tells the speed of that batch size, not of one alone.
+                            served.speed = served.speed.refreshed_at_batch(batch, observed.decode_tokens_per_s,
+                                                                           observed.measured_at)
                         served.loaded = True
                         yield ExecutionResult(text, usage, reason)
                         return

@@ -23,7 +23,7 @@ class Hardware(_message.Message):
     def __init__(self, arch: _Optional[str] = ..., cores: _Optional[int] = ..., ram_total_bytes: _Optional[int] = ..., ram_available_bytes: _Optional[int] = ..., accelerator: _Optional[str] = ..., system: _Optional[str] = ...) -> None: ...
 
 class ModelOffer(_message.Message):
-    __slots__ = ("id", "runtime", "sha256", "size_bytes", "loaded", "prefill_tokens_per_s", "decode_tokens_per_s")
+    __slots__ = ("id", "runtime", "sha256", "size_bytes", "loaded", "prefill_tokens_per_s", "decode_tokens_per_s", "capacity", "batch_decode_tokens_per_s", "unavailable")
     ID_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,9 @@ class ModelOffer(_message.Message):
     LOADED_FIELD_NUMBER: _ClassVar[int]
     PREFILL_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
     DECODE_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    BATCH_DECODE_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
     id: str
     runtime: str
     sha256: str
@@ -38,7 +41,10 @@ class ModelOffer(_message.Message):
     loaded: bool
     prefill_tokens_per_s: float
     decode_tokens_per_s: float
-    def __init__(self, id: _Optional[str] = ..., runtime: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., loaded: _Optional[bool] = ..., prefill_tokens_per_s: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ...) -> None: ...
+    capacity: int
+    batch_decode_tokens_per_s: _containers.RepeatedScalarFieldContainer[float]
+    unavailable: str
+    def __init__(self, id: _Optional[str] = ..., runtime: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., loaded: _Optional[bool] = ..., prefill_tokens_per_s: _Optional[float] = ..., decode_tokens_per_s: _Optional[float] = ..., capacity: _Optional[int] = ..., batch_decode_tokens_per_s: _Optional[_Iterable[float]] = ..., unavailable: _Optional[str] = ...) -> None: ...
 
 class Load(_message.Message):
     __slots__ = ("active_generations", "queued", "cpu_load_1m", "backlog_ms")

@@ -9,15 +9,20 @@ import pytest
 
 from orc.scheduler.placement import (
     PREFER_SLACK,
+    UNMEASURED_DECODE_TOKENS_PER_S,
     ClusterView,
     Decision,
     Demand,
     Exclusion,
     HeldModel,
     NodeView,
+    Occupancy,
+    decode_rate,
     estimated_prompt_tokens,
     forecast,
+    occupancy_of,
     place,
+    slot_start,
 )
 
 NOW = 1000.0
@@ -293,3 +298,66 @@ def test_a_model_one_choice_loads_is_warm_for_the_next_demand_of_the_same_call()
     assert first.choice.load_s > 0 and not first.choice.warm
     assert second.choice.load_s == 0 and second.choice.warm
     assert second.choice.start_s == first.choice.start_s + first.choice.work_s
+
+
+# ---- batches: a node runs up to a model's capacity at once, each at its batch's rate ----
+
+def batched(capacity=4, rates=(10.0, 8.5, 7.5, 6.5), **kw):
+    return HeldModel("m", "llama_cpp", SHA, MIB, True, 100.0, rates[0] if rates else 10.0, capacity, tuple(rates),
+                     **kw)
+
+
+def test_decode_rate_is_the_measured_rate_of_the_batch_and_never_assumed_beyond_it():
+    model = batched()
+    assert [decode_rate(model, b) for b in (1, 2, 3, 4)] == [10.0, 8.5, 7.5, 6.5]
+    two = batched(capacity=4, rates=(10.0, 8.0))  # measuring stopped at 2: 16 tok/s in all, no more
+    assert decode_rate(two, 4) == pytest.approx(16.0 / 4)
+    assert decode_rate(batched(capacity=4, rates=()), 3) == pytest.approx(10.0 / 3)  # never measured: no gain
+    assert decode_rate(batched(rates=(10.0, 12.0)), 2) == 10.0  # never faster than alone
+    assert decode_rate(HeldModel("m", "llama_cpp", SHA, MIB, True), 1) == UNMEASURED_DECODE_TOKENS_PER_S
+
+
+def test_a_free_slot_starts_at_once_and_a_full_batch_waits_for_its_first_end():
+    # Two sequences reported running with 12 s of work left: worked 4 at a time, done at +3.
+    busy = Occupancy(reported=2, backlog_s=12.0)
+    assert slot_start(busy, 4, NOW, NOW) == (NOW, 3)
+    full = Occupancy(reported=4, backlog_s=12.0)
+    assert slot_start(full, 4, NOW, NOW) == (NOW + 3.0, 1)
+    # Placed by this call: a batch of two ending at +5 and +8, capacity 2: the next waits for +5.
+    placed = Occupancy(placed=((NOW, NOW + 5.0), (NOW, NOW + 8.0)))
+    assert slot_start(placed, 2, NOW, NOW) == (NOW + 5.0, 2)
+    # Capacity 1 is the old serial node: it waits for the whole backlog.
+    assert slot_start(Occupancy(reported=1, backlog_s=7.0), 1, NOW, NOW) == (NOW + 7.0, 1)
+    assert occupancy_of(node("a", backlog=7.0)) == Occupancy(1, 7.0)  # a backlog takes a slot
+
+
+def test_parallel_agents_share_a_batched_node_at_its_batch_rates():
+    # Three agents of 20 tokens each on one node that decodes 4 together.
+    v = view(node("a", batched()))
+    decisions = place([demand(f"p{i}") for i in range(3)], v, NOW)
+    starts = [d.choice.start_s for d in decisions]
+    decodes = [d.choice.decode_s for d in decisions]
+    assert starts == [NOW, NOW, NOW]  # no waiting: each joins the batch
+    assert decodes == pytest.approx([20 / 10.0, 20 / 8.5, 20 / 7.5])
+    # The same node serving one at a time finishes the third after the other two: 6 s, not 2.7 s.
+    serial = place([demand(f"p{i}") for i in range(3)], view(node("a", held())), NOW)
+    assert serial[2].choice.finish_s == pytest.approx(NOW + 6.0)
+    assert decisions[2].choice.finish_s == pytest.approx(NOW + 20 / 7.5)
+
+
+def test_a_batched_node_wins_the_third_agent_that_a_serial_one_would_make_wait():
+    # b is faster alone (20 tok/s) but runs one at a time; a batches 4 at 10, 8.5, 7.5, 6.5.
+    v = view(node("a", batched()), node("b", held(decode=20.0)))
+    chosen = [d.choice.node_id for d in place([demand(f"p{i}", max_tokens=40) for i in range(4)], v, NOW)]
+    # p0 -> b (2 s); p1: a alone (4 s) vs b after p0 (4 s): a tie, to the smaller id, a; p2: a in a
+    # batch of 2 (40 / 8.5 = 4.7 s) vs b after p0 (4 s) -> b; p3: a in a batch of 2 (4.7 s) vs b
+    # after p2 (6 s) -> a.
+    assert chosen == ["b", "a", "b", "a"]
+
+
+def test_a_model_unavailable_on_a_node_is_ruled_out_with_its_reason():
+    v = view(node("a", batched(unavailable="its runner crashed 3 times (SIGSEGV)")), node("b"))
+    decision = one(demand(), v)
+    assert decision.choice.node_id == "b"
+    assert reasons(decision)["a"] == (Exclusion.UNAVAILABLE, "'m' cannot run there now: its runner crashed 3 times "
+                                                              "(SIGSEGV)")

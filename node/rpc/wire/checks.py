@@ -14,6 +14,7 @@ from typing import Any, NoReturn, TypeVar
 
 from google.protobuf.message import Message
 
+from orc.node.protocol.description import MAX_CAPACITY, MAX_UNAVAILABLE_CHARS
 from orc.node.protocol.errors import WireError
 from orc.node.protocol.ids import MeshId, NodeId, is_mesh_id, is_node_id
 
@@ -44,6 +45,11 @@ MAX_THREADS = 1024  # --threads
 MAX_NODES_PER_AGENT = 4096
 MAX_RUN_ID = 64  # run ids are 16 hex characters; a prefix is enough
 MAX_BACKLOG_MS = 7 * 24 * 3600 * 1000
+# Generations of one model a node says it runs at once, and the per-batch-size speeds it lists:
+# a larger claim would only draw work to one node (and its speeds table is one entry per size).
+MAX_CAPACITY = MAX_CAPACITY
+MAX_UNAVAILABLE = MAX_UNAVAILABLE_CHARS  # why a model cannot run: one line a user reads
+MAX_SPEED = 1e9  # tokens per second: far beyond any device, finite so estimates stay numbers
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NODE_NAME = re.compile(r"[A-Za-z0-9._-]{1,63}")  # orc.node.trust.certificates.check_node_name

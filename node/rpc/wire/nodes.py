@@ -11,9 +11,12 @@ from orc.node.rpc.wire import checks as check
 from orc.node.rpc.wire.checks import (
     MAX_ADDRESSES,
     MAX_BACKLOG_MS,
+    MAX_CAPACITY,
     MAX_KNOWN_PEERS,
     MAX_MODELS,
+    MAX_SPEED,
     MAX_TAGS,
+    MAX_UNAVAILABLE,
     capped,
     optional,
     required,
@@ -44,7 +47,9 @@ def _hardware_from_wire(message: pb.Hardware) -> Hardware:
 
 def _model_to_wire(model: ModelOffer) -> pb.ModelOffer:
     message = pb.ModelOffer(id=model.id, runtime=model.runtime, sha256=model.sha256,
-                            size_bytes=model.size_bytes, loaded=model.loaded)
+                            size_bytes=model.size_bytes, loaded=model.loaded, capacity=model.capacity,
+                            batch_decode_tokens_per_s=list(model.batch_decode_tokens_per_s),
+                            unavailable=model.unavailable)
     if model.prefill_tokens_per_s is not None:
         message.prefill_tokens_per_s = model.prefill_tokens_per_s
     if model.decode_tokens_per_s is not None:
@@ -53,10 +58,13 @@ def _model_to_wire(model: ModelOffer) -> pb.ModelOffer:
 
 
 def _speed(what: str) -> Callable[[float], float]:
-    return lambda value: check.number(value, what, maximum=1e9)
+    return lambda value: check.number(value, what, maximum=MAX_SPEED)
 
 
 def _model_from_wire(message: pb.ModelOffer) -> ModelOffer:
+    # A node from before capacities sends 0: it runs one generation of a model at a time.
+    capacity = check.integer(message.capacity or 1, "model capacity", minimum=1, maximum=MAX_CAPACITY)
+    rates = capped(message.batch_decode_tokens_per_s, "model batch speeds", capacity)
     return ModelOffer(
         id=check.label(message.id, "model id"),
         runtime=check.label(message.runtime, "model runtime"),
@@ -65,6 +73,9 @@ def _model_from_wire(message: pb.ModelOffer) -> ModelOffer:
         loaded=message.loaded,
         prefill_tokens_per_s=optional(message, "prefill_tokens_per_s", _speed("model prefill speed")),
         decode_tokens_per_s=optional(message, "decode_tokens_per_s", _speed("model decode speed")),
+        capacity=capacity,
+        batch_decode_tokens_per_s=tuple(_speed("model batch speed")(rate) for rate in rates),
+        unavailable=check.label(message.unavailable, "model unavailable reason", MAX_UNAVAILABLE, empty=True),
     )
 
 

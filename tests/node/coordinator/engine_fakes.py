@@ -126,9 +126,11 @@ class RecordingRuntime:
 
     name = "llama_cpp"
 
-    def __init__(self, reply: Callable[[Prompt], Reply] = lambda prompt: Reply()) -> None:
+    def __init__(self, reply: Callable[[Prompt], Reply] = lambda prompt: Reply(), slots: int = 1) -> None:
         self.reply = reply
         self.prompts: list[Prompt] = []
+        self.slots = slots  # its capacity: generations of a model at once
+        self.reason: str | None = None  # its unavailable_reason
 
     async def load(self, model: ModelEntry) -> None:
         pass
@@ -153,6 +155,12 @@ class RecordingRuntime:
 
     def memory_estimate(self, model: ModelEntry) -> int:
         return 0
+
+    def capacity(self, model: ModelEntry) -> int:
+        return self.slots
+
+    def unavailable_reason(self, model: ModelEntry) -> str | None:
+        return self.reason
 
     def systems(self) -> list[str | None]:
         return [p.system for p in self.prompts]

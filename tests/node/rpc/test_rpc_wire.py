@@ -93,6 +93,11 @@ _MINIMAL = _description(
     models=(ModelOffer("gemma3-270m", "llama_cpp", SHA, 1, False),),
     load=Load(), addresses=(), tags=(), known_peers=(),
 )
+_BATCHED = _description(models=(
+    ModelOffer("smollm2-135m", "llama_cpp", SHA, 145_000_000, True, 1200.0, 61.5, capacity=4,
+               batch_decode_tokens_per_s=(61.5, 52.0, 46.5)),
+    ModelOffer("qwen3-0.6b", "llama_cpp", SHA, 600_000_000, False, capacity=16,
+               unavailable="its runner crashed 3 times in a row (SIGSEGV); restart the node to try again")))
 _PAYLOAD = AgentPayload("smollm2-135m", SHA, (ChatMessage("system", "Be brief."), ChatMessage("user", "Hi\n")),
                         GenerationParams(0.2, 64, 7, ("\n\n", "END"), 0.9))
 _CSR = make_csr(generate_key(), "joiner")
@@ -101,6 +106,7 @@ _ENTRY = RevocationEntry(1, NodeId("c" * 20), 1_700_000_000.5, "laptop stolen", 
 SAMPLES = [
     _description(),
     _MINIMAL,
+    _BATCHED,
     Beat(1_700_000_000_000, 9, 2, Load(0, 3, None)),
     Beat(1_700_000_000_000, 9, 2, Load(2, 1, 0.5, backlog_ms=12_345)),
     RevocationsRequest(0),
@@ -234,6 +240,24 @@ BAD_MESSAGES = {
     "upper-case digest": _bad_description(models=lambda m: setattr(m.models[0], "sha256", SHA.upper())),
     "nan speed": _bad_description(models=lambda m: setattr(m.models[0], "decode_tokens_per_s", float("nan"))),
     "negative speed": _bad_description(models=lambda m: setattr(m.models[0], "prefill_tokens_per_s", -1.0)),
+    "capacity above 16": _bad_description(models=lambda m: setattr(m.models[0], "capacity", 17)),
+    "more batch speeds than capacity": _bad_description(models=lambda m: (
+        setattr(m.models[0], "capacity", 2), m.models[0].batch_decode_tokens_per_s.extend([9.0, 8.0, 7.0]))),
+    "batch speeds of a model of one place": _bad_description(models=lambda m: (
+        m.models[0].ClearField("capacity"), m.models[0].batch_decode_tokens_per_s.extend([9.0, 8.0]))),
+    "17 batch speeds": _bad_description(models=lambda m: (
+        setattr(m.models[0], "capacity", 16), m.models[0].batch_decode_tokens_per_s.extend([1.0] * 17))),
+    "nan batch speed": _bad_description(models=lambda m: (
+        setattr(m.models[0], "capacity", 2), m.models[0].batch_decode_tokens_per_s.extend([9.0, float("nan")]))),
+    "infinite batch speed": _bad_description(models=lambda m: (
+        setattr(m.models[0], "capacity", 2), m.models[0].batch_decode_tokens_per_s.extend([float("inf")]))),
+    "absurd batch speed": _bad_description(models=lambda m: (
+        setattr(m.models[0], "capacity", 2), m.models[0].batch_decode_tokens_per_s.extend([2e9]))),
+    "negative batch speed": _bad_description(models=lambda m: (
+        setattr(m.models[0], "capacity", 2), m.models[0].batch_decode_tokens_per_s.extend([-1.0]))),
+    "long unavailable reason": _bad_description(models=lambda m: setattr(m.models[0], "unavailable", "x" * 513)),
+    "escape in unavailable reason": _bad_description(
+        models=lambda m: setattr(m.models[0], "unavailable", "crashed\x1b[2J")),
     "no hardware": _bad_description(hardware=lambda m: m.ClearField("hardware")),
     "zero cores": _bad_description(hardware=lambda m: setattr(m.hardware, "cores", 0)),
     "infinite start": _bad_description(started_at=float("inf")),
@@ -407,6 +431,20 @@ def test_a_backlog_round_trips_and_an_absurd_one_is_capped() -> None:
     at_cap = mesh_pb2.Beat(load=mesh_pb2.Load(backlog_ms=MAX_BACKLOG_MS))
     assert wire.from_wire(at_cap).load.backlog_ms == MAX_BACKLOG_MS
 
+def test_a_model_offer_from_a_node_without_capacities_runs_one_at_a_time() -> None:
+    message = wire.to_wire(_description())
+    message.models[0].ClearField("capacity")  # what a node from before the field sends
+    offer = wire.from_wire(message).models[0]
+    assert (offer.capacity, offer.batch_decode_tokens_per_s, offer.unavailable) == (1, (), "")
+
+
+def test_a_model_offer_carries_capacity_batch_speeds_and_why_it_is_unavailable() -> None:
+    busy, broken = wire.from_wire(wire.parse(mesh_pb2.NodeDescription,
+                                             wire.to_wire(_BATCHED).SerializeToString())).models
+    assert (busy.capacity, busy.batch_decode_tokens_per_s) == (4, (61.5, 52.0, 46.5))
+    assert broken.unavailable.startswith("its runner crashed") and broken.capacity == 16
+
+
 def test_parse_turns_junk_bytes_into_wire_error() -> None:
     with pytest.raises(WireError):
         wire.parse(mesh_pb2.NodeDescription, b"\xff\xff\xff\xff")
@@ -473,9 +511,11 @@ _IDS = st.text("abcdefghijklmnopqrstuvwxyz234567", min_size=20, max_size=20).map
     node_id=_IDS,
     name=st.from_regex(r"[A-Za-z0-9._-]{1,63}", fullmatch=True),
     ports=st.lists(st.integers(1, 65535), max_size=16),
-    models=st.lists(st.builds(ModelOffer, _LABELS, _LABELS, st.text("0123456789abcdef", min_size=64, max_size=64),
-                              st.integers(0, 2**63), st.booleans(),
-                              st.none() | st.floats(0, 1e6), st.none() | st.floats(0, 1e6)), max_size=64),
+    models=st.lists(st.integers(1, 16).flatmap(lambda capacity: st.builds(
+        ModelOffer, _LABELS, _LABELS, st.text("0123456789abcdef", min_size=64, max_size=64),
+        st.integers(0, 2**63), st.booleans(), st.none() | st.floats(0, 1e6), st.none() | st.floats(0, 1e6),
+        st.just(capacity), st.lists(st.floats(0, 1e6), max_size=capacity).map(tuple),
+        st.just("") | _LABELS)), max_size=64),
     tags=st.lists(_LABELS, max_size=32),
     peers=st.lists(st.builds(PeerAddress, _IDS, st.integers(1, 65535).map(lambda p: f"host:{p}")), max_size=20),
     ram=st.none() | st.integers(0, 2**64 - 1),

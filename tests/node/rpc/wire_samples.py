@@ -22,5 +22,5 @@ PLANNED = RunPlanned("digest", NODE, 1_700_000_000.5, (
                Rejection("d" * 20, "nas", Exclusion.LOCAL_ONLY, "local_only: the agent stays on the coordinator's device"))),
     AgentPlan("split", "script", None, note="runs on this node: scripts never leave the coordinator"),
     AgentPlan("nowhere", "llm", "llama3:70b", (),
-              tuple(Rejection(n * 20, n, reason, reason.value) for n, reason in zip("efghijk", Exclusion))),
+              tuple(Rejection(n * 20, n, reason, reason.value) for n, reason in zip("efghijkl", Exclusion))),
 ))

@@ -12,7 +12,6 @@ from orc.node.worker.admission import (
     CONTENTION_WINDOW_S,
     DEBT_HALF_LIFE_S,
     DEFAULT_QUEUE_LIMIT,
-    DEFAULT_SLOTS,
     LEASE_SECONDS,
     Admission,
     ExpiredLease,
@@ -22,7 +21,7 @@ from orc.node.worker.admission import (
     Refused,
     Running,
 )
-from orc.node.worker.admission_config import AdmissionConfig, BadAdmissionConfig, admission_config
+from orc.node.worker.admission_config import DEFAULT_SLOTS, AdmissionConfig, BadAdmissionConfig, admission_config
 
 SMOL = "smollm2-135m-instruct@llama_cpp"
 GEMMA = "gemma3-270m@llama_cpp"
@@ -278,6 +277,38 @@ def test_an_offer_estimates_the_lane_backlog_shared_by_its_slots_plus_its_own_wo
     assert b.offer(SMOL, "bob", 1.0, 2.0).estimate_s == pytest.approx((8.0 + 2.0) / 2 + 1.0)
 
 
+def test_each_lane_runs_as_many_as_its_runtime_runs_at_once():
+    a = admission((SMOL, GEMMA), lane_slots={SMOL: 3}, slots=1, queue_limit=1)
+    assert (a.lane_slots(SMOL), a.lane_slots(GEMMA), a.lane_slots("other")) == (3, 1, 0)
+    assert [a.admit(SMOL, "alice", None, f"s{i}", 1.0, 0.0) for i in range(4)] == [
+        Running("s0"), Running("s1"), Running("s2"), Queued("s3", 1)]
+    assert a.admit(SMOL, "alice", None, "s4", 1.0, 0.0) == Refused(Refusal.LANE_FULL)  # 3 + 1 places
+    assert a.admit(GEMMA, "alice", None, "g0", 1.0, 0.0) == Running("g0")
+    assert a.admit(GEMMA, "alice", None, "g1", 1.0, 0.0) == Queued("g1", 1)
+    assert a.finish("s0", 1.0) == "s3"  # a freed batch place goes to the lane's queue
+    with pytest.raises(ValueError):
+        admission(lane_slots={SMOL: 0})
+
+
+def test_a_free_batch_place_starts_at_once_and_a_full_batch_waits_for_its_lane():
+    a = admission(lane_slots={SMOL: 2}, queue_limit=4)
+    a.admit(SMOL, "alice", None, "e0", 10.0, 0.0)
+    assert a.occupied(SMOL, 2.0) == 1
+    # A place is free: it joins the running one now (its work, given at batch size 2, is all).
+    joined = a.offer(SMOL, "bob", 3.0, 2.0)
+    assert joined.estimate_s == pytest.approx(3.0) and a.occupied(SMOL, 2.0) == 2
+    # Both places taken (a running execution and bob's lease): the lane's work, two at a time, first.
+    assert a.offer(SMOL, "carol", 1.0, 2.0).estimate_s == pytest.approx((8.0 + 3.0) / 2 + 1.0)
+
+
+def test_fair_shares_count_the_places_of_the_lane():
+    a = admission(lane_slots={SMOL: 4}, queue_limit=2)  # 6 places
+    for _ in range(6):
+        lease(a.offer(SMOL, "alice", 1.0, 0.0))
+    assert a.offer(SMOL, "bob", 1.0, 0.0) == Refused(Refusal.LANE_FULL)
+    assert a.share(SMOL, "alice", 0.1) == 3  # ceil(6 / 2)
+
+
 def test_lanes_have_their_own_backlogs_and_the_node_their_sum():
     a = admission((SMOL, GEMMA))
     a.admit(SMOL, "alice", None, "s", 5.0, 0.0)
@@ -299,8 +330,8 @@ def test_nonsense_work_estimates_count_as_none():
 def test_the_limits_hold_under_any_sequence_of_calls():
     rng = random.Random(7)
     models, callers = (SMOL, GEMMA), ("alice", "bob", "carol")
-    slots, queue_limit, max_running = 2, 3, 3
-    a = admission(models, slots=slots, queue_limit=queue_limit, max_running=max_running,
+    slots, queue_limit, max_running = {SMOL: 2, GEMMA: 3}, 3, 4
+    a = admission(models, lane_slots=slots, queue_limit=queue_limit, max_running=max_running,
                   max_leases_per_caller=4, max_leases=7)
     leases: list[tuple[str, str, str]] = []  # (lease id, caller, model), some long expired
     admitted: set[str] = set()
@@ -329,11 +360,11 @@ def test_the_limits_hold_under_any_sequence_of_calls():
                 admitted.discard(gone)
         assert a.running() <= max_running and a.leases(now) <= 7
         for name in models:
-            assert a.running(name) <= slots
-            assert a.running(name) + a.queued(name) + a.leases(now, name) <= slots + queue_limit
+            assert a.running(name) <= slots[name]
+            assert a.running(name) + a.queued(name) + a.leases(now, name) <= slots[name] + queue_limit
             # Nothing waits that could run: a queue exists only while its lane or the node is full.
             if a.queued(name):
-                assert a.running(name) == slots or a.running() == max_running
+                assert a.running(name) == slots[name] or a.running() == max_running
         assert all(a.status(e) is not None for e in admitted)
 
 
@@ -349,13 +380,16 @@ def test_a_lease_its_holder_gives_back_frees_its_place_at_once():
 
 
 def test_the_config_section_sets_slots_and_queue_and_refuses_nonsense():
+    assert DEFAULT_SLOTS == 4  # the default capacity: four sequences of a model decoded together
+    assert admission_config({"admission": {"slots": 16}}).slots == 16
     assert admission_config(None) == admission_config({}) == AdmissionConfig(DEFAULT_SLOTS, DEFAULT_QUEUE_LIMIT)
     assert admission_config({"admission": {"slots": 2, "queue": 0}}) == AdmissionConfig(2, 0)
     assert admission_config({"discovery": {"mdns": False}}) == AdmissionConfig()
     for section, words in (({"slots": 0}, "slots: must be a whole number from 1"),
                            ({"queue": -1}, "queue: must be a whole number from 0"),
                            ({"slots": True}, "slots"), ({"slots": "2"}, "slots"), ({"slot": 2}, "unknown key 'slot'"),
-                           ({"queue": 10_000}, "queue"), ("lots", "must be a mapping")):
+                           ({"queue": 10_000}, "queue"), ({"slots": 17}, "slots: must be a whole number from 1 to 16"),
+                           ("lots", "must be a mapping")):
         with pytest.raises(BadAdmissionConfig, match=words):
             admission_config({"admission": section}, "cfg.yaml")
 

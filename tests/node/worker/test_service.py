@@ -22,7 +22,7 @@ from orc.node.protocol.messages import (
     ExecutionTokens,
     OfferRequest,
 )
-from orc.node.models.runtimes.base import ChatMessage, GenerationParams
+from orc.node.models.runtimes.base import ChatMessage, GenerationDone, GenerationParams, TokenChunk, Usage
 from orc.node.models.runtimes.llama_cpp import LlamaCppRuntime
 from orc.node.worker import service as service_module
 from orc.node.worker.service import NodeService
@@ -323,7 +323,7 @@ def test_the_node_bounds_queueing_on_its_own(make, monkeypatch):
 # ---- what a caller may ask ----
 
 def test_requests_beyond_the_context_window_are_refused_for_good(service):
-    window = service._context_tokens(service._served[f"{SMOL}@llama_cpp"])
+    window = service._served[f"{SMOL}@llama_cpp"].context_tokens()
     assert window == 2048  # the llama.cpp runtime's n_ctx
 
     async def scenario():
@@ -418,3 +418,162 @@ def test_every_execution_served_is_logged_without_its_prompt(make, tmp_path):
     assert ok["seconds"] >= 0 and ok["at"] > 0
     assert records["full"]["caller"] == "other"
     assert PROMPT not in path.read_text() and "colour" not in path.read_text()
+
+
+# ---- capacity and availability, as the runtime reports them ----
+
+class HeldRuntime:
+    """A runtime that runs `capacity` generations of a model at once: each streams one token and
+    then waits for `release` before it ends; `reason` is its unavailable_reason."""
+
+    name = "llama_cpp"
+
+    def __init__(self, capacity: int) -> None:
+        self.slots = capacity
+        self.reason: str | None = None
+        self.release = asyncio.Event()
+        self.running = 0
+        self.most = 0
+
+    async def load(self, model) -> None:
+        pass
+
+    async def generate(self, model, messages, params):
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            yield TokenChunk("a")
+            await self.release.wait()
+            yield TokenChunk("b")
+            yield GenerationDone("ab", Usage(4, 2), "stop")
+        finally:
+            self.running -= 1
+
+    async def unload(self, model_id: str) -> None:
+        pass
+
+    def memory_estimate(self, model) -> int:
+        return 0
+
+    def capacity(self, model) -> int:
+        return self.slots
+
+    def unavailable_reason(self, model) -> str | None:
+        return self.reason
+
+
+@pytest.fixture
+def make_held(tmp_path):
+    """A NodeService serving SmolLM2's catalog entry on a HeldRuntime of the given capacity."""
+    store = IdentityStore(tmp_path / "identity")
+    membership = Membership(store, store.init_mesh("attic", NOW))
+    entry = Catalog(tmp_path / "models").prepare(SMOL)
+
+    def make(capacity: int, **options) -> tuple[NodeService, HeldRuntime]:
+        held = HeldRuntime(capacity)
+        return NodeService(membership=membership, runtimes={"llama_cpp": held}, served=[entry],
+                           addresses=lambda: (), known_peers=lambda: (), **options), held
+
+    return make
+
+
+def test_a_lane_runs_as_many_at_once_as_the_runtime_says(make_held):
+    service, held = make_held(3, slots=1, queue_limit=2)
+    [model] = service.describe().models
+    assert model.capacity == 3
+
+    async def scenario():
+        tasks = [asyncio.create_task(collect(service.execute("peer", request(service, f"e{i}")))) for i in range(4)]
+        await until(lambda: held.running == 3 and service.load().queued == 1, "three run, one waits")
+        held.release.set()
+        return await asyncio.gather(*tasks)
+
+    results = asyncio.run(scenario())
+    assert all(isinstance(events[-1], ExecutionResult) for events in results) and held.most == 3
+
+
+def test_the_real_runtime_gives_each_lane_its_instances(tmp_path):
+    store = IdentityStore(tmp_path / "identity")
+    membership = Membership(store, store.init_mesh("attic", NOW))
+    entry = Catalog(tmp_path / "models").prepare(SMOL)
+    service = NodeService(membership=membership, runtimes={"llama_cpp": LlamaCppRuntime(max_concurrent_per_model=2)},
+                          served=[entry], addresses=lambda: (), known_peers=lambda: ())
+    assert service.describe().models[0].capacity == 2
+    assert service._admission.lane_slots(entry.selector) == 2
+
+
+def test_an_unavailable_model_is_advertised_refused_with_its_reason_and_comes_back(make_held):
+    service, held = make_held(2)
+    version = service.version
+    held.reason = "its runner crashed 3 times in a row (SIGSEGV)\nlast: signal 11"
+    service.poll_runtimes()
+    [model] = service.describe().models
+    assert service.version == version + 1
+    assert model.unavailable == "its runner crashed 3 times in a row (SIGSEGV) last: signal 11"  # one line
+    reply = asyncio.run(service.offer("peer", OfferRequest("run", "a", SMOL, "", 10, 10)))
+    assert not reply.accepted and reply.permanent
+    assert reply.reason == f"{SMOL} cannot run on this node now: {model.unavailable}"
+    [failed] = asyncio.run(collect(service.execute("peer", request(service))))
+    assert isinstance(failed, ExecutionFailed) and failed.code == "unavailable" and "SIGSEGV" in failed.message
+    held.reason = None
+    service.poll_runtimes()
+    assert service.version == version + 2 and service.describe().models[0].unavailable == ""
+    assert asyncio.run(service.offer("peer", OfferRequest("run", "a", SMOL, "", 10, 10))).accepted
+    service.poll_runtimes()
+    assert service.version == version + 2  # nothing changed: no new version
+
+
+def test_a_larger_capacity_starts_the_queued_at_once(make_held):
+    service, held = make_held(1, queue_limit=2)
+
+    async def scenario():
+        tasks = [asyncio.create_task(collect(service.execute("peer", request(service, f"e{i}")))) for i in range(3)]
+        await until(lambda: held.running == 1 and service.load().queued == 2, "one runs, two wait")
+        held.slots = 3  # restarted with a batch of three
+        service.poll_runtimes()
+        await until(lambda: held.running == 3, "the queued ones start")
+        assert service.describe().models[0].capacity == 3
+        held.release.set()
+        return await asyncio.gather(*tasks)
+
+    assert all(isinstance(events[-1], ExecutionResult) for events in asyncio.run(scenario()))
+
+
+def test_a_capacity_beyond_the_wire_cap_is_advertised_at_the_cap(make_held):
+    service, _ = make_held(64)
+    assert service.describe().models[0].capacity == 16
+
+
+def test_an_offer_beside_a_running_generation_is_estimated_at_the_batch_rate(make_held):
+    now = [1000.0]
+    service, held = make_held(4, clock=lambda: now[0])
+    served = service._served[f"{SMOL}@llama_cpp"]
+    served.speed, served.loaded = Speed(100.0, 10.0, 0.0, (10.0, 5.0)), True
+    [model] = service.describe().models
+    assert model.batch_decode_tokens_per_s == (10.0, 5.0)
+
+    async def scenario():
+        running = await started(service, "peer", "e1")
+        # One runs: a second joins it, writing 10 tokens at 5 tok/s after 100 prompt tokens at 100.
+        reply = await service.offer("peer", OfferRequest("run", "a", SMOL, "", 100, 10))
+        held.release.set()
+        await collect(running)
+        return reply
+
+    assert asyncio.run(scenario()).estimated_finish_ms == 3000
+
+
+def test_a_generation_run_beside_another_refreshes_the_rate_of_that_batch_size(make_held):
+    service, held = make_held(2)
+    served = service._served[f"{SMOL}@llama_cpp"]
+    served.speed, served.loaded = Speed(100.0, 10.0, 0.0, (10.0, 9.0)), True
+
+    async def scenario():
+        tasks = [asyncio.create_task(collect(service.execute("peer", request(service, f"e{i}")))) for i in range(2)]
+        await until(lambda: held.running == 2, "both run")
+        held.release.set()
+        await asyncio.gather(*tasks)
+
+    asyncio.run(scenario())
+    assert served.speed.decode_tokens_per_s == 10.0  # one alone's speed is not what two together showed
+    assert served.speed.batch_decode_tokens_per_s[1] != 9.0
