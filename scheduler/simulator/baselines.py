@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from orc.scheduler.dag import levels_of
@@ -41,6 +41,11 @@ def heft_schedule(mesh: SimMesh, dags: Sequence[Dag], coordinators: Sequence[str
     estimates, not the noisy actual durations. A node's cold model is charged to the first
     generation placed there in rank order (the engine charges whichever runs first). Scripts
     stay on their coordinator and cost `SCRIPT_S`.
+
+    Batches: a node of capacity c is c processors (whatever the model, as the engine runs it): a
+    generation fits where fewer than c planned ones overlap it throughout, and takes the work of
+    one in a batch of those overlapping its start plus itself (later joiners' slowing ignored,
+    as `place()` ignores it).
     """
     rank: dict[str, float] = {}
     coordinator_of: dict[str, str] = {}
@@ -64,8 +69,8 @@ def heft_schedule(mesh: SimMesh, dags: Sequence[Dag], coordinators: Sequence[str
         best: tuple | None = None
         for node in mesh.eligible(agent.model):
             warm = agent.model in loaded[node.node_id]
-            work = node.work_s(agent, warm)
-            start = _earliest_gap(busy[node.node_id], ready, work)
+            start, work = _earliest_slot(busy[node.node_id], ready, node.capacity,
+                                         lambda batch, node=node, warm=warm: node.work_s(agent, warm, batch))
             finish = start + work + mesh.network_s(coordinator, node.node_id)
             candidate = (round(finish, 9), not warm, node.node_id, start, work, finish)
             if best is None or candidate < best:
@@ -79,14 +84,28 @@ def heft_schedule(mesh: SimMesh, dags: Sequence[Dag], coordinators: Sequence[str
     return plan
 
 
-def _earliest_gap(busy: Sequence[tuple[float, float]], ready: float, work: float) -> float:
-    """The earliest start at or after `ready` where `work` fits between the intervals in `busy` (sorted)."""
-    start = ready
-    for begin, end in busy:
-        if start + work <= begin + 1e-12:
-            return start
-        start = max(start, end)
-    return start
+def _earliest_slot(busy: Sequence[tuple[float, float]], ready: float, capacity: int,
+                   work_at: Callable[[int], float]) -> tuple[float, float]:
+    """The earliest start at or after `ready` where one more generation fits among the planned
+    intervals `busy` (sorted) of a node running `capacity` at once, and its work there.
+
+    Its work is `work_at(batch)` for the batch it joins at its start; it fits where fewer than
+    `capacity` intervals overlap it at every instant. Starts are tried at `ready` and at each
+    planned end after it: a start can only fit where one did not just before once an interval ends.
+    """
+    candidates = [ready, *sorted(end for _, end in busy if end > ready)]
+    for start in candidates:
+        batch = 1 + sum(1 for begin, end in busy if begin <= start < end)
+        if batch > capacity:
+            continue
+        work = work_at(batch)
+        # Intervals ending at `start` or beginning (within rounding) at its end do not overlap it.
+        overlapping = [(begin, end) for begin, end in busy if end > start and begin + 1e-12 < start + work]
+        if len(overlapping) < capacity or all(
+                sum(1 for b, e in overlapping if b <= moment < e) < capacity
+                for moment in (start, *(begin for begin, _ in overlapping if begin > start))):
+            return start, work
+    raise AssertionError("unreachable: after the last planned end nothing overlaps")
 
 
 def forecast_schedule(mesh: SimMesh, dags: Sequence[Dag], coordinators: Sequence[str]) -> dict[str, Slot]:

@@ -3,25 +3,34 @@
 `simulate(policy, mesh, dags, coordinators, rng)` runs the DAGs submitted by their
 coordinators on one mesh under one policy and returns the makespan, each DAG's finish time and
 every execution. An agent becomes ready when its own dependencies' results reached its
-coordinator (no level barrier, except for `level_by_level`). A node runs one generation at a
-time from a FIFO queue (a static schedule instead runs its own order). Its actual duration is
-the estimate, which is exactly what `place()` computes from the node's rates, times a noise
-factor per agent (lognormal, median 1: real answers stop before `max_tokens` or run slower).
-A remote agent's result reaches its coordinator `network_s` after the node finished; a cold
-model is read from storage first and stays loaded. Scripts run on the coordinator beside the
-generation slot, for `SCRIPT_S`.
+coordinator (no level barrier, except for `level_by_level`). A node runs up to its `capacity`
+generations at once, whatever their models, taken from a FIFO queue (a static schedule instead
+runs its own order); at capacity 1, one at a time. Each generation's actual work is the
+estimate `place()` computes from the node's rates, times a noise factor per agent (lognormal,
+median 1: real answers stop before `max_tokens` or run slower): a cold load and the prompt at
+their own rates, then its tokens at the per-sequence decode rate of the node's current batch
+size (every generation running there counts, as `place()` counts a node's running sequences).
+When the batch grows or shrinks, the rest of every running generation's decoding is rescaled
+by the ratio of the old rate to the new one: rates are piecewise constant between events, so
+the arithmetic is exact and a generation whose batch never changes takes exactly its estimate
+× noise. A remote agent's result reaches its coordinator `network_s` after the node finished;
+a cold model is read from storage first (once: a generation starting while it loads waits for
+that load) and stays loaded. Scripts run on the coordinator beside the generation slots, for
+`SCRIPT_S`.
 
 Policies (every one draws nodes from the same filter, `SimMesh.eligible`: holds the model and it
 fits in memory):
 - `orc`: the coordinator calls `place()` with a `ClusterView` of what it would know, each time
   agents become ready: every node's backlog as of its last heartbeat (up to `HEARTBEAT_S`
-  stale, aged by the time since), plus the work this coordinator bound since; then probes the
-  best `PROBES` candidates for their current estimate (the node's exact queue at that moment)
-  and binds on the better, paying the probe's round trip before the agent can start.
+  stale, aged by the time since, with the sequences it reported running and queued), plus the
+  work this coordinator bound since; then probes the best `PROBES` candidates for their current
+  estimate (what the node's Offer answers from its exact queue at that moment) and binds on the
+  better, paying the probe's round trip before the agent can start.
 - `orc_no_probe`: the same, binding on `place()`'s first choice without probing.
 - `forecast`: each coordinator's `forecast()` of its DAG at submission, run as a static schedule.
 - `heft`: HEFT (Topcuoglu, Hariri and Wu, 2002) over all the submitted DAGs at once, run as a
-  static schedule (node and per-node order kept) under the same noise.
+  static schedule (node and per-node order kept) under the same noise; a node of capacity c is
+  c processors to it (baselines.heft_schedule).
 - `random`, `round_robin`, `level_by_level`: the naive policies of the baselines module.
 
 Owns the policies' names, the events, the nodes' queues and what each coordinator knows.
@@ -129,6 +138,8 @@ class _Item:
     estimate_s: float  # the node's own estimate when it accepted it
     start_s: float | None = None
     end_s: float | None = None
+    unbatched_until: float = 0.0  # once started: when its load and prompt are done and its decoding begins
+    projected_s: float = 0.0  # once started: when it ends if the batch stays as it is
 
 
 @dataclass
@@ -136,35 +147,51 @@ class _NodeState:
     node: SimNode
     loaded_s: dict[str, float]  # model -> when it finished loading
     queue: deque[_Item] = field(default_factory=deque)
-    running: _Item | None = None
+    running: list[_Item] = field(default_factory=list)  # decoded together: at most the node's capacity
     history: list[_Item] = field(default_factory=list)
     order: list[str] | None = None  # a static schedule's order; None: FIFO
     arrived: dict[str, _Item] = field(default_factory=dict)  # static: requests waiting for their turn
+    version: int = 0  # bumped whenever the batch changes: a FINISH pushed for an older batch is stale
 
-    def free_at(self, now: float) -> float:
-        """When this node expects to be free, by its own estimates (what it answers to a probe)."""
-        free = now
-        if self.running is not None and self.running.start_s is not None:
-            free += max(0.0, self.running.estimate_s - (now - self.running.start_s))
-        return free + sum(item.estimate_s for item in self.queue)
+    @property
+    def occupied(self) -> int:
+        """Generations running or waiting here."""
+        return len(self.running) + len(self.queue) + len(self.arrived)
+
+    def batch_for_one_more(self) -> int:
+        """The size of the batch one more generation would join here now (the node's own estimate)."""
+        return min(self.occupied + 1, self.node.capacity)
+
+    def offer_s(self, work_s: float, now: float) -> float:
+        """When this node expects to finish a generation of `work_s` (at the batch it joins) asked now,
+        by its own estimates: what it answers to a probe. With a free slot it starts at once;
+        otherwise after the admitted work, done `capacity` at a time (worker/admission.py's rule)."""
+        if self.occupied < self.node.capacity:
+            return now + work_s
+        admitted = sum(max(0.0, item.estimate_s - (now - item.start_s)) for item in self.running
+                       if item.start_s is not None)
+        admitted += sum(item.estimate_s for item in self.queue)
+        return now + admitted / self.node.capacity + work_s
 
     def will_be_loaded(self, model: str, now: float) -> bool:
         if self.loaded_s.get(model, math.inf) <= now:
             return True
-        pending = [self.running] if self.running is not None else []
-        return any(item.model == model for item in [*pending, *self.queue])
+        return any(item.model == model for item in [*self.running, *self.queue])
 
-    def backlog_at(self, moment: float) -> float:
-        """The backlog this node reported in its heartbeat at `moment`."""
-        total = 0.0
+    def load_at(self, moment: float) -> tuple[float, int, int]:
+        """What this node reported in its heartbeat at `moment`: its backlog, and the generations
+        running and queued there."""
+        total, running, queued = 0.0, 0, 0
         for item in self.history:
             if item.accepted_s > moment or (item.end_s is not None and item.end_s <= moment):
                 continue
             if item.start_s is not None and item.start_s <= moment:
                 total += max(0.0, item.estimate_s - (moment - item.start_s))
+                running += 1
             else:
                 total += item.estimate_s
-        return total
+                queued += 1
+        return total, running, queued
 
 
 class _Engine:
@@ -205,14 +232,14 @@ class _Engine:
         self.round_robin = RoundRobin()
         self.done: dict[str, float] = {}
         self.executions: list[Execution] = []
-        self.events: list[tuple[float, int, _Event, str]] = []
+        self.events: list[tuple[float, int, _Event, str, int]] = []
         self.sequence = 0
 
     # ---- events ----
 
-    def push(self, at: float, event: _Event, subject: str) -> None:
+    def push(self, at: float, event: _Event, subject: str, version: int = 0) -> None:
         self.sequence += 1  # equal times pop in the order pushed
-        heapq.heappush(self.events, (at, self.sequence, event, subject))
+        heapq.heappush(self.events, (at, self.sequence, event, subject, version))
 
     def run(self) -> Outcome:
         for index, dag in enumerate(self.dags):
@@ -222,14 +249,15 @@ class _Engine:
             now = self.events[0][0]
             ready: dict[int, list[str]] = {}
             while self.events and self.events[0][0] == now:
-                _, _, event, subject = heapq.heappop(self.events)
+                _, _, event, subject, version = heapq.heappop(self.events)
                 match event:
                     case _Event.SUBMIT:
                         for agent in self.dags[int(subject)].agents:
                             if not agent.after:
                                 self._ready(agent.key, now, ready)
                     case _Event.FINISH:
-                        self._finish(subject, now)
+                        if version == self.nodes[subject].version:  # else the batch changed since
+                            self._finish(subject, now)
                     case _Event.HOME:
                         self._home(subject, now, ready)
                     case _Event.WAKE:
@@ -270,15 +298,28 @@ class _Engine:
                 self._ready(dependent, now, ready)
 
     def _finish(self, node_id: str, now: float) -> None:
+        """The generations of `node_id` that end now leave its batch; the rest speed up."""
         state = self.nodes[node_id]
-        item = state.running
-        assert item is not None and item.start_s is not None
-        item.end_s = now
-        state.running = None
-        home = now + self.mesh.network_s(item.coordinator, node_id)
-        warm = state.loaded_s.get(item.model, math.inf) <= item.start_s
-        self.executions.append(Execution(item.key, node_id, item.start_s, now, home, warm))
-        self.push(home, _Event.HOME, item.key)
+        ending = sorted((item for item in state.running if item.projected_s <= now), key=lambda item: item.key)
+        assert ending, "a current FINISH event always has a generation ending"
+        before = len(state.running)
+        state.running = [item for item in state.running if item.projected_s > now]
+        _rebatch(state, now, before, len(state.running))
+        for item in ending:
+            assert item.start_s is not None
+            item.end_s = now
+            home = now + self.mesh.network_s(item.coordinator, node_id)
+            warm = state.loaded_s.get(item.model, math.inf) <= item.start_s
+            self.executions.append(Execution(item.key, node_id, item.start_s, now, home, warm))
+            self.push(home, _Event.HOME, item.key)
+        self._next_finish(state)
+
+    def _next_finish(self, state: _NodeState) -> None:
+        """The batch changed: the FINISH pushed before is stale, push the new first end."""
+        state.version += 1
+        if state.running:
+            self.push(min(item.projected_s for item in state.running), _Event.FINISH, state.node.node_id,
+                      state.version)
 
     def _bind(self, key: str, node_id: str, now: float, delay_s: float = 0.0) -> None:
         """Give `key` to `node_id`: it joins the node's queue now (a lease) and may start after `delay_s`."""
@@ -286,7 +327,8 @@ class _Engine:
         agent = self.agents[key]
         coordinator = self.coordinators[self.dag_of[key]]
         warm = state.will_be_loaded(agent.model or "", now)
-        item = _Item(key, agent.model or "", node_id, coordinator, now, now + delay_s, state.node.work_s(agent, warm))
+        item = _Item(key, agent.model or "", node_id, coordinator, now, now + delay_s,
+                     state.node.work_s(agent, warm, state.batch_for_one_more()))
         state.history.append(item)
         self.bound[coordinator][key] = item
         if state.order is None:
@@ -297,25 +339,33 @@ class _Engine:
             self.push(now + delay_s, _Event.WAKE, node_id)
 
     def _try_start(self, state: _NodeState, now: float) -> None:
-        if state.running is not None:
-            return
-        if state.order is None:
-            if not state.queue or state.queue[0].available_s > now:
-                return
-            item = state.queue.popleft()
-        else:
-            if not state.order or state.order[0] not in state.arrived:
-                return
-            item = state.arrived.pop(state.order.pop(0))
+        """Start what the node may start now, while it has a free slot."""
+        started = False
+        while len(state.running) < state.node.capacity:
+            item = _next_up(state, now)
+            if item is None:
+                break
+            self._start(state, item, now)
+            started = True
+        if started:
+            self._next_finish(state)
+
+    def _start(self, state: _NodeState, item: _Item, now: float) -> None:
         agent = self.agents[item.key]
         model = MODEL_BY_ID[item.model]
-        warm = state.loaded_s.get(item.model, math.inf) <= now
         noise = self.noise[item.key]
-        if not warm:
+        loaded = state.loaded_s.get(item.model, math.inf)
+        warm = loaded <= now
+        begin = now if loaded == math.inf or warm else loaded  # while another loads it: after that load
+        if loaded == math.inf:
             state.loaded_s[item.model] = now + state.node.load_s(model) * noise
+        batch = len(state.running) + 1
+        _rebatch(state, now, batch - 1, batch)
+        cold = loaded == math.inf
         item.start_s = now
-        state.running = item
-        self.push(now + state.node.work_s(agent, warm) * noise, _Event.FINISH, state.node.node_id)
+        item.unbatched_until = begin + state.node.unbatched_s(agent, not cold) * noise
+        item.projected_s = begin + state.node.work_s(agent, not cold, batch) * noise
+        state.running.append(item)
 
     # ---- policies ----
 
@@ -360,8 +410,9 @@ class _Engine:
             offers = []
             for order, candidate in enumerate(asked):
                 state = self.nodes[candidate.node_id]
-                work = state.node.work_s(agent, state.will_be_loaded(agent.model or "", now))
-                offers.append((round(state.free_at(now) + work + candidate.network_s, 3), order, candidate.node_id))
+                work = state.node.work_s(agent, state.will_be_loaded(agent.model or "", now),
+                                         state.batch_for_one_more())
+                offers.append((round(state.offer_s(work, now) + candidate.network_s, 3), order, candidate.node_id))
             # The Offers go out together; Execute follows the slower reply.
             round_trip = max((self.mesh.network_s(coordinator, c.node_id) for c in asked), default=0.0)
             self._bind(decision.key, min(offers)[2], now, round_trip)
@@ -375,11 +426,38 @@ class _Engine:
         for position, node in enumerate(self.mesh.nodes):
             state = self.nodes[node.node_id]
             beat = _last_beat(now, position)
-            backlog = max(0.0, state.backlog_at(beat) - (now - beat))
+            backlog, running, queued = state.load_at(beat)
+            # Aged since the beat: the generations it reported running work it off together.
+            backlog = max(0.0, backlog - (now - beat) * max(1, running))
             backlog += sum(item.estimate_s for item in mine.get(node.node_id, ()) if item.accepted_s > beat)
             loaded = [m for m, at in state.loaded_s.items() if at <= beat]
-            views.append(self.mesh.node_view(node, coordinator, loaded, backlog))
+            views.append(self.mesh.node_view(node, coordinator, loaded, backlog, running, queued))
         return ClusterView(coordinator, tuple(views))
+
+
+def _next_up(state: _NodeState, now: float) -> _Item | None:
+    """The generation the node starts next if it has a slot, taken off its queue; None if none may start."""
+    if state.order is None:
+        if not state.queue or state.queue[0].available_s > now:
+            return None  # FIFO: the head of the queue waits for its request, and the rest behind it
+        return state.queue.popleft()
+    if not state.order or state.order[0] not in state.arrived:
+        return None
+    return state.arrived.pop(state.order.pop(0))
+
+
+def _rebatch(state: _NodeState, now: float, before: int, after: int) -> None:
+    """The node's batch goes from `before` to `after` generations at `now`: what is left of each
+    running generation's decoding takes the old per-sequence rate ÷ the new one times as long.
+    Its load and prompt, not slowed by the batch, keep their end."""
+    if before == 0 or after == 0 or before == after:
+        return
+    curve = state.node.batch_curve
+    ratio = curve[before - 1] / curve[after - 1]
+    for item in state.running:
+        decoding_from = max(now, item.unbatched_until)
+        if item.projected_s > decoding_from:
+            item.projected_s = decoding_from + (item.projected_s - decoding_from) * ratio
 
 
 def _last_beat(now: float, position: int) -> float:

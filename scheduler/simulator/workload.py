@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import statistics
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from orc.scheduler.dag import critical_path_lengths_of
 from orc.scheduler.placement import MEMORY_FACTOR, MEMORY_MARGIN_BYTES, Demand, HeldModel, NodeView
@@ -80,19 +80,43 @@ RESERVED_BYTES = int(1.5 * GiB)  # the OS, the daemon and the household's other 
 SCRIPT_S = 0.05  # a script agent on the coordinator: a short Python process
 RUNTIME = "llama_cpp"
 
+# Batches: a node decodes up to `capacity` sequences together, each at its model's decode rate
+# alone times the factor below for the batch size (index 0: one alone). PLACEHOLDER, not a
+# measurement: decoding a small model on a CPU is bound by memory bandwidth, so one more sequence
+# in the batch costs each a little; these are round numbers of that shape (4 together: 2.6× the
+# throughput of one alone). Prompt reading and cold loads are not slowed by the batch.
+BATCH_CURVE = (1.0, 0.85, 0.75, 0.65)
+BATCH_CURVE_SOURCE = "placeholder"  # what docs/benchmarks.md says the curve is
+
 
 @dataclass(frozen=True)
 class SimNode:
-    """One device of the mesh: the models it holds and which of them are loaded at time 0."""
+    """One device of the mesh: the models it holds, which of them are loaded at time 0, and how
+    many sequences it decodes at once (`capacity`, the same for every model it holds) with the
+    per-sequence factor of `batch_curve` at each batch size."""
 
     node_id: str
     device: DeviceClass
     held: frozenset[str]
     warm: frozenset[str] = frozenset()
+    capacity: int = 1
+    batch_curve: tuple[float, ...] = BATCH_CURVE
+
+    def __post_init__(self) -> None:
+        curve = self.batch_curve
+        if not 1 <= self.capacity <= len(curve):
+            raise ValueError(f"capacity {self.capacity} needs a batch curve that long (it has {len(curve)})")
+        if curve[0] != 1.0 or any(not 0 < later <= earlier for earlier, later in zip(curve, curve[1:])):
+            raise ValueError("a batch curve starts at 1.0 and never rises (a larger batch is never faster each)")
 
     def rates(self, model: ModelKind) -> tuple[float, float]:
-        """Prompt and decode tokens/s of `model` here (what the node measured)."""
+        """Prompt and decode tokens/s of `model` here, one sequence alone (what the node measured)."""
         return model.prefill_tokens_per_s * self.device.speed, model.decode_tokens_per_s * self.device.speed
+
+    def batch_rates(self, model: ModelKind) -> tuple[float, ...]:
+        """Decode tokens/s of each sequence of `model` at batch 1 .. capacity (what the node advertises)."""
+        decode = self.rates(model)[1]
+        return tuple(decode * factor for factor in self.batch_curve[:self.capacity])
 
     @property
     def memory_available_bytes(self) -> int:
@@ -107,11 +131,18 @@ class SimNode:
     def load_s(self, model: ModelKind) -> float:
         return model.size_bytes / self.device.load_bytes_per_s
 
-    def work_s(self, agent: Agent, warm: bool) -> float:
-        """The estimate of the node's busy time for `agent`, as `place()` computes it."""
+    def work_s(self, agent: Agent, warm: bool, batch: int = 1) -> float:
+        """The estimate of the node's busy time for `agent` decoded in a batch of `batch`, as `place()`
+        computes it (ignoring the sequences that join or leave the batch later)."""
         model = MODEL_BY_ID[agent.model or ""]
-        prefill, decode = self.rates(model)
+        prefill = self.rates(model)[0]
+        decode = self.batch_rates(model)[min(max(batch, 1), self.capacity) - 1]
         return (0.0 if warm else self.load_s(model)) + agent.prompt_tokens / prefill + agent.max_tokens / decode
+
+    def unbatched_s(self, agent: Agent, warm: bool) -> float:
+        """The part of `agent`'s work a batch does not slow: a cold load and reading the prompt."""
+        model = MODEL_BY_ID[agent.model or ""]
+        return (0.0 if warm else self.load_s(model)) + agent.prompt_tokens / self.rates(model)[0]
 
 
 @dataclass(frozen=True)
@@ -138,8 +169,10 @@ class SimMesh:
             return 0.0
         return self.node(coordinator).device.link_s + self.node(node_id).device.link_s
 
-    def node_view(self, node: SimNode, coordinator: str, loaded: Iterable[str], backlog_s: float) -> NodeView:
-        """`node` as `coordinator` sees it in `place()`'s input: its models (`loaded` of them warm) and backlog."""
+    def node_view(self, node: SimNode, coordinator: str, loaded: Iterable[str], backlog_s: float,
+                  running: int = 0, queued: int = 0) -> NodeView:
+        """`node` as `coordinator` sees it in `place()`'s input: its models (`loaded` of them warm) with
+        their capacity and batch rates, its backlog and the sequences it reported running and queued."""
         loaded = frozenset(loaded)
         models = []
         for model_id in sorted(node.held):
@@ -147,11 +180,16 @@ class SimMesh:
             prefill, decode = node.rates(model)
             models.append(HeldModel(id=model_id, runtime=RUNTIME, sha256=f"sha256-{model_id}",
                                     size_bytes=model.size_bytes, loaded=model_id in loaded,
-                                    prefill_tokens_per_s=prefill, decode_tokens_per_s=decode))
+                                    prefill_tokens_per_s=prefill, decode_tokens_per_s=decode,
+                                    capacity=node.capacity, batch_decode_tokens_per_s=node.batch_rates(model)))
         return NodeView(node_id=node.node_id, name=f"{node.device.name}-{node.node_id}", alive=True,
                         models=tuple(models), memory_available_bytes=node.memory_available_bytes,
                         backlog_s=backlog_s, network_s=self.network_s(coordinator, node.node_id),
-                        load_bytes_per_s=node.device.load_bytes_per_s)
+                        load_bytes_per_s=node.device.load_bytes_per_s, running=running, queued=queued)
+
+    def with_capacity(self, capacity: int) -> SimMesh:
+        """The same devices decoding up to `capacity` sequences at once each."""
+        return SimMesh(tuple(replace(n, capacity=capacity) for n in self.nodes))
 
 
 @dataclass(frozen=True)

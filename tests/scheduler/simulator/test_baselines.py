@@ -100,3 +100,32 @@ def test_static_schedules_refuse_an_agent_no_node_can_run():
     for schedule in (heft_schedule, forecast_schedule):
         with pytest.raises(ValueError, match="no node can run d0/a"):
             schedule(mesh, [dag], ["n0"])
+
+
+def test_heft_on_batched_nodes_never_plans_more_than_their_capacity_at_once():
+    joined = 0
+    for index in range(6):
+        case = random_case(random.Random(f"heft-batched-{index}"), 6, 3)
+        mesh = case.mesh.with_capacity(3)
+        plan = heft_schedule(mesh, case.dags, case.coordinators)
+        agents = {a.key: a for d in case.dags for a in d.agents}
+        by_node: dict[str, list] = {}
+        for key, slot in plan.items():
+            assert all(slot.start_s >= plan[d].done_s - 1e-9 for d in agents[key].after if d in plan)
+            by_node.setdefault(slot.node_id, []).append((slot.start_s, slot.end_s))
+        for intervals in by_node.values():
+            most = max(sum(1 for s, e in intervals if s <= moment < e) for moment, _ in intervals)
+            assert most <= 3
+            joined += most > 1
+    assert joined
+
+
+def test_heft_plans_a_joining_generation_at_the_rate_of_the_batch_it_joins():
+    # A Pi 4 of capacity 2 at (1.0, 0.8), three 240-token generations: the first is planned alone
+    # (10 s: like place(), HEFT ignores that a later one slows it), the second joins it (19.2
+    # tokens/s, 12.5 s), the third takes the first's processor at 10 s, joining the second (12.5 s).
+    node = SimNode("n0", PI4, frozenset({SMOL}), frozenset({SMOL}), capacity=2, batch_curve=(1.0, 0.8))
+    dag = Dag("d0", tuple(Agent(f"d0/{name}", SMOL, 0, 240) for name in "abc"))
+    plan = heft_schedule(SimMesh((node,)), [dag], ["n0"])
+    spans = sorted((slot.start_s, slot.end_s) for slot in plan.values())
+    assert spans == [pytest.approx((0.0, 10.0)), pytest.approx((0.0, 12.5)), pytest.approx((10.0, 22.5))]

@@ -1,4 +1,5 @@
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -125,3 +126,125 @@ def test_a_coordinator_sees_other_coordinators_work_after_the_next_heartbeat():
     dags = [Dag("d0", (Agent("d0/a", SMOL, 200, 2048),)), Dag("d1", (Agent("d1/a", SMOL, 200, 256),), submit_at=3.0)]
     outcome = simulate(Policy.ORC_NO_PROBE, mesh, dags, ["c0", "c1"], random.Random(1), noise_sigma=0.0)
     assert {e.key: e.node_id for e in outcome.executions} == {"d0/a": "m0", "d1/a": "m1"}
+
+
+# ---- batched nodes ----
+#
+# A Pi 4 decodes SmolLM2-135M at 24 tokens/s alone (prompt 160 tokens/s); with the curve
+# (1.0, 0.8) two together decode at 19.2 tokens/s each. 240 tokens: 10 s alone, 12.5 s in a pair.
+
+PAIR = (1.0, 0.8)
+
+
+def _one_node(capacity: int, curve: tuple[float, ...] = PAIR, held: frozenset[str] = frozenset({SMOL})) -> SimMesh:
+    return SimMesh((SimNode("n0", PI4, held, held, capacity=capacity, batch_curve=curve),))
+
+
+def _runs(mesh: SimMesh, dags: list[Dag]) -> dict[str, tuple[float, float]]:
+    outcome = simulate(Policy.ORC_NO_PROBE, mesh, dags, ["n0"] * len(dags), random.Random(1), noise_sigma=0.0)
+    return {e.key: (e.start_s, e.end_s) for e in outcome.executions}
+
+
+def test_a_sequence_joining_halfway_slows_the_running_one_and_speeds_up_when_it_leaves():
+    dags = [Dag("d0", (Agent("d0/a", SMOL, 0, 240),)), Dag("d1", (Agent("d1/b", SMOL, 0, 240),), submit_at=5.0)]
+    runs = _runs(_one_node(2), dags)
+    # a: 120 tokens alone in 5 s, then 120 at 19.2/s (6.25 s). b: 120 tokens beside a by 11.25,
+    # then the last 120 alone at 24/s (5 s).
+    assert runs["d0/a"] == pytest.approx((0.0, 11.25))
+    assert runs["d1/b"] == pytest.approx((5.0, 16.25))
+
+
+def test_a_sequence_reading_its_prompt_is_not_slowed_but_slows_the_batch():
+    # a reads 800 prompt tokens (5 s) then writes 240; b joins at 2 s and writes 240 at once.
+    dags = [Dag("d0", (Agent("d0/a", SMOL, 800, 240),)), Dag("d1", (Agent("d1/b", SMOL, 0, 240),), submit_at=2.0)]
+    runs = _runs(_one_node(2), dags)
+    # b: 12.5 s in the pair, ends at 14.5. a: prompt until 5, 9.5 s of decoding at 19.2/s
+    # (182.4 tokens), the last 57.6 alone at 24/s (2.4 s).
+    assert runs["d1/b"] == pytest.approx((2.0, 14.5))
+    assert runs["d0/a"] == pytest.approx((0.0, 16.9))
+
+
+def test_a_full_node_starts_the_next_sequence_when_a_slot_frees():
+    dag = Dag("d0", tuple(Agent(f"d0/{name}", SMOL, 0, 240) for name in "abc"))
+    runs = _runs(_one_node(2), [dag])
+    assert runs["d0/a"] == pytest.approx((0.0, 12.5)) and runs["d0/b"] == pytest.approx((0.0, 12.5))
+    assert runs["d0/c"] == pytest.approx((12.5, 22.5))
+    assert _runs(_one_node(1), [dag])["d0/c"] == pytest.approx((20.0, 30.0))  # one at a time
+
+
+def test_sequences_of_different_models_share_the_node_s_batch():
+    # SmolLM2-360M decodes at 11 tokens/s alone on a Pi 4: 110 tokens take 10 s alone, 12.5 s in a pair.
+    dag = Dag("d0", (Agent("d0/a", SMOL, 0, 240), Agent("d0/b", "smollm2-360m", 0, 110)))
+    runs = _runs(_one_node(2, held=frozenset({SMOL, "smollm2-360m"})), [dag])
+    assert runs == {"d0/a": pytest.approx((0.0, 12.5)), "d0/b": pytest.approx((0.0, 12.5))}
+
+
+def test_a_sequence_starting_while_its_model_loads_waits_for_that_load_only():
+    node = SimNode("n0", PI4, frozenset({SMOL}), capacity=2, batch_curve=PAIR)  # cold: 105 MB at 40 MB/s
+    dag = Dag("d0", (Agent("d0/a", SMOL, 0, 240), Agent("d0/b", SMOL, 0, 240)))
+    runs = _runs(SimMesh((node,)), [dag])
+    load = MODEL_BY_ID[SMOL].size_bytes / PI4.load_bytes_per_s
+    assert runs == {"d0/a": pytest.approx((0.0, load + 12.5)), "d0/b": pytest.approx((0.0, load + 12.5))}
+
+
+# Makespans of these cases under the engine that ran one generation at a time per node: a node
+# of capacity 1 must give them again.
+ONE_AT_A_TIME = {
+    (5, 1): {"orc": 126.69770016833948, "orc_no_probe": 126.68170016833947, "forecast": 150.22499298804817,
+             "heft": 130.4404636260147, "random": 210.29850005922626, "round_robin": 300.779256516033,
+             "level_by_level": 85.26125078439347},
+    (8, 2): {"orc": 76.74580541637023, "orc_no_probe": 78.61476289766152, "forecast": 87.28288945671223,
+             "heft": 76.13944234237249, "random": 227.45986514183974, "round_robin": 267.5911886775995,
+             "level_by_level": 156.73896285351526},
+    (12, 3): {"orc": 75.17420623511214, "orc_no_probe": 75.14120623511214, "forecast": 123.05388229987508,
+              "heft": 66.16764347440913, "random": 249.67547263772005, "round_robin": 655.978113657602,
+              "level_by_level": 538.1522631958193},
+    (20, 4): {"orc": 68.35953828320805, "orc_no_probe": 80.25526241751207, "forecast": 94.65591562457452,
+              "heft": 61.45094082483871, "random": 278.245121475812, "round_robin": 798.308550146928,
+              "level_by_level": 211.3029570914426},
+}
+
+
+def test_capacity_one_gives_the_one_at_a_time_engine_s_makespans():
+    for index, ((nodes, coordinators), expected) in enumerate(ONE_AT_A_TIME.items()):
+        case = random_case(random.Random(f"golden-{index}"), nodes, coordinators)
+        assert all(n.capacity == 1 for n in case.mesh.nodes)
+        assert {p.value: run_case(case, p).makespan_s for p in Policy} == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("policy", list(Policy))
+def test_a_batched_node_runs_at_most_its_capacity_at_once_and_every_agent_once(policy):
+    batched = 0
+    for index in range(4):
+        case = random_case(random.Random(f"batched-{index}"), 6, 2)
+        case = replace(case, mesh=case.mesh.with_capacity(3))
+        outcome = run_case(case, policy)
+        agents = _agents(case)
+        assert sorted(e.key for e in outcome.executions) == sorted(agents)
+        done = {e.key: e.done_s for e in outcome.executions}
+        by_node: dict[str, list[tuple[float, float]]] = {}
+        for e in outcome.executions:
+            assert e.start_s >= max((done[d] for d in agents[e.key].after), default=0.0) - 1e-9
+            if agents[e.key].model is not None:
+                by_node.setdefault(e.node_id, []).append((e.start_s, e.end_s))
+        for intervals in by_node.values():
+            most = max(sum(1 for s, e in intervals if s <= start < e) for start, _ in intervals)
+            assert most <= 3
+            batched += most > 1
+        assert run_case(case, policy) == outcome
+    assert batched  # some node did run a batch
+
+
+def test_orc_batches_on_a_fast_node_where_one_at_a_time_it_would_spread():
+    # A Pi 5 (5.65 s for one agent alone) and a Pi 4 (11.3 s), both warm; three ready agents.
+    # One at a time the Pi 5 would finish the third after 17 s, so it goes to the Pi 4; three
+    # decoded together on the Pi 5 (at 0.75 of its rate alone each) are done after 7.4 s, and
+    # place() sees the batch rates to know it.
+    def mesh(capacity: int) -> SimMesh:
+        return SimMesh((SimNode("n0", PI5, frozenset({SMOL}), frozenset({SMOL}), capacity=capacity),
+                        SimNode("n1", PI4, frozenset({SMOL}), frozenset({SMOL}), capacity=capacity)))
+    dag = Dag("d0", tuple(Agent(f"d0/{name}", SMOL, 100, 256) for name in "abc"))
+    nodes = {capacity: {e.node_id for e in simulate(Policy.ORC, mesh(capacity), [dag], ["n0"], random.Random(1),
+                                                    noise_sigma=0.0).executions}
+             for capacity in (1, 4)}
+    assert nodes == {1: {"n0", "n1"}, 4: {"n0"}}

@@ -4,6 +4,7 @@ import pytest
 
 from orc.scheduler.dag import critical_path_lengths_of
 from orc.scheduler.simulator.workload import (
+    BATCH_CURVE,
     DEVICES,
     MODEL_BY_ID,
     MODELS,
@@ -82,3 +83,32 @@ def test_a_node_view_is_what_place_needs_from_the_node_as_its_coordinator_sees_i
     demand = Agent("d0/a", SMOL, 100, 64).demand(3.0)
     assert (demand.key, demand.model_id, demand.prompt_tokens, demand.max_tokens, demand.rank) == (
         "d0/a", SMOL, 100, 64, 3.0)
+
+
+def test_a_batched_node_view_carries_its_capacity_batch_rates_and_load():
+    node = SimNode("n1", PI5, frozenset({SMOL}), capacity=3)
+    mesh = SimMesh((SimNode("n0", PI4, frozenset()), node))
+    view = mesh.node_view(node, "n0", [SMOL], 4.0, running=2, queued=1)
+    (model,) = view.models
+    assert model.capacity == 3
+    assert model.batch_decode_tokens_per_s == pytest.approx((48.0, 48 * BATCH_CURVE[1], 48 * BATCH_CURVE[2]))
+    assert (view.running, view.queued, view.backlog_s) == (2, 1, 4.0)
+    assert mesh.node_view(mesh.node("n1"), "n0", [], 0.0).models[0].batch_decode_tokens_per_s == model.batch_decode_tokens_per_s
+    # The work estimate at each batch size decodes at that size's rate; prompt and load are not slowed.
+    agent = Agent("d0/a", SMOL, 320, 96)
+    assert node.work_s(agent, True, 2) == pytest.approx(1.0 + 96 / (48 * BATCH_CURVE[1]))
+    assert node.unbatched_s(agent, False) == pytest.approx(node.load_s(MODEL_BY_ID[SMOL]) + 1.0)
+
+
+def test_with_capacity_keeps_the_hardware_and_a_node_refuses_a_curve_it_cannot_use():
+    mesh = random_mesh(random.Random(2), 6)
+    batched = mesh.with_capacity(4)
+    assert [(n.node_id, n.device, n.held, n.warm) for n in batched.nodes] == [
+        (n.node_id, n.device, n.held, n.warm) for n in mesh.nodes]
+    assert {n.capacity for n in mesh.nodes} == {1} and {n.capacity for n in batched.nodes} == {4}
+    with pytest.raises(ValueError, match="capacity 5"):
+        mesh.with_capacity(5)
+    with pytest.raises(ValueError, match="never rises"):
+        SimNode("n0", PI4, frozenset({SMOL}), batch_curve=(1.0, 0.7, 0.8))
+    with pytest.raises(ValueError, match="starts at 1.0"):
+        SimNode("n0", PI4, frozenset({SMOL}), batch_curve=(0.9,))
