@@ -219,6 +219,7 @@ class _Engine:
         self.waiting = {k: len(a.after) for k, a in self.agents.items()}
         self.barrier = LevelBarrier(dags) if policy is Policy.LEVEL_BY_LEVEL else None
         self.nodes = {n.node_id: _NodeState(n, {m: -math.inf for m in n.warm}) for n in mesh.nodes}
+        self.touched: set[str] = set()  # nodes that may start something at the end of this instant
         self.plan: dict[str, Slot] = {}
         if policy in (Policy.HEFT, Policy.FORECAST):
             schedule = heft_schedule if policy is Policy.HEFT else forecast_schedule
@@ -261,13 +262,15 @@ class _Engine:
                     case _Event.HOME:
                         self._home(subject, now, ready)
                     case _Event.WAKE:
-                        pass  # the node may start it: below
+                        self.touched.add(subject)  # the node may start it: below
                     case _:
                         assert_never(event)
             for index in sorted(ready):
                 self._dispatch(index, ready[index], now)
-            for state in self.nodes.values():
-                self._try_start(state, now)
+            # Only a node given work or freed a slot may start something; in mesh order, as all would.
+            for node_id in [n for n in self.nodes if n in self.touched]:
+                self._try_start(self.nodes[node_id], now)
+            self.touched.clear()
         if len(self.done) != len(self.agents):
             missing = len(self.agents) - len(self.done)
             raise AssertionError(f"{missing} agents never ran (a static schedule deadlocked?)")
@@ -313,6 +316,7 @@ class _Engine:
             self.executions.append(Execution(item.key, node_id, item.start_s, now, home, warm))
             self.push(home, _Event.HOME, item.key)
         self._next_finish(state)
+        self.touched.add(node_id)
 
     def _next_finish(self, state: _NodeState) -> None:
         """The batch changed: the FINISH pushed before is stale, push the new first end."""
@@ -337,9 +341,12 @@ class _Engine:
             state.arrived[key] = item
         if delay_s > 0:
             self.push(now + delay_s, _Event.WAKE, node_id)
+        self.touched.add(node_id)
 
     def _try_start(self, state: _NodeState, now: float) -> None:
         """Start what the node may start now, while it has a free slot."""
+        if len(state.running) >= state.node.capacity or not (state.queue or state.arrived):
+            return  # the common case, for every node at every instant: nothing to start
         started = False
         while len(state.running) < state.node.capacity:
             item = _next_up(state, now)

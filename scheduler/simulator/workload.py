@@ -101,6 +101,10 @@ class SimNode:
     warm: frozenset[str] = frozenset()
     capacity: int = 1
     batch_curve: tuple[float, ...] = BATCH_CURVE
+    # Per model id: prompt tokens/s, decode tokens/s at batch 1 .. capacity, and the cold and warm
+    # HeldModel of node views. Derived once: simulations ask for them millions of times.
+    _speeds: Mapping[str, tuple[float, tuple[float, ...]]] = field(init=False, repr=False, compare=False)
+    _offers: Mapping[str, tuple[HeldModel, HeldModel]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         curve = self.batch_curve
@@ -108,6 +112,17 @@ class SimNode:
             raise ValueError(f"capacity {self.capacity} needs a batch curve that long (it has {len(curve)})")
         if curve[0] != 1.0 or any(not 0 < later <= earlier for earlier, later in zip(curve, curve[1:])):
             raise ValueError("a batch curve starts at 1.0 and never rises (a larger batch is never faster each)")
+        speeds, offers = {}, {}
+        for model in MODELS:
+            prefill, decode = self.rates(model)
+            batch = tuple(decode * factor for factor in curve[:self.capacity])
+            speeds[model.id] = prefill, batch
+            cold = HeldModel(id=model.id, runtime=RUNTIME, sha256=f"sha256-{model.id}", size_bytes=model.size_bytes,
+                             loaded=False, prefill_tokens_per_s=prefill, decode_tokens_per_s=decode,
+                             capacity=self.capacity, batch_decode_tokens_per_s=batch)
+            offers[model.id] = cold, replace(cold, loaded=True)
+        object.__setattr__(self, "_speeds", speeds)
+        object.__setattr__(self, "_offers", offers)
 
     def rates(self, model: ModelKind) -> tuple[float, float]:
         """Prompt and decode tokens/s of `model` here, one sequence alone (what the node measured)."""
@@ -115,8 +130,11 @@ class SimNode:
 
     def batch_rates(self, model: ModelKind) -> tuple[float, ...]:
         """Decode tokens/s of each sequence of `model` at batch 1 .. capacity (what the node advertises)."""
-        decode = self.rates(model)[1]
-        return tuple(decode * factor for factor in self.batch_curve[:self.capacity])
+        return self._speeds[model.id][1]
+
+    def offer(self, model_id: str, loaded: bool) -> HeldModel:
+        """`model_id` as this node describes it to `place()`."""
+        return self._offers[model_id][loaded]
 
     @property
     def memory_available_bytes(self) -> int:
@@ -135,14 +153,14 @@ class SimNode:
         """The estimate of the node's busy time for `agent` decoded in a batch of `batch`, as `place()`
         computes it (ignoring the sequences that join or leave the batch later)."""
         model = MODEL_BY_ID[agent.model or ""]
-        prefill = self.rates(model)[0]
-        decode = self.batch_rates(model)[min(max(batch, 1), self.capacity) - 1]
+        prefill, rates = self._speeds[model.id]
+        decode = rates[min(max(batch, 1), self.capacity) - 1]
         return (0.0 if warm else self.load_s(model)) + agent.prompt_tokens / prefill + agent.max_tokens / decode
 
     def unbatched_s(self, agent: Agent, warm: bool) -> float:
         """The part of `agent`'s work a batch does not slow: a cold load and reading the prompt."""
         model = MODEL_BY_ID[agent.model or ""]
-        return (0.0 if warm else self.load_s(model)) + agent.prompt_tokens / self.rates(model)[0]
+        return (0.0 if warm else self.load_s(model)) + agent.prompt_tokens / self._speeds[model.id][0]
 
 
 @dataclass(frozen=True)
@@ -174,16 +192,9 @@ class SimMesh:
         """`node` as `coordinator` sees it in `place()`'s input: its models (`loaded` of them warm) with
         their capacity and batch rates, its backlog and the sequences it reported running and queued."""
         loaded = frozenset(loaded)
-        models = []
-        for model_id in sorted(node.held):
-            model = MODEL_BY_ID[model_id]
-            prefill, decode = node.rates(model)
-            models.append(HeldModel(id=model_id, runtime=RUNTIME, sha256=f"sha256-{model_id}",
-                                    size_bytes=model.size_bytes, loaded=model_id in loaded,
-                                    prefill_tokens_per_s=prefill, decode_tokens_per_s=decode,
-                                    capacity=node.capacity, batch_decode_tokens_per_s=node.batch_rates(model)))
+        models = tuple(node.offer(model_id, model_id in loaded) for model_id in sorted(node.held))
         return NodeView(node_id=node.node_id, name=f"{node.device.name}-{node.node_id}", alive=True,
-                        models=tuple(models), memory_available_bytes=node.memory_available_bytes,
+                        models=models, memory_available_bytes=node.memory_available_bytes,
                         backlog_s=backlog_s, network_s=self.network_s(coordinator, node.node_id),
                         load_bytes_per_s=node.device.load_bytes_per_s, running=running, queued=queued)
 

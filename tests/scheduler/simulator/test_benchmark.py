@@ -35,3 +35,14 @@ def test_the_grid_has_one_cell_per_possible_pair_of_ratios_to_heft_per_case():
         ratio = run_case(case, Policy.RANDOM).makespan_s / run_case(case, Policy.HEFT).makespan_s
         assert cell.makespan[Policy.RANDOM][1] == ratio
     assert cells == benchmark(node_counts=(2, 4), coordinator_counts=(1, 3), cases=2, seed=7, policies=policies)
+
+
+def test_a_batched_cell_runs_the_same_cases_on_nodes_of_that_capacity():
+    one = benchmark_case(3, 6, 2, 1)
+    four = benchmark_case(3, 6, 2, 1, capacity=4)
+    assert (four.dags, four.coordinators, four.noise_seed) == (one.dags, one.coordinators, one.noise_seed)
+    assert four.mesh == one.mesh.with_capacity(4)
+    policies = (Policy.ORC, Policy.HEFT)
+    (cell,) = benchmark(node_counts=(6,), coordinator_counts=(2,), cases=2, seed=3, policies=policies, capacity=4)
+    assert cell.makespan_s[Policy.ORC][1] == run_case(four, Policy.ORC).makespan_s
+    assert cell.makespan[Policy.ORC][1] == cell.makespan_s[Policy.ORC][1] / run_case(four, Policy.HEFT).makespan_s

@@ -93,7 +93,8 @@ def test_a_batched_node_view_carries_its_capacity_batch_rates_and_load():
     assert model.capacity == 3
     assert model.batch_decode_tokens_per_s == pytest.approx((48.0, 48 * BATCH_CURVE[1], 48 * BATCH_CURVE[2]))
     assert (view.running, view.queued, view.backlog_s) == (2, 1, 4.0)
-    assert mesh.node_view(mesh.node("n1"), "n0", [], 0.0).models[0].batch_decode_tokens_per_s == model.batch_decode_tokens_per_s
+    cold = mesh.node_view(mesh.node("n1"), "n0", [], 0.0).models[0]
+    assert not cold.loaded and cold.batch_decode_tokens_per_s == model.batch_decode_tokens_per_s
     # The work estimate at each batch size decodes at that size's rate; prompt and load are not slowed.
     agent = Agent("d0/a", SMOL, 320, 96)
     assert node.work_s(agent, True, 2) == pytest.approx(1.0 + 96 / (48 * BATCH_CURVE[1]))
