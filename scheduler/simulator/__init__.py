@@ -2,7 +2,7 @@
 
 Four modules, each importing only those before it:
 
-- `workload`: the devices and models with their rates, meshes, DAGs, random cases, the
+- `workload`: the devices and models with their rates and batch curve, meshes, DAGs, random cases, the
   agents' upward ranks, and their translation into `place()`'s input types;
 - `baselines`: HEFT's and `forecast()`'s static schedules, and the naive policies (random,
   round-robin, llm-orc's level-by-level);
