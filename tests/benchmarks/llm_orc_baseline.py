@@ -10,8 +10,8 @@ Typical use from the combined benchmark::
 
     llm_orc = ensure_llm_orc()
     with start_llama_server(smollm2_gguf()) as base_url:
-        write_llm_orc_project(project, base_url, FOUR_AGENT_ENSEMBLE)
-        seconds = [run_llm_orc_once(project, FOUR_AGENT_ENSEMBLE.name, BENCH_INPUT)
+        write_llm_orc_project(project, base_url, TRIAD_ENSEMBLE)
+        seconds = [run_llm_orc_once(project, TRIAD_ENSEMBLE.name, BENCH_INPUT)
                    for _ in range(3)]
 
 Manual check: ``python -m tests.benchmarks.llm_orc_baseline --runs 3``.
@@ -139,9 +139,9 @@ class BenchEnsemble:
         return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
 
 
-FOUR_AGENT_ENSEMBLE = BenchEnsemble(
-    name="bench-four-agents",
-    description="Three analysts read the input in parallel; a synthesizer combines their notes.",
+TRIAD_ENSEMBLE = BenchEnsemble(
+    name="bench-triad",
+    description="Three analysts read the input in parallel; a judge combines their notes.",
     agents=(
         BenchAgent(
             name="facts",
@@ -159,13 +159,13 @@ FOUR_AGENT_ENSEMBLE = BenchEnsemble(
             "to the user's plan in one short paragraph.",
         ),
         BenchAgent(
-            name="synthesizer",
+            name="judge",
             system_prompt="You are an editor. Combine the analysts' notes into one clear "
             "recommendation of at most three sentences.",
             depends_on=("facts", "risks", "ideas"),
         ),
     ),
-    max_tokens=64,
+    max_tokens=48,
     temperature=0.0,
 )
 
@@ -545,7 +545,7 @@ def _parse_run(stdout: str, wall_s: float) -> LlmOrcRun:
 
 
 def run_baseline(
-    ensemble: BenchEnsemble = FOUR_AGENT_ENSEMBLE,
+    ensemble: BenchEnsemble = TRIAD_ENSEMBLE,
     input_text: str = BENCH_INPUT,
     runs: int = 3,
     warmup: int = 1,
@@ -592,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the llm-orc side alone and print each run and the median (manual checks)."""
     parser = argparse.ArgumentParser(
         prog="python -m tests.benchmarks.llm_orc_baseline",
-        description=f"Time llm-orc {LLM_ORC_VERSION} on the four-agent benchmark ensemble.",
+        description=f"Time llm-orc {LLM_ORC_VERSION} on the triad benchmark ensemble.",
     )
     parser.add_argument("--runs", type=int, default=3, help="measured runs (default 3)")
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured runs first (default 1)")
@@ -624,8 +624,8 @@ def _show_one_run(input_text: str, n_threads: int | None) -> None:
     with tempfile.TemporaryDirectory(prefix="orc-bench-llm-orc-") as scratch:
         project = Path(scratch)
         with start_llama_server(smollm2_gguf(), n_threads=n_threads) as url:
-            write_llm_orc_project(project, url, FOUR_AGENT_ENSEMBLE)
-            run = run_llm_orc_measured(project, FOUR_AGENT_ENSEMBLE.name, input_text)
+            write_llm_orc_project(project, url, TRIAD_ENSEMBLE)
+            run = run_llm_orc_measured(project, TRIAD_ENSEMBLE.name, input_text)
     for name, response in run.responses.items():
         print(f"--- {name}\n{response.strip()}")
 

@@ -10,7 +10,7 @@ Measures, on this machine, in one process run so the ratios compare like with li
    token count through llama-cpp-python directly (model loaded in both, greedy decoding,
    identical output checked);
 2. CLI start-up: `orc --help`, and a whole `orc run` of the one-agent ensemble;
-3. end to end: the same 4-agent ensemble (3 parallel analysts + synthesizer) through orc's
+3. end to end: the triad ensemble (3 parallel analysts + a judge, 48 tokens each) through orc's
    CLI and through llm-orc 0.25.2 pointed at a llama-cpp-python server holding the model;
 4. runtimes: SmolLM2 through orc's llama.cpp runtime (the GGUF) and its MLX runtime (the same
    GGUF converted with `orc models convert --to mlx`), prompt and decode tokens/s side by side
@@ -220,12 +220,12 @@ def bench_cli(runs: int) -> list[Row]:
 def bench_llm_orc(runs: int) -> list[Row]:
     from tests.benchmarks import llm_orc_baseline as baseline
 
-    ensemble = baseline.FOUR_AGENT_ENSEMBLE
+    ensemble = baseline.TRIAD_ENSEMBLE
     llm_orc = baseline.ensure_llm_orc()
     orc_bin = Path(sys.executable).with_name("orc")
     with tempfile.TemporaryDirectory() as work:
         folder = Path(work)
-        orc_file = folder / "four.yaml"
+        orc_file = folder / "triad.yaml"
         orc_file.write_text(ensemble.to_orc_yaml())
         env = {**os.environ, "ORC_HOME": str(folder / "home")}
 
@@ -261,7 +261,7 @@ def bench_llm_orc(runs: int) -> list[Row]:
             f"{l_wall:.2f} s", f"median of {runs}; {l_tokens:.0f} completion tokens; model loaded before timing"),
         Row("orc, whole `orc run` (loads the model in-process each run)", f"{o_wall:.2f} s",
             f"median of {runs}; {o_tokens:.0f} completion tokens"),
-        Row("**llm-orc / orc, end to end**", f"**{l_wall / o_wall:.2f}×**", "above 1 means orc is faster"),
+        Row("**orc / llm-orc, end to end**", f"**{o_wall / l_wall:.2f}×**", "target ≤ 0.35×; below 1 means orc is faster"),
         Row("llm-orc executor only (its own started→completed)", f"{l_engine:.2f} s", "no process start-up"),
         Row("orc run only (its own started→finished)", f"{o_engine:.2f} s", "no process start-up"),
         Row("llm-orc / orc, executors only", f"{l_engine / o_engine:.2f}×", ""),
@@ -435,9 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     sections.append(("CLI start-up", bench_cli(args.runs), ""))
     if not args.skip_llm_orc:
         print("orc vs llm-orc ...", file=sys.stderr)
-        sections.append(("orc vs llm-orc 0.25, 4-agent ensemble end to end", bench_llm_orc(args.runs),
+        sections.append(("orc vs llm-orc 0.25, the triad ensemble end to end", bench_llm_orc(args.runs),
                          "Same system prompts, input, max_tokens and temperature on both sides, and the same number "
-                         "of completion tokens; each tool words the synthesizer's view of the upstream results its "
+                         "of completion tokens; each tool words the judge's view of the upstream results its "
                          "own way. llm-orc's server keeps the model loaded between runs; orc loads it in every "
                          "`orc run` (about 0.1 s). See docs/llm-orc-baseline.md for the set-up and its caveats."))
     print("llama.cpp vs MLX ...", file=sys.stderr)
