@@ -235,6 +235,34 @@ class DaemonLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return cls(path, fd)
 
+    @classmethod
+    def inherit(cls, home: Home, fd: int) -> DaemonLock:
+        """The lock a process held before it exec'd this one (`keep_across_exec`), by descriptor.
+
+        Raises HomeError unless `fd` is this home's lock file, HomeLocked if another process
+        holds the lock (taking it again through the descriptor that holds it is a no-op).
+        """
+        path = home.lock_file
+        try:
+            held, named = os.fstat(fd), os.stat(path)
+            if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
+                raise HomeError(f"descriptor {fd} is not {path}")
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _pid_in(fd)
+            holder = f"pid {pid}" if pid is not None else f"see {path}"
+            raise HomeLocked(f"another orc-node daemon runs for this home ({holder})", pid) from None
+        except OSError as error:
+            raise HomeError(f"the daemon's lock on {path} was not handed over: {error}") from None
+        os.set_inheritable(fd, False)  # not into the processes this one starts
+        return cls(path, fd)
+
+    def keep_across_exec(self) -> int:
+        """Make the lock survive an `exec` of this process; its descriptor, for `inherit`."""
+        assert self._fd is not None, "released"
+        os.set_inheritable(self._fd, True)
+        return self._fd
+
     def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is None:

@@ -14,13 +14,16 @@ import traceback
 from collections.abc import Iterator
 from typing import NoReturn
 
-import typer
-
-from orc.node.cli.terminal import echo
+# typer is imported where it is used: the daemon's process (`daemon_process`) reports its errors
+# through `error_exit` and must not carry the command line's libraries.
 
 
 def fail(code: int, message: str) -> NoReturn:
     """Print `message` as one error line (or a short list) and exit with `code`."""
+    import typer
+
+    from orc.node.cli.terminal import echo
+
     echo(f"orc: error: {message}", err=True)
     raise typer.Exit(code)
 
@@ -57,9 +60,26 @@ def exit_code_for(error: BaseException) -> int | None:
     return None
 
 
+def error_exit(error: BaseException, debug: bool) -> tuple[int, str]:
+    """The exit code and the one line that end a command on `error`; with `debug`, its traceback
+    is printed to stderr first."""
+    code = exit_code_for(error)
+    if debug:
+        traceback.print_exception(error)
+    if code is None:
+        return 70, (f"orc: internal error: {type(error).__name__}: {error} "
+                    "(please report it; --debug shows the traceback)")
+    message = str(error) or error.__class__.__doc__ or type(error).__name__
+    return code, f"orc: error: {message}"  # it can quote what a peer or a model sent: printed through `echo`
+
+
 @contextlib.contextmanager
 def guarded(debug: bool, configure_logging: bool = True) -> Iterator[None]:
     """Run a command body, mapping every error to one clear line and its exit code."""
+    import typer
+
+    from orc.node.cli.terminal import echo
+
     if configure_logging:
         logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr,
                             format="%(levelname)s %(name)s: %(message)s")
@@ -71,13 +91,6 @@ def guarded(debug: bool, configure_logging: bool = True) -> Iterator[None]:
         typer.echo("orc: interrupted", err=True)
         raise typer.Exit(130) from None
     except Exception as error:  # noqa: BLE001 - the CLI boundary
-        code = exit_code_for(error)
-        if debug:
-            traceback.print_exc()
-        if code is None:
-            echo(f"orc: internal error: {type(error).__name__}: {error} "
-                       "(please report it; --debug shows the traceback)", err=True)
-            raise typer.Exit(70) from None
-        message = str(error) or error.__class__.__doc__ or type(error).__name__
-        echo(f"orc: error: {message}", err=True)  # it can quote what a peer or a model sent
+        code, line = error_exit(error, debug)
+        echo(line, err=True)
         raise typer.Exit(code) from None

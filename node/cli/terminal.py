@@ -16,8 +16,6 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any, TextIO
 
-import typer
-
 # C1 controls that open a sequence, by the 7-bit final character of their ESC form.
 _C1_OPENERS = {"\x9b": "[", "\x9d": "]", "\x90": "P", "\x98": "X", "\x9e": "^", "\x9f": "_"}
 _STRING_OPENERS = frozenset("]PX^_")  # OSC, DCS, SOS, PM, APC: a string up to a terminator
@@ -117,6 +115,8 @@ def for_stream(text: str, stream: TextIO | None) -> str:
 
 def echo(text: str, *, err: bool = False, nl: bool = True) -> None:
     """`typer.echo` of text that may hold what a model or a peer wrote, following the rule above."""
+    import typer  # here: the daemon's process uses this module's filters and carries no typer
+
     stream = typer.get_text_stream("stderr" if err else "stdout")
     # color=True: left to itself, click strips some ANSI codes from what goes to a pipe, and a
     # pipe gets the text as generated.

@@ -983,8 +983,8 @@ def _format(r: dict[str, Any]) -> str:
                 f"of a core over {IDLE_SECONDS:.0f} s; mapped: {', '.join(libraries) or 'no model library'}")
 
     rows += [
-        ("idle daemon, no model loaded: RSS", bold(_mib_mb(empty["VmRSS"]), empty["VmRSS"] * 1024 <= 80e6),
-         "≤ 80 MB", breakdown(empty) + ("" if empty.get("placeholder_failed") else
+        ("idle daemon, no model loaded: RSS", bold(_mib_mb(empty["VmRSS"]), empty["VmRSS"] * 1024 <= 60e6),
+         "≤ 60 MB", breakdown(empty) + ("" if empty.get("placeholder_failed") else
                                           "; **the placeholder model did not fail as intended**")),
         ("idle daemon, smollm2 loaded: RSS", _mib(loaded["VmRSS"]), "", breakdown(loaded)),
         ("smollm2's share (loaded minus empty)", _mib(share), "",

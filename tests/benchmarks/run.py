@@ -24,7 +24,10 @@ Measures, on this machine, in one process run so the ratios compare like with li
    agent), discovery and dead-peer times, idle daemon footprint, and a 3-agent fan-out on three
    single-thread nodes against one;
 7. placement in simulation (tests/benchmarks/placement.py): orc's `place()` against HEFT and the
-   naive baselines on random meshes and DAGs (deterministic, about 15 s; --skip-placement).
+   naive baselines on random meshes and DAGs (deterministic, about 15 s; --skip-placement);
+8. the idle daemon's footprint (tests/benchmarks/footprint.py): RSS, anonymous and file-backed
+   memory, mapped libraries and imported packages of a daemon with no model loaded (needs root,
+   about a minute; --skip-footprint).
 Medians of several runs; the machine (CPU, cores, memory, versions) is written with the numbers.
 """
 
@@ -410,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-llm-orc", action="store_true")
     parser.add_argument("--skip-mesh", action="store_true", help="leave out the mesh section (needs root)")
     parser.add_argument("--skip-placement", action="store_true", help="leave out the placement simulation")
+    parser.add_argument("--skip-footprint", action="store_true",
+                        help="leave out the idle daemon's footprint (needs root)")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--side", choices=("direct", "orc", "runtime-llama_cpp", "runtime-mlx"),
                         help=argparse.SUPPRESS)  # one side of a comparison, as JSON
@@ -456,18 +461,23 @@ def main(argv: list[str] | None = None) -> int:
     from tests.benchmarks.gguf_reader import TITLE as GGUF_READER_TITLE, bench_gguf_reader
 
     sections.append((GGUF_READER_TITLE, *bench_gguf_reader(1)))
-    mesh = ""
+    appendix = ""  # sections run on their own: the footprint, the mesh, placement
+    if not args.skip_footprint:
+        print("idle daemon footprint ...", file=sys.stderr)
+        from tests.benchmarks.footprint import footprint_section
+
+        appendix = footprint_section()
     if not args.skip_mesh:
         print("mesh (daemons in network namespaces) ...", file=sys.stderr)
         from tests.benchmarks.mesh import mesh_section
 
-        mesh = mesh_section()
+        appendix = "\n\n".join(part for part in (appendix.rstrip(), mesh_section()) if part)
     if not args.skip_placement:
         print("placement in simulation ...", file=sys.stderr)
         from tests.benchmarks.placement import placement_section
 
-        mesh = "\n\n".join(part for part in (mesh.rstrip(), placement_section()) if part)
-    write_report(sections, args.out, mesh)
+        appendix = "\n\n".join(part for part in (appendix.rstrip(), placement_section()) if part)
+    write_report(sections, args.out, appendix)
     print(args.out.read_text())
     return 0
 

@@ -14,6 +14,7 @@ import pytest
 from orc.node.home import (
     DaemonLock,
     Home,
+    HomeError,
     HomeLocked,
     UnsafeFile,
     UnsafeHome,
@@ -131,6 +132,39 @@ def test_one_daemon_per_home_and_the_second_is_told_the_first_ones_pid(tmp_path)
     assert not daemon_holds(home)
     assert (home.state_dir / "orc-node.lock").read_text() == ""  # no stale pid left
     DaemonLock.acquire(home).release()
+
+
+def test_the_lock_is_handed_over_across_an_exec_by_its_descriptor(tmp_path):
+    home = Home.locate(tmp_path / "home")
+    first = DaemonLock.acquire(home)
+    fd = first.keep_across_exec()
+    assert os.get_inheritable(fd)
+    inherited = DaemonLock.inherit(home, fd)  # what the exec'd process does with the number
+    assert not os.get_inheritable(fd)  # the processes the daemon starts do not get the lock
+    assert daemon_holds(home)
+    inherited.release()
+    assert not daemon_holds(home)
+
+
+def test_a_descriptor_that_is_not_the_homes_lock_or_does_not_hold_it_is_refused(tmp_path):
+    home = Home.locate(tmp_path / "home")
+    DaemonLock.acquire(home).release()  # the lock file exists, nobody holds it
+    other = os.open(tmp_path / "other", os.O_RDWR | os.O_CREAT)
+    try:
+        with pytest.raises(HomeError, match="is not"):
+            DaemonLock.inherit(home, other)
+    finally:
+        os.close(other)
+    holder = DaemonLock.acquire(home)
+    stranger = os.open(home.lock_file, os.O_RDWR)  # the same file, another open file: not the holder
+    try:
+        with pytest.raises(HomeLocked, match=f"pid {os.getpid()}"):
+            DaemonLock.inherit(home, stranger)
+    finally:
+        os.close(stranger)
+        holder.release()
+    with pytest.raises(HomeError, match="not handed over"):
+        DaemonLock.inherit(home, 987654)  # no such descriptor
 
 
 def test_a_command_changing_the_home_holds_off_a_starting_daemon(tmp_path):
