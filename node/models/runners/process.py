@@ -64,7 +64,7 @@ from orc.node.models.runtimes.base import (
 )
 from orc.node.models.entry import ModelEntry
 
-__all__ = ["RunnerProcess", "RunnerState", "death_cause"]
+__all__ = ["RUNNER_COMMAND", "RunnerProcess", "RunnerState", "death_cause"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,10 @@ STOP_GRACE_S = 5.0
 # Text a generation may have waiting for its consumer. A runner sends a batch every 50 ms;
 # more than this means it floods, and it is killed (a slow consumer never falls this far behind).
 MAX_PENDING_TEXT_CHARS = 16 << 20
+
+
+# How the node starts a runner: this interpreter, so the runner runs the same orc and libraries.
+RUNNER_COMMAND = (sys.executable, "-m", "orc.node.models.runners.child")
 
 
 class RunnerState(enum.Enum):
@@ -112,9 +116,11 @@ class _Pending:
 class RunnerProcess:
     """One runner child hosting one model; build with `await RunnerProcess.start(...)`."""
 
-    def __init__(self, model: ModelEntry, process: asyncio.subprocess.Process, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, on_death: Callable[[RunnerProcess, str], None]) -> None:
+    def __init__(self, model: ModelEntry, settings: RunnerSettings, process: asyncio.subprocess.Process,
+                 reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 on_death: Callable[[RunnerProcess, str], None]) -> None:
         self.model = model
+        self.settings = settings
         self.pid = process.pid
         self.loop = asyncio.get_running_loop()
         self.state = RunnerState.STARTING
@@ -139,14 +145,18 @@ class RunnerProcess:
 
     @classmethod
     async def start(cls, runtime: str, model: ModelEntry, settings: RunnerSettings,
-                    on_death: Callable[[RunnerProcess, str], None]) -> RunnerProcess:
+                    on_death: Callable[[RunnerProcess, str], None],
+                    command: Sequence[str] = RUNNER_COMMAND) -> RunnerProcess:
         """Start a runner for `model` and load it; raises ModelLoadError with the runner's
-        message, or RunnerDied when the runner dies before it has loaded."""
+        message, or RunnerDied when the runner dies before it has loaded.
+
+        `command` starts the runner; it gets three more arguments: its socket's file
+        descriptor, the node's pid and the node's log level (`orc.node.models.runners.child`).
+        """
         ours, theirs = socket.socketpair()
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "orc.node.models.runners.child", str(theirs.fileno()), str(os.getpid()),
-                str(logging.getLogger("orc").getEffectiveLevel()),
+                *command, str(theirs.fileno()), str(os.getpid()), str(logging.getLogger("orc").getEffectiveLevel()),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE, pass_fds=(theirs.fileno(),))
         except BaseException:
@@ -155,7 +165,7 @@ class RunnerProcess:
         finally:
             theirs.close()
         reader, writer = await asyncio.open_connection(sock=ours)
-        runner = cls(model, process, reader, writer, on_death)
+        runner = cls(model, settings, process, reader, writer, on_death)
         log.debug("runner of %s started (pid %d)", model.id, runner.pid)
         try:
             await runner._load(runtime, settings)

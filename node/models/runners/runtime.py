@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from orc.node.models.runners.crashes import COOL_DOWN_S, CrashRecord
 from orc.node.models.runners.hosted import hosted_runtime, safe_settings
-from orc.node.models.runners.process import RunnerProcess, RunnerState
+from orc.node.models.runners.process import RUNNER_COMMAND, RunnerProcess, RunnerState
 from orc.node.models.runners.protocol import RunnerSettings
 from orc.node.models.runtimes.base import (
     ChatMessage,
@@ -45,12 +45,14 @@ class RunnerRuntime:
     """Runs the models of runtime `name` in runner processes, one per model variant.
 
     `settings` are the runners' (threads, context per sequence, slots, extra buffers); `clock`
-    is monotonic seconds, for the crash record. `extra_buffers` mirrors the setting for the
-    log and the tests.
+    is monotonic seconds, for the crash record; `command` starts a runner (`process.RUNNER_COMMAND`).
+    `extra_buffers` mirrors the setting for the log and the tests.
     """
 
-    def __init__(self, name: str, settings: RunnerSettings, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, name: str, settings: RunnerSettings, *, clock: Callable[[], float] = time.monotonic,
+                 command: Sequence[str] = RUNNER_COMMAND) -> None:
         self.name = name
+        self._command = tuple(command)
         self.settings = settings
         self.extra_buffers = settings.extra_buffers
         self._clock = clock
@@ -134,10 +136,10 @@ class RunnerRuntime:
 
     # ---- introspection for the node and the tests ----
 
-    def runner_pid(self, model_id: str) -> int | None:
-        """The pid of the model's live runner, or None."""
+    def runner(self, model_id: str) -> RunnerProcess | None:
+        """The model's live runner (its pid, the settings it started with), or None."""
         runner = self._runners.get(model_id)
-        return runner.pid if runner is not None and runner.alive else None
+        return runner if runner is not None and runner.alive else None
 
     def runner_settings(self, model_id: str) -> RunnerSettings:
         """The settings the model's next runner starts with (safe ones after a crash)."""
@@ -163,7 +165,8 @@ class RunnerRuntime:
             if runner is not None and runner.alive:
                 runner.kill()  # started on an event loop that has ended: it cannot be talked to
             self._runners.pop(model.id, None)
-            runner = await RunnerProcess.start(self.name, model, self.runner_settings(model.id), self._died)
+            runner = await RunnerProcess.start(self.name, model, self.runner_settings(model.id), self._died,
+                                               self._command)
             self._runners[model.id] = runner
             return runner
 
