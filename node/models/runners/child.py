@@ -24,6 +24,7 @@ import signal
 import socket
 import sys
 from contextlib import aclosing
+from collections.abc import Callable
 from pathlib import Path
 
 from typing_extensions import assert_never
@@ -50,6 +51,7 @@ from orc.node.models.runners.protocol import (
 )
 from orc.node.models.runners.resident import resident_bytes
 from orc.node.models.runtimes.base import GenerationDone, ModelRuntime, RuntimeFailure, TokenChunk
+from orc.node.models.runtimes.generation import STREAM_INTERVAL_S
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,41 @@ def die_with_parent(parent_pid: int) -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent_pid:  # the parent died before the call above: nobody will kill us
         os._exit(0)
+
+
+class _TextBatch:
+    """A generation's text on its way to the node, sent at most every STREAM_INTERVAL_S: each
+    frame wakes the node's event loop, which must not happen per token. The first piece goes at
+    once (time to first token), and whatever is held goes before the generation's Done."""
+
+    def __init__(self, send: Callable[[str], None]) -> None:
+        self._send = send
+        self._loop = asyncio.get_running_loop()
+        self._held: list[str] = []
+        self._sent_at = float("-inf")
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, text: str) -> None:
+        if not text:
+            return
+        self._held.append(text)
+        wait = self._sent_at + STREAM_INTERVAL_S - self._loop.time()
+        if wait <= 0:
+            self.flush()
+        elif self._timer is None:
+            self._timer = self._loop.call_later(wait, self.flush)
+
+    def flush(self) -> None:
+        self.close()
+        if self._held:
+            self._send("".join(self._held))
+            self._held.clear()
+            self._sent_at = self._loop.time()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class _Runner:
@@ -111,13 +148,15 @@ class _Runner:
 
     async def _generate(self, runtime: ModelRuntime, model: ModelEntry, request: Generate) -> None:
         rid = request.request_id
+        batch = _TextBatch(lambda text: self.send(Text(rid, text)))
         try:
             async with aclosing(runtime.generate(model, request.messages, request.params)) as events:
                 async for event in events:
                     match event:
                         case TokenChunk(text=text):
-                            self.send(Text(rid, text))
+                            batch.add(text)
                         case GenerationDone(text=text, usage=usage, finish_reason=reason):
+                            batch.flush()
                             self.send(Done(rid, text, usage.prompt_tokens, usage.completion_tokens, reason))
                         case _:
                             assert_never(event)
@@ -130,6 +169,7 @@ class _Runner:
             self.send(Failed(rid, f"generation with model {model.id!r} failed: {type(error).__name__}: {error}"
                              [:MAX_MESSAGE_CHARS], load=False))
         finally:
+            batch.close()
             self.generations.pop(rid, None)
 
     def stats(self) -> Stats:
