@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from support import child_pids
 
 from orc.node.api import Orc
 from orc.node.models.catalog import DEFAULT_MODEL_ID
@@ -53,12 +54,4 @@ def test_an_agent_whose_runner_dies_is_retried_on_the_restarted_runner(home: Pat
     assert dict(result.results)["story"].status.value == "completed"
     assert not Path(f"/proc/{killed[0]}").exists()
     # The run's runners ended with it: no child of this process is left.
-    assert [p for p in Path("/proc").glob("[0-9]*/stat")
-            if _ppid(p) == os.getpid()] == []
-
-
-def _ppid(stat: Path) -> int:
-    try:
-        return int(stat.read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return -1
+    assert child_pids(os.getpid()) == []

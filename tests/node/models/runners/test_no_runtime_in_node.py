@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import free_port_pair
+from support import child_pids, free_port_pair
 
 from orc.node.models.catalog import DEFAULT_MODEL_ID
 
@@ -55,17 +55,6 @@ def maps(pid: int) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
 
 
-def children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    return found
-
-
 @pytest.mark.slow
 def test_a_serving_daemon_maps_no_model_library_and_its_runner_maps_libllama(tmp_path: Path) -> None:
     pytest.importorskip("llama_cpp")
@@ -96,7 +85,7 @@ def test_a_serving_daemon_maps_no_model_library_and_its_runner_maps_libllama(tmp
         ran = cli("orc", "run", str(tmp_path / "one.yaml"), "Hello.", "--json")
         assert ran.returncode == 0, ran.stderr
         assert json.loads(ran.stdout)["results"]["answer"]["node_id"] != "local"  # the daemon's runner generated it
-        runners = children(daemon.pid)
+        runners = child_pids(daemon.pid)
         assert runners, "the daemon has no runner process"
         daemon_maps = maps(daemon.pid)
         assert "libllama" not in daemon_maps and "libggml" not in daemon_maps

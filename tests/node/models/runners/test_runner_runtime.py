@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from generation_events import done_of, generated
+from support import child_pids
 
 from orc.node.models.catalog import ModelEntry
 from orc.node.models.runners import RunnerRuntime, RunnerSettings
@@ -45,18 +46,6 @@ SETTINGS = RunnerSettings(threads=2, extra_buffers=True)
 def gone(pid: int) -> bool:
     """The process no longer exists (exited and reaped)."""
     return not Path(f"/proc/{pid}").exists()
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
 
 
 async def eventually(condition, seconds: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
@@ -147,7 +136,7 @@ def test_a_load_error_comes_back_with_the_runners_message_and_is_no_crash(
             with pytest.raises(ModelLoadError, match=f"cannot load model '{smollm2.id}': {not_gguf} is not a GGUF file"):
                 await runtime.load(broken)
             assert runtime.runner(smollm2.id) is None
-            assert children_of(os.getpid()) == []  # the runner that failed to load was stopped
+            assert child_pids(os.getpid()) == []  # the runner that failed to load was stopped
             assert runtime.unavailable_reason(broken) is None
             assert runtime.runner_settings(smollm2.id).extra_buffers is True  # not a crash: no safe settings
         finally:
@@ -243,7 +232,7 @@ def test_close_stops_every_runner_and_leaves_no_process_behind(smollm2: ModelEnt
         await llama.load(smollm2)
         await other.load(smollm2)
         pids = [r.pid for r in (llama.runner(smollm2.id), other.runner(smollm2.id)) if r is not None]
-        assert len(pids) == 2 and sorted(children_of(os.getpid())) == sorted(pids)
+        assert len(pids) == 2 and sorted(child_pids(os.getpid())) == sorted(pids)
         # close() in the middle of a generation: it is cancelled, not waited for.
         generating = asyncio.create_task(generated(llama, smollm2, STORY, LONG))
         await asyncio.sleep(0.2)
@@ -252,7 +241,7 @@ def test_close_stops_every_runner_and_leaves_no_process_behind(smollm2: ModelEnt
         with pytest.raises(RunnerDied):
             await generating
         assert all(gone(pid) for pid in pids)  # exited and reaped: no zombie
-        assert children_of(os.getpid()) == []
+        assert child_pids(os.getpid()) == []
 
     asyncio.run(scenario())
 
