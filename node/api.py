@@ -8,8 +8,8 @@
         ...
     result = orc.run_sync(spec, "input")          # or just the RunResult
 
-Everything runs in-process on this machine's models (the embedded mode): `Orc` is the embedded
-composition root. What it reads from the home and the caller's folder is a
+Everything runs on this machine's models (the embedded mode), each in a runner process this
+`Orc` starts and stops when the run ends: `Orc` is the embedded composition root. What it reads from the home and the caller's folder is a
 `orc.node.coordinator.workspace.Workspace`, the same the daemon builds for each run it coordinates.
 """
 
@@ -27,6 +27,7 @@ from orc.node.coordinator.placing import LOCAL_NODE_ID, Placer
 from orc.node.coordinator.workspace import Workspace
 from orc.node.protocol.events import RunBegan, RunFinished, RunProgress, RunResult
 from orc.node.home import Home
+from orc.node.models.runners import RunnerRuntime
 from orc.node.models.runtimes.base import ModelRuntime
 from orc.scheduler.ensemble import EnsembleSpec
 from orc.scheduler.errors import RunNotFound, SchedulerError
@@ -65,6 +66,8 @@ class Orc:
         self._n_threads = n_threads
         self._seed = seed
         self._runtimes: dict[str, ModelRuntime] | None = runtimes  # shared with a daemon: models stay loaded
+        # Runtimes this Orc built itself: their runner processes stop when each run ends.
+        self._own_runtimes: dict[str, RunnerRuntime] = {}
 
     # ---- ensembles ----
 
@@ -101,18 +104,31 @@ class Orc:
             from orc.node.config import read_node_config
             from orc.node.models.runtimes.factory import build_runtimes
 
-            settings = read_node_config(self.home.config_file).llama_cpp
-            self._runtimes = build_runtimes(settings, self.home.config_file, n_threads=self._n_threads)
+            config = read_node_config(self.home.config_file)
+            self._own_runtimes = build_runtimes(config.llama_cpp, self.home.config_file, n_threads=self._n_threads,
+                                                slots=config.admission.slots)
+            self._runtimes = dict(self._own_runtimes)
         return self._runtimes
+
+    async def close_runners(self) -> None:
+        """Stop the runner processes of the runtimes this Orc built (not those it was given).
+
+        `run` and `resume` call it when their stream ends: a runner belongs to the event loop
+        that started it, and each `asyncio.run` (each `run_sync`) has its own.
+        """
+        await asyncio.gather(*(runtime.close() for runtime in self._own_runtimes.values()))
 
     async def run(self, spec: EnsembleSpec, run_input: object) -> AsyncIterator[RunProgress]:
         """Run `spec` on `run_input`, yielding progress; the last event is RunFinished.
 
         Raises RunRefused from the first iteration if `spec` cannot run on this machine."""
         engine = self.engine()
-        bound = await _bound(engine, spec)
-        async for event in self.holding_journal(engine.run(bound, run_input)):
-            yield event
+        try:
+            bound = await _bound(engine, spec)
+            async for event in self.holding_journal(engine.run(bound, run_input)):
+                yield event
+        finally:
+            await self.close_runners()
 
     async def holding_journal(self, events: AsyncIterator[RunProgress]) -> AsyncIterator[RunProgress]:
         """`events`, with the run's journal marked in use (`journal_in_use`) from its RunBegan
@@ -177,9 +193,12 @@ class Orc:
         """Continue a journaled run: completed agents are reused, the rest runs again."""
         contents = self.journal(run_id)
         engine = self.engine()
-        bound = await _bound(engine, self.spec_of(contents))
-        async for event in self.holding_journal(engine.run(bound, contents.header.input, resume=contents)):
-            yield event
+        try:
+            bound = await _bound(engine, self.spec_of(contents))
+            async for event in self.holding_journal(engine.run(bound, contents.header.input, resume=contents)):
+                yield event
+        finally:
+            await self.close_runners()
 
     def runs(self) -> list[RunSummary]:
         """Every journaled run, newest first; unreadable journals are skipped."""

@@ -63,3 +63,15 @@ def free_port_pair() -> int:
                 continue
         return port
     raise RuntimeError("no free port pair")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The pids of the live (or zombie) children of process `pid`, read from /proc (Linux)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue  # it exited while we looked
+    return found

@@ -281,6 +281,7 @@ def _drive(orc: Any, events: Any, *, show: bool, watch: Optional[str]) -> Any:
         finally:
             await stream.aclose()
             await events.aclose()
+            await orc.close_runners()  # an embedded run's runner processes end with it
         return result
 
     try:

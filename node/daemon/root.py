@@ -53,6 +53,7 @@ from orc.node.coordinator.generations import PeerState
 from orc.node.coordinator.placer import MeshPlacer
 from orc.node.links.peering import Peering
 from orc.node.rpc.connector import MtlsConnector
+from orc.node.models.runners import RunnerRuntime
 from orc.node.models.runtimes.base import ModelRuntime
 from orc.node.worker.service import NodeService
 from orc.node.daemon.join_server import JoinServer
@@ -164,10 +165,11 @@ class Daemon:
                 log.warning("model %s is not served: %s", entry.selector, error)
         return served
 
-    def _runtimes(self) -> dict[str, ModelRuntime]:
+    def _runtimes(self) -> dict[str, RunnerRuntime]:
         from orc.node.models.runtimes.factory import build_runtimes
 
-        return build_runtimes(self.node_config.llama_cpp, self.home.config_file, n_threads=self.options.threads)
+        return build_runtimes(self.node_config.llama_cpp, self.home.config_file, n_threads=self.options.threads,
+                              slots=self.admission.slots)
 
     def _interfaces(self) -> list[str] | None:
         return [self.options.interface] if self.options.interface else None
@@ -237,6 +239,8 @@ class Daemon:
         # Importing a runtime and checking model files (hashing, assembling a GGUF) take seconds:
         # off the loop, which meanwhile answers the control socket.
         runtimes = await asyncio.to_thread(self._runtimes)
+        # Stopped last (pushed first): the servers and tasks that generate stop before their runners.
+        running.push_async_callback(_close_runtimes, runtimes)
         served = await asyncio.to_thread(self._served, runtimes)
         connector = MtlsConnector(membership)
         peering = Peering(membership=membership, connector=connector, own_addresses=self.addresses)
@@ -395,6 +399,11 @@ class StartedNode:
     service: NodeService
     peering: Peering
     mesh_server: object  # FrontedServer: serves the mesh port; renewal swaps its certificate
+
+
+async def _close_runtimes(runtimes: dict[str, RunnerRuntime]) -> None:
+    """Stop every runner process of the node (their models' memory goes back to the OS)."""
+    await asyncio.gather(*(runtime.close() for runtime in runtimes.values()))
 
 
 def _peer_states(peering: Peering) -> tuple[PeerState, ...]:

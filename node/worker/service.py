@@ -42,7 +42,7 @@ from orc.node.protocol.messages import (
     OfferReply,
     OfferRequest,
 )
-from orc.node.models.runtimes.base import GenerationDone, ModelRuntime, RuntimeFailure, TokenChunk
+from orc.node.models.runtimes.base import GenerationDone, ModelRuntime, RunnerDied, RuntimeFailure, TokenChunk
 from orc.node.worker.speed import Speed, measure, speed_from_timing
 from orc.node.worker.served import Served
 from orc.scheduler.placement import estimated_prompt_tokens
@@ -469,6 +469,9 @@ class NodeService:
                         return
         except asyncio.TimeoutError:
             yield ExecutionFailed("deadline", f"the deadline of {deadline_ms} ms from its start passed", retryable=True)
+        except RunnerDied as error:
+            # The runner restarts: the generation may well succeed on another try, here or elsewhere.
+            yield ExecutionFailed("runtime", str(error), retryable=True)
         except RuntimeFailure as error:
             yield ExecutionFailed("runtime", str(error), retryable=False)
         finally:
