@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from orc.node.cli.phrasing import ago
-from orc.node.protocol.description import NodeDescription
+from orc.node.protocol.description import ModelOffer, NodeDescription
 from orc.node.protocol.messages import PeerView
 
 
@@ -24,7 +24,9 @@ def description_json(description: NodeDescription) -> dict[str, Any]:
         },
         "models": [{"id": m.id, "runtime": m.runtime, "sha256": m.sha256, "size_bytes": m.size_bytes,
                     "loaded": m.loaded, "prefill_tokens_per_s": m.prefill_tokens_per_s,
-                    "decode_tokens_per_s": m.decode_tokens_per_s} for m in description.models],
+                    "decode_tokens_per_s": m.decode_tokens_per_s, "capacity": m.capacity,
+                    "batch_decode_tokens_per_s": list(m.batch_decode_tokens_per_s),
+                    "unavailable": m.unavailable} for m in description.models],
         "load": {"active_generations": description.load.active_generations, "queued": description.load.queued,
                  "cpu_load_1m": description.load.cpu_load_1m},
         "tags": list(description.tags),
@@ -49,6 +51,16 @@ def peer_json(peer: PeerView) -> dict[str, Any]:
     }
 
 
+def _model_note(model: ModelOffer) -> str:
+    """" (130 x4)": decode tokens/s alone and the slots; "(unavailable)", "(on disk)"."""
+    if model.unavailable:
+        return " (unavailable)"
+    if not model.loaded:
+        return " (on disk)"
+    slots = f" x{model.capacity}" if model.capacity > 1 else ""
+    return f" ({model.decode_tokens_per_s:.0f}{slots})" if model.decode_tokens_per_s else slots
+
+
 def peers_table(peers: tuple[PeerView, ...], now: float | None = None) -> list[str]:
     """`orc peers` as aligned text lines."""
     now = time.time() if now is None else now
@@ -63,9 +75,7 @@ def peers_table(peers: tuple[PeerView, ...], now: float | None = None) -> list[s
         hw = d.hardware
         ram = f"{hw.ram_total_bytes / (1 << 30):.0f}G" if hw.ram_total_bytes else "?"
         hardware = f"{hw.arch} {hw.cores}c {ram} {hw.accelerator}"
-        models = ", ".join(
-            m.id + (f" ({m.decode_tokens_per_s:.0f})" if m.loaded and m.decode_tokens_per_s else
-                    "" if m.loaded else " (on disk)") for m in d.models) or "-"
+        models = ", ".join(m.id + _model_note(m) for m in d.models) or "-"
         load = f"{d.load.active_generations} running"
         rows.append((d.node_id, d.name, peer.address, state, hardware, models, load, seen))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
