@@ -141,6 +141,7 @@ class StepLoop:
         self._waiting: collections.deque[Request] = collections.deque()
         self._cond = threading.Condition()
         self.closing = False
+        self.reused_tokens = 0  # prompt tokens copied instead of computed, for tests and stats
         self._thread = threading.Thread(target=self._run, name=f"orc-llama-steps-{name}", daemon=True)
         self._thread.start()
 
@@ -225,6 +226,7 @@ class StepLoop:
                 self._native.llama_memory_seq_rm(self._memory, place.slot, -1, -1)
                 reuse = 0
             self._cached[place.slot] = list(request.prompt[:reuse])
+            self.reused_tokens += reuse
             self._running[place.slot] = _Sequence(
                 request=request, slot=place.slot, budget=budget, sampler=self._sampler(request.params), read=reuse,
                 scanner=StopScanner(request.stops), batcher=TokenBatcher(request.send))
