@@ -17,6 +17,9 @@ Measures, on this machine, in one process run so the ratios compare like with li
    (skipped, with a note, when mlx-lm is not installed);
 5. llama.cpp's extra buffer types (tests/benchmarks/extra_buffers.py): prompt and decode
    tokens/s of both embedded models with them on and off (orc turns them off on CPUs with AMX);
+5a. parallel generations (tests/benchmarks/batching.py): 1-4 parallel 64-token generations of
+   SmolLM2 decoded together by the batched runtime vs one at a time, and time to first token
+   under load (--skip-batching);
 5b. GGUF metadata (tests/benchmarks/gguf_reader.py): orc's header reader against ggml's
    `gguf.GGUFReader` on both embedded models, the values they read compared key by key;
 6. the mesh (tests/benchmarks/mesh.py): mTLS round trips and per-agent remote overhead between
@@ -415,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-placement", action="store_true", help="leave out the placement simulation")
     parser.add_argument("--skip-footprint", action="store_true",
                         help="leave out the idle daemon's footprint (needs root)")
+    parser.add_argument("--skip-batching", action="store_true",
+                        help="leave out parallel generations batched vs one at a time")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--side", choices=("direct", "orc", "runtime-llama_cpp", "runtime-mlx"),
                         help=argparse.SUPPRESS)  # one side of a comparison, as JSON
@@ -461,6 +466,11 @@ def main(argv: list[str] | None = None) -> int:
     from tests.benchmarks.gguf_reader import TITLE as GGUF_READER_TITLE, bench_gguf_reader
 
     sections.append((GGUF_READER_TITLE, *bench_gguf_reader(1)))
+    if not args.skip_batching:
+        print("parallel generations batched vs one at a time ...", file=sys.stderr)
+        from tests.benchmarks.batching import TITLE as BATCHING_TITLE, bench_batching
+
+        sections.append((BATCHING_TITLE, *bench_batching()))
     appendix = ""  # sections run on their own: the footprint, the mesh, placement
     if not args.skip_footprint:
         print("idle daemon footprint ...", file=sys.stderr)

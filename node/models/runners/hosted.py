@@ -21,11 +21,11 @@ RUNTIME_NAMES = ("llama_cpp", "mlx")
 def hosted_runtime(name: str, settings: RunnerSettings) -> ModelRuntime:
     """The in-process runtime a runner of runtime `name` runs, built with `settings`."""
     if name == "llama_cpp":
-        from orc.node.models.runtimes.llama_cpp import LlamaCppRuntime
+        from orc.node.models.runtimes.llama_batched import BatchedLlamaRuntime
 
-        # One generation at a time per model until the batched runtime serves `settings.slots`.
-        return LlamaCppRuntime(n_threads=settings.threads, n_ctx=settings.context_tokens,
-                               extra_buffers=settings.extra_buffers)
+        # Up to `slots` generations of the model decoded together in one context.
+        return BatchedLlamaRuntime(n_threads=settings.threads, n_ctx=settings.context_tokens,
+                                   extra_buffers=settings.extra_buffers, slots=settings.slots)
     if name == "mlx":
         from orc.node.models.runtimes.mlx import MlxRuntime
 

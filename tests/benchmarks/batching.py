@@ -1,0 +1,143 @@
+"""Parallel generations on one node: batched (BatchedLlamaRuntime, 4 slots) vs one at a time.
+
+    .venv/bin/python -m tests.benchmarks.batching            # print the section
+    .venv/bin/python -m tests.benchmarks.batching --write    # and put it into docs/benchmarks.md
+
+(run.py includes it unless --skip-batching.) SmolLM2, 2 threads, greedy, 64-token generations
+(end-of-text ignored is not possible through the runtime, so the prompts ask for long answers
+and every generation is checked to have run its 64 tokens). For N = 1..4 parallel generations
+with different prompts, the same N generations run (a) together on a runtime with 4 slots and
+(b) one after the other on a runtime with 1 slot; throughput is generated tokens over wall
+time. Time to first token under load: a new generation joins while 3 others decode. Each side
+is warmed up first (model loaded, every prompt read once), and the prompts of a round differ
+from the warm-up so no prefix is reused; rounds alternate the sides. The texts of both sides
+are compared: batching must not change them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.benchmarks.run import REPO, THREADS, Row, publish_section, standalone_section
+
+TITLE = "Parallel generations on one node: batched vs one at a time"
+TOKENS = 64
+SLOTS = 4
+SUBJECTS = ("the sea", "a mountain village", "an old lighthouse", "a busy train station",
+            "a winter forest", "a desert road", "a city at night", "a quiet library")
+
+
+def _requests(n: int, round_: int) -> list:
+    from orc.node.models.runtimes.base import ChatMessage, GenerationParams
+
+    return [([ChatMessage("system", "You are a storyteller who writes long, detailed answers."),
+              ChatMessage("user", f"Round {round_}: write a long story set in {SUBJECTS[i % len(SUBJECTS)]}.")],
+             GenerationParams(temperature=0, max_tokens=TOKENS, seed=1)) for i in range(n)]
+
+
+async def _one(runtime: object, model: object, messages: list, params: object) -> tuple[str, int, float]:
+    """Text, completion tokens and seconds to the first chunk of one generation."""
+    from orc.node.models.runtimes.base import GenerationDone
+
+    began = time.perf_counter()
+    first = None
+    async for event in runtime.generate(model, messages, params):  # type: ignore[attr-defined]
+        if first is None:
+            first = time.perf_counter() - began
+        if isinstance(event, GenerationDone):
+            return event.text, event.usage.completion_tokens, first or 0.0
+    raise RuntimeError("no GenerationDone")
+
+
+async def _measure(rounds: int, threads: int) -> dict:
+    from orc.node.models.catalog import DEFAULT_MODEL_ID, Catalog
+    from orc.node.models.runtimes.llama_batched import BatchedLlamaRuntime
+
+    with tempfile.TemporaryDirectory() as home:
+        model = Catalog(Path(home) / "models").prepare(DEFAULT_MODEL_ID)
+        batched = BatchedLlamaRuntime(n_threads=threads, slots=SLOTS)
+        single = BatchedLlamaRuntime(n_threads=threads, slots=1)
+        for runtime in (batched, single):
+            for messages, params in _requests(SLOTS, -1):
+                await _one(runtime, model, messages, params)
+        results: dict = {"batched": {n: [] for n in range(1, SLOTS + 1)}, "single": {n: [] for n in range(1, SLOTS + 1)},
+                         "same": 0, "compared": 0, "tokens_ok": True, "ttft_idle": [], "ttft_load": []}
+        for round_ in range(rounds):
+            for n in range(1, SLOTS + 1):
+                requests = _requests(n, round_ * 10 + n)
+                sides = ("batched", "single") if round_ % 2 == 0 else ("single", "batched")
+                texts = {}
+                for side in sides:
+                    began = time.perf_counter()
+                    if side == "batched":
+                        done = await asyncio.gather(*(_one(batched, model, m, p) for m, p in requests))
+                    else:
+                        done = [await _one(single, model, m, p) for m, p in requests]
+                    elapsed = time.perf_counter() - began
+                    results["tokens_ok"] &= all(tokens == TOKENS for _, tokens, _ in done)
+                    results[side][n].append(sum(tokens for _, tokens, _ in done) / elapsed)
+                    texts[side] = [text for text, _, _ in done]
+                results["compared"] += n
+                results["same"] += sum(a == b for a, b in zip(texts["batched"], texts["single"]))
+            # Time to first token: alone, and joining 3 generations that are decoding.
+            idle = _requests(1, round_ * 10 + 7)[0]
+            results["ttft_idle"].append((await _one(batched, model, *idle))[2])
+            busy = [asyncio.create_task(_one(batched, model, m, p)) for m, p in _requests(3, round_ * 10 + 8)]
+            await asyncio.sleep(0.5)
+            joining = _requests(4, round_ * 10 + 9)[3]
+            results["ttft_load"].append((await _one(batched, model, *joining))[2])
+            await asyncio.gather(*busy)
+        await batched.unload(model.id)
+        await single.unload(model.id)
+    return results
+
+
+def bench_batching(rounds: int = 3, threads: int = THREADS) -> tuple[list[Row], str]:
+    """Rows for N = 1..4 and time to first token, and a note."""
+    load_before = os.getloadavg()[0]
+    results = asyncio.run(_measure(rounds, threads))
+    rows = []
+    for n in range(1, SLOTS + 1):
+        b, s = statistics.median(results["batched"][n]), statistics.median(results["single"][n])
+        ratio = statistics.median(x / y for x, y in zip(results["batched"][n], results["single"][n]))
+        bold = "**" if n == SLOTS else ""
+        rows.append(Row(f"{bold}{n} parallel generation{'s' if n > 1 else ''}: batched / one at a time{bold}",
+                        f"{bold}{b:.0f} / {s:.0f} tokens/s, {ratio:.2f}×{bold}",
+                        f"{n} × {TOKENS} tokens; medians of {rounds} rounds; ratio: median of the rounds' ratios"
+                        + ("; target ≥ 2×" if n > 1 else "")))
+    idle, load = statistics.median(results["ttft_idle"]), statistics.median(results["ttft_load"])
+    rows.append(Row("time to first token, idle / joining 3 decoding generations",
+                    f"{idle * 1000:.0f} / {load * 1000:.0f} ms", f"medians of {rounds}; batched runtime, {SLOTS} slots"))
+    note = (f"SmolLM2-135M-Instruct Q4_1 through `BatchedLlamaRuntime` (slots={SLOTS}) and the same runtime with "
+            f"slots=1 running the generations one after the other, {threads} threads, greedy; every generation ran "
+            f"its {TOKENS} tokens: {'yes' if results['tokens_ok'] else 'NO'}; batched and one-at-a-time texts "
+            f"identical in {results['same']} of {results['compared']} generations. 1-minute load average of the "
+            f"machine {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other work shared its "
+            f"{os.cpu_count()} cores).")
+    return rows, note
+
+
+def section(rounds: int = 3, threads: int = THREADS) -> str:
+    return standalone_section(TITLE, *bench_batching(rounds, threads))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every N, the sides alternating")
+    parser.add_argument("--threads", type=int, default=THREADS, help="llama.cpp threads")
+    parser.add_argument("--write", action="store_true", help="put the section into --out")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    args = parser.parse_args(argv)
+    publish_section(TITLE, section(args.rounds, args.threads), args.out if args.write else None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
