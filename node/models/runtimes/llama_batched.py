@@ -120,16 +120,14 @@ class BatchedLlamaRuntime:
 
     def _load(self, model: ModelEntry) -> _LoadedModel:
         """Blocking: the model's weights, then its batched context and step loop."""
-        llm = self._loader._load_instance(model)
+        steps = StepLoop(lambda: self._loader._load_instance(model), name=model.id, slots=self.slots,
+                         n_ctx=self._n_ctx, n_threads=self._n_threads)
         try:
-            llm._ctx.close()  # the Llama's own context: the step loop makes the one it uses
-            steps = StepLoop(llm, name=model.id, slots=self.slots, n_ctx=self._n_ctx, n_threads=self._n_threads)
+            llm = steps.wait_ready()
         except ModelLoadError as exc:
-            llm.close()
-            raise ModelLoadError(f"cannot load model {model.id!r}: {exc}") from None
-        except BaseException:
-            llm.close()
-            raise
+            message = str(exc)
+            raise ModelLoadError(message if message.startswith("cannot load model")
+                                 else f"cannot load model {model.id!r}: {message}") from None
         return _LoadedModel(model, llm, steps)
 
     async def generate(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import concurrent.futures
 import ctypes
 import itertools
 import threading
@@ -97,34 +98,60 @@ class _Sequence:
 class StepLoop:
     """The thread that runs one model's batched context; see the module docstring.
 
-    Made on a loading thread (`BatchedLlamaRuntime._load`) from a loaded `llama_cpp.Llama`,
-    whose model and tokenizer it uses; raises `ModelLoadError` when llama.cpp cannot make the
-    context. `submit` and `close` are safe from any thread.
+    Every call into llama.cpp that computes (the load, the probe, every decode) runs on this
+    one thread: llama.cpp's CPU backend keeps an OpenMP team per calling thread, and a second
+    live team (say, of the thread that loaded the model) slows every decode of this one by
+    about 1.6x on a two-core machine. `load()` makes the `llama_cpp.Llama` whose model and
+    tokenizer it uses; `wait_ready` returns it once the context is made, or raises what the
+    load raised (`ModelLoadError` when llama.cpp cannot make the context). `submit` and
+    `close` are safe from any thread.
     """
 
-    def __init__(self, llm: Any, *, name: str, slots: int, n_ctx: int, n_threads: int) -> None:
+    def __init__(self, load: Callable[[], Any], *, name: str, slots: int, n_ctx: int, n_threads: int) -> None:
         import llama_cpp.llama_cpp as native
 
         self._native = native
-        self._llm = llm
-        self._vocab = llm._model.vocab
         self._slots = slots
         self._n_ctx = n_ctx
+        self._n_threads = n_threads
         self._chunk = min(PROMPT_CHUNK, n_ctx)
         self._capacity = max(self._chunk, slots)
+        self._cached: dict[int, list[int]] = {slot: [] for slot in range(slots)}
+        self._last_used: dict[int, int] = {}
+        self._clock = itertools.count(1)
+        self._running: dict[int, _Sequence] = {}
+        self._waiting: collections.deque[Request] = collections.deque()
+        self._cond = threading.Condition()
+        self.closing = False
+        self.reused_tokens = 0  # prompt tokens copied instead of computed, for tests and stats
+        self.min_tail: int | None = None
+        self._ready: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._run, args=(load,), name=f"orc-llama-steps-{name}", daemon=True)
+        self._thread.start()
+
+    def wait_ready(self) -> Any:
+        """Blocking: the loaded `Llama` once the context is made; raises what loading raised."""
+        return self._ready.result()
+
+    def _setup(self, llm: Any) -> None:
+        """On the step thread: the batched context, its batch, and the probe."""
+        native = self._native
+        self._llm = llm
+        self._vocab = llm._model.vocab
+        llm._ctx.close()  # the Llama's own context: this loop makes the one it uses
         params = native.llama_context_default_params()
-        params.n_ctx = n_ctx * slots
+        params.n_ctx = self._n_ctx * self._slots
         params.n_batch = params.n_ubatch = self._capacity
-        params.n_seq_max = slots
+        params.n_seq_max = self._slots
         # One KV stream a sequence: its cells are laid out as if it ran alone, so its attention
         # adds the same numbers in the same order whatever else is in the cache.
         params.kv_unified = False
         # As llama-cpp-python's Llama (flash_attn=False): its results are the reference.
         params.flash_attn_type = native.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        params.n_threads = params.n_threads_batch = n_threads
+        params.n_threads = params.n_threads_batch = self._n_threads
         self._ctx = native.llama_init_from_model(llm._model.model, params)
         if not self._ctx:
-            raise ModelLoadError(f"llama.cpp could not make a context of {slots} x {n_ctx} tokens")
+            raise ModelLoadError(f"llama.cpp could not make a context of {self._slots} x {self._n_ctx} tokens")
         self._memory = native.llama_get_memory(self._ctx)
         self._batch = native.llama_batch_init(self._capacity, 0, 1)
         self._n_vocab = native.llama_vocab_n_tokens(self._vocab)
@@ -134,16 +161,6 @@ class StepLoop:
             native.llama_batch_free(self._batch)
             native.llama_free(self._ctx)
             raise
-        self._cached: dict[int, list[int]] = {slot: [] for slot in range(slots)}
-        self._last_used: dict[int, int] = {}
-        self._clock = itertools.count(1)
-        self._running: dict[int, _Sequence] = {}
-        self._waiting: collections.deque[Request] = collections.deque()
-        self._cond = threading.Condition()
-        self.closing = False
-        self.reused_tokens = 0  # prompt tokens copied instead of computed, for tests and stats
-        self._thread = threading.Thread(target=self._run, name=f"orc-llama-steps-{name}", daemon=True)
-        self._thread.start()
 
     # -- the caller's side ------------------------------------------------------------------
 
@@ -168,7 +185,19 @@ class StepLoop:
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(self, load: Callable[[], Any]) -> None:
+        llm = None
+        try:
+            llm = load()
+            self._setup(llm)
+        except BaseException as exc:  # noqa: BLE001 - thread boundary: the loader re-raises it
+            if llm is not None:
+                llm.close()
+            with self._cond:
+                self.closing = True
+            self._ready.set_exception(exc)
+            return
+        self._ready.set_result(llm)
         try:
             while self._step():
                 pass
