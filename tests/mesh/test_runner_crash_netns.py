@@ -1,11 +1,12 @@
 """A model's runner killed by SIGSEGV mid-generation on one node of a two-node mesh.
 
-    a   created the mesh, serves smollm2, coordinates the run
-    b   serves smollm2, tagged `worker`: the agent prefers it
+    a   created the mesh, serves smollm2, coordinates the run, tagged `alpha`
+    b   serves smollm2, tagged `beta`
 
-The run must complete (the agent moved to `a`), `b`'s daemon must keep its pid and keep
-serving, and the model must come back on `b` (its runner restarted with the safe settings),
-so a second agent that requires `b` completes there.
+The agent goes where placement puts it (the victim); its runner there is killed mid-generation.
+The run must complete (the agent moved to the other node), the victim's daemon must keep its
+pid and keep serving, and the model must come back on the victim (its runner restarted with
+the safe settings), so a second agent that requires the victim's tag completes there.
 """
 
 from __future__ import annotations
@@ -31,18 +32,14 @@ agents:
     system_prompt: "You write very long numbered lists. Never stop early."
     max_tokens: 400
     temperature: 0
-    placement: {{prefer_tags: [worker]}}
 """
 
-ON_B = f"""\
-name: on-b
-agents:
-  - name: short
-    model: {SMOL}
-    max_tokens: 8
-    temperature: 0
-    placement: {{require_tags: [worker]}}
-"""
+TAGS = {"a": "alpha", "b": "beta"}
+
+
+def on(tag: str) -> str:
+    return (f"name: on-{tag}\nagents:\n  - name: short\n    model: {SMOL}\n    max_tokens: 8\n"
+            f"    temperature: 0\n    placement: {{require_tags: [{tag}]}}\n")
 
 
 def runner_pids(daemon_pid: int) -> list[int]:
@@ -80,15 +77,17 @@ def lan(tmp_path_factory):
     work = root / "work"
     work.mkdir()
     (work / "long.yaml").write_text(LONG)
-    (work / "on-b.yaml").write_text(ON_B)
+    for tag in TAGS.values():
+        (work / f"on-{tag}.yaml").write_text(on(tag))
     try:
         done = a.orc_node("init", "--name", "a")
         assert done.returncode == 0, done.stderr
-        a.start("--model", SMOL, "--threads", "1")
+        a.start("--model", SMOL, "--tag", "alpha", "--threads", "1")
         a.wait_ready()
-        b.start("--join", a.invite(), "--name", "b", "--model", SMOL, "--tag", "worker", "--threads", "1")
+        b.start("--join", a.invite(), "--name", "b", "--model", SMOL, "--tag", "beta", "--threads", "1")
         b.wait_ready()
-        wait_for(lambda: model_on_b(a, usable=True), 240, "a to see b with smollm2 warm")
+        wait_for(lambda: usable_on(a, b), 240, "a to see b with smollm2 warm")
+        wait_for(lambda: usable_on(b, a), 240, "b to see a with smollm2 warm")
         yield {"a": a, "b": b, "work": work}
     finally:
         for node in (a, b):
@@ -103,52 +102,52 @@ def lan(tmp_path_factory):
         mesh.close()
 
 
-def model_on_b(a: Node, *, usable: bool) -> dict | None:
-    """b's smollm2 as a sees it, if it is loaded, measured and available (`usable`)."""
-    for peer in a.live_peers().values():
-        if peer.get("name") != "b":
+def usable_on(viewer: Node, node: Node) -> dict | None:
+    """`node`'s smollm2 as `viewer` sees it, if it is loaded, measured and available."""
+    for peer in viewer.live_peers().values():
+        if peer.get("name") != node.name:
             continue
         for model in peer["models"]:
-            if model["id"] == SMOL and (not usable or (model["loaded"] and model["decode_tokens_per_s"]
-                                                       and not model.get("unavailable"))):
+            if model["id"] == SMOL and model["loaded"] and model["decode_tokens_per_s"] and not model["unavailable"]:
                 return model
     return None
 
 
 def test_a_runner_killed_by_sigsegv_costs_one_replacement_and_comes_back(lan):
     a, b, work = lan["a"], lan["b"], lan["work"]
-    daemon_pid = b.process.pid
-    before = runner_pids(daemon_pid)
-    assert len(before) == 1, f"b should run one runner (smollm2), found {before}"
-    runner = before[0]
-
+    nodes = {"a": a, "b": b}
     watched = Watched(a, work, "run", str(work / "long.yaml"), "List animals.", "--watch", "long")
-    assert placed_on(watched, "long", {"a": "", "b": ""}) == "b"
+    name = placed_on(watched, "long", {"a": "", "b": ""})
+    victim, other = nodes[name], nodes["b" if name == "a" else "a"]
+    daemon_pid = victim.process.pid
+    before = runner_pids(daemon_pid)
+    assert len(before) == 1, f"{name} should run one runner (smollm2), found {before}"
+    runner = before[0]
     watched.wait_for_text("┌ long", 120)
     busy_from = cpu_seconds(runner)
-    wait_for(lambda: cpu_seconds(runner) - busy_from > 0.3 or None, 60, "b's runner to be generating",
+    wait_for(lambda: cpu_seconds(runner) - busy_from > 0.3 or None, 60, f"{name}'s runner to be generating",
              interval=0.05)
     os.kill(runner, signal.SIGSEGV)
 
     code, _ = watched.finish()
     assert code == 0, watched.text()
     text = watched.text()
-    assert "long moved to a (b:" in text, text
+    assert f"long moved to {other.name} ({name}:" in text, text
     assert "died: SIGSEGV" in text, text
 
-    # b's daemon lived through it, with the same pid, and its log says what happened once.
-    assert b.process.poll() is None
-    assert b.status()["mode"] == "daemon"
-    assert f"the runner of {SMOL} died: SIGSEGV" in b.log_text()
+    # The victim's daemon lived through it, with the same pid, and its log says what happened.
+    assert victim.process.poll() is None and victim.process.pid == daemon_pid
+    assert victim.status()["mode"] == "daemon"
+    assert f"the runner of {SMOL} died: SIGSEGV" in victim.log_text()
 
-    # The model comes back on b: a new runner, the model loaded and usable again.
-    wait_for(lambda: [p for p in runner_pids(daemon_pid) if p != runner] or None, 120, "b's runner to restart")
-    wait_for(lambda: model_on_b(a, usable=True), 120, "a to see smollm2 usable on b again")
-    done = a.ns.run([python(), "-m", "orc.node.cli.orc", "run", str(work / "on-b.yaml"), "Say hi.", "--json"],
+    # The model comes back on the victim: a new runner, the model loaded and usable again.
+    wait_for(lambda: [p for p in runner_pids(daemon_pid) if p != runner] or None, 120, f"{name}'s runner to restart")
+    wait_for(lambda: usable_on(other, victim), 120, f"{other.name} to see smollm2 usable on {name} again")
+    tag = TAGS[name]
+    done = a.ns.run([python(), "-m", "orc.node.cli.orc", "run", str(work / f"on-{tag}.yaml"), "Say hi.", "--json"],
                     env=a.env, timeout=180, cwd=work)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["results"]["short"]["status"] == "completed"
-    assert result["results"]["short"]["node_id"] == b.status()["node_id"]
-    assert b.process.pid == daemon_pid and b.process.poll() is None
-
+    assert result["results"]["short"]["node_id"] == victim.status()["node_id"]
+    assert victim.process.poll() is None and victim.process.pid == daemon_pid

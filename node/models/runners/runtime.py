@@ -7,7 +7,7 @@ system. The node's process imports neither llama_cpp nor mlx: estimates (memory,
 capacity before a load) come from the hosted runtime's own methods, which read file headers only.
 
 A runner that dies fails the generations it was running with `RunnerDied`; generations waiting
-here go to the next runner, started on next use, with safe settings from the first crash on
+here go to the next runner, started at once in the background, with safe settings from the first crash on
 (`hosted.safe_settings`). A model whose runner crashes MAX_CRASHES times within CRASH_WINDOW_S
 is unavailable for COOL_DOWN_S (`orc.node.models.runners.crashes`).
 """
@@ -62,6 +62,7 @@ class RunnerRuntime:
         self._locks: dict[str, asyncio.Lock] = {}
         self._locks_loop: object = None
         self._crashes: dict[str, CrashRecord] = {}
+        self._restarts: set[asyncio.Task[None]] = set()
 
     # ---- the seam ----
 
@@ -103,6 +104,10 @@ class RunnerRuntime:
 
     async def close(self) -> None:
         """Stop every runner now, cancelling what they run (daemon shutdown, the end of an embedded run)."""
+        restarts, self._restarts = list(self._restarts), set()
+        for task in restarts:
+            task.cancel()
+        await asyncio.gather(*restarts, return_exceptions=True)
         runners, self._runners = list(self._runners.values()), {}
         here = asyncio.get_running_loop()
         for runner in runners:
@@ -182,5 +187,23 @@ class RunnerRuntime:
             log.warning("the runner of %s died: %s; %s, so the model is unavailable here for %g minutes",
                         model_id, cause, reason, COOL_DOWN_S / 60)
         else:
-            log.warning("the runner of %s died: %s; it restarts on next use with safe settings "
+            log.warning("the runner of %s died: %s; it restarts now with safe settings "
                         "(llama.cpp's extra buffer types off)", model_id, cause)
+            self._restart_soon(runner.model)
+
+    def _restart_soon(self, model: ModelEntry) -> None:
+        """Start the model's runner again in the background, so the node serves it again without
+        waiting for a request (a waiting generation would start it anyway)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (the runner was reaped after its loop ended): next use starts it
+        task = loop.create_task(self._restart(model), name=f"restart runner of {model.id}")
+        self._restarts.add(task)
+        task.add_done_callback(self._restarts.discard)
+
+    async def _restart(self, model: ModelEntry) -> None:
+        try:
+            await self._runner(model)
+        except Exception as error:  # noqa: BLE001 - background task: a failed restart is logged, next use retries
+            log.warning("restarting the runner of %s failed: %s", model.id, error)
