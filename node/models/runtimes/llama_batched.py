@@ -185,8 +185,11 @@ class BatchedLlamaRuntime:
             await asyncio.to_thread(loaded.llm.close)
 
     def capacity(self, model: ModelEntry) -> int:
-        """Generations of `model` decoded together here: the slots."""
-        return self.slots
+        """Generations of `model` decoded together here: the slots, or once loaded, fewer if
+        this model's rows are not bit-identical in larger decode calls on this CPU
+        (`StepLoop._probe_exact_rows`)."""
+        loaded = self._models.get(model.id)
+        return self.slots if loaded is None else min(self.slots, loaded.steps.exact_rows)
 
     def unavailable_reason(self, model: ModelEntry) -> str | None:
         """None: an in-process runtime has no runner to lose."""

@@ -125,6 +125,7 @@ class StepLoop:
         self.closing = False
         self.reused_tokens = 0  # prompt tokens copied instead of computed, for tests and stats
         self.min_tail: int | None = None
+        self.exact_rows = slots  # sequences decoded together with bit-identical rows (`_probe_exact_rows`)
         self._ready: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._run, args=(load,), name=f"orc-llama-steps-{name}", daemon=True)
         self._thread.start()
@@ -157,6 +158,7 @@ class StepLoop:
         self._n_vocab = native.llama_vocab_n_tokens(self._vocab)
         try:
             self.min_tail = self._probe_min_tail()
+            self.exact_rows = self._probe_exact_rows()
         except BaseException:
             native.llama_batch_free(self._batch)
             native.llama_free(self._ctx)
@@ -230,7 +232,7 @@ class StepLoop:
         while True:
             free = [slot for slot in range(self._slots) if slot not in self._running]
             with self._cond:
-                if not free or not self._waiting:
+                if not free or not self._waiting or len(self._running) >= self.exact_rows:
                     return
                 request = self._waiting.popleft()
             if request.cancel.is_set():
@@ -355,6 +357,45 @@ class StepLoop:
         for link in links:
             native.llama_sampler_chain_add(chain, link)
         return chain
+
+    def _probe_exact_rows(self) -> int:
+        """How many sequences can share a decode call with each row's logits bit-identical to
+        the row decoded alone, for this model on this CPU (1 to `slots`).
+
+        Some kernels treat rows in groups (llama.cpp's repacked Q4_K handles four at a time),
+        so a sequence's next token could depend on how many others decode with it. The probe
+        reads a fixed text into sequence 0, copies that stream to every slot, then decodes
+        one token of k sequences together, k = 1, 2, ..., each with a different token but row
+        0 always the same, and compares row 0 with k = 1. The step loop never runs more
+        sequences together than the largest k that matched, so batched greedy output stays
+        the output of the sequence alone.
+        """
+        native = self._native
+        tokens = self._llm.tokenize(_PROBE.encode("utf-8"), add_bos=True)[: self._chunk]
+        n = len(tokens)
+        if self._slots == 1 or n < 2 or n + 1 >= self._n_ctx:
+            return 1
+        native.llama_memory_clear(self._memory, True)
+        self._decode([(tokens[i], i, 0, False) for i in range(n)])
+        for slot in range(1, self._slots):
+            native.llama_memory_seq_cp(self._memory, 0, slot, -1, -1)
+        size = self._n_vocab * ctypes.sizeof(ctypes.c_float)
+        alone = None
+        exact = 1
+        try:
+            for k in range(1, self._slots + 1):
+                for slot in range(k):
+                    native.llama_memory_seq_rm(self._memory, slot, n, -1)
+                self._decode([((tokens[-1] + slot) % self._n_vocab, n, slot, True) for slot in range(k)])
+                row0 = ctypes.string_at(native.llama_get_logits_ith(self._ctx, 0), size)
+                if alone is None:
+                    alone = row0
+                elif row0 != alone:
+                    break
+                exact = k
+        finally:
+            native.llama_memory_clear(self._memory, True)
+        return exact
 
     def _probe_min_tail(self) -> int | None:
         """The fewest prompt tokens a decode call must hold for this model, on this CPU, to

@@ -154,3 +154,32 @@ def test_load_errors_and_settings(smollm2: ModelEntry, tmp_path: Path) -> None:
     assert four.context_tokens(smollm2) == 2048
     # Every slot holds a KV cache of n_ctx tokens: 30 layers x 3 KV heads x (64 + 64) x 2 B a token.
     assert four.memory_estimate(smollm2) - one.memory_estimate(smollm2) == 3 * 2048 * 30 * 3 * 128 * 2
+
+
+def test_no_more_sequences_decode_together_than_the_probe_found_exact(smollm2: ModelEntry, monkeypatch) -> None:
+    from orc.node.models.runtimes import llama_steps
+
+    rows_per_call: list[int] = []
+    decode = llama_steps.StepLoop._decode
+
+    def counting(self, rows):  # type: ignore[no-untyped-def]
+        if all(wants for *_, wants in rows):  # a decode step: one row a generating sequence
+            rows_per_call.append(len(rows))
+        decode(self, rows)
+
+    # As on a CPU whose kernels group rows: only two rows stay bit-identical.
+    monkeypatch.setattr(llama_steps.StepLoop, "_probe_exact_rows", lambda self: 2)
+    monkeypatch.setattr(llama_steps.StepLoop, "_decode", counting)
+
+    async def run() -> tuple[int, list[GenerationDone]]:
+        runtime = BatchedLlamaRuntime(n_threads=2, slots=4)
+        await runtime.load(smollm2)
+        capacity = runtime.capacity(smollm2)
+        got = list(await asyncio.gather(*(done(runtime, smollm2, m, p) for m, p in [TARGET, *OTHERS])))
+        await runtime.unload(smollm2.id)
+        return capacity, got
+
+    capacity, got = asyncio.run(run())
+    assert capacity == 2
+    assert all(d.finish_reason in ("stop", "length") for d in got)
+    assert max(rows_per_call) == 2
