@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orc.node.daemon.root
-from orc.node.cli import orc_node
+from orc.node.cli import daemon_process, orc_node
 from orc.node.protocol.description import NodeDescription
 from orc.node.protocol.ids import NodeId
 from orc.node.protocol.messages import ExecuteEvent, ExecuteRequest, ExecutionResult, ExecutionStarted, OfferReply, OfferRequest
@@ -122,6 +122,14 @@ def main() -> None:
         prefill, decode = args.prefill, args.decode
     lies = Lies(args.mode, args.record, prefill, decode)
     orc.node.daemon.root.NodeService = functools.partial(LyingService, lies=lies)  # type: ignore[misc]
+    # `orc-node start` hands over to a fresh interpreter (exec), which would drop the lies: the
+    # liar runs the daemon in this process instead, holding the lock the command took.
+
+    def run_here(home, lock, options, debug):  # type: ignore[no-untyped-def]
+        daemon_process.run(home, lock, options)
+        sys.exit(0)
+
+    daemon_process.hand_over = run_here  # type: ignore[assignment]
     sys.argv = ["orc-node", "start", *command[4:]]
     orc_node.main()
 
