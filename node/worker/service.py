@@ -43,7 +43,8 @@ from orc.node.protocol.messages import (
     OfferRequest,
 )
 from orc.node.models.runtimes.base import GenerationDone, ModelRuntime, RunnerDied, RuntimeFailure, TokenChunk
-from orc.node.worker.speed import Speed, measure, speed_from_timing
+from orc.node.worker.speed import speed_from_timing
+from orc.node.worker.warm_up import warm_up
 from orc.node.worker.served import Served
 from orc.scheduler.placement import estimated_prompt_tokens
 
@@ -174,30 +175,9 @@ class NodeService:
             known_peers=self._known_peers())
 
     async def warm_up(self) -> None:
-        """Load every served model and measure its speed, alone and at each batch size up to its
-        capacity, one model after another (a small device has neither the cores nor the memory to
-        do them in parallel). A model that fails to load is logged and stays advertised as not
-        loaded."""
-        for served in list(self._served.values()):
-            runtime = self.runtimes.get(served.entry.runtime)
-            if runtime is None:
-                log.warning("model %s needs the %s runtime, which this node does not have",
-                            served.entry.id, served.entry.runtime)
-                continue
-            try:
-                speed = await measure(runtime, served.entry, capacity=served.capacity)
-            except RuntimeFailure as error:
-                log.warning("model %s could not be loaded: %s", served.entry.id, error)
-                continue
-            served.loaded = True
-            served.speed = speed
-            if speed is not None:
-                log.info("model %s ready: prefill %.0f tok/s, decode %.1f tok/s%s", served.entry.id,
-                         speed.prefill_tokens_per_s, speed.decode_tokens_per_s,
-                         f" (each of 1..{len(speed.batch_decode_tokens_per_s)} together: "
-                         + ", ".join(f"{rate:.1f}" for rate in speed.batch_decode_tokens_per_s) + ")"
-                         if speed.batch_decode_tokens_per_s else "")
-            self.changed()
+        """Load and measure every served model (`orc.node.worker.warm_up`), advertising each
+        measurement as it comes."""
+        await warm_up(list(self._served.values()), self.runtimes, self.changed)
 
     # ---- liveness ----
 

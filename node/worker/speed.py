@@ -147,8 +147,21 @@ async def measure(runtime: ModelRuntime, entry: ModelEntry, *, capacity: int = 1
     speed = speed_from_timing(done.usage.prompt_tokens, done.usage.completion_tokens, started, first, finished, wall())
     if speed is None or capacity <= 1:
         return speed
+    return await measure_batches(runtime, entry, speed, capacity=capacity, budget_s=budget_s - (clock() - began),
+                                 alone_s=finished - started, clock=clock)
+
+
+async def measure_batches(runtime: ModelRuntime, entry: ModelEntry, speed: Speed, *, capacity: int,
+                          budget_s: float = BATCH_BUDGET_S, alone_s: float | None = None,
+                          clock: Callable[[], float] = time.perf_counter) -> Speed:
+    """`speed` (measured alone) with the per-sequence decode rates of batches of 2, 3, ...
+    warm-up generations started together, up to `capacity`, measured while the next batch is
+    expected to fit in `budget_s` (expected: the last batch's time scaled by the tokens it
+    would decode; `alone_s`, the warm-up alone, starts the estimate)."""
+    began = clock()
     rates = [speed.decode_tokens_per_s]
-    last_s, last_tokens = finished - started, WARMUP_PARAMS.max_tokens
+    last_tokens = WARMUP_PARAMS.max_tokens
+    last_s = alone_s if alone_s is not None else last_tokens / max(speed.decode_tokens_per_s, 1e-6)
     for batch in range(2, capacity + 1):
         tokens = batch_tokens(batch)
         expected = last_s * (batch * tokens) / last_tokens
