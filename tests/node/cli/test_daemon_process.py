@@ -87,6 +87,10 @@ def test_the_daemon_keeps_its_pid_and_lock_and_imports_no_cli_or_runtime(home: P
         assert b"orc.node.cli.daemon_process" in command_line
         lock = next(home.rglob("orc-node.lock"))
         assert lock.read_text().strip() == str(daemon.pid)
+        # The placeholder's load fails in its runner, after the daemon answers: wait for it.
+        while "could not be loaded" not in log_path.read_text():
+            assert time.monotonic() < deadline + 60, "the placeholder never failed:\n" + log_path.read_text()[-3000:]
+            time.sleep(0.2)
     finally:
         daemon.send_signal(signal.SIGTERM)
         try:
