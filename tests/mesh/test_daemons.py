@@ -135,8 +135,10 @@ def test_interface_pins_the_listen_address(lan):
 
 
 def test_discovery_was_quick(lan):
-    # Joining includes loading and measuring the model; discovery itself is benchmarked.
-    assert lan["times"]["joined_and_discovered"] < 30
+    # A bound against hanging, not a speed: joining here includes two runners starting, loading
+    # and measuring the model on a shared two-core machine; discovery itself is benchmarked
+    # (docs/benchmarks.md, the mesh section).
+    assert lan["times"]["joined_and_discovered"] < 120
 
 
 def test_orc_run_goes_through_the_daemon(lan):
