@@ -37,6 +37,7 @@ Medians of several runs; the machine (CPU, cores, memory, versions) is written w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import asyncio
 import importlib.metadata
 import json
@@ -47,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,10 +236,10 @@ def bench_llm_orc(runs: int) -> list[Row]:
         orc_file.write_text(ensemble.to_orc_yaml())
         env = {**os.environ, "ORC_HOME": str(folder / "home")}
 
-        def run_orc() -> tuple[float, float, int]:
+        def run_orc(home_env: dict[str, str] = env, *options: str) -> tuple[float, float, int]:
             began = time.perf_counter()
-            done = subprocess.run([str(orc_bin), "run", str(orc_file), baseline.BENCH_INPUT, "--json",
-                                   "--threads", str(THREADS)], env=env, capture_output=True, text=True, timeout=600)
+            done = subprocess.run([str(orc_bin), "run", str(orc_file), baseline.BENCH_INPUT, "--json", *options],
+                                  env=home_env, capture_output=True, text=True, timeout=600)
             elapsed = time.perf_counter() - began
             data = json.loads(done.stdout)
             if data["status"] != "completed":
@@ -246,32 +247,71 @@ def bench_llm_orc(runs: int) -> list[Row]:
             tokens = sum(r["usage"]["completion_tokens"] for r in data["results"].values())
             return elapsed, data["timing"]["duration_s"], tokens
 
-        run_orc()  # warm-up (digest cache, page cache)
-        with baseline.start_llama_server(baseline.smollm2_gguf(), n_threads=THREADS) as base_url:
+        embedded = ("--threads", str(THREADS))
+        run_orc(env, *embedded)  # warm-up (digest cache, page cache)
+        with baseline.start_llama_server(baseline.smollm2_gguf(), n_threads=THREADS) as base_url, \
+                _daemon(folder / "daemon-home") as daemon_env:
             project = folder / "llm-orc"
             baseline.write_llm_orc_project(project, base_url, ensemble)
             baseline.run_llm_orc_measured(project, ensemble.name, baseline.BENCH_INPUT, llm_orc)  # warm-up
-            orc_runs, llm_orc_runs = [], []
-            for _ in range(runs):  # interleaved so machine noise hits both
+            run_orc(daemon_env)  # warm-up: the daemon's runner has the model loaded from now on
+            orc_runs, llm_orc_runs, daemon_runs = [], [], []
+            for _ in range(runs):  # interleaved so machine noise hits all three
                 llm_orc_runs.append(baseline.run_llm_orc_measured(project, ensemble.name, baseline.BENCH_INPUT,
                                                                    llm_orc))
-                orc_runs.append(run_orc())
+                orc_runs.append(run_orc(env, *embedded))
+                daemon_runs.append(run_orc(daemon_env))
     l_wall = statistics.median(r.wall_s for r in llm_orc_runs)
     l_engine = statistics.median(r.engine_s for r in llm_orc_runs)
     l_tokens = statistics.median(r.completion_tokens for r in llm_orc_runs)
     o_wall = statistics.median(r[0] for r in orc_runs)
     o_engine = statistics.median(r[1] for r in orc_runs)
     o_tokens = statistics.median(r[2] for r in orc_runs)
+    d_wall = statistics.median(r[0] for r in daemon_runs)
+    d_engine = statistics.median(r[1] for r in daemon_runs)
     return [
         Row(f"llm-orc {baseline.LLM_ORC_VERSION} → llama-cpp-python server, whole `llm-orc invoke`",
             f"{l_wall:.2f} s", f"median of {runs}; {l_tokens:.0f} completion tokens; model loaded before timing"),
-        Row("orc, whole `orc run` (loads the model in-process each run)", f"{o_wall:.2f} s",
+        Row("orc, whole `orc run` without a daemon (starts a runner and loads the model each run)", f"{o_wall:.2f} s",
             f"median of {runs}; {o_tokens:.0f} completion tokens"),
         Row("**orc / llm-orc, end to end**", f"**{o_wall / l_wall:.2f}×**", "target ≤ 0.35×; below 1 means orc is faster"),
+        Row("orc, whole `orc run` through a running daemon (model loaded in its runner, as llm-orc's server)",
+            f"{d_wall:.2f} s", f"median of {runs}; its own run {d_engine:.2f} s"),
+        Row("**orc through its daemon / llm-orc, end to end**", f"**{d_wall / l_wall:.2f}×**", "target ≤ 0.35×"),
         Row("llm-orc executor only (its own started→completed)", f"{l_engine:.2f} s", "no process start-up"),
         Row("orc run only (its own started→finished)", f"{o_engine:.2f} s", "no process start-up"),
         Row("llm-orc / orc, executors only", f"{l_engine / o_engine:.2f}×", ""),
     ]
+
+
+@contextlib.contextmanager
+def _daemon(home: Path) -> Iterator[dict[str, str]]:
+    """An `orc-node` daemon on loopback (no mDNS) serving the model on THREADS threads; the
+    environment whose `orc run` goes through it. Stopped (SIGTERM, then killed) at the end."""
+    from tests.benchmarks.llm_orc_baseline import SERVED_MODEL_ID, _free_port
+
+    env = {**os.environ, "ORC_HOME": str(home)}
+    orc_node = Path(sys.executable).with_name("orc-node")
+    subprocess.run([str(orc_node), "init", "--name", "bench"], env=env, check=True, capture_output=True, timeout=60)
+    log = (home / "daemon.log").open("w")
+    daemon = subprocess.Popen([str(orc_node), "start", "--no-mdns", "--listen", f"127.0.0.1:{_free_port()}",
+                               "--model", SERVED_MODEL_ID, "--threads", str(THREADS)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while subprocess.run([str(orc_node), "status", "--json"], env=env, capture_output=True,
+                             timeout=30).returncode != 0:
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the benchmark's daemon did not start: {(home / 'daemon.log').read_text()[-800:]}")
+            time.sleep(0.3)
+        yield env
+    finally:
+        daemon.terminate()
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+        log.close()
 
 
 # ---- 4. llama.cpp vs MLX ----
@@ -448,8 +488,10 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(("orc vs llm-orc 0.25, the triad ensemble end to end", bench_llm_orc(args.runs),
                          "Same system prompts, input, max_tokens and temperature on both sides, and the same number "
                          "of completion tokens; each tool words the judge's view of the upstream results its "
-                         "own way. llm-orc's server keeps the model loaded between runs; orc loads it in every "
-                         "`orc run` (about 0.1 s). See docs/llm-orc-baseline.md for the set-up and its caveats."))
+                         "own way. llm-orc's server keeps the model loaded between runs; orc without a daemon starts a "
+                         "runner process and loads the model in every `orc run`, while orc through a running "
+                         "`orc-node` daemon (loopback, no mDNS, the same threads) finds the model loaded in its runner. "
+                         "See docs/llm-orc-baseline.md for the set-up and its caveats."))
     print("llama.cpp vs MLX ...", file=sys.stderr)
     runtime_rows, runtime_note = bench_runtimes(args.runs)
     sections.append(("Runtimes: llama.cpp vs MLX, the same model", runtime_rows,
