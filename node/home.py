@@ -91,6 +91,11 @@ class Home:
         return self.data_dir / "models"
 
     @property
+    def control_socket(self) -> Path:
+        """The daemon's control socket (`orc-node start` opens it; `orc` and `orc-node` connect)."""
+        return self.state_dir / "orc-node.sock"
+
+    @property
     def runs_dir(self) -> Path:
         return self.state_dir / "runs"
 

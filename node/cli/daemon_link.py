@@ -31,11 +31,10 @@ def find_daemon(home: Home, *, patience: float = STARTUP_PATIENCE, say: Callable
 
     Raises DaemonNotRunning if a daemon holds the lock but opens no socket within `patience` s.
     """
-    from orc.node.daemon.root import control_socket
     from orc.node.rpc.client import ControlClient, daemon_answers
     from orc.node.protocol.errors import DaemonNotRunning
 
-    path = control_socket(home)
+    path = home.control_socket
     began = clock()
     said = False
     while True:

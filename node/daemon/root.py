@@ -94,7 +94,7 @@ class DaemonOptions:
 
 
 def control_socket(home: Home) -> Path:
-    return home.state_dir / "orc-node.sock"
+    return home.control_socket
 
 
 class Daemon:
