@@ -85,8 +85,11 @@ RUNTIME = "llama_cpp"
 # measurement: decoding a small model on a CPU is bound by memory bandwidth, so one more sequence
 # in the batch costs each a little; these are round numbers of that shape (4 together: 2.6× the
 # throughput of one alone). Prompt reading and cold loads are not slowed by the batch.
-BATCH_CURVE = (1.0, 0.85, 0.75, 0.65)
-BATCH_CURVE_SOURCE = "placeholder"  # what docs/benchmarks.md says the curve is
+# Each sequence's decode rate at batch 1..4 relative to alone, from SmolLM2-135M Q4_1 decode steps
+# on a two-core AMD EPYC (9.3, 16.9, 21.5 and 23.3 ms for 1 to 4 sequences; docs/runtimes.md).
+BATCH_CURVE = (1.0, 0.55, 0.43, 0.40)
+BATCH_CURVE_SOURCE = ("SmolLM2-135M Q4_1 decode steps of 9.3, 16.9, 21.5 and 23.3 ms for 1 to 4 sequences "
+                      "on a two-core AMD EPYC (docs/runtimes.md)")  # what docs/benchmarks.md says the curve is
 
 
 @dataclass(frozen=True)

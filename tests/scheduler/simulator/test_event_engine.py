@@ -238,11 +238,13 @@ def test_a_batched_node_runs_at_most_its_capacity_at_once_and_every_agent_once(p
 def test_orc_batches_on_a_fast_node_where_one_at_a_time_it_would_spread():
     # A Pi 5 (5.65 s for one agent alone) and a Pi 4 (11.3 s), both warm; three ready agents.
     # One at a time the Pi 5 would finish the third after 17 s, so it goes to the Pi 4; three
-    # decoded together on the Pi 5 (at 0.75 of its rate alone each) are done after 7.4 s, and
-    # place() sees the batch rates to know it.
+    # decoded together on the Pi 5 (at 0.75 of its rate alone each, on a device that batches
+    # well) are done after 7.4 s, and place() sees the batch rates to know it.
+    curve = (1.0, 0.85, 0.75, 0.65)
+
     def mesh(capacity: int) -> SimMesh:
-        return SimMesh((SimNode("n0", PI5, frozenset({SMOL}), frozenset({SMOL}), capacity=capacity),
-                        SimNode("n1", PI4, frozenset({SMOL}), frozenset({SMOL}), capacity=capacity)))
+        return SimMesh((SimNode("n0", PI5, frozenset({SMOL}), frozenset({SMOL}), capacity=capacity, batch_curve=curve),
+                        SimNode("n1", PI4, frozenset({SMOL}), frozenset({SMOL}), capacity=capacity, batch_curve=curve)))
     dag = Dag("d0", tuple(Agent(f"d0/{name}", SMOL, 100, 256) for name in "abc"))
     nodes = {capacity: {e.node_id for e in simulate(Policy.ORC, mesh(capacity), [dag], ["n0"], random.Random(1),
                                                     noise_sigma=0.0).executions}
