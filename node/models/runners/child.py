@@ -211,7 +211,12 @@ async def serve(sock: socket.socket) -> None:
 
 
 def main(argv: list[str]) -> None:
-    fd, parent_pid, level = int(argv[0]), int(argv[1]), int(argv[2])
+    """The runner's process, as `process.RunnerProcess` starts it: FD PARENT_PID LOG_LEVEL."""
+    try:
+        fd, parent_pid, level = (int(arg) for arg in argv)
+    except ValueError:
+        sys.stderr.write("orc: error: this is a model runner; the node starts it (orc-node start, orc run)\n")
+        sys.exit(2)
     die_with_parent(parent_pid)
     # Ctrl-C in a terminal reaches the whole process group: the node decides when a runner stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -106,3 +106,13 @@ def test_cancel_stops_the_generation_in_the_runner(monkeypatch: pytest.MonkeyPat
     replies = run_child(runtime, [LOAD, GENERATE], lambda r: False)
     assert runtime.closed.is_set()  # the hosted generation was closed by the Cancel
     assert isinstance(replies[1], Text)
+
+
+def test_a_runner_started_by_hand_is_refused_in_one_line() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "orc.node.models.runners.child"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2
+    assert done.stderr == "orc: error: this is a model runner; the node starts it (orc-node start, orc run)\n"
