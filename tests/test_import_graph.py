@@ -23,11 +23,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("scheduler",),                    # pure: ensembles, runs, placement, the simulator
     ("node.models",),                  # the catalog, the runtimes, the hardware probe
     ("node.protocol",),                # the vocabulary nodes exchange, the domain errors
-    ("node.trust",),                   # identity, certificates, membership
+    ("node.trust", "node.metrics"),    # identity, certificates, membership | what the node counts
     ("node.links", "node.worker"),     # peers found and kept; generations served
     ("node.coordinator",),             # runs coordinated: the engine and the placer
     ("node.config",),                  # the home's config.yaml, read once into one value
-    ("node.rpc",),                     # gRPC servers, clients, the wire conversion
+    ("node.rpc", "node.web"),          # gRPC servers, clients, the wire | the HTTP face (API, metrics)
     ("node.daemon", "node.api"),       # the two composition roots
     ("node.cli",),                     # orc and orc-node
 )
