@@ -83,6 +83,11 @@ class Home:
         return self.config_dir / "config.yaml"
 
     @property
+    def api_keys_file(self) -> Path:
+        """The HTTP API's keys, hashed (`orc-node api-key` writes it; the daemon re-reads it on change)."""
+        return self.config_dir / "api-keys.json"
+
+    @property
     def ensembles_dir(self) -> Path:
         return self.config_dir / "ensembles"
 

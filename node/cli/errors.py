@@ -43,6 +43,7 @@ def exit_code_for(error: BaseException) -> int | None:
     from orc.node.models.runtimes.base import RuntimeFailure
     from orc.node.protocol.errors import InvalidRequest, JoinRefused, NodeError, NotCertificateAuthority
     from orc.node.trust.errors import IdentityError
+    from orc.node.web.keys import ApiKeyError
     from orc.scheduler.errors import SchedulerError
 
     if isinstance(error, (RunRefused, DaemonError)):
@@ -52,6 +53,7 @@ def exit_code_for(error: BaseException) -> int | None:
         ((NodeError,), 3),  # the daemon or the mesh cannot be reached, or refused
         ((JoinFailed, HomeLocked, RuntimeFailure), 3),  # the mesh, another daemon or a runtime cannot
         ((IdentityError, SchedulerError, CatalogError, HomeError, DiscoveryError), 2),  # files, flags, config
+        ((ApiKeyError,), 2),  # an unknown or badly named API key, or a damaged keys file
         ((OSError,), 2),  # a file or folder named on the command line
     )
     for classes, code in codes:

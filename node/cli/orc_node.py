@@ -26,6 +26,7 @@ import typer
 
 from orc.node.cli.errors import fail, guarded
 from orc.node.cli.options import version_option
+from orc.node.cli.orc_node_keys import api_key_app
 
 app = typer.Typer(
     name="orc-node",
@@ -37,6 +38,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+app.add_typer(api_key_app, name="api-key")
 
 @app.callback()
 def _main(version: bool = version_option("orc-node")) -> None:
