@@ -118,7 +118,10 @@ class ApiKeys:
     """The keys in one file: changed by the command line, checked by the daemon on each request.
 
     `clock` gives unix seconds (a key's `created_at`), `entropy(n)` n random bytes (ids and
-    secrets); tests pass their own.
+    secrets); tests pass their own. `verify` and `exists` cost one `stat` while the file is
+    unchanged and a read of at most MAX_FILE_BYTES when it changed: cheap enough to call on the
+    event loop. The commands block on the lock while another command writes: call them from
+    the command line or a thread.
     """
 
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time,
