@@ -63,6 +63,8 @@ class RunnerRuntime:
         self._locks_loop: object = None
         self._crashes: dict[str, CrashRecord] = {}
         self._restarts: set[asyncio.Task[None]] = set()
+        self._dead: set[str] = set()  # models whose last runner died and has no successor yet
+        self._restart_counts: dict[str, int] = {}  # by model id: runners started after one died
 
     # ---- the seam ----
 
@@ -146,6 +148,11 @@ class RunnerRuntime:
         runner = self._runners.get(model_id)
         return runner if runner is not None and runner.alive else None
 
+    def restart_counts(self) -> dict[str, int]:
+        """By model id, how many times a runner was started again after the one before it died
+        (counted once the new runner is up; the node's metrics show it)."""
+        return dict(self._restart_counts)
+
     def runner_settings(self, model_id: str) -> RunnerSettings:
         """The settings the model's next runner starts with (safe ones after a crash)."""
         record = self._crashes.get(model_id)
@@ -173,6 +180,9 @@ class RunnerRuntime:
             runner = await RunnerProcess.start(self.name, model, self.runner_settings(model.id), self._died,
                                                self._command)
             self._runners[model.id] = runner
+            if model.id in self._dead:
+                self._dead.discard(model.id)
+                self._restart_counts[model.id] = self._restart_counts.get(model.id, 0) + 1
             return runner
 
     def _died(self, runner: RunnerProcess, cause: str) -> None:
@@ -180,6 +190,7 @@ class RunnerRuntime:
         model_id = runner.model.id
         if self._runners.get(model_id) is runner:
             del self._runners[model_id]
+        self._dead.add(model_id)
         record = self._crashes.get(model_id, CrashRecord()).crashed(self._clock(), cause)
         self._crashes[model_id] = record
         reason = record.unavailable_reason(self._clock())

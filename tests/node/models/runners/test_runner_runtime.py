@@ -153,6 +153,7 @@ def test_a_runner_killed_with_sigsegv_fails_its_generation_and_restarts_with_saf
             await runtime.load(smollm2)
             first = runtime.runner(smollm2.id)
             assert first is not None and first.settings.extra_buffers is True
+            assert runtime.restart_counts() == {}  # a first start is no restart
             with caplog.at_level(logging.WARNING, logger="orc.node.models.runners"):
                 error = await first_chunk_then(runtime, smollm2, lambda: os.kill(first.pid, signal.SIGSEGV))
             assert isinstance(error, RunnerDied)
@@ -164,11 +165,13 @@ def test_a_runner_killed_with_sigsegv_fails_its_generation_and_restarts_with_saf
             assert await eventually(lambda: runtime.runner(smollm2.id) is not None, 120)
             second = runtime.runner(smollm2.id)
             assert second is not None and second.pid != first.pid
+            assert runtime.restart_counts() == {smollm2.id: 1}
             done = done_of(await generated(runtime, smollm2, QUESTION, GREEDY))
             assert runtime.runner(smollm2.id) is second
             assert second.settings.extra_buffers is False
             assert done.text
             assert runtime.unavailable_reason(smollm2) is None
+            assert runtime.restart_counts() == {smollm2.id: 1}  # using the restarted runner restarts nothing
         finally:
             await runtime.close()
 
@@ -218,9 +221,11 @@ def test_three_crashes_make_the_model_unavailable_until_the_cool_down(smollm2: M
             with pytest.raises(GenerationError, match=re.escape(f"unavailable on this node: {reason}")):
                 await generated(runtime, smollm2, QUESTION, GREEDY)
             assert runtime.runner(smollm2.id) is None  # no runner was started for it
+            assert runtime.restart_counts() == {smollm2.id: 2}  # after the first two crashes, not the third
             now[0] += COOL_DOWN_S
             assert runtime.unavailable_reason(smollm2) is None
             assert done_of(await generated(runtime, smollm2, QUESTION, GREEDY)).text
+            assert runtime.restart_counts() == {smollm2.id: 3}  # back after its cool-down
         finally:
             await runtime.close()
 
