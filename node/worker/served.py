@@ -26,6 +26,19 @@ def one_line(reason: str) -> str:
     return printable[:MAX_UNAVAILABLE_CHARS]
 
 
+@dataclass(frozen=True)
+class LaneLoad:
+    """One served variant's admission lane at one moment (what `/metrics` shows of it)."""
+
+    model: str  # the catalog id
+    runtime: str
+    slots: int  # generations it runs at once
+    running: int
+    queued: int
+    leases: int  # live Offer reservations
+    unavailable: str  # why it cannot run here now, as advertised; empty when it can
+
+
 @dataclass
 class Served:
     """A served model variant; `runtime` is None when this node lacks the runtime it needs."""

@@ -45,7 +45,7 @@ from orc.node.protocol.messages import (
 from orc.node.models.runtimes.base import GenerationDone, ModelRuntime, RunnerDied, RuntimeFailure, TokenChunk
 from orc.node.worker.speed import speed_from_timing
 from orc.node.worker.warm_up import warm_up
-from orc.node.worker.served import Served
+from orc.node.worker.served import LaneLoad, Served
 from orc.scheduler.placement import estimated_prompt_tokens
 
 log = logging.getLogger(__name__)
@@ -469,6 +469,13 @@ class NodeService:
         execution.cancelled.set()
         execution.wake.set()
         return True
+
+    def lanes(self) -> tuple[LaneLoad, ...]:
+        """Each served variant's admission lane now, in selector order."""
+        now, admission = self._clock(), self._admission
+        return tuple(LaneLoad(s.entry.id, s.entry.runtime, admission.lane_slots(key), admission.running(key),
+                              admission.queued(key), admission.leases(now, key), s.unavailable)
+                     for key, s in sorted(self._served.items()))
 
     def served_models(self) -> tuple[str, ...]:
         """Selectors (`id@runtime`) of the served variants."""

@@ -25,6 +25,7 @@ from orc.node.protocol.messages import (
 from orc.node.models.runtimes.base import ChatMessage, GenerationDone, GenerationParams, TokenChunk, Usage
 from orc.node.models.runtimes.llama_cpp import LlamaCppRuntime
 from orc.node.worker import service as service_module
+from orc.node.worker.served import LaneLoad
 from orc.node.worker.service import NodeService
 from orc.node.worker.speed import Speed, speed_from_timing
 from orc.scheduler.placement import DEFAULT_LOAD_BYTES_PER_S, UNMEASURED_DECODE_TOKENS_PER_S
@@ -577,3 +578,30 @@ def test_a_generation_run_beside_another_refreshes_the_rate_of_that_batch_size(m
     asyncio.run(scenario())
     assert served.speed.decode_tokens_per_s == 10.0  # one alone's speed is not what two together showed
     assert served.speed.batch_decode_tokens_per_s[1] != 9.0
+
+
+def test_lanes_show_each_models_slots_running_queued_leases_and_availability(make):
+    now = [1000.0]
+    service = make(slots=1, queue_limit=2, clock=lambda: now[0])
+    idle = LaneLoad(SMOL, "llama_cpp", 1, 0, 0, 0, "")
+    assert service.lanes() == (idle,)
+
+    async def scenario():
+        running = await started(service, "peer", "e1")
+        waiting = asyncio.create_task(collect(service.execute("peer", request(service, "e2"))))
+        await until(lambda: service.load().queued == 1, "e2 waits")
+        offer = await service.offer("other", OfferRequest("run2", "agent", SMOL, "", 10, 10))
+        assert offer.accepted
+        busy = service.lanes()
+        now[0] += 5.0  # the lease expires unused
+        expired = service.lanes()
+        await running.aclose()
+        await waiting
+        return busy, expired
+
+    busy, expired = asyncio.run(scenario())
+    assert busy == (LaneLoad(SMOL, "llama_cpp", 1, 1, 1, 1, ""),)
+    assert expired == (LaneLoad(SMOL, "llama_cpp", 1, 1, 1, 0, ""),)
+    assert service.lanes() == (idle,)
+    service._served[f"{SMOL}@llama_cpp"].unavailable = "its runner crashed 3 times in 10 minutes"
+    assert service.lanes()[0].unavailable == "its runner crashed 3 times in 10 minutes"
