@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from orc.node.metrics.observers import UNOBSERVED, PlacementObserver
 from orc.node.protocol.errors import NodeError, ResourceExhausted
 from orc.node.protocol.messages import (
     AgentPayload,
@@ -114,10 +115,12 @@ class MeshPlacer:
 
     def __init__(self, *, service: "NodeService", peers: Callable[[], Iterable[PeerState]],
                  link: Callable[[str, str], PeerLink], clock: Callable[[], float] = time.time,
-                 timer: Callable[[], float] = time.perf_counter) -> None:
+                 timer: Callable[[], float] = time.perf_counter, observer: PlacementObserver = UNOBSERVED) -> None:
         """`clock`: now, for placement and cool-downs; `timer`: a monotonic clock measuring round
-        trips and executions (the speeds observed), passed apart so tests can hold `clock` still."""
+        trips and executions (the speeds observed), passed apart so tests can hold `clock` still;
+        `observer` is told of every binding and failover (the node's metrics)."""
         self.service = service
+        self._observer = observer
         self.node_id: str = service.membership.identity.node_id
         self._peers = peers
         self._links = PeerLinks(peers, link)
@@ -250,6 +253,7 @@ class MeshPlacer:
         answers: dict[str, str] = {}  # node id -> its last refusal, for the message if time runs out
         unfit: dict[str, str] = {}  # node id -> why it can never take this generation (refused for good)
         replaces: str | None = None
+        left: str | None = None  # the node that failed it last, until it is bound elsewhere
         wait = BUSY_RETRY_FIRST_S
         attempt = 0
         loop = asyncio.get_running_loop()
@@ -290,6 +294,10 @@ class MeshPlacer:
             estimate, lease = bound
             names[estimate.node_id] = estimate.name
             attempt += 1
+            self._observer.placed(estimate.name)
+            if left is not None:
+                self._observer.failed_over(left)
+                left = None
             yield Bound(estimate.node_id, estimate.name, replaces)
             try:
                 async for event in self._execute(generation, estimate, lease, attempt, began, gives_up):
@@ -316,7 +324,7 @@ class MeshPlacer:
                 log.warning("%s failed on %s: %s", generation.agent, estimate.name, error)
                 if len(failed) >= generation.attempts:
                     raise NoNode(failed_message(failed, names)) from None
-                replaces = f"{estimate.name}: {error}"
+                replaces, left = f"{estimate.name}: {error}", estimate.name
 
     async def _bind(self, generation: Generation, decision: Decision,
                     answers: dict[str, "Answer"]) -> tuple[Estimate, str] | None:

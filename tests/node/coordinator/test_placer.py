@@ -24,6 +24,7 @@ from orc.node.coordinator.generations import (
     execution_id,
 )
 from orc.node.coordinator.placer import DEFAULT_NETWORK_S, LIVENESS_CHECK_S, MeshPlacer
+from orc.node.metrics import NodeMetrics
 from orc.node.protocol.errors import ResourceExhausted, Unavailable
 from orc.node.protocol.messages import (
     AgentPayload,
@@ -155,8 +156,9 @@ class World:
         self.states = {d.node_id: PeerState(d.node_id, d, True) for d, _ in peers}
         self.links = {d.node_id: FakePeer(d.node_id, ms) for d, ms in peers}
         self.dials: list[tuple[str, str]] = []
+        self.metrics = NodeMetrics()
         self.mesh = MeshPlacer(service=self.service, peers=lambda: tuple(self.states.values()), link=self.dial,
-                         clock=clock)
+                         clock=clock, observer=self.metrics)
 
     @classmethod
     def standard(cls) -> World:
@@ -176,6 +178,11 @@ class World:
 
     def offered(self) -> dict[str, int]:
         return {"a": len(self.service.offers)} | {n: len(link.offers) for n, link in self.links.items()}
+
+    def counted(self, family: str) -> dict[str, float]:
+        """The node's `orc_placements_total` or `orc_failovers_total` by node name, as scraped."""
+        [metric] = [m for m in self.metrics.registry.collect() if m.name == family]
+        return {s.labels["node"]: s.value for s in metric.samples if s.name == f"{family}_total"}
 
 
 def generation(agent: str = "agent", attempts: int = 3, placement: Placement = Placement(),
@@ -219,6 +226,7 @@ def test_the_best_node_gets_it_after_offers_to_the_best_two_only():
     assert request.payload == AgentPayload("m", "sha-m-b", MESSAGES, PARAMS)
     assert w.links["c"].executes == [] and w.service.executes == []
     assert w.dials == [("b", "b.lan:7733"), ("c", "c.lan:7733")]
+    assert w.counted("orc_placements") == {"B": 1} and w.counted("orc_failovers") == {}
 
 
 def test_the_better_reply_wins_over_the_placement_ranking():
@@ -265,6 +273,8 @@ def test_a_broken_stream_fails_over_to_another_node_that_has_the_model():
     assert request.execution_id == execution_id("r1", "agent", 2) != execution_id("r1", "agent", 1)
     assert request.lease_id == w.links["c"].leases[-1] == "c-lease-2"
     assert w.links["b"].cancels == []  # the stream is gone: nothing to stop
+    assert w.counted("orc_placements") == {"B": 1, "C": 1}
+    assert w.counted("orc_failovers") == {"B": 1}  # by the node it left
 
 
 def test_when_no_other_node_has_the_model_the_failure_names_every_node():
@@ -273,6 +283,7 @@ def test_when_no_other_node_has_the_model_the_failure_names_every_node():
     events, error = asyncio.run(run(w.mesh, generation(attempts=3)))
     assert events == [Bound("b", "B")]
     assert str(error) == "no other node can run it (A: no model 'm'; B: runtime: out of memory; C: no model 'm')"
+    assert w.counted("orc_failovers") == {}  # it failed, but moved nowhere
 
 
 def test_with_one_attempt_the_first_failure_is_final():
@@ -298,6 +309,7 @@ def test_a_silent_node_that_stops_beating_is_failed_over_within_a_liveness_check
     (events, error), elapsed = asyncio.run(scenario())
     assert error is None
     assert events == [Bound("b", "B"), Bound("c", "C", replaces="B: the node stopped answering"), *DONE]
+    assert w.counted("orc_failovers") == {"B": 1}
     assert elapsed < 2 * LIVENESS_CHECK_S + 0.5
     assert w.links["b"].cancels == [execution_id("r1", "agent", 1)]  # it may still be generating
 
@@ -345,6 +357,7 @@ def test_a_node_whose_lease_expired_is_placed_again_without_counting_it_failed()
     first, second = w.links["b"].executes
     assert (first.lease_id, second.lease_id) == ("b-lease-1", "b-lease-2")
     assert first.execution_id == second.execution_id == execution_id("r1", "agent", 1)
+    assert w.counted("orc_placements") == {"B": 2} and w.counted("orc_failovers") == {}  # bound twice, never failed
 
 
 def test_generations_asked_together_are_bound_one_at_a_time_critical_path_first_and_spread(monkeypatch):
