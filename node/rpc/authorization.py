@@ -22,6 +22,7 @@ import asyncio
 import contextvars
 import inspect
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from orc.node.metrics.observers import UNOBSERVED, RpcObserver
 from orc.node.trust.certificates import certificate_node_id
 from orc.node.trust.errors import IdentityError
 from orc.node.trust.rate_limits import RateLimits
@@ -87,8 +89,9 @@ class Authorizer(grpc.aio.ServerInterceptor):
                  clock: Callable[[], float] = time.monotonic,
                  max_streams_per_peer: int = DEFAULT_MAX_STREAMS_PER_PEER,
                  gate: ConnectionGate | None = None, refusal_limits: RateLimits | None = None,
-                 refusal_log: SampledLog | None = None) -> None:
+                 refusal_log: SampledLog | None = None, observer: RpcObserver = UNOBSERVED) -> None:
         self._is_revoked = is_revoked
+        self._observer = observer  # told of every refusal (the node's metrics), sampled or not
         self._limits = limits if limits is not None else RateLimits()
         self._clock = clock
         self._max_streams = max_streams_per_peer
@@ -129,6 +132,7 @@ class Authorizer(grpc.aio.ServerInterceptor):
         """Log a refusal (sampled) and close what it calls for: the connection of a revoked or
         unauthenticated caller, every connection of a revoked one, and every connection of a
         caller that keeps calling though refused (past its refusal budget)."""
+        self._observer.rpc_rejected(refusal_reason(refusal))
         source = self.gate.source(peer) if self.gate is not None else peer
         who = caller or _host_of(source)
         if self._refusal_log.event(who, now):
@@ -312,6 +316,12 @@ class Authorizer(grpc.aio.ServerInterceptor):
                 del self._streams[opened.caller]
         if not opened.cut.done():
             opened.cut.cancel()
+
+
+def refusal_reason(refusal: NodeError) -> str:
+    """A refusal's kind as a metric label: its class in snake case ("rate_limited"). A closed set:
+    the refusals this module raises."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(refusal).__name__).lower()
 
 
 def _host_of(source: str) -> str:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from orc.node.metrics.observers import UNOBSERVED, RpcObserver
 from orc.node.protocol.description import NodeDescription
 from orc.node.protocol.events import RunProgress
 from orc.node.trust.certificates import ca_pin_of, certificate_node_id, csr_public_key, issued_by
@@ -67,20 +68,29 @@ def target(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
-async def _call(call: Callable[[], Awaitable[Any]], translate: Callable[[NodeError], NodeError] | None = None) -> Any:
+_Failed = Callable[[grpc.StatusCode], None]  # told the status of every call that failed
+
+
+async def _call(call: Callable[[], Awaitable[Any]], translate: Callable[[NodeError], NodeError] | None = None,
+                failed: _Failed | None = None) -> Any:
     try:
         return await call()
     except grpc.aio.AioRpcError as error:
+        if failed is not None:
+            failed(error.code())
         mapped = error_from_rpc(error)
         raise (translate(mapped) if translate else mapped) from None
 
 
-async def _stream(call: Any, translate: Callable[[NodeError], NodeError] | None = None) -> AsyncIterator[Any]:
+async def _stream(call: Any, translate: Callable[[NodeError], NodeError] | None = None,
+                  failed: _Failed | None = None) -> AsyncIterator[Any]:
     """The messages of a server stream; the call is cancelled when the consumer stops early."""
     try:
         async for message in call:
             yield message
     except grpc.aio.AioRpcError as error:
+        if failed is not None:
+            failed(error.code())
         mapped = error_from_rpc(error)
         raise (translate(mapped) if translate else mapped) from None
     finally:
@@ -91,12 +101,16 @@ class PeerClient:
     """One mutual-TLS channel to exactly one node (`node_id`) at one address.
 
     The TLS handshake fails unless the server's certificate names `node_id` and chains to our
-    CA, so a client can never talk to a different node than it meant to.
+    CA, so a client can never talk to a different node than it meant to. `observer` is told of
+    every call that fails with a status (the node's metrics); calls this client's own `close` or
+    its consumer cut off end with CancelledError instead, and are not failures of the peer.
     """
 
-    def __init__(self, node_id: NodeId, address: str, key_pem: bytes, cert_pem: bytes, ca_pem: bytes) -> None:
+    def __init__(self, node_id: NodeId, address: str, key_pem: bytes, cert_pem: bytes, ca_pem: bytes, *,
+                 observer: RpcObserver = UNOBSERVED) -> None:
         self.node_id = node_id
         self.address = address
+        self._observer = observer
         self._channel = grpc.aio.secure_channel(
             address, credentials.channel_credentials(key_pem, cert_pem, ca_pem),
             options=credentials.channel_options(node_id))
@@ -111,8 +125,14 @@ class PeerClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def _failed(self, method: str) -> _Failed:
+        def failed(code: grpc.StatusCode) -> None:
+            self._observer.rpc_failed(method, getattr(code, "name", "UNKNOWN"))
+        return failed
+
     async def describe(self, timeout: float = DEFAULT_TIMEOUT) -> NodeDescription:
-        message = await _call(lambda: self._stub.Describe(wire.describe_request(), timeout=timeout))
+        message = await _call(lambda: self._stub.Describe(wire.describe_request(), timeout=timeout),
+                              failed=self._failed("Describe"))
         description = wire.from_wire(message)
         if description.node_id != self.node_id:  # TLS proved who answered; the message must agree
             raise WireError(f"node {self.node_id} described itself as {description.node_id}")
@@ -122,31 +142,34 @@ class PeerClient:
         """The peer's beats (one a second) until the stream breaks; the caller times liveness.
 
         `addresses`: where our own mesh server listens, so the peer can dial us back."""
-        async for message in _stream(self._stub.Watch(wire.watch_request(addresses))):
+        async for message in _stream(self._stub.Watch(wire.watch_request(addresses)), failed=self._failed("Watch")):
             yield wire.from_wire(message)
 
     async def revocations(self, after_seq: int, timeout: float = DEFAULT_TIMEOUT) -> tuple[RevocationEntry, ...]:
         """The peer's revocation entries after `after_seq`, well-formed (the log checks signatures and chain)."""
         message = await _call(lambda: self._stub.Revocations(wire.to_wire(RevocationsRequest(after_seq)),
-                                                             timeout=timeout))
+                                                             timeout=timeout), failed=self._failed("Revocations"))
         return wire.from_wire(message).entries
 
     async def renew(self, csr_pem: bytes, timeout: float = DEFAULT_TIMEOUT) -> bytes:
-        message = await _call(lambda: self._stub.Renew(wire.to_wire(RenewRequest(csr_pem)), timeout=timeout))
+        message = await _call(lambda: self._stub.Renew(wire.to_wire(RenewRequest(csr_pem)), timeout=timeout),
+                              failed=self._failed("Renew"))
         return wire.from_wire(message).certificate_pem
 
     async def offer(self, request: OfferRequest, timeout: float = OFFER_TIMEOUT) -> OfferReply:
-        message = await _call(lambda: self._stub.Offer(wire.to_wire(request), timeout=timeout))
+        message = await _call(lambda: self._stub.Offer(wire.to_wire(request), timeout=timeout),
+                              failed=self._failed("Offer"))
         return wire.from_wire(message)
 
     async def execute(self, request: ExecuteRequest, timeout: float | None = None) -> AsyncIterator[ExecuteEvent]:
         """The execution's events; stop iterating (or close) to abandon it."""
         call = self._stub.Execute(wire.to_wire(request), timeout=timeout)
-        async for message in _stream(call):
+        async for message in _stream(call, failed=self._failed("Execute")):
             yield wire.from_wire(message)
 
     async def cancel(self, execution_id: str, timeout: float = DEFAULT_TIMEOUT) -> bool:
-        message = await _call(lambda: self._stub.Cancel(wire.to_wire(CancelRequest(execution_id)), timeout=timeout))
+        message = await _call(lambda: self._stub.Cancel(wire.to_wire(CancelRequest(execution_id)), timeout=timeout),
+                              failed=self._failed("Cancel"))
         return wire.from_wire(message).cancelled
 
     async def close(self) -> None:
