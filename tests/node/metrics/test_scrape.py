@@ -4,8 +4,10 @@ restarts, availability and identity; absent before the daemon runs, and never fa
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from types import SimpleNamespace
 
 from metrics_helpers import samples, scrape, value
@@ -167,3 +169,17 @@ def test_the_daemons_running_parts_are_what_the_scrape_reads(tmp_path):
 
 def test_every_state_of_the_peer_link_machine_is_a_label():
     assert {state.value for state in LinkState} == set(PEER_STATES)
+
+
+def test_the_documentation_lists_every_metric_and_no_other():
+    """docs/api.md (its Metrics section, first written as docs/metrics-section.md) names each
+    metric as a query would: counters with `_total`, histograms by their base name."""
+    docs = Path(__file__).resolve().parents[3] / "docs"
+    api = docs / "api.md"
+    text = api.read_text() if api.is_file() and "## Metrics" in api.read_text() else \
+        (docs / "metrics-section.md").read_text()
+    documented = set(re.findall(r"^\| `(orc_[a-z_]+)` \|", text, re.MULTILINE))
+    families = scrape(NodeMetrics(running=fake))
+    exposed = {f"{name}_total" if family.type == "counter" else name
+               for name, family in families.items() if not name.endswith("_created")}
+    assert documented == exposed
