@@ -154,7 +154,8 @@ def test_the_daemons_running_parts_are_what_the_scrape_reads(tmp_path):
     service = NodeService(membership=membership, runtimes={"llama_cpp": runtime}, served=[entry],
                           addresses=lambda: ("10.0.0.1:7733",), known_peers=lambda: ())
     views = (peer("verified", 1),)
-    running = Running(service=service, runtimes={"llama_cpp": runtime}, peers=lambda: views, placer=None)  # type: ignore[arg-type]
+    running = Running(service=service, runtimes={"llama_cpp": runtime}, peers=lambda: views,
+                      placer=None)  # type: ignore[arg-type]  # a scrape never reads the placer
     metrics = NodeMetrics(running=lambda: running)
     slots = runtime.capacity(entry)
     assert value(metrics, "orc_admission_slots", model=SMOL, runtime="llama_cpp") == slots >= 1
