@@ -6,6 +6,8 @@
       slots: 4
     llama_cpp:            # orc.node.models.runtimes.extra_buffers: llama.cpp's extra buffer types
       extra_buffers: auto
+    api:                  # the HTTP face (orc.node.web, docs/api.md): parsed here, `ApiConfig`
+      listen: 127.0.0.1:7780
 
 The file also holds the llm-orc `model_profiles:` and `model_aliases:`, which
 `orc.scheduler.profiles` reads with a project's own config files; other top-level keys are
@@ -20,18 +22,33 @@ May import: `orc.scheduler`, `orc.node.home`, `orc.node.links`, `orc.node.worker
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-
-from orc.node.links.errors import BadDiscoveryConfig
-from orc.node.links.static import DiscoveryConfig, discovery_config
-from orc.node.models.runtimes.extra_buffers import BadLlamaCppConfig, LlamaCppConfig, llama_cpp_config
-from orc.node.worker.admission_config import AdmissionConfig, BadAdmissionConfig, admission_config
+from orc.node.links.errors import BadDiscoveryConfig, BadPeerAddress
+from orc.node.links.static import (
+    DiscoveryConfig,
+    Endpoint,
+    discovery_config,
+    parse_endpoint,
+)
+from orc.node.models.runtimes.extra_buffers import (
+    BadLlamaCppConfig,
+    LlamaCppConfig,
+    llama_cpp_config,
+)
+from orc.node.worker.admission_config import (
+    AdmissionConfig,
+    BadAdmissionConfig,
+    admission_config,
+)
 from orc.scheduler.profiles import MAX_CONFIG_BYTES, ConfigInvalid
 
-__all__ = ["NodeConfig", "NodeConfigInvalid", "parse_node_config", "read_node_config"]
+__all__ = ["ApiConfig", "NodeConfig", "NodeConfigInvalid", "api_config", "parse_node_config", "read_node_config"]
+
+DEFAULT_API_PORT = 7780
 
 
 class NodeConfigInvalid(ConfigInvalid):
@@ -45,6 +62,100 @@ class NodeConfig:
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     llama_cpp: LlamaCppConfig = field(default_factory=LlamaCppConfig)
+    api: ApiConfig = field(default_factory=lambda: ApiConfig())
+
+
+class BadApiConfig(ValueError):
+    """The `api:` section of the node's config.yaml is not usable; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The node's HTTP listener (docs/api.md). Every limit stops one abuse of a client that holds
+    a key (or of anyone, for the parts before the key is checked)."""
+
+    enabled: bool = True
+    listen: Endpoint = field(default_factory=lambda: Endpoint("127.0.0.1", DEFAULT_API_PORT))
+    # Keyless requests from loopback: anything running on this machine, under any user, could
+    # then use the mesh. Off unless the user says so (docs/api.md states the risk).
+    allow_keyless_loopback: bool = False
+    # `/metrics` without a key from loopback: a Prometheus on the same machine, without a secret.
+    metrics_keyless_loopback: bool = False
+    tls_certificate: Path | None = None
+    tls_key: Path | None = None
+    max_body_bytes: int = 1 << 20  # a prompt of a million bytes is far past any small model's context
+    max_concurrent: int = 32  # requests in flight at once; past it, 503 (each holds a generation or a run)
+    requests_per_minute: int = 120  # per key (per client address without keys); past it, 429
+    queue_timeout_s: float = 60.0  # how long a request waits for a node to start it; then 503
+
+    @property
+    def loopback_only(self) -> bool:
+        """The listener is reachable from this machine only."""
+        try:
+            return ipaddress.ip_address(self.listen.host).is_loopback
+        except ValueError:
+            return self.listen.host == "localhost"
+
+
+_API_BOUNDS: dict[str, tuple[int, int]] = {
+    "max_body_bytes": (1024, 64 << 20),
+    "max_concurrent": (1, 1024),
+    "requests_per_minute": (1, 1_000_000),
+    "queue_timeout_seconds": (1, 3600),
+}
+_API_FLAGS = ("enabled", "allow_keyless_loopback", "metrics_keyless_loopback")
+_API_KEYS = ("listen", "tls_certificate", "tls_key", *_API_FLAGS, *_API_BOUNDS)
+
+
+def api_config(root: object, source: str = "the config file") -> ApiConfig:
+    """The `api:` section of a parsed node config; defaults when absent. Raises BadApiConfig."""
+    section = root.get("api") if isinstance(root, dict) else None
+    if section is None:
+        return ApiConfig()
+    if not isinstance(section, dict):
+        raise BadApiConfig(f"{source}: `api:` must be a mapping (listen, tls_certificate, ...)")
+    problems = [f"unknown key {key!r} (known: {', '.join(_API_KEYS)})" for key in section if key not in _API_KEYS]
+    values: dict[str, object] = {}
+    if "listen" in section:
+        try:
+            values["listen"] = listen_endpoint(section["listen"])
+        except BadApiConfig as error:
+            problems.append(f"listen: {error}")
+    for key in _API_FLAGS:
+        if key in section:
+            if isinstance(section[key], bool):
+                values[key] = section[key]
+            else:
+                problems.append(f"{key}: must be true or false, not {section[key]!r}")
+    for key in ("tls_certificate", "tls_key"):
+        if key in section:
+            if isinstance(section[key], str) and section[key].strip():
+                values[key] = Path(section[key]).expanduser()
+            else:
+                problems.append(f"{key}: must be the path of a PEM file, not {section[key]!r}")
+    for key, (low, high) in _API_BOUNDS.items():
+        if key in section:
+            value = section[key]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                problems.append(f"{key}: must be a whole number from {low} to {high}, not {value!r}")
+            else:
+                values["queue_timeout_s" if key == "queue_timeout_seconds" else key] = \
+                    float(value) if key == "queue_timeout_seconds" else value
+    if ("tls_certificate" in values) != ("tls_key" in values):
+        problems.append("tls_certificate and tls_key go together: give both PEM files, or neither")
+    if problems:
+        raise BadApiConfig(f"{source}: api: " + "; ".join(problems))
+    return ApiConfig(**values)  # type: ignore[arg-type]
+
+
+def listen_endpoint(text: object) -> Endpoint:
+    """`HOST:PORT` (or `HOST`, port 7780) of the HTTP listener; raises BadApiConfig."""
+    if not isinstance(text, str):
+        raise BadApiConfig(f"expected HOST:PORT, e.g. 127.0.0.1:{DEFAULT_API_PORT}, not {text!r}")
+    try:
+        return parse_endpoint(text, DEFAULT_API_PORT)
+    except BadPeerAddress as error:
+        raise BadApiConfig(str(error).replace("peer address", "listen address")) from None
 
 
 def parse_node_config(root: object, source: str) -> NodeConfig:
@@ -70,9 +181,14 @@ def parse_node_config(root: object, source: str) -> NodeConfig:
     except BadLlamaCppConfig as error:
         problems.append(str(error))
         llama_cpp = LlamaCppConfig()
+    try:
+        api = api_config(root, source)
+    except BadApiConfig as error:
+        problems.append(str(error))
+        api = ApiConfig()
     if problems:
         raise NodeConfigInvalid("\n".join(problems))
-    return NodeConfig(discovery=discovery, admission=admission, llama_cpp=llama_cpp)
+    return NodeConfig(discovery=discovery, admission=admission, llama_cpp=llama_cpp, api=api)
 
 
 def read_node_config(path: Path) -> NodeConfig:

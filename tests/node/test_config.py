@@ -6,8 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from orc.node.config import NodeConfig, NodeConfigInvalid, parse_node_config, read_node_config
+from orc.node.config import (
+    NodeConfig,
+    NodeConfigInvalid,
+    parse_node_config,
+    read_node_config,
+)
 from orc.node.links.static import Advertise, DiscoveryConfig, Endpoint
 from orc.node.models.runtimes.extra_buffers import ExtraBuffers, LlamaCppConfig
 from orc.node.worker.admission_config import AdmissionConfig
@@ -93,3 +97,40 @@ def test_the_daemon_refuses_a_bad_section_when_built_before_it_opens_anything(tm
     with pytest.raises(DaemonError, match=str(home.config_file)):
         Daemon(home, DaemonOptions(mdns=False))
     assert not control_socket(home).exists()
+
+
+def test_the_api_section_is_read_whole() -> None:
+    config = parse_node_config({"api": {
+        "listen": "0.0.0.0:8080", "enabled": True, "tls_certificate": "/etc/orc/cert.pem", "tls_key": "/etc/orc/key.pem",
+        "allow_keyless_loopback": True, "metrics_keyless_loopback": True, "max_body_bytes": 4096,
+        "max_concurrent": 2, "requests_per_minute": 10, "queue_timeout_seconds": 5}}, "config.yaml").api
+    assert config.listen == Endpoint("0.0.0.0", 8080) and not config.loopback_only
+    assert config.tls_certificate == Path("/etc/orc/cert.pem") and config.tls_key == Path("/etc/orc/key.pem")
+    assert config.allow_keyless_loopback and config.metrics_keyless_loopback
+    assert (config.max_body_bytes, config.max_concurrent, config.requests_per_minute, config.queue_timeout_s) == \
+        (4096, 2, 10, 5.0)
+
+
+def test_the_api_defaults_to_loopback_port_7780_with_keys() -> None:
+    config = parse_node_config(None, "config.yaml").api
+    assert config.enabled and config.listen == Endpoint("127.0.0.1", 7780) and config.loopback_only
+    assert not config.allow_keyless_loopback and config.tls_certificate is None
+    assert parse_node_config({"api": {"listen": "[::1]"}}, "c").api.loopback_only
+
+
+@pytest.mark.parametrize("section,words", [
+    ({"listen": "nowhere:port"}, "listen"),
+    ({"listen": 7780}, "listen"),
+    ({"tls_certificate": "/c.pem"}, "go together"),
+    ({"allow_keyless_loopback": "yes"}, "allow_keyless_loopback"),
+    ({"max_body_bytes": 10}, "max_body_bytes"),
+    ({"max_concurrent": 0}, "max_concurrent"),
+    ({"requests_per_minute": True}, "requests_per_minute"),
+    ({"queue_timeout_seconds": 99999}, "queue_timeout_seconds"),
+    ({"port": 7780}, "unknown key 'port'"),
+    ("on", "must be a mapping"),
+])
+def test_a_bad_api_setting_is_named(section: object, words: str) -> None:
+    with pytest.raises(NodeConfigInvalid) as raised:
+        parse_node_config({"api": section}, "config.yaml")
+    assert "api" in str(raised.value) and words in str(raised.value)
