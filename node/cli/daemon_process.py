@@ -27,7 +27,7 @@ from typing import Any, NoReturn
 
 from orc.node.home import DaemonLock, Home
 
-OPTION_FIELDS = ("listen", "interface", "join", "name", "peers", "models", "mdns", "tags", "threads")
+OPTION_FIELDS = ("listen", "interface", "join", "name", "peers", "models", "mdns", "tags", "threads", "api", "no_api")
 LIST_FIELDS = ("peers", "models", "tags")  # tuples in DaemonOptions, lists in JSON
 
 

@@ -155,13 +155,19 @@ def start(
     no_mdns: bool = typer.Option(False, "--no-mdns", help="Neither advertise nor browse with mDNS."),
     tag: List[str] = typer.Option([], "--tag", metavar="T", help="A tag ensembles can require (repeatable)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads per model (default: all cores)."),
+    api: Optional[str] = typer.Option(None, "--api", metavar="HOST:PORT",
+                                      help="Where the HTTP API (OpenAI-compatible, /metrics) listens "
+                                           "(default 127.0.0.1:7780; also 'api.listen' in the config file)."),
+    no_api: bool = typer.Option(False, "--no-api", help="Serve no HTTP API."),
     home: Optional[Path] = HomeOption,
     debug: bool = DebugOption,
 ) -> None:
     """Run this node's daemon in the foreground until SIGTERM or Ctrl-C.
 
     Logs go to stderr. The node serves its models to the mesh over mutual TLS, finds peers
-    with mDNS (and --peer), and lets 'orc run' on this device use the mesh.
+    with mDNS (and --peer), and lets 'orc run' on this device use the mesh. Its HTTP API
+    (OpenAI-compatible: /v1/models, /v1/chat/completions; /metrics; /health) listens on
+    127.0.0.1:7780 and wants a key from 'orc-node api-key create'.
 
     Examples:
 
@@ -170,6 +176,8 @@ def start(
       orc-node start --join orc1-... --name kitchen-pi --model smollm2-135m-instruct
 
       orc-node start --interface 192.168.1.20 --peer 192.168.1.30:7733
+
+      orc-node start --api 0.0.0.0:7780   (after 'orc-node api-key create')
     """
     with guarded(debug, configure_logging=False):
         from orc.node.cli.daemon_process import configure_logging, hand_over
@@ -186,8 +194,10 @@ def start(
         # The lock first, before the heavy imports: from this moment `orc run`, `orc-node invite`
         # and friends started next to this command know a daemon is coming and wait for it.
         lock = DaemonLock.acquire(located)  # HomeLocked: another daemon runs, exit 3 (cli.errors)
+        if api is not None and no_api:
+            fail(2, "--api and --no-api disagree; give one")
         options = dict(listen=listen, interface=interface, join=join, name=name, peers=list(peer),
-                       models=list(model), mdns=not no_mdns, tags=list(tag), threads=threads)
+                       models=list(model), mdns=not no_mdns, tags=list(tag), threads=threads, api=api, no_api=no_api)
         try:
             # The daemon runs in a fresh interpreter (same pid, the lock kept) without typer and
             # what it brings: about 10 MiB less for as long as the daemon runs.

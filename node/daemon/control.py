@@ -21,9 +21,9 @@ from orc.node.coordinator.engine import Engine, RunRefused
 from orc.node.coordinator.workspace import Workspace
 from orc.node.daemon.startup import Startup
 from orc.node.home import Home
+from orc.node.protocol.errors import DaemonStarting, InvalidRequest, MeshCannotRun
 from orc.node.protocol.events import RunProgress
 from orc.node.protocol.messages import Invitation, NodeStatus, PeerView, RunRequest
-from orc.node.protocol.errors import DaemonStarting, InvalidRequest, MeshCannotRun
 from orc.scheduler.errors import SchedulerError
 from orc.scheduler.journal import JournalContents, read_journal
 from orc.scheduler.loader import load_ensemble
@@ -62,14 +62,18 @@ class ControlService:
     """Status, peers, invitations, revocation and runs for the local command line."""
 
     def __init__(self, *, home: Home, startup: Startup, engines: EngineFactory,
-                 open_join_server: Callable[[], Awaitable[str]], join_address: Callable[[], str | None]) -> None:
+                 open_join_server: Callable[[], Awaitable[str]], join_address: Callable[[], str | None],
+                 watch_run: Callable[[AsyncIterator[RunProgress]], AsyncIterator[RunProgress]] = lambda events: events,
+                 ) -> None:
         """`open_join_server()` opens the join server (or finds it open) and returns its address;
-        `join_address()` is that address while it is open, else None."""
+        `join_address()` is that address while it is open, else None. `watch_run(events)` passes
+        a run's events on, observing them (the node's metrics)."""
         self.home = home
         self._startup = startup
         self._engines = engines
         self._open_join_server = open_join_server
         self._join_address = join_address
+        self._watch_run = watch_run
 
     def status(self) -> NodeStatus:
         running = self._startup.running
@@ -134,7 +138,7 @@ class ControlService:
         if request.plan:
             yield engine.forecast(bound, run_input)
             return
-        async for event in engine.run(bound, run_input, resume=resume, explain=request.explain):
+        async for event in self._watch_run(engine.run(bound, run_input, resume=resume, explain=request.explain)):
             yield event
 
     def _journal(self, run_id: str) -> Path:

@@ -18,8 +18,8 @@ import logging
 from collections.abc import Callable
 
 from orc.node.links.static import Endpoint
-from orc.node.protocol.messages import JoinGrant
 from orc.node.protocol.errors import NotCertificateAuthority, Unavailable
+from orc.node.protocol.messages import JoinGrant
 from orc.node.trust.membership import Membership
 
 log = logging.getLogger(__name__)

@@ -23,13 +23,13 @@ from dataclasses import dataclass, replace
 
 from orc.node.links.peer_events import Hint
 from orc.node.links.static import Endpoint
+from orc.node.protocol.errors import JoinRefused, NodeError, PinMismatch
+from orc.node.rpc import client as rpc_client
 from orc.node.trust.certificates import check_ca_certificate, make_csr
 from orc.node.trust.ids import mesh_id_from_pin
 from orc.node.trust.revocation import RevocationLog
 from orc.node.trust.store import Identity, IdentityStore, Issuer
 from orc.node.trust.tokens import JoinToken
-from orc.node.rpc import client as rpc_client
-from orc.node.protocol.errors import JoinRefused, NodeError, PinMismatch
 
 log = logging.getLogger(__name__)
 

@@ -32,50 +32,40 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from typing_extensions import assert_never
-
-from orc.node.worker.execution_log import ExecutionLog
-from orc.node.models.catalog import Catalog, CatalogError, ModelEntry
-from orc.node.protocol.description import DEFAULT_PORT
-from orc.node.links.peer_events import Hint, Source
-from orc.node.links.errors import BadPeerAddress
-from orc.node.links.static import Advertise, Endpoint, parse_endpoint
-from orc.node.links.txt import advert_for
 from orc.node.config import NodeConfig, NodeConfigInvalid, read_node_config
-from orc.node.home import DaemonLock, Home
-from orc.node.trust.certificates import make_csr
-from orc.node.protocol.errors import NodeError
-from orc.node.protocol.ids import NodeId
-from orc.node.trust.errors import IdentityError
-from orc.node.trust.store import Identity, IdentityStore
-from orc.node.trust.membership import Membership
 from orc.node.coordinator.generations import PeerState
 from orc.node.coordinator.placer import MeshPlacer
+from orc.node.daemon.errors import ApiPortUnusable, DaemonError, ListenPortInUse
+from orc.node.daemon.http_api import api_settings, refuse_a_keyless_open_api, serve_api
+from orc.node.daemon.join_server import JoinServer
+from orc.node.daemon.startup import Running, Startup
+from orc.node.daemon.supervision import cancel_all, supervised
+from orc.node.home import DaemonLock, Home
+from orc.node.links.errors import BadPeerAddress
+from orc.node.links.peer_events import Hint, Source
 from orc.node.links.peering import Peering
-from orc.node.rpc.connector import MtlsConnector
+from orc.node.links.static import Advertise, Endpoint, parse_endpoint
+from orc.node.links.txt import advert_for
+from orc.node.metrics import NodeMetrics
+from orc.node.models.catalog import Catalog, CatalogError, ModelEntry
 from orc.node.models.runners import RunnerRuntime
 from orc.node.models.runtimes.base import ModelRuntime
+from orc.node.protocol.description import DEFAULT_PORT
+from orc.node.protocol.errors import NodeError
+from orc.node.protocol.ids import NodeId
+from orc.node.rpc.connector import MtlsConnector
+from orc.node.trust.certificates import make_csr
+from orc.node.trust.errors import IdentityError
+from orc.node.trust.membership import Membership
+from orc.node.trust.store import Identity, IdentityStore
+from orc.node.worker.execution_log import ExecutionLog
 from orc.node.worker.service import NodeService
-from orc.node.daemon.join_server import JoinServer
-from orc.node.daemon.supervision import cancel_all, supervised
-from orc.node.daemon.startup import Running, Startup
+from typing_extensions import assert_never
 
 log = logging.getLogger(__name__)
 
 RENEWAL_CHECK_INTERVAL = 600.0  # seconds; certificates live 30 days and renew with 10 left
 SHUTDOWN_GRACE = 2.0
-
-
-class DaemonError(Exception):
-    """The daemon cannot start; the message says why and what to do."""
-
-    exit_code = 2  # invalid input: flags, files, identity
-
-
-class ListenPortInUse(DaemonError):
-    """Another program (another orc-node?) listens on the mesh port; stop it or choose another port."""
-
-    exit_code = 3
 
 
 @dataclass(frozen=True)
@@ -91,6 +81,8 @@ class DaemonOptions:
     mdns: bool = True
     tags: tuple[str, ...] = ()
     threads: int | None = None  # CPU threads per model
+    api: str | None = None  # HOST:PORT of the HTTP API (default: config.yaml's, else 127.0.0.1:7780)
+    no_api: bool = False  # serve no HTTP API
 
 
 def control_socket(home: Home) -> Path:
@@ -114,6 +106,10 @@ class Daemon:
         self.peers = tuple(self.config.peers) + tuple(parse_peer(p) for p in options.peers)
         self.mdns_enabled = options.mdns and self.config.mdns
         self.catalog = Catalog(home.models_dir)
+        self.api = api_settings(self.node_config.api, options.api, options.no_api)
+        self.api_address: str | None = None  # where the HTTP API serves, once it does
+        # What the node counts; `/metrics` serves it. Scrapes read the running node's parts.
+        self.metrics = NodeMetrics(running=lambda: self.startup.running)
         self.mesh_port: int | None = None
         self.startup = Startup(joining=bool(options.join) and not self.store.exists())
         self.join_server = JoinServer(
@@ -195,7 +191,8 @@ class Daemon:
         lock = self._lock or await asyncio.to_thread(DaemonLock.acquire, self.home)
         try:
             control = ControlService(home=self.home, startup=self.startup, engines=mesh_engines(self.home, self.startup),
-                                     open_join_server=self.join_server.open, join_address=self.join_server.address)
+                                     open_join_server=self.join_server.open, join_address=self.join_server.address,
+                                     watch_run=self.metrics.watched_run)
             control_server = await start_control_server(control, str(control_socket(self.home)))
             try:
                 async with contextlib.AsyncExitStack() as running:
@@ -230,6 +227,7 @@ class Daemon:
 
     async def _start(self, running: contextlib.AsyncExitStack) -> None:
         """Build the node's parts in dependency order, each whole, then start its long-running tasks."""
+        await refuse_a_keyless_open_api(self.api, self.home)
         identity = await self._identity()
         membership = Membership(self.store, identity)
         self.startup.member(membership)  # invitations and revocations work from here
@@ -242,7 +240,7 @@ class Daemon:
         # Stopped last (pushed first): the servers and tasks that generate stop before their runners.
         running.push_async_callback(_close_runtimes, runtimes)
         served = await asyncio.to_thread(self._served, runtimes)
-        connector = MtlsConnector(membership)
+        connector = MtlsConnector(membership, observer=self.metrics)
         peering = Peering(membership=membership, connector=connector, own_addresses=self.addresses)
         service = NodeService(
             membership=membership, runtimes=runtimes, served=served,
@@ -255,7 +253,8 @@ class Daemon:
         running.push_async_callback(lambda: mesh_server.stop(SHUTDOWN_GRACE))
         log.info("node %s (%s) of mesh %s listening on %s", identity.node_id, identity.name, identity.mesh_id,
                  ", ".join(self.addresses()))
-        placer = MeshPlacer(service=service, peers=lambda: _peer_states(peering), link=connector.link, clock=time.monotonic)
+        placer = MeshPlacer(service=service, peers=lambda: _peer_states(peering), link=connector.link, clock=time.monotonic,
+                            observer=self.metrics)
         running.push_async_callback(placer.close)
         membership.on_revoked(lambda ids: [placer.forget(node_id) for node_id in ids])
         for endpoint in self.peers:
@@ -263,6 +262,10 @@ class Daemon:
         node = StartedNode(membership, service, peering, mesh_server)
         self.node = node
         self.startup.started(Running(service=service, runtimes=runtimes, peers=peering.views, placer=placer))
+        if self.api.enabled:
+            web = await serve_api(self.api, self.home, placer, identity.node_id, self.metrics)
+            self.api_address = web.address
+            running.push_async_callback(web.stop)
         parts: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("peering", peering.run),
             ("warm-up", service.warm_up),
@@ -279,11 +282,11 @@ class Daemon:
         from orc.node.rpc.authorization import Authorizer
         from orc.node.rpc.connections import mesh_limits
         from orc.node.rpc.front_door import FrontDoor
-        from orc.node.rpc.sockets import PortInUse, raise_open_file_limit
         from orc.node.rpc.servers import start_mesh_server
+        from orc.node.rpc.sockets import PortInUse, raise_open_file_limit
 
         front_door = FrontDoor(mesh_limits(raise_open_file_limit()))
-        authorizer = Authorizer(is_revoked=membership.is_revoked, gate=front_door)
+        authorizer = Authorizer(is_revoked=membership.is_revoked, gate=front_door, observer=self.metrics)
         # Ends the revoked nodes' open calls, then closes their connections.
         membership.on_revoked(lambda ids: [authorizer.cut_off(node_id) for node_id in ids])
         identity = membership.identity
@@ -339,16 +342,22 @@ class Daemon:
                     await self._renew(node)
                 except (DaemonError, NodeError, IdentityError, OSError) as error:  # no peer renewed it
                     log.warning("certificate renewal failed, retrying later: %s", error)
-                except Exception:  # noqa: BLE001 - a task boundary: a bug must not end renewal for good
+                except Exception:
                     log.exception("certificate renewal failed unexpectedly; retrying later")
             await asyncio.sleep(RENEWAL_CHECK_INTERVAL)
 
     async def _renew(self, node: StartedNode) -> None:
         from datetime import datetime, timezone
 
-        from orc.node.trust.store import Issuer
-        from orc.node.trust.renewal import Candidate, NotRenewed, Renewed, remembered_junk, renew_from_peers
         from orc.node.rpc.client import PeerClient
+        from orc.node.trust.renewal import (
+            Candidate,
+            NotRenewed,
+            Renewed,
+            remembered_junk,
+            renew_from_peers,
+        )
+        from orc.node.trust.store import Issuer
 
         membership, peering = node.membership, node.peering
         identity = membership.identity
@@ -483,4 +492,5 @@ def default_node_name() -> str:
     return name or "node"
 
 
-__all__ = ["Daemon", "DaemonError", "DaemonOptions", "control_socket", "default_node_name", "parse_peer"]
+__all__ = ["ApiPortUnusable", "Daemon", "DaemonError", "DaemonOptions", "ListenPortInUse", "control_socket",
+           "default_node_name", "parse_peer"]

@@ -24,9 +24,9 @@ from orc.node.protocol.errors import DaemonStarting
 from orc.node.protocol.messages import PeerView
 
 if TYPE_CHECKING:
-    from orc.node.trust.membership import Membership
     from orc.node.coordinator.placer import MeshPlacer
     from orc.node.models.runtimes.base import ModelRuntime
+    from orc.node.trust.membership import Membership
     from orc.node.worker.service import NodeService
 
 

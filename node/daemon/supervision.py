@@ -30,7 +30,7 @@ async def supervised(name: str, part: Callable[[], Awaitable[None]]) -> None:
             return
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - the supervision boundary
+        except Exception:
             log.exception("%s failed; restarting in %.0f s", name, delay)
         if time.monotonic() - started > 60:
             delay = 1.0

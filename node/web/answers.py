@@ -110,13 +110,17 @@ async def samples(streams: Sequence[AsyncIterator[MeshEvent]]) -> AsyncIterator[
 
 
 async def _sample(index: int, stream: AsyncIterator[MeshEvent]) -> AsyncIterator[Answer]:
+    placed = False
     try:
         async for event in stream:
             match event:
                 case Bound(node_name=name, replaces=replaces):
+                    placed = True
                     yield Placed(index, name, replaces)
-                case Working():
-                    pass
+                case Working(node_id=node_id):
+                    if not placed:  # a placer that only says where it starts (this machine alone)
+                        placed = True
+                        yield Placed(index, node_id)
                 case TokenChunk(text=text):
                     if text:
                         yield Piece(index, text)

@@ -43,6 +43,8 @@ from orc.node.web.openai_wire import (
 )
 from orc.node.web.responses import (
     BodyTooLarge,
+    BodyTooSlow,
+    ClientGone,
     EventStream,
     Outcome,
     collect,
@@ -107,6 +109,8 @@ def refusal_for(error: BaseException) -> Refusal:
     match error:
         case BodyTooLarge():
             return Refusal(413, str(error), "invalid_request_error", "request_too_large")
+        case BodyTooSlow():
+            return Refusal(408, str(error), "invalid_request_error", "request_timeout")
         case BadRequest():
             return Refusal(400, str(error), "invalid_request_error", "invalid_request")
         case UnknownModel():
@@ -217,7 +221,10 @@ class _Api:
                     return response
                 outcome = await _unless_gone(request, collect(answers, Outcome(ask.samples, started, created,
                                                                                response_id=request_id)))
-            except (BadRequest, BodyTooLarge, UnknownModel, EnsembleUnusable, NoNode, RunFailed) as error:
+            except ClientGone:
+                self.metrics_sink.request(endpoint, model_label, 499)
+                return Response(status_code=499)
+            except (BadRequest, BodyTooLarge, BodyTooSlow, UnknownModel, EnsembleUnusable, NoNode, RunFailed) as error:
                 refusal = refusal_for(error)
                 self.metrics_sink.request(endpoint, model_label, refusal.status)
                 return refusal_response(refusal, getattr(error, "param", None))

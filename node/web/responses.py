@@ -23,30 +23,53 @@ from orc.node.web.openai_wire import (
     sse,
     usage_chunk_json,
 )
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from typing_extensions import assert_never
 
 log = logging.getLogger(__name__)
+
+
+# A body must have arrived this long after its request began: a client that trickles one in holds
+# a place among the requests in flight meanwhile.
+BODY_TIMEOUT_S = 30.0
 
 
 class BodyTooLarge(Exception):
     """The request body is larger than the node accepts (`api.max_body_bytes`)."""
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+class BodyTooSlow(Exception):
+    """The request body did not arrive in time."""
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was read: there is no one to answer."""
+
+
+async def read_body(request: Request, limit: int, timeout_s: float = BODY_TIMEOUT_S) -> bytes:
     """The whole body, or BodyTooLarge as soon as it passes `limit` bytes (a declared length past
-    it is refused before a byte is read): a client cannot make the node buffer more."""
+    it is refused before a byte is read): a client cannot make the node buffer more. BodyTooSlow
+    after `timeout_s`, ClientGone if the client hangs up first."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(f"the request body is {int(declared)} bytes; this node accepts at most {limit}")
-    parts: list[bytes] = []
-    size = 0
-    async for part in request.stream():
-        size += len(part)
-        if size > limit:
-            raise BodyTooLarge(f"the request body is larger than this node accepts ({limit} bytes)")
-        parts.append(part)
-    return b"".join(parts)
+
+    async def whole() -> bytes:
+        parts: list[bytes] = []
+        size = 0
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                raise BodyTooLarge(f"the request body is larger than this node accepts ({limit} bytes)")
+            parts.append(part)
+        return b"".join(parts)
+
+    try:
+        return await asyncio.wait_for(whole(), timeout_s)
+    except asyncio.TimeoutError:
+        raise BodyTooSlow(f"the request body did not arrive within {timeout_s:.0f} s") from None
+    except ClientDisconnect:
+        raise ClientGone() from None
 
 
 @dataclass

@@ -103,7 +103,7 @@ def test_commands_refuse_an_unsafe_home_with_one_line_and_exit_2(tmp_path):
     home.mkdir()
     os.chmod(home, 0o777)
     env = {**os.environ, "ORC_HOME": str(home)}
-    for module, args in (("orc_node", ("status",)), ("orc_node", ("start", "--no-mdns")), ("orc", ("peers",)),
+    for module, args in (("orc_node", ("status",)), ("orc_node", ("start", "--no-mdns", "--no-api")), ("orc", ("peers",)),
                          ("orc", ("run", "perspectives", "x"))):
         done = subprocess.run([sys.executable, "-m", f"orc.node.cli.{module}", *args], capture_output=True,
                               text=True, env=env, timeout=120)

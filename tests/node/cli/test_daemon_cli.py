@@ -46,7 +46,7 @@ def test_a_relative_path_resolves_in_the_callers_folder(home, tmp_path):
     # The mesh and join servers take PORT and PORT + 1; a clash fails the start, and the wait below says so.
     port = _free_port()
     log = (tmp_path / "daemon.log").open("w")
-    daemon = subprocess.Popen([sys.executable, "-m", "orc.node.cli.orc_node", "start", "--no-mdns",
+    daemon = subprocess.Popen([sys.executable, "-m", "orc.node.cli.orc_node", "start", "--no-mdns", "--no-api",
                                "--listen", f"127.0.0.1:{port}"], cwd=daemon_folder, stdout=log,
                               stderr=subprocess.STDOUT, env={**os.environ, "ORC_HOME": str(home)})
     try:

@@ -135,7 +135,7 @@ def test_a_second_start_exits_3_with_one_line(home) -> None:
                           capture_output=True, timeout=60).returncode == 0
     lock = DaemonLock.acquire(Home.locate(home))  # as a running daemon holds it
     try:
-        done = subprocess.run([sys.executable, "-m", "orc.node.cli.orc_node", "start", "--no-mdns", "--listen",
+        done = subprocess.run([sys.executable, "-m", "orc.node.cli.orc_node", "start", "--no-mdns", "--no-api", "--listen",
                                "127.0.0.1:45931"], env=env, capture_output=True, text=True, timeout=60)
     finally:
         lock.release()

@@ -50,7 +50,7 @@ def test_init_creates_a_mesh_and_status_reports_it_stopped(home):
 
 
 def test_start_before_joining_says_what_to_do(home):
-    done = orc_node(home, "start", "--no-mdns")
+    done = orc_node(home, "start", "--no-mdns", "--no-api")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "orc-node init" in done.stderr and "--join" in done.stderr
 

@@ -32,7 +32,7 @@ def run(home: Path, module: str, *args: str, timeout: float = 120) -> subprocess
 def start(home: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "ORC_HOME": str(home)}
     log = (home / "daemon.log").open("w")
-    return subprocess.Popen([sys.executable, "-m", "orc.node.cli.orc_node", "start", "--no-mdns", "--model", SMOL,
+    return subprocess.Popen([sys.executable, "-m", "orc.node.cli.orc_node", "start", "--no-mdns", "--no-api", "--model", SMOL,
                              *args], env=env, stdout=log, stderr=subprocess.STDOUT)
 
 

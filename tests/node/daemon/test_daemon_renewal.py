@@ -55,7 +55,7 @@ def test_renewal_swaps_the_served_certificate_in_place(tmp_path):
     home = Home.locate(tmp_path / "home")
     IdentityStore(home.identity_dir).init_mesh("attic", datetime.now(timezone.utc))
     port = free_port()
-    daemon = Daemon(home, DaemonOptions(listen=f"127.0.0.1:{port}", mdns=False, models=("smollm2-135m-instruct",)))
+    daemon = Daemon(home, DaemonOptions(listen=f"127.0.0.1:{port}", mdns=False, models=("smollm2-135m-instruct",), no_api=True))
 
     async def scenario():
         async with running(daemon):
@@ -128,7 +128,7 @@ def test_a_junk_answer_from_a_ca_claiming_peer_moves_renewal_on_to_the_real_ca(t
     store.save_membership("laptop", authority.issue_for_key(key.public_key(), now), authority.certificate_pem,
                           RevocationLog(), Issuer(junk_id, None))
     port = free_port()
-    daemon = Daemon(home, DaemonOptions(listen=f"127.0.0.1:{port}", mdns=False, models=("smollm2-135m-instruct",)))
+    daemon = Daemon(home, DaemonOptions(listen=f"127.0.0.1:{port}", mdns=False, models=("smollm2-135m-instruct",), no_api=True))
     junk = _Renewer(lambda caller, csr: b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n"
                                         b"-----END CERTIFICATE-----\n")
     genuine = _Renewer(ca.renew_for)

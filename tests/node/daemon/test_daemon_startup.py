@@ -57,7 +57,7 @@ def held(monkeypatch) -> threading.Event:
 def ca_daemon(root: Path, port: int) -> Daemon:
     home = Home.locate(root / "ca")
     IdentityStore(home.identity_dir).init_mesh("ca", datetime.now(timezone.utc))
-    return Daemon(home, DaemonOptions(listen=f"127.0.0.1:{port}", mdns=False, models=(SMOL,)))
+    return Daemon(home, DaemonOptions(listen=f"127.0.0.1:{port}", mdns=False, models=(SMOL,), no_api=True))
 
 
 @contextlib.asynccontextmanager
@@ -142,7 +142,7 @@ def test_a_run_sent_during_start_up_waits_for_the_node_and_runs_there(root, held
 
 def test_a_second_daemon_for_the_same_home_is_refused_at_once(root, held) -> None:
     daemon = ca_daemon(root, free_port_pair())
-    second = Daemon(daemon.home, DaemonOptions(listen=f"127.0.0.1:{free_port_pair()}", mdns=False, models=(SMOL,)))
+    second = Daemon(daemon.home, DaemonOptions(listen=f"127.0.0.1:{free_port_pair()}", mdns=False, models=(SMOL,), no_api=True))
 
     async def scenario():
         async with serving(daemon, held) as client:

@@ -173,12 +173,9 @@ def test_every_state_of_the_peer_link_machine_is_a_label():
 
 
 def test_the_documentation_lists_every_metric_and_no_other():
-    """docs/api.md (its Metrics section, first written as docs/metrics-section.md) names each
-    metric as a query would: counters with `_total`, histograms by their base name."""
-    docs = Path(__file__).resolve().parents[3] / "docs"
-    api = docs / "api.md"
-    text = api.read_text() if api.is_file() and "## Metrics" in api.read_text() else \
-        (docs / "metrics-section.md").read_text()
+    """docs/api.md's Metrics section names each metric as a query would: counters with
+    `_total`, histograms by their base name."""
+    text = (Path(__file__).resolve().parents[3] / "docs" / "api.md").read_text()
     documented = set(re.findall(r"^\| `(orc_[a-z_]+)` \|", text, re.MULTILINE))
     families = scrape(NodeMetrics(running=fake))
     exposed = {f"{name}_total" if family.type == "counter" else name

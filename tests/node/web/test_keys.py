@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from orc.node.home import UnsafeFile
 from orc.node.web import keys as keys_module
 from orc.node.web.keys import (

@@ -68,7 +68,7 @@ def test_a_serving_daemon_maps_no_model_library_and_its_runner_maps_libllama(tmp
 
     assert cli("orc_node", "init", "--name", "solo").returncode == 0
     log = (home / "daemon.log").open("w")
-    daemon = subprocess.Popen([sys.executable, "-m", "orc.node.cli.orc_node", "start", "--no-mdns", "--threads", "2",
+    daemon = subprocess.Popen([sys.executable, "-m", "orc.node.cli.orc_node", "start", "--no-mdns", "--no-api", "--threads", "2",
                                "--model", DEFAULT_MODEL_ID, "--listen", f"127.0.0.1:{free_port_pair()}"],
                               env=env, stdout=log, stderr=subprocess.STDOUT)
     runners: list[int] = []

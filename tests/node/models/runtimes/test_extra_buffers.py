@@ -177,7 +177,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("command", [["orc", "run", "perspectives", "x"], ["orc_node", "start", "--no-mdns"]])
+@pytest.mark.parametrize("command", [["orc", "run", "perspectives", "x"], ["orc_node", "start", "--no-mdns", "--no-api"]])
 def test_a_bad_value_at_the_command_line_is_exit_2_naming_the_file(tmp_path: Path, command: list[str]) -> None:
     home = tmp_path / "home"
     home.mkdir()

@@ -273,7 +273,7 @@ def test_orc_node_start_logs_only_its_own_lines(tmp_path: Path) -> None:
                           text=True, timeout=60)
     assert init.returncode == 0, init.stderr
     args = [arg for model in models for arg in ("--model", model)]
-    daemon = subprocess.Popen([sys.executable, "-m", "orc.node.cli.orc_node", "start", "--no-mdns", "--threads", "2",
+    daemon = subprocess.Popen([sys.executable, "-m", "orc.node.cli.orc_node", "start", "--no-mdns", "--no-api", "--threads", "2",
                                "--listen", f"127.0.0.1:{free_port()}", *args],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
