@@ -23,6 +23,7 @@ from typing import Protocol
 
 from orc.node.config import ApiConfig
 from orc.node.coordinator.generations import NoNode, NoRoom, TimedOut
+from orc.node.models.runtimes.base import RuntimeFailure
 from orc.node.protocol.events import RunProgress
 from orc.node.web.answers import Answer, RunFailed, deliverable, samples
 from orc.node.web.gateway import (
@@ -129,6 +130,8 @@ def refusal_for(error: BaseException) -> Refusal:
                            retry_after_s=5)
         case RunFailed():
             return Refusal(500, str(error), "server_error", "run_failed")
+        case RuntimeFailure():
+            return Refusal(500, f"the generation failed: {error}", "server_error", "generation_failed")
     log.error("API request failed unexpectedly", exc_info=error)
     return Refusal(500, f"internal error: {type(error).__name__}", "server_error", "internal_error")
 
@@ -224,7 +227,8 @@ class _Api:
             except ClientGone:
                 self.metrics_sink.request(endpoint, model_label, 499)
                 return Response(status_code=499)
-            except (BadRequest, BodyTooLarge, BodyTooSlow, UnknownModel, EnsembleUnusable, NoNode, RunFailed) as error:
+            except (BadRequest, BodyTooLarge, BodyTooSlow, UnknownModel, EnsembleUnusable, NoNode, RunFailed,
+                    RuntimeFailure) as error:
                 refusal = refusal_for(error)
                 self.metrics_sink.request(endpoint, model_label, refusal.status)
                 return refusal_response(refusal, getattr(error, "param", None))

@@ -82,6 +82,8 @@ def parse_body(raw: bytes) -> Mapping[str, object]:
         body = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
         raise BadRequest("the request body is not valid JSON") from None
+    except RecursionError:  # [[[[...]]]] thousands deep fits in a small body
+        raise BadRequest("the request body nests too deeply") from None
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
     return body

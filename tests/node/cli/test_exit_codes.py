@@ -7,7 +7,7 @@ import typer
 
 from orc.node.cli.errors import exit_code_for, guarded
 from orc.node.daemon.joining import JoinFailed
-from orc.node.daemon.root import DaemonError, ListenPortInUse
+from orc.node.daemon.root import ApiPortUnusable, DaemonError, ListenPortInUse
 from orc.node.home import HomeLocked, UnsafeHome
 from orc.node.links.errors import BadPeerAddress
 from orc.node.models.catalog import UnknownModel
@@ -21,7 +21,8 @@ INVALID_INPUT = [domain.InvalidRequest(), domain.WireError(), domain.JoinRefused
                  NotMember(), EnsembleNotFound("x", []), ConfigInvalid("x"), UnknownModel("x"), UnsafeHome("x"),
                  BadPeerAddress("x"), DaemonError("x"), FileNotFoundError("x")]
 MESH_CANNOT = [domain.MeshCannotRun(), domain.DaemonNotRunning(), domain.Revoked(), domain.TimedOut(),
-               domain.Internal(), JoinFailed("x"), HomeLocked("x", 1), ModelLoadError("x"), ListenPortInUse("x")]
+               domain.Internal(), JoinFailed("x"), HomeLocked("x", 1), ModelLoadError("x"), ListenPortInUse("x"),
+               ApiPortUnusable("x")]
 
 
 @pytest.mark.parametrize("error", INVALID_INPUT, ids=lambda e: type(e).__name__)

@@ -95,7 +95,7 @@ def test_completions_take_one_prompt_as_a_user_turn() -> None:
             text_ask(bad)
 
 
-@pytest.mark.parametrize("raw", [b"", b"{", b"[1]", b"\xff\xfe", b'"text"'])
+@pytest.mark.parametrize("raw", [b"", b"{", b"[1]", b"\xff\xfe", b'"text"', b"[" * 100_000 + b"]" * 100_000])
 def test_a_body_must_be_a_json_object(raw: bytes) -> None:
     with pytest.raises(BadRequest):
         parse_body(raw)
