@@ -349,6 +349,7 @@ def node_status(home: Optional[Path]) -> tuple[dict[str, Any], str]:
             "listen": list(description.addresses),
             "ca_holder": status.ca_holder,
             "join_address": status.join_address,
+            "api": status.api_address,
             "home": folders,
             "peers": [peer_json(p) for p in (peers if peers is not _NOT_RUNNING else ())],
         }
@@ -414,6 +415,9 @@ def status(
         ]
         if info.get("join_address"):
             rows.append(("join", f"open at {info['join_address']} (an invitation is pending)"))
+        if mode == "daemon":
+            rows.append(("api", f"{info['api']}/v1 (OpenAI-compatible; keys: 'orc-node api-key')" if info.get("api")
+                         else "off"))
         if mode == "daemon":
             live = [p for p in info["peers"] if p["state"] in ("verified", "degraded")]
             rows.append(("peers", f"{len(live)} live of {len(info['peers'])} known"

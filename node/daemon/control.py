@@ -64,16 +64,18 @@ class ControlService:
     def __init__(self, *, home: Home, startup: Startup, engines: EngineFactory,
                  open_join_server: Callable[[], Awaitable[str]], join_address: Callable[[], str | None],
                  watch_run: Callable[[AsyncIterator[RunProgress]], AsyncIterator[RunProgress]] = lambda events: events,
-                 ) -> None:
+                 api_address: Callable[[], str | None] = lambda: None) -> None:
         """`open_join_server()` opens the join server (or finds it open) and returns its address;
         `join_address()` is that address while it is open, else None. `watch_run(events)` passes
-        a run's events on, observing them (the node's metrics)."""
+        a run's events on, observing them (the node's metrics); `api_address()` is where the
+        HTTP API serves, once it does."""
         self.home = home
         self._startup = startup
         self._engines = engines
         self._open_join_server = open_join_server
         self._join_address = join_address
         self._watch_run = watch_run
+        self._api_address = api_address
 
     def status(self) -> NodeStatus:
         running = self._startup.running
@@ -84,7 +86,7 @@ class ControlService:
         return NodeStatus(description=running.service.describe(), ca_holder=membership.identity.is_authority,
                           join_address=self._join_address(),
                           peers_verified=sum(1 for p in peers if p.verified and p.state in ("verified", "degraded")),
-                          peers_known=len(peers), home=str(self.home.data_dir))
+                          peers_known=len(peers), home=str(self.home.data_dir), api_address=self._api_address())
 
     def peers(self) -> tuple[PeerView, ...]:
         """Every peer known so far: none while the node is starting."""

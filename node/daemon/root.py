@@ -192,7 +192,7 @@ class Daemon:
         try:
             control = ControlService(home=self.home, startup=self.startup, engines=mesh_engines(self.home, self.startup),
                                      open_join_server=self.join_server.open, join_address=self.join_server.address,
-                                     watch_run=self.metrics.watched_run)
+                                     watch_run=self.metrics.watched_run, api_address=lambda: self.api_address)
             control_server = await start_control_server(control, str(control_socket(self.home)))
             try:
                 async with contextlib.AsyncExitStack() as running:

@@ -197,6 +197,7 @@ class NodeStatus:
     peers_verified: int
     peers_known: int
     home: str
+    api_address: str | None = None  # "http(s)://host:port" of the HTTP API while it serves
 
 
 @dataclass(frozen=True)

@@ -12,20 +12,22 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("description", "ca_holder", "join_address", "peers_verified", "peers_known", "home")
+    __slots__ = ("description", "ca_holder", "join_address", "peers_verified", "peers_known", "home", "api_address")
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     CA_HOLDER_FIELD_NUMBER: _ClassVar[int]
     JOIN_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PEERS_VERIFIED_FIELD_NUMBER: _ClassVar[int]
     PEERS_KNOWN_FIELD_NUMBER: _ClassVar[int]
     HOME_FIELD_NUMBER: _ClassVar[int]
+    API_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     description: _mesh_pb2.NodeDescription
     ca_holder: bool
     join_address: str
     peers_verified: int
     peers_known: int
     home: str
-    def __init__(self, description: _Optional[_Union[_mesh_pb2.NodeDescription, _Mapping]] = ..., ca_holder: _Optional[bool] = ..., join_address: _Optional[str] = ..., peers_verified: _Optional[int] = ..., peers_known: _Optional[int] = ..., home: _Optional[str] = ...) -> None: ...
+    api_address: str
+    def __init__(self, description: _Optional[_Union[_mesh_pb2.NodeDescription, _Mapping]] = ..., ca_holder: _Optional[bool] = ..., join_address: _Optional[str] = ..., peers_verified: _Optional[int] = ..., peers_known: _Optional[int] = ..., home: _Optional[str] = ..., api_address: _Optional[str] = ...) -> None: ...
 
 class PeersRequest(_message.Message):
     __slots__ = ()

@@ -109,6 +109,7 @@ def test_curl_lists_models_with_the_key_and_is_refused_without(lan):
     assert without.stdout == "401"
     health = a.ns.run(["curl", "-s", URL + "/health"], timeout=30)
     assert json.loads(health.stdout) == {"status": "ok"}
+    assert a.status()["api"] == URL  # `orc-node status` says where it serves
 
 
 def test_a_chat_with_real_usage(lan):

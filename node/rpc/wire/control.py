@@ -11,12 +11,16 @@ from orc.node.rpc.wire.checks import MAX_PATH, MAX_PEERS_LISTED, MAX_RUN_ID, MAX
 from orc.node.rpc.wire.nodes import description_from_wire, description_to_wire
 from orc.proto.v1 import control_pb2 as cpb
 
+MAX_API_ADDRESS = 300  # "https://[v6 address]:port" is far shorter
+
 
 def node_status_to_wire(status: NodeStatus) -> cpb.NodeStatus:
     message = cpb.NodeStatus(description=description_to_wire(status.description), ca_holder=status.ca_holder,
                              peers_verified=status.peers_verified, peers_known=status.peers_known, home=status.home)
     if status.join_address is not None:
         message.join_address = status.join_address
+    if status.api_address is not None:
+        message.api_address = status.api_address
     return message
 
 
@@ -28,6 +32,7 @@ def node_status_from_wire(message: cpb.NodeStatus) -> NodeStatus:
         peers_verified=message.peers_verified,
         peers_known=message.peers_known,
         home=check.text(message.home, "home", MAX_PATH),
+        api_address=optional(message, "api_address", lambda v: check.text(v, "API address", MAX_API_ADDRESS)),
     )
 
 
