@@ -220,7 +220,8 @@ class _Api:
                 if ask.stream:
                     response = await self._streamed(request, endpoint, ask, answers,
                                                     Outcome(ask.samples, started, created, response_id=request_id))
-                    leave = _nothing  # the stream leaves when it ends
+                    if isinstance(response, EventStream):
+                        leave = _nothing  # the stream leaves when it ends
                     return response
                 outcome = await _unless_gone(request, collect(answers, Outcome(ask.samples, started, created,
                                                                                response_id=request_id)))
