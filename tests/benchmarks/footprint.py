@@ -103,7 +103,8 @@ def _is_shared_object(path: str) -> bool:
 
 _IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|\s*(\S+)")
 # Each interpreter prints it before its first import: `orc-node start`'s, then the daemon's own
-# (node/cli/daemon_process.py), which replaces it.
+# (node/cli/daemon_process.py), which replaces it, then each model runner the daemon starts (they
+# inherit the setting; their imports, llama_cpp and numpy, are not the daemon's).
 _IMPORTTIME_HEADER = "import time: self [us] | cumulative | imported package"
 
 
@@ -115,11 +116,13 @@ class Package:
 
 
 def imported_packages(log: str) -> list[Package]:
-    """The top-level packages the last interpreter of a `-X importtime` log imported, most
-    expensive first."""
+    """The top-level packages the daemon's interpreter (the second of a `-X importtime` log)
+    imported before its first runner started, most expensive first. Its runners start once the
+    node runs, after the daemon built every part (HTTP API included)."""
     modules: dict[str, int] = defaultdict(int)
     micros: dict[str, int] = defaultdict(int)
-    for line in log.rsplit(_IMPORTTIME_HEADER, 1)[-1].splitlines():
+    sections = log.split(_IMPORTTIME_HEADER)
+    for line in sections[min(2, len(sections) - 1)].splitlines():
         match = _IMPORT_LINE.search(line)
         if match:
             top = match.group(3).split(".")[0]
@@ -200,9 +203,9 @@ async def _settle(node: _Node, peer_id: str) -> None:
     await _wait(lambda: _lists_verified(node, peer_id), 60, f"{node.name} to list its peer verified", node)
 
 
-async def _sample(node: _Node, peer_id: str) -> dict[str, Any]:
-    """Start M, let it settle and idle, read /proc, stop it."""
-    node.start("--model", PLACEHOLDER)
+async def _sample(node: _Node, peer_id: str, *extra: str) -> dict[str, Any]:
+    """Start M (with `extra` flags), let it settle and idle, read /proc, stop it."""
+    node.start("--model", PLACEHOLDER, *extra)
     try:
         await _settle(node, peer_id)
         pid = node.process.pid
@@ -260,12 +263,14 @@ async def _measure(root: Path, lan: Any) -> dict[str, Any]:
             _log(f"sample {index + 1} of {SAMPLES}: start M, settle, idle {IDLE_SECONDS:.0f} s ...")
             samples.append(await _sample(m, p_id))
             _log(f"  VmRSS {samples[-1]['status']['VmRSS'] / 1024:.1f} MiB")
+        _log("M with --no-api, to see what the HTTP API costs ...")
+        no_api = [await _sample(m, p_id, "--no-api") for _ in range(SAMPLES)]
         _log("M under -X importtime ...")
         log = await _importtime(m, p_id)
     finally:
         m.stop()
         p.stop()
-    return {"samples": samples, "importtime": log, "load": os.getloadavg()}
+    return {"samples": samples, "no_api": no_api, "importtime": log, "load": os.getloadavg()}
 
 
 # ---- the report ----
@@ -311,6 +316,7 @@ def format_rows(results: dict[str, Any]) -> tuple[list[Row], str]:
             f"target ≤ {TARGET_BYTES / 1e6:.0f} MB; median of {len(samples)} starts "
             f"({', '.join(f'{x / 1024:.1f}' for x in rss)} MiB); CPU {median['cpu_percent']:.1f}% of a core over "
             f"{IDLE_SECONDS:.0f} s idle; {status['Threads']} threads; start-up peak (VmHWM) {_mib(status['VmHWM'])}"),
+        *_no_api_row(results, status["VmRSS"]),
         Row("… anonymous (RssAnon)", _mib(status["RssAnon"]),
             f"malloc heap (`[heap]`) {_mib(anonymous['[heap]'])}, other anonymous mappings (Python's arenas, "
             f"thread stacks and arenas) {_mib(anonymous['[anon]'])}, main stack {_mib(anonymous['[stack]'])}; "
@@ -323,7 +329,7 @@ def format_rows(results: dict[str, Any]) -> tuple[list[Row], str]:
             + ("" if median["placeholder_failed"] else "; **the placeholder model did not fail as intended**")),
         Row("largest mapped libraries (resident)",
             ", ".join(f"{_short(path)} {_mib(kib)}" for path, kib in libraries[:TOP_LIBRARIES]), ""),
-        Row("imported packages (outside the standard library)",
+        Row("imported packages (outside the standard library; the daemon, before its first runner)",
             ", ".join(f"{p.name} ({p.modules})" for p in third_party),
             f"{modules} modules in all, in {len(packages)} top-level packages; (n) is the module count"),
         Row("most expensive imports (`-X importtime`, own time)",
@@ -339,6 +345,18 @@ def format_rows(results: dict[str, Any]) -> tuple[list[Row], str]:
              f"{IDLE_SECONDS:.0f} s idle; the times are one sample on a shared machine (1-minute load average "
              f"{results['load'][0]:.1f}).")
     return rows, notes
+
+
+def _no_api_row(results: dict[str, Any], with_api_kib: float) -> list[Row]:
+    """What the HTTP API (uvicorn, Starlette, prometheus_client, their imports) adds to the idle daemon."""
+    samples = results.get("no_api") or []
+    if not samples:
+        return []
+    rss = sorted(s["status"]["VmRSS"] for s in samples)
+    median = rss[len(rss) // 2]
+    return [Row("… the same with `--no-api`", _mib_mb(median),
+                f"median of {len(rss)} starts ({', '.join(f'{x / 1024:.1f}' for x in rss)} MiB): the HTTP API "
+                f"(on by default) costs {(with_api_kib - median) / 1024:+.1f} MiB of the figure above")]
 
 
 def footprint_section(raw: Path | None = None) -> str:
