@@ -190,7 +190,11 @@ class LiveRun:
             case RunFinished(result=result):
                 self.status, self.finished_at = result.status, as_json["at"]
                 self.deliverable = as_json.get("deliverable")
-            case RunBegan() | AgentWorking() | RunPlanned():
+            case AgentWorking():
+                agent = self._agent(event.agent)
+                if agent is not None:
+                    agent.node_id = event.node_id
+            case RunBegan() | RunPlanned():
                 pass
             case _:
                 assert_never(event)

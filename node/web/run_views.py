@@ -214,7 +214,9 @@ def _journaled_agent(record: AgentRecord, seen: AgentSeen | None, *, interrupted
     status = record.status
     if interrupted and status is AgentStatus.RUNNING:
         status = AgentStatus.PENDING  # nothing runs it any more; a resume starts it again
-    return {"status": status.value, "node_id": record.node_id, "node_name": seen.node_name if seen else None,
+    # A generation placed on this machine alone is bound to no node in the journal; its events say where it ran.
+    node_id = record.node_id or (seen.node_id if seen else None)
+    return {"status": status.value, "node_id": node_id, "node_name": seen.node_name if seen else None,
             "model": record.model, "attempts": record.tries, "started_at": record.started_at,
             "finished_at": record.finished_at, "output": as_text(record.output), "error": _error(record.error),
             "usage": usage_json(record), "tokens": seen.tokens if seen else None}
