@@ -80,6 +80,7 @@ class Dashboard:
         self._clock = clock
         self._journals = JournalIndex(gateway.home.runs_dir)
         self._mesh: tuple[float, MeshSnapshot] | None = None
+        self._resuming: set[str] = set()  # run ids between a resume's checks and its start
 
     def routes(self) -> list[Route]:
         return [
@@ -258,19 +259,23 @@ class Dashboard:
         if isinstance(refused, Response):
             return refused
         run_id = request.path_params["run_id"]
-        found = await self._run_json(run_id)
-        if found is None:
-            return _refused(_unknown_run(run_id))
-        if found["status"] in ("running", "completed"):
-            why = "is running" if found["status"] == "running" else "completed: there is nothing to resume"
-            return _refused(Refusal(409, f"run {run_id} {why}", "invalid_request_error", f"run_{found['status']}"))
-
+        if run_id in self._resuming:  # two clicks at once must not run one journal twice
+            return _refused(Refusal(409, f"run {run_id} is running", "invalid_request_error", "run_running"))
+        self._resuming.add(run_id)
         try:
+            found = await self._run_json(run_id)
+            if found is None:
+                return _refused(_unknown_run(run_id))
+            if found["status"] in ("running", "completed"):
+                why = "is running" if found["status"] == "running" else "completed: there is nothing to resume"
+                return _refused(Refusal(409, f"run {run_id} {why}", "invalid_request_error", f"run_{found['status']}"))
             resumed = await self._runs.launch(lambda: self._gateway.resume(run_id))
         except RunNotFound:
             return _refused(_unknown_run(run_id))
         except (EnsembleUnusable, TooManyRuns) as error:
             return _refused(_run_refusal(error))
+        finally:
+            self._resuming.discard(run_id)  # from here the hub knows the run is active
         return _json({"run_id": resumed}, 201)
 
     # ---- the live stream ----

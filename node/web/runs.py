@@ -256,6 +256,7 @@ class RunHub:
         finally:
             self._starting -= 1
         began: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        began.add_done_callback(_retrieved)  # its caller may have gone; the run goes on regardless
         task = asyncio.create_task(self._own(events, began), name="dashboard-run")
         self._owned.add(task)
         task.add_done_callback(self._owned.discard)
@@ -302,6 +303,11 @@ class RunHub:
     def _changed(self) -> None:
         for subscriber in tuple(self._subscribers):
             subscriber.runs_changed()
+
+
+def _retrieved(future: asyncio.Future[str]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _handled(task: asyncio.Task | None) -> None:
