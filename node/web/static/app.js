@@ -404,13 +404,13 @@ function nodeCard(node) {
   fact("load", load && `${load.active_generations} generating · ${load.queued} queued` +
     (isNum(load.cpu_load_1m) ? ` · CPU ${load.cpu_load_1m.toFixed(2)}` : ""));
   fact("tags", (node.tags ?? []).join(", "));
-  const seen = node.self ? el("p", { class: "last-seen" }, "this node")
+  const seen = node.self ? null
     : el("p", { class: "last-seen", "data-last-seen": node.last_seen ?? "" }, `last seen ${fmtAgo(node.last_seen)}`);
   return el("article", { class: "node card", "data-node-id": node.node_id, "data-state": node.state },
     el("header", {},
       el("span", { class: "node-name" }, node.name),
       node.self ? el("span", { class: "badge self" }, "this node") : null,
-      el("span", { class: `badge state state-${node.state}` }, node.state)),
+      node.state === "self" ? null : el("span", { class: `badge state state-${node.state}` }, node.state)),
     el("p", { class: "muted node-id" }, clip(node.node_id, 24)),
     seen, facts, modelTable(node.models ?? []));
 }
@@ -544,14 +544,20 @@ async function refreshRun() {
   const snapshot = await api("GET", runPath(runId));
   const run = state.run;
   if (state.runId !== runId || run === null) return;
-  for (const field of ["status", "active", "finished_at", "deliverable", "input", "graph"]) run[field] = snapshot[field];
+  const theirs = snapshot.events ?? [];
+  // A snapshot that has not seen the last event this page has is older than the page's state.
+  const behind = theirs.length > 0 && run.events.length > 0 && theirs[theirs.length - 1].at < run.events[run.events.length - 1].at;
+  const fields = behind ? ["input", "graph"] : ["status", "active", "finished_at", "deliverable", "input", "graph"];
+  for (const field of fields) run[field] = snapshot[field];
   for (const [name, fresh] of Object.entries(snapshot.agents ?? {})) {
     const mine = run.agents[name];
     // The snapshot may be older than the last event seen: an agent's status never goes back.
-    if (!mine || RANK[fresh.status] >= RANK[mine.status] || fresh.attempts > mine.attempts) run.agents[name] = { ...mine, ...fresh };
-    else if (fresh.output !== null && fresh.output !== undefined) mine.output = fresh.output;
+    if (!mine) run.agents[name] = fresh;
+    else if (RANK[fresh.status] >= RANK[mine.status] || fresh.attempts > mine.attempts) {
+      // What the events taught (the node an agent is on) stays unless the node says otherwise.
+      for (const [field, value] of Object.entries(fresh)) if (value !== null || !(field in mine)) mine[field] = value;
+    } else if (fresh.output !== null && fresh.output !== undefined) mine.output = fresh.output;
   }
-  const theirs = snapshot.events ?? [];
   if (theirs.length) {
     run.events = theirs.concat(run.events.filter((event) => !seenIn(theirs, event))).slice(-MAX_EVENTS);
     rebuildTokens(run);
@@ -680,6 +686,7 @@ function clearRunView(runId) {
   for (const id of ["#run-meta", "#run-error", "#run-input", "#agent-name", "#tokens", "#deliverable"]) $(id).textContent = "";
   $("#agent-meta").textContent = "Select an agent in the graph to follow its tokens.";
   for (const id of ["#dag", "#timeline", "#results"]) $(id).replaceChildren();
+  delete $("#dag").dataset.shape;
   $("#cancel-run").disabled = true;
   $("#resume-run").disabled = true;
 }
@@ -796,7 +803,7 @@ function renderDag(run) {
   const order = agentOrder(run);
   const inGraph = new Set((run.graph?.agents ?? []).map((a) => a.name));
   const layout = layoutGraph(run.graph, order.filter((n) => !inGraph.has(n)));
-  $("#dag").replaceChildren(drawGraph(layout, "dag-agent", (box) => {
+  const describe = (box) => {
     const agent = run.agents[box.name];
     const status = boxStatus(run, box.name);
     const moved = run.failovers.get(box.name)?.length ?? 0;
@@ -805,7 +812,22 @@ function renderDag(run) {
     return { attrs: { "data-agent": box.name, "data-status": status, "data-node-name": agent?.node_name ?? "",
       class: `dag-agent status-${status}${box.name === state.selected ? " selected" : ""}${box.instance ? " instance" : ""}` },
     line };
-  }));
+  };
+  const dag = $("#dag");
+  const shape = layout.boxes.map((box) => box.name).join("\n");
+  if (dag.dataset.shape !== shape) {
+    dag.dataset.shape = shape;
+    dag.replaceChildren(drawGraph(layout, "dag-agent", describe));
+    return;
+  }
+  // The same boxes: changed in place, so that a box being clicked is not replaced under the pointer.
+  const drawn = dag.querySelectorAll(".dag-agent");
+  layout.boxes.forEach((box, i) => {
+    const { attrs, line } = describe(box);
+    setAttrs(drawn[i], attrs);
+    drawn[i].querySelector("title").textContent = `${box.name}\n${line}`;
+    drawn[i].querySelector(".sub").textContent = clip(line, 24);
+  });
 }
 
 function select(name, pinned) {
