@@ -153,6 +153,7 @@ function background(promise, where = null) {
 }
 
 const runPath = (runId) => `/api/runs/${encodeURIComponent(runId)}`;
+const runLink = (runId) => `#/run/${encodeURIComponent(runId)}`;
 
 // ---- signing in and out -----------------------------------------------------------------------
 
@@ -187,17 +188,18 @@ function start() {
   route();
 }
 
-async function probe() {
-  let response;
+/** The first look: signed in already (a session cookie, or keyless loopback), or the login form. */
+async function probe(wait = BACKOFF_FIRST_MS) {
+  let response = null;
   try {
     response = await fetch("/api/mesh", { credentials: "same-origin" });
-  } catch {
+  } catch { /* the node is not answering yet: try again below */ }
+  if (response?.status === 401) return showLogin();
+  if (!response?.ok) {
     setConnection("reconnecting");
-    setTimeout(() => background(probe()), BACKOFF_FIRST_MS);
+    setTimeout(() => background(probe(Math.min(wait * 2, BACKOFF_MAX_MS))), wait);
     return;
   }
-  if (response.status === 401) return showLogin();
-  if (!response.ok) throw new ApiError(response.status, await errorMessage(response));
   onMesh(await response.json());
   start();
 }
@@ -308,7 +310,11 @@ function withData(event, handle) {
 
 function route() {
   if (!state.authed) return;
-  const hash = decodeURIComponent(location.hash.slice(1));
+  // Routes start with "/" so that none is also an element's id, which the browser would scroll to.
+  let hash = "";
+  try {
+    hash = decodeURIComponent(location.hash.replace(/^#\/?/, ""));
+  } catch { /* a mangled address: the mesh */ }
   let view = hash || "mesh";
   let runId = null;
   if (hash.startsWith("run/")) {
@@ -316,6 +322,7 @@ function route() {
     runId = hash.slice(4);
   }
   if (!VIEWS.includes(view)) view = "mesh";
+  if ($(`#view-${view}`).hidden) window.scrollTo(0, 0);
   for (const section of document.querySelectorAll(".view")) section.hidden = section.id !== `view-${view}`;
   for (const link of document.querySelectorAll("nav a[data-view]")) {
     const here = link.dataset.view === view || (view === "run" && link.dataset.view === "runs");
@@ -447,7 +454,7 @@ function onRuns(data) {
 function renderRuns() {
   const items = state.runs.map((run) => {
     const took = isNum(run.finished_at) ? fmtDuration(run.finished_at - run.started_at) : "";
-    return el("a", { class: "run", href: `#run/${encodeURIComponent(run.run_id)}`, "data-run-id": run.run_id,
+    return el("a", { class: "run", href: runLink(run.run_id), "data-run-id": run.run_id,
       "data-status": run.status },
     el("span", { class: "run-ensemble" }, run.ensemble),
     el("span", { class: `badge status-${run.status}` }, run.active ? `${run.status} · live` : run.status),
@@ -466,7 +473,7 @@ async function startRun(event) {
   button.disabled = true;
   try {
     const answer = await api("POST", "/api/runs", { ensemble: form.elements.ensemble.value, input: form.elements.input.value });
-    location.hash = `#run/${encodeURIComponent(answer.run_id)}`;
+    location.hash = runLink(answer.run_id);
   } catch (failure) {
     if (!(failure instanceof Unauthorized)) error.textContent = failure.message;
   } finally {
@@ -486,7 +493,7 @@ async function resumeRun() {
   $("#resume-run").disabled = true;
   const answer = await api("POST", `${runPath(runId)}/resume`);
   if (answer.run_id === runId) await refreshRun();
-  else location.hash = `#run/${encodeURIComponent(answer.run_id)}`;
+  else location.hash = runLink(answer.run_id);
 }
 
 // ---- one run: its state, kept current by its events ---------------------------------------------
@@ -1065,7 +1072,7 @@ function boot() {
     const button = event.target.closest("button.run-this");
     if (!button) return;
     $("#start-run").elements.ensemble.value = button.dataset.name;
-    location.hash = "#runs";
+    location.hash = "#/runs";
     $("#start-run").elements.input.focus();
   });
   window.addEventListener("hashchange", route);

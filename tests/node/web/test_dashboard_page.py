@@ -255,8 +255,8 @@ def test_on_a_phone_nothing_is_wider_than_the_screen(page: WebDriver, node: tupl
     with fake.lock:
         fake.runs["run-old"]["agents"]["a very long agent name that goes on and on[12]/nested-child"] = dict(
             fake.runs["run-old"]["agents"]["draft"])
-    for where, ready in [("#mesh", "#mesh .node"), ("#runs", "#runs .run"), ("#ensembles", "#ensembles .ensemble"),
-                         ("#run/run-old", "#timeline .bar")]:
+    for where, ready in [("#/mesh", "#mesh .node"), ("#/runs", "#runs .run"), ("#/ensembles", "#ensembles .ensemble"),
+                         ("#/run/run-old", "#timeline .bar")]:
         page.execute_script("location.hash = arguments[0]", where)
         wait_for(lambda: every(page, ready), f"{where} drawn")
         assert page.execute_script("return window.innerWidth") == 375
