@@ -484,6 +484,7 @@ async function startRun(event) {
 async function cancelRun() {
   const runId = state.runId;
   $("#cancel-run").disabled = true;
+  $("#run-error").textContent = "";
   await api("POST", `${runPath(runId)}/cancel`);
   await refreshRun();
 }
@@ -491,6 +492,7 @@ async function cancelRun() {
 async function resumeRun() {
   const runId = state.runId;
   $("#resume-run").disabled = true;
+  $("#run-error").textContent = "";
   const answer = await api("POST", `${runPath(runId)}/resume`);
   if (answer.run_id === runId) await refreshRun();
   else location.hash = runLink(answer.run_id);
