@@ -150,7 +150,7 @@ class Dashboard:
         token = request.cookies.get(COOKIE) if authorization is None else None
         key = self._sessions.key(token) if token is not None else None
         effective = f"Bearer {key}" if key is not None else authorization
-        caller = self._guard.admit(effective, _client(request))
+        caller = self._guard.admit(effective, _client(request), reads=not changes)
         if isinstance(caller, Refusal):
             return _refused(caller)
         if changes and authorization is None and request.headers.get("x-orc-dashboard") != "1":

@@ -21,6 +21,9 @@ MAX_AUTHORIZATION_CHARS = 512
 # Callers tracked by the rate limiter, least recently seen dropped first: without keys every
 # client address is a caller, and a stranger may rotate through many.
 MAX_CALLERS = 4096
+# The dashboard's reads (mesh, runs, one run) are cheap and a live page makes many: they have a
+# bucket of their own, this many times the key's rate, so reading never starves generating.
+READS_FACTOR = 10
 # Failed authentications allowed per address and minute before the address gets 429s: guessing
 # keys stays pointless (256 bits) and cheap for the node.
 FAILED_AUTH_PER_MINUTE = 30
@@ -89,12 +92,16 @@ class Guard:
         self._clock = clock
         self._requests = Buckets(config.requests_per_minute, burst=max(5, config.requests_per_minute // 6))
         self._failures = Buckets(FAILED_AUTH_PER_MINUTE, burst=FAILED_AUTH_PER_MINUTE)
+        self._reads = Buckets(config.requests_per_minute * READS_FACTOR,
+                              burst=max(50, config.requests_per_minute * READS_FACTOR // 6))
         self.in_flight = 0
 
-    def admit(self, authorization: str | None, client_host: str | None, *, metrics: bool = False) -> Caller | Refusal:
+    def admit(self, authorization: str | None, client_host: str | None, *, metrics: bool = False,
+              reads: bool = False) -> Caller | Refusal:
         """The caller of a request with this Authorization header from `client_host`, or why not.
 
         `metrics`: the request is for `/metrics`, which may skip the key from loopback by setting.
+        `reads`: a dashboard read, counted in its own, larger bucket.
         """
         now = self._clock()
         address = client_host or "unknown"
@@ -102,14 +109,14 @@ class Guard:
         if secret is None:
             loopback = _is_loopback(client_host)
             if loopback and (self._config.allow_keyless_loopback or (metrics and self._config.metrics_keyless_loopback)):
-                return self._limited(Caller(f"addr:{address}", None), now)
+                return self._limited(Caller(f"addr:{address}", None), now, reads)
             return self._failed(address, now, "missing API key: send 'Authorization: Bearer <key>' "
                                               "(create one with `orc-node api-key create`)")
         key = self._keys.verify(secret)
         if key is None:
             return self._failed(address, now, "invalid API key (revoked, or not a key of this node); "
                                               "see `orc-node api-key list`")
-        return self._limited(Caller(key.id, key.name), now)
+        return self._limited(Caller(key.id, key.name), now, reads)
 
     def still_valid(self, authorization: str | None) -> bool:
         """Whether the key of an Authorization header admitted earlier is still one of the node's
@@ -129,11 +136,12 @@ class Guard:
     def leave(self) -> None:
         self.in_flight -= 1
 
-    def _limited(self, caller: Caller, now: float) -> Caller | Refusal:
-        wait = self._requests.take(caller.id, now)
+    def _limited(self, caller: Caller, now: float, reads: bool = False) -> Caller | Refusal:
+        wait = (self._reads if reads else self._requests).take(caller.id, now)
         if wait is None:
             return caller
-        return Refusal(429, f"rate limit of {self._config.requests_per_minute} requests per minute reached; "
+        rate = self._config.requests_per_minute * (READS_FACTOR if reads else 1)
+        return Refusal(429, f"rate limit of {rate} {'reads' if reads else 'requests'} per minute reached; "
                             f"retry in {wait:.1f} s", "rate_limit_error", "rate_limit_exceeded",
                        retry_after_s=max(1, int(wait + 0.999)))
 

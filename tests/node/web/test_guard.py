@@ -99,3 +99,12 @@ def test_the_rate_table_is_capped() -> None:
     for caller in range(MAX_CALLERS + 10):
         assert buckets.take(f"addr:{caller}", 0.0) is None
     assert len(buckets._buckets) == MAX_CALLERS
+
+
+def test_dashboard_reads_have_their_own_larger_bucket() -> None:
+    g, _ = guard(requests_per_minute=60)
+    for _ in range(50):  # far past the key's burst of 10 for requests
+        assert isinstance(g.admit("Bearer orc_good", "10.0.0.1", reads=True), Caller)
+    for _ in range(10):  # generating is not starved by reading
+        assert isinstance(g.admit("Bearer orc_good", "10.0.0.1"), Caller)
+    assert isinstance(g.admit("Bearer orc_good", "10.0.0.1", reads=True), Caller)  # 60 x 10 a minute, burst 100
