@@ -383,12 +383,15 @@ async def _idle(pid: int, seconds: float) -> dict[str, float]:
 # ---- workers, driven from here ----
 
 class _Worker:
-    def __init__(self, ns: Any, args: list[str], env: dict[str, str], stderr: Path) -> None:
+    """A `--worker` of a benchmark module (this one unless `module` says another), run in `ns`."""
+
+    def __init__(self, ns: Any, args: list[str], env: dict[str, str], stderr: Path,
+                 module: str = "tests.benchmarks.mesh") -> None:
         from tests import netns
 
         self._stderr_path = stderr
         with stderr.open("w") as err:
-            self.process = ns.popen([_python(), "-m", "tests.benchmarks.mesh", "--worker", *args], env=env,
+            self.process = ns.popen([_python(), "-m", module, "--worker", *args], env=env,
                                     cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
         self.lines = netns.JsonLines(self.process)
         self._seq = 0

@@ -30,7 +30,10 @@ Measures, on this machine, in one process run so the ratios compare like with li
    naive baselines on random meshes and DAGs (deterministic, about 15 s; --skip-placement);
 8. the idle daemon's footprint (tests/benchmarks/footprint.py): RSS, anonymous and file-backed
    memory, mapped libraries and imported packages of a daemon with no model loaded (needs root,
-   about a minute; --skip-footprint).
+   about a minute; --skip-footprint);
+9. the HTTP API (tests/benchmarks/api.py): its overhead per request against the same generation
+   through `orc run`, and time to first token of a model on its own node and on a peer, between
+   two daemons in network namespaces (needs root, a few minutes; --skip-api).
 Medians of several runs; the machine (CPU, cores, memory, versions) is written with the numbers.
 """
 
@@ -458,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-placement", action="store_true", help="leave out the placement simulation")
     parser.add_argument("--skip-footprint", action="store_true",
                         help="leave out the idle daemon's footprint (needs root)")
+    parser.add_argument("--skip-api", action="store_true",
+                        help="leave out the HTTP API's overhead and time to first token (needs root)")
     parser.add_argument("--skip-batching", action="store_true",
                         help="leave out parallel generations batched vs one at a time")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
@@ -519,6 +524,11 @@ def main(argv: list[str] | None = None) -> int:
         from tests.benchmarks.footprint import footprint_section
 
         appendix = footprint_section()
+    if not args.skip_api:
+        print("HTTP API (daemons in network namespaces) ...", file=sys.stderr)
+        from tests.benchmarks.api import api_section
+
+        appendix = "\n\n".join(part for part in (appendix.rstrip(), api_section()) if part)
     if not args.skip_mesh:
         print("mesh (daemons in network namespaces) ...", file=sys.stderr)
         from tests.benchmarks.mesh import mesh_section
