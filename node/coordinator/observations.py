@@ -43,8 +43,8 @@ OBSERVED_SLACK = 1.5
 # that model on any node (this one's own measurement included): enough to prefer a faster
 # newcomer, too little for a liar to take every agent.
 UNOBSERVED_FACTOR = 2.0
-# An Offer estimate is a lie when it is below 1/LIE_SLACK of the time the work needs at the
-# fastest speed believable for that peer: its own claim, capped by LIE_FACTOR_OBSERVED times what
+# An Offer estimate is a lie when it is below 1/LIE_SLACK of the time the work's decoding needs at
+# the fastest speed believable for that peer: its own claim, capped by LIE_FACTOR_OBSERVED times what
 # was observed there, or, never observed, by LIE_FACTOR_UNOBSERVED times the best seen anywhere.
 # An honest node estimates at its own current speed, and one observation may have caught it
 # sharing its cores with other generations: three of them on two cores have shown a 5.6 times
@@ -181,7 +181,10 @@ class Observations:
             return None  # nothing to judge by
         prompt = estimated_prompt_tokens(prompt_chars)
         written = min(max_tokens, max(MIN_CONTEXT_TOKENS - prompt, 0))
-        needed = prompt / fastest[0] + written / fastest[1]
+        # Only the decode counts: a node that holds the prompt's prefix in its KV cache (the same
+        # system prompt and input again, the common case of an ensemble or of repeated API calls)
+        # truly skips its prefill, and an honest estimate says so.
+        needed = written / fastest[1]
         if estimated_finish_ms / 1000 < needed / LIE_SLACK:
             return (f"it offered to finish in {estimated_finish_ms} ms what needs at least "
                     f"{needed * 1000:.0f} ms at the fastest speeds it can be believed to have")

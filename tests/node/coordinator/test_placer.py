@@ -536,6 +536,14 @@ def test_a_peer_seen_while_busy_is_no_liar_for_estimating_at_its_idle_speed():
     assert w.mesh.trust.lies == {} and w.mesh.distrusted() == frozenset()
 
 
+def test_a_peer_with_the_prompt_in_its_cache_is_no_liar_for_skipping_its_prefill():
+    # b reads prompts slowly (8 tok/s: 0.5 s for this one) but holds this prompt's prefix in its
+    # KV cache, so it offers the decode alone (10 tokens at 100 tok/s) and a little more.
+    w = World((node("a", 10), 1000), (node("b", 100, prefill=8.0), 150))
+    events, error = asyncio.run(run(w.mesh, generation()))
+    assert error is None and w.mesh.trust.lies == {} and w.mesh.distrusted() == frozenset()
+
+
 def test_generations_waiting_to_be_bound_when_a_peer_lies_leave_it_out_too():
     # Four agents ready together: their demands are made before b's first lie is caught, and
     # bound after it.
