@@ -102,16 +102,33 @@ def build_app(*, gateway: Gateway, guard: Guard, metrics: ApiMetrics, config: Ap
         Route("/v1/completions", api.text, methods=["POST"]),
         *dashboard.routes(),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _internal_error})
+
+
+# Most characters of a client's path or model echoed in an error: the head may hold 64 KiB of
+# path, and an error is no place to send it all back.
+ECHOED_CHARS = 200
 
 
 async def _http_error(request: Request, error: Exception) -> Response:
     """404 and 405 from routing, in OpenAI's shape."""
     status = error.status_code if isinstance(error, HTTPException) else 500
-    message = {404: f"no such endpoint: {request.method} {request.url.path} (see docs/api.md)",
-               405: f"{request.method} is not allowed on {request.url.path}"}.get(status, "request failed")
-    return JSONResponse(error_json(message, "invalid_request_error", "not_found" if status == 404 else None),
-                        status_code=status)
+    path = _clipped(request.url.path)
+    message = {404: f"no such endpoint: {request.method} {path} (see docs/api.md)",
+               405: f"{request.method} is not allowed on {path}"}.get(status, "request failed")
+    code = {404: "not_found", 405: "method_not_allowed"}.get(status)
+    return JSONResponse(error_json(message, "invalid_request_error", code), status_code=status)
+
+
+async def _internal_error(request: Request, error: Exception) -> Response:
+    """A failure nothing above expected, in OpenAI's shape (Starlette logs it with its traceback
+    after this answer: it is a bug to fix)."""
+    return JSONResponse(error_json(f"internal error: {type(error).__name__}", "server_error", "internal_error"),
+                        status_code=500)
+
+
+def _clipped(text: str) -> str:
+    return text if len(text) <= ECHOED_CHARS else text[:ECHOED_CHARS] + "..."
 
 
 def refusal_for(error: BaseException) -> Refusal:
@@ -192,7 +209,7 @@ class _Api:
         found = next((m for m in await asyncio.to_thread(self._listing) if m["id"] == wanted), None)
         if found is None:
             self.metrics_sink.request("models", "", 404)
-            return refusal_response(refusal_for(UnknownModel(wanted)), "model")
+            return refusal_response(refusal_for(UnknownModel(_clipped(wanted))), "model")
         self.metrics_sink.request("models", "", 200)
         return JSONResponse(found)
 
@@ -233,7 +250,7 @@ class _Api:
                     response = await self._streamed(request, endpoint, ask, answers,
                                                     Outcome(ask.samples, started, created, response_id=request_id))
                     if isinstance(response, EventStream):
-                        leave = _nothing  # the stream leaves when it ends
+                        leave = _nothing  # the stream leaves when it ends; a 499 before it began leaves here
                     return response
                 outcome = await _unless_gone(request, collect(answers, Outcome(ask.samples, started, created,
                                                                                response_id=request_id)))
@@ -244,7 +261,8 @@ class _Api:
                     RuntimeFailure, Cancelled) as error:
                 refusal = refusal_for(error)
                 self.metrics_sink.request(endpoint, model_label, refusal.status)
-                return refusal_response(refusal, getattr(error, "param", None))
+                param = "model" if isinstance(error, UnknownModel) else getattr(error, "param", None)
+                return refusal_response(refusal, param)
             if outcome is None:  # the client went away: nothing to answer
                 self.metrics_sink.request(endpoint, model_label, 499)
                 return Response(status_code=499)

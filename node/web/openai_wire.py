@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from orc.node.models.runtimes.base import ChatMessage, GenerationParams, Usage
+from orc.scheduler.model_refs import split_model_ref
 
 ENSEMBLE_PREFIX = "ensemble/"
 # Caps on what one request may ask for. Each stops a client with a key from tying up the mesh:
@@ -86,7 +87,19 @@ def parse_body(raw: bytes) -> Mapping[str, object]:
         raise BadRequest("the request body nests too deeply") from None
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
+    if b"\\u" in raw and not _encodable(body):
+        # JSON may escape half a UTF-16 pair ("\ud800"); such a string is no text, cannot be sent
+        # to a runner or a peer, nor even echoed back in an error.
+        raise BadRequest("the request body holds an unpaired UTF-16 surrogate (\\ud800-\\udfff); send text")
     return body
+
+
+def _encodable(body: object) -> bool:
+    try:
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def chat_ask(body: Mapping[str, object]) -> Ask:
@@ -124,6 +137,11 @@ def _ask(kind: str, body: Mapping[str, object], messages: tuple[ChatMessage, ...
     model = body.get("model")
     if not isinstance(model, str) or not model.strip() or len(model) > MAX_MODEL_CHARS:
         raise BadRequest("model must name a model of the mesh or an ensemble (see GET /v1/models)", "model")
+    if not model.strip().startswith(ENSEMBLE_PREFIX):
+        try:
+            split_model_ref(model.strip())
+        except ValueError as error:  # `ID@` or `ID@NOSUCHRUNTIME`: no node could ever serve it
+            raise BadRequest(f"model {error}; GET /v1/models lists the models", "model") from None
     stream = _flag(body, "stream")
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
@@ -148,8 +166,9 @@ def _message(item: object, index: int) -> ChatMessage:
     if not isinstance(item, dict):
         raise BadRequest(f"{where} must be an object with role and content", where)
     role = item.get("role")
-    if role not in ROLES:
-        raise BadRequest(f"{where}.role must be one of system, developer, user, assistant, not {role!r}",
+    if not isinstance(role, str) or role not in ROLES:  # a list or an object is no role (nor hashable)
+        shown = repr(role[:40]) if isinstance(role, str) else "a non-string"
+        raise BadRequest(f"{where}.role must be one of system, developer, user, assistant, not {shown}",
                          f"{where}.role")
     content = item.get("content")
     if isinstance(content, list):  # content parts: text only

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import logging
 import socket
 import ssl
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 
 import uvicorn
 from orc.node.config import ApiConfig
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +29,72 @@ KEEP_ALIVE_S = 5  # an idle connection is closed after this: idle clients must n
 MAX_CONNECTIONS = 512
 # The largest request head (request line and headers) uvicorn's parser buffers.
 MAX_HEAD_BYTES = 64 * 1024
+# A connection nobody's request is running on must deliver a whole request head within this of
+# opening, or of its first byte after a response: uvicorn has no such limit, and a client sending
+# nothing, or a header a minute, would hold its connection for ever; MAX_CONNECTIONS of them
+# would lock everyone out.
+HEAD_TIMEOUT_S = 10.0
+# Connections one client address may hold at once; past it a new one is answered 503 and closed,
+# so one stranger cannot take all MAX_CONNECTIONS (on loopback, every local program is one address).
+MAX_CONNECTIONS_PER_CLIENT = 64
 
 
 class ApiUnavailable(Exception):
     """The HTTP listener cannot start; the message says why and what to do."""
+
+
+def _crowded_response() -> bytes:
+    body = json.dumps({"error": {"message": f"this address holds {MAX_CONNECTIONS_PER_CLIENT} connections to the "
+                                            "API already; reuse them", "type": "server_error", "param": None,
+                                 "code": "overloaded"}}).encode()
+    return (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+            b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(body)) + body
+
+
+class _Connection(H11Protocol):
+    """uvicorn's HTTP/1.1 connection with two more limits: HEAD_TIMEOUT_S and
+    MAX_CONNECTIONS_PER_CLIENT."""
+
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        host = self.client[0] if self.client else None
+        if host is not None and sum(1 for c in self.connections
+                                    if c.client and c.client[0] == host) > MAX_CONNECTIONS_PER_CLIENT:
+            transport.write(_crowded_response())
+            transport.close()
+            return
+        self._await_head()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._serving() or self.transport.is_closing():
+            self._stop_waiting()
+        else:
+            self._await_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_waiting()
+        super().connection_lost(exc)
+
+    def _serving(self) -> bool:
+        """A request of this connection is with the app (which has its own limits on its body)."""
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def _await_head(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_too_slow)
+
+    def _stop_waiting(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if not self._serving():
+            self.transport.close()
 
 
 class _Server(uvicorn.Server):
@@ -46,7 +110,7 @@ class WebServer:
         self._config = config
         tls = config.tls_certificate is not None
         self._uvicorn_config = uvicorn.Config(
-            app, http="h11", lifespan="off", log_config=None, access_log=False, server_header=False,
+            app, http=_Connection, lifespan="off", log_config=None, access_log=False, server_header=False,
             timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=int(SHUTDOWN_GRACE_S),
             limit_concurrency=MAX_CONNECTIONS, h11_max_incomplete_event_size=MAX_HEAD_BYTES,
             ssl_certfile=str(config.tls_certificate) if tls else None,
@@ -71,6 +135,9 @@ class WebServer:
         except (ssl.SSLError, OSError, ValueError) as error:
             raise ApiUnavailable(f"the API's TLS certificate or key cannot be used ({error}); check "
                                  "api.tls_certificate and api.tls_key in config.yaml") from None
+        # uvicorn warns of each malformed request and each connection past its cap: a stranger's
+        # garbage must not fill this node's log (its errors, with tracebacks, still go there).
+        logging.getLogger("uvicorn.error").setLevel(logging.ERROR)
         self._socket = _bind(self._config)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]), name="http-api")
         while not self._server.started and not self._task.done():

@@ -139,3 +139,28 @@ def test_server_sent_events_are_data_lines() -> None:
     assert sse("[DONE]") == b"data: [DONE]\n\n"
     event = sse({"a": "é"})
     assert event.startswith(b"data: ") and event.endswith(b"\n\n") and json.loads(event[6:]) == {"a": "é"}
+
+
+def test_an_unpaired_surrogate_is_refused_where_it_is_read() -> None:
+    for raw in (rb'{"model": "m", "messages": [{"role": "user", "content": "\ud800 hi"}]}',
+                rb'{"model": "\udfff", "messages": []}', rb'{"\ud800": 1}'):
+        with pytest.raises(BadRequest, match="surrogate"):
+            parse_body(raw)
+    paired = parse_body(rb'{"model": "m", "messages": [{"role": "user", "content": "\ud83d\ude00 \u00e9"}]}')
+    assert paired["messages"][0]["content"] == "\U0001F600 \u00e9"  # a real pair, and other escapes, are text
+
+
+@pytest.mark.parametrize("role", [["user"], {"user": 1}, 7, None])
+def test_a_role_that_is_no_string_is_a_bad_request(role: object) -> None:
+    with pytest.raises(BadRequest) as refused:
+        chat_ask({**CHAT, "messages": [{"role": role, "content": "hi"}]})
+    assert refused.value.param == "messages[0].role"
+
+
+@pytest.mark.parametrize("model", ["smollm2-135m-instruct@", "smollm2-135m-instruct@bogus", "@llama_cpp",
+                                   "smollm2-135m-instruct@LLAMA_CPP"])
+def test_a_model_pinning_no_runtime_is_a_bad_request(model: str) -> None:
+    with pytest.raises(BadRequest) as refused:
+        chat_ask({**CHAT, "model": model})
+    assert refused.value.param == "model" and "runtime" in str(refused.value)
+    assert chat_ask({**CHAT, "model": "smollm2-135m-instruct@llama_cpp"}).model == "smollm2-135m-instruct@llama_cpp"
