@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from orc.node.config import ApiConfig
+from orc.node.home import Home
 from orc.node.links.static import Endpoint
 from orc.node.metrics import NodeMetrics
 from orc.node.web import server as web_server
@@ -29,7 +30,8 @@ MODEL = "smollm2-135m-instruct"
 class SilentMesh:
     """A gateway whose mesh never places a generation: each waits until it is cancelled."""
 
-    def __init__(self, failure: Exception | None = None) -> None:
+    def __init__(self, failure: Exception | None = None, home: Home | None = None) -> None:
+        self.home = home  # the dashboard reads journals under it
         self.started = 0
         self.cancelled = 0
         self.failure = failure
@@ -89,6 +91,9 @@ async def serving(tmp_path: Path, mesh: SilentMesh | None = None) -> AsyncIterat
     config = ApiConfig(listen=Endpoint("127.0.0.1", 0))
     guard = Guard(config, keys, time.monotonic)
     mesh = mesh or SilentMesh()
+    if mesh.home is None:
+        mesh.home = Home(tmp_path / "config", tmp_path / "data", tmp_path / "state")
+        mesh.home.prepare()
     app = build_app(gateway=mesh, guard=guard, metrics=NodeMetrics(running=lambda: None),  # type: ignore[arg-type]
                     config=config)
     server = WebServer(app, config)
