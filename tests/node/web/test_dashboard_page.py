@@ -57,7 +57,7 @@ def page(browser: WebDriver, node: tuple[FakeNode, str]) -> Iterator[WebDriver]:
     browser.get_log("browser")  # what this test left is not the next one's
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 10) -> Any:
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         try:
