@@ -52,6 +52,7 @@ async def serve_api(config: ApiConfig, home: Home, placer: Placer, node_id: str,
     from orc.node.web.guard import Guard
     from orc.node.web.keys import ApiKeys
     from orc.node.web.mesh_view import MeshSnapshot
+    from orc.node.web.responses import Drain
     from orc.node.web.server import ApiUnavailable, WebServer
 
     def mesh() -> MeshSnapshot:
@@ -60,8 +61,9 @@ async def serve_api(config: ApiConfig, home: Home, placer: Placer, node_id: str,
 
     gateway = Gateway(home=home, placer=placer, node_id=node_id, queue_timeout_s=config.queue_timeout_s)
     guard = Guard(config, ApiKeys(home.api_keys_file), time.monotonic)
-    web = WebServer(build_app(gateway=gateway, guard=guard, metrics=metrics, config=config, runs=runs, mesh=mesh),
-                    config)
+    drain = Drain()
+    web = WebServer(build_app(gateway=gateway, guard=guard, metrics=metrics, config=config, runs=runs, mesh=mesh,
+                              drain=drain), config, drain)
     try:
         await web.start()
     except ApiUnavailable as error:

@@ -47,6 +47,8 @@ from orc.node.web.openai_wire import (
     text_ask,
 )
 from orc.node.web.responses import (
+    Drain,
+    ShuttingDown,
     BodyTooLarge,
     BodyTooSlow,
     ClientGone,
@@ -84,13 +86,14 @@ class ApiMetrics(Protocol):
 
 def build_app(*, gateway: Gateway, guard: Guard, metrics: ApiMetrics, config: ApiConfig,
               runs: RunHub | None = None, mesh: MeshSource = lambda: MeshSnapshot(None, ()),
-              clock: Callable[[], float] = time.time) -> Starlette:
+              clock: Callable[[], float] = time.time, drain: Drain | None = None) -> Starlette:
     """The node's HTTP application, over its gateway to the mesh. `runs`: the daemon's run hub,
     which every ensemble run of the API passes through, watched by the metrics (without one, a
     hub of its own, watched by `metrics`); `mesh()`:
-    this node's description and its peers now, for the dashboard."""
+    this node's description and its peers now, for the dashboard; `drain`: set by the server
+    when it stops (`WebServer(..., drain=)`), ending waiting requests and streams cleanly."""
     runs = runs if runs is not None else RunHub(clock, observe=metrics.watched_run)
-    api = _Api(gateway, guard, metrics, config, runs, clock)
+    api = _Api(gateway, guard, metrics, config, runs, clock, drain or Drain())
     dashboard = Dashboard(gateway=gateway, guard=guard, runs=runs, sessions=Sessions(time.monotonic), mesh=mesh,
                           config=config)
     routes = [
@@ -160,13 +163,16 @@ def refusal_for(error: BaseException) -> Refusal:
             return Refusal(500, str(error), "server_error", "run_cancelled")
         case RuntimeFailure():
             return Refusal(500, f"the generation failed: {error}", "server_error", "generation_failed")
+        case ShuttingDown():
+            return Refusal(503, str(error), "server_error", "shutting_down", retry_after_s=5)
     log.error("API request failed unexpectedly", exc_info=error)
     return Refusal(500, f"internal error: {type(error).__name__}", "server_error", "internal_error")
 
 
 class _Api:
     def __init__(self, gateway: Gateway, guard: Guard, metrics: ApiMetrics, config: ApiConfig, runs: RunHub,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], drain: Drain) -> None:
+        self.drain = drain
         self.gateway = gateway
         self.runs = runs
         self.guard = guard
@@ -253,12 +259,12 @@ class _Api:
                         leave = _nothing  # the stream leaves when it ends; a 499 before it began leaves here
                     return response
                 outcome = await _unless_gone(request, collect(answers, Outcome(ask.samples, started, created,
-                                                                               response_id=request_id)))
+                                                                               response_id=request_id)), self.drain)
             except ClientGone:
                 self.metrics_sink.request(endpoint, model_label, 499)
                 return Response(status_code=499)
             except (BadRequest, BodyTooLarge, BodyTooSlow, UnknownModel, EnsembleUnusable, NoNode, RunFailed,
-                    RuntimeFailure, Cancelled) as error:
+                    RuntimeFailure, Cancelled, ShuttingDown) as error:
                 refusal = refusal_for(error)
                 self.metrics_sink.request(endpoint, model_label, refusal.status)
                 param = "model" if isinstance(error, UnknownModel) else getattr(error, "param", None)
@@ -296,7 +302,7 @@ class _Api:
                         outcome: Outcome) -> Response:
         """The first answer is awaited before the response starts, so a request the mesh refuses
         (saturated, unknown ensemble model) still gets its HTTP status; the rest streams."""
-        first = await _unless_gone(request, first_answer(answers))
+        first = await _unless_gone(request, first_answer(answers), self.drain)
         if first is None:
             await answers.aclose()  # type: ignore[attr-defined]
             self.metrics_sink.request(endpoint, ask.model, 499)
@@ -312,7 +318,7 @@ class _Api:
                 self.metrics_sink.request(endpoint, ask.model, 200)
 
         body, headers = sse_events(ask, first, answers, outcome, refusal_for)
-        return EventStream(body, headers, finished)  # type: ignore[return-value]
+        return EventStream(body, headers, finished, self.drain)  # type: ignore[return-value]
 
     def _observe(self, model: str, outcome: Outcome) -> None:
         self.metrics_sink.generation(model, outcome.usage.prompt_tokens, outcome.usage.completion_tokens,
@@ -327,19 +333,27 @@ def _client(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-async def _unless_gone(request: Request, work: Awaitable[object]):  # -> its result, or None if the client left
-    """`work`'s result, or None (and `work` cancelled) if the client disconnects first."""
+async def _unless_gone(request: Request, work: Awaitable[object], drain: Drain):  # -> its result, or None
+    """`work`'s result, or None (and `work` cancelled) if the client disconnects first;
+    ShuttingDown (and `work` cancelled) if the server stops first."""
     task = asyncio.ensure_future(work)
     gone = asyncio.ensure_future(_disconnected(request))
+    stopping = asyncio.ensure_future(drain.event.wait())
     try:
-        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, gone, stopping}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        left = gone.done()
         gone.cancel()
+        stopping.cancel()
         if not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-    return None if task.cancelled() else task.result()
+    if task.cancelled():
+        if drain.event.is_set() and not left:
+            raise ShuttingDown("the node is shutting down; ask again in a moment")
+        return None
+    return task.result()
 
 
 async def _disconnected(request: Request) -> None:

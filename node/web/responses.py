@@ -43,6 +43,21 @@ class BodyTooSlow(Exception):
     """The request body did not arrive in time."""
 
 
+class ShuttingDown(Exception):
+    """The node is stopping: a request still waiting or streaming is ended with a clear answer."""
+
+
+class Drain:
+    """Set once when the HTTP server stops: requests waiting for their answer end with 503
+    `shutting_down`, streams with an error event, instead of being cut mid-way."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def begin(self) -> None:
+        self.event.set()
+
+
 class ClientGone(Exception):
     """The client disconnected before its request was read: there is no one to answer."""
 
@@ -249,10 +264,11 @@ class EventStream:
     called once at the end: outcome None when the client left first."""
 
     def __init__(self, body: SseBody, headers: dict[str, str],
-                 finished: Callable[[Outcome | None, BaseException | None], None]) -> None:
+                 finished: Callable[[Outcome | None, BaseException | None], None], drain: Drain | None = None) -> None:
         self._body = body
         self._headers = headers
         self._finished = finished
+        self._drain = drain or Drain()
 
     async def __call__(self, scope: object, receive: Callable, send: Callable) -> None:
         headers = [(b"content-type", b"text/event-stream; charset=utf-8")]
@@ -263,16 +279,23 @@ class EventStream:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             pump = asyncio.ensure_future(self._pump(chunks, send))
             gone = asyncio.ensure_future(_until_disconnect(receive))
+            stopping = asyncio.ensure_future(self._drain.event.wait())
             try:
-                await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({pump, gone, stopping}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 left = gone.done() and not pump.done()
-                for task in (pump, gone):
+                draining = stopping.done() and not pump.done() and not left
+                for task in (pump, gone, stopping):
                     task.cancel()
                 with contextlib.suppress(BaseException):
-                    await asyncio.gather(pump, gone, return_exceptions=True)
+                    await asyncio.gather(pump, gone, stopping, return_exceptions=True)
             if pump.done() and not pump.cancelled() and pump.exception() is not None:
                 left = True  # the connection broke while sending
+            elif draining:
+                self._body.error = ShuttingDown("the node is shutting down")
+                with contextlib.suppress(Exception):  # the client may be gone too
+                    await send({"type": "http.response.body", "more_body": False, "body": sse(error_json(
+                        "the node is shutting down; ask again in a moment", "server_error", "shutting_down"))})
         finally:
             await chunks.aclose()
             body = self._body

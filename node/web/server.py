@@ -18,11 +18,13 @@ from collections.abc import Iterator
 
 import uvicorn
 from orc.node.config import ApiConfig
+from orc.node.web.responses import Drain
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_GRACE_S = 2.0  # streams still open after this are cancelled (their generations with them)
+SHUTDOWN_GRACE_S = 2.0
+DRAIN_S = 0.3  # what requests still running get to send their "shutting down" answer  # streams still open after this are cancelled (their generations with them)
 KEEP_ALIVE_S = 5  # an idle connection is closed after this: idle clients must not hold sockets
 # Requests arriving together beyond this are answered 503 by uvicorn before the app sees them:
 # a flood of connections must not exhaust the node's file descriptors.
@@ -106,7 +108,9 @@ class _Server(uvicorn.Server):
 class WebServer:
     """Serves `app` on `config.listen` until stopped. Build, `await start()`, `await stop()`."""
 
-    def __init__(self, app: object, config: ApiConfig) -> None:
+    def __init__(self, app: object, config: ApiConfig, drain: Drain | None = None) -> None:
+        """`drain`: the app's (`build_app(..., drain=)`), set first when the server stops."""
+        self._drain = drain
         self._config = config
         tls = config.tls_certificate is not None
         self._uvicorn_config = uvicorn.Config(
@@ -150,6 +154,9 @@ class WebServer:
     async def stop(self) -> None:
         if self._task is None:
             return
+        if self._drain is not None:
+            self._drain.begin()  # waiting requests and streams answer that the node stops ...
+            await asyncio.sleep(DRAIN_S)  # ... and get the moment to send it
         self._server.should_exit = True
         try:
             await asyncio.wait_for(asyncio.shield(self._task), SHUTDOWN_GRACE_S + 2)

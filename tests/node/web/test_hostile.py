@@ -17,11 +17,14 @@ import pytest
 from orc.node.config import ApiConfig
 from orc.node.home import Home
 from orc.node.links.static import Endpoint
+from orc.node.coordinator.generations import Bound
+from orc.node.models.runtimes.base import TokenChunk
 from orc.node.metrics import NodeMetrics
 from orc.node.web import server as web_server
 from orc.node.web.app import build_app
 from orc.node.web.guard import Guard
 from orc.node.web.keys import ApiKeys
+from orc.node.web.responses import Drain
 from orc.node.web.server import WebServer
 
 MODEL = "smollm2-135m-instruct"
@@ -60,6 +63,21 @@ class SilentMesh:
         yield  # an async generator that never yields
 
 
+class TrickleMesh(SilentMesh):
+    """A gateway whose generations run on node "t" and write a token every 50 ms, forever."""
+
+    async def generate(self, request_id, index, model, messages, params) -> AsyncIterator[object]:
+        self.started += 1
+        yield Bound("t", "t")
+        try:
+            while True:
+                await asyncio.sleep(0.05)
+                yield TokenChunk("tick ")
+        except (asyncio.CancelledError, GeneratorExit):
+            self.cancelled += 1
+            raise
+
+
 @dataclass
 class Api:
     host: str
@@ -67,6 +85,7 @@ class Api:
     key: str
     guard: Guard
     mesh: SilentMesh
+    server: WebServer
 
     def request(self, body: dict[str, object], key: str | None = None) -> bytes:
         data = json.dumps(body).encode()
@@ -94,13 +113,14 @@ async def serving(tmp_path: Path, mesh: SilentMesh | None = None) -> AsyncIterat
     if mesh.home is None:
         mesh.home = Home(tmp_path / "config", tmp_path / "data", tmp_path / "state")
         mesh.home.prepare()
+    drain = Drain()
     app = build_app(gateway=mesh, guard=guard, metrics=NodeMetrics(running=lambda: None),  # type: ignore[arg-type]
-                    config=config)
-    server = WebServer(app, config)
+                    config=config, drain=drain)
+    server = WebServer(app, config, drain)
     await server.start()
     host, port = server.address.removeprefix("http://").rsplit(":", 1)
     try:
-        yield Api(host, int(port), secret, guard, mesh)
+        yield Api(host, int(port), secret, guard, mesh, server)
     finally:
         await server.stop()
 
@@ -234,5 +254,42 @@ def test_idle_connections_from_one_address_cannot_lock_the_api(tmp_path: Path,
             assert served.startswith(b"HTTP/1.1 200")
             for _, writer in flood:
                 writer.close()
+
+    run(scenario())
+
+
+def test_requests_still_waiting_when_the_node_stops_get_a_clear_503(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with serving(tmp_path) as api:
+            plain = asyncio.ensure_future(api.exchange(api.request(
+                {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})))
+            streamed = asyncio.ensure_future(api.exchange(api.request(
+                {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "hi"}]})))
+            assert await until(lambda: api.mesh.started == 2)
+            await api.server.stop()
+            for answer in await asyncio.gather(plain, streamed):
+                head, _, body = answer.partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 503"), answer[:300]
+                assert json.loads(body)["error"]["code"] == "shutting_down"
+            assert api.mesh.cancelled == 2
+
+    run(scenario())
+
+
+def test_a_stream_running_when_the_node_stops_ends_with_an_error_event(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with serving(tmp_path, TrickleMesh()) as api:
+            reader, writer = await asyncio.open_connection(api.host, api.port)
+            writer.write(api.request({"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "hi"}]}))
+            await writer.drain()
+            seen = b""
+            while seen.count(b"tick") < 3:
+                seen += await asyncio.wait_for(reader.read(4096), 5)
+            await api.server.stop()
+            rest = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            events = [line for line in (seen + rest).split(b"\n") if line.startswith(b"data: ")]
+            assert json.loads(events[-1][6:])["error"]["code"] == "shutting_down"
+            assert api.mesh.cancelled == 1
 
     run(scenario())
