@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from orc.node.coordinator.engine import BoundRun, Engine
+from orc.node.coordinator.journal_lock import holding, journal_in_use
 from orc.node.coordinator.journal_replay import journal_state
 from orc.node.coordinator.placing import LOCAL_NODE_ID, Placer
 from orc.node.coordinator.workspace import Workspace
@@ -138,7 +139,7 @@ class Orc:
                 if isinstance(event, RunBegan):
                     # This home's journal of that run, not a path from the event: the event may
                     # come from a daemon, and only a file of this home is ours to open.
-                    held.enter_context(_hold(self.home.journal_path(event.run_id)))
+                    held.enter_context(holding(self.home.journal_path(event.run_id)))
                 yield event
 
     def run_sync(self, spec: EnsembleSpec, run_input: object) -> RunResult:
@@ -224,44 +225,3 @@ class Orc:
 async def _bound(engine: Engine, spec: EnsembleSpec) -> BoundRun:
     # Binding may hash a model file the first time (hundreds of MB): off the loop.
     return await asyncio.to_thread(engine.preflight, spec)
-
-
-# A run in progress holds a shared lock on its journal (flock, advisory); a reader that can take
-# the lock exclusively knows nothing runs it. The kernel drops the lock when the holder dies,
-# however it dies, so a killed run is never shown as running.
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; every unfinished run then reads as interrupted
-    fcntl = None  # type: ignore[assignment]
-
-
-@contextlib.contextmanager
-def _hold(path: Path) -> Iterator[None]:
-    if fcntl is None:
-        yield
-        return
-    try:
-        stream = open(path, "rb")  # noqa: SIM115 - held for the run, closed below
-    except OSError:
-        yield  # no journal (journaling off): nothing to mark
-        return
-    try:
-        fcntl.flock(stream.fileno(), fcntl.LOCK_SH)
-        yield
-    finally:
-        stream.close()
-
-
-def journal_in_use(path: Path) -> bool:
-    """Whether a live process is running the run of the journal at `path`."""
-    if fcntl is None:
-        return False
-    try:
-        with open(path, "rb") as stream:
-            try:
-                fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            return False
-    except OSError:
-        return False

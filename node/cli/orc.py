@@ -316,8 +316,9 @@ def peers(as_json: bool = JsonOption, home: Optional[Path] = HomeOption, debug: 
     """
     with guarded(debug):
         from orc.node.cli.daemon_link import find_daemon
-        from orc.node.cli.peers import peer_json, peers_table
+        from orc.node.cli.peers import peers_table
         from orc.node.home import Home
+        from orc.node.protocol.json_views import peer_json
 
         client = find_daemon(Home.locate(home))
         if client is None:

@@ -339,7 +339,7 @@ def node_status(home: Optional[Path]) -> tuple[dict[str, Any], str]:
     except DaemonStarting as error:  # it answers, but is not up yet: show what the home holds
         status, starting = _NOT_RUNNING, str(error)
     if status is not _NOT_RUNNING:
-        from orc.node.cli.peers import description_json, peer_json
+        from orc.node.protocol.json_views import description_json, peer_json
 
         peers = _daemon_call(located, "peers")
         description = status.description

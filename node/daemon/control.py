@@ -67,8 +67,9 @@ class ControlService:
                  api_address: Callable[[], str | None] = lambda: None) -> None:
         """`open_join_server()` opens the join server (or finds it open) and returns its address;
         `join_address()` is that address while it is open, else None. `watch_run(events)` passes
-        a run's events on, observing them (the node's metrics); `api_address()` is where the
-        HTTP API serves, once it does."""
+        a run's events on, observing them (the daemon's run hub, with the node's metrics inside it:
+        the dashboard sees the run, and may cancel it, which ends the stream with `Cancelled`);
+        `api_address()` is where the HTTP API serves, once it does."""
         self.home = home
         self._startup = startup
         self._engines = engines

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from orc.node.config import ApiConfig, listen_endpoint
 from orc.node.coordinator.placing import Placer
 from orc.node.daemon.errors import ApiPortUnusable, DaemonError
+from orc.node.daemon.startup import Running
 from orc.node.home import Home
 from orc.node.metrics import NodeMetrics
+from orc.node.web.runs import RunHub
 
 
 def api_settings(config: ApiConfig, api: str | None, no_api: bool) -> ApiConfig:
@@ -39,17 +42,26 @@ async def refuse_a_keyless_open_api(config: ApiConfig, home: Home) -> None:
                           "create one first with `orc-node api-key create`, or keep it on 127.0.0.1")
 
 
-async def serve_api(config: ApiConfig, home: Home, placer: Placer, node_id: str, metrics: NodeMetrics):  # -> WebServer
-    """Start the HTTP API over the running node's placer; ApiPortUnusable if it cannot listen."""
+async def serve_api(config: ApiConfig, home: Home, placer: Placer, node_id: str, metrics: NodeMetrics, runs: RunHub,
+                    running: Callable[[], Running | None]):  # -> WebServer
+    """Start the HTTP API over the running node's placer; ApiPortUnusable if it cannot listen.
+    `runs`: the daemon's run hub (the API's ensemble runs and the dashboard's go through it);
+    `running()`: the running node, whose description and peers the dashboard shows."""
     from orc.node.web.app import build_app
     from orc.node.web.gateway import Gateway
     from orc.node.web.guard import Guard
     from orc.node.web.keys import ApiKeys
+    from orc.node.web.mesh_view import MeshSnapshot
     from orc.node.web.server import ApiUnavailable, WebServer
+
+    def mesh() -> MeshSnapshot:
+        node = running()
+        return MeshSnapshot(node.service.describe(), node.peers()) if node is not None else MeshSnapshot(None, ())
 
     gateway = Gateway(home=home, placer=placer, node_id=node_id, queue_timeout_s=config.queue_timeout_s)
     guard = Guard(config, ApiKeys(home.api_keys_file), time.monotonic)
-    web = WebServer(build_app(gateway=gateway, guard=guard, metrics=metrics, config=config), config)
+    web = WebServer(build_app(gateway=gateway, guard=guard, metrics=metrics, config=config, runs=runs, mesh=mesh),
+                    config)
     try:
         await web.start()
     except ApiUnavailable as error:

@@ -58,6 +58,7 @@ from orc.node.trust.certificates import make_csr
 from orc.node.trust.errors import IdentityError
 from orc.node.trust.membership import Membership
 from orc.node.trust.store import Identity, IdentityStore
+from orc.node.web.runs import RunHub
 from orc.node.worker.execution_log import ExecutionLog
 from orc.node.worker.service import NodeService
 from typing_extensions import assert_never
@@ -110,6 +111,7 @@ class Daemon:
         self.api_address: str | None = None  # where the HTTP API serves, once it does
         # What the node counts; `/metrics` serves it. Scrapes read the running node's parts.
         self.metrics = NodeMetrics(running=lambda: self.startup.running)
+        self.runs = RunHub(time.time, observe=self.metrics.watched_run)  # every run this node coordinates
         self.mesh_port: int | None = None
         self.startup = Startup(joining=bool(options.join) and not self.store.exists())
         self.join_server = JoinServer(
@@ -192,7 +194,7 @@ class Daemon:
         try:
             control = ControlService(home=self.home, startup=self.startup, engines=mesh_engines(self.home, self.startup),
                                      open_join_server=self.join_server.open, join_address=self.join_server.address,
-                                     watch_run=self.metrics.watched_run, api_address=lambda: self.api_address)
+                                     watch_run=self.runs.watched, api_address=lambda: self.api_address)
             control_server = await start_control_server(control, str(control_socket(self.home)))
             try:
                 async with contextlib.AsyncExitStack() as running:
@@ -263,9 +265,11 @@ class Daemon:
         self.node = node
         self.startup.started(Running(service=service, runtimes=runtimes, peers=peering.views, placer=placer))
         if self.api.enabled:
-            web = await serve_api(self.api, self.home, placer, identity.node_id, self.metrics)
+            web = await serve_api(self.api, self.home, placer, identity.node_id, self.metrics, self.runs,
+                                  lambda: self.startup.running)
             self.api_address = web.address
             running.push_async_callback(web.stop)
+            running.push_async_callback(self.runs.close)  # first: the page's runs stop, its streams end
         parts: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("peering", peering.run),
             ("warm-up", service.warm_up),

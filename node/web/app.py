@@ -5,6 +5,7 @@
     GET  /v1/models[/ID]         the mesh's models and this node's ensembles
     POST /v1/chat/completions    one model of the mesh, or `ensemble/NAME`; streamed or not
     POST /v1/completions         the same, with a prompt
+    GET  /, /static/*, /api/*    the dashboard (`orc.node.web.dashboard`)
 
 Every request is checked in the same order: the key (401, 429 after repeated failures), the
 caller's rate (429), the node's requests in flight (503), the body's size (413), the body (400),
@@ -24,6 +25,7 @@ from typing import Protocol
 from orc.node.config import ApiConfig
 from orc.node.coordinator.generations import NoNode, NoRoom, TimedOut
 from orc.node.models.runtimes.base import RuntimeFailure
+from orc.node.protocol.errors import Cancelled
 from orc.node.protocol.events import RunProgress
 from orc.node.web.answers import Answer, RunFailed, deliverable, samples
 from orc.node.web.gateway import (
@@ -32,7 +34,9 @@ from orc.node.web.gateway import (
     UnknownModel,
     conversation_input,
 )
+from orc.node.web.dashboard import Dashboard, MeshSource
 from orc.node.web.guard import Caller, Guard, Refusal
+from orc.node.web.mesh_view import MeshSnapshot
 from orc.node.web.openai_wire import (
     ENSEMBLE_PREFIX,
     Ask,
@@ -51,8 +55,11 @@ from orc.node.web.responses import (
     collect,
     first_answer,
     read_body,
+    refusal_response,
     sse_events,
 )
+from orc.node.web.runs import RunHub
+from orc.node.web.sessions import Sessions
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -76,9 +83,16 @@ class ApiMetrics(Protocol):
 
 
 def build_app(*, gateway: Gateway, guard: Guard, metrics: ApiMetrics, config: ApiConfig,
+              runs: RunHub | None = None, mesh: MeshSource = lambda: MeshSnapshot(None, ()),
               clock: Callable[[], float] = time.time) -> Starlette:
-    """The node's HTTP application, over its gateway to the mesh."""
-    api = _Api(gateway, guard, metrics, config, clock)
+    """The node's HTTP application, over its gateway to the mesh. `runs`: the daemon's run hub,
+    which every ensemble run of the API passes through, watched by the metrics (without one, a
+    hub of its own, watched by `metrics`); `mesh()`:
+    this node's description and its peers now, for the dashboard."""
+    runs = runs if runs is not None else RunHub(clock, observe=metrics.watched_run)
+    api = _Api(gateway, guard, metrics, config, runs, clock)
+    dashboard = Dashboard(gateway=gateway, guard=guard, runs=runs, sessions=Sessions(time.monotonic), mesh=mesh,
+                          config=config)
     routes = [
         Route("/health", api.health, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
@@ -86,6 +100,7 @@ def build_app(*, gateway: Gateway, guard: Guard, metrics: ApiMetrics, config: Ap
         Route("/v1/models/{model:path}", api.model, methods=["GET"]),
         Route("/v1/chat/completions", api.chat, methods=["POST"]),
         Route("/v1/completions", api.text, methods=["POST"]),
+        *dashboard.routes(),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
 
@@ -97,12 +112,6 @@ async def _http_error(request: Request, error: Exception) -> Response:
                405: f"{request.method} is not allowed on {request.url.path}"}.get(status, "request failed")
     return JSONResponse(error_json(message, "invalid_request_error", "not_found" if status == 404 else None),
                         status_code=status)
-
-
-def refusal_response(refusal: Refusal, param: str | None = None) -> JSONResponse:
-    headers = {"Retry-After": str(refusal.retry_after_s)} if refusal.retry_after_s else None
-    return JSONResponse(error_json(refusal.message, refusal.kind, refusal.code, param), status_code=refusal.status,
-                        headers=headers)
 
 
 def refusal_for(error: BaseException) -> Refusal:
@@ -130,6 +139,8 @@ def refusal_for(error: BaseException) -> Refusal:
                            retry_after_s=5)
         case RunFailed():
             return Refusal(500, str(error), "server_error", "run_failed")
+        case Cancelled():
+            return Refusal(500, str(error), "server_error", "run_cancelled")
         case RuntimeFailure():
             return Refusal(500, f"the generation failed: {error}", "server_error", "generation_failed")
     log.error("API request failed unexpectedly", exc_info=error)
@@ -137,9 +148,10 @@ def refusal_for(error: BaseException) -> Refusal:
 
 
 class _Api:
-    def __init__(self, gateway: Gateway, guard: Guard, metrics: ApiMetrics, config: ApiConfig,
+    def __init__(self, gateway: Gateway, guard: Guard, metrics: ApiMetrics, config: ApiConfig, runs: RunHub,
                  clock: Callable[[], float]) -> None:
         self.gateway = gateway
+        self.runs = runs
         self.guard = guard
         self.metrics_sink = metrics
         self.config = config
@@ -229,7 +241,7 @@ class _Api:
                 self.metrics_sink.request(endpoint, model_label, 499)
                 return Response(status_code=499)
             except (BadRequest, BodyTooLarge, BodyTooSlow, UnknownModel, EnsembleUnusable, NoNode, RunFailed,
-                    RuntimeFailure) as error:
+                    RuntimeFailure, Cancelled) as error:
                 refusal = refusal_for(error)
                 self.metrics_sink.request(endpoint, model_label, refusal.status)
                 return refusal_response(refusal, getattr(error, "param", None))
@@ -254,7 +266,7 @@ class _Api:
                 raise UnknownModel(ask.model)
             sinks, events = await self.gateway.run(ensemble, conversation_input(ask.messages), ask.params.seed)
             log.info("API: %s runs ensemble %s", caller.key_name or caller.id, ensemble)
-            return deliverable(self.metrics_sink.watched_run(events), sinks), ask.model, self.gateway.request_id()
+            return deliverable(self.runs.watched(events), sinks), ask.model, self.gateway.request_id()
         if not self.gateway.serves(ask.model):
             raise UnknownModel(ask.model)
         request_id = self.gateway.request_id()

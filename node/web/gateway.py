@@ -1,5 +1,5 @@
 """What the HTTP API asks of the node: the models of the mesh, the ensembles this node can run,
-one generation placed on the mesh, one ensemble run.
+one generation placed on the mesh, one ensemble run (or the resume of one).
 
 A model request becomes one `Generation` handed to the node's placer, the same one the agents of
 `orc run` go through: placed on the best node of the mesh, with failover, under the same fair
@@ -25,8 +25,9 @@ from orc.node.models.catalog import CatalogError
 from orc.node.models.runtimes.base import ChatMessage, GenerationParams
 from orc.node.protocol.events import RunProgress
 from orc.scheduler.ensemble import Placement
-from orc.scheduler.errors import SchedulerError
-from orc.scheduler.loader import load_ensemble
+from orc.scheduler.errors import RunNotFound, SchedulerError
+from orc.scheduler.journal import read_journal
+from orc.scheduler.loader import EnsembleLibrary, load_ensemble
 from orc.scheduler.profiles import ConfigInvalid
 
 # A request's generation may be tried on this many nodes (the first and two failovers), as an
@@ -35,6 +36,8 @@ ATTEMPTS = 3
 # An ensemble name as the API accepts it: a name from the library, never a path (a client must
 # not make the node read files outside its ensemble folders).
 ENSEMBLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# A run id as the API accepts it: what the engine derives, never a path.
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
 class GatewayError(Exception):
@@ -99,6 +102,15 @@ class Gateway:
         """The names of the ensembles this node's API runs (files are not checked here)."""
         return tuple(sorted({name for name, _ in self._workspace().library.entries() if ENSEMBLE_NAME.fullmatch(name)}))
 
+    def ensemble_files(self) -> tuple[tuple[str, Path], ...]:
+        """(name, file) of each ensemble `ensembles()` names."""
+        return tuple((name, path) for name, path in self._workspace().library.entries() if ENSEMBLE_NAME.fullmatch(name))
+
+    @property
+    def library(self) -> EnsembleLibrary:
+        """Where the API's ensemble names (and nested ensembles) resolve."""
+        return self._workspace().library
+
     def serves(self, model: str) -> bool:
         """Some live node serves `model` ("ID" or "ID@RUNTIME")."""
         return self._placer.offers(model)
@@ -142,6 +154,36 @@ class Gateway:
         except (SchedulerError, ConfigInvalid, OSError) as error:
             raise EnsembleUnusable(str(error), False) from None
         return bound.spec.sinks(), engine.run(bound, run_input)
+
+    async def resume(self, run_id: str) -> AsyncIterator[RunProgress]:
+        """Continue the journaled run `run_id` (its completed agents kept, the others run again),
+        as `orc runs resume` does; its ensemble is the file the journal names. Raises
+        RunNotFound, and EnsembleUnusable when the ensemble cannot run any more, before
+        anything runs. Resumed from the home's folder: profiles of the folder an `orc run` came
+        from do not apply."""
+        try:
+            engine, bound, contents = await asyncio.to_thread(self._bind_journal, run_id)
+        except RunRefused as error:
+            raise EnsembleUnusable(str(error), error.exit_code == 3) from None
+        except RunNotFound:
+            raise
+        except (SchedulerError, ConfigInvalid, OSError) as error:
+            raise EnsembleUnusable(str(error), False) from None
+        return engine.run(bound, contents.header.input, resume=contents)
+
+    def _bind_journal(self, run_id: str):  # -> (Engine, BoundRun, JournalContents)
+        path = self.home.journal_path(run_id)
+        if not RUN_ID.fullmatch(run_id) or not path.is_file():
+            raise RunNotFound(f"no run '{run_id}' under {self.home.runs_dir}")
+        contents = read_journal(path)
+        workspace = self._workspace()
+        source = contents.header.source
+        if source and Path(source).is_file():
+            spec = load_ensemble(Path(source), workspace.library)
+        else:
+            spec = load_ensemble(workspace.library.resolve(contents.header.ensemble), workspace.library)
+        engine = workspace.engine(runtimes={}, placer=self._placer, node_id=self._node_id)
+        return engine, engine.preflight(spec), contents
 
     def _bind(self, ensemble: str, seed: int | None):  # -> (Engine, BoundRun)
         workspace = self._workspace()

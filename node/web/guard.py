@@ -111,6 +111,13 @@ class Guard:
                                               "see `orc-node api-key list`")
         return self._limited(Caller(key.id, key.name), now)
 
+    def still_valid(self, authorization: str | None) -> bool:
+        """Whether the key of an Authorization header admitted earlier is still one of the node's
+        (a long stream asks again now and then: a revoked key ends it). Keyless callers stay valid;
+        no rate is taken."""
+        secret = _bearer(authorization)
+        return secret is None or self._keys.verify(secret) is not None
+
     def enter(self) -> Refusal | None:
         """Take a place for a request in flight, or refuse it (the node is at its cap)."""
         if self.in_flight >= self._config.max_concurrent:

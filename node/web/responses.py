@@ -24,6 +24,7 @@ from orc.node.web.openai_wire import (
     usage_chunk_json,
 )
 from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
 from typing_extensions import assert_never
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,13 @@ async def read_body(request: Request, limit: int, timeout_s: float = BODY_TIMEOU
         raise BodyTooSlow(f"the request body did not arrive within {timeout_s:.0f} s") from None
     except ClientDisconnect:
         raise ClientGone() from None
+
+
+def refusal_response(refusal: Refusal, param: str | None = None) -> JSONResponse:
+    """A refusal in OpenAI's error shape, with `Retry-After` when it says when to retry."""
+    headers = {"Retry-After": str(refusal.retry_after_s)} if refusal.retry_after_s else None
+    return JSONResponse(error_json(refusal.message, refusal.kind, refusal.code, param), status_code=refusal.status,
+                        headers=headers)
 
 
 @dataclass

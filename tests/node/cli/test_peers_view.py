@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from orc.node.cli.peers import description_json, peers_table
+from orc.node.cli.peers import peers_table
 from orc.node.models.hardware import Hardware
 from orc.node.protocol.description import Load, ModelOffer, NodeDescription
 from orc.node.protocol.ids import MeshId, NodeId
+from orc.node.protocol.json_views import description_json
 from orc.node.protocol.messages import PeerView
 
 SHA = "0123456789abcdef" * 4
