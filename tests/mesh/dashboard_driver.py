@@ -5,10 +5,15 @@ test_dashboard_netns.py (the page is served on the namespace's own loopback).
 
 prints one JSON object: what the browser saw. Phases:
 
-    run ENSEMBLE   log in, read the mesh, start ENSEMBLE from the page, wait for the run to end,
-                   read its DAG, timeline and deliverable; screenshots mesh, run, ensembles, phone
-    dead NAME      log in afresh, wait until node NAME shows dead (or is gone); screenshot dead
-    nokey          never log in: what the page shows and what /api/mesh and /api/events answer
+    run ENSEMBLE:FOLLOW   log in, read the mesh, start ENSEMBLE from the page, select agent FOLLOW
+                          in its graph while it waits, wait for the run to end, read the DAG,
+                          timeline, tokens and deliverable (and the run's JSON, from the page's
+                          own session, to compare); screenshots mesh, run, ensembles, phone
+    dead NAME             log in, wait until node NAME shows verified, print {"ready": true}, wait
+                          for a line on stdin (the test kills NAME meanwhile), wait until the open
+                          page shows NAME dead without a reload; screenshot dead; then forget the
+                          session, log in again and read the mesh once more
+    nokey                 never log in: what the page shows and what /api/mesh and /api/events answer
 
 Every wait is bounded; a timeout ends the phase with the JSON seen so far and `"timeout"` set, so
 the test reports what the page showed rather than a bare selenium traceback. The page is driven
@@ -27,7 +32,8 @@ from typing import Any
 
 import httpx
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException, TimeoutException, WebDriverException
+from selenium.common.exceptions import (ElementClickInterceptedException, ElementNotInteractableException,
+                                        StaleElementReferenceException, TimeoutException, WebDriverException)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -38,6 +44,7 @@ PHONE = (375, 740)
 SHORT = 30  # seconds: the page reacting to a click or to the event stream
 RUN_LIMIT = 420  # seconds: three small agents on two single-thread nodes sharing two cores
 DEAD_LIMIT = 90  # seconds: a peer is dead after 3 missed 1 s beats; the page learns it within a second
+QUESTION = "Should I drink tea or coffee in the morning?"  # the run's input, typed into the start form
 ENDED = ("completed", "completed_with_errors", "failed", "interrupted")
 
 
@@ -62,7 +69,8 @@ def browser(chromium: str, chromedriver: str, profile: Path) -> WebDriver:
 def wait(driver: WebDriver, what: str, check: Callable[[WebDriver], Any], timeout: float = SHORT) -> Any:
     try:
         return WebDriverWait(driver, timeout, poll_frequency=0.2,
-                             ignored_exceptions=(StaleElementReferenceException,)).until(check)
+                             ignored_exceptions=(StaleElementReferenceException, ElementClickInterceptedException,
+                                                 ElementNotInteractableException)).until(check)
     except TimeoutException:
         raise PhaseTimeout(f"{what} (waited {timeout:.0f} s)") from None
 
@@ -99,17 +107,36 @@ def log_in(driver: WebDriver, url: str, key: str, seen: dict) -> None:
 
 
 def open_view(driver: WebDriver, view: str) -> None:
-    driver.find_element(By.CSS_SELECTOR, f'nav a[data-view="{view}"]').click()
+    click(driver, f'nav a[data-view="{view}"]')
     wait(driver, f"#view-{view} to be shown", lambda d: shown(d, f"#view-{view}"))
 
 
+def read_all(driver: WebDriver, selector: str, attributes: dict[str, str], name: str | None = None) -> list[dict]:
+    """For each element matching `selector`, its `attributes` (key -> attribute name) and, with
+    `name`, the text of its first `name` descendant: read in one script, so a page that redraws a
+    list every second cannot swap elements between two reads (selenium would call them stale)."""
+    return driver.execute_script("""
+        const [selector, attributes, name] = arguments;
+        return [...document.querySelectorAll(selector)].map(e => {
+            const row = {};
+            for (const [key, attribute] of Object.entries(attributes)) row[key] = e.getAttribute(attribute);
+            if (name) row.name = e.querySelector(name)?.textContent.trim() || null;
+            return row;
+        });
+    """, selector, attributes, name)
+
+
+def click(driver: WebDriver, selector: str) -> None:
+    """Click the element `selector` names, finding it again if a redraw replaced it meanwhile."""
+    def clicked(d: WebDriver) -> bool:
+        d.find_element(By.CSS_SELECTOR, selector).click()
+        return True
+
+    wait(driver, f"{selector} to take a click", clicked)
+
+
 def mesh_nodes(driver: WebDriver) -> list[dict]:
-    nodes = []
-    for element in driver.find_elements(By.CSS_SELECTOR, "#mesh .node"):
-        names = element.find_elements(By.CSS_SELECTOR, ".node-name")
-        nodes.append({"node_id": element.get_attribute("data-node-id"), "state": element.get_attribute("data-state"),
-                      "name": names[0].text.strip() if names else None})
-    return nodes
+    return read_all(driver, "#mesh .node", {"node_id": "data-node-id", "state": "data-state"}, ".node-name")
 
 
 def overflow(driver: WebDriver) -> int:
@@ -127,7 +154,16 @@ def start_form_view(driver: WebDriver) -> str | None:
     return None
 
 
-def run_phase(driver: WebDriver, url: str, key: str, shots: Path, ensemble: str, seen: dict) -> None:
+def fetch_json(driver: WebDriver, path: str) -> Any:
+    """GET `path` from the page's origin with its session cookie: what the API told the page."""
+    return driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch(arguments[0], {credentials: "same-origin"}).then(r => r.json()).then(done, e => done(String(e)));
+    """, path)
+
+
+def run_phase(driver: WebDriver, url: str, key: str, shots: Path, spec: str, seen: dict) -> None:
+    ensemble, follow = spec.split(":")
     log_in(driver, url, key, seen)
     open_view(driver, "mesh")
     wait(driver, "two nodes in #mesh", lambda d: len(mesh_nodes(d)) >= 2)
@@ -139,39 +175,53 @@ def run_phase(driver: WebDriver, url: str, key: str, shots: Path, ensemble: str,
 
     open_view(driver, "ensembles")
     wait(driver, f"ensemble {ensemble} listed", lambda d: shown(d, f'#ensembles .ensemble[data-name="{ensemble}"]'))
-    seen["ensembles"] = [{"name": e.get_attribute("data-name"), "valid": e.get_attribute("data-valid")}
-                         for e in driver.find_elements(By.CSS_SELECTOR, "#ensembles .ensemble")]
+    seen["ensembles"] = read_all(driver, "#ensembles .ensemble", {"name": "data-name", "valid": "data-valid"})
     shoot(driver, shots, "ensembles", seen["screenshots"])
 
     seen["start_form_view"] = start_form_view(driver)
     if seen["start_form_view"] is None:
         raise PhaseTimeout("form#start-run is not shown in any view")
-    form = driver.find_element(By.CSS_SELECTOR, "form#start-run")
-    choose = Select(form.find_element(By.CSS_SELECTOR, "select[name=ensemble]"))
-    wait(driver, f"{ensemble} among the start form's choices",
-         lambda d: any(o.get_attribute("value") == ensemble for o in choose.options))
-    choose.select_by_value(ensemble)
-    text = form.find_element(By.CSS_SELECTOR, "textarea[name=input]")
+    choice = "form#start-run select[name=ensemble]"
+
+    def chosen(d: WebDriver) -> bool:
+        Select(d.find_element(By.CSS_SELECTOR, choice)).select_by_value(ensemble)  # NoSuchElement: not yet listed
+        return d.execute_script("return document.querySelector(arguments[0]).value;", choice) == ensemble
+
+    wait(driver, f"{ensemble} chosen in the start form", chosen)
+    text = driver.find_element(By.CSS_SELECTOR, "form#start-run textarea[name=input]")
     text.clear()
-    text.send_keys("Tea or coffee?")
-    form.find_element(By.CSS_SELECTOR, "button#start-run-submit").click()
+    text.send_keys(QUESTION)
+    click(driver, "form#start-run button#start-run-submit")
     wait(driver, "#view-run after starting a run", lambda d: shown(d, "#view-run"))
     seen["run_id"] = wait(driver, "#run to carry a run id",
                           lambda d: d.find_element(By.CSS_SELECTOR, "#run").get_attribute("data-run-id"))
+    # Selected before it runs, so its tokens reach #tokens as they stream.
+    box = f'#dag .dag-agent[data-agent="{follow}"]'
+    wait(driver, f"{follow} in the graph", lambda d: shown(d, box))
+    seen["follow_status_when_selected"] = read_all(driver, box, {"status": "data-status"})[0]["status"]
+    click(driver, box)
     seen["status"] = wait(driver, "the run to end", lambda d: (
         d.find_element(By.CSS_SELECTOR, "#run").get_attribute("data-status") in ENDED
         and d.find_element(By.CSS_SELECTOR, "#run").get_attribute("data-status")), timeout=RUN_LIMIT)
     # The deliverable arrives with run_finished; the last bars with agent_ended just before.
     wait(driver, "#deliverable to have text", lambda d: d.find_element(By.CSS_SELECTOR, "#deliverable").text.strip())
-    seen["agents"] = [{"agent": a.get_attribute("data-agent"), "status": a.get_attribute("data-status"),
-                       "node_name": a.get_attribute("data-node-name")}
-                      for a in driver.find_elements(By.CSS_SELECTOR, "#dag .dag-agent")]
-    seen["bars"] = [{"agent": b.get_attribute("data-agent"), "node_name": b.get_attribute("data-node-name"),
-                     "kind": b.get_attribute("data-kind")}
-                    for b in driver.find_elements(By.CSS_SELECTOR, "#timeline .bar")]
+    seen["agents"] = read_all(driver, "#dag .dag-agent",
+                              {"agent": "data-agent", "status": "data-status", "node_name": "data-node-name"})
+    seen["bars"] = read_all(driver, "#timeline .bar",
+                            {"agent": "data-agent", "node_name": "data-node-name", "kind": "data-kind"})
     seen["deliverable"] = driver.find_element(By.CSS_SELECTOR, "#deliverable").text
+    seen["tokens"] = driver.find_element(By.CSS_SELECTOR, "#tokens").text
     seen["desktop_overflow"] = overflow(driver)
     shoot(driver, shots, "run", seen["screenshots"])
+    run = fetch_json(driver, f"/api/runs/{seen['run_id']}")
+    seen["api_run"] = {"status": run["status"], "deliverable": run["deliverable"],
+                       "agents": {name: {"status": a["status"], "node_name": a["node_name"], "output": a["output"]}
+                                  for name, a in run["agents"].items()}} if isinstance(run, dict) else run
+
+    open_view(driver, "runs")
+    listed = f'#runs .run[data-run-id="{seen["run_id"]}"]'
+    wait(driver, "the run in #runs", lambda d: shown(d, listed))
+    seen["listed_status"] = read_all(driver, listed, {"status": "data-status"})[0]["status"]
 
     driver.set_window_size(*PHONE)
     open_view(driver, "mesh")
@@ -179,18 +229,34 @@ def run_phase(driver: WebDriver, url: str, key: str, shots: Path, ensemble: str,
     shoot(driver, shots, "phone", seen["screenshots"])
 
 
+def state_of(driver: WebDriver, name: str) -> str:
+    """NAME's data-state in #mesh, "gone" when it is not listed."""
+    mine = [n["state"] for n in mesh_nodes(driver) if n["name"] == name]
+    return mine[0] if mine else "gone"
+
+
 def dead_phase(driver: WebDriver, url: str, key: str, shots: Path, name: str, seen: dict) -> None:
     log_in(driver, url, key, seen)
     open_view(driver, "mesh")
-    wait(driver, "this node in #mesh", lambda d: len(mesh_nodes(d)) >= 1)
-
-    def dead_or_gone(d: WebDriver) -> bool:
-        mine = [n for n in mesh_nodes(d) if n["name"] == name]
-        return not mine or mine[0]["state"] in ("dead", "gone")
-
-    wait(driver, f"{name} to show dead or gone", dead_or_gone, timeout=DEAD_LIMIT)
-    seen["nodes"] = mesh_nodes(driver)
+    wait(driver, f"{name} verified in #mesh", lambda d: state_of(d, name) == "verified")
+    seen["before"] = mesh_nodes(driver)
+    print(json.dumps({"ready": True}), flush=True)
+    sys.stdin.readline()  # the test killed the node
+    killed = time.monotonic()
+    wait(driver, f"{name} to show dead or gone on the open page",
+         lambda d: state_of(d, name) in ("dead", "gone"), timeout=DEAD_LIMIT)
+    seen["seconds_to_dead"] = round(time.monotonic() - killed, 1)
+    seen["live"] = mesh_nodes(driver)
+    seen["changes"] = driver.execute_script(
+        "return [...document.querySelectorAll('#mesh-changes li')].map(li => li.textContent.trim());")
     shoot(driver, shots, "dead", seen["screenshots"])
+
+    driver.delete_all_cookies()
+    console(driver, seen["console"])  # what the live page said; the second sign-in starts from 401 again
+    log_in(driver, url, key, seen)
+    open_view(driver, "mesh")
+    wait(driver, "this node in #mesh after signing in again", lambda d: len(mesh_nodes(d)) >= 1)
+    seen["nodes"] = mesh_nodes(driver)
 
 
 def nokey_phase(driver: WebDriver, url: str, shots: Path, seen: dict) -> None:

@@ -1,7 +1,8 @@
 """The dashboard in a real browser (Debian's headless Chromium) against a two-node namespace mesh.
 
     a   created the mesh, serves smollm2, tagged `alpha`; its dashboard is the one opened
-    b   joined, serves smollm2, tagged `beta`; killed (SIGKILL) before the last phase
+    b   joined, serves smollm2, tagged `beta`; killed (SIGKILL) in the last test, while the page
+        is open on the mesh view
 
 An ensemble in a's home pins one agent to each node and joins their answers in a third, so a run
 started from the page must show agents on both nodes. The browser runs in a's namespace
@@ -16,6 +17,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 from pathlib import Path
 
 import browser
@@ -49,7 +51,7 @@ agents:
   - name: verdict
     model: {SMOL}
     depends_on: [left, right]
-    system_prompt: "Weigh the two reasons you are given and pick one, in one sentence."
+    system_prompt: "You are given two reasons. Say which drink wins and why, in one sentence."
     max_tokens: 24
     temperature: 0
 """
@@ -96,17 +98,23 @@ def warm_here(node: Node) -> bool | None:
     return any(m["id"] == SMOL and m.get("loaded") for m in node.status().get("models", [])) or None
 
 
-def drive(lan, phase: str, arg: str = "", timeout: float = 600) -> dict:
-    """Run one phase of the driver in a's namespace; what the browser saw (a timeout inside the
-    phase fails here, with what the page showed and a's log)."""
-    a: Node = lan["a"]
-    done = a.ns.run([python(), str(DRIVER), phase, URL, lan["key"], str(lan["shots"]), *lan["browser"], arg],
-                    env=a.env, timeout=timeout)
-    assert done.returncode == 0, f"{phase}: {done.stderr[-3000:]}\n{a.log_text()[-3000:]}"
-    seen = json.loads(done.stdout)
+def driver_argv(lan, phase: str, arg: str = "") -> list[str]:
+    return [python(), str(DRIVER), phase, URL, lan["key"], str(lan["shots"]), *lan["browser"], arg]
+
+
+def checked(lan, phase: str, seen: dict) -> dict:
+    """`seen`, after failing with what the page showed and a's log if a wait inside the phase ran out."""
     assert "timeout" not in seen, f"{phase}: timed out waiting for {seen['timeout']}\n{json.dumps(seen, indent=1)}" \
-                                  f"\n{a.log_text()[-3000:]}"
+                                  f"\n{lan['a'].log_text()[-3000:]}"
     return seen
+
+
+def drive(lan, phase: str, arg: str = "", timeout: float = 600) -> dict:
+    """Run one phase of the driver in a's namespace; what the browser saw."""
+    a: Node = lan["a"]
+    done = a.ns.run(driver_argv(lan, phase, arg), env=a.env, timeout=timeout)
+    assert done.returncode == 0, f"{phase}: {done.stderr[-3000:]}\n{a.log_text()[-3000:]}"
+    return checked(lan, phase, json.loads(done.stdout))
 
 
 def errors(entries: list[dict], *, refused_is_fine: bool = False) -> list[dict]:
@@ -135,7 +143,7 @@ def test_without_a_key_the_api_and_the_stream_refuse_and_the_page_shows_only_the
 
 
 def test_a_run_started_from_the_page_runs_on_both_nodes_and_completes(lan):
-    seen = drive(lan, "run", ENSEMBLE)
+    seen = drive(lan, "run", f"{ENSEMBLE}:verdict")
     assert errors(seen["console_before_login"], refused_is_fine=True) == [], seen["console_before_login"]
     assert errors(seen["console"]) == [], seen["console"]
 
@@ -155,21 +163,52 @@ def test_a_run_started_from_the_page_runs_on_both_nodes_and_completes(lan):
     assert sorted(bar["agent"] for bar in work) == sorted(AGENTS), seen["bars"]  # one work bar per agent
     assert all(bar["node_name"] == agents[bar["agent"]]["node_name"] for bar in work), seen["bars"]
     assert all(bar["kind"] in ("work", "wait") for bar in seen["bars"]), seen["bars"]
-    assert seen["deliverable"].strip(), seen
+    assert seen["listed_status"] == "completed", seen  # and the runs view lists it so
+
+    # What the page shows is what the API told it, and the deliverable is the last agent's answer.
+    api = seen["api_run"]
+    assert api["status"] == "completed" and api["deliverable"].strip(), api
+    assert seen["deliverable"].strip() == api["deliverable"].strip() == api["agents"]["verdict"]["output"].strip()
+    assert {name: (x["status"], x["node_name"]) for name, x in api["agents"].items()} == \
+        {name: (x["status"], x["node_name"]) for name, x in agents.items()}
+    # verdict was selected before it finished: its tokens came into #tokens as they streamed.
+    assert seen["follow_status_when_selected"] in ("pending", "running"), seen
+    assert seen["tokens"].strip() == api["agents"]["verdict"]["output"].strip(), seen
 
     assert seen["desktop_overflow"] == 0 and seen["phone_overflow"] == 0, seen  # nothing scrolls sideways
     assert set(seen["screenshots"]) == {"mesh", "ensembles", "run", "phone"}
     keep_screenshots(lan, ("mesh", "ensembles", "run", "phone"))
 
 
-def test_a_node_killed_shows_dead(lan):
+def test_a_node_killed_shows_dead_on_the_open_page_and_after_signing_in_again(lan, tmp_path):
+    a: Node = lan["a"]
     b: Node = lan["b"]
-    b.stop(signal.SIGKILL)
-    wait_for(lambda: any(p["name"] == "b" and p["state"] == "dead" for p in lan["a"].peers()), 30,
-             "a's own `orc peers` to call b dead")  # the mesh's view, so a failure below is the page's
-    seen = drive(lan, "dead", "b")
+    with (tmp_path / "driver.log").open("w") as log:
+        watching = a.ns.popen(driver_argv(lan, "dead", "b"), env=a.env, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=log, text=True)
+    printed = netns.JsonLines(watching)
+    try:
+        first = printed.wait_for(lambda r: "ready" in r or "phase" in r, 120)
+        checked(lan, "dead", first)  # a "phase" record here is the driver giving up before the kill
+        b.stop(signal.SIGKILL)
+        watching.stdin.write("killed\n")
+        watching.stdin.flush()
+        seen = checked(lan, "dead", printed.wait_for(lambda r: "phase" in r, 300))
+    finally:
+        try:
+            watching.wait(timeout=30)  # it prints what it saw, then closes the browser and exits
+        except subprocess.TimeoutExpired:
+            watching.kill()
+            watching.wait(timeout=30)
+    assert watching.returncode == 0, (tmp_path / "driver.log").read_text()[-3000:]
+
     assert errors(seen["console_before_login"], refused_is_fine=True) == [], seen["console_before_login"]
     assert errors(seen["console"]) == [], seen["console"]
-    states = {n["name"]: n["state"] for n in seen["nodes"]}
-    assert states["a"] == "self" and states.get("b", "gone") in ("dead", "gone"), states
+    assert {n["name"]: n["state"] for n in seen["before"]} == {"a": "self", "b": "verified"}, seen
+    live = {n["name"]: n["state"] for n in seen["live"]}
+    assert live["a"] == "self" and live.get("b", "gone") in ("dead", "gone"), seen  # no reload needed
+    # 3 missed 1 s beats make b dead; the page hears of it within the second after.
+    assert seen["seconds_to_dead"] < 15, seen
+    again = {n["name"]: n["state"] for n in seen["nodes"]}
+    assert again["a"] == "self" and again.get("b", "gone") in ("dead", "gone"), seen
     keep_screenshots(lan, ("dead",))
