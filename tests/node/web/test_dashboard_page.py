@@ -5,13 +5,12 @@ goes back to its login form when the session lapses, and logs no console error o
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from browser import require_chromium
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
@@ -21,22 +20,16 @@ from selenium.webdriver.support.select import Select
 
 from tests.node.web.dashboard_fake import KEY, FakeNode, Served
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-if not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("ORC_REQUIRE_BROWSER"):
-    pytest.skip("NO BROWSER: the dashboard page is NOT tested here; install Debian's chromium and chromium-driver "
-                "(CI sets ORC_REQUIRE_BROWSER, which turns this skip into a failure)", allow_module_level=True)
-
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
-    assert CHROMIUM and CHROMEDRIVER, "ORC_REQUIRE_BROWSER is set but chromium or chromedriver is missing"
+    chromium, chromedriver = require_chromium()  # installs Debian's chromium as root; skips loudly or fails
     options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
+    options.binary_location = chromium
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,900"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver = webdriver.Chrome(options=options, service=Service(chromedriver))
     yield driver
     driver.quit()
 
