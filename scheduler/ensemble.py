@@ -31,10 +31,11 @@ class FieldRef:
 
 @dataclass(frozen=True)
 class Condition:
-    """A guard: the referenced value is truthy, or equals / differs from a literal."""
+    """A guard: the referenced value is truthy, equals / differs from a literal, or compares with a
+    number (`<`, `<=`, `>`, `>=`: false, never an error, when the value is not a number)."""
 
     ref: FieldRef
-    op: str = "truthy"  # "truthy" | "==" | "!="
+    op: str = "truthy"  # "truthy" | "==" | "!=" | "<" | "<=" | ">" | ">="
     literal: object = None
 
     def __str__(self) -> str:
@@ -53,6 +54,42 @@ class Placement:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """A cap on a whole run or on one agent: tokens (prompt + completion) and wall seconds."""
+
+    max_tokens: int | None = None
+    max_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Judge:
+    """The model that picks the winner of a `vote: {by: judge}` among its samples."""
+
+    model: str | None = None  # None: the voting agent's own model
+    system_prompt: str | None = None
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class Vote:
+    """Sample the agent's generation `samples` times and keep one answer.
+
+    `by`: "majority" (the most frequent ballot), "judge" (a model picks) or "script" (a script
+    picks, JSON in, JSON out). A ballot is the first group of `extract` matched in a sample, else
+    the whole sample normalized (stripped, lowercased, inner whitespace collapsed); a sample
+    `extract` does not match casts no ballot.
+    """
+
+    samples: int
+    by: str = "majority"  # "majority" | "judge" | "script"
+    extract: str | None = None  # a regular expression, checked by the loader
+    temperature: float | None = None  # None: the agent's
+    models: tuple[str, ...] = ()  # samples spread over these, round-robin; (): the agent's model
+    judge: Judge | None = None  # by: judge
+    script: str | None = None  # by: script
+
+
+@dataclass(frozen=True)
 class LlmTask:
     """Generate text with a model, named directly or through a model profile."""
 
@@ -63,6 +100,26 @@ class LlmTask:
     temperature: float | None = None
     max_tokens: int | None = None
     options: Mapping[str, object] = field(default_factory=lambda: _EMPTY)  # read-only (see orc.scheduler.values.freeze)
+    vote: Vote | None = None
+
+
+# The names an `accept_if` may use, as `${name}` (and `${output.field}` into a structured output).
+CASCADE_FIELDS = ("output", "agreement", "ballot", "samples", "model", "prompt_tokens", "completion_tokens")
+
+
+@dataclass(frozen=True)
+class CascadeLevel:
+    """One level of a cascade: the agent's LLM keys with the level's own laid over them."""
+
+    task: LlmTask
+    accept_if: Condition | None = None  # over CASCADE_FIELDS; None: accepted as it is (the last level)
+
+
+@dataclass(frozen=True)
+class CascadeTask:
+    """Try the levels in order; the first one accepted gives the agent's output."""
+
+    levels: tuple[CascadeLevel, ...]
 
 
 @dataclass(frozen=True)
@@ -97,7 +154,7 @@ class LoopTask:
     carry: FieldRef | None = None
 
 
-AgentTask = Union[LlmTask, ScriptTask, EnsembleTask, DispatchTask, LoopTask]
+AgentTask = Union[LlmTask, ScriptTask, EnsembleTask, DispatchTask, LoopTask, CascadeTask]
 
 
 @dataclass(frozen=True)
@@ -116,6 +173,7 @@ class AgentSpec:
     retries: int | None = None  # None: the default policy (see scheduler.run)
     placement: Placement = Placement()
     output_format: str | None = None  # "text" | "json"
+    budget: Budget | None = None  # this agent's own: every sample, level and retry of it counts
 
 
 @dataclass(frozen=True)
@@ -129,6 +187,7 @@ class EnsembleSpec:
     source: Path | None = None
     warnings: tuple[str, ...] = ()
     children: tuple[tuple[str, "EnsembleSpec"], ...] = field(default=(), compare=False)
+    budget: Budget | None = None  # the whole run's
 
     def agent(self, name: str) -> AgentSpec:
         for spec in self.agents:

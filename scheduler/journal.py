@@ -3,7 +3,8 @@
 Record layout (one msgpack map each; `t` names the kind):
   run    run_id, ensemble, source, input, started_at, agents   (always first)
   start  agent, at, node_id, model
-  ok     agent, output, at, usage: [prompt, completion]
+  part   agent, part, output, usage: [prompt, completion], node_id, model, at
+  ok     agent, output, at, usage: [prompt, completion], detail (only when not empty)
   fail   agent, error, at, retryable
   skip   agent, reason, at
   end    status, at
@@ -32,6 +33,8 @@ from orc.scheduler.run import (
     AgentSkipped,
     AgentStarted,
     AgentSucceeded,
+    PartDone,
+    PartResult,
     RunEvent,
     RunId,
     Usage,
@@ -78,9 +81,16 @@ def _to_record(item: RunEvent | RunHeader | RunEnded) -> dict:
         case AgentBound():
             return {"t": "bound", "agent": item.agent, "node_id": item.node_id, "at": item.at,
                     "failover": item.failover}
+        case PartDone(result=result):
+            return {"t": "part", "agent": item.agent, "part": item.part, "output": thaw(result.output),
+                    "usage": [result.usage.prompt_tokens, result.usage.completion_tokens],
+                    "node_id": result.node_id, "model": result.model, "at": item.at}
         case AgentSucceeded():
-            return {"t": "ok", "agent": item.agent, "output": thaw(item.output), "at": item.at,
-                    "usage": [item.usage.prompt_tokens, item.usage.completion_tokens]}
+            record = {"t": "ok", "agent": item.agent, "output": thaw(item.output), "at": item.at,
+                      "usage": [item.usage.prompt_tokens, item.usage.completion_tokens]}
+            if item.detail:
+                record["detail"] = thaw(item.detail)
+            return record
         case AgentFailed():
             return {"t": "fail", "agent": item.agent, "error": item.error, "at": item.at, "retryable": item.retryable,
                     "permanent": item.permanent}
@@ -103,9 +113,21 @@ def _from_record(record: dict) -> RunEvent | RunHeader | RunEnded:
         if not isinstance(node_id, str) or not node_id:
             raise ValueError("a bound record names no node")
         return AgentBound(record["agent"], node_id, float(record["at"]), bool(record.get("failover")))
+    if kind == "part":
+        prompt, completion = record.get("usage") or (0, 0)
+        part = record["part"]
+        if not isinstance(part, str) or not part:
+            raise ValueError("a part record names no part")
+        return PartDone(record["agent"], part, PartResult(record.get("output"), Usage(int(prompt), int(completion)),
+                                                          record.get("node_id"), record.get("model")),
+                        float(record["at"]))
     if kind == "ok":
         prompt, completion = record.get("usage") or (0, 0)
-        return AgentSucceeded(record["agent"], record.get("output"), float(record["at"]), Usage(prompt, completion))
+        detail = record.get("detail") or {}
+        if not isinstance(detail, dict):
+            raise ValueError("an ok record's detail is not a mapping")
+        return AgentSucceeded(record["agent"], record.get("output"), float(record["at"]), Usage(prompt, completion),
+                              detail)
     if kind == "fail":
         return AgentFailed(record["agent"], record["error"], float(record["at"]), bool(record.get("retryable")),
                            bool(record.get("permanent")))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import NewType, Union
 
@@ -54,6 +54,20 @@ class Usage:
         return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens)
 
 
+_NOTHING: Mapping[str, object] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class PartResult:
+    """A finished piece of a composite agent: one sample of a vote, one level of a cascade, a
+    judge's pick. Kept across retries and resumes, so none of it is computed twice."""
+
+    output: object
+    usage: Usage = Usage()
+    node_id: str | None = None
+    model: str | None = None
+
+
 @dataclass(frozen=True)
 class AgentRecord:
     """What the run knows about one agent."""
@@ -69,6 +83,8 @@ class AgentRecord:
     usage: Usage = Usage()
     nodes: tuple[str, ...] = ()  # every node its generations were bound to, in order, distinct
     failovers: int = 0  # generations moved to another node after the first one failed
+    parts: Mapping[str, PartResult] = field(default_factory=lambda: _NOTHING)  # finished parts by key ("s3", "L0", "L0.s2", "judge")
+    detail: Mapping[str, object] = field(default_factory=lambda: _NOTHING)  # what the result says beyond its output ("vote", "cascade")
 
     @property
     def tries(self) -> int:
@@ -97,11 +113,22 @@ class AgentBound:
 
 
 @dataclass(frozen=True)
+class PartDone:
+    """A part of a running composite agent finished (see PartResult); journaled as it happens."""
+
+    agent: str
+    part: str
+    result: PartResult
+    at: float
+
+
+@dataclass(frozen=True)
 class AgentSucceeded:
     agent: str
     output: object
     at: float
     usage: Usage = Usage()
+    detail: Mapping[str, object] = field(default_factory=lambda: _NOTHING)  # "vote", "cascade"
 
 
 @dataclass(frozen=True)
@@ -120,7 +147,7 @@ class AgentSkipped:
     at: float
 
 
-RunEvent = Union[AgentStarted, AgentBound, AgentSucceeded, AgentFailed, AgentSkipped]
+RunEvent = Union[AgentStarted, AgentBound, PartDone, AgentSucceeded, AgentFailed, AgentSkipped]
 
 
 # ---- steps: the planner's outputs, performed by the shell ----
@@ -144,6 +171,7 @@ class AgentInput:
     scope: str
     attempt: int
     items: tuple[object, ...] | None = None  # fan-out: one instance per item
+    parts: Mapping[str, PartResult] = field(default_factory=lambda: _NOTHING)  # parts an earlier attempt (or run, before a resume) finished
 
 
 @dataclass(frozen=True)
@@ -200,9 +228,11 @@ def apply(state: RunState, event: RunEvent) -> RunState:
         case AgentBound(node_id=node_id, failover=failover):
             nodes = record.nodes if node_id in record.nodes else record.nodes + (node_id,)
             record = replace(record, node_id=node_id, nodes=nodes, failovers=record.failovers + failover)
-        case AgentSucceeded(output=output, at=at, usage=usage):
+        case PartDone(part=part, result=result):
+            record = replace(record, parts=MappingProxyType({**record.parts, part: result}))
+        case AgentSucceeded(output=output, at=at, usage=usage, detail=detail):
             record = replace(record, status=AgentStatus.COMPLETED, output=freeze(output), finished_at=at,
-                             usage=record.usage + usage, error=None)
+                             usage=record.usage + usage, error=None, detail=freeze(detail))
         case AgentFailed(error=error, at=at, retryable=retryable):
             spec = state.spec.agent(event.agent)
             again = not event.permanent and record.attempts < max_attempts(spec, retryable)
@@ -269,7 +299,8 @@ def _next_step(state: RunState, spec: AgentSpec, record: AgentRecord) -> Step:
             return FailAgent(spec.name, f"fan_out needs a list to expand, got {_kind(source)}; "
                                         "set input_key to the name of the list's field")
         items = tuple(source)
-    return StartAgent(AgentInput(spec.name, agent_input, dependencies, scope, record.attempts + 1, items))
+    return StartAgent(AgentInput(spec.name, agent_input, dependencies, scope, record.attempts + 1, items,
+                                 record.parts))
 
 
 def _kind(value: object) -> str:
@@ -326,9 +357,10 @@ def outputs(state: RunState) -> dict[str, object]:
 
 
 def resumable(state: RunState) -> RunState:
-    """The state a resume continues from: completed results kept, everything else pending again."""
+    """The state a resume continues from: completed results kept, everything else pending again
+    (with the parts it had finished, which it will not redo)."""
     agents = {
-        name: (r if r.status is AgentStatus.COMPLETED else AgentRecord())
+        name: (r if r.status is AgentStatus.COMPLETED else AgentRecord(parts=r.parts))
         for name, r in state.agents.items()
     }
     return replace(state, agents=MappingProxyType(agents))

@@ -25,6 +25,7 @@ from orc.scheduler.run import (
     AgentStatus,
     AgentSucceeded,
     FailAgent,
+    PartDone,
     RunId,
     RunState,
     SkipAgent,
@@ -120,9 +121,9 @@ async def drive(state: RunState, bound: BoundRun, context: RunContext, queue: "a
                 raise RuntimeError("run stalled: nothing running and nothing ready")
             item = await queue.get()
             match item:
-                case AgentBound(agent=name):
-                    # Only this run's own agents post bindings; a late one (the agent already
-                    # ended) changes nothing.
+                case AgentBound(agent=name) | PartDone(agent=name):
+                    # Only this run's own agents post bindings and parts; a late one (the agent
+                    # already ended) changes nothing.
                     if name in state.agents and state.agents[name].status is AgentStatus.RUNNING:
                         state = apply(state, item)
                         await record(item)
