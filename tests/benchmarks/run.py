@@ -33,7 +33,12 @@ Measures, on this machine, in one process run so the ratios compare like with li
    about a minute; --skip-footprint);
 9. the HTTP API (tests/benchmarks/api.py): its overhead per request against the same generation
    through `orc run`, and time to first token of a model on its own node and on a peer, between
-   two daemons in network namespaces (needs root, a few minutes; --skip-api).
+   two daemons in network namespaces (needs root, a few minutes; --skip-api);
+10. ensemble primitives (tests/benchmarks/ensemble_eval.py): one sample, a 5-sample vote, a
+   cascade from SmolLM2 to Gemma and a vote across both models answering a labeled task set, on
+   one node and on three daemons in network namespaces: accuracy, tokens, wall time (needs root;
+   about an hour for the whole set, `python -m tests.benchmarks.ensemble_eval --limit N` for
+   less; --skip-ensemble-eval).
 Medians of several runs; the machine (CPU, cores, memory, versions) is written with the numbers.
 """
 
@@ -463,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="leave out the idle daemon's footprint (needs root)")
     parser.add_argument("--skip-api", action="store_true",
                         help="leave out the HTTP API's overhead and time to first token (needs root)")
+    parser.add_argument("--skip-ensemble-eval", action="store_true",
+                        help="leave out the evaluation of vote and cascade (needs root)")
     parser.add_argument("--skip-batching", action="store_true",
                         help="leave out parallel generations batched vs one at a time")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
@@ -534,6 +541,11 @@ def main(argv: list[str] | None = None) -> int:
         from tests.benchmarks.mesh import mesh_section
 
         appendix = "\n\n".join(part for part in (appendix.rstrip(), mesh_section()) if part)
+    if not args.skip_ensemble_eval:
+        print("ensemble primitives evaluated (daemons in network namespaces) ...", file=sys.stderr)
+        from tests.benchmarks.ensemble_eval import ensemble_eval_section
+
+        appendix = "\n\n".join(part for part in (appendix.rstrip(), ensemble_eval_section()) if part)
     if not args.skip_placement:
         print("placement in simulation ...", file=sys.stderr)
         from tests.benchmarks.placement import placement_section
