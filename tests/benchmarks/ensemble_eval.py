@@ -85,6 +85,7 @@ class ItemResult:
     completion_tokens: int
     run_s: float
     nodes: list[str]  # the nodes the agent's generations ran on (names)
+    model: str | None  # the model whose generation gave the output
     detail: dict = field(default_factory=dict)  # the result's "vote" / "cascade"
     error: str | None = None
 
@@ -163,7 +164,7 @@ async def _ask(control: Any, ensemble: Path, task: Task, names: dict[str, str]) 
     return ItemResult(task.id, task.kind, result.status, thaw(result.deliverable), scored.given, scored.correct,
                       record.usage.prompt_tokens, record.usage.completion_tokens,
                       result.finished_at - result.started_at, [names.get(n, n) for n in record.nodes],
-                      detail, record.error)
+                      record.model, detail, record.error)
 
 
 async def _evaluate(root: Path, lan: Any, count: int, items: list[Task], strategies: tuple[Strategy, ...],
@@ -258,7 +259,9 @@ class Totals:
     completion_tokens: int
     wall_s: float
     agreements: tuple[float, ...]
+    abstained: tuple[int, ...]  # votes: samples that cast no ballot, per item
     escalated: int  # cascade: items the first level did not accept
+    escalated_correct: int
     nodes: tuple[tuple[str, int], ...]  # generations' nodes: items that used each
 
     @property
@@ -274,13 +277,23 @@ def totals(kinds: list[dict[str, Any]]) -> Totals:
     items = [item for kind in kinds for item in kind["items"]]
     agreements = tuple(float(i["detail"]["vote"]["agreement"]) for i in items
                        if isinstance(i["detail"].get("vote"), dict) and "agreement" in i["detail"]["vote"])
-    escalated = sum(1 for i in items if isinstance(i["detail"].get("cascade"), dict)
-                    and i["detail"]["cascade"].get("level", 0) > 0)
+    abstained = tuple(int(i["detail"]["vote"]["abstained"]) for i in items
+                      if isinstance(i["detail"].get("vote"), dict) and "abstained" in i["detail"]["vote"])
+    escalated = [i for i in items if _escalated(i)]
     nodes = Counter(name for i in items for name in i["nodes"])
     return Totals(len(items), sum(i["correct"] for i in items), sum(i["given"] is not None for i in items),
                   sum(i["status"] != "completed" for i in items), sum(i["prompt_tokens"] for i in items),
                   sum(i["completion_tokens"] for i in items), sum(kind["wall_s"] for kind in kinds), agreements,
-                  escalated, tuple(sorted(nodes.items())))
+                  abstained, len(escalated), sum(i["correct"] for i in escalated), tuple(sorted(nodes.items())))
+
+
+def _escalated(item: dict[str, Any]) -> bool:
+    """For a cascade's item: its first level was not accepted. The detail says so; a result
+    without one gave its output from the last level's model (only the cascade's count is shown)."""
+    cascade = item["detail"].get("cascade")
+    if isinstance(cascade, dict):
+        return cascade.get("level", 0) > 0
+    return item.get("model") == GEMMA
 
 
 def _pct(t: Totals) -> str:
@@ -291,8 +304,10 @@ def _notes(t: Totals, key: str, several_nodes: bool) -> str:
     notes = []
     if t.agreements:
         notes.append(f"mean agreement {sum(t.agreements) / len(t.agreements):.2f}")
+    if t.abstained and key != "cascade":
+        notes.append(f"{sum(t.abstained) / len(t.abstained):.1f} samples abstained per item")
     if key == "cascade":
-        notes.append(f"Gemma asked for {t.escalated} of {t.n}")
+        notes.append(f"Gemma asked for {t.escalated} of {t.n} ({t.escalated_correct} of those right)")
     if t.failed:
         notes.append(f"{t.failed} run(s) failed")
     if several_nodes and t.nodes:
@@ -344,8 +359,10 @@ def reading(result: dict[str, Any]) -> str:
                          f"the tokens and took {whole.wall_s / one.wall_s:.1f}× the wall time.")
     if "cascade" in by:
         c, one = totals(list(by["cascade"].values())), totals(list(by["one"].values()))
-        text = (f"The cascade sent {c.escalated} of {c.n} items ({100 * c.escalated / c.n:.0f}%) on to Gemma (SmolLM2's "
-                f"three samples disagreed) and scored {_difference(c, one)} against one sample overall")
+        kept = c.n - c.escalated
+        text = (f"The cascade kept SmolLM2's unanimous answer for {kept} of {c.n} items ({c.correct - c.escalated_correct} "
+                f"of them right) and sent {c.escalated} ({100 * c.escalated / c.n:.0f}%) on to Gemma, which answered "
+                f"{c.escalated_correct} of those right; overall it scored {_difference(c, one)} against one sample")
         if "vote5" in by:
             text += f", {_difference(c, totals(list(by['vote5'].values())))} against the 5-sample vote"
         sentences.append(text + f"; it cost {c.tokens / one.tokens:.1f}× the tokens of one sample and "

@@ -139,7 +139,7 @@ def test_limit_takes_the_first_items_of_each_kind_balanced():
 def _item(task: Task, correct: bool, **detail) -> dict:
     return {"id": task.id, "kind": task.kind, "status": "completed", "reply": "", "given": task.answer if correct else None,
             "correct": correct, "prompt_tokens": 50, "completion_tokens": 5, "run_s": 1.0, "nodes": ["node-a"],
-            "detail": detail, "error": None}
+            "model": "smollm2-135m-instruct", "detail": detail, "error": None}
 
 
 def test_the_report_adds_up_what_the_items_say():
@@ -149,11 +149,13 @@ def test_the_report_adds_up_what_the_items_say():
         _item(s1, True, cascade={"level": 0, "tried": 1}, vote={"agreement": 1.0}),
         _item(s2, True, cascade={"level": 1, "tried": 2})]}}
     t = totals(list(cascade.values()))
-    assert (t.n, t.correct, t.escalated, t.agreements, t.tokens) == (2, 2, 1, (1.0,), 110)
+    without_detail = {**_item(s2, False), "model": "gemma3-270m"}  # a result that carries no detail
+    assert totals([{"wall_s": 1.0, "items": [without_detail]}]).escalated == 1
+    assert (t.n, t.correct, t.escalated, t.escalated_correct, t.agreements, t.tokens) == (2, 2, 1, 1, (1.0,), 110)
     raw = {"limit": 1, "concurrency": 4, "1": {"nodes": 1, "load_before": [0.5], "load_after": [0.7],
                                                "strategies": {"one": one, "cascade": cascade}}}
     text = format_section(raw)
     assert text.startswith("## Ensemble primitives: vote and cascade, evaluated\n")
     assert "| one sample (SmolLM2, greedy) | sentiment | 50% (1/2) | 1/2 | 50 + 5.0 | 2.0 s (1.00 s/item) |" in text
-    assert "Gemma asked for 1 of 2" in text
-    assert "The cascade sent 1 of 2 items (50%) on to Gemma" in text
+    assert "Gemma asked for 1 of 2 (1 of those right)" in text
+    assert "kept SmolLM2's unanimous answer for 1 of 2 items (1 of them right) and sent 1 (50%) on to Gemma" in text
