@@ -171,6 +171,8 @@ async def _evaluate(root: Path, lan: Any, count: int, items: list[Task], strateg
                     concurrency: int) -> dict[str, Any]:
     from orc.node.rpc.client import ControlClient
 
+    from orc.node.protocol.errors import NodeError
+
     out: dict[str, Any] = {"nodes": count, "load_before": os.getloadavg(), "strategies": {}}
     nodes, names = await _start_nodes(root, lan, count)
     control = ControlClient(nodes[0].socket)
@@ -178,12 +180,17 @@ async def _evaluate(root: Path, lan: Any, count: int, items: list[Task], strateg
 
     async def one(strategy: Strategy, task: Task) -> ItemResult:
         async with gate:
-            return await _ask(control, EVAL_DIR / strategy.ensemble, task, names)
+            try:
+                return await _ask(control, EVAL_DIR / strategy.ensemble, task, names)
+            except NodeError as error:  # the daemon refused or lost the run: a wrong answer, said so
+                _log(f"{strategy.key} {task.id}: {type(error).__name__}: {error}")
+                return ItemResult(task.id, task.kind, "refused", None, None, False, 0, 0, 0.0, [], None, {},
+                                  f"{type(error).__name__}: {error}")
 
     try:
         for strategy in strategies:
-            # Warm-up, not counted: the first generations after a load run while the node still
-            # measures its models' batched speeds, and were seconds slower.
+            # Warm-up, not counted: in a trial the first runs after the daemons started took 14 s
+            # where the next took half a second.
             for _ in range(2):
                 await asyncio.gather(*(one(strategy, WARM_UP) for _ in range(concurrency)))
             per_kind: dict[str, Any] = {}
