@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -141,7 +142,39 @@ async def _start_nodes(root: Path, lan: Any, count: int) -> tuple[list[Any], dic
                    and loaded(p.description.models) for node_id in list(ids)[1:])
 
     await _wait(ready, 300, "every node to have both models loaded", a, interval=0.5)
+    await _quiet(lan)
     return nodes, ids
+
+
+def _cpu_seconds(lan: Any) -> float:
+    """CPU time used so far by every process in `lan`'s namespaces (daemons and their runners)."""
+    total = 0.0
+    for ns in lan:
+        for pid in _namespace_pids(ns.name):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _namespace_pids(namespace: str) -> list[int]:
+    done = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True, timeout=30)
+    return [int(word) for word in done.stdout.split() if word.isdigit()]
+
+
+async def _quiet(lan: Any, window_s: float = 3.0, busy_s: float = 0.15, timeout_s: float = 240.0) -> None:
+    """Wait until the nodes have stopped working on their own: after loading a model a node
+    measures its speeds (batched ones too), and a trial's first runs, made during that, took 7 to
+    17 s where later ones took about one."""
+    deadline = time.monotonic() + timeout_s
+    before = _cpu_seconds(lan)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(window_s)
+        now = _cpu_seconds(lan)
+        if now - before < busy_s * window_s:
+            return
+        before = now
+    _log(f"the nodes were still busy after {timeout_s:.0f} s; measuring anyway")
 
 
 async def _ask(control: Any, ensemble: Path, task: Task, names: dict[str, str]) -> ItemResult:
@@ -189,8 +222,8 @@ async def _evaluate(root: Path, lan: Any, count: int, items: list[Task], strateg
 
     try:
         for strategy in strategies:
-            # Warm-up, not counted: in a trial the first runs after the daemons started took 14 s
-            # where the next took half a second.
+            # Warm-up, not counted: every strategy's first runs load nothing, but read prompts of
+            # new lengths and wake the runners.
             for _ in range(2):
                 await asyncio.gather(*(one(strategy, WARM_UP) for _ in range(concurrency)))
             per_kind: dict[str, Any] = {}
