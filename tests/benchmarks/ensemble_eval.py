@@ -166,12 +166,13 @@ async def _quiet(lan: Any, window_s: float = 3.0, busy_s: float = 0.15, timeout_
     """Wait until the nodes have stopped working on their own: after loading a model a node
     measures its speeds (batched ones too), and a trial's first runs, made during that, took 7 to
     17 s where later ones took about one."""
-    deadline = time.monotonic() + timeout_s
+    began = time.monotonic()
     before = _cpu_seconds(lan)
-    while time.monotonic() < deadline:
+    while time.monotonic() < began + timeout_s:
         await asyncio.sleep(window_s)
         now = _cpu_seconds(lan)
         if now - before < busy_s * window_s:
+            _log(f"the nodes are idle after {time.monotonic() - began:.0f} s")
             return
         before = now
     _log(f"the nodes were still busy after {timeout_s:.0f} s; measuring anyway")
@@ -302,6 +303,7 @@ class Totals:
     abstained: tuple[int, ...]  # votes: samples that cast no ballot, per item
     escalated: int  # cascade: items the first level did not accept
     escalated_correct: int
+    escalated_readable: int  # of those, replies the scorer could read
     nodes: tuple[tuple[str, int], ...]  # generations' nodes: items that used each
 
     @property
@@ -324,7 +326,8 @@ def totals(kinds: list[dict[str, Any]]) -> Totals:
     return Totals(len(items), sum(i["correct"] for i in items), sum(i["given"] is not None for i in items),
                   sum(i["status"] != "completed" for i in items), sum(i["prompt_tokens"] for i in items),
                   sum(i["completion_tokens"] for i in items), sum(kind["wall_s"] for kind in kinds), agreements,
-                  abstained, len(escalated), sum(i["correct"] for i in escalated), tuple(sorted(nodes.items())))
+                  abstained, len(escalated), sum(i["correct"] for i in escalated),
+                  sum(i["given"] is not None for i in escalated), tuple(sorted(nodes.items())))
 
 
 def _escalated(item: dict[str, Any]) -> bool:
@@ -347,7 +350,8 @@ def _notes(t: Totals, key: str, several_nodes: bool) -> str:
     if t.abstained and key != "cascade":
         notes.append(f"{sum(t.abstained) / len(t.abstained):.1f} samples abstained per item")
     if key == "cascade":
-        notes.append(f"Gemma asked for {t.escalated} of {t.n} ({t.escalated_correct} of those right)")
+        notes.append(f"Gemma asked for {t.escalated} of {t.n}: {t.escalated_readable} readable, "
+                     f"{t.escalated_correct} right")
     if t.failed:
         notes.append(f"{t.failed} run(s) failed")
     if several_nodes and t.nodes:
@@ -401,8 +405,8 @@ def reading(result: dict[str, Any]) -> str:
         c, one = totals(list(by["cascade"].values())), totals(list(by["one"].values()))
         kept = c.n - c.escalated
         text = (f"The cascade kept SmolLM2's unanimous answer for {kept} of {c.n} items ({c.correct - c.escalated_correct} "
-                f"of them right) and sent {c.escalated} ({100 * c.escalated / c.n:.0f}%) on to Gemma, which answered "
-                f"{c.escalated_correct} of those right; overall it scored {_difference(c, one)} against one sample")
+                f"of them right) and sent {c.escalated} ({100 * c.escalated / c.n:.0f}%) on to Gemma, whose reply the "
+                f"scorer could read for {c.escalated_readable} and which answered {c.escalated_correct} right; overall it scored {_difference(c, one)} against one sample")
         if "vote5" in by:
             text += f", {_difference(c, totals(list(by['vote5'].values())))} against the 5-sample vote"
         sentences.append(text + f"; it cost {c.tokens / one.tokens:.1f}× the tokens of one sample and "
@@ -441,13 +445,16 @@ def format_section(raw: dict[str, Any]) -> str:
         "5-sample majority vote of SmolLM2 at temperature 0.8; a cascade whose first level is a 3-sample "
         "SmolLM2 vote accepted when `${agreement} >= 0.67` (with three samples, only when all three agree: "
         "2/3 is 0.6667) and whose last level is one greedy generation of Gemma 3 270M; a 6-sample vote at "
-        "temperature 0.8 spread over both models. All share one system prompt asking for 'Answer: X' first "
+        "temperature 0.8 spread over both models. Gemma 3 270M is the pretrained model, without a chat "
+        "template: orc prompts it with a plain transcript (System:, User:, Assistant:; docs/runtimes.md). All share one system prompt asking for 'Answer: X' first "
         "and `max_tokens: 12`; a vote's ballot is the answer extracted by the pattern the scorer also uses "
         "(eval/scoring.py), so an unreadable reply is wrong for the scorer and an abstention for a vote. "
         f"Each item is one `orc run --seed {SEED}` sent to the coordinating daemon's control socket; "
         f"{raw['concurrency']} runs are in flight at once, so samples batch across items too. Accuracy "
         "counts wrong and missing answers as wrong; tokens are every generation of the run (prompt + "
-        "completion); wall time is from the first item of a kind to the last one's end.",
+        "completion); wall time is from the first item of a kind to the last one's end. Measuring starts "
+        f"once the daemons have loaded both models and gone idle, after {2 * raw['concurrency']} warm-up runs of each "
+        "strategy.",
         "",
     ]
     for count in ("1", "3"):

@@ -157,5 +157,5 @@ def test_the_report_adds_up_what_the_items_say():
     text = format_section(raw)
     assert text.startswith("## Ensemble primitives: vote and cascade, evaluated\n")
     assert "| one sample (SmolLM2, greedy) | sentiment | 50% (1/2) | 1/2 | 50 + 5.0 | 2.0 s (1.00 s/item) |" in text
-    assert "Gemma asked for 1 of 2 (1 of those right)" in text
+    assert "Gemma asked for 1 of 2: 1 readable, 1 right" in text
     assert "kept SmolLM2's unanimous answer for 1 of 2 items (1 of them right) and sent 1 (50%) on to Gemma" in text
