@@ -345,7 +345,7 @@ def _pct(t: Totals) -> str:
 
 def _notes(t: Totals, key: str, several_nodes: bool) -> str:
     notes = []
-    if t.agreements:
+    if t.agreements and key != "cascade":  # a cascade's vote detail is the accepted level's: always unanimous here
         notes.append(f"mean agreement {sum(t.agreements) / len(t.agreements):.2f}")
     if t.abstained and key != "cascade":
         notes.append(f"{sum(t.abstained) / len(t.abstained):.1f} samples abstained per item")
@@ -355,7 +355,7 @@ def _notes(t: Totals, key: str, several_nodes: bool) -> str:
     if t.failed:
         notes.append(f"{t.failed} run(s) failed")
     if several_nodes and t.nodes:
-        notes.append("on " + ", ".join(f"{name} {count}" for name, count in t.nodes))
+        notes.append("items with generations on " + ", ".join(f"{name} {count}" for name, count in t.nodes))
     return "; ".join(notes)
 
 
