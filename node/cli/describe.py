@@ -161,7 +161,7 @@ def detail_lines(record: AgentRecord) -> list[str]:
             + ("accepted" if level.get("accepted") else "not accepted")
             + (f" (agreement {level['agreement']})" if level.get("agreement") is not None else "")
             for index, level in enumerate(levels) if isinstance(level, Mapping))
-        lines.append(f"cascade: level {cascade.get('level')} of {cascade.get('tried')} tried: {tried}")
+        lines.append(f"cascade: level {cascade.get('level')} accepted, {cascade.get('tried')} tried: {tried}")
     vote = record.detail.get("vote")
     if isinstance(vote, Mapping):
         ballots = vote.get("ballots") or {}

@@ -17,7 +17,7 @@ from orc.node.coordinator.agent_errors import AgentError
 from orc.node.coordinator.binding import BoundAgent, BoundLevel
 from orc.node.coordinator.prompts import AnswerNotJson, answer_output, build_messages, generation_params
 from orc.node.coordinator.run_loop import Coordinator, RunContext
-from orc.node.coordinator.voting import Ask, Decided, Parts, Voting
+from orc.node.coordinator.voting import Ask, Decided, NoBallot, Parts, Voting
 from orc.scheduler.ensemble import Condition
 from orc.scheduler.run import AgentInput, PartDone, PartResult, Usage
 from orc.scheduler.values import holds, resolve, thaw
@@ -75,9 +75,11 @@ class Cascades:
         usage = Usage()
         last = len(agent.levels) - 1
         for index, level in enumerate(agent.levels):
-            decided = await self._level(agent, level, agent_input, value, context, name, f"{key}L{index}")
+            decided = await self._level(agent, level, agent_input, value, context, name, f"{key}L{index}",
+                                        last=index == last)
             usage = usage + decided.usage
-            accepted = index == last or level.accept_if is None or accepts(level.accept_if, level_fields(decided))
+            accepted = index == last or (decided.answered and (level.accept_if is None
+                                                                or accepts(level.accept_if, level_fields(decided))))
             entry: dict[str, object] = {"model": level.model.ref, "accepted": accepted}
             if decided.vote is not None:
                 entry["agreement"] = decided.vote.get("agreement")
@@ -90,7 +92,7 @@ class Cascades:
         raise AssertionError("a cascade has at least one level")
 
     async def _level(self, agent: BoundAgent, level: BoundLevel, agent_input: AgentInput, value: object,
-                     context: RunContext, name: str, key: str) -> Decided:
+                     context: RunContext, name: str, key: str, last: bool) -> Decided:
         index = key.rpartition("L")[2]
         shown = f"{name}/L{index}"
         if level.vote is None:
@@ -107,9 +109,19 @@ class Cascades:
         done = agent_input.parts.get(key)
         if done is not None and isinstance(done.output, Mapping):
             vote = done.output.get("vote")
-            return Decided(done.output.get("output"), done.usage, done.node_id, done.model or level.model.ref,
-                           vote if isinstance(vote, Mapping) else None)
-        decided = await self._voting.decide(agent, level, agent_input, value, context, name, f"{key}.", f"{shown}/")
+            vote = vote if isinstance(vote, Mapping) else None
+            output = done.output.get("output")
+            answered = not (output is None and vote is not None and vote.get("winner") is None)
+            return Decided(output, done.usage, done.node_id, done.model or level.model.ref, vote, answered)
+        try:
+            decided = await self._voting.decide(agent, level, agent_input, value, context, name, f"{key}.",
+                                                f"{shown}/")
+        except NoBallot as empty:
+            if last:
+                raise
+            # Escalating is what a cascade is for: a level none of whose samples answered is
+            # not accepted (its output nothing, its agreement 0), and the next one is tried.
+            decided = Decided(None, empty.usage, None, level.model.ref, empty.vote, answered=False)
         whole = {"output": thaw(decided.output), "vote": thaw(decided.vote)}
         context.post(PartDone(agent.name, key, PartResult(whole, decided.usage, decided.node_id, decided.model),
                               self._here.clock()))

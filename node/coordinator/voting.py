@@ -149,6 +149,16 @@ def _cut(text: str, limit: int) -> str:
 
 # ---- the shell -----------------------------------------------------------------------------------
 
+class NoBallot(AgentError):
+    """No sample of a majority vote cast a ballot. A cascade moves on to its next level; any other
+    vote fails its agent. `usage` is what the samples took, `vote` the detail of the empty tally."""
+
+    def __init__(self, message: str, usage: Usage, vote: Mapping[str, object]) -> None:
+        super().__init__(message)
+        self.usage = usage
+        self.vote = vote
+
+
 @dataclass(frozen=True)
 class Ask:
     """One generation an agent asks for: of its own, of a sample, of a level, of a judge."""
@@ -180,6 +190,7 @@ class Decided:
     node_id: str | None
     model: str
     vote: Mapping[str, object] | None = None
+    answered: bool = True  # False: no sample of its vote cast a ballot (a cascade level never accepted)
 
 
 class Parts:
@@ -288,7 +299,8 @@ class Voting:
         if pick is None:
             winner = counted.winner
             if winner is None:
-                raise AgentError(_no_ballot(spec.samples, spec.extract))
+                raise NoBallot(_no_ballot(spec.samples, spec.extract), usage,
+                               vote_detail(counted, None, spec.by, models, -1, note))
             pick = next(s.index for s in samples if s.ballot == winner)
         winner = samples[pick].ballot
         output, pick = _output(agent.spec, samples, pick)

@@ -309,3 +309,15 @@ def test_every_model_a_vote_or_cascade_uses_is_bound_or_the_run_is_refused(tmp_p
     assert [m.ref for m in a.vote.models] == [OTHER] and a.vote.judge.ref == TINY
     assert [level.model.ref for level in c.levels] == [TINY, OTHER] and c.model.ref == TINY
     assert c.levels[1].limits.timeout_s == 300 and c.levels[0].accept_if == AGREED
+
+
+def test_a_cascade_level_none_of_whose_samples_answered_escalates_even_if_accept_if_holds(tmp_path):
+    r = two_models(rig(tmp_path, in_turn("hmm", "well", "dunno", "Positive")))
+    low = Condition(FieldRef(AgentName("agreement")), "<", 0.5)  # would hold for an agreement of 0
+    spec = spec_of(tmp_path, cascade(
+        CascadeLevel(LlmTask(model=TINY, vote=Vote(3, extract="(?i)(positive|negative)")), low),
+        CascadeLevel(LlmTask(model=OTHER))))
+    out = execute(r.engine(), spec)
+    assert out.results["c"].output == "Positive"
+    assert thaw(out.results["c"].detail)["cascade"]["levels"] == [
+        {"model": TINY, "accepted": False, "agreement": 0.0}, {"model": OTHER, "accepted": True}]
