@@ -321,3 +321,13 @@ def test_a_cascade_level_none_of_whose_samples_answered_escalates_even_if_accept
     assert out.results["c"].output == "Positive"
     assert thaw(out.results["c"].detail)["cascade"]["levels"] == [
         {"model": TINY, "accepted": False, "agreement": 0.0}, {"model": OTHER, "accepted": True}]
+
+
+def test_plan_forecasts_a_vote_and_a_cascade_by_their_first_generation(tmp_path):
+    r = two_models(rig(tmp_path))
+    engine = r.engine()
+    bound = engine.preflight(spec_of(tmp_path, voter(Vote(5)), cascade(CascadeLevel(LlmTask(model=OTHER), AGREED),
+                                                                      CascadeLevel(LlmTask(model=TINY)))))
+    plans = {plan.agent: plan for plan in engine.forecast(bound, "go").agents}
+    assert plans["a"].model == TINY and plans["a"].candidates and "vote: 5 samples" in plans["a"].note
+    assert plans["c"].model == OTHER and plans["c"].candidates and "cascade of 2 levels" in plans["c"].note
