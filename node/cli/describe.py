@@ -11,7 +11,6 @@ from orc.node.cli.render import render_deliverable
 from orc.node.protocol.events import detail_json
 from orc.scheduler.ensemble import (
     AgentSpec,
-    CascadeTask,
     DispatchTask,
     EnsembleSpec,
     EnsembleTask,
@@ -26,14 +25,8 @@ from orc.scheduler.values import thaw
 
 def task_summary(agent: AgentSpec) -> str:
     match agent.task:
-        case LlmTask(model_profile=profile, model=model, vote=vote):
-            text = f"llm {('model ' + model) if model else ('profile ' + (profile or 'default'))}"
-            return text + (f", vote of {vote.samples} samples by {vote.by}" if vote is not None else "")
-        case CascadeTask(levels=levels):
-            return "cascade " + " → ".join(
-                (level.task.model or f"profile {level.task.model_profile or 'default'}")
-                + (f" (vote of {level.task.vote.samples})" if level.task.vote is not None else "")
-                for level in levels)
+        case LlmTask(model_profile=profile, model=model):
+            return f"llm {('model ' + model) if model else ('profile ' + (profile or 'default'))}"
         case ScriptTask(script=script):
             return f"script {script}"
         case EnsembleTask(ensemble=ref):

@@ -17,15 +17,7 @@ from pathlib import Path
 from orc.node.coordinator.journal_lock import journal_in_use
 from orc.node.coordinator.journal_replay import journal_state
 from orc.node.web.run_record import AgentSeen, Json, LiveRun, as_text, cut, usage_json
-from orc.scheduler.ensemble import (
-    CascadeTask,
-    DispatchTask,
-    EnsembleSpec,
-    EnsembleTask,
-    LlmTask,
-    LoopTask,
-    ScriptTask,
-)
+from orc.scheduler.ensemble import DispatchTask, EnsembleSpec, EnsembleTask, LlmTask, LoopTask, ScriptTask
 from orc.scheduler.errors import EnsembleInvalid, SchedulerError
 from orc.scheduler.journal import JournalContents, read_journal
 from orc.scheduler.loader import EnsembleLibrary, load_ensemble
@@ -48,9 +40,6 @@ def _kind(task: object) -> Json:
     match task:
         case LlmTask(model=model, model_profile=profile):
             return {"kind": "llm", "model": model or profile}
-        case CascadeTask(levels=levels):
-            first = levels[0].task
-            return {"kind": "cascade", "model": first.model or first.model_profile}
         case ScriptTask():
             return {"kind": "script", "model": None}
         case EnsembleTask():
