@@ -4,7 +4,8 @@ Each level is a generation of its own (part "L{k}", shown "NAME/L{k}") or a vote
 "L{k}.s{i}", shown "NAME/L{k}/s{i}", its judge "L{k}.judge"); a finished level is posted as
 part "L{k}" (its output, and its vote's detail when it voted) before its `accept_if` is
 checked, so a retry or a resume neither reruns a level nor asks it again. The last level is
-accepted as it is.
+accepted as it is. Every token is in exactly one part: a voted level's "L{k}" carries none,
+its samples' and judge's parts carry them.
 """
 
 from __future__ import annotations
@@ -112,7 +113,11 @@ class Cascades:
             vote = vote if isinstance(vote, Mapping) else None
             output = done.output.get("output")
             answered = not (output is None and vote is not None and vote.get("winner") is None)
-            return Decided(output, done.usage, done.node_id, done.model or level.model.ref, vote, answered)
+            usage = Usage()
+            for part, result in agent_input.parts.items():
+                if part.startswith(f"{key}."):  # its samples and judge carry its tokens
+                    usage = usage + result.usage
+            return Decided(output, usage, done.node_id, done.model or level.model.ref, vote, answered)
         try:
             decided = await self._voting.decide(agent, level, agent_input, value, context, name, f"{key}.",
                                                 f"{shown}/")
@@ -123,6 +128,7 @@ class Cascades:
             # not accepted (its output nothing, its agreement 0), and the next one is tried.
             decided = Decided(None, empty.usage, None, level.model.ref, empty.vote, answered=False)
         whole = {"output": thaw(decided.output), "vote": thaw(decided.vote)}
-        context.post(PartDone(agent.name, key, PartResult(whole, decided.usage, decided.node_id, decided.model),
+        # No usage of its own: its samples' and judge's parts count every token once.
+        context.post(PartDone(agent.name, key, PartResult(whole, Usage(), decided.node_id, decided.model),
                               self._here.clock()))
         return decided
