@@ -135,7 +135,7 @@ def _parse_task(raw: dict, bad: Bad) -> AgentTask | None:
             "split it into a script agent and an LLM agent")
         return None
     if "parameters" in raw and kinds != ["script"]:
-        bad("'parameters' only applies to script agents")
+        bad("'parameters' only applies to script agents", "remove it; an LLM agent's settings go in 'options'")
         return None
     kind = kinds[0] if kinds else "llm"
     if kind == "cascade":

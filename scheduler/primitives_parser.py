@@ -105,7 +105,8 @@ def _extract(value: object, bad: Bad, where: str) -> str | None:
             "write e.g. extract: '(?i)answer:\\s*(yes|no)'")
         return None
     if len(value) > MAX_EXTRACT_CHARS:
-        bad(f"'{where}.extract' is {len(value)} characters; at most {MAX_EXTRACT_CHARS} are allowed")
+        bad(f"'{where}.extract' is {len(value)} characters; at most {MAX_EXTRACT_CHARS} are allowed",
+            "match only the words that make the ballot, e.g. '(?i)answer:\\s*(yes|no)'")
         return None
     try:
         re.compile(value)
@@ -209,10 +210,10 @@ def parse_cascade(raw: dict, bad: Bad, parse_llm: ParseLlm) -> CascadeTask | Non
             "write each level as a mapping with 'model' (and 'accept_if' on all but the last)")
         return None
     defaults = {key: raw[key] for key in CASCADE_DEFAULT_KEYS if key in raw}
-    if parse_llm(defaults, bad) is None:
-        return None  # reported once here, not again for every level that inherits it
+    ok = parse_llm(defaults, bad) is not None
+    if not ok:
+        defaults = {}  # reported once here, not again for every level that inherits it; the levels are still checked
     levels: list[CascadeLevel] = []
-    ok = True
     last = len(levels_raw) - 1
     for index, level_raw in enumerate(levels_raw):
         level = _parse_level(level_raw, index, index == last, defaults, bad, parse_llm)
@@ -255,7 +256,7 @@ def _parse_level(value: object, index: int, is_last: bool, defaults: dict, bad: 
     elif "accept_if" in value:
         accept_if = parse_accept_if(value["accept_if"], vote is not None or "vote" in value, level_bad)
         ok = ok and accept_if is not None
-    elif not is_last:
+    elif not is_last and ok:  # with an unknown key, it may be a misspelled accept_if: said once, above
         level_bad("needs 'accept_if': when is its answer good enough to stop?",
                   "write e.g. accept_if: '${agreement} >= 0.67' (only the last level goes without)")
         ok = False
