@@ -126,3 +126,11 @@ def test_render_plan_cleans_what_the_file_says():
     planned = RunPlanned("x", "local", 0.0, (AgentPlan("a", "llm", "smollm2-135m-instruct"),))
     assert spec.agent("a").task.vote.script == "p\x1b[31m.py"  # the escape reached the spec
     assert "\x1b" not in render_plan(planned, spec=spec)
+
+
+def test_the_dashboards_graph_lists_a_cascade_by_its_first_model():
+    from orc.node.web.run_views import graph_json
+
+    graph = graph_json(load_ensemble(EXAMPLES / "cascade-sentiment.yaml"))
+    assert graph == {"agents": [{"name": "sentiment", "depends_on": [], "kind": "cascade",
+                                 "model": "smollm2-135m-instruct"}]}
