@@ -60,7 +60,7 @@ def parse_vote(value: object, bad: Bad, *, where: str = "vote") -> Vote | None:
     samples = whole_number(value, "samples", bad, low=MIN_SAMPLES, high=MAX_SAMPLES, label=f"{where}.samples")
     if value.get("samples") is None:
         bad(f"'{where}' needs 'samples'", f"write samples: N with N from {MIN_SAMPLES} to {MAX_SAMPLES}")
-    by = value.get("by", "majority")
+    by = "majority" if value.get("by") is None else value["by"]
     if by not in VOTE_METHODS:
         bad(f"'{where}.by' must be one of {', '.join(VOTE_METHODS)}, not {by!r}",
             did_you_mean(str(by), VOTE_METHODS))
@@ -228,7 +228,7 @@ def parse_cascade(raw: dict, bad: Bad, parse_llm: ParseLlm) -> CascadeTask | Non
 
 def _parse_level(value: object, index: int, is_last: bool, defaults: dict, bad: Bad,
                  parse_llm: ParseLlm) -> CascadeLevel | None:
-    where = f"cascade level {index + 1}"
+    where = f"cascade level {index + 1} (L{index})"  # counted as people do, and named as progress shows it
 
     def level_bad(message: str, fix: str | None = None) -> None:
         bad(f"{where}: {message}", fix)
@@ -236,12 +236,11 @@ def _parse_level(value: object, index: int, is_last: bool, defaults: dict, bad: 
     if not isinstance(value, dict):
         level_bad(f"must be a mapping with 'model', not {kind_of(value)}", "write - model: smollm2-135m-instruct")
         return None
-    ok = True
-    for key in value:
-        if key not in LEVEL_KEYS:
-            level_bad(f"unknown key '{key}'", did_you_mean(str(key), LEVEL_KEYS)
-                      or f"a level takes: {', '.join(LEVEL_KEYS)}")
-            ok = False
+    unknown = [key for key in value if key not in LEVEL_KEYS]
+    for key in unknown:
+        level_bad(f"unknown key '{key}'",
+                  did_you_mean(str(key), LEVEL_KEYS) or f"a level takes: {', '.join(LEVEL_KEYS)}")
+    ok = not unknown
     if value.get("model") is None and value.get("model_profile") is None:
         level_bad("a cascade level with no model", "give it 'model' or 'model_profile'")
         ok = False
@@ -258,7 +257,7 @@ def _parse_level(value: object, index: int, is_last: bool, defaults: dict, bad: 
     elif "accept_if" in value:
         accept_if = parse_accept_if(value["accept_if"], vote is not None or "vote" in value, level_bad)
         ok = ok and accept_if is not None
-    elif not is_last and ok:  # with an unknown key, it may be a misspelled accept_if: said once, above
+    elif not is_last and not unknown:  # an unknown key may be a misspelled accept_if: said once, above
         level_bad("needs 'accept_if': when is its answer good enough to stop?",
                   "write e.g. accept_if: '${agreement} >= 0.67' (only the last level goes without)")
         ok = False

@@ -204,14 +204,14 @@ CORPUS = {
     "cascade-nine": ("    cascade:\n" + "      - {model: m, accept_if: '${output}'}\n" * 8 + "      - {model: m}\n",
                      "not 9 levels"),
     "level-no-model": ("    cascade:\n      - {system_prompt: hi, accept_if: '${output}'}\n      - {model: m}\n",
-                       "cascade level 1: a cascade level with no model"),
-    "level-not-mapping": ("    cascade:\n      - m\n", "cascade level 1: must be a mapping"),
+                       "cascade level 1 (L0): a cascade level with no model"),
+    "level-not-mapping": ("    cascade:\n      - m\n", "cascade level 1 (L0): must be a mapping"),
     "level-unknown-key": ("    cascade:\n      - {model: m, accept: '${output}'}\n      - {model: m}\n",
                           "did you mean 'accept_if'?"),
     "accept-if-unknown-field": ("    cascade:\n      - {model: m, accept_if: '${agreemnt} > 0.5'}\n"
                                 "      - {model: m}\n", "unknown field 'agreemnt'"),
     "accept-if-on-last": ("    cascade:\n      - {model: m, accept_if: '${output}'}\n", "the last level may not"),
-    "accept-if-missing": ("    cascade:\n      - {model: m}\n      - {model: n}\n", "cascade level 1: needs 'accept_if'"),
+    "accept-if-missing": ("    cascade:\n      - {model: m}\n      - {model: n}\n", "cascade level 1 (L0): needs 'accept_if'"),
     "agreement-without-vote": ("    cascade:\n      - {model: m, accept_if: '${agreement} >= 0.6'}\n"
                                "      - {model: n}\n", "only a level with 'vote' has"),
     "accept-if-not-number": ("    cascade:\n      - {model: m, vote: {samples: 3}, accept_if: '${agreement} >= most'}\n"
@@ -221,9 +221,9 @@ CORPUS = {
     "accept-if-field-path": ("    cascade:\n      - {model: m, accept_if: '${samples.n} > 1'}\n      - {model: n}\n",
                              "'samples' has no fields"),
     "level-bad-vote": ("    cascade:\n      - {model: m, vote: {samples: 99}, accept_if: '${output}'}\n"
-                       "      - {model: n}\n", "cascade level 1: 'vote.samples'"),
+                       "      - {model: n}\n", "cascade level 1 (L0): 'vote.samples'"),
     "level-bad-temperature": ("    cascade:\n      - {model: m, temperature: hot, accept_if: '${output}'}\n"
-                              "      - {model: n}\n", "cascade level 1: 'temperature' must be a number"),
+                              "      - {model: n}\n", "cascade level 1 (L0): 'temperature' must be a number"),
     "cascade-with-model": ("    model: m\n    cascade:\n      - {model: m}\n", "put 'model' on the levels"),
     "cascade-with-vote": ("    vote: {samples: 3}\n    cascade:\n      - {model: m}\n", "put 'vote' on the levels"),
     "cascade-and-script": ("    script: s.py\n    cascade:\n      - {model: m}\n", "does exactly one thing"),
@@ -269,9 +269,19 @@ def test_each_budget_mistake_is_one_problem(case):
 def test_a_cascade_reports_every_broken_level_at_once():
     found = problems(AGENT + "    cascade:\n      - {accept_if: '${nope}'}\n      - {model: m, accept_if: '${output}'}\n")
     text = [str(p) for p in found]
-    assert any("level 1: a cascade level with no model" in t for t in text)
+    assert any("level 1 (L0): a cascade level with no model" in t for t in text)
     assert any("level 1" in t and "unknown field 'nope'" in t for t in text)
-    assert any("level 2: the last level may not" in t for t in text)
+    assert any("level 2 (L1): the last level may not" in t for t in text)
+
+
+def test_a_level_with_no_model_and_no_accept_if_hears_both_at_once():
+    found = [str(p) for p in problems(AGENT + "    cascade:\n      - {max_tokens: 5}\n      - {model: m}\n")]
+    assert len(found) == 2 and "no model" in found[0] and "needs 'accept_if'" in found[1]
+
+
+def test_by_null_is_a_majority_vote():
+    spec = load("name: n\nagents:\n  - {name: a, model: m, vote: {samples: 3, by: null}}\n")
+    assert spec.agent("a").task.vote.by == "majority"
 
 
 def test_a_bad_default_on_the_cascade_agent_is_reported_once():
