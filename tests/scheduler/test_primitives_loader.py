@@ -332,3 +332,22 @@ def test_a_key_written_as_null_counts_as_absent_and_no_agent_is_dropped_silently
     assert agent.task.temperature is None and agent.task.vote == Vote(samples=3)
     (problem,) = problems("name: n\nagents:\n  - {name: a, model: m, vote: {samples: null}}\n")
     assert "'vote' needs 'samples'" in str(problem)
+
+
+def test_accept_if_evaluates_over_a_levels_fields_like_when_over_outputs():
+    # The runner hands `holds` the level's fields by name, as `when` gets upstream outputs.
+    fields = {"output": '{"label": "positive", "confidence": 0.9}', "agreement": 0.6667, "samples": 3,
+              "ballot": "positive", "model": "gemma3-270m", "prompt_tokens": 40, "completion_tokens": 6}
+    spec = load("""
+name: f
+agents:
+  - name: c
+    cascade:
+      - {model: m, vote: {samples: 3}, accept_if: '${agreement} >= 0.67'}
+      - {model: m, vote: {samples: 3}, accept_if: '${ballot} == Positive'}
+      - {model: m, accept_if: '${output.confidence} > 0.8'}
+      - {model: m, accept_if: '${completion_tokens} <= 6'}
+      - {model: m}
+""")
+    verdicts = [holds(level.accept_if, fields) for level in spec.agent("c").task.levels[:-1]]
+    assert verdicts == [False, True, True, True]
