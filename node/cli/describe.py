@@ -11,6 +11,7 @@ from orc.node.cli.render import render_deliverable
 from orc.node.protocol.events import detail_json
 from orc.scheduler.ensemble import (
     AgentSpec,
+    CascadeTask,
     DispatchTask,
     EnsembleSpec,
     EnsembleTask,
@@ -19,14 +20,16 @@ from orc.scheduler.ensemble import (
     ScriptTask,
 )
 from orc.scheduler.journal import JournalContents
+from orc.scheduler.primitives_view import agent_json, budget_json, budget_text, cascade_text, level_text, vote_text
 from orc.scheduler.run import AgentRecord, AgentStatus, RunState, deliverable, run_status
 from orc.scheduler.values import thaw
 
 
 def task_summary(agent: AgentSpec) -> str:
     match agent.task:
-        case LlmTask(model_profile=profile, model=model):
-            return f"llm {('model ' + model) if model else ('profile ' + (profile or 'default'))}"
+        case LlmTask(model_profile=profile, model=model, vote=vote):
+            text = f"llm {('model ' + model) if model else ('profile ' + (profile or 'default'))}"
+            return text + (f", {vote_text(vote, agent.task)}" if vote else "")
         case ScriptTask(script=script):
             return f"script {script}"
         case EnsembleTask(ensemble=ref):
@@ -35,6 +38,8 @@ def task_summary(agent: AgentSpec) -> str:
             return f"dispatch {target}"
         case LoopTask(body=body, max_iterations=n, until=until):
             return f"loop {body} (at most {n}" + (f", until {until})" if until else ")")
+        case CascadeTask():
+            return cascade_text(agent.task)
         case _:
             assert_never(agent.task)
 
@@ -45,9 +50,13 @@ def describe_ensemble(spec: EnsembleSpec) -> str:
         lines.append("  " + spec.description.strip().replace("\n", "\n  "))
     if spec.default_task:
         lines.append(f"  default task: {cut(spec.default_task.strip(), 200)}")
+    if spec.budget:
+        lines.append(f"  {budget_text(spec.budget)} for the whole run")
     lines.append("agents:")
     for agent in spec.agents:
         lines.append(f"  - {agent.name}: {task_summary(agent)}")
+        if isinstance(agent.task, CascadeTask):
+            lines += [f"      {level_text(i, level.task, level.accept_if)}" for i, level in enumerate(agent.task.levels)]
         details = []
         if agent.depends_on:
             details.append("after " + ", ".join(agent.depends_on))
@@ -65,6 +74,8 @@ def describe_ensemble(spec: EnsembleSpec) -> str:
             details.append(f"retries {agent.retries}")
         if agent.placement.local_only:
             details.append("local only")
+        if agent.budget:
+            details.append(budget_text(agent.budget))
         if details:
             lines.append("      " + "; ".join(details))
     for warning in spec.warnings:
@@ -93,9 +104,11 @@ def ensemble_json(spec: EnsembleSpec) -> dict:
                               "require_tags": sorted(a.placement.require_tags),
                               "prefer_tags": sorted(a.placement.prefer_tags)},
                 "parameters": thaw(a.task.parameters) if isinstance(a.task, ScriptTask) else None,
+                **agent_json(a),
             }
             for a in spec.agents
         ],
+        "budget": budget_json(spec.budget),
         "warnings": list(spec.warnings),
     }
 
