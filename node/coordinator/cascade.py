@@ -10,8 +10,7 @@ its samples' and judge's parts carry them.
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 
 from orc.node.coordinator.agent_errors import AgentError
@@ -21,35 +20,13 @@ from orc.node.coordinator.run_loop import Coordinator, RunContext
 from orc.node.coordinator.voting import Ask, Decided, NoBallot, Parts, Voting
 from orc.scheduler.ensemble import Condition
 from orc.scheduler.run import AgentInput, PartDone, PartResult, Usage
-from orc.scheduler.values import holds, resolve, thaw
-
-_NUMERIC: Mapping[str, Callable[[float, float], bool]] = {
-    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
-}
+from orc.scheduler.values import holds, thaw
 
 
 def accepts(condition: Condition, fields: Mapping[str, object]) -> bool:
-    """Whether a level's `accept_if` holds over its fields (CASCADE_FIELDS). A numeric comparison
-    of something that is not a number is false, never an error."""
-    compare = _NUMERIC.get(condition.op)
-    if compare is None:
-        return holds(condition, fields)
-    value = _number(resolve(condition.ref, fields))
-    literal = _number(condition.literal)
-    return value is not None and literal is not None and compare(value, literal)
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
-            return None
-    return None
+    """Whether a level's `accept_if` holds over its fields (CASCADE_FIELDS): the `when` language,
+    numeric comparisons of something that is not a number false, never an error."""
+    return holds(condition, fields)
 
 
 def level_fields(decided: Decided) -> dict[str, object]:
