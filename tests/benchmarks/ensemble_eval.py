@@ -223,10 +223,8 @@ async def _evaluate(root: Path, lan: Any, count: int, items: list[Task], strateg
 
     try:
         for strategy in strategies:
-            # Warm-up, not counted: every strategy's first runs load nothing, but read prompts of
-            # new lengths and wake the runners.
-            for _ in range(2):
-                await asyncio.gather(*(one(strategy, WARM_UP) for _ in range(concurrency)))
+            # Warm-up, not counted: a strategy's first run loads nothing, but wakes the runners.
+            await one(strategy, WARM_UP)
             per_kind: dict[str, Any] = {}
             for kind in KINDS:
                 chosen = [t for t in items if t.kind == kind]
@@ -453,8 +451,7 @@ def format_section(raw: dict[str, Any]) -> str:
         f"{raw['concurrency']} runs are in flight at once, so samples batch across items too. Accuracy "
         "counts wrong and missing answers as wrong; tokens are every generation of the run (prompt + "
         "completion); wall time is from the first item of a kind to the last one's end. Measuring starts "
-        f"once the daemons have loaded both models and gone idle, after {2 * raw['concurrency']} warm-up runs of each "
-        "strategy.",
+        "once the daemons have loaded both models and gone idle, after one warm-up run of each strategy.",
         "",
     ]
     for count in ("1", "3"):
