@@ -159,3 +159,25 @@ def test_the_report_adds_up_what_the_items_say():
     assert "| one sample (SmolLM2, greedy) | sentiment | 50% (1/2) | 1/2 | 50 + 5.0 | 2.0 s (1.00 s/item) |" in text
     assert "Gemma asked for 1 of 2: 1 readable, 1 right" in text
     assert "kept SmolLM2's unanimous answer for 1 of 2 items (1 of them right) and sent 1 (50%) on to Gemma" in text
+
+
+def test_the_ensembles_load_as_votes_and_a_cascade():
+    from orc.scheduler.ensemble import CascadeTask
+    from orc.scheduler.loader import load_ensemble_text
+
+    def task(name: str):
+        path = EVAL / name
+        (agent,) = load_ensemble_text(path.read_text(), path).agents
+        return agent.task
+
+    assert task("one-sample.yaml").vote is None
+    vote = task("vote-5.yaml").vote
+    assert (vote.samples, vote.by, vote.temperature, vote.extract) == (5, "majority", 0.8, scoring.EXTRACT)
+    cascade = task("cascade.yaml")
+    assert isinstance(cascade, CascadeTask) and len(cascade.levels) == 2
+    first, last = cascade.levels
+    assert (first.task.model, first.task.vote.samples, first.accept_if.op, first.accept_if.literal) == \
+        ("smollm2-135m-instruct", 3, ">=", 0.67)
+    assert (last.task.model, last.task.vote, last.accept_if) == ("gemma3-270m", None, None)
+    both = task("vote-both.yaml").vote
+    assert (both.samples, both.models) == (6, ("smollm2-135m-instruct", "gemma3-270m"))
