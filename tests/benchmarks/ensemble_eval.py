@@ -422,8 +422,13 @@ def _mesh_reading(raw: dict[str, Any]) -> str:
             a, b = totals(list(one.values())), totals(list(three.values()))
             parts.append(f"{strategy.label}: {b.wall_s / a.wall_s:.2f}× the wall time, accuracy "
                          f"{100 * b.accuracy:.0f}% against {100 * a.accuracy:.0f}%")
+    loads = [f"{raw[count]['load_before'][0]:.1f} and {raw[count]['load_after'][0]:.1f}" for count in ("1", "3")]
     return ("Three nodes against one (same seeds; the samples' node and thread count change the arithmetic, "
-            "so sampled texts may differ): " + "; ".join(parts) + ".")
+            "so sampled texts may differ): " + "; ".join(parts) + ". The two were measured one after the other on a "
+            f"machine other work shared (1-minute load average {loads[0]} around one node, {loads[1]} around three), "
+            "and one node runs each model on 2 threads where each of the three runs 1: on two busy cores, "
+            "llama.cpp's threads wait on each other, so the wall times compare the set-ups under this load, not "
+            "the mesh's overhead (docs/benchmarks.md's mesh section measures that).")
 
 
 def format_section(raw: dict[str, Any]) -> str:
