@@ -251,7 +251,7 @@ async def _evaluate(root: Path, lan: Any, count: int, items: list[Task], strateg
 
 
 def measure(limit: int | None, node_counts: tuple[int, ...], strategies: tuple[Strategy, ...] = STRATEGIES,
-            concurrency: int = CONCURRENCY) -> dict[str, Any]:
+            concurrency: int = CONCURRENCY, raw_path: Path | None = None) -> dict[str, Any]:
     """Run the evaluation; the raw results by node count ("1", "3"), or {"skipped": reason}."""
     from tests import netns
 
@@ -268,6 +268,8 @@ def measure(limit: int | None, node_counts: tuple[int, ...], strategies: tuple[S
                 raw[str(count)] = asyncio.run(_evaluate(Path(folder), lan, count, items, strategies, concurrency))
             finally:
                 lan.close()
+        if raw_path is not None:  # after each node count: a run stopped later keeps what it measured
+            raw_path.write_text(json.dumps(raw, indent=1, default=str))
     return raw
 
 
@@ -491,10 +493,7 @@ def format_section(raw: dict[str, Any]) -> str:
 def ensemble_eval_section(limit: int | None = None, nodes: tuple[int, ...] = (1, 3), raw_path: Path | None = None,
                           strategies: tuple[Strategy, ...] = STRATEGIES) -> str:
     """The evaluation as a Markdown section (runs it; needs root)."""
-    raw = measure(limit, nodes, strategies)
-    if raw_path is not None:
-        raw_path.write_text(json.dumps(raw, indent=1, default=str))
-    return format_section(raw)
+    return format_section(measure(limit, nodes, strategies, raw_path=raw_path))
 
 
 def main(argv: list[str] | None = None) -> int:
