@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 
 from orc.node.coordinator.binding import Binder, BoundAgent, BoundRun, RunRefused
+from orc.node.coordinator.budget import BudgetSpent
 from orc.node.coordinator.limits import Limits
 from orc.node.coordinator.generations import Bound, Generation, NoNode, NoRoom, TimedOut, Working
 from orc.node.coordinator.placing import Placer
@@ -48,11 +50,13 @@ ScriptRunner = Callable[..., Awaitable[ScriptResult]]
 
 
 class AgentError(Exception):
-    """An agent failed for a reason stated in the message."""
+    """An agent failed for a reason stated in the message; `permanent`: no retry can help (a
+    budget ran out)."""
 
-    def __init__(self, message: str, retryable: bool = False) -> None:
+    def __init__(self, message: str, retryable: bool = False, permanent: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.permanent = permanent
 
 
 class AgentKinds:
@@ -80,14 +84,18 @@ class AgentKinds:
         clock = self._here.clock
         try:
             if agent_input.items is not None:
-                output, usage = await self._fan_out(run, agent, agent_input, context, name)
+                work = self._fan_out(run, agent, agent_input, context, name)
             else:
-                output, usage = await self._bounded_perform(run, agent, agent_input, agent_input.input, context, name)
+                work = self._bounded_perform(run, agent, agent_input, agent_input.input, context, name)
+            if agent.spec.budget is not None:
+                output, usage = await _within_budget(work, context, name)
+            else:
+                output, usage = await work
             event: AgentSucceeded | AgentFailed = AgentSucceeded(agent.name, output, clock(), usage)
         except asyncio.CancelledError:
             raise
         except AgentError as error:
-            event = AgentFailed(agent.name, str(error), clock(), retryable=error.retryable)
+            event = AgentFailed(agent.name, str(error), clock(), retryable=error.retryable, permanent=error.permanent)
         except RuntimeFailure as error:
             event = AgentFailed(agent.name, str(error), clock(), retryable=isinstance(error, GenerationError))
         except Exception as error:  # noqa: BLE001 - task boundary: one agent's bug must not kill the run
@@ -147,18 +155,18 @@ class AgentKinds:
             case EnsembleTask(ensemble=reference):
                 if agent.child is None:
                     raise AgentError(f"nested ensemble '{reference}' not found")
-                return await self._nested(agent.child, value, context, name)
+                return await self._nested(agent.child, value, context, name, context.prefix + agent.name)
             case DispatchTask(target=target):
                 dep_outputs = {d: r.output for d, r in agent_input.dependencies if r.status == "completed"}
                 chosen = resolve(target, dep_outputs)
                 if not isinstance(chosen, str) or not chosen.strip():
                     raise AgentError(f"dispatch target {target} is {chosen!r}, not an ensemble name")
                 child = await asyncio.to_thread(self._dispatched, chosen.strip(), run)
-                return await self._nested(child, value, context, name)
+                return await self._nested(child, value, context, name, context.prefix + agent.name)
             case LoopTask() as loop:
                 if agent.child is None:
                     raise AgentError(f"loop body '{loop.body}' not found")
-                return await self._loop(loop, agent.child, value, context, name)
+                return await self._loop(loop, agent.child, value, context, name, context.prefix + agent.name)
         raise AssertionError(f"unhandled task {agent.spec.task!r}")
 
     async def _generate(self, agent: BoundAgent, agent_input: AgentInput, value: object, context: RunContext,
@@ -167,10 +175,16 @@ class AgentKinds:
         what it writes; its timeout counts from when its node starts it (`Working`)."""
         assert agent.model is not None, "bound with its model"
         resolved, limits, clock = agent.model.resolved, agent.limits, self._here.clock
+        params = generation_params(resolved, agent.spec, self._seed)
+        try:
+            # Clamped to what the budgets over it leave; nothing left: it does not start.
+            lease = await context.meter.lease(context.scopes(agent.name), params.max_tokens)
+        except BudgetSpent as error:
+            raise AgentError(str(error), permanent=True) from None
         generation = Generation(
             run_id=context.run_id, agent=name, model=resolved.model, sha256=agent.model.sha256,
             messages=tuple(build_messages(resolved.system_prompt, agent_input, value)),
-            params=generation_params(resolved, agent.spec, self._seed), placement=agent.spec.placement,
+            params=replace(params, max_tokens=lease.max_tokens), placement=agent.spec.placement,
             rank=agent.rank, attempts=max_attempts(agent.spec, retryable=True),
             deadline_s=limits.timeout_s, wait_s=limits.wait_s, local=self._local, epoch=context.epoch)
         text = ""
@@ -184,22 +198,28 @@ class AgentKinds:
                     case Working(node_id=node_id, waited_s=waited):
                         context.post(AgentWorking(name, node_id, waited))
                     case TokenChunk(text=chunk):
+                        lease.streamed()
                         context.post(TokenStreamed(name, chunk))
                     case GenerationDone(text=final, usage=done_usage):
                         text, usage = final, done_usage
+                        lease.done(usage)
         except NoRoom as error:
             raise AgentError(limits.waited("; ".join(f"{node}: {why}" for node, why in error.answers))) from None
         except TimedOut:
             raise AgentError(limits.timed_out(generating=True)) from None
         except NoNode as error:
             raise AgentError(str(error)) from None
+        finally:
+            await lease.close()
         try:
             return answer_output(agent.spec, text), usage
         except AnswerNotJson as error:
             raise AgentError(str(error)) from None
 
-    async def _child_run(self, child: BoundRun, value: object, context: RunContext, prefix: str) -> RunResult:
-        """Run a nested ensemble to completion; its progress is passed on under `prefix`.
+    async def _child_run(self, child: BoundRun, value: object, context: RunContext, prefix: str,
+                         owner: str) -> RunResult:
+        """Run a nested ensemble to completion for agent `owner` (its shown name); its progress
+        is passed on under `prefix`, its spending counts toward `owner`'s budget and the run's.
 
         Nested runs are not journaled on their own: the enclosing agent's result is.
         """
@@ -207,7 +227,8 @@ class AgentKinds:
             raise AgentError("ensembles nested too deeply at run time")
         state = initial_state(context.run_id, child.spec, thaw(value), self._here.clock())
         queue: asyncio.Queue[object] = asyncio.Queue()
-        inner = RunContext(context.run_id, prefix, context.depth + 1, context.epoch, queue.put_nowait)
+        inner = RunContext(context.run_id, prefix, context.depth + 1, context.epoch, queue.put_nowait, context.meter,
+                           (*context.owners, owner))
         result: RunResult | None = None
         async for event in drive(state, child, inner, queue, None, self.attempt, self._here):
             match event:
@@ -218,22 +239,23 @@ class AgentKinds:
         assert result is not None
         return result
 
-    async def _nested(self, child: BoundRun, value: object, context: RunContext, name: str) -> tuple[object, Usage]:
+    async def _nested(self, child: BoundRun, value: object, context: RunContext, name: str,
+                      owner: str) -> tuple[object, Usage]:
         """A nested ensemble's deliverable is the agent's output."""
-        result = await self._child_run(child, value, context, f"{name}/")
+        result = await self._child_run(child, value, context, f"{name}/", owner)
         if result.status == "failed":
             failed = [n for n, r in result.results if r.status is AgentStatus.FAILED]
             raise AgentError(f"nested ensemble '{child.spec.name}' failed (agents: {', '.join(failed)})")
         return result.deliverable, _total_usage(result)
 
     async def _loop(self, loop: LoopTask, body: BoundRun, value: object, context: RunContext,
-                    name: str) -> tuple[object, Usage]:
+                    name: str, owner: str) -> tuple[object, Usage]:
         """Run `body` until `until` holds over its results, carrying `carry` into the next input."""
         current = value
         total = Usage()
         last: object = None
         for iteration in range(1, loop.max_iterations + 1):
-            result = await self._child_run(body, current, context, f"{name}#{iteration}/")
+            result = await self._child_run(body, current, context, f"{name}#{iteration}/", owner)
             total = total + _total_usage(result)
             if result.status == "failed":
                 raise AgentError(f"loop body '{body.spec.name}' failed in iteration {iteration}")
@@ -277,6 +299,25 @@ async def _bounded(events: AsyncIterator[object], limits: Limits) -> AsyncIterat
         close = getattr(events, "aclose", None)
         if close is not None:
             await close()
+
+
+async def _within_budget(work: Awaitable[tuple[object, Usage]], context: RunContext,
+                         name: str) -> tuple[object, Usage]:
+    """`work` of agent `name` (one with a budget of its own), cancelled with AgentError naming
+    the budget if it runs out (tokens spent or time up) first."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(context.meter.ran_out(name))
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():  # the budget ran out first, or the attempt itself is cancelled
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if not watch.done():
+            watch.cancel()
+    if task.cancelled():
+        raise AgentError(watch.result(), permanent=True)
+    return task.result()
 
 
 def _total_usage(result: RunResult) -> Usage:
