@@ -7,16 +7,13 @@ knows the keys of each agent kind, their types and ranges, `${agent.field}` refe
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
-from typing import Callable
 
 from orc.scheduler.ensemble import (
     AgentName,
     AgentSpec,
     AgentTask,
-    Condition,
     DispatchTask,
     EnsembleTask,
     FieldRef,
@@ -26,31 +23,35 @@ from orc.scheduler.ensemble import (
     ScriptTask,
 )
 from orc.scheduler.errors import Problem, did_you_mean
+from orc.scheduler.field_checks import (  # kind_of, parse_condition and parse_ref: the loader's too
+    CONDITION_FIX,
+    Bad,
+    condition_problem,
+    kind_of,
+    number,
+    parse_condition,
+    parse_ref,
+    whole_number,
+)
 from orc.scheduler.model_refs import split_model_ref
+from orc.scheduler.primitives_parser import parse_budget, parse_cascade, parse_vote
 from orc.scheduler.values import freeze
 
 MAX_LOOP_ITERATIONS = 100
-TOP_LEVEL_KEYS = ("name", "description", "default_task", "agents")
+TOP_LEVEL_KEYS = ("name", "description", "default_task", "agents", "budget")
 COMMON_KEYS = (
     "name", "depends_on", "fan_out", "input_key", "input_scope", "when",
-    "timeout_seconds", "retries", "placement", "output_format",
+    "timeout_seconds", "retries", "placement", "output_format", "budget",
 )
 LLM_KEYS = ("model_profile", "model", "provider", "system_prompt", "temperature", "max_tokens", "options",
             "queue_timeout_seconds")
 SCRIPT_KEYS = ("script", "parameters")
-COMPOSITION_KEYS = ("ensemble", "loop", "dispatch")
-AGENT_KEYS = COMMON_KEYS + LLM_KEYS + SCRIPT_KEYS + COMPOSITION_KEYS
+COMPOSITION_KEYS = ("ensemble", "loop", "dispatch", "cascade")
+AGENT_KEYS = COMMON_KEYS + LLM_KEYS + ("vote",) + SCRIPT_KEYS + COMPOSITION_KEYS
 INPUT_SCOPES = ("full", "dependencies", "input")
 OUTPUT_FORMATS = ("text", "json")
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,127}$")
-_REF = re.compile(r"^\$\{\s*([A-Za-z0-9_][A-Za-z0-9_-]*)((?:\.[A-Za-z0-9_-]+)*)\s*\}$")
-_COMPARISON = re.compile(r"^(\$\{[^}]*\})\s*(==|!=)\s*(.+)$")
-
-
-def kind_of(value: object) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "a number",
-            float: "a number", type(None): "empty"}.get(type(value), type(value).__name__)
 
 
 def optional_str(mapping: dict, key: str, source: Path, agent: str | None, problems: list[Problem]) -> str | None:
@@ -63,64 +64,6 @@ def optional_str(mapping: dict, key: str, source: Path, agent: str | None, probl
         problems.append(Problem(source, agent, f"'{key}' must be a string, not {kind_of(value)}"))
         return None
     return value
-
-
-def parse_ref(text: object) -> FieldRef | None:
-    """`${agent.field.sub}` -> FieldRef, or None if `text` is not exactly one reference."""
-    if not isinstance(text, str):
-        return None
-    match = _REF.match(text.strip())
-    if not match:
-        return None
-    path = tuple(part for part in match.group(2).split(".") if part)
-    return FieldRef(AgentName(match.group(1)), path)
-
-
-def parse_condition(value: object) -> Condition | None:
-    """`${dep.field}` (truthiness) or `${dep.field} == literal` / `!=`; None if malformed."""
-    if not isinstance(value, str):
-        return None
-    text = value.strip()
-    comparison = _COMPARISON.match(text)
-    if comparison:
-        ref = parse_ref(comparison.group(1))
-        if ref is None:
-            return None
-        literal = _literal(comparison.group(3))
-        if literal is _INVALID:
-            return None
-        return Condition(ref, comparison.group(2), literal)
-    ref = parse_ref(text)
-    return Condition(ref) if ref else None
-
-
-_INVALID = object()
-
-
-def _literal(text: str) -> object:
-    """A guard's right-hand side: a quoted string, true/false/null, a number, or a bare word.
-
-    Deliberately not YAML 1.1, where `yes`, `on` and `no` would silently become booleans.
-    """
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("null", "none", "~"):
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    if not text or text[0] in "[{" or " " in text:
-        return _INVALID
-    return text
 
 
 def parse_agent(raw: object, index: int, source: Path, problems: list[Problem]) -> AgentSpec | None:
@@ -156,39 +99,47 @@ def parse_agent(raw: object, index: int, source: Path, problems: list[Problem]) 
     if "when" in raw:
         when = parse_condition(raw["when"])
         if when is None:
-            bad(f"invalid 'when': {raw['when']!r}", "write '${agent.field}' or '${agent.field} == value'")
-    timeout = _number(raw, "timeout_seconds", bad, low=0.001, high=7 * 24 * 3600)
-    queue_timeout = _number(raw, "queue_timeout_seconds", bad, low=0.001, high=7 * 24 * 3600)
-    retries = _integer(raw, "retries", bad, low=0, high=10)
+            bad(f"invalid 'when': {condition_problem(raw['when'])}", CONDITION_FIX)
+    timeout = number(raw, "timeout_seconds", bad, low=0.001, high=7 * 24 * 3600)
+    queue_timeout = number(raw, "queue_timeout_seconds", bad, low=0.001, high=7 * 24 * 3600)
+    retries = whole_number(raw, "retries", bad, low=0, high=10)
     placement = _parse_placement(raw.get("placement"), bad)
     output_format = raw.get("output_format")
     if output_format is not None and output_format not in OUTPUT_FORMATS:
         bad(f"'output_format' must be one of {', '.join(OUTPUT_FORMATS)}, not {output_format!r}")
         output_format = None
+    budget = parse_budget(raw["budget"], bad) if raw.get("budget") is not None else None
     if len(problems) > before or task is None:
         return None
     return AgentSpec(
         name=AgentName(name), task=task, depends_on=depends_on, fan_out=fan_out, input_key=input_key,
         input_scope=input_scope, when=when, timeout_seconds=timeout, queue_timeout_seconds=queue_timeout,
         retries=retries,
-        placement=placement, output_format=output_format,
+        placement=placement, output_format=output_format, budget=budget,
     )
 
 
-def _parse_task(raw: dict, bad: Callable[..., None]) -> AgentTask | None:
-    kinds = [k for k in ("script", "ensemble", "loop", "dispatch") if k in raw]
-    llm_keys = [k for k in LLM_KEYS if k in raw]
+def _parse_task(raw: dict, bad: Bad) -> AgentTask | None:
+    kinds = [k for k in ("script", "ensemble", "loop", "dispatch", "cascade") if k in raw]
+    llm_keys = [k for k in (*LLM_KEYS, "vote") if k in raw]
     if len(kinds) > 1:
         bad(f"has both {' and '.join(repr(k) for k in kinds)}", "an agent does exactly one thing")
         return None
-    if kinds and llm_keys and not (kinds == ["script"] and set(llm_keys) <= {"system_prompt"}):
+    composed = [k for k in kinds if k != "cascade"]  # a cascade takes some LLM keys: parse_cascade checks them
+    if "vote" in raw and composed:
+        bad(f"'vote' only applies to LLM agents, and this is a '{kinds[0]}' agent",
+            "vote on an LLM agent (model: ...), or on a cascade's levels")
+        return None
+    if composed and llm_keys and not (kinds == ["script"] and set(llm_keys) <= {"system_prompt"}):
         bad(f"'{kinds[0]}' agent cannot take model keys ({', '.join(llm_keys)})",
             "split it into a script agent and an LLM agent")
         return None
     if "parameters" in raw and kinds != ["script"]:
-        bad("'parameters' only applies to script agents")
+        bad("'parameters' only applies to script agents", "remove it; an LLM agent's settings go in 'options'")
         return None
     kind = kinds[0] if kinds else "llm"
+    if kind == "cascade":
+        return parse_cascade(raw, bad, _parse_llm)
     if kind == "script":
         script = raw["script"]
         if not isinstance(script, str) or not script.strip():
@@ -216,7 +167,7 @@ def _parse_task(raw: dict, bad: Callable[..., None]) -> AgentTask | None:
     return _parse_llm(raw, bad)
 
 
-def _parse_loop(loop: object, bad: Callable[..., None]) -> LoopTask | None:
+def _parse_loop(loop: object, bad: Bad) -> LoopTask | None:
     if not isinstance(loop, dict):
         bad(f"'loop' must be a mapping with body, until, max_iterations, not {kind_of(loop)}")
         return None
@@ -232,7 +183,8 @@ def _parse_loop(loop: object, bad: Callable[..., None]) -> LoopTask | None:
     if loop.get("until") is not None:
         until = parse_condition(loop["until"])
         if until is None:
-            bad(f"invalid 'loop.until': {loop['until']!r}", "write '${agent.field}' naming an agent of the body")
+            bad(f"invalid 'loop.until': {condition_problem(loop['until'])}",
+                CONDITION_FIX + ", naming an agent of the body")
             return None
     iterations = loop.get("max_iterations")
     if isinstance(iterations, bool) or not isinstance(iterations, int) or not 1 <= iterations <= MAX_LOOP_ITERATIONS:
@@ -248,7 +200,7 @@ def _parse_loop(loop: object, bad: Callable[..., None]) -> LoopTask | None:
     return LoopTask(body=body.strip(), until=until, max_iterations=iterations, carry=carry)
 
 
-def _parse_llm(raw: dict, bad: Callable[..., None]) -> LlmTask | None:
+def _parse_llm(raw: dict, bad: Bad) -> LlmTask | None:
     ok = True
     strings: dict[str, str | None] = {}
     for key in ("model_profile", "model", "provider", "system_prompt"):
@@ -257,14 +209,18 @@ def _parse_llm(raw: dict, bad: Callable[..., None]) -> LlmTask | None:
             bad(f"'{key}' must be a string, not {kind_of(value)}")
             ok = False
         strings[key] = value
-    temperature = _number(raw, "temperature", bad, low=0.0, high=5.0)
-    max_tokens = _integer(raw, "max_tokens", bad, low=1, high=1 << 17)
+    temperature = number(raw, "temperature", bad, low=0.0, high=5.0)
+    max_tokens = whole_number(raw, "max_tokens", bad, low=1, high=1 << 17)
     options = raw.get("options") or {}
     if not isinstance(options, dict):
         bad(f"'options' must be a mapping, not {kind_of(options)}")
         ok = False
     if ("temperature" in raw and temperature is None) or ("max_tokens" in raw and max_tokens is None):
         ok = False
+    vote = None
+    if "vote" in raw:
+        vote = parse_vote(raw["vote"], bad)
+        ok = ok and vote is not None
     if isinstance(strings["model"], str):
         try:
             split_model_ref(strings["model"])
@@ -277,11 +233,11 @@ def _parse_llm(raw: dict, bad: Callable[..., None]) -> LlmTask | None:
     return LlmTask(
         model_profile=strings["model_profile"], model=strings["model"], provider=strings["provider"],
         system_prompt=strings["system_prompt"], temperature=temperature, max_tokens=max_tokens,
-        options=freeze(options),
+        options=freeze(options), vote=vote,
     )
 
 
-def parse_depends_on(value: object, bad: Callable[..., None]) -> tuple[AgentName, ...]:
+def parse_depends_on(value: object, bad: Bad) -> tuple[AgentName, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
@@ -303,7 +259,7 @@ def parse_depends_on(value: object, bad: Callable[..., None]) -> tuple[AgentName
     return tuple(dict.fromkeys(names))
 
 
-def _bool(raw: dict, key: str, default: bool, bad: Callable[..., None]) -> bool:
+def _bool(raw: dict, key: str, default: bool, bad: Bad) -> bool:
     value = raw.get(key, default)
     if value is None:
         return default
@@ -313,28 +269,7 @@ def _bool(raw: dict, key: str, default: bool, bad: Callable[..., None]) -> bool:
     return value
 
 
-def _number(raw: dict, key: str, bad: Callable[..., None], *, low: float, high: float) -> float | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not low <= value <= high:
-        bad(f"'{key}' must be a number from {low:g} to {high:g}, not {value!r}")
-        return None
-    return float(value)
-
-
-def _integer(raw: dict, key: str, bad: Callable[..., None], *, low: int, high: int) -> int | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        bad(f"'{key}' must be a whole number from {low} to {high}, not {value!r}")
-        return None
-    return value
-
-
-def _parse_placement(value: object, bad: Callable[..., None]) -> Placement:
+def _parse_placement(value: object, bad: Bad) -> Placement:
     if value is None:
         return Placement()
     if not isinstance(value, dict):

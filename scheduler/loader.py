@@ -32,6 +32,7 @@ from orc.scheduler.agent_parser import (
     parse_condition,
     parse_depends_on,
 )
+from orc.scheduler.primitives_parser import parse_budget
 from orc.scheduler.ensemble_file import parse_yaml, read_following_links, real_path
 
 # Caps on hostile files. Real ensembles are a few KiB with a few dozen agents.
@@ -199,6 +200,10 @@ class _Loader:
             name = source.stem
         description = optional_str(document, "description", source, None, problems) or ""
         default_task = optional_str(document, "default_task", source, None, problems)
+        budget = None
+        if document.get("budget") is not None:
+            budget = parse_budget(document["budget"], lambda message, fix=None: problems.append(
+                Problem(source, None, message, fix)), where="budget")
         raw_agents = document.get("agents")
         agents: list[AgentSpec] = []
         if raw_agents is None:
@@ -228,7 +233,7 @@ class _Loader:
             raise EnsembleInvalid(problems)
         return EnsembleSpec(
             name=name, agents=tuple(agents), description=description, default_task=default_task,
-            source=source, warnings=tuple(warnings), children=tuple(children),
+            source=source, warnings=tuple(warnings), children=tuple(children), budget=budget,
         )
 
     def _load_children(self, agents: list[AgentSpec], source: Path, stack: tuple[Path, ...],

@@ -8,6 +8,7 @@ neither change them nor see another agent change them.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -15,6 +16,8 @@ from typing import Any
 
 from orc.scheduler.ensemble import Condition, FieldRef
 
+# A decimal number as a model writes one: no "nan", "inf", "1_000" or hex, which float() would take.
+_NUMBER_TEXT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d{1,3})?$")
 _FENCED_JSON = re.compile(r"```(?:json)?\s*(\{.*\}|\[.*\])\s*```", re.DOTALL)
 
 
@@ -92,8 +95,38 @@ def holds(condition: Condition, outputs: Mapping[str, object]) -> bool:
             return _equal(value, condition.literal)
         case "!=":
             return not _equal(value, condition.literal)
+        case "<" | "<=" | ">" | ">=":
+            return compare(value, condition.op, condition.literal)
         case _:
             raise ValueError(f"unknown operator {condition.op!r}")
+
+
+def compare(value: object, op: str, literal: object) -> bool:
+    """`value OP literal` for OP in `< <= > >=`: false, never an error, when either side is not a
+    number. Model text that is exactly a number ("0.8\n") counts as that number."""
+    left, right = _as_number(value), _as_number(literal)
+    if left is None or right is None:
+        return False
+    match op:
+        case "<":
+            return left < right
+        case "<=":
+            return left <= right
+        case ">":
+            return left > right
+        case ">=":
+            return left >= right
+    raise ValueError(f"unknown operator {op!r}")
+
+
+def _as_number(value: object) -> float | None:
+    if isinstance(value, bool):
+        return None  # True >= 1 would hold in Python; a yes is not a count
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str) and _NUMBER_TEXT.match(value.strip()):
+        return float(value.strip())
+    return None
 
 
 def truthy(value: object) -> bool:

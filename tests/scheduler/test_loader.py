@@ -128,7 +128,7 @@ agents:
     assert "not in its depends_on" in problem and "add 'a' to depends_on" in problem
 
 
-@pytest.mark.parametrize("when", ["a.ok", "${a.ok} >= 3", "${}", "${a.ok} == [1]"])
+@pytest.mark.parametrize("when", ["a.ok", "${a.ok} >= high", "${a.ok} < \"3\"", "${}", "${a.ok} == [1]", "${a.ok} =< 3"])
 def test_malformed_guards_are_refused(tmp_path, when):
     path = write(tmp_path, "w.yaml", f"name: w\nagents:\n  - {{name: a, model: m}}\n"
                                      f"  - {{name: b, model: m, depends_on: [a], when: '{when}'}}\n")
