@@ -210,7 +210,7 @@ class AgentKinds:
         except NoNode as error:
             raise AgentError(str(error)) from None
         finally:
-            await lease.close()
+            lease.close()
         try:
             return answer_output(agent.spec, text), usage
         except AnswerNotJson as error:
@@ -304,20 +304,25 @@ async def _bounded(events: AsyncIterator[object], limits: Limits) -> AsyncIterat
 async def _within_budget(work: Awaitable[tuple[object, Usage]], context: RunContext,
                          name: str) -> tuple[object, Usage]:
     """`work` of agent `name` (one with a budget of its own), cancelled with AgentError naming
-    the budget if it runs out (tokens spent or time up) first."""
-    task = asyncio.ensure_future(work)
+    the budget if it runs out first (its time up, or its tokens spent with no generation of it
+    still running).
+
+    The work runs in this task, not another: an agent that finished posts its result with no
+    pause in which a stop could cut it off.
+    """
+    current = asyncio.current_task()
+    assert current is not None
     watch = asyncio.ensure_future(context.meter.ran_out(name))
+    watch.add_done_callback(lambda done: None if done.cancelled() else current.cancel())
     try:
-        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if watch.done() and not watch.cancelled():
+            current.uncancel()
+            raise AgentError(watch.result(), permanent=True) from None
+        raise
     finally:
-        if not task.done():  # the budget ran out first, or the attempt itself is cancelled
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        if not watch.done():
-            watch.cancel()
-    if task.cancelled():
-        raise AgentError(watch.result(), permanent=True)
-    return task.result()
+        watch.cancel()
 
 
 def _total_usage(result: RunResult) -> Usage:

@@ -43,8 +43,10 @@ class _Scope:
         self.opened = opened
         self.spent = spent
         self.reserved = 0  # tokens claimed by generations running now
+        self.leases = 0  # generations running now under it
         self.exhausted: str | None = None
-        self.ran_out = asyncio.Event()
+        self.timed_out = False
+        self.stop = asyncio.Event()  # set when the work under it is to be cancelled (`Meter.ran_out`)
 
     @property
     def deadline(self) -> float | None:
@@ -60,10 +62,14 @@ class _Scope:
             if cap is not None and used >= cap:
                 self.exhausted = f"budget: {self.whose()} max_tokens {cap} is spent ({used} used)"
             elif self.deadline is not None and now >= self.deadline:
+                self.timed_out = True
                 self.exhausted = (f"budget: {self.whose()} max_seconds {self.budget.max_seconds:g} ran out "
                                   f"({now - self.opened:.1f} s used)")
-            if self.exhausted is not None:
-                self.ran_out.set()
+        # Out of time, everything under it stops at once. Out of tokens, the generations running
+        # were each clamped to what was left when they started: they finish (and their agents
+        # keep what they paid for); the rest of the work stops when the last one has.
+        if self.exhausted is not None and (self.timed_out or self.leases == 0):
+            self.stop.set()
         return self.exhausted
 
     def headroom(self) -> int | None:
@@ -83,7 +89,7 @@ class Meter:
         self._clock = clock
         self._scopes: dict[str, _Scope] = {}
         self._total = earlier
-        self._released = asyncio.Condition()
+        self._released = asyncio.Event()  # replaced on each release: set wakes the leases waiting
         if budget is not None:
             self._scopes[RUN] = _Scope(RUN, budget, started, earlier)
 
@@ -117,26 +123,23 @@ class Meter:
                             max(0.0, now - scope.opened), scope.exhausted)
 
     async def ran_out(self, key: str = RUN) -> str:
-        """Wait until scope `key`'s budget runs out (tokens spent or its time up); its message.
-        A scope without a budget never runs out."""
+        """Wait until the work under scope `key` is to be stopped: its time is up, or its tokens
+        are spent and no generation under it still runs; the message naming the budget. A scope
+        without a budget never runs out."""
         scope = self._scopes.get(key)
         if scope is None:
             await asyncio.Event().wait()  # forever: only cancellation ends it
         assert scope is not None
-        while scope.check(self._clock()) is None:
+        while True:
+            message = scope.check(self._clock())
+            if message is not None and scope.stop.is_set():
+                return message
             deadline = scope.deadline
             timeout = None if deadline is None else max(0.0, deadline - self._clock())
             try:
-                await asyncio.wait_for(scope.ran_out.wait(), timeout)
+                await asyncio.wait_for(scope.stop.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
-        assert scope.exhausted is not None
-        return scope.exhausted
-
-    def deadline(self, keys: Iterable[str]) -> float | None:
-        """The earliest time budget among `keys` ends, wall clock."""
-        ends = [s.deadline for s in self._over(keys) if s.deadline is not None]
-        return min(ends) if ends else None
 
     async def lease(self, keys: Iterable[str], wanted: int) -> "Lease":
         """A claim on up to `wanted` tokens for one generation under scopes `keys`.
@@ -145,19 +148,19 @@ class Meter:
         over it is spent or out of time.
         """
         over = self._over(keys)
-        async with self._released:
-            while True:
-                message = self.exhausted(s.key for s in over)
-                if message is not None:
-                    raise BudgetSpent(message)
-                rooms = [room for room in (s.headroom() for s in over) if room is not None]
-                grant = min([wanted, *rooms])
-                if grant > 0:
-                    for scope in over:
-                        scope.reserved += grant if scope.budget.max_tokens is not None else 0
-                    return Lease(self, over, grant)
-                # Running generations claimed the rest: what they leave is known when they end.
-                await self._released.wait()
+        while True:
+            message = self.exhausted(s.key for s in over)
+            if message is not None:
+                raise BudgetSpent(message)
+            rooms = [room for room in (s.headroom() for s in over) if room is not None]
+            grant = min([wanted, *rooms])
+            if grant > 0:
+                for scope in over:
+                    scope.leases += 1
+                    scope.reserved += grant if scope.budget.max_tokens is not None else 0
+                return Lease(self, over, grant)
+            # Running generations claimed the rest: what they leave is known when they end.
+            await self._released.wait()
 
     def _charge(self, over: list[_Scope], usage: Usage) -> None:
         self._total = self._total + usage
@@ -166,12 +169,16 @@ class Meter:
             scope.spent = scope.spent + usage
             scope.check(now)
 
-    async def _release(self, over: list[_Scope], grant: int) -> None:
+    def _release(self, over: list[_Scope], grant: int) -> None:
+        # Synchronous on purpose: between a generation's end and its agent posting the result
+        # nothing else runs, so stopping the work (`ran_out`) cannot cut off a finished agent.
+        now = self._clock()
         for scope in over:
-            if scope.budget.max_tokens is not None:
-                scope.reserved -= grant
-        async with self._released:
-            self._released.notify_all()
+            scope.leases -= 1
+            scope.reserved -= grant if scope.budget.max_tokens is not None else 0
+            scope.check(now)
+        released, self._released = self._released, asyncio.Event()
+        released.set()
 
     def _over(self, keys: Iterable[str]) -> list[_Scope]:
         return [self._scopes[k] for k in dict.fromkeys(keys) if k in self._scopes]
@@ -186,7 +193,8 @@ class Lease:
         self._meter = meter
         self._over = over
         self._streamed = 0
-        self._settled = False
+        self._usage: Usage | None = None
+        self._closed = False
 
     def streamed(self, chunks: int = 1) -> None:
         """Chunks streamed so far (a chunk is about a token): what an unfinished generation costs."""
@@ -194,15 +202,15 @@ class Lease:
 
     def done(self, usage: Usage) -> None:
         """The generation finished; its node reported `usage`."""
-        if not self._settled:
-            self._settled = True
-            self._meter._charge(self._over, usage)
+        self._usage = usage
 
-    async def close(self) -> None:
-        """Give back the claim; a generation that never finished counts what it streamed."""
-        if not self._settled:
-            self.done(Usage(0, self._streamed))
-        await asyncio.shield(self._meter._release(self._over, self.max_tokens))
+    def close(self) -> None:
+        """Count what the generation spent (what it streamed if it never finished) and give back
+        the claim. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._meter._charge(self._over, self._usage if self._usage is not None else Usage(0, self._streamed))
+            self._meter._release(self._over, self.max_tokens)
 
 
 def spent_before(contents: JournalContents) -> Usage:

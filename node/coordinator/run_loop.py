@@ -204,8 +204,11 @@ async def drive(state: RunState, bound: BoundRun, context: RunContext, queue: "a
         if running:
             await asyncio.gather(*running.values(), return_exceptions=True)
     finished = here.clock()
-    status = run_status(state, stopped)
     top = context.depth == 0  # a nested run's spending is its enclosing agent's usage
+    spent = meter.exhausted() if top else None
+    if stopped is None and spent is not None and any(r.error == spent for r in state.agents.values()):
+        stopped = spent  # agents refused their generations before the stop was seen: the budget still stopped the run
+    status = run_status(state, stopped)  # a nested run's spending is its enclosing agent's usage
     result = RunResult(state.run_id, state.spec.name, status, deliverable(state), tuple(state.agents.items()),
                        state.started_at, finished, usage=meter.total if top else None,
                        budget=meter.report() if top else None,
