@@ -6,7 +6,7 @@ from typing_extensions import assert_never
 
 from orc.node.cli.phrasing import cut, date, duration
 from orc.node.cli.render import render_deliverable
-from orc.node.coordinator.budget import spent_before, tokens
+from orc.node.coordinator.budget import PREFIX, spent_before, tokens
 from orc.node.protocol.events import BudgetReport, usage_json
 from orc.scheduler.ensemble import (
     AgentSpec,
@@ -121,12 +121,12 @@ def _run_budget(contents: JournalContents, state: RunState) -> BudgetReport | No
     end = contents.finished
     seconds = (end.at if end else contents.header.started_at) - contents.header.started_at
     return BudgetReport(budget.max_tokens, budget.max_seconds, tokens(spent_before(contents)), seconds,
-                        end.reason if end and end.reason and end.reason.startswith("budget: the run's") else None)
+                        end.reason if end and end.reason and end.reason.startswith(PREFIX + "the run's") else None)
 
 
 def _agent_budget(budget: Budget, record: AgentRecord) -> BudgetReport:
     seconds = record.finished_at - record.started_at if record.finished_at and record.started_at else 0.0
-    mine = record.error if record.error and record.error.startswith("budget: agent") else None
+    mine = record.error if record.error and record.error.startswith(PREFIX + "agent") else None
     return BudgetReport(budget.max_tokens, budget.max_seconds, tokens(record.usage), seconds, mine)
 
 

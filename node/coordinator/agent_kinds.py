@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 
 from orc.node.coordinator.binding import Binder, BoundAgent, BoundRun, RunRefused
+from orc.node.coordinator import budget
 from orc.node.coordinator.budget import BudgetSpent
 from orc.node.coordinator.limits import Limits
 from orc.node.coordinator.generations import Bound, Generation, NoNode, NoRoom, TimedOut, Working
@@ -244,6 +245,7 @@ class AgentKinds:
         """A nested ensemble's deliverable is the agent's output."""
         result = await self._child_run(child, value, context, f"{name}/", owner)
         if result.status == "failed":
+            _raise_budget(result)
             failed = [n for n, r in result.results if r.status is AgentStatus.FAILED]
             raise AgentError(f"nested ensemble '{child.spec.name}' failed (agents: {', '.join(failed)})")
         return result.deliverable, _total_usage(result)
@@ -258,6 +260,7 @@ class AgentKinds:
             result = await self._child_run(body, current, context, f"{name}#{iteration}/", owner)
             total = total + _total_usage(result)
             if result.status == "failed":
+                _raise_budget(result)
                 raise AgentError(f"loop body '{body.spec.name}' failed in iteration {iteration}")
             last = result.deliverable
             scope = _loop_scope(result)
@@ -323,6 +326,13 @@ async def _within_budget(work: Awaitable[tuple[object, Usage]], context: RunCont
         raise
     finally:
         watch.cancel()
+
+
+def _raise_budget(result: RunResult) -> None:
+    """A nested run that failed because a budget over it ran out fails its agent naming the budget."""
+    for _, record in result.results:
+        if record.status is AgentStatus.FAILED and record.error is not None and record.error.startswith(budget.PREFIX):
+            raise AgentError(record.error, permanent=True)
 
 
 def _total_usage(result: RunResult) -> Usage:

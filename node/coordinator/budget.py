@@ -28,6 +28,9 @@ from orc.scheduler.run import AgentSucceeded, PartDone, Usage
 RUN = ""  # the run's own scope; agents' scopes are their shown names, never empty
 
 
+PREFIX = "budget: "  # every message naming a budget starts so: an agent's error says a budget stopped it
+
+
 class BudgetSpent(Exception):
     """A budget over a generation or an agent is spent; the message names it."""
 
@@ -60,10 +63,10 @@ class _Scope:
         if self.exhausted is None:
             cap, used = self.budget.max_tokens, tokens(self.spent)
             if cap is not None and used >= cap:
-                self.exhausted = f"budget: {self.whose()} max_tokens {cap} is spent ({used} used)"
+                self.exhausted = f"{PREFIX}{self.whose()} max_tokens {cap} is spent ({used} used)"
             elif self.deadline is not None and now >= self.deadline:
                 self.timed_out = True
-                self.exhausted = (f"budget: {self.whose()} max_seconds {self.budget.max_seconds:g} ran out "
+                self.exhausted = (f"{PREFIX}{self.whose()} max_seconds {self.budget.max_seconds:g} ran out "
                                   f"({now - self.opened:.1f} s used)")
         # Out of time, everything under it stops at once. Out of tokens, the generations running
         # were each clamped to what was left when they started: they finish (and their agents

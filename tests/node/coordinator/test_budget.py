@@ -229,3 +229,23 @@ def test_a_resumed_run_counts_the_tokens_spent_before_it(tmp_path):
                     resume=read_journal(next((tmp_path / "runs").iterdir())))
     assert third.status("boom") == "completed" and third.result.status == "completed"
     assert third.result.budget.used_tokens == spent and third.result.budget.exhausted is None
+
+
+def test_a_nested_run_counts_toward_its_agents_budget_and_the_runs(tmp_path):
+    r = rig(tmp_path, obeying(50))
+    load(tmp_path, "inner", f"""\
+        - {{name: x, model: {TINY}, system_prompt: x}}
+        - {{name: y, model: {TINY}, system_prompt: y, depends_on: [x]}}
+        """)
+    spec = load(tmp_path, "outer", f"""\
+        - {{name: n, ensemble: inner, budget: {{max_tokens: 5}}}}
+        - {{name: other, model: {TINY}, system_prompt: other, depends_on: [n]}}
+        """)
+    out = execute(r.engine(), spec)
+    assert [(p.system, p.max_tokens) for p in r.runtime.prompts] == [("x", 5), ("other", 256)]
+    error = out.results["n"].error
+    assert error is not None and error.startswith("budget: agent 'n''s max_tokens 5 is spent (")
+    assert out.status("other") == "completed" and out.result.reason is None
+    data = out.result.to_json()
+    assert data["results"]["n"]["budget"]["exhausted"] == error
+    assert data["usage"]["completion_tokens"] == 5 + 50  # the nested generation counts toward the run
