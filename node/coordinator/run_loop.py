@@ -109,7 +109,8 @@ async def drive(state: RunState, bound: BoundRun, context: RunContext, queue: "a
                 match step:
                     case StartAgent(input=agent_input):
                         agent = bound.agent(agent_input.agent)
-                        stopped = stopped or (meter.exhausted() if context.depth == 0 else None)
+                        # Refused alone: the run stops (`stopped`) only when `ran_out` says so, once the
+                        # generations running under a spent budget have ended.
                         refused = stopped or meter.exhausted(context.scopes(agent.name))
                         if refused is not None:  # nothing new starts once a budget over it ran out
                             for event in _budget_failure(state.agents[agent.name].status, agent.name, refused,

@@ -5,7 +5,6 @@ runner, which then stops decoding."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from pathlib import Path
 
@@ -61,11 +60,6 @@ def test_a_run_budget_of_few_tokens_stops_a_three_agent_ensemble(orc):
     assert plain.code == 1 and "orc: completed_with_errors in" in plain.stderr and "max_tokens 40 is spent" in plain.stderr
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
 def test_a_run_out_of_time_cancels_its_generation_and_the_runner_stops_decoding(home: Path, tmp_path: Path) -> None:
     write(tmp_path, "timed.yaml", f"""\
         name: timed
@@ -81,7 +75,7 @@ def test_a_run_out_of_time_cancels_its_generation_and_the_runner_stops_decoding(
     orc = Orc(home, cwd=tmp_path, n_threads=2)
     spec = orc.load(str(tmp_path / "timed.yaml"))
 
-    async def scenario() -> tuple[list[object], float, float]:
+    async def scenario() -> tuple[list[object], float, float | None]:
         engine = orc.engine()
         bound = await asyncio.to_thread(engine.preflight, spec)
         # The model loads first, in a run of its own: the budget's seconds are then all decoding.
@@ -92,14 +86,20 @@ def test_a_run_out_of_time_cancels_its_generation_and_the_runner_stops_decoding(
         try:
             runner = orc.runtimes()["llama_cpp"].runner(DEFAULT_MODEL_ID)  # type: ignore[attr-defined]
             assert runner is not None
-            before = _cpu_seconds(runner.pid)
-            await asyncio.sleep(1.5)
-            busy = _cpu_seconds(runner.pid) - before
+            # The runner's own account: the cancelled generation leaves it (a runner still
+            # decoding would report it active for the minutes its thousands of tokens take).
+            stopped_after = None
+            for tick in range(30):
+                stats = await runner.stats()
+                if stats.active == 0 and stats.queued == 0:
+                    stopped_after = tick * 0.1
+                    break
+                await asyncio.sleep(0.1)
         finally:
             await orc.close_runners()
-        return events, took, busy
+        return events, took, stopped_after
 
-    events, took, busy = asyncio.run(scenario())
+    events, took, stopped_after = asyncio.run(scenario())
     result = next(e for e in events if isinstance(e, RunFinished)).result
     records = dict(result.results)
     assert result.status == "completed_with_errors" and result.exit_code == 1
@@ -108,6 +108,6 @@ def test_a_run_out_of_time_cancels_its_generation_and_the_runner_stops_decoding(
     assert records["moral"].status.value == "failed"  # never started, failed rather than skipped
     assert took < 11  # stopped at its budget, not after thousands of tokens
     streamed = sum(1 for e in events if isinstance(e, TokenStreamed) and e.agent == "story")
-    assert busy < 0.5, f"the runner kept decoding after the cancel ({busy:.2f} s of CPU in 1.5 s)"
+    assert stopped_after is not None, "the runner kept decoding the cancelled generation"
     assert result.budget is not None and result.budget.used_seconds >= 6
     assert result.usage is not None and result.usage.completion_tokens == streamed  # what it streamed counts
