@@ -109,6 +109,10 @@ def parse_agent(raw: object, index: int, source: Path, problems: list[Problem]) 
         bad(f"'output_format' must be one of {', '.join(OUTPUT_FORMATS)}, not {output_format!r}")
         output_format = None
     budget = parse_budget(raw["budget"], bad) if raw.get("budget") is not None else None
+    if task is None and len(problems) == before:
+        # Every rejection above is reported; this is the net under that rule, so an agent is never
+        # dropped from the ensemble without a word.
+        bad("this agent could not be read", "see docs/ensembles.md for the keys of each kind of agent")
     if len(problems) > before or task is None:
         return None
     return AgentSpec(
@@ -215,7 +219,9 @@ def _parse_llm(raw: dict, bad: Bad) -> LlmTask | None:
     if not isinstance(options, dict):
         bad(f"'options' must be a mapping, not {kind_of(options)}")
         ok = False
-    if ("temperature" in raw and temperature is None) or ("max_tokens" in raw and max_tokens is None):
+    # A key written as null counts as absent; a key present but rejected has been reported.
+    if (raw.get("temperature") is not None and temperature is None) or \
+            (raw.get("max_tokens") is not None and max_tokens is None):
         ok = False
     vote = None
     if "vote" in raw:

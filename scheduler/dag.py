@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from orc.scheduler.ensemble import DispatchTask, EnsembleSpec, EnsembleTask, LoopTask, ScriptTask
+from orc.scheduler.ensemble import (
+    CascadeTask,
+    DispatchTask,
+    EnsembleSpec,
+    EnsembleTask,
+    LlmTask,
+    LoopTask,
+    ScriptTask,
+)
+from orc.scheduler.primitives_view import budget_text, level_text, vote_text
 
 Dependencies = Mapping[str, Sequence[str]]
 """A DAG as a mapping: each node's name -> the names of the nodes it depends on."""
@@ -134,19 +143,29 @@ def to_mermaid(spec: EnsembleSpec) -> str:
     """The DAG as Mermaid `flowchart` text (renders on GitHub and in most docs tools)."""
     ids = {a.name: f"a{i}" for i, a in enumerate(spec.agents)}
     lines = ["flowchart TD"]
+    if spec.budget is not None:
+        lines.append(f"    %% {budget_text(spec.budget)} for the whole run")
     for agent in spec.agents:
-        label = agent.name
+        label = _escape(agent.name)
+        if agent.budget is not None:
+            label += f"<br/><small>{_escape(budget_text(agent.budget))}</small>"
         match agent.task:
             case ScriptTask(script=script):
-                shape = f'[/"{_escape(label)}<br/><small>script {_escape(script)}</small>"/]'
+                shape = f'[/"{label}<br/><small>script {_escape(script)}</small>"/]'
             case EnsembleTask(ensemble=ref):
-                shape = f'[["{_escape(label)}<br/><small>ensemble {_escape(ref)}</small>"]]'
+                shape = f'[["{label}<br/><small>ensemble {_escape(ref)}</small>"]]'
             case LoopTask(body=body, max_iterations=n):
-                shape = f'[["{_escape(label)}<br/><small>loop {_escape(body)} ×≤{n}</small>"]]'
+                shape = f'[["{label}<br/><small>loop {_escape(body)} ×≤{n}</small>"]]'
             case DispatchTask(target=target):
-                shape = f'{{{{"{_escape(label)}<br/><small>dispatch {_escape(str(target))}</small>"}}}}'
+                shape = f'{{{{"{label}<br/><small>dispatch {_escape(str(target))}</small>"}}}}'
+            case LlmTask(vote=vote) if vote is not None:
+                shape = f'["{label}<br/><small>{_escape(vote_text(vote, agent.task))}</small>"]'
+            case CascadeTask(levels=levels):
+                steps = "<br/>".join(f"<small>{_escape(level_text(i, level.task, level.accept_if))}</small>"
+                                     for i, level in enumerate(levels))
+                shape = f'[["{label}<br/>{steps}"]]'
             case _:
-                shape = f'["{_escape(label)}"]'
+                shape = f'["{label}"]'
         lines.append(f"    {ids[agent.name]}{shape}")
     for agent in spec.agents:
         for dep in agent.depends_on:

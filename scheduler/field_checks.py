@@ -64,7 +64,7 @@ def condition_problem(value: object) -> str:
         comparison = _COMPARISON.match(value.strip())
         if comparison and comparison.group(2) in NUMERIC_OPS and parse_ref(comparison.group(1)):
             return f"'{comparison.group(2)}' compares with a number, not {comparison.group(3).strip()!r}"
-    return f"invalid guard {value!r}"
+    return repr(value)
 
 
 def is_number(value: object) -> bool:

@@ -58,9 +58,9 @@ def parse_vote(value: object, bad: Bad, *, where: str = "vote") -> Vote | None:
                 + ", ".join(VOTE_KEYS))
             ok = False
     samples = whole_number(value, "samples", bad, low=MIN_SAMPLES, high=MAX_SAMPLES, label=f"{where}.samples")
-    if "samples" not in value:
+    if value.get("samples") is None:
         bad(f"'{where}' needs 'samples'", f"write samples: N with N from {MIN_SAMPLES} to {MAX_SAMPLES}")
-    by = value.get("by", "majority")
+    by = "majority" if value.get("by") is None else value["by"]
     if by not in VOTE_METHODS:
         bad(f"'{where}.by' must be one of {', '.join(VOTE_METHODS)}, not {by!r}",
             did_you_mean(str(by), VOTE_METHODS))
@@ -88,9 +88,10 @@ def parse_vote(value: object, bad: Bad, *, where: str = "vote") -> Vote | None:
     elif script is None and by == "script":
         bad(f"'{where}' by: script needs 'script'", "name the script that picks the winner: script: pick.py")
         ok = False
-    invalid = (samples is None or ("extract" in value and extract is None)
-               or ("temperature" in value and temperature is None) or ("models" in value and models is None)
-               or ("judge" in value and judge is None))
+    # A key written as null counts as absent; a key present but rejected has been reported.
+    invalid = samples is None or any(value.get(key) is not None and parsed is None for key, parsed in
+                                     (("extract", extract), ("temperature", temperature), ("models", models),
+                                      ("judge", judge)))
     if not ok or invalid:
         return None
     return Vote(samples=samples, by=by, extract=extract, temperature=temperature, models=models or (),
@@ -169,7 +170,7 @@ def _judge(value: object, bad: Bad, where: str) -> Judge | None:
     if strings["model"] is not None and not _model_ok(strings["model"], bad, f"{where}.judge"):
         ok = False
     max_tokens = whole_number(value, "max_tokens", bad, low=1, high=1 << 17, label=f"{where}.judge.max_tokens")
-    if not ok or ("max_tokens" in value and max_tokens is None):
+    if not ok or (value.get("max_tokens") is not None and max_tokens is None):
         return None
     return Judge(model=strings["model"], system_prompt=strings["system_prompt"], max_tokens=max_tokens)
 
@@ -191,7 +192,8 @@ def parse_budget(value: object, bad: Bad, *, where: str = "budget") -> Budget | 
     if value.get("max_tokens") is None and value.get("max_seconds") is None and ok:
         bad(f"'{where}' sets no limit", "give it max_tokens, max_seconds or both")
         return None
-    if not ok or ("max_tokens" in value and max_tokens is None) or ("max_seconds" in value and max_seconds is None):
+    if not ok or (value.get("max_tokens") is not None and max_tokens is None) or \
+            (value.get("max_seconds") is not None and max_seconds is None):
         return None
     return Budget(max_tokens=max_tokens, max_seconds=max_seconds)
 
@@ -226,7 +228,7 @@ def parse_cascade(raw: dict, bad: Bad, parse_llm: ParseLlm) -> CascadeTask | Non
 
 def _parse_level(value: object, index: int, is_last: bool, defaults: dict, bad: Bad,
                  parse_llm: ParseLlm) -> CascadeLevel | None:
-    where = f"cascade level {index + 1}"
+    where = f"cascade level {index + 1} (L{index})"  # counted as people do, and named as progress shows it
 
     def level_bad(message: str, fix: str | None = None) -> None:
         bad(f"{where}: {message}", fix)
@@ -234,12 +236,11 @@ def _parse_level(value: object, index: int, is_last: bool, defaults: dict, bad: 
     if not isinstance(value, dict):
         level_bad(f"must be a mapping with 'model', not {kind_of(value)}", "write - model: smollm2-135m-instruct")
         return None
-    ok = True
-    for key in value:
-        if key not in LEVEL_KEYS:
-            level_bad(f"unknown key '{key}'", did_you_mean(str(key), LEVEL_KEYS)
-                      or f"a level takes: {', '.join(LEVEL_KEYS)}")
-            ok = False
+    unknown = [key for key in value if key not in LEVEL_KEYS]
+    for key in unknown:
+        level_bad(f"unknown key '{key}'",
+                  did_you_mean(str(key), LEVEL_KEYS) or f"a level takes: {', '.join(LEVEL_KEYS)}")
+    ok = not unknown
     if value.get("model") is None and value.get("model_profile") is None:
         level_bad("a cascade level with no model", "give it 'model' or 'model_profile'")
         ok = False
@@ -256,7 +257,7 @@ def _parse_level(value: object, index: int, is_last: bool, defaults: dict, bad: 
     elif "accept_if" in value:
         accept_if = parse_accept_if(value["accept_if"], vote is not None or "vote" in value, level_bad)
         ok = ok and accept_if is not None
-    elif not is_last and ok:  # with an unknown key, it may be a misspelled accept_if: said once, above
+    elif not is_last and not unknown:  # an unknown key may be a misspelled accept_if: said once, above
         level_bad("needs 'accept_if': when is its answer good enough to stop?",
                   "write e.g. accept_if: '${agreement} >= 0.67' (only the last level goes without)")
         ok = False

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from typing_extensions import assert_never
 
 from orc.node.cli.phrasing import cut, date, duration
 from orc.node.cli.render import render_deliverable
 from orc.node.coordinator.budget import PREFIX, spent_before, tokens
-from orc.node.protocol.events import BudgetReport, usage_json
+from orc.node.protocol.events import BudgetReport, detail_json, usage_json
 from orc.scheduler.ensemble import (
     AgentSpec,
     Budget,
+    CascadeTask,
     DispatchTask,
     EnsembleSpec,
     EnsembleTask,
@@ -19,14 +22,16 @@ from orc.scheduler.ensemble import (
     ScriptTask,
 )
 from orc.scheduler.journal import JournalContents
+from orc.scheduler.primitives_view import agent_json, budget_json, budget_text, cascade_text, level_text, vote_text
 from orc.scheduler.run import AgentRecord, AgentStatus, RunState, deliverable, run_status
 from orc.scheduler.values import thaw
 
 
 def task_summary(agent: AgentSpec) -> str:
     match agent.task:
-        case LlmTask(model_profile=profile, model=model):
-            return f"llm {('model ' + model) if model else ('profile ' + (profile or 'default'))}"
+        case LlmTask(model_profile=profile, model=model, vote=vote):
+            text = f"llm {('model ' + model) if model else ('profile ' + (profile or 'default'))}"
+            return text + (f", {vote_text(vote, agent.task)}" if vote else "")
         case ScriptTask(script=script):
             return f"script {script}"
         case EnsembleTask(ensemble=ref):
@@ -35,6 +40,8 @@ def task_summary(agent: AgentSpec) -> str:
             return f"dispatch {target}"
         case LoopTask(body=body, max_iterations=n, until=until):
             return f"loop {body} (at most {n}" + (f", until {until})" if until else ")")
+        case CascadeTask():
+            return cascade_text(agent.task)
         case _:
             assert_never(agent.task)
 
@@ -45,9 +52,13 @@ def describe_ensemble(spec: EnsembleSpec) -> str:
         lines.append("  " + spec.description.strip().replace("\n", "\n  "))
     if spec.default_task:
         lines.append(f"  default task: {cut(spec.default_task.strip(), 200)}")
+    if spec.budget:
+        lines.append(f"  {budget_text(spec.budget)} for the whole run")
     lines.append("agents:")
     for agent in spec.agents:
         lines.append(f"  - {agent.name}: {task_summary(agent)}")
+        if isinstance(agent.task, CascadeTask):
+            lines += [f"      {level_text(i, level.task, level.accept_if)}" for i, level in enumerate(agent.task.levels)]
         details = []
         if agent.depends_on:
             details.append("after " + ", ".join(agent.depends_on))
@@ -65,6 +76,8 @@ def describe_ensemble(spec: EnsembleSpec) -> str:
             details.append(f"retries {agent.retries}")
         if agent.placement.local_only:
             details.append("local only")
+        if agent.budget:
+            details.append(budget_text(agent.budget))
         if details:
             lines.append("      " + "; ".join(details))
     for warning in spec.warnings:
@@ -93,9 +106,11 @@ def ensemble_json(spec: EnsembleSpec) -> dict:
                               "require_tags": sorted(a.placement.require_tags),
                               "prefer_tags": sorted(a.placement.prefer_tags)},
                 "parameters": thaw(a.task.parameters) if isinstance(a.task, ScriptTask) else None,
+                **agent_json(a),
             }
             for a in spec.agents
         ],
+        "budget": budget_json(spec.budget),
         "warnings": list(spec.warnings),
     }
 
@@ -167,10 +182,38 @@ def describe_run(contents: JournalContents, state: RunState, *, interrupted: boo
         lines.append(f"  - {name}: {_status(record, interrupted)}  {meta}".rstrip())
         if record.error:
             lines.append(f"      error: {_flat(record.error)}")
+        lines.extend(f"      {line}" for line in detail_lines(record))
         if record.output is not None:
             text = render_deliverable(record.output).strip()
             lines.append("      " + text[:600].replace("\n", "\n      ") + (" …" if len(text) > 600 else ""))
     return "\n".join(lines)
+
+
+def detail_lines(record: AgentRecord) -> list[str]:
+    """How a vote or a cascade decided, one line each: "vote: yes 3, no 1, 1 abstained;
+    agreement 0.6 (majority, tie broken by the first ballot: yes, no)"."""
+    lines = []
+    cascade = record.detail.get("cascade")
+    if isinstance(cascade, Mapping):
+        levels = cascade.get("levels") or ()
+        tried = "; ".join(
+            f"L{index} {_flat(str(level.get('model')))} "
+            + ("accepted" if level.get("accepted") else "not accepted")
+            + (f" (agreement {level['agreement']})" if level.get("agreement") is not None else "")
+            for index, level in enumerate(levels) if isinstance(level, Mapping))
+        lines.append(f"cascade: level {cascade.get('level')} accepted, {cascade.get('tried')} tried: {tried}")
+    vote = record.detail.get("vote")
+    if isinstance(vote, Mapping):
+        ballots = vote.get("ballots") or {}
+        counted = ", ".join(f"{_flat(cut(str(b), 40))} {n}" for b, n in ballots.items()) or "no ballot"
+        how = str(vote.get("by"))
+        if vote.get("tie"):
+            how += ", tie broken by the first ballot: " + ", ".join(_flat(cut(str(b), 40)) for b in vote["tie"])
+        if vote.get("note"):
+            how += f"; {_flat(str(vote['note']))}"
+        lines.append(f"vote: {counted}, {vote.get('abstained', 0)} abstained of {vote.get('samples')}; "
+                     f"agreement {vote.get('agreement')} ({how})")
+    return lines
 
 
 def run_json(contents: JournalContents, state: RunState, *, interrupted: bool = False) -> dict:
@@ -189,7 +232,7 @@ def run_json(contents: JournalContents, state: RunState, *, interrupted: bool = 
                    "nodes": list(r.nodes), "model": r.model, "attempts": r.tries, "started_at": r.started_at,
                    "finished_at": r.finished_at,
                    "usage": {"prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens},
-                   "error": r.error, **({"budget": budgets[name]} if name in budgets else {})}
+                   "error": r.error, **detail_json(r), **({"budget": budgets[name]} if name in budgets else {})}
             for name, r in state.agents.items()
         },
         "usage": usage_json(spent_before(contents)),

@@ -183,9 +183,9 @@ def plan(
         else:
             planned = asyncio.run(_daemon_plan(client, spec, run_input, orc.cwd))
         if as_json:
-            typer.echo(json.dumps(plan_json(planned), indent=2, ensure_ascii=False))
+            typer.echo(json.dumps(plan_json(planned, spec), indent=2, ensure_ascii=False))
         else:
-            echo(render_plan(planned))
+            echo(render_plan(planned, spec=spec))
         unplaceable = [p.agent for p in planned.agents if p.kind == "llm" and not p.candidates]
         if unplaceable:
             raise typer.Exit(3)

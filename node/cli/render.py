@@ -38,6 +38,8 @@ from orc.node.protocol.events import (
     RunProgress,
     TokenStreamed,
 )
+from orc.scheduler.ensemble import EnsembleSpec
+from orc.scheduler.primitives_view import agent_details, agent_headline, agent_json, budget_json, budget_text
 from orc.scheduler.run import AgentStatus
 from orc.scheduler.values import thaw
 
@@ -420,15 +422,21 @@ def render_deliverable(value: object) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False, default=str)
 
 
-def render_plan(planned: RunPlanned, clean: Callable[[str], str] = one_line) -> str:
+def render_plan(planned: RunPlanned, clean: Callable[[str], str] = one_line, spec: EnsembleSpec | None = None) -> str:
     """`orc plan` / `--explain`: per agent, the chosen node, the other candidates, and the
-    ruled-out ones. Node names and reasons come from peers: each goes through `clean`, one line."""
+    ruled-out ones. Node names and reasons come from peers: each goes through `clean`, one line.
+    With the ensemble's `spec`, also each vote's samples, each cascade's levels and the budgets."""
     names = {n.node_id: n.name for p in planned.agents for n in (*p.candidates, *p.rejected)}
     coordinator = clean(names.get(planned.coordinator, planned.coordinator))
     lines = [f"placement for {planned.ensemble} (estimated finish from now; coordinator: {coordinator}):"]
+    agents = {a.name: a for a in spec.agents} if spec is not None else {}
     for plan in planned.agents:
-        head = f"  {plan.agent}" + (f"  [{clean(plan.model)}]" if plan.model else f"  ({plan.kind})")
+        agent = agents.get(plan.agent)
+        headline = agent_headline(agent) if agent is not None else None
+        head = f"  {plan.agent}" + (f" {clean(headline)}" if headline else "")
+        head += f"  [{clean(plan.model)}]" if plan.model else f"  ({plan.kind})"
         lines.append(head)
+        lines += [f"      {clean(line)}" for line in (agent_details(agent) if agent is not None else ())]
         if plan.note:
             lines.append(f"      {clean(plan.note)}")
         for index, c in enumerate(plan.candidates):
@@ -448,14 +456,20 @@ def render_plan(planned: RunPlanned, clean: Callable[[str], str] = one_line) -> 
             lines.append(f"    ✗ {clean(r.name):<16} {why}")
         if plan.kind == "llm" and not plan.candidates:
             lines.append("      no node can run it: the run would fail this agent")
+    if spec is not None and spec.budget is not None:
+        lines.append(f"the whole run: {budget_text(spec.budget)}")
     return "\n".join(lines)
 
 
-def plan_json(planned: RunPlanned) -> dict:
-    """The `orc plan --json` object (docs/cli.md)."""
+def plan_json(planned: RunPlanned, spec: EnsembleSpec | None = None) -> dict:
+    """The `orc plan --json` object (docs/cli.md); with the ensemble's `spec`, each agent's
+    `vote`, `cascade` and `budget` and the run's `budget` too."""
+    agents = {a.name: a for a in spec.agents} if spec is not None else {}
+    extra = {"budget": budget_json(spec.budget)} if spec is not None else {}
     return {
         "ensemble": planned.ensemble,
         "coordinator": planned.coordinator,
+        **extra,
         "agents": {
             plan.agent: {
                 "kind": plan.kind,
@@ -471,6 +485,7 @@ def plan_json(planned: RunPlanned) -> dict:
                 "rejected": [{"node_id": r.node_id, "name": r.name, "reason": r.reason.value, "detail": r.detail}
                              for r in plan.rejected],
                 "note": plan.note,
+                **(agent_json(agents[plan.agent]) if plan.agent in agents else {}),
             }
             for plan in planned.agents
         },

@@ -1,5 +1,7 @@
-"""One attempt of one agent, of every kind: an LLM generation placed by the placer, a script,
-a nested ensemble, a loop, a dispatch, each of them fanned out over a list.
+"""One attempt of one agent, of every kind: an LLM generation placed by the placer (or a vote
+of several, `voting`), a cascade of them (`cascade`), a script, a nested ensemble, a loop, a
+dispatch, each of them fanned out over a list. Every generation of a run is started by one
+method, `AgentKinds._generate`.
 
 An attempt ends by posting exactly one `AgentSucceeded` or `AgentFailed` to its run loop, and
 never raises: one agent's failure, even a bug, is that agent's failure, not the run's.
@@ -9,22 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import replace
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 
-from orc.node.coordinator.binding import Binder, BoundAgent, BoundRun, RunRefused
 from orc.node.coordinator import budget
+from orc.node.coordinator.agent_errors import AgentError, ScriptRunner
+from orc.node.coordinator.binding import Binder, BoundAgent, BoundLevel, BoundRun, RunRefused
 from orc.node.coordinator.budget import BudgetSpent
+from orc.node.coordinator.cascade import Cascades
 from orc.node.coordinator.limits import Limits
 from orc.node.coordinator.generations import Bound, Generation, NoNode, NoRoom, TimedOut, Working
 from orc.node.coordinator.placing import Placer
 from orc.node.coordinator.prompts import AnswerNotJson, answer_output, build_messages, generation_params
 from orc.node.coordinator.run_loop import Coordinator, RunContext, drive
+from orc.node.coordinator.voting import Ask, Generated, Parts, Voting
 from orc.node.models.runtimes.base import GenerationDone, GenerationError, RuntimeFailure, TokenChunk
-from orc.node.models.runtimes.script import ScriptResult
 from orc.node.protocol.events import AgentPlacedOn, AgentWorking, RunFinished, RunResult, TokenStreamed
-from orc.scheduler.ensemble import DispatchTask, EnsembleTask, LlmTask, LoopTask, ScriptTask
+from orc.scheduler.ensemble import CascadeTask, DispatchTask, EnsembleTask, LlmTask, LoopTask, ScriptTask
 from orc.scheduler.errors import EnsembleInvalid, EnsembleNotFound
 from orc.scheduler.run import (
     AgentBound,
@@ -46,18 +51,9 @@ MAX_RUN_DEPTH = 8
 # Fan-out instance failures quoted in the agent's error; the rest are counted.
 FAILURES_QUOTED = 5
 
-# Runs a script (`orc.node.models.runtimes.script.run_script`'s signature).
-ScriptRunner = Callable[..., Awaitable[ScriptResult]]
-
-
-class AgentError(Exception):
-    """An agent failed for a reason stated in the message; `permanent`: no retry can help (a
-    budget ran out)."""
-
-    def __init__(self, message: str, retryable: bool = False, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.permanent = permanent
+# What an attempt's work gives: the output, the usage of every generation, the result's detail.
+Done = tuple[object, Usage, Mapping[str, object]]
+_NO_DETAIL: Mapping[str, object] = MappingProxyType({})
 
 
 class AgentKinds:
@@ -72,6 +68,9 @@ class AgentKinds:
         self._seed = seed
         self._workdir = workdir
         self._scripts = scripts
+        parts = Parts(self._generate, here)
+        self._voting = Voting(parts, scripts, workdir, seed)
+        self._cascades = Cascades(parts, self._voting, here, seed)
 
     async def attempt(self, run: BoundRun, agent: BoundAgent, agent_input: AgentInput, context: RunContext) -> None:
         """Run one attempt of `agent` and post its outcome (the run loop's `Attempt`).
@@ -84,15 +83,16 @@ class AgentKinds:
         name = context.prefix + agent.name
         clock = self._here.clock
         try:
+            self._recall_nodes(agent, agent_input, context)
             if agent_input.items is not None:
                 work = self._fan_out(run, agent, agent_input, context, name)
             else:
                 work = self._bounded_perform(run, agent, agent_input, agent_input.input, context, name)
             if agent.spec.budget is not None:
-                output, usage = await _within_budget(work, context, name)
+                output, usage, detail = await _within_budget(work, context, name)
             else:
-                output, usage = await work
-            event: AgentSucceeded | AgentFailed = AgentSucceeded(agent.name, output, clock(), usage)
+                output, usage, detail = await work
+            event: AgentSucceeded | AgentFailed = AgentSucceeded(agent.name, output, clock(), usage, detail)
         except asyncio.CancelledError:
             raise
         except AgentError as error:
@@ -104,18 +104,26 @@ class AgentKinds:
             event = AgentFailed(agent.name, f"internal error: {type(error).__name__}: {error}", clock())
         context.post(event)
 
+    def _recall_nodes(self, agent: BoundAgent, agent_input: AgentInput, context: RunContext) -> None:
+        """With a mesh, the nodes of the parts an earlier attempt (or run) finished are this
+        agent's nodes too: their generations are not rerun, so nothing else would say so."""
+        if not self._here.places_later:
+            return
+        for node_id in dict.fromkeys(p.node_id for p in agent_input.parts.values() if p.node_id):
+            context.post(AgentBound(agent.name, node_id, self._here.clock()))
+
     async def _bounded_perform(self, run: BoundRun, agent: BoundAgent, agent_input: AgentInput, value: object,
-                               context: RunContext, name: str) -> tuple[object, Usage]:
+                               context: RunContext, name: str) -> Done:
         work = self._perform(run, agent, agent_input, value, context, name)
-        if isinstance(agent.spec.task, LlmTask):
-            return await work  # its timeout counts from its generation's start, inside
+        if isinstance(agent.spec.task, (LlmTask, CascadeTask)):
+            return await work  # the timeout of each generation counts from its start, inside
         try:
             return await asyncio.wait_for(work, agent.limits.timeout_s)
         except asyncio.TimeoutError:
             raise AgentError(agent.limits.timed_out(generating=False)) from None
 
     async def _fan_out(self, run: BoundRun, agent: BoundAgent, agent_input: AgentInput, context: RunContext,
-                       name: str) -> tuple[object, Usage]:
+                       name: str) -> Done:
         assert agent_input.items is not None
         instances = [self._bounded_perform(run, agent, agent_input, item, context, f"{name}[{index}]")
                      for index, item in enumerate(agent_input.items)]
@@ -128,16 +136,31 @@ class AgentKinds:
             detail = "; ".join(f"[{i}] {error}" for i, error in failures[:FAILURES_QUOTED])
             raise AgentError(f"{len(failures)} of {len(results)} fan-out instances failed: {detail}")
         usage = Usage()
-        for _, instance_usage in results:  # type: ignore[misc]
+        for _, instance_usage, _ in results:  # type: ignore[misc]
             usage = usage + instance_usage
-        return tuple(output for output, _ in results), usage  # type: ignore[misc]
+        details = [dict(detail) for _, _, detail in results]  # type: ignore[misc]
+        return (tuple(output for output, _, _ in results), usage,  # type: ignore[misc]
+                {"instances": details} if any(details) else _NO_DETAIL)
 
     async def _perform(self, run: BoundRun, agent: BoundAgent, agent_input: AgentInput, value: object,
-                       context: RunContext, name: str) -> tuple[object, Usage]:
-        """Execute the agent's task on `value`; returns (output, usage)."""
+                       context: RunContext, name: str) -> Done:
+        """Execute the agent's task on `value`; returns (output, usage, detail)."""
+        # A fan-out instance's parts are its own: "[2].s0" is sample 0 of instance 2.
+        instance = name[len(context.prefix + agent.name):]
+        key = f"{instance}." if instance else ""
         match agent.spec.task:
+            case LlmTask() as task if agent.vote is not None:
+                assert agent.model is not None, "bound with its model"
+                level = BoundLevel(task, agent.model, agent.limits, agent.vote)
+                decided = await self._voting.decide(agent, level, agent_input, value, context, name, key, f"{name}/")
+                self._credit(agent, decided.node_id, context)
+                return decided.output, decided.usage, {"vote": decided.vote or {}}
             case LlmTask():
-                return await self._generate(agent, agent_input, value, context, name)
+                return (*await self._llm(agent, agent_input, value, context, name), _NO_DETAIL)
+            case CascadeTask():
+                decided, detail = await self._cascades.run(agent, agent_input, value, context, name, key)
+                self._credit(agent, decided.node_id, context)
+                return decided.output, decided.usage, detail
             case ScriptTask(parameters=parameters):
                 assert agent.script is not None, "bound with its script"
                 payload = {
@@ -152,55 +175,75 @@ class AgentKinds:
                 output = result.output
                 if isinstance(output, Mapping) and output.get("success") is False:
                     raise AgentError(f"script reported failure: {output.get('error') or 'no reason given'}")
-                return output, Usage()
+                return output, Usage(), _NO_DETAIL
             case EnsembleTask(ensemble=reference):
                 if agent.child is None:
                     raise AgentError(f"nested ensemble '{reference}' not found")
-                return await self._nested(agent.child, value, context, name, context.prefix + agent.name)
+                return (*await self._nested(agent.child, value, context, name, context.prefix + agent.name), _NO_DETAIL)
             case DispatchTask(target=target):
                 dep_outputs = {d: r.output for d, r in agent_input.dependencies if r.status == "completed"}
                 chosen = resolve(target, dep_outputs)
                 if not isinstance(chosen, str) or not chosen.strip():
                     raise AgentError(f"dispatch target {target} is {chosen!r}, not an ensemble name")
                 child = await asyncio.to_thread(self._dispatched, chosen.strip(), run)
-                return await self._nested(child, value, context, name, context.prefix + agent.name)
+                return (*await self._nested(child, value, context, name, context.prefix + agent.name), _NO_DETAIL)
             case LoopTask() as loop:
                 if agent.child is None:
                     raise AgentError(f"loop body '{loop.body}' not found")
-                return await self._loop(loop, agent.child, value, context, name, context.prefix + agent.name)
+                return (*await self._loop(loop, agent.child, value, context, name, context.prefix + agent.name),
+                        _NO_DETAIL)
         raise AssertionError(f"unhandled task {agent.spec.task!r}")
 
-    async def _generate(self, agent: BoundAgent, agent_input: AgentInput, value: object, context: RunContext,
-                        name: str) -> tuple[object, Usage]:
-        """Have the placer place and perform the generation, relaying where and when it runs and
-        what it writes; its timeout counts from when its node starts it (`Working`)."""
+    def _credit(self, agent: BoundAgent, node_id: str | None, context: RunContext) -> None:
+        """With a mesh, the node whose sample or level gave the output becomes the agent's node."""
+        if self._here.places_later and node_id is not None:
+            context.post(AgentBound(agent.name, node_id, self._here.clock()))
+
+    async def _llm(self, agent: BoundAgent, agent_input: AgentInput, value: object, context: RunContext,
+                   name: str) -> tuple[object, Usage]:
+        """A plain LLM agent: one generation, its answer as the output."""
         assert agent.model is not None, "bound with its model"
-        resolved, limits, clock = agent.model.resolved, agent.limits, self._here.clock
-        params = generation_params(resolved, agent.spec, self._seed)
+        resolved = agent.model.resolved
+        ask = Ask(name, agent.model, tuple(build_messages(resolved.system_prompt, agent_input, value)),
+                  generation_params(resolved, agent.spec, self._seed), agent.limits)
+        generated = await self._generate(agent, ask, context)
         try:
-            # Clamped to what the budgets over it leave; nothing left: it does not start.
-            lease = await context.meter.lease(context.scopes(agent.name), params.max_tokens)
+            return answer_output(agent.spec, generated.text), generated.usage
+        except AnswerNotJson as error:
+            raise AgentError(str(error)) from None
+
+    async def _generate(self, agent: BoundAgent, ask: Ask, context: RunContext) -> Generated:
+        """Every generation of a run starts here (an agent's, a sample's, a level's, a judge's):
+        its max_tokens clamped to what the budgets over it leave (it does not start when nothing
+        is), the placer places and performs it, and this relays where and when it runs and what
+        it writes; its timeout counts from when its node starts it (`Working`)."""
+        limits, clock = ask.limits, self._here.clock
+        try:
+            lease = await context.meter.lease(context.scopes(agent.name), ask.params.max_tokens)
         except BudgetSpent as error:
             raise AgentError(str(error), permanent=True) from None
         generation = Generation(
-            run_id=context.run_id, agent=name, model=resolved.model, sha256=agent.model.sha256,
-            messages=tuple(build_messages(resolved.system_prompt, agent_input, value)),
-            params=replace(params, max_tokens=lease.max_tokens), placement=agent.spec.placement,
+            run_id=context.run_id, agent=ask.shown, model=ask.model.ref, sha256=ask.model.sha256,
+            messages=ask.messages, params=replace(ask.params, max_tokens=lease.max_tokens),
+            placement=agent.spec.placement,
             rank=agent.rank, attempts=max_attempts(agent.spec, retryable=True),
             deadline_s=limits.timeout_s, wait_s=limits.wait_s, local=self._local, epoch=context.epoch)
         text = ""
         usage = Usage()
+        where: str | None = None
         try:
             async for event in _bounded(self._placer.generate(generation), limits):
                 match event:
                     case Bound(node_id=node_id, node_name=node_name, replaces=replaces):
+                        where = node_id
                         context.post(AgentBound(agent.name, node_id, clock(), failover=replaces is not None))
-                        context.post(AgentPlacedOn(name, node_id, node_name, replaces))
+                        context.post(AgentPlacedOn(ask.shown, node_id, node_name, replaces))
                     case Working(node_id=node_id, waited_s=waited):
-                        context.post(AgentWorking(name, node_id, waited))
+                        where = node_id
+                        context.post(AgentWorking(ask.shown, node_id, waited))
                     case TokenChunk(text=chunk):
                         lease.streamed()
-                        context.post(TokenStreamed(name, chunk))
+                        context.post(TokenStreamed(ask.shown, chunk))
                     case GenerationDone(text=final, usage=done_usage):
                         text, usage = final, done_usage
                         lease.done(usage)
@@ -212,10 +255,7 @@ class AgentKinds:
             raise AgentError(str(error)) from None
         finally:
             lease.close()
-        try:
-            return answer_output(agent.spec, text), usage
-        except AnswerNotJson as error:
-            raise AgentError(str(error)) from None
+        return Generated(text, usage, where)
 
     async def _child_run(self, child: BoundRun, value: object, context: RunContext, prefix: str,
                          owner: str) -> RunResult:
@@ -304,8 +344,7 @@ async def _bounded(events: AsyncIterator[object], limits: Limits) -> AsyncIterat
             await close()
 
 
-async def _within_budget(work: Awaitable[tuple[object, Usage]], context: RunContext,
-                         name: str) -> tuple[object, Usage]:
+async def _within_budget(work: Awaitable[Done], context: RunContext, name: str) -> Done:
     """`work` of agent `name` (one with a budget of its own), cancelled with AgentError naming
     the budget if it runs out first (its time up, or its tokens spent with no generation of it
     still running).

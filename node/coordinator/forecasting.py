@@ -10,7 +10,7 @@ from orc.node.coordinator.binding import BoundRun
 from orc.node.coordinator.placing import Placer
 from orc.node.coordinator.prompts import render_value
 from orc.node.protocol.events import AgentPlan, RunPlanned
-from orc.scheduler.ensemble import DispatchTask, EnsembleTask, LlmTask, LoopTask, ScriptTask
+from orc.scheduler.ensemble import CascadeTask, DispatchTask, EnsembleTask, LlmTask, LoopTask, ScriptTask
 from orc.scheduler.placement import Demand, estimated_prompt_tokens, forecast
 
 
@@ -27,7 +27,8 @@ def forecast_run(bound: BoundRun, run_input: object, placer: Placer, coordinator
     input_chars = len(render_value(run_input)) if run_input is not None else 0
     for agent in bound.agents.values():
         match agent.spec.task:
-            case LlmTask():
+            case LlmTask() | CascadeTask():
+                # A cascade is forecast as its first level: the others run only if it is not accepted.
                 assert agent.model is not None, "bound with its model"
                 resolved = agent.model.resolved
                 upstream = sum(m.resolved.max_tokens for d in agent.spec.depends_on
@@ -39,6 +40,12 @@ def forecast_run(bound: BoundRun, run_input: object, placer: Placer, coordinator
                 if agent.spec.fan_out:
                     notes[agent.name] = ("llm", "fan-out: each item is one generation, placed on its own "
                                                 "when the list is known; shown for one item")
+                elif agent.vote is not None:
+                    notes[agent.name] = ("llm", f"vote: {agent.vote.spec.samples} samples, started together and "
+                                                "placed like this one; shown for one sample")
+                elif agent.levels:
+                    notes[agent.name] = ("llm", f"cascade of {len(agent.levels)} levels, tried in order; "
+                                                "shown for the first, the others are placed if it is not accepted")
             case ScriptTask():
                 notes[agent.name] = ("script", "runs on this node: scripts never leave the coordinator")
             case EnsembleTask():

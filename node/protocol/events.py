@@ -163,6 +163,7 @@ class RunResult:
                     "usage": {"prompt_tokens": r.usage.prompt_tokens,
                               "completion_tokens": r.usage.completion_tokens},
                     "error": r.error,
+                    **detail_json(r),
                     **({"budget": budgets[name].to_json()} if name in budgets else {}),
                 }
                 for name, r in self.results
@@ -175,6 +176,11 @@ class RunResult:
                 "duration_s": round(self.finished_at - self.started_at, 4),
             },
         }
+
+
+def detail_json(record: AgentRecord) -> dict:
+    """What a result says beyond its output, as keys of its JSON: `vote`, `cascade` (only those it has)."""
+    return {str(key): thaw(value) for key, value in record.detail.items()}
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Protocol
 
 from orc.node.config import ApiConfig
 from orc.node.coordinator.generations import NoNode, NoRoom, TimedOut
-from orc.node.models.runtimes.base import RuntimeFailure
+from orc.node.models.runtimes.base import RuntimeFailure, does_not_fit
 from orc.node.protocol.errors import Cancelled
 from orc.node.protocol.events import RunProgress
 from orc.node.web.answers import Answer, RunFailed, deliverable, samples
@@ -143,6 +143,10 @@ def refusal_for(error: BaseException) -> Refusal:
             return Refusal(408, str(error), "invalid_request_error", "request_timeout")
         case BadRequest():
             return Refusal(400, str(error), "invalid_request_error", "invalid_request")
+        case NoNode() | RuntimeFailure() if does_not_fit(str(error)):
+            # Too large for the model wherever it was tried: the client's to fix, not the mesh's.
+            return Refusal(400, f"the request is too large for the model: {error}", "invalid_request_error",
+                           "context_length_exceeded")
         case UnknownModel():
             return Refusal(404, f"the model '{error}' does not exist on this mesh; GET /v1/models lists the models "
                                 "and ensembles it serves", "invalid_request_error", "model_not_found")

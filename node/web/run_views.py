@@ -17,7 +17,15 @@ from pathlib import Path
 from orc.node.coordinator.journal_lock import journal_in_use
 from orc.node.coordinator.journal_replay import journal_state
 from orc.node.web.run_record import AgentSeen, Json, LiveRun, as_text, cut, usage_json
-from orc.scheduler.ensemble import DispatchTask, EnsembleSpec, EnsembleTask, LlmTask, LoopTask, ScriptTask
+from orc.scheduler.ensemble import (
+    CascadeTask,
+    DispatchTask,
+    EnsembleSpec,
+    EnsembleTask,
+    LlmTask,
+    LoopTask,
+    ScriptTask,
+)
 from orc.scheduler.errors import EnsembleInvalid, SchedulerError
 from orc.scheduler.journal import JournalContents, read_journal
 from orc.scheduler.loader import EnsembleLibrary, load_ensemble
@@ -48,6 +56,8 @@ def _kind(task: object) -> Json:
             return {"kind": "loop", "model": None}
         case DispatchTask():
             return {"kind": "dispatch", "model": None}
+        case CascadeTask(levels=levels):  # the first level's model: the one every run starts with
+            return {"kind": "cascade", "model": levels[0].task.model or levels[0].task.model_profile}
         case _:
             assert_never(task)  # type: ignore[arg-type]
 

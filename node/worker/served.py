@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orc.node.models.catalog import ModelEntry
-from orc.node.models.runtimes.base import ModelRuntime
+from orc.node.models.runtimes.base import DOES_NOT_FIT, ModelRuntime
 from orc.node.protocol.description import MAX_CAPACITY, MAX_UNAVAILABLE_CHARS, ModelOffer
 from orc.node.worker.speed import Speed
 from orc.scheduler.placement import DEFAULT_LOAD_BYTES_PER_S, UNMEASURED_PREFILL_TOKENS_PER_S, HeldModel, decode_rate
@@ -81,10 +81,10 @@ class Served:
         """Why a request cannot fit the model's context window here, or None when it can."""
         window = self.context_tokens()
         if prompt_tokens > window:
-            return (f"the prompt (about {prompt_tokens} tokens) does not fit {self.entry.id}'s context window "
+            return (f"the prompt (about {prompt_tokens} tokens) {DOES_NOT_FIT} of {self.entry.id} "
                     f"here ({window} tokens)")
         if max_tokens > window:
-            return (f"max_tokens {max_tokens} is more than {self.entry.id}'s context window here "
+            return (f"max_tokens {max_tokens} {DOES_NOT_FIT} of {self.entry.id} here "
                     f"({window} tokens); lower max_tokens")
         return None
 

@@ -138,7 +138,7 @@ class ValueNode(_message.Message):
     def __init__(self, key: _Optional[str] = ..., null: _Optional[bool] = ..., boolean: _Optional[bool] = ..., integer: _Optional[int] = ..., number: _Optional[float] = ..., text: _Optional[str] = ..., list_length: _Optional[int] = ..., map_length: _Optional[int] = ...) -> None: ...
 
 class AgentRecord(_message.Message):
-    __slots__ = ("status", "attempts", "output", "error", "node_id", "model", "started_at", "finished_at", "usage", "nodes", "failovers")
+    __slots__ = ("status", "attempts", "output", "error", "node_id", "model", "started_at", "finished_at", "usage", "nodes", "failovers", "detail")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +150,7 @@ class AgentRecord(_message.Message):
     USAGE_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     FAILOVERS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
     status: str
     attempts: int
     output: Value
@@ -161,7 +162,8 @@ class AgentRecord(_message.Message):
     usage: _mesh_pb2.ExecuteEvent.Usage
     nodes: _containers.RepeatedScalarFieldContainer[str]
     failovers: int
-    def __init__(self, status: _Optional[str] = ..., attempts: _Optional[int] = ..., output: _Optional[_Union[Value, _Mapping]] = ..., error: _Optional[str] = ..., node_id: _Optional[str] = ..., model: _Optional[str] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., usage: _Optional[_Union[_mesh_pb2.ExecuteEvent.Usage, _Mapping]] = ..., nodes: _Optional[_Iterable[str]] = ..., failovers: _Optional[int] = ...) -> None: ...
+    detail: Value
+    def __init__(self, status: _Optional[str] = ..., attempts: _Optional[int] = ..., output: _Optional[_Union[Value, _Mapping]] = ..., error: _Optional[str] = ..., node_id: _Optional[str] = ..., model: _Optional[str] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., usage: _Optional[_Union[_mesh_pb2.ExecuteEvent.Usage, _Mapping]] = ..., nodes: _Optional[_Iterable[str]] = ..., failovers: _Optional[int] = ..., detail: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("node_id", "name", "start_s", "load_s", "prefill_s", "decode_s", "network_s", "warm", "preferred", "runtime", "sha256")

@@ -65,6 +65,10 @@ def errors(url: str, key: str, model: str) -> dict:
     answer = httpx.post(url + "/v1/chat/completions", content=big, timeout=60,
                         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
     found["oversized"] = [answer.status_code, answer.json()["error"]["code"]]
+    try:  # a body within the cap, a prompt beyond every node's context window
+        client(url, key).chat.completions.create(model=model, messages=[{"role": "user", "content": "word " * 3000}])
+    except openai.BadRequestError as error:
+        found["too_long"] = [error.status_code, error.code]
     return found
 
 

@@ -151,6 +151,7 @@ def test_wrong_key_unknown_model_and_oversized_body(lan):
     assert found["wrong_key"] == [401, "invalid_api_key"]
     assert found["unknown_model"] == [404, "model_not_found"]
     assert found["oversized"] == [413, "request_too_large"]
+    assert found["too_long"] == [400, "context_length_exceeded"]  # not the mesh's fault: not a 503
 
 
 def test_many_concurrent_requests_are_served_or_refused_cleanly(lan):

@@ -6,10 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from orc.scheduler.ensemble import Budget, CascadeTask, Condition, FieldRef, Judge, LlmTask, Vote
 from orc.scheduler.errors import EnsembleInvalid
 from orc.scheduler.loader import load_ensemble_text
+from orc.scheduler.primitives_parser import BUDGET_KEYS, JUDGE_KEYS, LEVEL_KEYS, VOTE_KEYS
 from orc.scheduler.values import holds
 
 SOURCE = Path("/ensembles/p.yaml")
@@ -171,6 +175,11 @@ CORPUS = {
     "vote-bad-by": ("    model: m\n    vote: {samples: 3, by: majorty}\n", "did you mean 'majority'?"),
     "bad-regex": ("    model: m\n    vote: {samples: 3, extract: '(yes|no'}\n",
                   "'vote.extract' is not a valid regular expression"),
+    "regex-too-deep": ("    model: m\n    vote: {samples: 3, extract: '" + "(" * 499 + ")" * 499 + "'}\n",
+                       "not a valid regular expression"),
+    "regex-huge-repeat": ("    model: m\n    vote: {samples: 3, extract: 'a{99999999999}'}\n",
+                          "not a valid regular expression"),
+    "regex-bad-escape": ("    model: m\n    vote: {samples: 3, extract: 'a\\'}\n", "not a valid regular expression"),
     "regex-not-string": ("    model: m\n    vote: {samples: 3, extract: [a]}\n", "must be a regular expression"),
     "huge-regex": ("    model: m\n    vote: {samples: 3, extract: '" + "a" * 2000 + "'}\n", "at most 1000"),
     "vote-temperature": ("    model: m\n    vote: {samples: 3, temperature: 9}\n",
@@ -195,14 +204,14 @@ CORPUS = {
     "cascade-nine": ("    cascade:\n" + "      - {model: m, accept_if: '${output}'}\n" * 8 + "      - {model: m}\n",
                      "not 9 levels"),
     "level-no-model": ("    cascade:\n      - {system_prompt: hi, accept_if: '${output}'}\n      - {model: m}\n",
-                       "cascade level 1: a cascade level with no model"),
-    "level-not-mapping": ("    cascade:\n      - m\n", "cascade level 1: must be a mapping"),
+                       "cascade level 1 (L0): a cascade level with no model"),
+    "level-not-mapping": ("    cascade:\n      - m\n", "cascade level 1 (L0): must be a mapping"),
     "level-unknown-key": ("    cascade:\n      - {model: m, accept: '${output}'}\n      - {model: m}\n",
                           "did you mean 'accept_if'?"),
     "accept-if-unknown-field": ("    cascade:\n      - {model: m, accept_if: '${agreemnt} > 0.5'}\n"
                                 "      - {model: m}\n", "unknown field 'agreemnt'"),
     "accept-if-on-last": ("    cascade:\n      - {model: m, accept_if: '${output}'}\n", "the last level may not"),
-    "accept-if-missing": ("    cascade:\n      - {model: m}\n      - {model: n}\n", "cascade level 1: needs 'accept_if'"),
+    "accept-if-missing": ("    cascade:\n      - {model: m}\n      - {model: n}\n", "cascade level 1 (L0): needs 'accept_if'"),
     "agreement-without-vote": ("    cascade:\n      - {model: m, accept_if: '${agreement} >= 0.6'}\n"
                                "      - {model: n}\n", "only a level with 'vote' has"),
     "accept-if-not-number": ("    cascade:\n      - {model: m, vote: {samples: 3}, accept_if: '${agreement} >= most'}\n"
@@ -212,9 +221,9 @@ CORPUS = {
     "accept-if-field-path": ("    cascade:\n      - {model: m, accept_if: '${samples.n} > 1'}\n      - {model: n}\n",
                              "'samples' has no fields"),
     "level-bad-vote": ("    cascade:\n      - {model: m, vote: {samples: 99}, accept_if: '${output}'}\n"
-                       "      - {model: n}\n", "cascade level 1: 'vote.samples'"),
+                       "      - {model: n}\n", "cascade level 1 (L0): 'vote.samples'"),
     "level-bad-temperature": ("    cascade:\n      - {model: m, temperature: hot, accept_if: '${output}'}\n"
-                              "      - {model: n}\n", "cascade level 1: 'temperature' must be a number"),
+                              "      - {model: n}\n", "cascade level 1 (L0): 'temperature' must be a number"),
     "cascade-with-model": ("    model: m\n    cascade:\n      - {model: m}\n", "put 'model' on the levels"),
     "cascade-with-vote": ("    vote: {samples: 3}\n    cascade:\n      - {model: m}\n", "put 'vote' on the levels"),
     "cascade-and-script": ("    script: s.py\n    cascade:\n      - {model: m}\n", "does exactly one thing"),
@@ -260,9 +269,19 @@ def test_each_budget_mistake_is_one_problem(case):
 def test_a_cascade_reports_every_broken_level_at_once():
     found = problems(AGENT + "    cascade:\n      - {accept_if: '${nope}'}\n      - {model: m, accept_if: '${output}'}\n")
     text = [str(p) for p in found]
-    assert any("level 1: a cascade level with no model" in t for t in text)
+    assert any("level 1 (L0): a cascade level with no model" in t for t in text)
     assert any("level 1" in t and "unknown field 'nope'" in t for t in text)
-    assert any("level 2: the last level may not" in t for t in text)
+    assert any("level 2 (L1): the last level may not" in t for t in text)
+
+
+def test_a_level_with_no_model_and_no_accept_if_hears_both_at_once():
+    found = [str(p) for p in problems(AGENT + "    cascade:\n      - {max_tokens: 5}\n      - {model: m}\n")]
+    assert len(found) == 2 and "no model" in found[0] and "needs 'accept_if'" in found[1]
+
+
+def test_by_null_is_a_majority_vote():
+    spec = load("name: n\nagents:\n  - {name: a, model: m, vote: {samples: 3, by: null}}\n")
+    assert spec.agent("a").task.vote.by == "majority"
 
 
 def test_a_bad_default_on_the_cascade_agent_is_reported_once():
@@ -270,3 +289,65 @@ def test_a_bad_default_on_the_cascade_agent_is_reported_once():
                              "      - {model: n}\n      - {model: o}\n")
     assert len(found) == 2  # the temperature once, plus level 2's missing accept_if
     assert sum("'temperature' must be a number" in str(p) for p in found) == 1
+
+
+# Values close to the valid ones, so the fuzzing reaches deep into the checks.
+_near = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 70), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+    st.sampled_from(["majority", "judge", "script", "m", "m@mlx", "m@nowhere", "(?i)(yes|no)", "(", "a{99999999999}",
+                     "${agreement} >= 0.5", "${output}", "${nope} < 1", "${ballot} > 2", "${samples.x}", "pick.py"]),
+)
+_vote = st.dictionaries(st.sampled_from(VOTE_KEYS + ("bogus",)), st.one_of(
+    _near, st.lists(_near, max_size=9), st.dictionaries(st.sampled_from(JUDGE_KEYS + ("x",)), _near, max_size=3)),
+    max_size=5)
+_level = st.dictionaries(st.sampled_from(LEVEL_KEYS + ("bogus",)), st.one_of(_near, _vote), max_size=5)
+_budget = st.one_of(_near, st.dictionaries(st.sampled_from(BUDGET_KEYS + ("max_token",)), _near, max_size=3))
+_agent = st.fixed_dictionaries({"name": st.just("a")}, optional={
+    "model": _near, "vote": st.one_of(_near, _vote), "cascade": st.one_of(_near, st.lists(_level, max_size=9)),
+    "budget": _budget, "temperature": _near, "script": _near, "when": _near})
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_agent, _budget)
+def test_any_vote_cascade_or_budget_loads_or_is_refused_cleanly(agent, budget):
+    text = yaml.safe_dump({"name": "f", "budget": budget, "agents": [agent]}, allow_unicode=True)
+    try:
+        spec = load(text)
+    except EnsembleInvalid as invalid:
+        assert invalid.problems and all(p.message for p in invalid.problems)
+    else:
+        task = spec.agents[0].task
+        if isinstance(task, CascadeTask):
+            assert task.levels and task.levels[-1].accept_if is None
+            assert all(level.accept_if is not None for level in task.levels[:-1])
+            assert all(level.task.model or level.task.model_profile for level in task.levels)
+        vote = getattr(task, "vote", None)
+        assert vote is None or 2 <= vote.samples <= 64
+
+
+def test_a_key_written_as_null_counts_as_absent_and_no_agent_is_dropped_silently():
+    spec = load("name: n\nagents:\n  - {name: a, model: m, temperature: null, max_tokens: null,"
+                " vote: {samples: 3, extract: null, models: null}, budget: null}\n")
+    (agent,) = spec.agents  # it was once left out of the ensemble, with no problem reported
+    assert agent.task.temperature is None and agent.task.vote == Vote(samples=3)
+    (problem,) = problems("name: n\nagents:\n  - {name: a, model: m, vote: {samples: null}}\n")
+    assert "'vote' needs 'samples'" in str(problem)
+
+
+def test_accept_if_evaluates_over_a_levels_fields_like_when_over_outputs():
+    # The runner hands `holds` the level's fields by name, as `when` gets upstream outputs.
+    fields = {"output": '{"label": "positive", "confidence": 0.9}', "agreement": 0.6667, "samples": 3,
+              "ballot": "positive", "model": "gemma3-270m", "prompt_tokens": 40, "completion_tokens": 6}
+    spec = load("""
+name: f
+agents:
+  - name: c
+    cascade:
+      - {model: m, vote: {samples: 3}, accept_if: '${agreement} >= 0.67'}
+      - {model: m, vote: {samples: 3}, accept_if: '${ballot} == Positive'}
+      - {model: m, accept_if: '${output.confidence} > 0.8'}
+      - {model: m, accept_if: '${completion_tokens} <= 6'}
+      - {model: m}
+""")
+    verdicts = [holds(level.accept_if, fields) for level in spec.agent("c").task.levels[:-1]]
+    assert verdicts == [False, True, True, True]

@@ -93,6 +93,18 @@ class ModelLoadError(RuntimeFailure):
     this runtime can read. Re-add it with `orc models add PATH` or pick another model."""
 
 
+# Every refusal of a request too large for a model's context window says this, whichever node or
+# process it comes from (a runner, a peer's Offer, a peer's execution): the message is all that
+# crosses processes and the mesh, and the HTTP API answers it as the client's error (400), not the
+# mesh's.
+DOES_NOT_FIT = "does not fit the context window"
+
+
+def does_not_fit(message: str) -> bool:
+    """`message` says a request was too large for a model's context window."""
+    return DOES_NOT_FIT in message
+
+
 class GenerationError(RuntimeFailure):
     """The model failed while generating, or the request cannot fit its context window."""
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orc.node.models.runtimes.base import (
+    DOES_NOT_FIT,
     GenerationDone,
     GenerationError,
     GenerationParams,
@@ -241,8 +242,8 @@ class StepLoop:
                 budget = generation_budget(len(request.prompt), request.params.max_tokens, self._n_ctx)
             except PromptTooLong:
                 request.send(WorkerFailed(GenerationError(
-                    f"model {request.model_id!r}: the prompt is {len(request.prompt)} tokens, more than fits its "
-                    f"context window of {self._n_ctx} tokens with room for an answer; shorten the input")))
+                    f"model {request.model_id!r}: the prompt ({len(request.prompt)} tokens) with room for an answer "
+                    f"{DOES_NOT_FIT} of {self._n_ctx} tokens; shorten the input")))
                 continue
             block = None if self.min_tail is not None else self._chunk
             place = admit(request.prompt, free, self._cached, self._last_used, block=block,

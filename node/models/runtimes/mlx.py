@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from orc.node.models.mlx_folder import mlx_weight_files, read_safetensors_header
 from orc.node.models.runtimes.base import (
+    DOES_NOT_FIT,
     ChatMessage,
     GenerationDone,
     GenerationError,
@@ -388,8 +389,8 @@ class MlxRuntime:
         prompt, format_stops = self._prompt(loaded, entry, messages)
         if len(prompt) >= self._n_ctx:
             raise GenerationError(
-                f"model {entry.id!r}: the prompt is {len(prompt)} tokens, which leaves no room in the "
-                f"context window of {self._n_ctx} tokens"
+                f"model {entry.id!r}: the prompt ({len(prompt)} tokens) with room for an answer "
+                f"{DOES_NOT_FIT} of {self._n_ctx} tokens; shorten the input"
             )
         budget = min(params.max_tokens, self._n_ctx - len(prompt))
         seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 from typing_extensions import assert_never
 
@@ -60,6 +62,8 @@ def _record_to_wire(record: AgentRecord) -> cpb.AgentRecord:
                               nodes=list(record.nodes), failovers=record.failovers)
     if record.output is not None:
         message.output.CopyFrom(value_to_wire(record.output))
+    if record.detail:
+        message.detail.CopyFrom(value_to_wire(record.detail))
     _set_optional(message, error=record.error, node_id=record.node_id, model=record.model,
                   started_at=record.started_at, finished_at=record.finished_at)
     return message
@@ -78,7 +82,18 @@ def _record_from_wire(message: cpb.AgentRecord, agent: str) -> AgentRecord:
         usage=usage_from_wire(message.usage),
         nodes=tuple(check.label(n, "agent node") for n in capped(message.nodes, "agent nodes", MAX_NODES_PER_AGENT)),
         failovers=check.integer(message.failovers, "failovers", maximum=_MAX_COUNT),
+        detail=_detail_from_wire(message, agent),
     )
+
+
+def _detail_from_wire(message: cpb.AgentRecord, agent: str) -> Mapping[str, object]:
+    """A record's detail: a map, or nothing (absent)."""
+    detail = optional(message, "detail", lambda v: value_from_wire(v, f"detail of {agent}"))
+    if detail is None:
+        return MappingProxyType({})
+    if not isinstance(detail, Mapping):
+        fail(f"detail of {agent}", "not a map")
+    return detail
 
 
 # ---- plans ---------------------------------------------------------------------------------------

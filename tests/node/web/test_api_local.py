@@ -201,6 +201,13 @@ def test_errors_have_openais_shape_and_status(served: Served) -> None:
     assert wrong_method.status_code == 405 and "error" in wrong_method.json()
 
 
+def test_a_prompt_beyond_the_context_window_is_the_clients_error(served: Served) -> None:
+    with pytest.raises(openai.BadRequestError) as too_long:
+        client(served).chat.completions.create(model=SMOL, messages=[{"role": "user", "content": "word " * 3000}])
+    assert too_long.value.status_code == 400 and too_long.value.code == "context_length_exceeded"
+    assert "does not fit the context window" in too_long.value.message
+
+
 def test_an_oversized_body_is_413_whether_declared_or_not(served: Served) -> None:
     big = json.dumps({"model": SMOL, "messages": [{"role": "user", "content": "x" * 10_000}]}).encode()
     declared = httpx.post(served.tight + "/v1/chat/completions", headers=auth(served), content=big)

@@ -336,10 +336,10 @@ def test_requests_beyond_the_context_window_are_refused_for_good(service):
 
     huge, long, fits, [failed] = asyncio.run(scenario())
     assert not huge.accepted and huge.permanent
-    assert huge.reason == f"max_tokens 4294967295 is more than {SMOL}'s context window here (2048 tokens); lower max_tokens"
-    assert not long.accepted and long.permanent and "the prompt (about 2049 tokens) does not fit" in long.reason
+    assert huge.reason == f"max_tokens 4294967295 does not fit the context window of {SMOL} here (2048 tokens); lower max_tokens"
+    assert not long.accepted and long.permanent and "the prompt (about 2049 tokens) does not fit the context window" in long.reason
     assert fits.accepted and not fits.permanent
-    assert failed == ExecutionFailed("too_large", f"max_tokens 2049 is more than {SMOL}'s context window here "
+    assert failed == ExecutionFailed("too_large", f"max_tokens 2049 does not fit the context window of {SMOL} here "
                                                   "(2048 tokens); lower max_tokens", retryable=False)
     assert service.load().active_generations == 0
 
