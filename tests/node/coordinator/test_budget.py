@@ -249,3 +249,20 @@ def test_a_nested_run_counts_toward_its_agents_budget_and_the_runs(tmp_path):
     data = out.result.to_json()
     assert data["results"]["n"]["budget"]["exhausted"] == error
     assert data["usage"]["completion_tokens"] == 5 + 50  # the nested generation counts toward the run
+
+
+def test_a_votes_samples_share_the_budget_and_one_refused_fails_the_vote_naming_it(tmp_path):
+    r = rig(tmp_path, obeying(50))
+    spec = load(tmp_path, "v", f"""\
+        - name: v
+          model: {TINY}
+          system_prompt: v
+          max_tokens: 4
+          vote: {{samples: 3}}
+        """)
+    out = execute(r.engine(), with_budget(spec, Budget(max_tokens=6)))
+    assert sorted(p.max_tokens for p in r.runtime.prompts) == [2, 4]  # the third sample found nothing left
+    error = out.results["v"].error
+    assert error == out.result.reason and error.startswith("budget: the run's max_tokens 6 is spent (")
+    assert out.results["v"].attempts == 1  # a budget is not retried
+    assert out.result.to_json()["usage"]["completion_tokens"] == 6
