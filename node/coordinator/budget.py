@@ -13,6 +13,10 @@ scope over it, less what generations already running have claimed, so running ge
 together never decode past a budget (prompts, known only once evaluated, can). Nothing left:
 `BudgetSpent`, and the generation does not start. Seconds count from when a scope opened: the
 run's when the run (or this resume of it) began, an agent's at its first start.
+
+When a scope runs out (`Meter.ran_out`), the work under it stops: at once when its time is up;
+when its tokens are spent, once the generations running under it (each within its lease) end,
+so an agent whose generation finished keeps its result.
 """
 
 from __future__ import annotations
@@ -26,8 +30,6 @@ from orc.scheduler.journal import JournalContents
 from orc.scheduler.run import AgentSucceeded, PartDone, Usage
 
 RUN = ""  # the run's own scope; agents' scopes are their shown names, never empty
-
-
 PREFIX = "budget: "  # every message naming a budget starts so: an agent's error says a budget stopped it
 
 
