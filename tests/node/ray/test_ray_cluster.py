@@ -1,0 +1,155 @@
+"""The same ensembles on a real local Ray cluster: a head serving nothing, a worker with two
+actors' worth of smollm2, a worker without it (`ray_cluster.py`), driven by the real `orc`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from ray_cluster import MODEL, LocalCluster, free_port
+
+pytestmark = pytest.mark.slow
+
+# Greedy and one CPU thread in both places: the in-process run and the actors then decode the
+# same way, so their answers must be equal token for token.
+CHAIN = f"""\
+name: chain
+agents:
+  - name: facts
+    model: {MODEL}
+    system_prompt: List three facts about the topic, one short line each.
+    temperature: 0
+    max_tokens: 40
+  - name: summary
+    depends_on: [facts]
+    model: {MODEL}
+    system_prompt: Summarise what you are given in one sentence.
+    temperature: 0
+    max_tokens: 30
+  - name: shout
+    depends_on: [summary]
+    script: shout.py
+"""
+SHOUT = """\
+import json, os, sys
+data = json.load(sys.stdin)
+print(json.dumps({"text": str(data).upper()[:40], "pid": os.getpid(), "host_home": os.environ.get("ORC_HOME")}))
+"""
+
+
+def orc_cli(cluster: LocalCluster, cwd: Path, *args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
+    env = dict(cluster.env)
+    return subprocess.run([sys.executable, "-m", "orc.node.cli.orc", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("ray-work")
+    (folder / "chain.yaml").write_text(CHAIN)
+    (folder / "shout.py").write_text(SHOUT)
+    (folder / "gemma.yaml").write_text("name: gemma\nagents:\n  - name: a\n    model: gemma3-270m\n    max_tokens: 8\n")
+    return folder
+
+
+def test_an_ensemble_on_ray_gives_the_in_process_answers(ray_cluster: LocalCluster, work: Path) -> None:
+    here = orc_cli(ray_cluster, work, "run", "chain.yaml", "octopuses", "--local", "--json", "--threads", "1")
+    assert here.returncode == 0, here.stderr
+    there = orc_cli(ray_cluster, work, "run", "chain.yaml", "octopuses", "--on", ray_cluster.address,
+                    "--json", "--threads", "1")
+    assert there.returncode == 0, there.stderr
+    local, remote = json.loads(here.stdout), json.loads(there.stdout)
+    assert set(remote) == set(local) and remote["status"] == "completed"
+    for agent in ("facts", "summary"):
+        assert remote["results"][agent]["output"] == local["results"][agent]["output"]
+        assert remote["results"][agent]["output"].strip()
+    # The script ran on the submitting machine, where the command runs, with its home.
+    assert remote["results"]["shout"]["output"]["host_home"] == str(ray_cluster.home)
+    # Journaled in this home like any run: `orc runs show` reads it back, each agent on an actor.
+    shown = orc_cli(ray_cluster, work, "runs", "show", remote["run_id"], "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["status"] == "completed"
+    assert (ray_cluster.home / "runs" / f"{remote['run_id']}.journal").is_file() or any(
+        p.name.startswith(remote["run_id"]) for p in ray_cluster.home.rglob("*.journal"))
+
+
+def test_progress_names_the_actors(ray_cluster: LocalCluster, work: Path) -> None:
+    done = orc_cli(ray_cluster, work, "run", "perspectives", "--on", ray_cluster.address, "--threads", "1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()
+    assert f"orc:{MODEL}:" in done.stderr  # the progress view shows where each agent runs
+
+
+def test_a_model_no_worker_serves_exits_3(ray_cluster: LocalCluster, work: Path) -> None:
+    done = orc_cli(ray_cluster, work, "run", "gemma.yaml", "hi", "--on", ray_cluster.address)
+    assert done.returncode == 3, done.stderr
+    assert "gemma3-270m" in done.stderr and MODEL in done.stderr  # what is missing, and what the cluster has
+
+
+def test_an_unreachable_cluster_is_one_clear_error(ray_cluster: LocalCluster, work: Path) -> None:
+    began = time.monotonic()
+    done = orc_cli(ray_cluster, work, "run", "chain.yaml", "x", "--on", f"ray://127.0.0.1:{free_port()}", timeout=60)
+    assert done.returncode == 3
+    assert "no Ray cluster answers at ray://127.0.0.1:" in done.stderr and "Traceback" not in done.stderr
+    assert time.monotonic() - began < 30
+    bad = orc_cli(ray_cluster, work, "run", "chain.yaml", "x", "--on", "ray://nowhere")
+    assert bad.returncode == 2 and "ray://HOST:PORT" in bad.stderr
+
+
+def test_a_worker_killed_mid_generation_costs_a_retry_on_another_actor(ray_cluster: LocalCluster,
+                                                                       work: Path) -> None:
+    from orc.node.api import Orc
+    from orc.node.coordinator.placing import LocalPlacer
+    from orc.node.protocol.events import AgentPlacedOn, RunFinished, TokenStreamed
+    from orc.node.ray.cluster import Cluster, RaySettings
+    from orc.node.ray.placer import DRIVER_ID, RayPlacer
+    from orc.scheduler.journal import read_journal
+    from orc.scheduler.run import AgentBound
+
+    (work / "long.yaml").write_text(f"""\
+name: long
+agents:
+  - name: counter
+    model: {MODEL}
+    system_prompt: Count from 1 to 300, one number per line, nothing else.
+    temperature: 0
+    max_tokens: 300
+""")
+    orc = Orc(ray_cluster.home, cwd=work)
+    cluster = Cluster(RaySettings(ray_cluster.address, threads=1))
+    cluster.connect()
+    try:
+        engine = orc.engine(placer=RayPlacer(cluster, LocalPlacer(orc.catalog, {}, DRIVER_ID)), node_id=DRIVER_ID)
+        bound = engine.preflight(orc.load("long.yaml"))
+
+        async def run() -> tuple[list[AgentPlacedOn], object, int]:
+            placed: list[AgentPlacedOn] = []
+            killed = 0
+            async for event in engine.run(bound, "go"):
+                if isinstance(event, AgentPlacedOn):
+                    placed.append(event)
+                if isinstance(event, TokenStreamed) and not killed and len(placed) == 1:
+                    actor = cluster.warm(MODEL)[placed[0].node_id]
+                    killed = actor.state.pid
+                    os.kill(killed, signal.SIGKILL)  # the actor's worker process, mid-generation
+                if isinstance(event, RunFinished):
+                    return placed, event.result, killed
+            raise AssertionError("no RunFinished")
+
+        placed, result, killed = asyncio.run(asyncio.wait_for(run(), 300))
+    finally:
+        cluster.close()
+    assert killed
+    assert result.status == "completed", result
+    assert len(placed) == 2 and placed[1].replaces and placed[0].node_id in placed[1].replaces
+    assert placed[1].node_id != placed[0].node_id  # another actor, not the one restarting
+    journal = read_journal(orc.journal_file(result.run_id))
+    bindings = [e for e in journal.events if isinstance(e, AgentBound)]
+    assert [b.failover for b in bindings] == [False, True]
