@@ -68,7 +68,7 @@ class RayPlacer:
     def view(self, local: bool = False) -> ClusterView:
         """Every Ray node serving a model, each model with its actors' capacity (one each, until
         this driver has met them)."""
-        nodes = [NodeView(DRIVER_ID, DRIVER_ID, alive=True, models=())]
+        nodes = []
         for worker in self.cluster.workers():
             if not worker.models:
                 continue
