@@ -153,3 +153,59 @@ agents:
     journal = read_journal(orc.journal_file(result.run_id))
     bindings = [e for e in journal.events if isinstance(e, AgentBound)]
     assert [b.failover for b in bindings] == [False, True]
+
+
+def test_plan_shows_the_workers_that_would_serve(ray_cluster: LocalCluster, work: Path) -> None:
+    done = orc_cli(ray_cluster, work, "plan", "chain.yaml", "x", "--on", ray_cluster.address, "--json")
+    assert done.returncode == 0, done.stderr
+    facts = json.loads(done.stdout)["agents"]["facts"]
+    # One candidate: the worker with the model's resource (not the head, not the other worker).
+    assert [c["node_id"] for c in facts["candidates"]] == [facts["choice"]]
+    assert facts["candidates"][0]["name"].startswith("ray:") and facts["choice"][:8] in facts["candidates"][0]["name"]
+    missing = orc_cli(ray_cluster, work, "plan", "gemma.yaml", "--on", ray_cluster.address)
+    assert missing.returncode == 3
+
+
+def test_a_runner_killed_mid_generation_costs_a_retry_on_another_actor(ray_cluster: LocalCluster,
+                                                                       work: Path) -> None:
+    from orc.node.api import Orc
+    from orc.node.protocol.events import AgentPlacedOn, RunFinished, TokenStreamed
+    from orc.node.ray.cluster import Cluster, RaySettings
+    from orc.node.ray.placer import DRIVER_ID, RayPlacer
+
+    (work / "long2.yaml").write_text(f"""\
+name: long2
+agents:
+  - name: counter
+    model: {MODEL}
+    system_prompt: Count from 1 to 300, one number per line, nothing else.
+    temperature: 0
+    max_tokens: 300
+""")
+    orc = Orc(ray_cluster.home, cwd=work)
+    cluster = Cluster(RaySettings(ray_cluster.address, threads=1))
+    cluster.connect()
+    try:
+        engine = orc.engine(placer=RayPlacer(cluster), node_id=DRIVER_ID)
+        bound = engine.preflight(orc.load("long2.yaml"))
+
+        async def run() -> tuple[list[AgentPlacedOn], object, int | None]:
+            placed: list[AgentPlacedOn] = []
+            killed = None
+            async for event in engine.run(bound, "go"):
+                if isinstance(event, AgentPlacedOn):
+                    placed.append(event)
+                if isinstance(event, TokenStreamed) and killed is None and len(placed) == 1:
+                    actor = cluster.warm(MODEL)[placed[0].node_id]
+                    killed = (await actor.handle.state.remote()).runner_pid
+                    os.kill(killed, signal.SIGKILL)  # the model's runner process, not the actor
+                if isinstance(event, RunFinished):
+                    return placed, event.result, killed
+            raise AssertionError("no RunFinished")
+
+        placed, result, killed = asyncio.run(asyncio.wait_for(run(), 300))
+    finally:
+        cluster.close()
+    assert killed
+    assert result.status == "completed", result
+    assert len(placed) == 2 and "runner" in (placed[1].replaces or "") and placed[1].node_id != placed[0].node_id
