@@ -87,6 +87,22 @@ def test_progress_names_the_actors(ray_cluster: LocalCluster, work: Path) -> Non
     assert f"orc:{MODEL}:" in done.stderr  # the progress view shows where each agent runs
 
 
+@pytest.mark.parametrize(("ensemble", "text"), [
+    ("triage", "def mean(xs): return sum(xs) / len(xs)"),  # a script, then `when` picks the code branch
+    ("document-digest", "Octopuses have three hearts.\n\nThey taste with their arms.\n\nTheir blood is blue."),
+])
+def test_the_examples_run_on_ray(ray_cluster: LocalCluster, work: Path, ensemble: str, text: str) -> None:
+    done = orc_cli(ray_cluster, work, "run", ensemble, text, "--on", ray_cluster.address, "--json",
+                   "--threads", "1")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "completed" and result["deliverable"]
+    generated = [r for r in result["results"].values() if r["model"] and r["status"] == "completed"]
+    assert generated and all(r["node_id"].startswith(f"orc:{MODEL}:") for r in generated)
+    if ensemble == "document-digest":  # one summarizer per paragraph, each on an actor
+        assert len(next(r for r in result["results"].values() if isinstance(r["output"], list))["output"]) == 3
+
+
 def test_a_model_no_worker_serves_exits_3(ray_cluster: LocalCluster, work: Path) -> None:
     done = orc_cli(ray_cluster, work, "run", "gemma.yaml", "hi", "--on", ray_cluster.address)
     assert done.returncode == 3, done.stderr
