@@ -402,9 +402,10 @@ def runs_show(run_id: str = typer.Argument(..., help="Run id (a unique prefix is
 @runs_app.command("resume")
 def runs_resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."), as_json: bool = JsonOption,
                 quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+                on: Optional[str] = OnOption,
                 home: Optional[Path] = HomeOption, debug: bool = DebugOption) -> None:
     """Finish a run from its journal: completed agents are reused, the others run again."""
-    with guarded(debug):
+    with guarded(debug), contextlib.ExitStack() as stack:
         orc = open_orc(home)
         contents = orc.journal(run_id)
         end = contents.finished
@@ -414,8 +415,14 @@ def runs_resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix 
                  f"nothing to resume ('orc runs show {contents.header.run_id}' shows its results)", err=True)
             raise typer.Exit(0)
         run_id = contents.header.run_id
-        client = _daemon(orc)
-        if client is None:
+        cluster = ray_address(orc, on, False)
+        client = None if cluster else _daemon(orc)
+        if cluster is not None:
+            # A run whose driver was lost: its journal is here, its generations go to the cluster.
+            engine = ray_engine(orc, cluster, None, stack)
+            bound = engine.preflight(orc.spec_of(contents))
+            events = engine.run(bound, contents.header.input, resume=contents)
+        elif client is None:
             events = orc.resume(run_id)
         else:
             from orc.node.protocol.messages import RunRequest

@@ -150,6 +150,9 @@ class RayPlacer:
         except ray.exceptions.RayActorError as error:
             finished = True
             raise _Lost(f"the actor died ({_first_line(error)})") from None
+        except ray.exceptions.RayError as error:  # its result lost, its worker crashed, ...: Ray's own failures
+            finished = True
+            raise _Lost(f"{type(error).__name__}: {_first_line(error)}") from None
         finally:
             if not finished:
                 try:

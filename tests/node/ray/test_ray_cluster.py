@@ -225,3 +225,45 @@ agents:
     assert killed
     assert result.status == "completed", result
     assert len(placed) == 2 and "runner" in (placed[1].replaces or "") and placed[1].node_id != placed[0].node_id
+
+
+def test_a_run_whose_driver_stopped_resumes_on_the_cluster(ray_cluster: LocalCluster, work: Path) -> None:
+    from orc.node.api import Orc
+    from orc.node.protocol.events import AgentEnded, RunBegan
+    from orc.node.ray.cluster import Cluster, RaySettings
+    from orc.node.ray.placer import DRIVER_ID, RayPlacer
+
+    orc = Orc(ray_cluster.home, cwd=work)
+    cluster = Cluster(RaySettings(ray_cluster.address, threads=1))
+    cluster.connect()
+    try:
+        engine = orc.engine(placer=RayPlacer(cluster), node_id=DRIVER_ID)
+        bound = engine.preflight(orc.load("chain.yaml"))
+
+        async def until_facts() -> tuple[str, object]:
+            run_id = ""
+            events = engine.run(bound, "octopuses")
+            async for event in events:
+                if isinstance(event, RunBegan):
+                    run_id = event.run_id
+                if isinstance(event, AgentEnded) and event.agent == "facts":
+                    await events.aclose()  # the driver goes away with `summary` running or about to
+                    return run_id, event.record.output
+            raise AssertionError("facts never ended")
+
+        run_id, facts = asyncio.run(until_facts())
+    finally:
+        cluster.close()
+    listed = orc_cli(ray_cluster, work, "runs", "show", run_id, "--json")
+    assert json.loads(listed.stdout)["status"] == "interrupted"
+    resumed = orc_cli(ray_cluster, work, "runs", "resume", run_id, "--on", ray_cluster.address, "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads(resumed.stdout)
+    assert result["run_id"] == run_id and result["status"] == "completed"
+    assert result["results"]["facts"]["output"] == facts
+    from orc.scheduler.journal import read_journal
+    from orc.scheduler.run import AgentSucceeded
+
+    succeeded = [e.agent for e in read_journal(orc.journal_file(run_id)).events if isinstance(e, AgentSucceeded)]
+    assert succeeded.count("facts") == 1 and succeeded.count("summary") == 1  # facts reused, not generated again
+    assert result["results"]["summary"]["node_id"].startswith(f"orc:{MODEL}:")
