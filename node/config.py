@@ -48,7 +48,8 @@ from orc.node.worker.admission_config import (
 )
 from orc.scheduler.profiles import MAX_CONFIG_BYTES, ConfigInvalid
 
-__all__ = ["ApiConfig", "NodeConfig", "RayConfig", "NodeConfigInvalid", "api_config", "parse_node_config", "read_node_config"]
+__all__ = ["ApiConfig", "NodeConfig", "NodeConfigInvalid", "RayConfig", "api_config", "parse_node_config",
+           "ray_config", "read_node_config"]
 
 DEFAULT_API_PORT = 7780
 

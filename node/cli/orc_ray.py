@@ -7,12 +7,12 @@ view, `--json` and the exit codes are the mesh's.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Optional
+from typing import Any
 
 from orc.node.cli.errors import fail
 
 
-def ray_address(orc: Any, on: Optional[str], local: bool) -> Optional[str]:
+def ray_address(orc: Any, on: str | None, local: bool) -> str | None:
     """The cluster a run goes to: `--on`, else the config's `ray: address:` unless `--local`."""
     if on is not None:
         if local:
@@ -25,7 +25,7 @@ def ray_address(orc: Any, on: Optional[str], local: bool) -> Optional[str]:
     return read_node_config(orc.home.config_file).ray.address
 
 
-def ray_engine(orc: Any, address: str, threads: Optional[int], stack: contextlib.ExitStack,
+def ray_engine(orc: Any, address: str, threads: int | None, stack: contextlib.ExitStack,
                journal: bool = True) -> Any:
     """An engine whose LLM generations run on the cluster at `address` (joined now, left when
     `stack` closes); ClusterUnreachable (exit 3) when no cluster answers there."""

@@ -17,7 +17,7 @@ MAX_HOST_CHARS = 253
 def parse_address(address: str) -> str:
     """`ray://HOST:PORT` (or `HOST:PORT`) as the `HOST:PORT` Ray's driver connects to; BadAddress otherwise."""
     text = address.strip()
-    rest = text[len(SCHEME):] if text.startswith(SCHEME) else text
+    rest = text.removeprefix(SCHEME)
     host, sep, port = rest.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1]:6379
     if not sep or not host or len(host) > MAX_HOST_CHARS or "/" in host or not port.isdigit() \

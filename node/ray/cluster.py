@@ -206,12 +206,4 @@ async def _awaitable(ref: Any) -> Any:
     return await ref
 
 
-def require_ray() -> None:
-    """RayNotInstalled unless Ray can be imported (the CLI asks before anything runs)."""
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise RayNotInstalled() from None
-
-
-__all__ = ["ActorSlot", "Cluster", "RaySettings", "RayError", "Worker", "workers_of", "require_ray"]
+__all__ = ["ActorSlot", "Cluster", "RayError", "RaySettings", "Worker", "workers_of"]

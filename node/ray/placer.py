@@ -19,7 +19,14 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import replace
 
-from orc.node.coordinator.generations import Bound, Generation, MeshEvent, NoNode, NoRoom, Working
+from orc.node.coordinator.generations import (
+    Bound,
+    Generation,
+    MeshEvent,
+    NoNode,
+    NoRoom,
+    Working,
+)
 from orc.node.coordinator.placing import Placer
 from orc.node.models.errors import CatalogError
 from orc.node.models.runtimes.base import RunnerDied, RuntimeFailure

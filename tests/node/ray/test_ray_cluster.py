@@ -47,7 +47,7 @@ print(json.dumps({"text": str(data).upper()[:40], "submitter": os.environ.get("S
 def orc_cli(cluster: LocalCluster, cwd: Path, *args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
     env = dict(cluster.env, SUBMITTER_ONLY="yes")  # in the command's environment, not the workers'
     return subprocess.run([sys.executable, "-m", "orc.node.cli.orc", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from orc.node.config import NodeConfigInvalid, RayConfig, parse_node_config
 from orc.node.coordinator.generations import Bound, Generation, NoNode, NoRoom, Working
 from orc.node.home import Home
-from orc.node.models.runtimes.base import ChatMessage, GenerationDone, GenerationParams, TokenChunk, Usage
+from orc.node.models.runtimes.base import (
+    ChatMessage,
+    GenerationDone,
+    GenerationParams,
+    TokenChunk,
+    Usage,
+)
 from orc.node.ray.actor import ActorState, ModelActor, WrongWeights
 from orc.node.ray.address import parse_address
 from orc.node.ray.cluster import MAX_ACTORS_PER_WORKER, ActorSlot, workers_of
