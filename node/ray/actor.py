@@ -50,6 +50,7 @@ class ActorState:
     unavailable: str  # why it cannot run the model now; empty when it can
     pid: int  # the actor's worker process (the tests kill it)
     runner_pid: int | None
+    running: int = 0  # generations it runs now, for every driver
 
 
 class ModelActor:
@@ -67,6 +68,7 @@ class ModelActor:
                                            slots=slots or config.admission.slots))
         self._runtimes = runtimes
         self._entry: ModelEntry | None = None
+        self._running = 0
 
     async def state(self) -> ActorState:
         """The model as this worker holds it; the first call may assemble its file (off the loop)."""
@@ -78,7 +80,7 @@ class ModelActor:
         live = runner(entry.id) if callable(runner) else None
         return ActorState(entry.id, entry.runtime, entry.sha256 or "", entry.size_bytes,
                           max(runtime.capacity(entry), 1) if runtime is not None else 1, live is not None,
-                          unavailable, os.getpid(), getattr(live, "pid", None))
+                          unavailable, os.getpid(), getattr(live, "pid", None), self._running)
 
     async def load(self) -> ActorState:
         """Start the model's runner now (warm it), so the first generation does not wait for it."""
@@ -95,8 +97,12 @@ class ModelActor:
         if sha256 and entry.sha256 and sha256 != entry.sha256:
             raise WrongWeights(f"this worker's {entry.id} is other weights (sha256 {entry.sha256[:12]}…) "
                                f"than the driver's ({sha256[:12]}…)")
-        async for event in self._runtime(entry).generate(entry, messages, params):
-            yield event
+        self._running += 1
+        try:
+            async for event in self._runtime(entry).generate(entry, messages, params):
+                yield event
+        finally:
+            self._running -= 1
 
     async def close(self) -> None:
         """Stop the runner processes (before the actor is killed on purpose)."""

@@ -37,6 +37,9 @@ agents:
     depends_on: [summary]
     script: shout.py
 """
+# Greedy smollm2 writes the whole 300 tokens to this (about 10 s on one thread): time to kill
+# or cancel it mid-generation.
+STORY = "Tell me a very long story about a dragon who learns to cook, with many chapters."
 SHOUT = """\
 import json, os, sys
 data = json.load(sys.stdin)
@@ -134,7 +137,7 @@ name: long
 agents:
   - name: counter
     model: {MODEL}
-    system_prompt: Count from 1 to 300, one number per line, nothing else.
+    system_prompt: You are a storyteller. Write long, detailed stories.
     temperature: 0
     max_tokens: 300
 """)
@@ -148,7 +151,7 @@ agents:
         async def run() -> tuple[list[AgentPlacedOn], object, int]:
             placed: list[AgentPlacedOn] = []
             killed = 0
-            async for event in engine.run(bound, "go"):
+            async for event in engine.run(bound, STORY):
                 if isinstance(event, AgentPlacedOn):
                     placed.append(event)
                 if isinstance(event, TokenStreamed) and not killed and len(placed) == 1:
@@ -194,7 +197,7 @@ name: long2
 agents:
   - name: counter
     model: {MODEL}
-    system_prompt: Count from 1 to 300, one number per line, nothing else.
+    system_prompt: You are a storyteller. Write long, detailed stories.
     temperature: 0
     max_tokens: 300
 """)
@@ -208,7 +211,7 @@ agents:
         async def run() -> tuple[list[AgentPlacedOn], object, int | None]:
             placed: list[AgentPlacedOn] = []
             killed = None
-            async for event in engine.run(bound, "go"):
+            async for event in engine.run(bound, STORY):
                 if isinstance(event, AgentPlacedOn):
                     placed.append(event)
                 if isinstance(event, TokenStreamed) and killed is None and len(placed) == 1:
@@ -267,3 +270,50 @@ def test_a_run_whose_driver_stopped_resumes_on_the_cluster(ray_cluster: LocalClu
     succeeded = [e.agent for e in read_journal(orc.journal_file(run_id)).events if isinstance(e, AgentSucceeded)]
     assert succeeded.count("facts") == 1 and succeeded.count("summary") == 1  # facts reused, not generated again
     assert result["results"]["summary"]["node_id"].startswith(f"orc:{MODEL}:")
+
+
+def test_a_run_closed_early_stops_its_generation_on_the_actor(ray_cluster: LocalCluster, work: Path) -> None:
+    from orc.node.api import Orc
+    from orc.node.protocol.events import AgentPlacedOn, TokenStreamed
+    from orc.node.ray.cluster import Cluster, RaySettings
+    from orc.node.ray.placer import DRIVER_ID, RayPlacer
+
+    (work / "long3.yaml").write_text(f"""\
+name: long3
+agents:
+  - name: counter
+    model: {MODEL}
+    system_prompt: You are a storyteller. Write long, detailed stories.
+    temperature: 0
+    max_tokens: 300
+""")
+    orc = Orc(ray_cluster.home, cwd=work)
+    cluster = Cluster(RaySettings(ray_cluster.address, threads=1))
+    cluster.connect()
+    try:
+        engine = orc.engine(placer=RayPlacer(cluster), node_id=DRIVER_ID)
+        bound = engine.preflight(orc.load("long3.yaml"))
+
+        async def close_after_a_token() -> tuple[int, list[int]]:
+            events = engine.run(bound, STORY)
+            actor = None
+            async for event in events:
+                if isinstance(event, AgentPlacedOn):
+                    actor = cluster.warm(MODEL)[event.node_id]
+                if isinstance(event, TokenStreamed) and actor is not None:
+                    break
+            assert actor is not None
+            running_before = (await actor.handle.state.remote()).running
+            await events.aclose()  # Ctrl-C, or a caller that stops reading
+            seen = []
+            for _ in range(30):  # 300 tokens would take far longer than 3 s on one thread
+                seen.append((await actor.handle.state.remote()).running)
+                if seen[-1] == 0:
+                    break
+                await asyncio.sleep(0.1)
+            return running_before, seen
+
+        before, after = asyncio.run(asyncio.wait_for(close_after_a_token(), 300))
+    finally:
+        cluster.close()
+    assert before == 1 and after[-1] == 0, after
