@@ -32,6 +32,7 @@ from orc.node.ray.errors import ClusterUnreachable, RayError, RayNotInstalled
 log = logging.getLogger(__name__)
 
 RESOURCE_PREFIX = "orc-model:"
+TAG_PREFIX = "orc-tag:"  # `--resources '{"orc-tag:gpu": 1}'`: the worker carries orc's tag `gpu`
 NAMESPACE = "orc"
 # An actor whose process keeps dying is not restarted for ever: after this many, it is dead
 # and the next run creates it again (or finds the worker gone).
@@ -66,6 +67,7 @@ class Worker:
     name: str
     alive: bool
     models: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    tags: frozenset[str] = frozenset()
 
 
 def workers_of(nodes: list[Mapping[str, Any]]) -> tuple[Worker, ...]:
@@ -76,9 +78,11 @@ def workers_of(nodes: list[Mapping[str, Any]]) -> tuple[Worker, ...]:
         models = {key[len(RESOURCE_PREFIX):]: min(int(amount), MAX_ACTORS_PER_WORKER)
                   for key, amount in resources.items()
                   if isinstance(key, str) and key.startswith(RESOURCE_PREFIX) and amount >= 1}
+        tags = frozenset(key[len(TAG_PREFIX):] for key, amount in resources.items()
+                         if isinstance(key, str) and key.startswith(TAG_PREFIX) and amount > 0)
         node_id = str(node.get("NodeID", ""))
         name = f"ray:{node.get('NodeManagerAddress', '?')}/{node_id[:8]}"
-        workers.append(Worker(node_id, name, bool(node.get("Alive")), MappingProxyType(models)))
+        workers.append(Worker(node_id, name, bool(node.get("Alive")), MappingProxyType(models), tags))
     return tuple(workers)
 
 
@@ -91,6 +95,7 @@ class ActorSlot:
     handle: Any
     state: ActorState
     running: int = 0
+    tags: frozenset[str] = frozenset()  # its worker's
 
 
 class Cluster:
@@ -199,7 +204,7 @@ class Cluster:
         except (asyncio.TimeoutError, Exception) as error:  # noqa: BLE001 - Ray's errors: this actor is out, the others serve
             log.warning("actor %s on %s did not answer: %s", name, worker.name, error)
             return None
-        return ActorSlot(name, worker.node_id, handle, state)
+        return ActorSlot(name, worker.node_id, handle, state, tags=worker.tags)
 
 
 async def _awaitable(ref: Any) -> Any:

@@ -6,7 +6,9 @@ actor runs its capacity, the generation waits here, up to its `wait_s`. Tokens s
 through a Ray streaming generator. A generation whose actor dies, or whose runner dies, moves
 to an actor that has not failed it, up to the agent's attempts (`orc.node.ray.cluster` says
 why Ray itself retries nothing). Agents kept on the submitting machine (`local_only`, or a
-run with `--local`) go to the placer given as `here`, this machine's runtimes.
+run with `--local`) go to the placer given as `here`, this machine's runtimes. A worker carries
+orc's tag NAME when it was started with the resource `orc-tag:NAME`; `require_tags` and
+`prefer_tags` pick among actors by their worker's tags.
 
 The node of a generation, in the journal and the progress view, is its actor's name
 (`orc:MODEL:NODE:i`): on a cluster the actor is the unit that serves and fails.
@@ -65,7 +67,11 @@ class RayPlacer:
         return split_model_ref(model_ref)[0] in self.cluster.model_ids()
 
     def tagged(self, tags: Iterable[str], local: bool = False) -> bool:
-        return not frozenset(tags)  # Ray nodes carry no orc tags (docs/ray.md: what does not work yet)
+        """Some live worker carries every tag (its `orc-tag:NAME` resources)."""
+        wanted = frozenset(tags)
+        if local:
+            return self._here is not None and self._here.tagged(wanted, True)
+        return any(w.alive and wanted <= w.tags for w in self.cluster.workers())
 
     def model_ids(self, local: bool = False) -> tuple[str, ...]:
         if local:
@@ -87,7 +93,7 @@ class RayPlacer:
                 held.append(HeldModel(model_id, first.runtime if first else "llama_cpp",
                                       first.sha256 if first else "", first.size_bytes if first else 0,
                                       loaded=any(s.state.loaded for s in met), capacity=max(capacity, 1)))
-            nodes.append(NodeView(worker.node_id, worker.name, worker.alive, tuple(held),
+            nodes.append(NodeView(worker.node_id, worker.name, worker.alive, tuple(held), worker.tags,
                                   running=sum(s.running for m in worker.models
                                               for s in self.cluster.warm(m).values() if s.node_id == worker.node_id)))
         return ClusterView(DRIVER_ID, tuple(nodes))
@@ -171,15 +177,22 @@ class RayPlacer:
         """The best actor with room, counted as running this generation until `_release`."""
         loop = asyncio.get_running_loop()
         while True:
-            slots = [s for s in await self.cluster.actors(generation.model, model_id) if s.name not in failed]
+            required, preferred = generation.placement.require_tags, generation.placement.prefer_tags
+            slots = [s for s in await self.cluster.actors(generation.model, model_id)
+                     if s.name not in failed and required <= s.tags]
             usable = [s for s in slots if not s.state.unavailable]
             if not usable:
                 why = "; ".join(f"{n}: {w}" for n, w in failed.items()) or "; ".join(
-                    f"{s.name}: {s.state.unavailable}" for s in slots) or "no worker serves it"
+                    f"{s.name}: {s.state.unavailable}" for s in slots) or (
+                    f"no worker serves it with the tags {', '.join(sorted(required))}" if required
+                    else "no worker serves it")
                 raise NoNode(f"no Ray actor can run model '{model_id}' ({why})")
             free = [s for s in usable if s.running < s.state.capacity]
             if free:
-                best = min(free, key=lambda s: (not s.state.loaded, s.running / s.state.capacity, s.name))
+                # A worker with a preferred tag first (as the mesh's placement favours one), then
+                # warm, then least loaded.
+                best = min(free, key=lambda s: (bool(preferred) and not preferred & s.tags, not s.state.loaded,
+                                                s.running / s.state.capacity, s.name))
                 best.running += 1
                 return best
             remaining = None if generation.wait_s is None else began + generation.wait_s - loop.time()

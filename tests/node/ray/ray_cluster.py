@@ -116,7 +116,8 @@ class LocalCluster:
 
 
 def start_cluster(home: Path) -> LocalCluster:
-    """A head serving no model, a worker with two actors' worth of the model, one worker without it."""
+    """A head serving no model, a worker with two actors' worth of the model (and orc's tag `lab`),
+    one worker without it."""
     temp = Path(tempfile.mkdtemp(prefix="orc-ray-", dir="/tmp"))  # short: Ray's socket paths must fit
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(ORC_HOME=str(home), RAY_USAGE_STATS_ENABLED="0")
@@ -125,7 +126,7 @@ def start_cluster(home: Path) -> LocalCluster:
         cluster.start_node("--head", "--port", str(cluster.port), "--include-dashboard=false",
                            "--ray-client-server-port", str(free_port()))
         gcs = f"127.0.0.1:{cluster.port}"
-        cluster.start_node("--address", gcs, "--resources", f'{{"orc-model:{MODEL}": 2}}')
+        cluster.start_node("--address", gcs, "--resources", f'{{"orc-model:{MODEL}": 2, "orc-tag:lab": 1}}')
         cluster.start_node("--address", gcs)
     except BaseException:
         cluster.stop()

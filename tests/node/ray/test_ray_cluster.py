@@ -106,6 +106,23 @@ def test_the_examples_run_on_ray(ray_cluster: LocalCluster, work: Path, ensemble
         assert len(next(r for r in result["results"].values() if isinstance(r["output"], list))["output"]) == 3
 
 
+def test_tags_are_the_workers_orc_tag_resources(ray_cluster: LocalCluster, work: Path) -> None:
+    for tag, code in (("lab", 0), ("gpu", 3)):
+        (work / f"tagged-{tag}.yaml").write_text(f"""\
+name: tagged
+agents:
+  - name: a
+    model: {MODEL}
+    temperature: 0
+    max_tokens: 8
+    placement: {{require_tags: [{tag}]}}
+""")
+        done = orc_cli(ray_cluster, work, "run", f"tagged-{tag}.yaml", "hi", "--on", ray_cluster.address, "--json")
+        assert done.returncode == code, done.stderr
+        if code == 3:
+            assert "gpu" in done.stderr
+
+
 def test_a_model_no_worker_serves_exits_3(ray_cluster: LocalCluster, work: Path) -> None:
     done = orc_cli(ray_cluster, work, "run", "gemma.yaml", "hi", "--on", ray_cluster.address)
     assert done.returncode == 3, done.stderr

@@ -48,14 +48,14 @@ def test_malformed_addresses_are_refused_naming_the_form(given: str) -> None:
 def test_workers_read_from_ray_nodes() -> None:
     nodes = [
         {"NodeID": "a" * 56, "Alive": True, "NodeManagerAddress": "10.0.0.2",
-         "Resources": {"CPU": 1.0, f"orc-model:{MODEL}": 2.0, "orc-model:half": 0.5}},
+         "Resources": {"CPU": 1.0, f"orc-model:{MODEL}": 2.0, "orc-model:half": 0.5, "orc-tag:gpu": 1.0}},
         {"NodeID": "b" * 56, "Alive": False, "NodeManagerAddress": "10.0.0.3",
          "Resources": {f"orc-model:{MODEL}": 5000.0}},
         {"NodeID": "c" * 56, "Alive": True, "Resources": {"CPU": 4.0}},
     ]
     first, second, third = workers_of(nodes)
     assert dict(first.models) == {MODEL: 2}  # half a unit is no actor
-    assert first.name == "ray:10.0.0.2/aaaaaaaa" and first.alive
+    assert first.name == "ray:10.0.0.2/aaaaaaaa" and first.alive and first.tags == {"gpu"}
     assert dict(second.models) == {MODEL: MAX_ACTORS_PER_WORKER} and not second.alive  # a typo starts no thousand runners
     assert dict(third.models) == {}
 
@@ -161,14 +161,15 @@ class FakeCluster:
         return (MODEL,)
 
 
-def _slot(name: str, loaded: bool, capacity: int = 2, running: int = 0, unavailable: str = "") -> ActorSlot:
+def _slot(name: str, loaded: bool, capacity: int = 2, running: int = 0, unavailable: str = "",
+          tags: frozenset[str] = frozenset()) -> ActorSlot:
     state = ActorState(MODEL, "llama_cpp", "", 0, capacity, loaded, unavailable, 1, None)
-    return ActorSlot(name, "node", FakeHandle(), state, running)
+    return ActorSlot(name, "node", FakeHandle(), state, running, tags)
 
 
-def _generation(wait_s: float | None = None) -> Generation:
+def _generation(wait_s: float | None = None, placement: Placement = Placement()) -> Generation:
     return Generation(run_id="r", agent="a", model=MODEL, sha256=None, messages=(ChatMessage("user", "hi"),),
-                      params=GenerationParams(), placement=Placement(), rank=0.0, attempts=2, wait_s=wait_s)
+                      params=GenerationParams(), placement=placement, rank=0.0, attempts=2, wait_s=wait_s)
 
 
 async def _events(placer: RayPlacer, generation: Generation) -> list[object]:
@@ -187,6 +188,18 @@ def test_a_warm_actor_first_then_the_least_loaded() -> None:
     events = asyncio.run(_events(placer, _generation()))
     assert events[0] == Bound("cold", "cold", None)  # the warm ones are full: the cold one
     assert cold.state.loaded  # and it is warm from now on
+
+
+def test_tags_pick_the_workers() -> None:
+    plain, gpu = _slot("plain", True), _slot("gpu", False, tags=frozenset({"gpu", "big"}))
+    placer = RayPlacer(FakeCluster([plain, gpu]))  # type: ignore[arg-type]
+    assert asyncio.run(_events(placer, _generation()))[0] == Bound("plain", "plain", None)  # warm wins
+    preferring = _generation(placement=Placement(prefer_tags=frozenset({"gpu"})))
+    assert asyncio.run(_events(placer, preferring))[0] == Bound("gpu", "gpu", None)  # a preferred tag beats warm
+    requiring = _generation(placement=Placement(require_tags=frozenset({"gpu", "big"})))
+    assert asyncio.run(_events(placer, requiring))[0] == Bound("gpu", "gpu", None)
+    with pytest.raises(NoNode, match="with the tags fast"):
+        asyncio.run(_events(placer, _generation(placement=Placement(require_tags=frozenset({"fast"})))))
 
 
 def test_full_actors_make_a_generation_wait_then_no_room() -> None:
