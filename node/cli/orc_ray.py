@@ -10,6 +10,7 @@ import contextlib
 from typing import Any
 
 from orc.node.cli.errors import fail
+from orc.node.cli.terminal import echo
 
 
 def ray_address(orc: Any, on: str | None, local: bool) -> str | None:
@@ -40,3 +41,31 @@ def ray_engine(orc: Any, address: str, threads: int | None, stack: contextlib.Ex
     stack.callback(cluster.close)
     here = LocalPlacer(orc.catalog, orc.runtimes(), DRIVER_ID)  # for agents that must stay on this machine
     return orc.engine(placer=RayPlacer(cluster, here), node_id=DRIVER_ID, journal=journal)
+
+
+def print_ray_models(address: str, as_json: bool) -> None:
+    """`orc models --on`: each model a live worker of the cluster serves, its actors and tags
+    (from the workers' resources: nothing is loaded to answer)."""
+    import json
+
+    from orc.node.ray.cluster import Cluster, RaySettings
+
+    cluster = Cluster(RaySettings(address))
+    cluster.connect()
+    try:
+        rows = [{"id": model_id, "worker": w.name, "node_id": w.node_id, "actors": count, "tags": sorted(w.tags)}
+                for w in cluster.workers() if w.alive for model_id, count in sorted(w.models.items())]
+    finally:
+        cluster.close()
+    if as_json:
+        echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        echo("no worker of the cluster serves a model; start one with "
+             "ray start --resources '{\"orc-model:MODEL_ID\": 1}'", err=True)
+        return
+    width = max(len(r["id"]) for r in rows)
+    echo(f"{'ID':<{width}}  ACTORS  WORKER")
+    for r in rows:
+        tags = f"  (tags: {', '.join(r['tags'])})" if r["tags"] else ""
+        echo(f"{r['id']:<{width}}  {r['actors']:>6}  {r['worker']}{tags}")

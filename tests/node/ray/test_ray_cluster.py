@@ -123,6 +123,15 @@ agents:
             assert "gpu" in done.stderr
 
 
+def test_models_on_the_cluster(ray_cluster: LocalCluster, work: Path) -> None:
+    done = orc_cli(ray_cluster, work, "models", "--on", ray_cluster.address, "--json")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [(r["id"], r["actors"], r["tags"]) for r in rows] == [(MODEL, 2, ["lab"])]  # one worker serves it
+    shown = orc_cli(ray_cluster, work, "models", "--on", ray_cluster.address)
+    assert MODEL in shown.stdout and "(tags: lab)" in shown.stdout
+
+
 def test_a_model_no_worker_serves_exits_3(ray_cluster: LocalCluster, work: Path) -> None:
     done = orc_cli(ray_cluster, work, "run", "gemma.yaml", "hi", "--on", ray_cluster.address)
     assert done.returncode == 3, done.stderr
