@@ -47,8 +47,11 @@ print(json.dumps({"text": str(data).upper()[:40], "submitter": os.environ.get("S
 """
 
 
-def orc_cli(cluster: LocalCluster, cwd: Path, *args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
+def orc_cli(cluster: LocalCluster, cwd: Path, *args: str, timeout: float = 400,
+            home: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = dict(cluster.env, SUBMITTER_ONLY="yes")  # in the command's environment, not the workers'
+    if home is not None:
+        env["ORC_HOME"] = str(home)
     return subprocess.run([sys.executable, "-m", "orc.node.cli.orc", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout, check=False)
 
@@ -130,6 +133,20 @@ def test_models_on_the_cluster(ray_cluster: LocalCluster, work: Path) -> None:
     assert [(r["id"], r["actors"], r["tags"]) for r in rows] == [(MODEL, 2, ["lab"])]  # one worker serves it
     shown = orc_cli(ray_cluster, work, "models", "--on", ray_cluster.address)
     assert MODEL in shown.stdout and "(tags: lab)" in shown.stdout
+
+
+def test_the_config_sends_runs_to_the_cluster(ray_cluster: LocalCluster, work: Path, tmp_path: Path) -> None:
+    home = tmp_path / "driver-home"
+    home.mkdir()
+    (home / "config.yaml").write_text(f"ray:\n  address: {ray_cluster.address}\n  threads: 1\n")
+    there = orc_cli(ray_cluster, work, "run", "chain.yaml", "owls", "--json", home=home)
+    assert there.returncode == 0, there.stderr
+    assert json.loads(there.stdout)["results"]["facts"]["node_id"].startswith(f"orc:{MODEL}:")
+    here = orc_cli(ray_cluster, work, "run", "chain.yaml", "owls", "--json", "--local", "--threads", "1", home=home)
+    assert here.returncode == 0, here.stderr
+    assert json.loads(here.stdout)["results"]["facts"]["node_id"] == "local"  # --local still means this machine
+    both = orc_cli(ray_cluster, work, "run", "chain.yaml", "owls", "--local", "--on", ray_cluster.address, home=home)
+    assert both.returncode == 2 and "--on and --local" in both.stderr
 
 
 def test_a_model_no_worker_serves_exits_3(ray_cluster: LocalCluster, work: Path) -> None:
