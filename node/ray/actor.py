@@ -37,6 +37,11 @@ class WrongWeights(GenerationError):
     not be the model the ensemble names."""
 
 
+class ActorUnavailable(GenerationError):
+    """This worker cannot run the model now (its runner kept crashing, or the runtime is missing);
+    another worker may."""
+
+
 @dataclass(frozen=True)
 class ActorState:
     """What the driver asks of an actor before using it (a plain value: it crosses Ray)."""
@@ -94,6 +99,9 @@ class ModelActor:
         the driver knows under the model's id; a worker holding other weights refuses (WrongWeights).
         Cancelling the call (`ray.cancel`) cancels the runner's generation."""
         entry = await self._prepared()
+        reason = self._runtime(entry).unavailable_reason(entry)
+        if reason:
+            raise ActorUnavailable(f"model {entry.id!r} is unavailable on this worker: {reason}")
         if sha256 and entry.sha256 and sha256 != entry.sha256:
             raise WrongWeights(f"this worker's {entry.id} is other weights (sha256 {entry.sha256[:12]}…) "
                                f"than the driver's ({sha256[:12]}…)")
@@ -112,7 +120,7 @@ class ModelActor:
     def _runtime(self, entry: ModelEntry) -> ModelRuntime:
         runtime = self._runtimes.get(entry.runtime)
         if runtime is None:
-            raise GenerationError(f"model {entry.id!r} needs the {entry.runtime} runtime, which this worker does not have")
+            raise ActorUnavailable(f"model {entry.id!r} needs the {entry.runtime} runtime, which this worker does not have")
         return runtime
 
     async def _prepared(self) -> ModelEntry:

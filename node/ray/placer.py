@@ -31,8 +31,8 @@ from orc.node.coordinator.generations import (
 )
 from orc.node.coordinator.placing import Placer
 from orc.node.models.errors import CatalogError
-from orc.node.models.runtimes.base import RunnerDied, RuntimeFailure
-from orc.node.ray.actor import WrongWeights
+from orc.node.models.runtimes.base import ModelLoadError, RunnerDied, RuntimeFailure
+from orc.node.ray.actor import ActorUnavailable, WrongWeights
 from orc.node.ray.cluster import ActorSlot, Cluster
 from orc.scheduler.ensemble import Placement
 from orc.scheduler.model_refs import split_model_ref
@@ -155,8 +155,8 @@ class RayPlacer:
         except ray.exceptions.RayTaskError as error:
             finished = True  # the task ended, with an error
             cause = error.cause
-            if isinstance(cause, (RunnerDied, WrongWeights, CatalogError)):
-                raise _Lost(str(cause)) from None
+            if isinstance(cause, (RunnerDied, WrongWeights, ActorUnavailable, ModelLoadError, CatalogError)):
+                raise _Lost(str(cause)) from None  # this worker's trouble: another may serve it
             if isinstance(cause, RuntimeFailure):
                 raise cause from None  # the request itself (a prompt past the context): no actor does better
             raise _Lost(f"{type(cause).__name__}: {cause}") from None

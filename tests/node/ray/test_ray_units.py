@@ -16,10 +16,11 @@ from orc.node.models.runtimes.base import (
     ChatMessage,
     GenerationDone,
     GenerationParams,
+    RunnerDied,
     TokenChunk,
     Usage,
 )
-from orc.node.ray.actor import ActorState, ModelActor, WrongWeights
+from orc.node.ray.actor import ActorState, ActorUnavailable, ModelActor, WrongWeights
 from orc.node.ray.address import parse_address
 from orc.node.ray.cluster import MAX_ACTORS_PER_WORKER, ActorSlot, workers_of
 from orc.node.ray.errors import BadAddress
@@ -112,6 +113,16 @@ def test_the_actor_streams_its_runtime_and_refuses_other_weights(tmp_path: Path)
         return state, events
 
     state, events = asyncio.run(go())
+    crashing = ScriptedRuntime()
+    crashing.unavailable_reason = lambda model: "its runner crashed 3 times"  # type: ignore[method-assign]
+    sick = ModelActor(MODEL, runtimes={"llama_cpp": crashing}, home=Home.locate(tmp_path))
+
+    async def refused() -> None:
+        async for _ in sick.generate((ChatMessage("user", "hi"),), GenerationParams()):
+            pass
+
+    with pytest.raises(ActorUnavailable, match="crashed 3 times"):
+        asyncio.run(refused())
     assert state.model_id == MODEL and state.capacity == 3 and not state.loaded and state.sha256
     assert events == [TokenChunk("Hel"), TokenChunk("lo"), GenerationDone("Hello", Usage(3, 2), "stop")]
 
@@ -234,3 +245,72 @@ def test_no_actor_is_no_node_saying_why() -> None:
                             _generation()))
     with pytest.raises(NoNode, match="no worker serves it"):
         asyncio.run(_events(RayPlacer(FakeCluster([])), _generation()))  # type: ignore[arg-type]
+
+
+class FailingHandle(FakeHandle):
+    """Its first call fails as Ray reports it (an exception from iterating the stream)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self._error = error
+
+    def remote(self, messages: object, params: object, sha256: object) -> object:
+        self.calls += 1
+        error = self._error
+
+        class Broken:
+            def __aiter__(self) -> AsyncIterator[object]:
+                return self
+
+            async def __anext__(self) -> object:
+                raise error
+
+        return Broken()
+
+
+class CancelRecorder:
+    def __init__(self) -> None:
+        self.cancelled: list[object] = []
+
+    def cancel(self, stream: object) -> None:
+        self.cancelled.append(stream)
+
+
+def _ray_errors():  # type: ignore[no-untyped-def]
+    from ray_cluster import require_ray
+
+    require_ray()
+    import ray.exceptions
+
+    return ray.exceptions
+
+
+@pytest.mark.parametrize("kind", ["actor died", "runner died", "unavailable", "other weights"])
+def test_a_failure_of_the_actor_moves_the_generation(kind: str) -> None:
+    errors = _ray_errors()
+    cause = {"actor died": None, "runner died": errors.RayTaskError("generate", "tb", RunnerDied("runner died: SIGKILL")),
+             "unavailable": errors.RayTaskError("generate", "tb", ActorUnavailable("crashed 3 times")),
+             "other weights": errors.RayTaskError("generate", "tb", WrongWeights("other weights"))}[kind]
+    error = errors.ActorDiedError() if cause is None else cause.as_instanceof_cause()
+    bad, good = _slot("bad", True), _slot("good", True, running=1)
+    bad.handle = FailingHandle(error)
+    cluster = FakeCluster([bad, good])
+    cluster.ray = CancelRecorder()  # type: ignore[attr-defined]
+    events = asyncio.run(_events(RayPlacer(cluster), _generation()))  # type: ignore[arg-type]
+    bound = [e for e in events if isinstance(e, Bound)]
+    assert [b.node_id for b in bound] == ["bad", "good"] and bound[1].replaces.startswith("bad: ")
+    assert events[-1] == GenerationDone("x", Usage(1, 1), "stop")
+    assert cluster.ray.cancelled == []  # the call had ended: nothing to cancel
+
+
+def test_a_request_no_actor_can_serve_fails_without_moving() -> None:
+    errors = _ray_errors()
+    from orc.node.models.runtimes.base import GenerationError
+
+    too_long = errors.RayTaskError("generate", "tb", GenerationError("the prompt does not fit the context window"))
+    only, other = _slot("only", True), _slot("other", True, running=1)
+    only.handle = FailingHandle(too_long.as_instanceof_cause())
+    with pytest.raises(GenerationError, match="context window") as raised:
+        asyncio.run(_events(RayPlacer(FakeCluster([only, other])), _generation()))  # type: ignore[arg-type]
+    assert not isinstance(raised.value, errors.RayTaskError)  # the runtime's own error, its message as is
+    assert other.handle.calls == 0
