@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from orc.node.models.entry import MODEL_ID_PATTERN
 from orc.node.ray.actor import ActorState, ModelActor
 from orc.node.ray.address import parse_address
 from orc.node.ray.errors import ClusterUnreachable, RayError, RayNotInstalled
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 RESOURCE_PREFIX = "orc-model:"
 TAG_PREFIX = "orc-tag:"  # `--resources '{"orc-tag:gpu": 1}'`: the worker carries orc's tag `gpu`
+TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 NAMESPACE = "orc"
 # An actor whose process keeps dying is not restarted for ever: after this many, it is dead
 # and the next run creates it again (or finds the worker gone).
@@ -75,11 +78,15 @@ def workers_of(nodes: list[Mapping[str, Any]]) -> tuple[Worker, ...]:
     workers = []
     for node in nodes:
         resources = node.get("Resources") or {}
+        # Only names orc could have written: a resource name becomes an actor's name, a journal's
+        # node and a line of the progress view, so a mistyped or hostile one is left out.
         models = {key[len(RESOURCE_PREFIX):]: min(int(amount), MAX_ACTORS_PER_WORKER)
                   for key, amount in resources.items()
-                  if isinstance(key, str) and key.startswith(RESOURCE_PREFIX) and amount >= 1}
+                  if isinstance(key, str) and key.startswith(RESOURCE_PREFIX) and amount >= 1
+                  and MODEL_ID_PATTERN.match(key[len(RESOURCE_PREFIX):])}
         tags = frozenset(key[len(TAG_PREFIX):] for key, amount in resources.items()
-                         if isinstance(key, str) and key.startswith(TAG_PREFIX) and amount > 0)
+                         if isinstance(key, str) and key.startswith(TAG_PREFIX) and amount > 0
+                         and TAG_PATTERN.match(key[len(TAG_PREFIX):]))
         node_id = str(node.get("NodeID", ""))
         name = f"ray:{node.get('NodeManagerAddress', '?')}/{node_id[:8]}"
         workers.append(Worker(node_id, name, bool(node.get("Alive")), MappingProxyType(models), tags))

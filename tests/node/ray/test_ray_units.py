@@ -49,7 +49,8 @@ def test_malformed_addresses_are_refused_naming_the_form(given: str) -> None:
 def test_workers_read_from_ray_nodes() -> None:
     nodes = [
         {"NodeID": "a" * 56, "Alive": True, "NodeManagerAddress": "10.0.0.2",
-         "Resources": {"CPU": 1.0, f"orc-model:{MODEL}": 2.0, "orc-model:half": 0.5, "orc-tag:gpu": 1.0}},
+         "Resources": {"CPU": 1.0, f"orc-model:{MODEL}": 2.0, "orc-model:half": 0.5, "orc-tag:gpu": 1.0,
+                       "orc-model:Bad Name\x1b[2J": 1.0, "orc-model:" + "x" * 65: 1.0, "orc-tag:\n": 1.0}},
         {"NodeID": "b" * 56, "Alive": False, "NodeManagerAddress": "10.0.0.3",
          "Resources": {f"orc-model:{MODEL}": 5000.0}},
         {"NodeID": "c" * 56, "Alive": True, "Resources": {"CPU": 4.0}},
