@@ -360,3 +360,102 @@ agents:
     finally:
         cluster.close()
     assert before == 1 and after[-1] == 0, after
+
+
+# A vote, two cascades (one accepted at its first level, one that never can be and so asks the
+# second) and a run budget, with tiny generations: the engine drives them on Ray as on the mesh.
+VOTE = f"""\
+name: vote
+agents:
+  - name: answer
+    model: {MODEL}
+    system_prompt: Answer with yes or no first, then one short sentence.
+    max_tokens: 12
+    vote: {{samples: 4, by: majority, extract: '(?i)\\b(yes|no)\\b', temperature: 0.8}}
+"""
+
+
+def cascade_agent(name: str, guard: str) -> str:
+    """A cascade smollm2 -> smollm2 whose first level votes twice and is accepted on `guard`."""
+    return f"""\
+  - name: {name}
+    system_prompt: Answer with yes or no first, then one short sentence.
+    max_tokens: 8
+    cascade:
+      - model: {MODEL}
+        temperature: 0
+        vote: {{samples: 2, extract: '(?i)\\b(yes|no)\\b'}}
+        accept_if: '${{agreement}} {guard}'
+      - model: {MODEL}
+        temperature: 0
+"""
+
+
+BUDGET = f"""\
+name: budget
+budget: {{max_tokens: 20}}
+agents:
+  - name: first
+    model: {MODEL}
+    system_prompt: Answer with yes or no first, then one short sentence.
+    max_tokens: 8
+  - name: second
+    depends_on: [first]
+    model: {MODEL}
+    max_tokens: 8
+"""
+
+
+def _on_actors(record: dict) -> bool:
+    return bool(record["nodes"]) and all(n.startswith(f"orc:{MODEL}:") for n in [record["node_id"], *record["nodes"]])
+
+
+def test_a_vote_samples_on_the_actors(ray_cluster: LocalCluster, tmp_path: Path) -> None:
+    (tmp_path / "vote.yaml").write_text(VOTE)
+    done = orc_cli(ray_cluster, tmp_path, "run", "vote.yaml", "Is the sea salty?", "--on", ray_cluster.address,
+                   "--json", "--threads", "1", "--seed", "7")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    answer = result["results"]["answer"]
+    assert result["status"] == "completed" and answer["status"] == "completed"
+    vote = answer["vote"]
+    assert vote["samples"] == 4 and sum(vote["ballots"].values()) + vote["abstained"] == 4
+    assert vote["winner"] in vote["ballots"] and vote["winner"] in {"yes", "no"}
+    assert _on_actors(answer)  # every sample ran on a Ray actor, none on the driver
+    assert answer["usage"]["completion_tokens"] > 12  # the usage adds up the 4 samples, not one
+    assert result["usage"]["total_tokens"] >= answer["usage"]["prompt_tokens"] + answer["usage"]["completion_tokens"]
+
+
+def test_a_cascade_stops_at_the_first_level_it_accepts(ray_cluster: LocalCluster, tmp_path: Path) -> None:
+    (tmp_path / "cascades.yaml").write_text("name: cascades\nagents:\n" + cascade_agent("easy", ">= 0")
+                                            + cascade_agent("hard", "> 1"))
+    done = orc_cli(ray_cluster, tmp_path, "run", "cascades.yaml", "Is the sea salty?", "--on", ray_cluster.address,
+                   "--json", "--threads", "1")
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)["results"]
+    easy, hard = results["easy"], results["hard"]
+    assert (easy["cascade"]["level"], easy["cascade"]["tried"]) == (0, 1)  # agreement >= 0 always holds
+    assert easy["vote"]["samples"] == 2 and sum(easy["vote"]["ballots"].values()) + easy["vote"]["abstained"] == 2
+    assert (hard["cascade"]["level"], hard["cascade"]["tried"]) == (1, 2)  # agreement > 1 never does
+    assert [lv["accepted"] for lv in hard["cascade"]["levels"]] == [False, True]
+    for record in (easy, hard):
+        assert record["status"] == "completed" and record["output"].strip() and _on_actors(record)
+    # The hard one paid for both levels: two samples at level 0, one generation at level 1.
+    assert hard["usage"]["prompt_tokens"] > easy["usage"]["prompt_tokens"]
+
+
+def test_a_spent_run_budget_stops_the_run_with_exit_1(ray_cluster: LocalCluster, tmp_path: Path) -> None:
+    (tmp_path / "budget.yaml").write_text(BUDGET)
+    done = orc_cli(ray_cluster, tmp_path, "run", "budget.yaml", "Is the sea salty?", "--on", ray_cluster.address,
+                   "--json", "--threads", "1")
+    assert done.returncode == 1, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "completed_with_errors"
+    budget = result["budget"]
+    assert budget["max_tokens"] == 20 and budget["used_tokens"] >= 20 and "max_tokens 20" in budget["exhausted"]
+    assert budget["used_tokens"] == result["usage"]["total_tokens"]
+    # The first agent's prompt alone spends the 20 tokens (its generation ran, on an actor); the
+    # second never starts, and fails naming the budget.
+    assert result["results"]["first"]["node_id"].startswith(f"orc:{MODEL}:")
+    second = result["results"]["second"]
+    assert second["status"] == "failed" and "budget" in second["error"] and second["usage"]["completion_tokens"] == 0
