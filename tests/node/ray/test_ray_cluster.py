@@ -459,3 +459,19 @@ def test_a_spent_run_budget_stops_the_run_with_exit_1(ray_cluster: LocalCluster,
     assert result["results"]["first"]["node_id"].startswith(f"orc:{MODEL}:")
     second = result["results"]["second"]
     assert second["status"] == "failed" and "budget" in second["error"] and second["usage"]["completion_tokens"] == 0
+
+
+def test_samples_side_by_side_on_actors_never_decode_past_the_budget(ray_cluster: LocalCluster,
+                                                                      tmp_path: Path) -> None:
+    (tmp_path / "vote-budget.yaml").write_text(VOTE.replace("agents:", "budget: {max_tokens: 30}\nagents:"))
+    done = orc_cli(ray_cluster, tmp_path, "run", "vote-budget.yaml", "Is the sea salty?", "--on",
+                   ray_cluster.address, "--json", "--threads", "1", "--seed", "7")
+    assert done.returncode == 1, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "completed_with_errors"
+    assert "budget" in result["results"]["answer"]["error"]
+    # Each sample started lowered to what the others had not claimed: together, on the actors,
+    # they decoded at most the 30 tokens (only their prompts went over).
+    assert 0 < result["usage"]["completion_tokens"] <= 30
+    assert result["budget"]["used_tokens"] == result["usage"]["total_tokens"] > 30
+    assert _on_actors(result["results"]["answer"])
