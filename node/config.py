@@ -8,6 +8,8 @@
       extra_buffers: auto
     api:                  # the HTTP face (orc.node.web, docs/api.md): parsed here, `ApiConfig`
       listen: 127.0.0.1:7780
+    ray:                  # `orc run` on a Ray cluster (orc.node.ray, docs/ray.md): parsed here, `RayConfig`
+      address: ray://10.0.0.5:6379
 
 The file also holds the llm-orc `model_profiles:` and `model_aliases:`, which
 `orc.scheduler.profiles` reads with a project's own config files; other top-level keys are
@@ -46,7 +48,8 @@ from orc.node.worker.admission_config import (
 )
 from orc.scheduler.profiles import MAX_CONFIG_BYTES, ConfigInvalid
 
-__all__ = ["ApiConfig", "NodeConfig", "NodeConfigInvalid", "api_config", "parse_node_config", "read_node_config"]
+__all__ = ["ApiConfig", "NodeConfig", "NodeConfigInvalid", "RayConfig", "api_config", "parse_node_config",
+           "ray_config", "read_node_config"]
 
 DEFAULT_API_PORT = 7780
 
@@ -63,6 +66,37 @@ class NodeConfig:
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     llama_cpp: LlamaCppConfig = field(default_factory=LlamaCppConfig)
     api: ApiConfig = field(default_factory=lambda: ApiConfig())
+    ray: RayConfig = field(default_factory=lambda: RayConfig())
+
+
+class BadRayConfig(ValueError):
+    """The `ray:` section of the node's config.yaml is not usable; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """Where `orc run` runs without `--on`: a Ray cluster's head, or None (the mesh, or this
+    machine). `threads`: llama.cpp threads per model actor (None: the worker's own setting)."""
+
+    address: str | None = None
+    threads: int | None = None
+
+
+def ray_config(root: dict[object, object], source: str) -> RayConfig:
+    """The `ray:` section (absent: no cluster). The address is checked in full where it is
+    used (`orc.node.ray.address`); here only its shape."""
+    section = root.get("ray")
+    if section is None:
+        return RayConfig()
+    if not isinstance(section, dict) or set(section) - {"address", "threads"}:
+        raise BadRayConfig(f"{source}: `ray:` must be a mapping with address (ray://HOST:PORT) and, "
+                           "optionally, threads")
+    address, threads = section.get("address"), section.get("threads")
+    if address is not None and (not isinstance(address, str) or not address.startswith("ray://")):
+        raise BadRayConfig(f"{source}: ray.address must be ray://HOST:PORT, not {address!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise BadRayConfig(f"{source}: ray.threads must be a whole number of 1 or more, not {threads!r}")
+    return RayConfig(address, threads)
 
 
 class BadApiConfig(ValueError):
@@ -186,9 +220,14 @@ def parse_node_config(root: object, source: str) -> NodeConfig:
     except BadApiConfig as error:
         problems.append(str(error))
         api = ApiConfig()
+    try:
+        ray = ray_config(root, source)
+    except BadRayConfig as error:
+        problems.append(str(error))
+        ray = RayConfig()
     if problems:
         raise NodeConfigInvalid("\n".join(problems))
-    return NodeConfig(discovery=discovery, admission=admission, llama_cpp=llama_cpp, api=api)
+    return NodeConfig(discovery=discovery, admission=admission, llama_cpp=llama_cpp, api=api, ray=ray)
 
 
 def read_node_config(path: Path) -> NodeConfig:

@@ -58,6 +58,8 @@ class RunHeader:
 class RunEnded:
     status: str
     at: float
+    reason: str | None = None  # what stopped the run early (a budget), if anything did
+    usage: Usage | None = None  # every token the run spent by then, resumes before it included
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,12 @@ def _to_record(item: RunEvent | RunHeader | RunEnded) -> dict:
         case AgentSkipped():
             return {"t": "skip", "agent": item.agent, "reason": item.reason, "at": item.at}
         case RunEnded():
-            return {"t": "end", "status": item.status, "at": item.at}
+            end: dict = {"t": "end", "status": item.status, "at": item.at}
+            if item.reason is not None:
+                end["reason"] = item.reason
+            if item.usage is not None:
+                end["usage"] = [item.usage.prompt_tokens, item.usage.completion_tokens]
+            return end
     raise TypeError(f"not a journal item: {item!r}")
 
 
@@ -134,7 +141,10 @@ def _from_record(record: dict) -> RunEvent | RunHeader | RunEnded:
     if kind == "skip":
         return AgentSkipped(record["agent"], record["reason"], float(record["at"]))
     if kind == "end":
-        return RunEnded(record["status"], float(record["at"]))
+        reason = record.get("reason")
+        spent = record.get("usage")
+        return RunEnded(record["status"], float(record["at"]), str(reason) if reason is not None else None,
+                        Usage(int(spent[0]), int(spent[1])) if spent is not None else None)
     raise ValueError(f"unknown record kind {kind!r}")
 
 

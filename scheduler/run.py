@@ -331,11 +331,17 @@ def is_finished(state: RunState) -> bool:
     return all(r.status.terminal for r in state.agents.values())
 
 
-def run_status(state: RunState) -> str:
-    """`completed` (nothing failed), `completed_with_errors`, or `failed` (no deliverable)."""
+def run_status(state: RunState, stopped_by: str | None = None) -> str:
+    """`completed` (nothing failed), `completed_with_errors`, or `failed` (no deliverable).
+
+    `stopped_by`: why the run was stopped early (a budget ran out). Such a run did what it was
+    allowed to, so it ends `completed_with_errors` even without a deliverable.
+    """
     records = state.agents.values()
     if not any(r.status is AgentStatus.FAILED for r in records):
         return "completed"
+    if stopped_by is not None:
+        return "completed_with_errors"
     sinks = [state.agents[s] for s in state.spec.sinks()]
     if any(r.status is AgentStatus.COMPLETED for r in sinks):
         return "completed_with_errors"

@@ -27,7 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("node.links", "node.worker"),     # peers found and kept; generations served
     ("node.coordinator",),             # runs coordinated: the engine and the placer
     ("node.config",),                  # the home's config.yaml, read once into one value
-    ("node.rpc", "node.web"),          # gRPC servers, clients, the wire | the HTTP face (API, metrics)
+    ("node.rpc", "node.web", "node.ray"),  # gRPC servers, clients, the wire | the HTTP face | a Ray cluster
     ("node.daemon", "node.api"),       # the two composition roots
     ("node.cli",),                     # orc and orc-node
 )

@@ -8,9 +8,11 @@ from typing_extensions import assert_never
 
 from orc.node.cli.phrasing import cut, date, duration
 from orc.node.cli.render import render_deliverable
-from orc.node.protocol.events import detail_json
+from orc.node.coordinator.budget import PREFIX, spent_before, tokens
+from orc.node.protocol.events import BudgetReport, detail_json, usage_json
 from orc.scheduler.ensemble import (
     AgentSpec,
+    Budget,
     CascadeTask,
     DispatchTask,
     EnsembleSpec,
@@ -126,6 +128,29 @@ def _status(record: AgentRecord, interrupted: bool) -> str:
     return record.status.value
 
 
+def _run_budget(contents: JournalContents, state: RunState) -> BudgetReport | None:
+    """The run's budget as its journal shows it (seconds: from the run's start to its end)."""
+    budget = state.spec.budget
+    if budget is None:
+        return None
+    end = contents.finished
+    seconds = (end.at if end else contents.header.started_at) - contents.header.started_at
+    return BudgetReport(budget.max_tokens, budget.max_seconds, tokens(spent_before(contents)), seconds,
+                        end.reason if end and end.reason and end.reason.startswith(PREFIX + "the run's") else None)
+
+
+def _agent_budget(budget: Budget, record: AgentRecord) -> BudgetReport:
+    seconds = record.finished_at - record.started_at if record.finished_at and record.started_at else 0.0
+    mine = record.error if record.error and record.error.startswith(PREFIX + "agent") else None
+    return BudgetReport(budget.max_tokens, budget.max_seconds, tokens(record.usage), seconds, mine)
+
+
+def _budget_text(report: BudgetReport) -> str:
+    caps = [f"{report.used_tokens}/{report.max_tokens} tok" if report.max_tokens is not None else "",
+            f"{report.used_seconds:.1f}/{report.max_seconds:g} s" if report.max_seconds is not None else ""]
+    return "budget " + ", ".join(c for c in caps if c) + (" (exhausted)" if report.exhausted else "")
+
+
 def describe_run(contents: JournalContents, state: RunState, *, interrupted: bool = False) -> str:
     """`orc runs show`. `interrupted`: the journal has no end and nothing runs the run any more."""
     header = contents.header
@@ -139,11 +164,20 @@ def describe_run(contents: JournalContents, state: RunState, *, interrupted: boo
     lines = [f"run {header.run_id}  {header.ensemble}  {status}",
              f"  started {date(header.started_at)}" + (f", finished {date(end.at)} "
                                                        f"({duration(end.at - header.started_at)})" if end else ""),
-             f"  input: {cut(_flat(render_deliverable(header.input).strip()), 300)}", "agents:"]
+             f"  input: {cut(_flat(render_deliverable(header.input).strip()), 300)}"]
+    usage = spent_before(contents)
+    budget = _run_budget(contents, state)
+    lines.append(f"  usage: {usage.prompt_tokens}+{usage.completion_tokens} tok"
+                 + (f" · {_budget_text(budget)}" if budget else ""))
+    if end is not None and end.reason:
+        lines.append(f"  stopped: {_flat(end.reason)}")
+    lines.append("agents:")
     for name, record in state.agents.items():
         took = duration(record.finished_at - record.started_at) if record.finished_at and record.started_at else ""
         usage = f"{record.usage.prompt_tokens}+{record.usage.completion_tokens} tok" if record.usage.completion_tokens else ""
-        meta = " · ".join(x for x in (_flat(record.node_id or ""), _flat(record.model or ""), took, usage,
+        spec_budget = state.spec.agent(name).budget if name in state.spec.names else None
+        mine = _budget_text(_agent_budget(spec_budget, record)) if spec_budget else ""
+        meta = " · ".join(x for x in (_flat(record.node_id or ""), _flat(record.model or ""), took, usage, mine,
                                        f"{record.tries} attempts" if record.tries > 1 else "") if x)
         lines.append(f"  - {name}: {_status(record, interrupted)}  {meta}".rstrip())
         if record.error:
@@ -184,6 +218,9 @@ def detail_lines(record: AgentRecord) -> list[str]:
 
 def run_json(contents: JournalContents, state: RunState, *, interrupted: bool = False) -> dict:
     end = contents.finished
+    budget = _run_budget(contents, state)
+    budgets = {a.name: _agent_budget(a.budget, state.agents[a.name]).to_json()
+               for a in state.spec.agents if a.budget is not None and a.name in state.agents}
     return {
         "run_id": contents.header.run_id,
         "ensemble": contents.header.ensemble,
@@ -195,9 +232,12 @@ def run_json(contents: JournalContents, state: RunState, *, interrupted: bool = 
                    "nodes": list(r.nodes), "model": r.model, "attempts": r.tries, "started_at": r.started_at,
                    "finished_at": r.finished_at,
                    "usage": {"prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens},
-                   "error": r.error, **detail_json(r)}
+                   "error": r.error, **detail_json(r), **({"budget": budgets[name]} if name in budgets else {})}
             for name, r in state.agents.items()
         },
+        "usage": usage_json(spent_before(contents)),
+        **({"budget": budget.to_json()} if budget is not None else {}),
+        "reason": end.reason if end else None,
         "timing": {"started_at": contents.header.started_at, "finished_at": end.at if end else None},
-        "computed_status": run_status(state),
+        "computed_status": run_status(state, end.reason if end else None),
     }

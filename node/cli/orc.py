@@ -7,6 +7,7 @@ Exit codes (docs/cli.md): 0 every agent succeeded; 1 the run finished with faile
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -19,6 +20,7 @@ from orc.node.cli.errors import fail, guarded
 from orc.node.cli.options import DebugOption, HomeOption, JsonOption, open_orc, version_option
 from orc.node.cli.orc_ensembles import ensembles_app
 from orc.node.cli.orc_models import models_app
+from orc.node.cli.orc_ray import ray_address, ray_engine
 from orc.node.cli.phrasing import date, duration, plural
 from orc.node.cli.terminal import echo
 
@@ -31,6 +33,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+OnOption = typer.Option(None, "--on", metavar="ray://HEAD:PORT",
+                        help="Run on a Ray cluster (its head's port; docs/ray.md) instead of the mesh.")
 runs_app = typer.Typer(help="Journaled runs: list, show, resume.", no_args_is_help=True)
 app.add_typer(ensembles_app, name="ensembles")
 app.add_typer(models_app, name="models")
@@ -88,6 +92,7 @@ def run(
     as_json: bool = JsonOption,
     explain: bool = typer.Option(False, "--explain", help="Print where each agent will run, and why, first."),
     local: bool = typer.Option(False, "--local", help="Run in-process on this machine's models only."),
+    on: Optional[str] = OnOption,
     watch: Optional[str] = typer.Option(None, "--watch", help="Stream this agent's tokens (default: the first to start)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed, for reproducible output."),
@@ -107,15 +112,24 @@ def run(
       orc run document-digest -f notes.txt --json
 
       git diff | orc run ./review.yaml
+
+      orc run perspectives --on ray://10.0.0.5:6379
     """
-    with guarded(debug):
+    with guarded(debug), contextlib.ExitStack() as stack:
         orc = open_orc(home, seed=seed, n_threads=threads)
         spec = orc.load(ensemble)  # invalid ensembles are refused here, naming file and agent
         if watch is not None:
             _check_watch(watch, spec)
         run_input = _read_input(input_arg, input_text, file, spec.default_task)
-        client = None if local else _daemon(orc)
-        if client is None:
+        cluster = ray_address(orc, on, local)
+        client = None if local or cluster else _daemon(orc)
+        if cluster is not None:
+            # A Ray cluster: the embedded engine, its generations placed on the cluster's actors.
+            engine = ray_engine(orc, cluster, threads, stack)
+            bound = engine.preflight(spec)
+            warnings = list(bound.warnings)
+            events = engine.run(bound, run_input, explain=explain)
+        elif client is None:
             # Embedded mode: no daemon, this machine's models only.
             engine = orc.engine()
             bound = engine.preflight(spec)
@@ -147,6 +161,7 @@ def plan(
     input_text: Optional[str] = typer.Option(None, "--input", "-i", help="The input text."),
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="Read the input from a file."),
     as_json: bool = JsonOption,
+    on: Optional[str] = OnOption,
     home: Optional[Path] = HomeOption,
     debug: bool = DebugOption,
 ) -> None:
@@ -170,13 +185,18 @@ def plan(
     """
     from orc.node.cli.render import plan_json, render_plan
 
-    with guarded(debug):
+    with guarded(debug), contextlib.ExitStack() as stack:
         orc = open_orc(home)
         spec = orc.load(ensemble)
         given = input_arg is not None or input_text is not None or file is not None or spec.default_task is not None
         run_input = _read_input(input_arg, input_text, file, spec.default_task, stdin=False) if given else None
-        client = _daemon(orc)
-        if client is None:
+        cluster = ray_address(orc, on, False)
+        client = None if cluster else _daemon(orc)
+        if cluster is not None:
+            # The Ray cluster's actors, as many as its workers' orc-model resources ask for.
+            engine = ray_engine(orc, cluster, None, stack, journal=False)
+            planned = engine.forecast(engine.preflight(spec), run_input)
+        elif client is None:
             # No daemon: the same forecast, with this machine as the only node.
             engine = orc.engine(journal=False)
             planned = engine.forecast(engine.preflight(spec), run_input)
@@ -382,9 +402,10 @@ def runs_show(run_id: str = typer.Argument(..., help="Run id (a unique prefix is
 @runs_app.command("resume")
 def runs_resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."), as_json: bool = JsonOption,
                 quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+                on: Optional[str] = OnOption,
                 home: Optional[Path] = HomeOption, debug: bool = DebugOption) -> None:
     """Finish a run from its journal: completed agents are reused, the others run again."""
-    with guarded(debug):
+    with guarded(debug), contextlib.ExitStack() as stack:
         orc = open_orc(home)
         contents = orc.journal(run_id)
         end = contents.finished
@@ -394,8 +415,14 @@ def runs_resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix 
                  f"nothing to resume ('orc runs show {contents.header.run_id}' shows its results)", err=True)
             raise typer.Exit(0)
         run_id = contents.header.run_id
-        client = _daemon(orc)
-        if client is None:
+        cluster = ray_address(orc, on, False)
+        client = None if cluster else _daemon(orc)
+        if cluster is not None:
+            # A run whose driver was lost: its journal is here, its generations go to the cluster.
+            engine = ray_engine(orc, cluster, None, stack)
+            bound = engine.preflight(orc.spec_of(contents))
+            events = engine.run(bound, contents.header.input, resume=contents)
+        elif client is None:
             events = orc.resume(run_id)
         else:
             from orc.node.protocol.messages import RunRequest

@@ -16,10 +16,19 @@ models_app = typer.Typer(help="The models this node can run (the catalog).", inv
 
 @models_app.callback()
 def models_list(ctx: typer.Context, as_json: bool = JsonOption, home: Optional[Path] = HomeOption,
+                on: Optional[str] = typer.Option(None, "--on", metavar="ray://HEAD:PORT",
+                                                 help="List a Ray cluster's models instead (docs/ray.md)."),
                 debug: bool = DebugOption) -> None:
-    """List the local catalog: id, runtime, size, SHA-256 digest."""
+    """List the local catalog: id, runtime, size, SHA-256 digest (or, with --on, a Ray cluster's
+    models: which worker serves which, with how many actors)."""
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"home": home if _typed(ctx, "home") else None}
+        return
+    if on is not None:
+        from orc.node.cli.orc_ray import print_ray_models
+
+        with guarded(debug):
+            print_ray_models(on, as_json)
         return
     with guarded(debug):
         entries = open_orc(home).catalog.entries()

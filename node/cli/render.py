@@ -219,7 +219,8 @@ class RunView:
                             f"{duration(result.finished_at - result.started_at)} before)")
                 else:
                     took = duration(result.finished_at - result.started_at)
-                printed.append(Line(Text(f"orc: {result.status} in {took}", style=style)))
+                stopped = f" ({self.clean(result.reason)})" if result.reason else ""
+                printed.append(Line(Text(f"orc: {result.status} in {took}{stopped}", style=style)))
                 return printed
             case _:
                 assert_never(event)

@@ -12,8 +12,10 @@ ScriptRunner = Callable[..., Awaitable[ScriptResult]]
 
 
 class AgentError(Exception):
-    """An agent failed for a reason stated in the message."""
+    """An agent failed for a reason stated in the message; `permanent`: no retry can help (a
+    budget ran out)."""
 
-    def __init__(self, message: str, retryable: bool = False) -> None:
+    def __init__(self, message: str, retryable: bool = False, permanent: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.permanent = permanent

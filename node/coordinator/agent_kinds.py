@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 
+from orc.node.coordinator import budget
 from orc.node.coordinator.agent_errors import AgentError, ScriptRunner
 from orc.node.coordinator.binding import Binder, BoundAgent, BoundLevel, BoundRun, RunRefused
+from orc.node.coordinator.budget import BudgetSpent
 from orc.node.coordinator.cascade import Cascades
 from orc.node.coordinator.limits import Limits
 from orc.node.coordinator.generations import Bound, Generation, NoNode, NoRoom, TimedOut, Working
@@ -82,15 +85,18 @@ class AgentKinds:
         try:
             self._recall_nodes(agent, agent_input, context)
             if agent_input.items is not None:
-                output, usage, detail = await self._fan_out(run, agent, agent_input, context, name)
+                work = self._fan_out(run, agent, agent_input, context, name)
             else:
-                output, usage, detail = await self._bounded_perform(run, agent, agent_input, agent_input.input,
-                                                                    context, name)
+                work = self._bounded_perform(run, agent, agent_input, agent_input.input, context, name)
+            if agent.spec.budget is not None:
+                output, usage, detail = await _within_budget(work, context, name)
+            else:
+                output, usage, detail = await work
             event: AgentSucceeded | AgentFailed = AgentSucceeded(agent.name, output, clock(), usage, detail)
         except asyncio.CancelledError:
             raise
         except AgentError as error:
-            event = AgentFailed(agent.name, str(error), clock(), retryable=error.retryable)
+            event = AgentFailed(agent.name, str(error), clock(), retryable=error.retryable, permanent=error.permanent)
         except RuntimeFailure as error:
             event = AgentFailed(agent.name, str(error), clock(), retryable=isinstance(error, GenerationError))
         except Exception as error:  # noqa: BLE001 - task boundary: one agent's bug must not kill the run
@@ -173,18 +179,19 @@ class AgentKinds:
             case EnsembleTask(ensemble=reference):
                 if agent.child is None:
                     raise AgentError(f"nested ensemble '{reference}' not found")
-                return (*await self._nested(agent.child, value, context, name), _NO_DETAIL)
+                return (*await self._nested(agent.child, value, context, name, context.prefix + agent.name), _NO_DETAIL)
             case DispatchTask(target=target):
                 dep_outputs = {d: r.output for d, r in agent_input.dependencies if r.status == "completed"}
                 chosen = resolve(target, dep_outputs)
                 if not isinstance(chosen, str) or not chosen.strip():
                     raise AgentError(f"dispatch target {target} is {chosen!r}, not an ensemble name")
                 child = await asyncio.to_thread(self._dispatched, chosen.strip(), run)
-                return (*await self._nested(child, value, context, name), _NO_DETAIL)
+                return (*await self._nested(child, value, context, name, context.prefix + agent.name), _NO_DETAIL)
             case LoopTask() as loop:
                 if agent.child is None:
                     raise AgentError(f"loop body '{loop.body}' not found")
-                return (*await self._loop(loop, agent.child, value, context, name), _NO_DETAIL)
+                return (*await self._loop(loop, agent.child, value, context, name, context.prefix + agent.name),
+                        _NO_DETAIL)
         raise AssertionError(f"unhandled task {agent.spec.task!r}")
 
     def _credit(self, agent: BoundAgent, node_id: str | None, context: RunContext) -> None:
@@ -207,12 +214,18 @@ class AgentKinds:
 
     async def _generate(self, agent: BoundAgent, ask: Ask, context: RunContext) -> Generated:
         """Every generation of a run starts here (an agent's, a sample's, a level's, a judge's):
-        the placer places and performs it, and this relays where and when it runs and what it
-        writes; its timeout counts from when its node starts it (`Working`)."""
+        its max_tokens clamped to what the budgets over it leave (it does not start when nothing
+        is), the placer places and performs it, and this relays where and when it runs and what
+        it writes; its timeout counts from when its node starts it (`Working`)."""
         limits, clock = ask.limits, self._here.clock
+        try:
+            lease = await context.meter.lease(context.scopes(agent.name), ask.params.max_tokens)
+        except BudgetSpent as error:
+            raise AgentError(str(error), permanent=True) from None
         generation = Generation(
             run_id=context.run_id, agent=ask.shown, model=ask.model.ref, sha256=ask.model.sha256,
-            messages=ask.messages, params=ask.params, placement=agent.spec.placement,
+            messages=ask.messages, params=replace(ask.params, max_tokens=lease.max_tokens),
+            placement=agent.spec.placement,
             rank=agent.rank, attempts=max_attempts(agent.spec, retryable=True),
             deadline_s=limits.timeout_s, wait_s=limits.wait_s, local=self._local, epoch=context.epoch)
         text = ""
@@ -229,19 +242,25 @@ class AgentKinds:
                         where = node_id
                         context.post(AgentWorking(ask.shown, node_id, waited))
                     case TokenChunk(text=chunk):
+                        lease.streamed()
                         context.post(TokenStreamed(ask.shown, chunk))
                     case GenerationDone(text=final, usage=done_usage):
                         text, usage = final, done_usage
+                        lease.done(usage)
         except NoRoom as error:
             raise AgentError(limits.waited("; ".join(f"{node}: {why}" for node, why in error.answers))) from None
         except TimedOut:
             raise AgentError(limits.timed_out(generating=True)) from None
         except NoNode as error:
             raise AgentError(str(error)) from None
+        finally:
+            lease.close()
         return Generated(text, usage, where)
 
-    async def _child_run(self, child: BoundRun, value: object, context: RunContext, prefix: str) -> RunResult:
-        """Run a nested ensemble to completion; its progress is passed on under `prefix`.
+    async def _child_run(self, child: BoundRun, value: object, context: RunContext, prefix: str,
+                         owner: str) -> RunResult:
+        """Run a nested ensemble to completion for agent `owner` (its shown name); its progress
+        is passed on under `prefix`, its spending counts toward `owner`'s budget and the run's.
 
         Nested runs are not journaled on their own: the enclosing agent's result is.
         """
@@ -249,7 +268,8 @@ class AgentKinds:
             raise AgentError("ensembles nested too deeply at run time")
         state = initial_state(context.run_id, child.spec, thaw(value), self._here.clock())
         queue: asyncio.Queue[object] = asyncio.Queue()
-        inner = RunContext(context.run_id, prefix, context.depth + 1, context.epoch, queue.put_nowait)
+        inner = RunContext(context.run_id, prefix, context.depth + 1, context.epoch, queue.put_nowait, context.meter,
+                           (*context.owners, owner))
         result: RunResult | None = None
         async for event in drive(state, child, inner, queue, None, self.attempt, self._here):
             match event:
@@ -260,24 +280,27 @@ class AgentKinds:
         assert result is not None
         return result
 
-    async def _nested(self, child: BoundRun, value: object, context: RunContext, name: str) -> tuple[object, Usage]:
+    async def _nested(self, child: BoundRun, value: object, context: RunContext, name: str,
+                      owner: str) -> tuple[object, Usage]:
         """A nested ensemble's deliverable is the agent's output."""
-        result = await self._child_run(child, value, context, f"{name}/")
+        result = await self._child_run(child, value, context, f"{name}/", owner)
         if result.status == "failed":
+            _raise_budget(result)
             failed = [n for n, r in result.results if r.status is AgentStatus.FAILED]
             raise AgentError(f"nested ensemble '{child.spec.name}' failed (agents: {', '.join(failed)})")
         return result.deliverable, _total_usage(result)
 
     async def _loop(self, loop: LoopTask, body: BoundRun, value: object, context: RunContext,
-                    name: str) -> tuple[object, Usage]:
+                    name: str, owner: str) -> tuple[object, Usage]:
         """Run `body` until `until` holds over its results, carrying `carry` into the next input."""
         current = value
         total = Usage()
         last: object = None
         for iteration in range(1, loop.max_iterations + 1):
-            result = await self._child_run(body, current, context, f"{name}#{iteration}/")
+            result = await self._child_run(body, current, context, f"{name}#{iteration}/", owner)
             total = total + _total_usage(result)
             if result.status == "failed":
+                _raise_budget(result)
                 raise AgentError(f"loop body '{body.spec.name}' failed in iteration {iteration}")
             last = result.deliverable
             scope = _loop_scope(result)
@@ -319,6 +342,36 @@ async def _bounded(events: AsyncIterator[object], limits: Limits) -> AsyncIterat
         close = getattr(events, "aclose", None)
         if close is not None:
             await close()
+
+
+async def _within_budget(work: Awaitable[Done], context: RunContext, name: str) -> Done:
+    """`work` of agent `name` (one with a budget of its own), cancelled with AgentError naming
+    the budget if it runs out first (its time up, or its tokens spent with no generation of it
+    still running).
+
+    The work runs in this task, not another: an agent that finished posts its result with no
+    pause in which a stop could cut it off.
+    """
+    current = asyncio.current_task()
+    assert current is not None
+    watch = asyncio.ensure_future(context.meter.ran_out(name))
+    watch.add_done_callback(lambda done: None if done.cancelled() else current.cancel())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if watch.done() and not watch.cancelled():
+            current.uncancel()
+            raise AgentError(watch.result(), permanent=True) from None
+        raise
+    finally:
+        watch.cancel()
+
+
+def _raise_budget(result: RunResult) -> None:
+    """A nested run that failed because a budget over it ran out fails its agent naming the budget."""
+    for _, record in result.results:
+        if record.status is AgentStatus.FAILED and record.error is not None and record.error.startswith(budget.PREFIX):
+            raise AgentError(record.error, permanent=True)
 
 
 def _total_usage(result: RunResult) -> Usage:

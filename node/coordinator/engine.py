@@ -20,6 +20,7 @@ from types import MappingProxyType
 
 from orc.node.coordinator.agent_kinds import AgentKinds, ScriptRunner
 from orc.node.coordinator.binding import Binder, BoundRun, RunRefused
+from orc.node.coordinator.budget import Meter, spent_before
 from orc.node.coordinator.forecasting import forecast_run
 from orc.node.coordinator.journal_replay import resumed_state
 from orc.node.coordinator.placing import LocalPlacer, Placer
@@ -32,7 +33,7 @@ from orc.scheduler.ensemble import EnsembleSpec
 from orc.scheduler.journal import JournalContents, JournalWriter, RunHeader
 from orc.scheduler.loader import EnsembleLibrary
 from orc.scheduler.profiles import Profiles
-from orc.scheduler.run import AgentStatus, derive_run_id, initial_state
+from orc.scheduler.run import AgentStatus, Usage, derive_run_id, initial_state
 
 RUN_ID_NONCE_BYTES = 8  # two runs of one ensemble started in the same second still get distinct ids
 
@@ -120,7 +121,9 @@ class Engine:
             if record.status is AgentStatus.COMPLETED:
                 yield AgentEnded(name, record, reused=True)
         queue: asyncio.Queue[object] = asyncio.Queue()
-        context = RunContext(run_id, "", 0, now, queue.put_nowait)
+        # A resume starts with what the journal shows was spent; its seconds count afresh.
+        meter = Meter(spec.budget, self._clock, now, spent_before(resume) if resume is not None else Usage())
+        context = RunContext(run_id, "", 0, now, queue.put_nowait, meter)
         try:
             async for event in drive(state, bound, context, queue, writer, self._kinds.attempt, self._here):
                 yield event

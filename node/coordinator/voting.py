@@ -271,6 +271,9 @@ class Voting:
         for _, failure in failures:
             if not isinstance(failure, Exception):
                 raise failure  # cancelled: the attempt is being stopped
+        for _, failure in failures:
+            if isinstance(failure, AgentError) and failure.permanent:
+                raise failure  # a budget over the vote ran out: its message, and no retry
         if failures:
             retryable = all(_retryable(f) for _, f in failures)
             quoted = "; ".join(f"s{i}: {f}" for i, f in failures[:FAILURES_QUOTED])

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Union
 
 from orc.scheduler.placement import Estimate, Rejection
-from orc.scheduler.run import AgentRecord, RunId
+from orc.scheduler.run import AgentRecord, RunId, Usage
 from orc.scheduler.values import thaw
 
 
@@ -93,6 +93,27 @@ class AgentRetrying:
 
 
 @dataclass(frozen=True)
+class BudgetReport:
+    """A budget (the run's or an agent's) and what it used, as `--json` and `orc runs show` show it."""
+
+    max_tokens: int | None
+    max_seconds: float | None
+    used_tokens: int
+    used_seconds: float
+    exhausted: str | None  # the message naming what ran out, or None
+
+    def to_json(self) -> dict:
+        return {"max_tokens": self.max_tokens, "max_seconds": self.max_seconds, "used_tokens": self.used_tokens,
+                "used_seconds": round(self.used_seconds, 3), "exhausted": self.exhausted}
+
+
+def usage_json(usage: Usage) -> dict:
+    """A run's total `usage` in `--json`."""
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.prompt_tokens + usage.completion_tokens}
+
+
+@dataclass(frozen=True)
 class RunResult:
     run_id: RunId
     ensemble: str
@@ -101,6 +122,20 @@ class RunResult:
     results: tuple[tuple[str, AgentRecord], ...]
     started_at: float
     finished_at: float
+    usage: Usage | None = None  # every token the run spent (failed attempts, earlier sessions); None: the agents' sum
+    budget: BudgetReport | None = None  # the run's, when the ensemble has one
+    agent_budgets: tuple[tuple[str, BudgetReport], ...] = ()  # agents with a budget of their own
+    reason: str | None = None  # what stopped the run early (a budget), if anything did
+
+    @property
+    def total_usage(self) -> Usage:
+        """Tokens the run spent: as metered, else the sum of its agents' usage."""
+        if self.usage is not None:
+            return self.usage
+        total = Usage()
+        for _, record in self.results:
+            total = total + record.usage
+        return total
 
     @property
     def exit_code(self) -> int:
@@ -109,6 +144,7 @@ class RunResult:
 
     def to_json(self) -> dict:
         """The `orc run --json` object (docs/cli.md)."""
+        budgets = dict(self.agent_budgets)
         return {
             "run_id": self.run_id,
             "ensemble": self.ensemble,
@@ -128,9 +164,12 @@ class RunResult:
                               "completion_tokens": r.usage.completion_tokens},
                     "error": r.error,
                     **detail_json(r),
+                    **({"budget": budgets[name].to_json()} if name in budgets else {}),
                 }
                 for name, r in self.results
             },
+            "usage": usage_json(self.total_usage),
+            **({"budget": self.budget.to_json()} if self.budget is not None else {}),
             "timing": {
                 "started_at": self.started_at,
                 "finished_at": self.finished_at,

@@ -313,7 +313,7 @@ class RunEvent(_message.Message):
         record: AgentRecord
         def __init__(self, agent: _Optional[str] = ..., record: _Optional[_Union[AgentRecord, _Mapping]] = ...) -> None: ...
     class RunFinished(_message.Message):
-        __slots__ = ("run_id", "ensemble", "status", "deliverable", "results", "started_at", "finished_at")
+        __slots__ = ("run_id", "ensemble", "status", "deliverable", "results", "started_at", "finished_at", "usage", "budget", "agent_budgets", "reason")
         RUN_ID_FIELD_NUMBER: _ClassVar[int]
         ENSEMBLE_FIELD_NUMBER: _ClassVar[int]
         STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -321,6 +321,10 @@ class RunEvent(_message.Message):
         RESULTS_FIELD_NUMBER: _ClassVar[int]
         STARTED_AT_FIELD_NUMBER: _ClassVar[int]
         FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+        USAGE_FIELD_NUMBER: _ClassVar[int]
+        BUDGET_FIELD_NUMBER: _ClassVar[int]
+        AGENT_BUDGETS_FIELD_NUMBER: _ClassVar[int]
+        REASON_FIELD_NUMBER: _ClassVar[int]
         run_id: str
         ensemble: str
         status: str
@@ -328,7 +332,31 @@ class RunEvent(_message.Message):
         results: _containers.RepeatedCompositeFieldContainer[RunEvent.AgentResult]
         started_at: float
         finished_at: float
-        def __init__(self, run_id: _Optional[str] = ..., ensemble: _Optional[str] = ..., status: _Optional[str] = ..., deliverable: _Optional[_Union[Value, _Mapping]] = ..., results: _Optional[_Iterable[_Union[RunEvent.AgentResult, _Mapping]]] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ...) -> None: ...
+        usage: _mesh_pb2.ExecuteEvent.Usage
+        budget: RunEvent.Budget
+        agent_budgets: _containers.RepeatedCompositeFieldContainer[RunEvent.AgentBudget]
+        reason: str
+        def __init__(self, run_id: _Optional[str] = ..., ensemble: _Optional[str] = ..., status: _Optional[str] = ..., deliverable: _Optional[_Union[Value, _Mapping]] = ..., results: _Optional[_Iterable[_Union[RunEvent.AgentResult, _Mapping]]] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., usage: _Optional[_Union[_mesh_pb2.ExecuteEvent.Usage, _Mapping]] = ..., budget: _Optional[_Union[RunEvent.Budget, _Mapping]] = ..., agent_budgets: _Optional[_Iterable[_Union[RunEvent.AgentBudget, _Mapping]]] = ..., reason: _Optional[str] = ...) -> None: ...
+    class Budget(_message.Message):
+        __slots__ = ("max_tokens", "max_seconds", "used_tokens", "used_seconds", "exhausted")
+        MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+        MAX_SECONDS_FIELD_NUMBER: _ClassVar[int]
+        USED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+        USED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+        EXHAUSTED_FIELD_NUMBER: _ClassVar[int]
+        max_tokens: int
+        max_seconds: float
+        used_tokens: int
+        used_seconds: float
+        exhausted: str
+        def __init__(self, max_tokens: _Optional[int] = ..., max_seconds: _Optional[float] = ..., used_tokens: _Optional[int] = ..., used_seconds: _Optional[float] = ..., exhausted: _Optional[str] = ...) -> None: ...
+    class AgentBudget(_message.Message):
+        __slots__ = ("agent", "budget")
+        AGENT_FIELD_NUMBER: _ClassVar[int]
+        BUDGET_FIELD_NUMBER: _ClassVar[int]
+        agent: str
+        budget: RunEvent.Budget
+        def __init__(self, agent: _Optional[str] = ..., budget: _Optional[_Union[RunEvent.Budget, _Mapping]] = ...) -> None: ...
     RUN_BEGAN_FIELD_NUMBER: _ClassVar[int]
     RUN_PLANNED_FIELD_NUMBER: _ClassVar[int]
     AGENT_BEGAN_FIELD_NUMBER: _ClassVar[int]

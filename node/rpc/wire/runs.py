@@ -15,6 +15,7 @@ from orc.node.protocol.events import (
     AgentPlan,
     AgentRetrying,
     AgentWorking,
+    BudgetReport,
     RunBegan,
     RunFinished,
     RunPlanned,
@@ -172,12 +173,20 @@ def run_event_to_wire(event: RunProgress) -> cpb.RunEvent:
             return cpb.RunEvent(agent_retrying=_EVENT.AgentRetrying(agent=event.agent, error=event.error,
                                                                     attempt=event.attempt))
         case RunFinished(result=result):
-            return cpb.RunEvent(run_finished=_EVENT.RunFinished(
+            finished = _EVENT.RunFinished(
                 run_id=result.run_id, ensemble=result.ensemble, status=result.status,
                 deliverable=value_to_wire(result.deliverable),
                 results=[_EVENT.AgentResult(agent=name, record=_record_to_wire(record))
                          for name, record in result.results],
-                started_at=result.started_at, finished_at=result.finished_at))
+                started_at=result.started_at, finished_at=result.finished_at,
+                agent_budgets=[_EVENT.AgentBudget(agent=name, budget=_budget_to_wire(report))
+                               for name, report in result.agent_budgets])
+            if result.usage is not None:
+                finished.usage.CopyFrom(usage_to_wire(result.usage))
+            if result.budget is not None:
+                finished.budget.CopyFrom(_budget_to_wire(result.budget))
+            _set_optional(finished, reason=result.reason)
+            return cpb.RunEvent(run_finished=finished)
         case _:
             assert_never(event)
 
@@ -255,4 +264,26 @@ def _result_from_wire(message: cpb.RunEvent.RunFinished) -> RunResult:
         results=tuple(results),
         started_at=check.timestamp("started_at")(message.started_at),
         finished_at=check.timestamp("finished_at")(message.finished_at),
+        usage=optional(message, "usage", usage_from_wire),
+        budget=optional(message, "budget", _budget_from_wire),
+        agent_budgets=tuple((check.agent_name(entry.agent),
+                             _budget_from_wire(required(entry, "budget", f"budget of {entry.agent}")))
+                            for entry in capped(message.agent_budgets, "agent budgets", MAX_AGENTS)),
+        reason=optional(message, "reason", lambda v: check.text(v, "run stop reason", MAX_REASON)),
+    )
+
+
+def _budget_to_wire(report: BudgetReport) -> cpb.RunEvent.Budget:
+    message = _EVENT.Budget(used_tokens=report.used_tokens, used_seconds=report.used_seconds)
+    _set_optional(message, max_tokens=report.max_tokens, max_seconds=report.max_seconds, exhausted=report.exhausted)
+    return message
+
+
+def _budget_from_wire(message: cpb.RunEvent.Budget) -> BudgetReport:
+    return BudgetReport(
+        max_tokens=optional(message, "max_tokens", lambda v: check.integer(v, "budget max_tokens")),
+        max_seconds=optional(message, "max_seconds", check.duration("budget max_seconds")),
+        used_tokens=check.integer(message.used_tokens, "budget used_tokens"),
+        used_seconds=check.duration("budget used_seconds")(message.used_seconds),
+        exhausted=optional(message, "exhausted", lambda v: check.text(v, "budget exhausted", MAX_REASON)),
     )

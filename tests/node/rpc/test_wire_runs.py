@@ -10,14 +10,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wire_samples import BOUND_RECORD, PLANNED, RECORD, SHA
 
-from orc.node.protocol.events import AgentEnded, AgentPlacedOn, RunFinished, RunResult
+from orc.node.protocol.events import AgentEnded, AgentPlacedOn, BudgetReport, RunFinished, RunResult
 from orc.node.rpc import wire
 from orc.node.protocol.errors import WireError
 from orc.node.rpc.wire.checks import MAX_AGENTS, MAX_PEERS_LISTED, MAX_REASON, MAX_VALUE_DEPTH
 from orc.node.rpc.wire.values import value_from_wire, value_to_wire
 from orc.proto.v1 import control_pb2
 from orc.scheduler.placement import Estimate, Exclusion
-from orc.scheduler.run import AgentRecord, AgentStatus, RunId
+from orc.scheduler.run import AgentRecord, AgentStatus, RunId, Usage
 from orc.scheduler.values import freeze
 
 
@@ -51,6 +51,19 @@ def test_records_carry_their_nodes_and_failovers() -> None:
     assert again.nodes == ("b" * 20, "c" * 20) and again.failovers == 1 and again.tries == 2
     finished = RunFinished(RunResult(RunId("r"), "e", "completed", "ok", (("summarize", BOUND_RECORD),), 1.0, 4.0))
     assert _round_trip(finished).result.results[0][1] == BOUND_RECORD
+
+
+def test_a_run_stopped_by_its_budget_comes_back_with_its_usage_budgets_and_reason() -> None:
+    spent = "budget: the run's max_tokens 40 is spent (52 used)"
+    finished = RunFinished(RunResult(
+        RunId("r"), "e", "completed_with_errors", None, (("a", AgentRecord(AgentStatus.FAILED, error=spent)),), 1.0, 2.0,
+        usage=Usage(30, 22), budget=BudgetReport(40, None, 52, 1.25, spent),
+        agent_budgets=(("a", BudgetReport(None, 2.5, 0, 0.0, None)),), reason=spent))
+    again = _round_trip(finished)
+    assert again == finished and again.result.to_json()["budget"]["exhausted"] == spent
+    # A result without them (an older coordinator, a run with no budget) stays without them.
+    plain = RunFinished(RunResult(RunId("r"), "e", "completed", "ok", (), 1.0, 2.0))
+    assert _round_trip(plain) == plain and "budget" not in plain.result.to_json()
 
 
 def test_a_failed_run_without_a_deliverable_comes_back() -> None:

@@ -165,11 +165,16 @@ def test_a_run_started_from_the_page_is_followed_live(page: WebDriver, node: tup
     wait_for(lambda: one(page, "#tokens").text == "Old pond", "the first token")
     fake.run_event(run_id, {"type": "token", "agent": "draft", "text": " - a frog"})
     wait_for(lambda: one(page, "#tokens").text == "Old pond - a frog", "the next token appended")
-    bars = every(page, '#timeline .bar[data-agent="draft"]')
-    assert [(b.get_attribute("data-kind"), b.get_attribute("data-node-name")) for b in bars] == [("wait", "alpha"), ("work", "alpha")]
-    first_width = float(bars[1].get_attribute("width"))
-    time.sleep(1.3)  # a live bar grows with the clock, with no event
-    assert float(one(page, '#timeline .bar[data-agent="draft"][data-kind="work"]').get_attribute("width")) > first_width
+    def draft_bars() -> list[tuple[str, str, float]]:
+        return [(b.get_attribute("data-kind"), b.get_attribute("data-node-name"), float(b.get_attribute("width")))
+                for b in every(page, '#timeline .bar[data-agent="draft"]')]
+
+    bars = wait_for(lambda: [b for b in draft_bars() if b[0] == "work"] and draft_bars(), "draft's bars")
+    assert [(kind, node) for kind, node, _ in bars] == [("wait", "alpha"), ("work", "alpha")]
+    first_width = bars[1][2]
+    # a live bar grows with the clock, with no event (waited for: a loaded machine redraws late)
+    wait_for(lambda: any(kind == "work" and width > first_width for kind, _, width in draft_bars()),
+             "the running bar to grow")
 
     fake.run_event(run_id, {"type": "agent_ended", "agent": "draft", "status": "completed", "node_id": "alpha-id",
                             "model": "smollm2", "attempts": 1, "started_at": None, "finished_at": None, "error": None,
