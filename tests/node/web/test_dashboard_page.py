@@ -50,6 +50,14 @@ def page(browser: WebDriver, node: tuple[FakeNode, str]) -> Iterator[WebDriver]:
     browser.get_log("browser")  # what this test left is not the next one's
 
 
+def wait_equal(read: Callable[[], Any], expected: Any, what: str, timeout: float = 30) -> None:
+    """Wait until `read()` gives `expected` (a redraw may show a list half built); assert it did."""
+    try:
+        wait_for(lambda: read() == expected, what, timeout)
+    except AssertionError:
+        assert read() == expected, what
+
+
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -206,14 +214,15 @@ def test_a_run_started_from_the_page_is_followed_live(page: WebDriver, node: tup
     wait_for(lambda: one(page, "#run").get_attribute("data-status") == "completed", "the run completed")
     wait_for(lambda: one(page, "#deliverable").text == "Old pond - a frog\nFine", "the deliverable")
     assert one(page, "button#cancel-run").get_attribute("disabled") is not None
-    assert {b.get_attribute("data-agent"): b.get_attribute("data-status") for b in every(page, "#dag .dag-agent")} == {
-        "draft": "completed", "review": "completed", "count": "completed"}
+    wait_equal(lambda: {b.get_attribute("data-agent"): b.get_attribute("data-status") for b in every(page, "#dag .dag-agent")},
+               {"draft": "completed", "review": "completed", "count": "completed"}, "every agent completed")
     assert "moved 1×" in box("review").text
-    work = [(b.get_attribute("data-agent"), b.get_attribute("data-node-name"))
-            for b in every(page, '#timeline .bar[data-kind="work"]')]
-    assert work == [("draft", "alpha"), ("review", "beta"), ("review", "alpha"), ("count", "alpha")]
+    wait_equal(lambda: [(b.get_attribute("data-agent"), b.get_attribute("data-node-name"))
+                        for b in every(page, '#timeline .bar[data-kind="work"]')],
+               [("draft", "alpha"), ("review", "beta"), ("review", "alpha"), ("count", "alpha")], "the work bars")
     assert len(every(page, '#timeline .bar[data-kind="wait"]')) == 1  # only draft waited
-    results = wait_for(lambda: every(page, "#results .result[data-agent]"), "every result")
+    results = wait_for(lambda: len(every(page, "#results .result[data-agent]")) == 3
+                       and every(page, "#results .result[data-agent]"), "every result")
     assert [r.get_attribute("data-agent") for r in results] == ["draft", "review", "count"]
     assert "3 words" in results[2].get_attribute("textContent")
 
@@ -226,9 +235,10 @@ def test_a_run_known_from_its_journal_and_the_actions(page: WebDriver, node: tup
     one(page, 'nav a[data-view="runs"]').click()
     wait_for(lambda: every(page, '#runs .run[data-run-id="run-old"]'), "the old run")[0].click()
     wait_for(lambda: one(page, "#run").get_attribute("data-status") == "interrupted", "the old run's view")
-    bars = wait_for(lambda: every(page, "#timeline .bar"), "its timeline")
-    assert [(b.get_attribute("data-agent"), b.get_attribute("data-node-name"), b.get_attribute("data-kind")) for b in bars] == [
-        ("draft", "alpha", "work"), ("review", "beta", "work")]
+    wait_equal(lambda: [(b.get_attribute("data-agent"), b.get_attribute("data-node-name"), b.get_attribute("data-kind"))
+                        for b in every(page, "#timeline .bar")],
+               [("draft", "alpha", "work"), ("review", "beta", "work")], "its timeline")
+    bars = every(page, "#timeline .bar")
     assert float(bars[0].get_attribute("width")) == pytest.approx(float(bars[1].get_attribute("width")), rel=0.01)
     assert one(page, '#dag .dag-agent[data-agent="review"]').get_attribute("data-status") == "failed"
     one(page, '#dag .dag-agent[data-agent="draft"]').click()
