@@ -38,7 +38,10 @@ Measures, on this machine, in one process run so the ratios compare like with li
    cascade from SmolLM2 to Gemma and a vote across both models answering a labeled task set, on
    one node and on three daemons in network namespaces: accuracy, tokens, wall time (needs root;
    about an hour for the whole set, `python -m tests.benchmarks.ensemble_eval --limit N` for
-   less; --skip-ensemble-eval).
+   less; --skip-ensemble-eval);
+11. Ray (tests/benchmarks/on_ray.py): the example ensembles in-process, through a daemon and on a
+   local Ray cluster, Ray's per-agent overhead, and 100 concurrent runs on each (needs root and
+   ray; about ten minutes; --skip-ray).
 Medians of several runs; the machine (CPU, cores, memory, versions) is written with the numbers.
 """
 
@@ -470,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="leave out the HTTP API's overhead and time to first token (needs root)")
     parser.add_argument("--skip-ensemble-eval", action="store_true",
                         help="leave out the evaluation of vote and cascade (needs root)")
+    parser.add_argument("--skip-ray", action="store_true",
+                        help="leave out the same ensembles on a local Ray cluster (needs root and ray)")
     parser.add_argument("--skip-batching", action="store_true",
                         help="leave out parallel generations batched vs one at a time")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
@@ -546,6 +551,12 @@ def main(argv: list[str] | None = None) -> int:
         from tests.benchmarks.ensemble_eval import ensemble_eval_section
 
         appendix = "\n\n".join(part for part in (appendix.rstrip(), ensemble_eval_section()) if part)
+    if not args.skip_ray:
+        print("in-process, mesh and Ray side by side ...", file=sys.stderr)
+        from tests.benchmarks.on_ray import measure as measure_ray
+        from tests.benchmarks.on_ray import section as ray_section
+
+        appendix = "\n\n".join(part for part in (appendix.rstrip(), ray_section(measure_ray())) if part)
     if not args.skip_placement:
         print("placement in simulation ...", file=sys.stderr)
         from tests.benchmarks.placement import placement_section

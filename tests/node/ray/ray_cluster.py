@@ -23,6 +23,9 @@ from pathlib import Path
 import pytest
 
 MODEL = "smollm2-135m-instruct"
+# In the environment of every process of a test cluster (Ray passes its environment on), naming
+# its temp folder: how `stop` finds them all.
+CLUSTER_MARK = "ORC_TEST_RAY_CLUSTER"
 
 
 def require_ray() -> None:
@@ -58,12 +61,15 @@ def _ppids() -> dict[int, int]:
 
 
 def processes_of(tag: str) -> set[int]:
-    """Pids whose command line names `tag`, and all their descendants."""
+    """Pids whose command line or environment names `tag`, and all their descendants.
+
+    The environment catches what the command line does not: Ray's client server, for one, is
+    started without the temp folder in its arguments and outlives `ray start` as an orphan."""
     mine = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
             try:
-                if tag.encode() in (entry / "cmdline").read_bytes():
+                if any(tag.encode() in (entry / part).read_bytes() for part in ("cmdline", "environ")):
                     mine.add(int(entry.name))
             except OSError:
                 continue
@@ -123,7 +129,7 @@ def start_cluster(home: Path) -> LocalCluster:
     one worker without it."""
     temp = Path(tempfile.mkdtemp(prefix="orc-ray-", dir="/tmp"))  # short: Ray's socket paths must fit
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(ORC_HOME=str(home), RAY_USAGE_STATS_ENABLED="0")
+    env.update(ORC_HOME=str(home), RAY_USAGE_STATS_ENABLED="0", **{CLUSTER_MARK: str(temp)})
     cluster = LocalCluster(temp, home, free_port(), env)
     try:
         cluster.start_node("--head", "--port", str(cluster.port), "--include-dashboard=false",
