@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from orc.node.coordinator.agent_errors import ScriptRunner
 from orc.node.coordinator.engine import BoundRun, Engine
 from orc.node.coordinator.journal_lock import holding, journal_in_use
 from orc.node.coordinator.journal_replay import journal_state
@@ -92,12 +93,13 @@ class Orc:
     # ---- running ----
 
     def engine(self, *, journal: bool = True, placer: Placer | None = None, node_id: str = LOCAL_NODE_ID,
-               local: bool = False) -> Engine:
+               local: bool = False, shipped_scripts: ScriptRunner | None = None) -> Engine:
         """An engine for this home and folder. Without `placer`, it runs everything on this
         machine's `runtimes()`; with one, LLM agents go where it places them and `node_id` is the
         coordinating node's id. `journal`: keep journals under `home.runs_dir`."""
         return self.workspace.engine(runtimes=self.runtimes() if placer is None else {}, placer=placer,
-                                     node_id=node_id, local=local, seed=self._seed, journal=journal)
+                                     node_id=node_id, local=local, seed=self._seed, journal=journal,
+                                     shipped_scripts=shipped_scripts)
 
     def runtimes(self) -> dict[str, ModelRuntime]:
         """The model runtimes (built on first use; raises ConfigInvalid for a bad config.yaml)."""

@@ -38,7 +38,7 @@ from orc.scheduler.primitives_parser import parse_budget, parse_cascade, parse_v
 from orc.scheduler.values import freeze
 
 MAX_LOOP_ITERATIONS = 100
-TOP_LEVEL_KEYS = ("name", "description", "default_task", "agents", "budget")
+TOP_LEVEL_KEYS = ("name", "description", "default_task", "agents", "budget", "ship_scripts")
 COMMON_KEYS = (
     "name", "depends_on", "fan_out", "input_key", "input_scope", "when",
     "timeout_seconds", "retries", "placement", "output_format", "budget",

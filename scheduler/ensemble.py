@@ -188,6 +188,9 @@ class EnsembleSpec:
     warnings: tuple[str, ...] = ()
     children: tuple[tuple[str, "EnsembleSpec"], ...] = field(default=(), compare=False)
     budget: Budget | None = None  # the whole run's
+    # The user allows this file's scripts to run on other machines (a Ray cluster's workers);
+    # without it they run where the run is coordinated.
+    ship_scripts: bool = False
 
     def agent(self, name: str) -> AgentSpec:
         for spec in self.agents:

@@ -204,6 +204,11 @@ class _Loader:
         if document.get("budget") is not None:
             budget = parse_budget(document["budget"], lambda message, fix=None: problems.append(
                 Problem(source, None, message, fix)), where="budget")
+        ship_scripts = document.get("ship_scripts", False)
+        if not isinstance(ship_scripts, bool):
+            problems.append(Problem(source, None, f"'ship_scripts' must be true or false, not {kind_of(ship_scripts)}",
+                                    "write 'ship_scripts: true' to let a Ray cluster run this file's scripts"))
+            ship_scripts = False
         raw_agents = document.get("agents")
         agents: list[AgentSpec] = []
         if raw_agents is None:
@@ -234,6 +239,7 @@ class _Loader:
         return EnsembleSpec(
             name=name, agents=tuple(agents), description=description, default_task=default_task,
             source=source, warnings=tuple(warnings), children=tuple(children), budget=budget,
+            ship_scripts=ship_scripts,
         )
 
     def _load_children(self, agents: list[AgentSpec], source: Path, stack: tuple[Path, ...],

@@ -34,13 +34,15 @@ def ray_engine(orc: Any, address: str, threads: int | None, stack: contextlib.Ex
     from orc.node.coordinator.placing import LocalPlacer
     from orc.node.ray.cluster import Cluster, RaySettings
     from orc.node.ray.placer import DRIVER_ID, RayPlacer
+    from orc.node.ray.scripts import RayScripts
 
     configured = read_node_config(orc.home.config_file).ray
     cluster = Cluster(RaySettings(address, threads=threads or configured.threads))
     cluster.connect()
     stack.callback(cluster.close)
     here = LocalPlacer(orc.catalog, orc.runtimes(), DRIVER_ID)  # for agents that must stay on this machine
-    return orc.engine(placer=RayPlacer(cluster, here), node_id=DRIVER_ID, journal=journal)
+    return orc.engine(placer=RayPlacer(cluster, here), node_id=DRIVER_ID, journal=journal,
+                      shipped_scripts=RayScripts(cluster))
 
 
 def print_ray_models(address: str, as_json: bool) -> None:

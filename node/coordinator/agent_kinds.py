@@ -60,7 +60,7 @@ class AgentKinds:
     """Performs agent attempts for the runs of one engine."""
 
     def __init__(self, *, placer: Placer, binder: Binder, here: Coordinator, local: bool, seed: int | None,
-                 workdir: Path, scripts: ScriptRunner) -> None:
+                 workdir: Path, scripts: ScriptRunner, shipped: ScriptRunner | None = None) -> None:
         self._placer = placer
         self._binder = binder
         self._here = here
@@ -68,6 +68,7 @@ class AgentKinds:
         self._seed = seed
         self._workdir = workdir
         self._scripts = scripts
+        self._shipped = shipped  # for the scripts of ensembles with `ship_scripts: true`
         parts = Parts(self._generate, here)
         self._voting = Voting(parts, scripts, workdir, seed)
         self._cascades = Cascades(parts, self._voting, here, seed)
@@ -171,7 +172,8 @@ class AgentKinds:
                     "parameters": thaw(parameters),
                     "context": {"run_id": context.run_id, "ensemble": run.spec.name},
                 }
-                result = await self._scripts(agent.script, payload, timeout=None, cwd=self._workdir)
+                runner = self._shipped if run.spec.ship_scripts and self._shipped is not None else self._scripts
+                result = await runner(agent.script, payload, timeout=None, cwd=self._workdir)
                 output = result.output
                 if isinstance(output, Mapping) and output.get("success") is False:
                     raise AgentError(f"script reported failure: {output.get('error') or 'no reason given'}")

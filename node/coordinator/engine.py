@@ -58,6 +58,7 @@ class Engine:
         workdir: Path | None = None,
         seed: int | None = None,
         scripts: ScriptRunner = run_script,
+        shipped_scripts: ScriptRunner | None = None,
     ) -> None:
         """
         `placer`: the mesh LLM agents are placed on (this node included); None: this machine's
@@ -65,6 +66,8 @@ class Engine:
         `runs_dir`: where journals go (None: no journal). `clock`: wall-clock seconds, for the
         journal and the events. `entropy(n)`: n random bytes, for run ids. `workdir`: the
         folder scripts run in (the caller's). `scripts`: runs a script agent's file.
+        `shipped_scripts`: runs the scripts of ensembles that allow shipping them
+        (`ship_scripts: true`) elsewhere; None: every script runs through `scripts`.
         """
         self.node_id = node_id
         self.library = library
@@ -76,8 +79,9 @@ class Engine:
         self._binder = Binder(catalog=catalog, profiles=profiles, library=library, runtimes=runtimes, mesh=placer,
                               local=local, project_dir=project_dir)
         self._here = Coordinator(node_id, places_later=placer is not None, clock=clock)
+        self._ships_scripts = shipped_scripts is not None
         self._kinds = AgentKinds(placer=self._placer, binder=self._binder, here=self._here, local=local, seed=seed,
-                                 workdir=workdir or Path.cwd(), scripts=scripts)
+                                 workdir=workdir or Path.cwd(), scripts=scripts, shipped=shipped_scripts)
 
     def preflight(self, spec: EnsembleSpec) -> BoundRun:
         """`spec` bound to this machine and its mesh (its `warnings` are for the user), or RunRefused.
@@ -89,7 +93,8 @@ class Engine:
 
     def forecast(self, bound: BoundRun, run_input: object) -> RunPlanned:
         """Where every agent of `bound` would run if the run started now, and why."""
-        return forecast_run(bound, run_input, self._placer, self.node_id, self.local, self._clock())
+        return forecast_run(bound, run_input, self._placer, self.node_id, self.local, self._clock(),
+                            ships_scripts=self._ships_scripts)
 
     async def run(self, bound: BoundRun, run_input: object, *, resume: JournalContents | None = None,
                   explain: bool = False) -> AsyncIterator[RunProgress]:

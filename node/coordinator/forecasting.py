@@ -15,8 +15,9 @@ from orc.scheduler.placement import Demand, estimated_prompt_tokens, forecast
 
 
 def forecast_run(bound: BoundRun, run_input: object, placer: Placer, coordinator: str, local: bool,
-                 now: float) -> RunPlanned:
-    """The placement forecast of `bound` on `run_input`, as of `now`.
+                 now: float, *, ships_scripts: bool = False) -> RunPlanned:
+    """The placement forecast of `bound` on `run_input`, as of `now`; `ships_scripts`: the engine
+    runs the scripts of files with `ship_scripts: true` elsewhere (a Ray cluster).
 
     Prompt sizes are guessed before the upstream agents have written anything: the system
     prompt and input as given, plus each dependency's full `max_tokens`.
@@ -46,6 +47,8 @@ def forecast_run(bound: BoundRun, run_input: object, placer: Placer, coordinator
                 elif agent.levels:
                     notes[agent.name] = ("llm", f"cascade of {len(agent.levels)} levels, tried in order; "
                                                 "shown for the first, the others are placed if it is not accepted")
+            case ScriptTask() if ships_scripts and bound.spec.ship_scripts:
+                notes[agent.name] = ("script", "runs as a task on a worker: the file allows shipping its scripts")
             case ScriptTask():
                 notes[agent.name] = ("script", "runs on this node: scripts never leave the coordinator")
             case EnsembleTask():

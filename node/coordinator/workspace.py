@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from orc.node.coordinator.agent_errors import ScriptRunner
 from orc.node.coordinator.engine import Engine
 from orc.node.coordinator.placing import LOCAL_NODE_ID, Placer
 from orc.node.home import Home, examples_dir, project_dir
@@ -73,13 +74,15 @@ class Workspace:
     def engine(self, *, runtimes: Mapping[str, ModelRuntime], placer: Placer | None = None,
                node_id: str = LOCAL_NODE_ID, local: bool = False, seed: int | None = None,
                journal: bool = True, clock: Callable[[], float] = time.time,
-               entropy: Callable[[int], bytes] = os.urandom) -> Engine:
+               entropy: Callable[[int], bytes] = os.urandom,
+               shipped_scripts: ScriptRunner | None = None) -> Engine:
         """An engine for runs from this folder. Without `placer`, it runs everything on
         `runtimes`; with one (the daemon's mesh), LLM agents go where it places them and `node_id`
-        is the coordinating node's id. `journal`: keep journals under the home's runs folder."""
+        is the coordinating node's id. `journal`: keep journals under the home's runs folder.
+        `shipped_scripts`: where the scripts of ensembles with `ship_scripts: true` run."""
         return Engine(
             catalog=self.catalog, profiles=self.profiles, library=self.library,
             runs_dir=self.home.runs_dir if journal else None, node_id=node_id, placer=placer, local=local,
             runtimes=dict(runtimes) if placer is None else {}, project_dir=self.project, workdir=self.folder,
-            seed=seed, clock=clock, entropy=entropy,
+            seed=seed, clock=clock, entropy=entropy, shipped_scripts=shipped_scripts,
         )

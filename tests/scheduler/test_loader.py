@@ -172,6 +172,19 @@ def test_unknown_top_level_keys_warn(tmp_path):
     assert len([w for w in spec.warnings if "unknown top-level key" in w]) == 2
 
 
+def test_ship_scripts_is_off_unless_the_file_says_true(tmp_path):
+    plain = load_ensemble(write(tmp_path, "p.yaml", "name: p\nagents:\n  - {name: a, script: s.py}\n"))
+    shipped = load_ensemble(write(tmp_path, "s.yaml", "name: s\nship_scripts: true\nagents:\n  - {name: a, script: s.py}\n"))
+    assert (plain.ship_scripts, shipped.ship_scripts) == (False, True)
+    assert not shipped.warnings  # a key orc knows, not an unknown one
+
+
+@pytest.mark.parametrize("value", ["yes-please", "1", "[true]"])
+def test_ship_scripts_must_be_a_boolean(tmp_path, value):
+    path = write(tmp_path, "b.yaml", f"name: b\nship_scripts: {value}\nagents:\n  - {{name: a, script: s.py}}\n")
+    assert any("'ship_scripts' must be true or false" in p for p in problems_of(path))
+
+
 def test_library_resolves_by_file_name_then_declared_name(tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     write(first, "deep/alpha.yaml", "name: alpha\nagents:\n  - {name: a, model: m}\n")

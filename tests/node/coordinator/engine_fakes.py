@@ -296,13 +296,15 @@ class Rig:
     mesh: FakeMesh | None = None
     runs_dir: Path | None = None
     local: bool = False
+    shipped: RecordingScripts | None = None  # the runner of scripts an ensemble lets ship
 
     def engine(self) -> Engine:
         return Engine(catalog=self.catalog, profiles=self.profiles,  # type: ignore[arg-type]
                       library=EnsembleLibrary((self.folder,)), runs_dir=self.runs_dir,
                       node_id="me-id" if self.mesh is not None else "local", placer=self.mesh,
                       clock=self.clock, entropy=self.entropy, local=self.local,
-                      runtimes={"llama_cpp": self.runtime}, workdir=self.folder, seed=7, scripts=self.scripts)
+                      runtimes={"llama_cpp": self.runtime}, workdir=self.folder, seed=7, scripts=self.scripts,
+                      shipped_scripts=self.shipped)
 
 
 def rig(folder: Path, reply: Callable[[Prompt], Reply] = lambda prompt: Reply(), *,

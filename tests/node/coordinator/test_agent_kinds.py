@@ -3,7 +3,7 @@ virtual clock (no subprocess, no socket, no sleep)."""
 
 from __future__ import annotations
 
-from engine_fakes import TINY, Reply, by_system_prompt, execute, load, rig
+from engine_fakes import TINY, RecordingScripts, Reply, by_system_prompt, execute, load, rig
 
 from orc.node.protocol.events import AgentBegan, AgentEnded, AgentWorking, RunBegan, TokenStreamed
 from orc.scheduler.run import derive_run_id
@@ -60,6 +60,24 @@ def test_a_script_agent_gets_its_payload_in_the_callers_folder(tmp_path):
     assert payload["parameters"] == {"k": 1} and payload["context"]["ensemble"] == "s"
     assert payload["dependencies"]["a"] == {"status": "completed", "output": "ok", "error": None}
     assert thaw(out.results["s"].output) == {"seen": "hi", "deps": ["a"]}
+
+
+def test_only_an_ensemble_that_allows_it_ships_its_scripts(tmp_path):
+    (tmp_path / "tool.py").write_text("# run by the fake runners\n")
+    (tmp_path / "inner.yaml").write_text("name: inner\nship_scripts: true\nagents:\n  - {name: t, script: tool.py}\n")
+    (tmp_path / "outer.yaml").write_text(
+        "name: outer\nagents:\n  - {name: here, script: tool.py}\n  - {name: n, ensemble: inner}\n")
+    r = rig(tmp_path, shipped=RecordingScripts())
+    out = execute(r.engine(), load(tmp_path, "outer"), "hi")
+    assert out.status("here") == "completed" and out.status("n") == "completed"
+    # The outer file says nothing: its script runs here; the nested file allows shipping: its
+    # script goes to the shipping runner, with the same payload a local run would get.
+    assert [(name, payload["agent_name"]) for name, payload, _ in r.scripts.calls] == [("tool.py", "here")]
+    assert [(name, payload["agent_name"]) for name, payload, _ in r.shipped.calls] == [("tool.py", "t")]
+    # Without a shipping runner (the mesh, in-process) the flag changes nothing.
+    plain = rig(tmp_path)
+    assert execute(plain.engine(), load(tmp_path, "inner"), "hi").status("t") == "completed"
+    assert plain.scripts.names() == ["tool.py"]
 
 
 def test_a_script_that_reports_failure_fails_its_agent(tmp_path):

@@ -86,6 +86,47 @@ def test_an_ensemble_on_ray_gives_the_in_process_answers(ray_cluster: LocalClust
     assert any(p.name.startswith(remote["run_id"]) for p in ray_cluster.home.rglob("*.journal"))
 
 
+WHERE = """\
+import json, os, sys
+data = json.load(sys.stdin)
+parent = open(f"/proc/{os.getppid()}/cmdline", "rb").read().replace(b"\\0", b" ").decode()
+if data["input_data"] == "fail":
+    print("boom from a worker", file=sys.stderr)
+    sys.exit(3)
+print(json.dumps({"cwd": os.getcwd(), "parent": parent, "submitter": os.environ.get("SUBMITTER_ONLY"),
+                  "got": data["input_data"]}))
+"""
+
+
+def test_an_ensemble_that_allows_it_ships_its_scripts_to_a_worker(ray_cluster: LocalCluster, tmp_path: Path) -> None:
+    (tmp_path / "where.py").write_text(WHERE)
+    (tmp_path / "kept.yaml").write_text("name: kept\nagents:\n  - {name: w, script: where.py}\n")
+    (tmp_path / "shipped.yaml").write_text("name: shipped\nship_scripts: true\nagents:\n  - {name: w, script: where.py}\n")
+    kept = orc_cli(ray_cluster, tmp_path, "run", "kept.yaml", "hello", "--on", ray_cluster.address, "--json")
+    assert kept.returncode == 0, kept.stderr
+    here = json.loads(kept.stdout)["results"]["w"]["output"]
+    assert here["submitter"] == "yes" and here["cwd"] == str(tmp_path)  # the driver's machine and folder
+    shipped = orc_cli(ray_cluster, tmp_path, "run", "shipped.yaml", "hello", "--on", ray_cluster.address, "--json")
+    assert shipped.returncode == 0, shipped.stderr
+    there = json.loads(shipped.stdout)["results"]["w"]["output"]
+    # On a Ray worker: a process of Ray's started it, in a folder of its own, without the
+    # driver's environment; its input arrived whole.
+    assert there["got"] == "hello" and there["submitter"] is None
+    assert Path(there["cwd"]).name.startswith("orc-script-") and not Path(there["cwd"]).exists()
+    assert "ray" in there["parent"] and "orc.node.cli.orc" not in there["parent"]
+    # `orc plan` says where each would run.
+    plans = {name: orc_cli(ray_cluster, tmp_path, "plan", f"{name}.yaml", "x", "--on", ray_cluster.address, "--json")
+             for name in ("kept", "shipped")}
+    notes = {name: json.loads(done.stdout)["agents"]["w"]["note"] for name, done in plans.items()}
+    assert "never leave the coordinator" in notes["kept"] and "a task on a worker" in notes["shipped"]
+    # A shipped script that fails is one clear error naming its stderr, and the run exits 1.
+    failed = orc_cli(ray_cluster, tmp_path, "run", "shipped.yaml", "fail", "--on", ray_cluster.address, "--json")
+    assert failed.returncode == 1, failed.stderr
+    result = json.loads(failed.stdout)["results"]["w"]
+    assert result["status"] == "failed" and "boom from a worker" in result["error"]
+    assert "Traceback" not in failed.stderr
+
+
 def test_progress_names_the_actors(ray_cluster: LocalCluster, work: Path) -> None:
     done = orc_cli(ray_cluster, work, "run", "perspectives", "--on", ray_cluster.address, "--threads", "1")
     assert done.returncode == 0, done.stderr

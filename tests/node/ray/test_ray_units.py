@@ -315,3 +315,29 @@ def test_a_request_no_actor_can_serve_fails_without_moving() -> None:
         asyncio.run(_events(RayPlacer(FakeCluster([only, other])), _generation()))  # type: ignore[arg-type]
     assert not isinstance(raised.value, errors.RayTaskError)  # the runtime's own error, its message as is
     assert other.handle.calls == 0
+
+
+def test_a_shipped_script_is_refused_past_its_size_cap_before_anything_is_sent(tmp_path: Path) -> None:
+    from orc.node.models.runtimes.base import ScriptFailed
+    from orc.node.ray.scripts import MAX_SCRIPT_BYTES, RayScripts
+
+    class NoCluster:
+        @property
+        def ray(self) -> object:
+            raise AssertionError("nothing may reach the cluster")
+
+    big = tmp_path / "big.py"
+    big.write_bytes(b"#" * (MAX_SCRIPT_BYTES + 1))
+    with pytest.raises(ScriptFailed, match="at most 1024 KiB"):
+        asyncio.run(RayScripts(NoCluster())(big, {}, timeout=None))
+    with pytest.raises(ScriptFailed, match="cannot read script"):
+        asyncio.run(RayScripts(NoCluster())(tmp_path / "missing.py", {}, timeout=None))
+
+
+def test_the_shipped_task_runs_the_script_in_a_folder_it_then_removes(tmp_path: Path) -> None:
+    from orc.node.ray.scripts import run_shipped
+
+    source = b"import json, os, sys\nprint(json.dumps({'cwd': os.getcwd(), 'in': json.load(sys.stdin)['x']}))\n"
+    result = run_shipped("s.py", source, {"x": 42}, timeout=30)
+    assert result.output["in"] == 42
+    assert Path(result.output["cwd"]).name.startswith("orc-script-") and not Path(result.output["cwd"]).exists()
