@@ -43,10 +43,11 @@ async def refuse_a_keyless_open_api(config: ApiConfig, home: Home) -> None:
 
 
 async def serve_api(config: ApiConfig, home: Home, placer: Placer, node_id: str, metrics: NodeMetrics, runs: RunHub,
-                    running: Callable[[], Running | None]):  # -> WebServer
+                    running: Callable[[], Running | None], ray_address: str | None = None):  # -> WebServer
     """Start the HTTP API over the running node's placer; ApiPortUnusable if it cannot listen.
     `runs`: the daemon's run hub (the API's ensemble runs and the dashboard's go through it);
-    `running()`: the running node, whose description and peers the dashboard shows."""
+    `running()`: the running node, whose description and peers the dashboard shows;
+    `ray_address`: the Ray cluster of the config, whose models the dashboard lists."""
     from orc.node.web.app import build_app
     from orc.node.web.gateway import Gateway
     from orc.node.web.guard import Guard
@@ -63,7 +64,7 @@ async def serve_api(config: ApiConfig, home: Home, placer: Placer, node_id: str,
     guard = Guard(config, ApiKeys(home.api_keys_file), time.monotonic)
     drain = Drain()
     web = WebServer(build_app(gateway=gateway, guard=guard, metrics=metrics, config=config, runs=runs, mesh=mesh,
-                              drain=drain), config, drain)
+                              drain=drain, ray_address=ray_address), config, drain)
     try:
         await web.start()
     except ApiUnavailable as error:

@@ -266,7 +266,7 @@ class Daemon:
         self.startup.started(Running(service=service, runtimes=runtimes, peers=peering.views, placer=placer))
         if self.api.enabled:
             web = await serve_api(self.api, self.home, placer, identity.node_id, self.metrics, self.runs,
-                                  lambda: self.startup.running)
+                                  lambda: self.startup.running, ray_address=self.node_config.ray.address)
             self.api_address = web.address
             running.push_async_callback(web.stop)
             running.push_async_callback(self.runs.close)  # first: the page's runs stop, its streams end

@@ -60,6 +60,7 @@ from orc.node.web.responses import (
     refusal_response,
     sse_events,
 )
+from orc.node.web.ray_view import RayView
 from orc.node.web.runs import RunHub
 from orc.node.web.sessions import Sessions
 from starlette.applications import Starlette
@@ -86,16 +87,18 @@ class ApiMetrics(Protocol):
 
 def build_app(*, gateway: Gateway, guard: Guard, metrics: ApiMetrics, config: ApiConfig,
               runs: RunHub | None = None, mesh: MeshSource = lambda: MeshSnapshot(None, ()),
-              clock: Callable[[], float] = time.time, drain: Drain | None = None) -> Starlette:
+              clock: Callable[[], float] = time.time, drain: Drain | None = None,
+              ray_address: str | None = None) -> Starlette:
     """The node's HTTP application, over its gateway to the mesh. `runs`: the daemon's run hub,
     which every ensemble run of the API passes through, watched by the metrics (without one, a
     hub of its own, watched by `metrics`); `mesh()`:
     this node's description and its peers now, for the dashboard; `drain`: set by the server
-    when it stops (`WebServer(..., drain=)`), ending waiting requests and streams cleanly."""
+    when it stops (`WebServer(..., drain=)`), ending waiting requests and streams cleanly;
+    `ray_address`: the Ray cluster of the node's config, whose models the dashboard lists."""
     runs = runs if runs is not None else RunHub(clock, observe=metrics.watched_run)
     api = _Api(gateway, guard, metrics, config, runs, clock, drain or Drain())
     dashboard = Dashboard(gateway=gateway, guard=guard, runs=runs, sessions=Sessions(time.monotonic), mesh=mesh,
-                          config=config)
+                          config=config, ray=RayView(ray_address))
     routes = [
         Route("/health", api.health, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),

@@ -6,6 +6,7 @@ event stream (docs/api.md, "Dashboard API").
     POST /dashboard/login           {"key": "orc_..."} -> a session cookie
     POST /dashboard/logout          ends the cookie's session
     GET  /api/mesh | /api/runs | /api/runs/ID | /api/ensembles
+    GET  /api/ray                   the models of the Ray cluster in the config (`ray: {address}`)
     POST /api/runs                  {"ensemble", "input"}: a run the daemon owns
     POST /api/runs/ID/cancel | /api/runs/ID/resume
     GET  /api/events                text/event-stream: mesh, runs, every event of every run
@@ -30,6 +31,7 @@ from orc.node.protocol.events import RunProgress
 from orc.node.web.gateway import RUN_ID, EnsembleUnusable, Gateway, UnknownModel
 from orc.node.web.guard import Guard, Refusal
 from orc.node.web.mesh_view import MeshSnapshot, mesh_json
+from orc.node.web.ray_view import RayView
 from orc.node.web.openai_wire import BadRequest, parse_body
 from orc.node.web.responses import BodyTooLarge, BodyTooSlow, ClientGone, read_body, refusal_response
 from orc.node.web.run_record import Json
@@ -67,14 +69,16 @@ class Dashboard:
     """The dashboard over the node's gateway and run hub."""
 
     def __init__(self, *, gateway: Gateway, guard: Guard, runs: RunHub, sessions: Sessions, mesh: MeshSource,
-                 config: ApiConfig, static: Path = STATIC, clock: Callable[[], float] = time.monotonic) -> None:
+                 config: ApiConfig, static: Path = STATIC, clock: Callable[[], float] = time.monotonic,
+                 ray: RayView | None = None) -> None:
         """`mesh()`: this node and its peers now; `static`: the page's files; `clock`: seconds,
-        for the mesh cache."""
+        for the mesh cache; `ray`: the Ray cluster of the node's config (None: none)."""
         self._gateway = gateway
         self._guard = guard
         self._runs = runs
         self._sessions = sessions
         self._mesh_source = mesh
+        self._ray = ray if ray is not None else RayView(None)
         self._config = config
         self._static = static
         self._clock = clock
@@ -95,6 +99,7 @@ class Dashboard:
             Route("/api/runs/{run_id}/cancel", self.cancel, methods=["POST"]),
             Route("/api/runs/{run_id}/resume", self.resume, methods=["POST"]),
             Route("/api/ensembles", self.ensembles, methods=["GET"]),
+            Route("/api/ray", self.ray, methods=["GET"]),
             Route("/api/events", self.events, methods=["GET"]),
         ]
 
@@ -168,6 +173,12 @@ class Dashboard:
         if isinstance(refused, Response):
             return refused
         return _json(mesh_json(self._mesh_now()))
+
+    async def ray(self, request: Request) -> Response:
+        refused = self._admit(request)
+        if isinstance(refused, Response):
+            return refused
+        return _json(await self._ray.snapshot())
 
     async def runs(self, request: Request) -> Response:
         refused = self._admit(request)

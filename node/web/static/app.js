@@ -166,6 +166,7 @@ function setConnection(which) {
 function showLogin() {
   state.authed = false;
   stopStream();
+  clearTimeout(rayTimer);
   setConnection("unauthorized");
   for (const section of document.querySelectorAll(".view")) section.hidden = true;
   $("nav").hidden = true;
@@ -182,6 +183,7 @@ function start() {
   $("#logout").hidden = false;
   connect();
   background(loadMesh());
+  background(loadRay());
   background(loadRuns());
   background(loadEnsembles());
   state.runId = null;  // so that route() loads the open run afresh
@@ -435,6 +437,44 @@ function modelTable(models) {
   const head = el("tr", {}, ...["model", "runtime", "state", "size", "prefill", "decode", "slots"].map((h) => el("th", {}, h)));
   return el("div", { class: "scroll" }, el("table", { class: "models" }, el("thead", {}, head), el("tbody", {}, ...rows)));
 }
+
+// ---- a Ray cluster (the config's `ray: address:`) -----------------------------------------------
+
+const RAY_REFRESH_MS = 30000;  // the node itself asks the cluster at most this often
+let rayTimer = 0;
+
+async function loadRay() {
+  clearTimeout(rayTimer);
+  let ray;
+  try {
+    ray = await api("GET", "/api/ray");
+  } finally {
+    if (state.authed) rayTimer = setTimeout(() => background(loadRay()), RAY_REFRESH_MS);
+  }
+  renderRay(ray);
+}
+
+function renderRay(ray) {
+  $("#ray").hidden = !ray.address;
+  if (!ray.address) return;
+  $("#ray-address").textContent = `ray://${ray.address.replace(/^ray:\/\//, "")}`;
+  const status = $("#ray-status");
+  status.classList.toggle("error", Boolean(ray.error));
+  status.textContent = ray.error ? `Cannot list its models: ${ray.error}`
+    : `${ray.models.length} model${ray.models.length === 1 ? "" : "s"} on its workers, as of ${fmtAgoSeconds(ray.age_s)}.`;
+  if (!ray.models.length) {
+    $("#ray-models").replaceChildren(ray.error ? "" : el("p", { class: "muted" },
+      "No worker serves a model: start one with ray start --resources '{\"orc-model:MODEL_ID\": 1}'."));
+    return;
+  }
+  const rows = ray.models.map((m) => el("tr", { "data-model": m.id },
+    el("td", {}, m.id), el("td", { class: "num" }, m.actors), el("td", {}, m.worker), el("td", {}, m.tags.join(", "))));
+  const head = el("tr", {}, ...["model", "actors", "worker", "tags"].map((h) => el("th", {}, h)));
+  $("#ray-models").replaceChildren(el("div", { class: "scroll" },
+    el("table", { class: "models ray-models" }, el("thead", {}, head), el("tbody", {}, ...rows))));
+}
+
+const fmtAgoSeconds = (s) => (!isNum(s) || s < 1 ? "now" : `${Math.round(s)} s ago`);
 
 // ---- runs -------------------------------------------------------------------------------------
 

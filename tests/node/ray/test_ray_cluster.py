@@ -176,6 +176,17 @@ def test_models_on_the_cluster(ray_cluster: LocalCluster, work: Path) -> None:
     assert MODEL in shown.stdout and "(tags: lab)" in shown.stdout
 
 
+def test_the_dashboard_lists_the_clusters_models(ray_cluster: LocalCluster) -> None:
+    from orc.node.web.ray_view import RayView
+
+    # What a daemon whose config names the cluster serves at /api/ray: the same rows, listed by
+    # an `orc models --on` child (the daemon itself never imports Ray).
+    answer = asyncio.run(RayView(ray_cluster.address).snapshot())
+    assert answer["error"] is None and answer["address"] == ray_cluster.address
+    assert [(r["id"], r["actors"], r["tags"], r["worker"].startswith("ray:")) for r in answer["models"]] == [
+        (MODEL, 2, ["lab"], True)]
+
+
 def test_the_config_sends_runs_to_the_cluster(ray_cluster: LocalCluster, work: Path, tmp_path: Path) -> None:
     home = tmp_path / "driver-home"
     home.mkdir()

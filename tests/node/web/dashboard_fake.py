@@ -108,8 +108,9 @@ class FakeNode:
             Route("/api/runs/{run_id}", self.run_json),
             Route("/api/runs/{run_id}/cancel", self.cancel, methods=["POST"]),
             Route("/api/runs/{run_id}/resume", self.resume, methods=["POST"]),
-            Route("/api/events", self.events),
+            Route("/api/events", self.events), Route("/api/ray", self.ray_json),
         ])
+        self.ray: dict[str, Any] = {"address": None, "models": [], "error": None, "age_s": None}  # none configured
 
     # ---- what the test does -------------------------------------------------------------------
 
@@ -209,6 +210,10 @@ class FakeNode:
     async def mesh(self, request: Request) -> Response:
         with self.lock:
             return JSONResponse(self.mesh_body()) if self.authorized(request) else self.refused()
+
+    async def ray_json(self, request: Request) -> Response:
+        with self.lock:
+            return JSONResponse(copy.deepcopy(self.ray)) if self.authorized(request) else self.refused()
 
     async def ensembles_json(self, request: Request) -> Response:
         return JSONResponse({"ensembles": self.ensembles}) if self.authorized(request) else self.refused()

@@ -121,9 +121,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         hubs = (RunHub(time.time, observe=metrics.watched_run),
                 RunHub(time.time, observe=metrics.watched_run, max_subscribers=1, max_owned=1))
         mesh = lambda: MeshSnapshot(own_description(), peers())  # noqa: E731
+        # The keyed server's config names a Ray cluster at a port where nothing listens.
         servers = [WebServer(build_app(gateway=gateway, guard=Guard(config, keys, time.monotonic), metrics=metrics,
-                                       config=config, runs=hub, mesh=mesh), config)
-                   for config, hub in zip((plain, loopback), hubs)]
+                                       config=config, runs=hub, mesh=mesh, ray_address=ray), config)
+                   for config, hub, ray in zip((plain, loopback), hubs, (f"ray://127.0.0.1:{closed_port()}", None))]
         for server in servers:
             await server.start()
         ready.update(urls=[s.address for s in servers], hubs=hubs)
@@ -248,7 +249,7 @@ def test_only_the_page_files_are_served(served: Served) -> None:
 # ---- keys, sessions and the header ----
 
 def test_without_a_key_or_session_the_api_answers_401(served: Served) -> None:
-    for path in ("/api/mesh", "/api/runs", "/api/runs/abc", "/api/ensembles", "/api/events"):
+    for path in ("/api/mesh", "/api/runs", "/api/runs/abc", "/api/ensembles", "/api/events", "/api/ray"):
         answer = httpx.get(served.url + path)
         assert answer.status_code == 401 and answer.json()["error"]["code"] == "invalid_api_key", path
         junk_cookie = httpx.get(served.url + path, cookies={"orc_session": "forged"})
@@ -302,6 +303,21 @@ def test_a_change_through_the_cookie_needs_the_dashboard_header(served: Served) 
 
 
 # ---- what there is ----
+
+def test_the_ray_cluster_of_the_config_is_listed_or_said_unreachable(served: Served) -> None:
+    # The real `orc models --on` child process, refused at once: nothing listens there.
+    ray = httpx.get(served.url + "/api/ray", headers=bearer(served), timeout=90).json()
+    assert ray["address"].startswith("ray://127.0.0.1:") and ray["models"] == []
+    assert "no Ray cluster answers at" in ray["error"] and "Traceback" not in ray["error"]
+    # A node whose config names no cluster lists none, and starts nothing to say so.
+    assert httpx.get(served.loopback + "/api/ray").json() == {"address": None, "models": [], "error": None, "age_s": None}
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # closed when the probe is: a connection there is refused
+
 
 def test_the_mesh_is_this_node_then_its_peers_by_name(served: Served) -> None:
     mesh = httpx.get(served.url + "/api/mesh", headers=bearer(served)).json()

@@ -124,6 +124,7 @@ def test_sign_in_then_every_view_renders_the_nodes_json(page: WebDriver, node: t
             for n in nodes] == [("alpha-id", "self", "alpha"), ("beta-id", "verified", "beta")]
     assert "this node" in nodes[0].text and "812.5 tok/s" in nodes[0].text and "16 GiB" in nodes[0].text
     assert "last seen" in nodes[1].text and "on disk" in nodes[1].text
+    assert not one(page, "#ray").is_displayed()  # no Ray cluster in this node's config
 
     one(page, 'nav a[data-view="runs"]').click()
     runs = wait_for(lambda: every(page, "#runs .run[data-run-id][data-status]"), "the runs")
@@ -137,6 +138,35 @@ def test_sign_in_then_every_view_renders_the_nodes_json(page: WebDriver, node: t
     assert "which no agent is called" in ensembles[1].find_element(By.CSS_SELECTOR, ".problems").text
     assert len(ensembles[0].find_elements(By.CSS_SELECTOR, ".graph-agent")) == 3
 
+    assert severe(page) == []
+
+
+def test_the_ray_cluster_of_the_config_is_listed_under_the_mesh(page: WebDriver, node: tuple[FakeNode, str]) -> None:
+    fake, url = node
+    fake.ray = {"address": "10.0.0.5:10001", "error": None, "age_s": 4.2, "models": [
+        {"id": "smollm2-135m-instruct", "worker": "ray:10.0.0.6/1a2b3c4d", "node_id": "1a2b3c4d5e", "actors": 2,
+         "tags": ["lab"]},
+        {"id": "gemma3-270m", "worker": "ray:10.0.0.7/5e6f7a8b", "node_id": "5e6f7a8b9c", "actors": 1, "tags": []}]}
+    sign_in(page, url)
+    wait_for(lambda: one(page, "#ray").is_displayed(), "the Ray cluster")
+    assert one(page, "#ray-address").text == "ray://10.0.0.5:10001"
+    assert "2 models on its workers, as of 4 s ago" in one(page, "#ray-status").text
+    rows = [[cell.text for cell in row.find_elements(By.CSS_SELECTOR, "td")]
+            for row in every(page, "#ray-models tbody tr")]
+    assert rows == [["smollm2-135m-instruct", "2", "ray:10.0.0.6/1a2b3c4d", "lab"],
+                    ["gemma3-270m", "1", "ray:10.0.0.7/5e6f7a8b", ""]]
+    assert severe(page) == []
+
+
+def test_a_ray_cluster_that_cannot_be_listed_says_why(page: WebDriver, node: tuple[FakeNode, str]) -> None:
+    fake, url = node
+    fake.ray = {"address": "10.0.0.5:10001", "models": [], "age_s": 0.0,
+                "error": "no Ray cluster answers at ray://10.0.0.5:10001 (Connection refused)"}
+    sign_in(page, url)
+    wait_for(lambda: one(page, "#ray").is_displayed(), "the Ray cluster")
+    status = one(page, "#ray-status")
+    assert "Cannot list its models: no Ray cluster answers" in status.text and "error" in status.get_attribute("class")
+    assert every(page, "#ray-models tr") == []
     assert severe(page) == []
 
 
