@@ -330,6 +330,9 @@ class Binder:
                                    f"(models here: {have})",
                                    f"start this node with 'orc-node start --model {resolved.model}', "
                                    + ("or drop local_only" if agent.placement.local_only else "or run without --local")))
+        elif (missing_model := getattr(mesh, "missing_model", None)) is not None:
+            what, fix = missing_model(resolved.model)
+            missing.append(Problem(spec.source, agent.name, f"{what} (models there: {have})", fix))
         else:
             missing.append(Problem(spec.source, agent.name,
                                    f"no live node has model '{resolved.model}' (models in the mesh: {have})",

@@ -27,7 +27,11 @@ LOCAL_NODE_ID = "local"
 
 
 class Placer(Protocol):
-    """What the engine needs of whatever decides where generations run."""
+    """What the engine needs of whatever decides where generations run.
+
+    A placer over other machines than nodes may also have `missing_model(model_id) -> (what,
+    fix)`: how to say that none of its machines serves a model, and how to make one serve it
+    (the binder says the mesh's otherwise)."""
 
     def offers(self, model_ref: str, local: bool = False) -> bool:
         """Some live node (only this one with `local`) serves the model `model_ref` names."""

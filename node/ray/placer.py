@@ -33,7 +33,7 @@ from orc.node.coordinator.placing import Placer
 from orc.node.models.errors import CatalogError
 from orc.node.models.runtimes.base import ModelLoadError, RunnerDied, RuntimeFailure
 from orc.node.ray.actor import ActorUnavailable, WrongWeights
-from orc.node.ray.cluster import ActorSlot, Cluster
+from orc.node.ray.cluster import RESOURCE_PREFIX, ActorSlot, Cluster
 from orc.scheduler.ensemble import Placement
 from orc.scheduler.model_refs import split_model_ref
 from orc.scheduler.placement import ClusterView, Demand, HeldModel, NodeView
@@ -77,6 +77,12 @@ class RayPlacer:
         if local:
             return self._here.model_ids(True) if self._here is not None else ()
         return self.cluster.model_ids()
+
+    def missing_model(self, model_id: str) -> tuple[str, str]:
+        """How the binder says that no worker serves `model_id`, and the fix."""
+        return (f"no live worker of the Ray cluster serves model '{model_id}'",
+                f"start a worker with ray start --address HEAD:PORT --resources '{{\"{RESOURCE_PREFIX}{model_id}\": 1}}', "
+                "or map it with model_aliases in your orc config")
 
     def view(self, local: bool = False) -> ClusterView:
         """Every Ray node serving a model, each model with its actors' capacity (one each, until

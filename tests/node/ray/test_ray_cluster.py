@@ -205,6 +205,9 @@ def test_a_model_no_worker_serves_exits_3(ray_cluster: LocalCluster, work: Path)
     done = orc_cli(ray_cluster, work, "run", "gemma.yaml", "hi", "--on", ray_cluster.address)
     assert done.returncode == 3, done.stderr
     assert "gemma3-270m" in done.stderr and MODEL in done.stderr  # what is missing, and what the cluster has
+    # Said in the cluster's terms: a worker to start with the model's resource, not a node.
+    assert "no live worker of the Ray cluster serves model 'gemma3-270m'" in done.stderr
+    assert "orc-model:gemma3-270m" in done.stderr and "orc-node start" not in done.stderr
 
 
 def test_an_unreachable_cluster_is_one_clear_error(ray_cluster: LocalCluster, work: Path) -> None:
