@@ -138,6 +138,9 @@ class FakeService(Scripted):
     def describe(self) -> NodeDescription:
         return self.description
 
+    def on_room(self, listener) -> None:
+        self.room = listener  # tell the placer a place freed here: `w.service.room("m")`
+
     async def offer(self, caller: str, request: OfferRequest) -> OfferReply:
         self.callers.append(caller)
         return self._reply(request)
