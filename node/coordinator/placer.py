@@ -279,8 +279,8 @@ class MeshPlacer:
             if gives_up is not None and loop.time() >= gives_up:
                 raise no_room()
             patience = wait if gives_up is None else min(wait, gives_up - loop.time())
-            if not await self._room.wait(model_id, (-generation.rank, age), patience, seen):
-                wait = min(wait * 2, BUSY_RETRY_MAX_S)
+            await self._room.wait(model_id, (-generation.rank, age), patience, seen)
+            wait = min(wait * 2, BUSY_RETRY_MAX_S)  # refused again: the timer grows whatever woke it
 
         while True:
             seen = self._room.seen(model_id)  # places freed from here on may be this generation's

@@ -130,9 +130,9 @@ class NodeService:
 
     def on_room(self, listener: Callable[[str | None], None]) -> None:
         """Call `listener(model_id)` whenever a place of that model's lane may have freed here (an
-        execution ended or left its queue, or a lease was given back; None: of some model), so a
-        coordinator waiting for room asks again at once instead of after a sleep. Lease expiry is
-        not told: it happens lazily, inside another call."""
+        execution ended or left its queue, a lease was given back (None: of some model) or found
+        expired at the next Offer, Execute or beat), so a coordinator waiting for room asks again
+        at once instead of after a sleep."""
         self._room_listeners.append(listener)
 
     def _room_freed(self, model_id: str | None) -> None:
@@ -302,6 +302,7 @@ class NodeService:
         for expired in self._admission.expired_unused(now):
             stats = self._stats(expired.caller)
             stats.expired_unused += 1
+            self._room_freed(self._served[expired.model].entry.id)
             run_id, agent = expired.about if isinstance(expired.about, tuple) else ("", "")
             if self._audit is not None:
                 self._audit.append(UnusedLeaseRecord(
