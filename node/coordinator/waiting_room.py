@@ -2,12 +2,12 @@
 one per place, the first in line first.
 
 A generation refused everywhere (every slot and queue place of its model taken) cannot know when
-a place frees, so it used to sleep a growing while and ask again: a burst of samples on one busy
-node (four 5-sample votes at once) then slept past the moment room came, the node idled between
-their retries, and samples asked later took the places first, so some votes waited many times
-the work in front of them. Here a waiter sleeps until a place of its model frees or its patience
-(the placer's retry timer, still needed for the nodes that say nothing) runs out, whichever
-comes first.
+a place frees. Were it only to sleep a growing while and ask again, a burst of samples on one
+busy node (four 5-sample votes at once) would sleep past the moment room came, the node would
+idle between their retries, and samples asked later would take the places first: some votes
+waited many times the work in front of them. Here a waiter sleeps until a place of its model
+frees or its patience (the placer's retry timer, still needed for the nodes that say nothing)
+runs out, whichever comes first.
 
 - **What frees a place** is told by `freed(model)`: this node's own service when an execution
   ends or a lease is given back here (any caller's), and the placer when one of its own
