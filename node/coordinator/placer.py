@@ -15,10 +15,12 @@ descriptions and beats), asks the pure `place()` for decisions, and performs the
   moves the generation to the best node that has not failed it, up to its attempts. The
   coordinator itself goes through the same service as its peers (no RPC), so its own
   limits count its runs and its peers' alike.
-- **Wait a bounded time.** When every candidate refuses (all full), the generation waits and
-  places again, up to its `wait_s` (the agent's `queue_timeout_seconds`) counted from its
-  first placement until a node starts generating it; then it fails naming every node and its
-  last answer.
+- **Wait in line for room, a bounded time.** When every candidate refuses (all full), the
+  generation waits in the `WaitingRoom` until a place of its model frees (on this node, or one
+  its own execution held on a peer: one waiter a place, critical path then oldest first) or a
+  retry timer fires (nobody tells of other coordinators' work ending on a peer). That lasts up
+  to its `wait_s` (the agent's `queue_timeout_seconds`) from its first placement until a node
+  starts generating it; then it fails naming every node and its last answer.
 - **Trust only what it observed.** Every execution's timing (started, first token, result)
   gives the speeds this coordinator saw from that node; advertised speeds count only up to
   them, and a peer whose Offer or result contradicts them is distrusted for a while
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -67,6 +70,7 @@ from orc.node.coordinator.generations import (
 from orc.node.coordinator.execution_stream import StreamBroke, StreamEnded, pump
 from orc.node.coordinator.peer_links import PeerLinks, Unreachable
 from orc.node.coordinator.observations import Observations
+from orc.node.coordinator.waiting_room import WaitingRoom
 from orc.node.worker.speed import speed_from_timing
 from orc.scheduler.ensemble import Placement
 from orc.scheduler.model_refs import split_model_ref
@@ -93,7 +97,7 @@ RECENT_WORK_S = 3.0
 # How often a running generation checks that its node is still alive. A killed peer closes its
 # socket and the stream breaks at once; this catches the pulled cable, which never closes.
 LIVENESS_CHECK_S = 0.5
-# Waiting for room when every candidate refused (all queues full): from quick to patient.
+# Waiting for room when every candidate refused and no freed place woke it: quick to patient.
 BUSY_RETRY_FIRST_S = 0.1
 BUSY_RETRY_MAX_S = 1.0
 # A node that accepts Offers but keeps refusing the Executes that follow is broken or hostile:
@@ -134,8 +138,10 @@ class MeshPlacer:
         self.trust = Observations(
             clock=clock, own_models=lambda: self.service.describe().models,
             peers=lambda: ((peer.node_id, peer.description) for peer in self._peers()))
-        self._sequence = 0
+        self._sequence = itertools.count(1)  # the order generations asked in (ages, heap ties)
         self._binder: asyncio.Task[None] | None = None
+        self._room = WaitingRoom()
+        service.on_room(self._room.freed)  # any caller's execution ending here frees a place
 
     # ---- what the mesh has ----
 
@@ -187,19 +193,21 @@ class MeshPlacer:
 
     # ---- placing ----
 
-    async def bind(self, generation: Generation, demand: Demand) -> tuple[Decision, tuple[Estimate, str] | None,
-                                                                           dict[str, Answer]]:
+    async def bind(self, generation: Generation, demand: Demand, age: int | None = None,
+                   ) -> tuple[Decision, tuple[Estimate, str] | None, dict[str, Answer]]:
         """Place `demand` and bind it with Offers: the decision, the node and lease it got (None
         when every candidate refused or there was none), and the refusal of each node that refused.
 
-        Generations are bound one at a time, highest critical-path rank first: each is placed on
-        a view its predecessors' bindings already changed, and its Offers never compete with
-        theirs (two Offers in flight at once would each count the other's lease as queued work).
+        Generations are bound one at a time, highest critical-path rank first, then the oldest
+        (`age`: its number when it first asked; None: now): each is placed on a view its
+        predecessors' bindings already changed, and its Offers never compete with theirs (two
+        Offers in flight at once would each count the other's lease as queued work).
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[Decision, tuple[Estimate, str] | None, dict[str, Answer]]] = loop.create_future()
-        self._sequence += 1
-        heapq.heappush(self._binding, (-demand.rank, demand.key, self._sequence, generation, demand, future))
+        sequence = next(self._sequence)
+        heapq.heappush(self._binding, (-demand.rank, sequence if age is None else age, demand.key, sequence,
+                                       generation, demand, future))
         if self._binder is None or self._binder.done():
             self._binder = loop.create_task(self._bind_queued(), name="placement")
         return await future
@@ -259,26 +267,28 @@ class MeshPlacer:
         loop = asyncio.get_running_loop()
         began = loop.time()
         gives_up = None if generation.wait_s is None else began + generation.wait_s
+        model_id, _ = split_model_ref(generation.model)
+        age = next(self._sequence)  # its place in line, kept while it waits: the oldest go first
 
         def no_room() -> NoRoom:
             return NoRoom(loop.time() - began, tuple((names.get(n, n), why) for n, why in answers.items()))
 
-        async def wait_for_room() -> None:
+        async def wait_for_room(seen: int) -> None:
+            """Until a place of its model frees, or the retry timer; NoRoom once `gives_up` came."""
             nonlocal wait
-            if gives_up is not None and loop.time() + wait > gives_up:
-                if loop.time() >= gives_up:
-                    raise no_room()
-                await asyncio.sleep(gives_up - loop.time())
+            if gives_up is not None and loop.time() >= gives_up:
                 raise no_room()
-            await asyncio.sleep(wait)
-            wait = min(wait * 2, BUSY_RETRY_MAX_S)
+            patience = wait if gives_up is None else min(wait, gives_up - loop.time())
+            await self._room.wait(model_id, (-generation.rank, age), patience, seen)
+            wait = min(wait * 2, BUSY_RETRY_MAX_S)  # refused again: the timer grows whatever woke it
 
         while True:
+            seen = self._room.seen(model_id)  # places freed from here on may be this generation's
             demand = self.demand(key, generation.model, generation.sha256,
                                  estimated_prompt_tokens(generation.prompt_chars), generation.params.max_tokens,
                                  generation.placement, generation.rank, generation.local,
                                  frozenset(failed) | frozenset(unfit))
-            decision, bound, refused = await self.bind(generation, demand)
+            decision, bound, refused = await self.bind(generation, demand, age)
             for node_id, answer in refused.items():
                 names[node_id] = answer.name
                 (unfit if answer.permanent else answers)[node_id] = answer.reason
@@ -289,7 +299,7 @@ class MeshPlacer:
             if bound is None:
                 if refused and all(answer.permanent for answer in refused.values()):
                     continue  # those nodes can never take it: place again without them, at once
-                await wait_for_room()
+                await wait_for_room(seen)
                 continue
             estimate, lease = bound
             names[estimate.node_id] = estimate.name
@@ -317,7 +327,7 @@ class MeshPlacer:
                         raise NoNode(failed_message(failed, names)) from None
                 log.info("%s: %s refused the execution (%s); placing again", generation.agent, estimate.name, error)
                 attempt -= 1
-                await wait_for_room()
+                await wait_for_room(seen)
                 continue
             except _Lost as error:
                 failed[estimate.node_id] = str(error)
@@ -409,7 +419,7 @@ class MeshPlacer:
         events: asyncio.Queue[object] = asyncio.Queue()
         reader = asyncio.create_task(pump(stream, events), name=f"execute {generation.agent}")
         loop = asyncio.get_running_loop()
-        finished = False
+        finished = refused = False
         started: float | None = None  # perf-counter times of the stream, for the speeds observed
         first: float | None = None
         try:
@@ -461,6 +471,7 @@ class MeshPlacer:
                     case StreamBroke(error=error):
                         finished = True
                         if isinstance(error, ResourceExhausted):
+                            refused = True  # it held no place there
                             raise error
                         raise _Lost(str(error) or type(error).__name__)
                     case _:
@@ -468,6 +479,8 @@ class MeshPlacer:
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
+            if not local and not refused:  # its place there is free now (this node's service tells its own)
+                self._room.freed(model_id)
             if not finished and not local:
                 # Abandoned (Ctrl-C, the agent's timeout, a dead node): tell the node to stop
                 # generating; if it is gone, there is nothing to stop.

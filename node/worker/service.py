@@ -113,6 +113,7 @@ class NodeService:
         # Per caller, most recent last; capped, the least recently seen forgotten first.
         self._callers: dict[str, CallerStats] = {}
         self._listeners: list[Callable[[], None]] = []
+        self._room_listeners: list[Callable[[str | None], None]] = []
         self._on_inbound = on_inbound  # a watcher we may not know of: the caller dials it back
         membership.on_revoked(lambda _ids: self.changed())
 
@@ -126,6 +127,17 @@ class NodeService:
 
     def on_change(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)
+
+    def on_room(self, listener: Callable[[str | None], None]) -> None:
+        """Call `listener(model_id)` whenever a place of that model's lane may have freed here (an
+        execution ended or left its queue, a lease was given back (None: of some model) or found
+        expired at the next Offer, Execute or beat), so a coordinator waiting for room asks again
+        at once instead of after a sleep."""
+        self._room_listeners.append(listener)
+
+    def _room_freed(self, model_id: str | None) -> None:
+        for listener in self._room_listeners:
+            listener(model_id)
 
     @property
     def version(self) -> int:
@@ -148,6 +160,7 @@ class NodeService:
             for promoted in self._admission.set_lane_slots(served.entry.selector, served.capacity, now):
                 if promoted in self._executions:
                     self._executions[promoted].wake.set()
+                self._room_freed(served.entry.id)  # it left the queue: a queue place is free
             changed = True
         if changed:
             self.changed()
@@ -289,6 +302,7 @@ class NodeService:
         for expired in self._admission.expired_unused(now):
             stats = self._stats(expired.caller)
             stats.expired_unused += 1
+            self._room_freed(self._served[expired.model].entry.id)
             run_id, agent = expired.about if isinstance(expired.about, tuple) else ("", "")
             if self._audit is not None:
                 self._audit.append(UnusedLeaseRecord(
@@ -403,6 +417,7 @@ class NodeService:
                 promoted = self._admission.finish(request.execution_id, self._clock())
                 if promoted is not None and promoted in self._executions:
                     self._executions[promoted].wake.set()
+                self._room_freed(served.entry.id)
         except (GeneratorExit, asyncio.CancelledError):
             outcome = "cancelled"  # the caller went away
             raise
@@ -462,7 +477,10 @@ class NodeService:
         caller holds and will not use (the id is then the lease id); False if there is neither."""
         execution = self._executions.get(execution_id)
         if execution is None:
-            return self._admission.release(execution_id, caller, self._clock())
+            released = self._admission.release(execution_id, caller, self._clock())
+            if released:
+                self._room_freed(None)
+            return released
         if execution.caller != caller:
             raise PermissionDenied("only the node that started an execution may cancel it")
         self._admission.cancel(execution_id, self._clock())  # a queued one leaves its queue at once

@@ -70,7 +70,8 @@ def completes(node_id: str) -> list:
 
 class Scripted:
     """Offer replies in order (the last one repeats; each accepted one gets a fresh lease) and one
-    scripted Execute stream per call (events, an exception to raise, HANG; then it simply ends)."""
+    scripted Execute stream per call (events, an exception to raise, HANG, an asyncio.Event to wait
+    for; then it simply ends)."""
 
     def __init__(self, node_id: str, finish_ms: int) -> None:
         self.node_id = node_id
@@ -93,6 +94,8 @@ class Scripted:
         for step in self.streams.pop(0) if self.streams else completes(self.node_id):
             if step is HANG:
                 await asyncio.Event().wait()
+            elif isinstance(step, asyncio.Event):
+                await step.wait()
             elif isinstance(step, BaseException):
                 raise step
             else:
@@ -137,6 +140,9 @@ class FakeService(Scripted):
 
     def describe(self) -> NodeDescription:
         return self.description
+
+    def on_room(self, listener) -> None:
+        self.room = listener  # tell the placer a place freed here: `w.service.room("m")`
 
     async def offer(self, caller: str, request: OfferRequest) -> OfferReply:
         self.callers.append(caller)
@@ -460,6 +466,50 @@ def test_refused_everywhere_it_waits_its_bound_then_fails_naming_every_node():
     assert dict(error.answers) == {"A": "full (a)", "B": "full (b)", "C": "full (c)", "D": "full (d)"}
     assert str(error).startswith("waited 0 s without a node starting it (") and "D: full (d)" in str(error)
     assert min(w.offered().values()) >= 2  # it asked again while it waited
+
+
+def test_refused_everywhere_it_places_again_as_soon_as_this_node_frees_a_place(monkeypatch):
+    monkeypatch.setattr(mesh_module, "BUSY_RETRY_FIRST_S", 30.0)  # its timer alone would fail `run`'s 5 s
+    w = World.standard()
+    for link in (w.links["b"], w.links["c"], w.links["d"], w.service):
+        link.replies = [REFUSE, accept(100)]
+
+    async def scenario():
+        waiting = asyncio.create_task(run(w.mesh, generation()))
+        while w.offered() != {"a": 1, "b": 1, "c": 1, "d": 1}:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # it waits in line now
+        w.service.room("m")  # an execution of m ended here (`NodeService.on_room`)
+        return await waiting
+
+    events, error = asyncio.run(scenario())
+    assert error is None and isinstance(events[0], Bound)  # within `run`'s 5 s: not the 30 s timer
+
+
+def test_its_own_execution_ending_on_a_peer_wakes_the_generation_waiting_for_that_place(monkeypatch):
+    monkeypatch.setattr(mesh_module, "BUSY_RETRY_FIRST_S", 30.0)
+    w = World((node("a", models=("other",)), 100), (node("b"), 100))  # b alone has m, and room for one
+    w.mesh.trust.observe("b", "m", Speed(PREFILL, 100.0, 0.0))
+    w.links["b"].replies = [accept(100), REFUSE, accept(100)]
+    finish = asyncio.Event()
+    w.links["b"].streams = [[ExecutionStarted("b", "m"), finish, ExecutionResult("hi", USAGE, "stop")]]
+    started = []
+
+    async def scenario():
+        first = asyncio.create_task(run(w.mesh, generation("first")))
+        while not w.links["b"].executes:
+            await asyncio.sleep(0.01)
+        second = asyncio.create_task(run(w.mesh, generation("second"), on_event=started.append))
+        while len(w.links["b"].offers) < 2:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert started == []  # refused: b's one place is the first's
+        finish.set()
+        return await first, await second
+
+    (first, _), (second, error) = asyncio.run(scenario())
+    assert first[0] == second[0] == Bound("b", "B") and error is None
+    assert [o.agent for o in w.links["b"].offers] == ["first", "second", "second"]
 
 
 def test_a_refusal_for_good_is_placed_elsewhere_at_once_and_never_waited_for():
