@@ -384,7 +384,11 @@ def _reading(raw: dict[str, Any]) -> str:
     mesh_ms = _paired(over["in-process"], over["mesh"], "agent_s")[0]
     c = raw["concurrent"]
     speed = {side: c[side]["wall_s"] for side in SIDES}
-    return (f"A generation on Ray costs {ray_ms:+.1f} ms per agent over the same generation in-process "
+    ratios = ", ".join(
+        f"`{name}` {statistics.median(o.duration_s for o in runs['ray']) / statistics.median(o.duration_s for o in runs['in-process']):.2f}×"
+        for name, runs in raw["examples"].items())
+    return (f"On Ray the example ensembles took, against their in-process time: {ratios}. "
+            f"A generation on Ray costs {ray_ms:+.1f} ms per agent over the same generation in-process "
             f"(the daemon: {mesh_ms:+.1f} ms): the call to the actor, Ray's object store for each streamed "
             f"chunk and the actor's own event loop. {CONCURRENT} runs at once took {speed['ray']:.1f} s on "
             f"Ray, {speed['mesh']:.1f} s on the daemon and {speed['in-process']:.1f} s in-process "
