@@ -236,8 +236,11 @@ def apply(state: RunState, event: RunEvent) -> RunState:
         case AgentFailed(error=error, at=at, retryable=retryable):
             spec = state.spec.agent(event.agent)
             again = not event.permanent and record.attempts < max_attempts(spec, retryable)
+            # A composite agent that failed for good spent what its finished parts did (the samples
+            # a budget let run): its usage says so, as the run's total does.
+            spent = record.usage if again else record.usage + sum((p.usage for p in record.parts.values()), Usage())
             record = replace(record, status=AgentStatus.PENDING if again else AgentStatus.FAILED,
-                             error=error, finished_at=None if again else at)
+                             error=error, finished_at=None if again else at, usage=spent)
         case AgentSkipped(reason=reason, at=at):
             record = replace(record, status=AgentStatus.SKIPPED, error=reason, finished_at=at)
         case _:

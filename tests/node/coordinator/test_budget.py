@@ -266,3 +266,5 @@ def test_a_votes_samples_share_the_budget_and_one_refused_fails_the_vote_naming_
     assert error == out.result.reason and error.startswith("budget: the run's max_tokens 6 is spent (")
     assert out.results["v"].attempts == 1  # a budget is not retried
     assert out.result.to_json()["usage"]["completion_tokens"] == 6
+    # The failed vote reports what its two finished samples spent, not nothing.
+    assert out.results["v"].usage.completion_tokens == 6 and out.results["v"].status.value == "failed"
