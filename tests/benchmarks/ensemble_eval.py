@@ -266,6 +266,7 @@ def measure(limit: int | None, node_counts: tuple[int, ...], strategies: tuple[S
             lan = netns.NamespaceLan.create(count)
             try:
                 raw[str(count)] = asyncio.run(_evaluate(Path(folder), lan, count, items, strategies, concurrency))
+                raw[str(count)]["limit"] = limit
             finally:
                 lan.close()
         if raw_path is not None:  # after each node count: a run stopped later keeps what it measured
@@ -433,20 +434,26 @@ def _mesh_reading(raw: dict[str, Any]) -> str:
             "the mesh's overhead (docs/benchmarks.md's mesh section measures that).")
 
 
+def _items(limit: int | None) -> str:
+    """Which items a run with `limit` answered, in words."""
+    counts = Counter(t.kind for t in _select(task_set.load(), limit))
+    return (", ".join(f"{counts[k]} {k}" for k in KINDS if counts[k]) + f" items ({sum(counts.values())} in all"
+            + (f", the first {limit} of each kind" if limit is not None else "") + ")")
+
+
 def format_section(raw: dict[str, Any]) -> str:
     from tests.benchmarks.run import machine
 
     lines = [f"## {TITLE}", ""]
     if "skipped" in raw:
         return "\n".join(lines + [f"Not run: {raw['skipped']}.", ""])
-    counts = Counter(t.kind for t in _select(task_set.load(), raw["limit"]))
+    limits = {raw[count].get("limit", raw["limit"]) for count in ("1", "3") if count in raw}
     lines += [
         "The task set is tests/benchmarks/eval/tasks.jsonl, written for orc: short reviews to call positive or "
         "negative, yes/no questions of general knowledge, and additions and subtractions of one- and two-digit "
-        "numbers (eval/tasks.py; balanced labels). This run used "
-        + ", ".join(f"{counts[k]} {k}" for k in KINDS if counts[k]) + f" items ({sum(counts.values())} in all"
-        + (f", the first {raw['limit']} of each kind" if raw["limit"] is not None else "") + "). "
-        "The strategies are the ensembles in tests/benchmarks/eval/: one greedy sample of SmolLM2-135M; a "
+        "numbers (eval/tasks.py; balanced labels). "
+        + (f"This run used {_items(raw['limit'])}. " if len(limits) <= 1 else "")
+        + "The strategies are the ensembles in tests/benchmarks/eval/: one greedy sample of SmolLM2-135M; a "
         "5-sample majority vote of SmolLM2 at temperature 0.8; a cascade whose first level is a 3-sample "
         "SmolLM2 vote accepted when `${agreement} >= 0.67` (with three samples, only when all three agree: "
         "2/3 is 0.6667) and whose last level is one greedy generation of Gemma 3 270M; a 6-sample vote at "
@@ -473,6 +480,8 @@ def format_section(raw: dict[str, Any]) -> str:
                          "daemon in its own network namespace serving both models with 1 thread; runs are "
                          "coordinated by A, which places every sample. All three share this machine's two "
                          "cores, so the mesh cannot add compute here.")
+        if len(limits) > 1:
+            lines[-1] += f" It answered {_items(result.get('limit', raw['limit']))}."
         lines += ["", *_table(result), ""]
         text = reading(result)
         if text:
