@@ -162,22 +162,9 @@ async def _start_daemon(root: Path, lan: Any) -> Any:
 
 
 def _start_ray(home: Path) -> Any:
-    from tests.node.ray.ray_cluster import CLUSTER_MARK, LocalCluster, free_port
+    from tests.node.ray.ray_cluster import start_cluster
 
-    temp = Path(tempfile.mkdtemp(prefix="orc-rb-", dir="/tmp"))  # short: Ray's socket paths must fit
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(ORC_HOME=str(home), RAY_USAGE_STATS_ENABLED="0", **{CLUSTER_MARK: str(temp)})
-    cluster = LocalCluster(temp, home, free_port(), env)
-    try:
-        cluster.start_node("--head", "--port", str(cluster.port), "--include-dashboard=false",
-                           "--ray-client-server-port", str(free_port()))
-        cluster.start_node("--address", f"127.0.0.1:{cluster.port}", "--resources",
-                           f'{{"orc-model:{MODEL}": 1, "orc-model:{GEMMA}": 1}}')
-    except BaseException:
-        cluster.stop()
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    return cluster
+    return start_cluster(home, ({f"orc-model:{MODEL}": 1, f"orc-model:{GEMMA}": 1},))
 
 
 # ---- the measurements ----

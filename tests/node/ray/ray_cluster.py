@@ -9,6 +9,7 @@ children, the model runners, which do not name it).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -124,9 +125,13 @@ class LocalCluster:
         kill_tagged(str(self.temp))
 
 
-def start_cluster(home: Path) -> LocalCluster:
-    """A head serving no model, a worker with two actors' worth of the model (and orc's tag `lab`),
-    one worker without it."""
+# The tests' workers: two actors' worth of the model (and orc's tag `lab`), and one without it.
+TEST_WORKERS = ({f"orc-model:{MODEL}": 2, "orc-tag:lab": 1}, {})
+
+
+def start_cluster(home: Path, workers: tuple[dict[str, int], ...] = TEST_WORKERS) -> LocalCluster:
+    """A head serving no model and one worker per entry of `workers`, started with those
+    resources (none: a worker serving nothing)."""
     temp = Path(tempfile.mkdtemp(prefix="orc-ray-", dir="/tmp"))  # short: Ray's socket paths must fit
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(ORC_HOME=str(home), RAY_USAGE_STATS_ENABLED="0", **{CLUSTER_MARK: str(temp)})
@@ -135,8 +140,8 @@ def start_cluster(home: Path) -> LocalCluster:
         cluster.start_node("--head", "--port", str(cluster.port), "--include-dashboard=false",
                            "--ray-client-server-port", str(free_port()))
         gcs = f"127.0.0.1:{cluster.port}"
-        cluster.start_node("--address", gcs, "--resources", f'{{"orc-model:{MODEL}": 2, "orc-tag:lab": 1}}')
-        cluster.start_node("--address", gcs)
+        for resources in workers:
+            cluster.start_node("--address", gcs, *(("--resources", json.dumps(resources)) if resources else ()))
     except BaseException:
         cluster.stop()
         shutil.rmtree(temp, ignore_errors=True)
