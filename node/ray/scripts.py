@@ -60,7 +60,7 @@ class RayScripts:
                        cwd: Path | None = None, env: Mapping[str, str] | None = None) -> ScriptResult:
         import ray.exceptions
 
-        source = _read(path)
+        source = await asyncio.to_thread(_read, path)  # off the loop: the driver's runs go on meanwhile
         ray = self._cluster.ray
         if self._task is None:
             self._task = ray.remote(run_shipped).options(num_cpus=0, max_retries=0)
