@@ -41,14 +41,18 @@ def test_a_run_budget_of_few_tokens_stops_a_three_agent_ensemble(orc):
     assert message.startswith("budget: the run's max_tokens 40 is spent (")
     r = data["results"]
     ran = [n for n in r if r[n]["usage"]["completion_tokens"] > 0]
-    assert len(ran) == 1 and r[ran[0]]["status"] == "completed"  # the one generation that started ran to its clamp
-    assert r[ran[0]]["usage"]["completion_tokens"] <= 40
+    # The first generation runs to its clamp; a waiting one gets only what it left, if it ended
+    # early (sampling decides): whatever ran completed, everything else failed naming the budget.
+    assert ran and all(r[n]["status"] == "completed" for n in ran)
+    assert set(r) - set(ran), "the budget stopped nothing"
     for name in set(r) - set(ran):
         assert r[name]["status"] == "failed" and r[name]["error"] == message
     total = data["usage"]["total_tokens"]
-    assert total == budget["used_tokens"] and total <= 40 + r[ran[0]]["usage"]["prompt_tokens"]
-    assert data["usage"] == {"prompt_tokens": r[ran[0]]["usage"]["prompt_tokens"],
-                             "completion_tokens": r[ran[0]]["usage"]["completion_tokens"], "total_tokens": total}
+    prompts = [r[n]["usage"]["prompt_tokens"] for n in ran]
+    assert total == budget["used_tokens"] and total <= 40 + max(prompts)  # a started prompt may pass it
+    assert data["usage"] == {"prompt_tokens": sum(prompts),
+                             "completion_tokens": sum(r[n]["usage"]["completion_tokens"] for n in ran),
+                             "total_tokens": total}
     # The journal keeps it: `orc runs show` says what stopped the run, in text and JSON.
     shown = orc("runs", "show", data["run_id"], "--json").json()
     assert shown["status"] == "completed_with_errors" and shown["reason"] == message
