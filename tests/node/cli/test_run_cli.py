@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -158,10 +159,11 @@ def test_journal_records_the_run_and_runs_show_renders_it(orc, home):
 def test_killed_run_resumes_without_recomputing(orc, home):
     folder = orc.work
     write(folder, "count.py", """\
-        import json, pathlib, sys, time
+        import json, os, pathlib, sys, time
         req = json.load(sys.stdin)
         name = req["agent_name"]
         log = pathlib.Path("ran.log")
+        pathlib.Path(name + ".pid").write_text(str(os.getpid()))  # before the log, which the test watches
         with log.open("a") as f:
             f.write(name + "\\n")
         time.sleep(float(req["parameters"].get("seconds", 0)))
@@ -190,6 +192,9 @@ def test_killed_run_resumes_without_recomputing(orc, home):
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
+        # A killed process cannot stop the script it started (in its own session): this test does.
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
+            os.kill(int((folder / "long.pid").read_text()), signal.SIGKILL)
     assert orc("runs", "list", "--json").json()[0]["status"] == "interrupted"
     shown = orc("runs", "show", run_id).stdout
     assert f"interrupted (resume with 'orc runs resume {run_id}')" in shown.splitlines()[0]

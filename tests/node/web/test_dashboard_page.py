@@ -55,7 +55,7 @@ def wait_equal(read: Callable[[], Any], expected: Any, what: str, timeout: float
     try:
         wait_for(lambda: read() == expected, what, timeout)
     except AssertionError:
-        assert read() == expected, what
+        assert wait_for(lambda: [read()], what)[0] == expected, what  # the last reading, shown
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30) -> Any:
@@ -82,6 +82,12 @@ def one(driver: WebDriver, selector: str):
 
 def every(driver: WebDriver, selector: str) -> list:
     return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def read_all(driver: WebDriver, selector: str, read: Callable[[Any], Any], what: str) -> list:
+    """What `read` gives of every element `selector` finds, once there is one, all read in one pass:
+    the page redraws a list when the stream says so, so elements found earlier may be gone."""
+    return wait_for(lambda: [read(element) for element in every(driver, selector)], what)
 
 
 def sign_in(driver: WebDriver, url: str) -> None:
@@ -119,24 +125,30 @@ def test_sign_in_then_every_view_renders_the_nodes_json(page: WebDriver, node: t
     assert {e["source"] for e in login_noise} == {"network"}, login_noise
     assert all(" 401 " in e["message"] for e in login_noise), login_noise
 
-    nodes = wait_for(lambda: every(page, "#mesh .node[data-node-id][data-state]"), "the node cards")
-    assert [(n.get_attribute("data-node-id"), n.get_attribute("data-state"), n.find_element(By.CSS_SELECTOR, ".node-name").text)
-            for n in nodes] == [("alpha-id", "self", "alpha"), ("beta-id", "verified", "beta")]
-    assert "this node" in nodes[0].text and "812.5 tok/s" in nodes[0].text and "16 GiB" in nodes[0].text
-    assert "last seen" in nodes[1].text and "on disk" in nodes[1].text
+    nodes = read_all(page, "#mesh .node[data-node-id][data-state]", lambda n: (
+        n.get_attribute("data-node-id"), n.get_attribute("data-state"), n.find_element(By.CSS_SELECTOR, ".node-name").text,
+        n.text), "the node cards")
+    assert [card[:3] for card in nodes] == [("alpha-id", "self", "alpha"), ("beta-id", "verified", "beta")]
+    assert "this node" in nodes[0][3] and "812.5 tok/s" in nodes[0][3] and "16 GiB" in nodes[0][3]
+    assert "last seen" in nodes[1][3] and "on disk" in nodes[1][3]
     assert not one(page, "#ray").is_displayed()  # no Ray cluster in this node's config
 
     one(page, 'nav a[data-view="runs"]').click()
-    runs = wait_for(lambda: every(page, "#runs .run[data-run-id][data-status]"), "the runs")
-    assert [(r.get_attribute("data-run-id"), r.get_attribute("data-status")) for r in runs] == [("run-old", "interrupted")]
-    options = Select(one(page, "form#start-run select[name=ensemble]")).options
-    assert [(o.get_attribute("value"), o.is_enabled()) for o in options] == [("pair", True), ("broken", False)]
+    runs = read_all(page, "#runs .run[data-run-id][data-status]",
+                    lambda r: (r.get_attribute("data-run-id"), r.get_attribute("data-status")), "the runs")
+    assert runs == [("run-old", "interrupted")]
+    options = read_all(page, "form#start-run select[name=ensemble] option",
+                       lambda o: (o.get_attribute("value"), o.is_enabled()), "the ensembles in the form")
+    assert options == [("pair", True), ("broken", False)]
 
     one(page, 'nav a[data-view="ensembles"]').click()
-    ensembles = wait_for(lambda: every(page, "#ensembles .ensemble[data-name][data-valid]"), "the ensembles")
-    assert [(e.get_attribute("data-name"), e.get_attribute("data-valid")) for e in ensembles] == [("pair", "true"), ("broken", "false")]
-    assert "which no agent is called" in ensembles[1].find_element(By.CSS_SELECTOR, ".problems").text
-    assert len(ensembles[0].find_elements(By.CSS_SELECTOR, ".graph-agent")) == 3
+    ensembles = read_all(page, "#ensembles .ensemble[data-name][data-valid]", lambda e: (
+        e.get_attribute("data-name"), e.get_attribute("data-valid"),
+        " ".join(p.text for p in e.find_elements(By.CSS_SELECTOR, ".problems")),
+        len(e.find_elements(By.CSS_SELECTOR, ".graph-agent"))), "the ensembles")
+    assert [e[:2] for e in ensembles] == [("pair", "true"), ("broken", "false")]
+    assert "which no agent is called" in ensembles[1][2]
+    assert ensembles[0][3] == 3
 
     assert severe(page) == []
 
@@ -151,8 +163,8 @@ def test_the_ray_cluster_of_the_config_is_listed_under_the_mesh(page: WebDriver,
     wait_for(lambda: one(page, "#ray").is_displayed(), "the Ray cluster")
     assert one(page, "#ray-address").text == "ray://10.0.0.5:10001"
     assert "2 models on its workers, as of 4 s ago" in one(page, "#ray-status").text
-    rows = [[cell.text for cell in row.find_elements(By.CSS_SELECTOR, "td")]
-            for row in every(page, "#ray-models tbody tr")]
+    rows = read_all(page, "#ray-models tbody tr",
+                    lambda row: [cell.text for cell in row.find_elements(By.CSS_SELECTOR, "td")], "the Ray models")
     assert rows == [["smollm2-135m-instruct", "2", "ray:10.0.0.6/1a2b3c4d", "lab"],
                     ["gemma3-270m", "1", "ray:10.0.0.7/5e6f7a8b", ""]]
     assert severe(page) == []
@@ -183,8 +195,9 @@ def test_a_run_started_from_the_page_is_followed_live(page: WebDriver, node: tup
     run_id = one(page, "#run").get_attribute("data-run-id")
     assert fake.posts[-1].path == "/api/runs" and fake.posts[-1].marked
     assert fake.posts[-1].body == {"ensemble": "pair", "input": "write a haiku"}
-    boxes = wait_for(lambda: every(page, "#dag .dag-agent[data-agent][data-status][data-node-name]"), "the DAG")
-    assert sorted(b.get_attribute("data-agent") for b in boxes) == ["count", "draft", "review"]
+    boxes = read_all(page, "#dag .dag-agent[data-agent][data-status][data-node-name]",
+                     lambda b: b.get_attribute("data-agent"), "the DAG")
+    assert sorted(boxes) == ["count", "draft", "review"]
     assert not one(page, "button#cancel-run").get_attribute("disabled")
 
     def box(name: str):
@@ -251,10 +264,10 @@ def test_a_run_started_from_the_page_is_followed_live(page: WebDriver, node: tup
                         for b in every(page, '#timeline .bar[data-kind="work"]')],
                [("draft", "alpha"), ("review", "beta"), ("review", "alpha"), ("count", "alpha")], "the work bars")
     assert len(every(page, '#timeline .bar[data-kind="wait"]')) == 1  # only draft waited
-    results = wait_for(lambda: len(every(page, "#results .result[data-agent]")) == 3
-                       and every(page, "#results .result[data-agent]"), "every result")
-    assert [r.get_attribute("data-agent") for r in results] == ["draft", "review", "count"]
-    assert "3 words" in results[2].get_attribute("textContent")
+    wait_equal(lambda: [r.get_attribute("data-agent") for r in every(page, "#results .result[data-agent]")],
+               ["draft", "review", "count"], "every result")
+    results = read_all(page, "#results .result[data-agent]", lambda r: r.get_attribute("textContent"), "the results")
+    assert "3 words" in results[2]
 
     assert severe(page) == []
 
@@ -268,8 +281,8 @@ def test_a_run_known_from_its_journal_and_the_actions(page: WebDriver, node: tup
     wait_equal(lambda: [(b.get_attribute("data-agent"), b.get_attribute("data-node-name"), b.get_attribute("data-kind"))
                         for b in every(page, "#timeline .bar")],
                [("draft", "alpha", "work"), ("review", "beta", "work")], "its timeline")
-    bars = every(page, "#timeline .bar")
-    assert float(bars[0].get_attribute("width")) == pytest.approx(float(bars[1].get_attribute("width")), rel=0.01)
+    widths = read_all(page, "#timeline .bar", lambda b: float(b.get_attribute("width")), "the bars' widths")
+    assert widths[0] == pytest.approx(widths[1], rel=0.01)
     assert one(page, '#dag .dag-agent[data-agent="review"]').get_attribute("data-status") == "failed"
     one(page, '#dag .dag-agent[data-agent="draft"]').click()
     wait_for(lambda: one(page, "#tokens").text == "an old draft", "a finished agent's output")
@@ -296,7 +309,7 @@ def test_on_a_phone_nothing_is_wider_than_the_screen(page: WebDriver, node: tupl
     for where, ready in [("#/mesh", "#mesh .node"), ("#/runs", "#runs .run"), ("#/ensembles", "#ensembles .ensemble"),
                          ("#/run/run-old", "#timeline .bar")]:
         page.execute_script("location.hash = arguments[0]", where)
-        wait_for(lambda: every(page, ready), f"{where} drawn")
+        wait_for(lambda: every(page, ready), f"{where} drawn")  # noqa: B023 (called at once)
         assert page.execute_script("return window.innerWidth") == 375
         width = page.execute_script("return document.documentElement.scrollWidth")
         assert width <= 375, f"{where} is {width} px wide on a 375 px screen"
