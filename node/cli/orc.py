@@ -96,7 +96,7 @@ def run(
     watch: Optional[str] = typer.Option(None, "--watch", help="Stream this agent's tokens (default: the first to start)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed, for reproducible output."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads per model (default: all cores)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads per model (default: all cores, shared by the models generating at once)."),
     home: Optional[Path] = HomeOption,
     debug: bool = DebugOption,
 ) -> None:

@@ -154,7 +154,7 @@ def start(
                                     help="Serve only this catalog model (repeatable; default: all of them)."),
     no_mdns: bool = typer.Option(False, "--no-mdns", help="Neither advertise nor browse with mDNS."),
     tag: List[str] = typer.Option([], "--tag", metavar="T", help="A tag ensembles can require (repeatable)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads per model (default: all cores)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads per model (default: all cores, shared by the models generating at once)."),
     api: Optional[str] = typer.Option(None, "--api", metavar="HOST:PORT",
                                       help="Where the HTTP API (OpenAI-compatible, /metrics) listens "
                                            "(default 127.0.0.1:7780; also 'api.listen' in the config file)."),

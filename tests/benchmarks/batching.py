@@ -16,7 +16,6 @@ are compared: batching must not change them.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import statistics
@@ -25,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.benchmarks.run import REPO, THREADS, Row, publish_section, standalone_section
+from tests.benchmarks.run import THREADS, Row, load_note, rounds_main, standalone_section
 
 TITLE = "Parallel generations on one node: batched vs one at a time"
 TOKENS = 64
@@ -118,9 +117,7 @@ def bench_batching(rounds: int = 3, threads: int = THREADS) -> tuple[list[Row], 
     note = (f"SmolLM2-135M-Instruct Q4_1 through `BatchedLlamaRuntime` (slots={SLOTS}) and the same runtime with "
             f"slots=1 running the generations one after the other, {threads} threads, greedy; every generation ran "
             f"its {TOKENS} tokens: {'yes' if results['tokens_ok'] else 'NO'}; batched and one-at-a-time texts "
-            f"identical in {results['same']} of {results['compared']} generations. 1-minute load average of the "
-            f"machine {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other work shared its "
-            f"{os.cpu_count()} cores).")
+            f"identical in {results['same']} of {results['compared']} generations. {load_note(load_before)}")
     return rows, note
 
 
@@ -129,14 +126,7 @@ def section(rounds: int = 3, threads: int = THREADS) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of every N, the sides alternating")
-    parser.add_argument("--threads", type=int, default=THREADS, help="llama.cpp threads")
-    parser.add_argument("--write", action="store_true", help="put the section into --out")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
-    args = parser.parse_args(argv)
-    publish_section(TITLE, section(args.rounds, args.threads), args.out if args.write else None)
-    return 0
+    return rounds_main(argv, __doc__, TITLE, section, "llama.cpp threads")
 
 
 if __name__ == "__main__":

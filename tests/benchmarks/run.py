@@ -20,6 +20,9 @@ Measures, on this machine, in one process run so the ratios compare like with li
 5a. parallel generations (tests/benchmarks/batching.py): 1-4 parallel 64-token generations of
    SmolLM2 decoded together by the batched runtime vs one at a time, and time to first token
    under load (--skip-batching);
+5c. two models at once (tests/benchmarks/cpu_share.py): SmolLM2 and Gemma-3 generating at the
+   same time in their runners, with the node's cores shared among the runners generating and
+   without (--skip-cpu-share);
 5b. GGUF metadata (tests/benchmarks/gguf_reader.py): orc's header reader against ggml's
    `gguf.GGUFReader` on both embedded models, the values they read compared key by key;
 6. the mesh (tests/benchmarks/mesh.py): mTLS round trips and per-agent remote overhead between
@@ -75,6 +78,17 @@ class Row:
     what: str
     value: str
     note: str = ""
+
+
+def compile_bytecode() -> None:
+    """Compile orc's own modules to bytecode, as pip compiles an installed package's (llm-orc's
+    and every library's): an editable install's modules are otherwise compiled again at every
+    start of `orc` where PYTHONDONTWRITEBYTECODE is set, which added about 0.2 s to each."""
+    import compileall
+
+    for package in ("node", "scheduler", "proto", "ensembles"):
+        if not compileall.compile_dir(str(REPO / package), quiet=1):
+            raise RuntimeError(f"compiling {package}/ to bytecode failed")
 
 
 def median_of(runs: int, measure: Callable[[], float]) -> tuple[float, list[float]]:
@@ -427,6 +441,25 @@ def standalone_section(title: str, rows: list[Row], notes: str) -> str:
     return "\n".join(section_lines(title, rows, f"{notes}\n\n{where.removeprefix('- ')}; {when.removeprefix('- ')}."))
 
 
+def load_note(before: float) -> str:
+    """The sentence every section run in-process ends with: how busy the machine was."""
+    return (f"1-minute load average of the machine {before:.1f} before, {os.getloadavg()[0]:.1f} after (other work "
+            f"shared its {os.cpu_count()} cores).")
+
+
+def rounds_main(argv: list[str] | None, doc: str | None, title: str, section: Callable[[int, int], str],
+                threads_help: str) -> int:
+    """The command line of a section measured in rounds (`--rounds`, `--threads`, `--write`)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, the sides alternating")
+    parser.add_argument("--threads", type=int, default=THREADS, help=threads_help)
+    parser.add_argument("--write", action="store_true", help="put the section into --out")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    args = parser.parse_args(argv)
+    publish_section(title, section(args.rounds, args.threads), args.out if args.write else None)
+    return 0
+
+
 def publish_section(title: str, text: str, out: Path | None) -> None:
     """Print a section run on its own and, when `out` is given, put it into that report."""
     print(text)
@@ -453,7 +486,8 @@ def write_report(sections: list[tuple[str, list[Row], str]], path: Path, appendi
              "Written by `.venv/bin/pip install -q -e '.[bench]' && .venv/bin/python -m tests.benchmarks.run`;",
              "every number below comes from one run",
              "of that command on the machine described here. Machines are shared and noisy: compare the",
-             "ratios inside one table, not absolute times across runs.", "", *machine(), ""]
+             "ratios inside one table, not absolute times across runs. orc's own modules are compiled to",
+             "bytecode first, as an installed package's are (`compile_bytecode`).", "", *machine(), ""]
     for title, rows, notes in sections:
         lines += section_lines(title, rows, notes)
     if appendix:
@@ -477,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="leave out the same ensembles on a local Ray cluster (needs root and ray)")
     parser.add_argument("--skip-batching", action="store_true",
                         help="leave out parallel generations batched vs one at a time")
+    parser.add_argument("--skip-cpu-share", action="store_true",
+                        help="leave out two models generating at once, cores shared or not")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--side", choices=("direct", "orc", "runtime-llama_cpp", "runtime-mlx"),
                         help=argparse.SUPPRESS)  # one side of a comparison, as JSON
@@ -488,6 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(json.dumps((_side_direct if args.side == "direct" else _side_orc)(args.runs)))
         return 0
+    compile_bytecode()
     sections = []
     print("generation overhead ...", file=sys.stderr)
     sections.append(("Orchestration overhead", bench_overhead(args.runs),
@@ -530,6 +567,11 @@ def main(argv: list[str] | None = None) -> int:
         from tests.benchmarks.batching import TITLE as BATCHING_TITLE, bench_batching
 
         sections.append((BATCHING_TITLE, *bench_batching()))
+    if not args.skip_cpu_share:
+        print("two models at once, cores shared among runners or not ...", file=sys.stderr)
+        from tests.benchmarks.cpu_share import TITLE as CPU_SHARE_TITLE, bench_cpu_share
+
+        sections.append((CPU_SHARE_TITLE, *bench_cpu_share()))
     appendix = ""  # sections run on their own: the footprint, the mesh, placement
     if not args.skip_footprint:
         print("idle daemon footprint ...", file=sys.stderr)

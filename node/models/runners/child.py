@@ -5,7 +5,8 @@
 FD is this process's end of the socketpair its node made (passed with `pass_fds`), PARENT_PID
 the node's pid, LOG_LEVEL the level of the node's `orc` logger. The runner loads what the first
 `Load` names, runs each `Generate` as its own task (the hosted runtime runs as many at once as
-its capacity and queues the rest), streams their text, cancels on `Cancel`, and exits on `Stop`,
+its capacity and queues the rest), streams their text, cancels on `Cancel`, computes with the
+threads a `Threads` gives from then on, and exits on `Stop`,
 when the socket closes, or when the node dies (PR_SET_PDEATHSIG on Linux; the socket's end of
 file everywhere). It never unloads on the way out: the process's memory goes back to the
 operating system when it exits.
@@ -45,6 +46,7 @@ from orc.node.models.runners.protocol import (
     Stats,
     Stop,
     Text,
+    Threads,
     decode_request,
     frame,
     read_frame,
@@ -172,9 +174,18 @@ class _Runner:
             batch.close()
             self.generations.pop(rid, None)
 
+    def set_threads(self, threads: int) -> None:
+        """The node's share of its cores for this runner; a runtime that cannot take it (MLX
+        computes on one core) keeps its own."""
+        take = getattr(self.runtime, "set_threads", None)
+        if callable(take):
+            take(threads)
+
     def stats(self) -> Stats:
         running = len(self.generations)
-        return Stats(resident_bytes(), min(running, self.capacity), max(0, running - self.capacity))
+        threads = getattr(self.runtime, "threads", None)
+        return Stats(resident_bytes(), min(running, self.capacity), max(0, running - self.capacity),
+                     threads() if callable(threads) else 0)
 
 
 async def serve(sock: socket.socket) -> None:
@@ -200,6 +211,8 @@ async def serve(sock: socket.socket) -> None:
                     return
                 case AskStats():
                     runner.send(runner.stats())
+                case Threads(threads=threads):
+                    runner.set_threads(threads)
                 case _:
                     assert_never(request)
             await writer.drain()

@@ -45,11 +45,13 @@ from orc.node.models.runners.protocol import (
     Stats,
     Stop,
     Text,
+    Threads,
     decode_reply,
     encode,
     frame,
     read_frame,
 )
+from orc.node.models.runners.cpu_share import CpuShare
 from orc.node.models.runners.runner_log import MAX_LOG_LINE_CHARS, parse_log_line
 from orc.node.models.runtimes.base import (
     ChatMessage,
@@ -118,7 +120,7 @@ class RunnerProcess:
 
     def __init__(self, model: ModelEntry, settings: RunnerSettings, process: asyncio.subprocess.Process,
                  reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 on_death: Callable[[RunnerProcess, str], None]) -> None:
+                 on_death: Callable[[RunnerProcess, str], None], share: CpuShare | None = None) -> None:
         self.model = model
         self.settings = settings
         self.pid = process.pid
@@ -131,6 +133,7 @@ class RunnerProcess:
         self._process = process
         self._writer = writer
         self._on_death = on_death
+        self._share = share
         self._requests: dict[int, _Pending] = {}
         self._next_id = 1
         self._loaded: asyncio.Future[None] = self.loop.create_future()
@@ -146,9 +149,10 @@ class RunnerProcess:
     @classmethod
     async def start(cls, runtime: str, model: ModelEntry, settings: RunnerSettings,
                     on_death: Callable[[RunnerProcess, str], None],
-                    command: Sequence[str] = RUNNER_COMMAND) -> RunnerProcess:
+                    command: Sequence[str] = RUNNER_COMMAND, share: CpuShare | None = None) -> RunnerProcess:
         """Start a runner for `model` and load it; raises ModelLoadError with the runner's
-        message, or RunnerDied when the runner dies before it has loaded.
+        message, or RunnerDied when the runner dies before it has loaded. With a `share`, the
+        runner computes with its share of the node's cores while others generate too.
 
         `command` starts the runner; it gets three more arguments: its socket's file
         descriptor, the node's pid and the node's log level (`orc.node.models.runners.child`).
@@ -165,7 +169,7 @@ class RunnerProcess:
         finally:
             theirs.close()
         reader, writer = await asyncio.open_connection(sock=ours)
-        runner = cls(model, settings, process, reader, writer, on_death)
+        runner = cls(model, settings, process, reader, writer, on_death, share)
         log.debug("runner of %s started (pid %d)", model.id, runner.pid)
         try:
             await runner._load(runtime, settings)
@@ -190,6 +194,19 @@ class RunnerProcess:
     def in_flight(self) -> int:
         return len(self._requests)
 
+    @property
+    def max_threads(self) -> int | None:
+        """The CPU threads this runner computes with when alone (None: every core)."""
+        return self.settings.threads
+
+    def set_threads(self, threads: int) -> None:
+        """Have the runner compute with `threads` threads from its next step on (`CpuShare`)."""
+        if self.alive:
+            self._send(Threads(threads))
+
+    def __repr__(self) -> str:
+        return f"<runner of {self.model.id}, pid {self.pid}>"
+
     def _send(self, message: Request) -> None:
         if self._writer.is_closing():
             return
@@ -209,6 +226,8 @@ class RunnerProcess:
         if not self.alive:
             raise RunnerDied(self._died_message())
         pending = self._requests[rid] = _Pending()
+        if self._share is not None and len(self._requests) == 1:
+            self._share.busy(self)  # its share of the cores goes out before the request
         self._writer.write(len(body).to_bytes(4, "big") + body)
         finished = False
         try:
@@ -234,6 +253,8 @@ class RunnerProcess:
             self._requests.pop(rid, None)
             if not finished and self.alive:
                 self._send(Cancel(rid))
+            if self._share is not None and not self._requests:
+                self._share.idle(self)
 
     def _died_message(self) -> str:
         return f"the runner of {self.model.id} died: {self.cause or 'it stopped'}"

@@ -5,7 +5,7 @@ item is the message's tag and whose other items are its fields, in declaration o
 typed messages below are the only things sent; `encode` and `decode` are the one place they
 become bytes and come back.
 
-    node -> runner   Load  Generate  Cancel  Stop  AskStats
+    node -> runner   Load  Generate  Cancel  Stop  AskStats  Threads
     runner -> node   Loaded  Text  Done  Failed  Stats
 
 The runner is orc's own code, but it runs llama.cpp or MLX on a user's model file: memory can be
@@ -43,6 +43,7 @@ __all__ = [
     "Stats",
     "Stop",
     "Text",
+    "Threads",
     "decode_reply",
     "decode_request",
     "encode",
@@ -65,6 +66,8 @@ MAX_MESSAGE_CHARS = 4096
 MAX_REQUEST_ID = (1 << 63) - 1
 # Numbers a runner reports (bytes of memory, slots, tokens) fit 63 bits; anything else is a lie.
 MAX_COUNT = (1 << 63) - 1
+# CPU threads one Threads message may give (far above any machine's cores).
+MAX_THREADS = 4096
 _LENGTH = struct.Struct(">I")
 
 
@@ -134,7 +137,17 @@ class AskStats:
     """Answer with Stats."""
 
 
-Request: TypeAlias = Load | Generate | Cancel | Stop | AskStats
+@dataclass(frozen=True)
+class Threads:
+    """Compute with `threads` CPU threads from the next decode step on (the node's share of its
+    cores for this runner while other runners generate too; `orc.node.models.runners.cpu_share`).
+    Never more than the runner's own `RunnerSettings.threads`; a runtime that cannot change its
+    threads, or whose results would change with them, keeps its own."""
+
+    threads: int
+
+
+Request: TypeAlias = Load | Generate | Cancel | Stop | AskStats | Threads
 
 # -- runner -> node ---------------------------------------------------------------------------
 
@@ -179,16 +192,18 @@ class Failed:
 
 @dataclass(frozen=True)
 class Stats:
-    """The runner now: its resident memory, generations running and waiting inside it."""
+    """The runner now: its resident memory, generations running and waiting inside it, and the
+    CPU threads its last decode step ran with (0: its runtime does not say)."""
 
     rss_bytes: int
     active: int
     queued: int
+    threads: int = 0
 
 
 Reply: TypeAlias = Loaded | Text | Done | Failed | Stats
 
-_TAGS: dict[type, int] = {Load: 1, Generate: 2, Cancel: 3, Stop: 4, AskStats: 5,
+_TAGS: dict[type, int] = {Load: 1, Generate: 2, Cancel: 3, Stop: 4, AskStats: 5, Threads: 6,
                           Loaded: 11, Text: 12, Done: 13, Failed: 14, Stats: 15}
 
 
@@ -203,6 +218,8 @@ def encode(message: Request | Reply) -> bytes:
                       [p.temperature, p.max_tokens, p.seed, list(p.stop), p.top_p]]
         case Cancel(request_id=rid):
             fields = [rid]
+        case Threads(threads=threads):
+            fields = [threads]
         case Stop() | AskStats():
             fields = []
         case Loaded(capacity=capacity, context_tokens=context, rss_bytes=rss):
@@ -214,8 +231,8 @@ def encode(message: Request | Reply) -> bytes:
             fields = [rid, text, prompt, completion, reason]
         case Failed(request_id=rid, message=text, load=load):
             fields = [rid, text, load]
-        case Stats(rss_bytes=rss, active=active, queued=queued):
-            fields = [rss, active, queued]
+        case Stats(rss_bytes=rss, active=active, queued=queued, threads=threads):
+            fields = [rss, active, queued, threads]
         case _:
             raise TypeError(f"not a runner message: {message!r}")
     return msgpack.packb([_TAGS[type(message)], *fields], use_bin_type=True)
@@ -304,8 +321,9 @@ def decode_reply(body: bytes) -> Reply:
             return Failed(_int(rid, "request id", 0, MAX_REQUEST_ID), _str(message, "message", MAX_MESSAGE_CHARS),
                           _bool(load, "load"))
         case 15:
-            rss, active, queued = _fields(items, 3, "Stats")
-            return Stats(_int(rss, "rss"), _int(active, "active"), _int(queued, "queued"))
+            rss, active, queued, threads = _fields(items, 4, "Stats")
+            return Stats(_int(rss, "rss"), _int(active, "active"), _int(queued, "queued"),
+                         _int(threads, "threads", 0, MAX_THREADS))
         case tag:
             raise ProtocolError(f"unknown reply tag {tag}")
 
@@ -337,6 +355,9 @@ def decode_request(body: bytes) -> Request:
             case 5:
                 _fields(items, 0, "AskStats")
                 return AskStats()
+            case 6:
+                (threads,) = _fields(items, 1, "Threads")
+                return Threads(_int(threads, "threads", 1, MAX_THREADS))
             case tag:
                 raise ProtocolError(f"unknown request tag {tag}")
     except (TypeError, ValueError) as error:

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
+from orc.node.models.runners.cpu_share import CpuShare
 from orc.node.models.runners.crashes import COOL_DOWN_S, CrashRecord
 from orc.node.models.runners.hosted import hosted_runtime, safe_settings
 from orc.node.models.runners.process import RUNNER_COMMAND, RunnerProcess, RunnerState
@@ -45,13 +46,16 @@ class RunnerRuntime:
     """Runs the models of runtime `name` in runner processes, one per model variant.
 
     `settings` are the runners' (threads, context per sequence, slots, extra buffers); `clock`
-    is monotonic seconds, for the crash record; `command` starts a runner (`process.RUNNER_COMMAND`).
+    is monotonic seconds, for the crash record; `command` starts a runner (`process.RUNNER_COMMAND`);
+    `share`, the node's cores shared among the runners generating at once, of this runtime and
+    the others (`cpu_share`; None: each runner always computes with its own setting).
     `extra_buffers` mirrors the setting for the log and the tests.
     """
 
     def __init__(self, name: str, settings: RunnerSettings, *, clock: Callable[[], float] = time.monotonic,
-                 command: Sequence[str] = RUNNER_COMMAND) -> None:
+                 command: Sequence[str] = RUNNER_COMMAND, share: CpuShare | None = None) -> None:
         self.name = name
+        self.share = share
         self._command = tuple(command)
         self.settings = settings
         self.extra_buffers = settings.extra_buffers
@@ -178,7 +182,7 @@ class RunnerRuntime:
                 runner.kill()  # started on an event loop that has ended: it cannot be talked to
             self._runners.pop(model.id, None)
             runner = await RunnerProcess.start(self.name, model, self.runner_settings(model.id), self._died,
-                                               self._command)
+                                               self._command, self.share)
             self._runners[model.id] = runner
             if model.id in self._dead:
                 self._dead.discard(model.id)

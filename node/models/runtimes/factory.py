@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from orc.node.models.runners import RunnerRuntime, RunnerSettings
+from orc.node.models.runners.cpu_share import CpuShare
 from orc.node.models.runtimes.extra_buffers import LlamaCppConfig, extra_buffers_choice
 from orc.node.models.runtimes.mlx import mlx_installed
 
@@ -26,7 +27,8 @@ def build_runtimes(settings: LlamaCppConfig, config_file: Path, *, n_threads: in
 
     `settings` is the `llama_cpp:` section of `config_file`, named in the one log line (INFO)
     that says whether extra buffer types are on and why. `n_threads`: llama.cpp's CPU threads
-    per model (default: every CPU); `slots`: sequences one runner decodes together where its
+    per model (default: every CPU), shared evenly among the runners generating at the same time
+    (`orc.node.models.runners.cpu_share`); `slots`: sequences one runner decodes together where its
     runtime batches (the `admission: slots:` setting). Starts no runner and imports neither
     llama_cpp nor mlx. Blocking: it reads /proc/cpuinfo and finds out whether mlx-lm is
     installed, so async callers use a thread. Callers `close()` each runtime when done.
@@ -34,7 +36,8 @@ def build_runtimes(settings: LlamaCppConfig, config_file: Path, *, n_threads: in
     choice = extra_buffers_choice(settings)
     log.info("%s", choice.explain(config_file))
     runner_settings = RunnerSettings(threads=n_threads, slots=slots, extra_buffers=choice.enabled)
-    runtimes = {"llama_cpp": RunnerRuntime("llama_cpp", runner_settings)}
+    share = CpuShare()  # one for the node: runners of every runtime compete for the same cores
+    runtimes = {"llama_cpp": RunnerRuntime("llama_cpp", runner_settings, share=share)}
     if mlx_installed():
-        runtimes["mlx"] = RunnerRuntime("mlx", runner_settings)
+        runtimes["mlx"] = RunnerRuntime("mlx", runner_settings, share=share)
     return runtimes

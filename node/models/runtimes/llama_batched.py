@@ -184,6 +184,17 @@ class BatchedLlamaRuntime:
             await asyncio.to_thread(loaded.steps.join)
             await asyncio.to_thread(loaded.llm.close)
 
+    def set_threads(self, threads: int) -> None:
+        """Decode every loaded model with `threads` CPU threads (at most this runtime's
+        n_threads) from its next step on, where that leaves its results as they are
+        (`StepLoop.set_threads`). A runner's share of the node's cores."""
+        for loaded in self._models.values():
+            loaded.steps.set_threads(threads)
+
+    def threads(self) -> int:
+        """The CPU threads the last decode step of a loaded model ran with (0: none loaded)."""
+        return max((loaded.steps.threads for loaded in self._models.values()), default=0)
+
     def capacity(self, model: ModelEntry) -> int:
         """Generations of `model` decoded together here: the slots, or once loaded, fewer if
         this model's rows are not bit-identical in larger decode calls on this CPU

@@ -1,6 +1,8 @@
 """The step loop of batched llama.cpp decoding: one thread, one context, `slots` sequences.
 
 Each step (`StepLoop._step`):
+0. the CPU threads the node gives this runner now are taken (`set_threads`), if this model's
+   results do not change with them;
 1. sequences whose consumer went away (their `cancel` is set) give their slot back;
 2. waiting requests take free slots, first come first served (`llama_batch_plan.admit`), copying
    a shared prompt prefix from a cached sequence where there is one;
@@ -127,6 +129,9 @@ class StepLoop:
         self.reused_tokens = 0  # prompt tokens copied instead of computed, for tests and stats
         self.min_tail: int | None = None
         self.exact_rows = slots  # sequences decoded together with bit-identical rows (`_probe_exact_rows`)
+        self.thread_invariant = False  # the same logits with fewer threads (`_probe_threads`)
+        self._threads_now = n_threads
+        self._threads_wanted = n_threads
         self._ready: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._run, args=(load,), name=f"orc-llama-steps-{name}", daemon=True)
         self._thread.start()
@@ -160,6 +165,7 @@ class StepLoop:
         try:
             self.min_tail = self._probe_min_tail()
             self.exact_rows = self._probe_exact_rows()
+            self.thread_invariant = self._probe_threads()
         except BaseException:
             native.llama_batch_free(self._batch)
             native.llama_free(self._ctx)
@@ -176,6 +182,16 @@ class StepLoop:
                 return
             self._waiting.append(request)
             self._cond.notify()
+
+    def set_threads(self, threads: int) -> None:
+        """Decode with `threads` CPU threads (1 to the loop's own n_threads) from the next step
+        on; ignored when this model's results would change with them (`_probe_threads`)."""
+        self._threads_wanted = max(1, min(threads, self._n_threads))
+
+    @property
+    def threads(self) -> int:
+        """The CPU threads the last decode step ran with."""
+        return self._threads_now
 
     def close(self) -> None:
         """Stop once every running and waiting generation has ended."""
@@ -218,6 +234,10 @@ class StepLoop:
             if self.closing and not self._waiting and not self._running:
                 return False
         try:
+            wanted = self._threads_wanted
+            if wanted != self._threads_now and self.thread_invariant:
+                self._native.llama_set_n_threads(self._ctx, wanted, wanted)
+                self._threads_now = wanted
             for seq in [s for s in self._running.values() if s.request.cancel.is_set()]:
                 self._release(seq)
             self._admit_waiting()
@@ -397,6 +417,35 @@ class StepLoop:
         finally:
             native.llama_memory_clear(self._memory, True)
         return exact
+
+    def _probe_threads(self) -> bool:
+        """Whether this model gives bit-identical logits, on this CPU, with every thread count
+        a share of the loop's n_threads can be (n_threads // k, k = 1..n_threads): a prompt read
+        in one call and one more token, compared with what n_threads gave. Only then does
+        `set_threads` take effect, so a generation's text never depends on what other runners
+        of the node are doing."""
+        native = self._native
+        tokens = self._llm.tokenize(_PROBE.encode("utf-8"), add_bos=True)[: self._chunk]
+        n = len(tokens)
+        counts = sorted({self._n_threads // k for k in range(1, self._n_threads + 1)} - {self._n_threads})
+        if not counts or n < 2 or n + 1 >= self._n_ctx:
+            return not counts
+        size = self._n_vocab * ctypes.sizeof(ctypes.c_float)
+
+        def logits(threads: int) -> tuple[bytes, bytes]:
+            native.llama_set_n_threads(self._ctx, threads, threads)
+            native.llama_memory_clear(self._memory, True)
+            self._decode([(tokens[i], i, 0, i == n - 1) for i in range(n)])
+            prompt = ctypes.string_at(native.llama_get_logits_ith(self._ctx, n - 1), size)
+            self._decode([(tokens[-1], n, 0, True)])
+            return prompt, ctypes.string_at(native.llama_get_logits_ith(self._ctx, 0), size)
+
+        try:
+            reference = logits(self._n_threads)
+            return all(logits(threads) == reference for threads in counts)
+        finally:
+            native.llama_set_n_threads(self._ctx, self._n_threads, self._n_threads)
+            native.llama_memory_clear(self._memory, True)
 
     def _probe_min_tail(self) -> int | None:
         """The fewest prompt tokens a decode call must hold for this model, on this CPU, to

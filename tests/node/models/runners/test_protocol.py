@@ -27,6 +27,7 @@ from orc.node.models.runners.protocol import (
     Stats,
     Stop,
     Text,
+    Threads,
     decode_reply,
     decode_request,
     encode,
@@ -45,6 +46,8 @@ REQUESTS = [
     Cancel(7),
     Stop(),
     AskStats(),
+    Threads(1),
+    Threads(64),
 ]
 REPLIES = [
     Loaded(capacity=4, context_tokens=2048, rss_bytes=150 << 20),
@@ -53,6 +56,7 @@ REPLIES = [
     Failed(0, "cannot load model 'x': not a GGUF file", load=True),
     Failed(7, "the prompt does not fit", load=False),
     Stats(rss_bytes=1 << 30, active=2, queued=1),
+    Stats(rss_bytes=1 << 30, active=1, queued=0, threads=8),
 ]
 
 
@@ -141,3 +145,9 @@ def test_the_end_of_the_stream_between_frames_is_clean_and_inside_one_is_not() -
             await read_frame(feed(struct.pack(">I", 10) + b"abc"), 100)
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1 << 20, 2.0, "2", None, True])
+def test_a_threads_message_out_of_range_is_refused(threads: object) -> None:
+    with pytest.raises(ProtocolError, match="threads"):
+        decode_request(msgpack.packb([6, threads]))

@@ -21,6 +21,7 @@ from support import child_pids
 
 from orc.node.models.catalog import ModelEntry
 from orc.node.models.runners import RunnerRuntime, RunnerSettings
+from orc.node.models.runners.cpu_share import CpuShare
 from orc.node.models.runners.crashes import COOL_DOWN_S
 from orc.node.models.runtimes.base import (
     ChatMessage,
@@ -295,3 +296,61 @@ def _dead(pid: int) -> bool:
     except OSError:
         return True
     return state in ("Z", "X")
+
+
+async def takes_shares(model: ModelEntry) -> bool:
+    """Whether `model` gives the same logits with fewer threads here, so its runner takes a share."""
+    from orc.node.models.runtimes.llama_batched import BatchedLlamaRuntime
+
+    runtime = BatchedLlamaRuntime(n_threads=2, slots=1, extra_buffers=SETTINGS.extra_buffers)
+    await runtime.load(model)
+    try:
+        return runtime._models[model.id].steps.thread_invariant  # noqa: SLF001 - what the probe found
+    finally:
+        await runtime.unload(model.id)
+
+
+def test_runners_generating_at_once_share_the_cores_and_write_what_they_write_alone(smollm2: ModelEntry,
+                                                                                     gemma: ModelEntry) -> None:
+    """Two runners of a node with two cores: each computes with one thread while both generate
+    (the runners themselves say so), and with both again alone; the texts are those of each model
+    generating alone. A model whose logits change with the thread count on this CPU
+    (`StepLoop._probe_threads`, asked in-process here) keeps its two threads instead."""
+    essay = [ChatMessage("user", "Write a detailed 1000-word essay about the history of bread.")]
+    params = GenerationParams(temperature=0, max_tokens=64)
+
+    async def main() -> None:
+        share = CpuShare(cores=2)
+        runtime = RunnerRuntime("llama_cpp", SETTINGS, share=share)
+        models = (smollm2, gemma)
+        try:
+            alone = [done_of(await generated(runtime, model, essay, params)).text for model in models]
+            runners = [runtime.runner(model.id) for model in models]
+            assert all(runner is not None for runner in runners)
+            assert [share.told(runner) for runner in runners] == [2, 2] and share.generating == 0
+            seen: set[tuple[int, int]] = set()
+
+            async def watch() -> None:  # what each runner's last decode step ran with, while both generate
+                while True:
+                    if share.generating == 2:
+                        stats = [await runner.stats() for runner in runners]  # type: ignore[union-attr]
+                        if share.generating == 2:
+                            seen.add((stats[0].threads, stats[1].threads))
+                    await asyncio.sleep(0.02)
+
+            async def text_of(model: ModelEntry) -> str:
+                return done_of(await generated(runtime, model, essay, params)).text
+
+            watcher = asyncio.create_task(watch())
+            together = await asyncio.gather(*(text_of(model) for model in models))
+            watcher.cancel()
+            assert together == alone
+            told = [share.told(runner) for runner in runners]
+            assert sorted(told) == [1, 2], told  # the one that ended last had both cores again
+            expected = tuple([1 if await takes_shares(model) else 2 for model in models])
+            assert expected in seen, seen  # while both generated, each runner decoded with its share
+            assert share.generating == 0
+        finally:
+            await runtime.close()
+
+    asyncio.run(main())

@@ -18,6 +18,7 @@ from orc.node.models.runtimes.base import (
     GenerationError,
     GenerationParams,
     ModelLoadError,
+    TokenChunk,
 )
 from orc.node.models.runtimes.llama_batched import BatchedLlamaRuntime
 from orc.node.models.runtimes.llama_cpp import LlamaCppRuntime
@@ -183,3 +184,35 @@ def test_no_more_sequences_decode_together_than_the_probe_found_exact(smollm2: M
     assert capacity == 2
     assert all(d.finish_reason in ("stop", "length") for d in got)
     assert max(rows_per_call) == 2
+
+
+@pytest.mark.parametrize("model_name", ["smollm2", "gemma"])
+def test_fewer_threads_midway_give_the_same_text(model_name: str, request: pytest.FixtureRequest) -> None:
+    """The node's share of its cores may change a runner's threads between two steps of a
+    generation: where the probe found this model's logits the same with fewer threads, the text
+    is the same; where it did not, the threads stay as they were."""
+    model: ModelEntry = request.getfixturevalue(model_name)
+    messages, params = TARGET
+
+    async def main() -> tuple[str, str, int, bool]:
+        runtime = BatchedLlamaRuntime(n_threads=2, slots=2)
+        try:
+            reference = (await done(runtime, model, messages, params)).text
+            changed = ""
+            async for event in runtime.generate(model, messages, params):
+                if isinstance(event, TokenChunk) and runtime.threads() == 2:
+                    runtime.set_threads(1)
+                if isinstance(event, GenerationDone):
+                    changed = event.text
+            threads_after = runtime.threads()
+            invariant = runtime._models[model.id].steps.thread_invariant  # noqa: SLF001 - what the probe found
+            runtime.set_threads(99)  # never more than its own n_threads
+            await done(runtime, model, messages, params)
+            assert runtime.threads() == 2
+            return reference, changed, threads_after, invariant
+        finally:
+            await runtime.unload(model.id)
+
+    reference, changed, threads_after, invariant = asyncio.run(main())
+    assert changed == reference
+    assert threads_after == (1 if invariant else 2)
