@@ -21,22 +21,27 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from orc.node.coordinator.agent_errors import ScriptRunner
-from orc.node.coordinator.engine import BoundRun, Engine
+from typing import TYPE_CHECKING
+
 from orc.node.coordinator.journal_lock import holding, journal_in_use
 from orc.node.coordinator.journal_replay import journal_state
-from orc.node.coordinator.placing import LOCAL_NODE_ID, Placer
+from orc.node.coordinator.local import LOCAL_NODE_ID
 from orc.node.coordinator.workspace import Workspace
 from orc.node.protocol.events import RunBegan, RunFinished, RunProgress, RunResult
 from orc.node.home import Home
-from orc.node.models.runners import RunnerRuntime
-from orc.node.models.runtimes.base import ModelRuntime
 from orc.scheduler.ensemble import EnsembleSpec
 from orc.scheduler.errors import RunNotFound, SchedulerError
 from orc.scheduler.journal import JournalContents, read_journal
 from orc.scheduler.loader import EnsembleLibrary, load_ensemble
 from orc.scheduler.profiles import Profiles
 from orc.scheduler.run import AgentSucceeded, RunState
+
+if TYPE_CHECKING:  # imported where an engine or runtimes are made: `orc run` through a daemon needs neither
+    from orc.node.coordinator.agent_errors import ScriptRunner
+    from orc.node.coordinator.engine import BoundRun, Engine
+    from orc.node.coordinator.placing import Placer
+    from orc.node.models.runners import RunnerRuntime
+    from orc.node.models.runtimes.base import ModelRuntime
 
 # Candidates named when a run-id prefix matches several runs: enough to pick from, short
 # enough for one message.

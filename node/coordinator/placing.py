@@ -16,14 +16,12 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Protocol
 
 from orc.node.coordinator.generations import Generation, MeshEvent, NoNode, NoRoom, Working
+from orc.node.coordinator.local import LOCAL_NODE_ID
 from orc.node.models.catalog import Catalog, CatalogError
 from orc.node.models.runtimes.base import ModelRuntime
 from orc.scheduler.ensemble import Placement
 from orc.scheduler.model_refs import split_model_ref
 from orc.scheduler.placement import ClusterView, Demand, HeldModel, NodeView
-
-# The node id of this machine when no daemon runs (it has no identity then).
-LOCAL_NODE_ID = "local"
 
 
 class Placer(Protocol):

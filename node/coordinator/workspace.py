@@ -14,15 +14,20 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from orc.node.coordinator.agent_errors import ScriptRunner
-from orc.node.coordinator.engine import Engine
-from orc.node.coordinator.placing import LOCAL_NODE_ID, Placer
+from typing import TYPE_CHECKING
+
+from orc.node.coordinator.local import LOCAL_NODE_ID
 from orc.node.home import Home, examples_dir, project_dir
 from orc.node.models.catalog import DEFAULT_MODEL_ID, Catalog
-from orc.node.models.runtimes.base import ModelRuntime
 from orc.scheduler.ensemble import EnsembleSpec
 from orc.scheduler.loader import EnsembleLibrary, load_ensemble
 from orc.scheduler.profiles import Profiles, builtin_profiles, load_profiles
+
+if TYPE_CHECKING:  # the engine is imported when one is made: `orc run` through a daemon needs none
+    from orc.node.coordinator.agent_errors import ScriptRunner
+    from orc.node.coordinator.engine import Engine
+    from orc.node.coordinator.placing import Placer
+    from orc.node.models.runtimes.base import ModelRuntime
 
 
 class Workspace:
@@ -80,6 +85,8 @@ class Workspace:
         `runtimes`; with one (the daemon's mesh), LLM agents go where it places them and `node_id`
         is the coordinating node's id. `journal`: keep journals under the home's runs folder.
         `shipped_scripts`: where the scripts of ensembles with `ship_scripts: true` run."""
+        from orc.node.coordinator.engine import Engine
+
         return Engine(
             catalog=self.catalog, profiles=self.profiles, library=self.library,
             runs_dir=self.home.runs_dir if journal else None, node_id=node_id, placer=placer, local=local,
