@@ -484,10 +484,11 @@ def replace_section(path: Path, title: str, text: str) -> None:
 def write_report(sections: list[tuple[str, list[Row], str]], path: Path, appendix: str = "") -> None:
     lines = ["# Benchmarks", "",
              "Written by `.venv/bin/pip install -q -e '.[bench]' && .venv/bin/python -m tests.benchmarks.run`;",
-             "every number below comes from one run",
-             "of that command on the machine described here. Machines are shared and noisy: compare the",
-             "ratios inside one table, not absolute times across runs. orc's own modules are compiled to",
-             "bytecode first, as an installed package's are (`compile_bytecode`).", "", *machine(), ""]
+             "the numbers of a section come from one run of it on the machine described here; a section",
+             "that ends with its own machine and date was run on its own (`python -m tests.benchmarks.NAME",
+             "--write`). Machines are shared and noisy: compare the ratios inside one table, not absolute",
+             "times across runs. orc's own modules are compiled to bytecode first, as an installed",
+             "package's are (`compile_bytecode`).", "", *machine(), ""]
     for title, rows, notes in sections:
         lines += section_lines(title, rows, notes)
     if appendix:
