@@ -10,6 +10,7 @@ to the operating system; and the node's own process never imports llama_cpp or m
     child.py     the runner process itself (`python -m orc.node.models.runners.child`)
     hosted.py    which in-process runtime a runner hosts, and its safe settings
     crashes.py   when a crashing model stops being offered (pure)
+    cpu_share.py the node's cores split among the runners generating at the same time
 
 docs/architecture.md ("Runners") has the protocol, the lifecycle and the crash policy.
 """
