@@ -65,7 +65,8 @@ class CpuShare:
             self._rebalance()
 
     def idle(self, runner: Claimant) -> None:
-        if self._busy.pop(runner, 0) is None:
+        if runner in self._busy:
+            del self._busy[runner]
             self._rebalance()
 
     def told(self, runner: Claimant) -> int | None:
