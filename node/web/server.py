@@ -113,8 +113,10 @@ class WebServer:
         self._drain = drain
         self._config = config
         tls = config.tls_certificate is not None
+        # ws="none": nothing here speaks WebSocket, so an upgrade request is answered as plain
+        # HTTP, and no WebSocket library is imported into the daemon.
         self._uvicorn_config = uvicorn.Config(
-            app, http=_Connection, lifespan="off", log_config=None, access_log=False, server_header=False,
+            app, http=_Connection, ws="none", lifespan="off", log_config=None, access_log=False, server_header=False,
             timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=int(SHUTDOWN_GRACE_S),
             limit_concurrency=MAX_CONNECTIONS, h11_max_incomplete_event_size=MAX_HEAD_BYTES,
             ssl_certfile=str(config.tls_certificate) if tls else None,

@@ -62,6 +62,30 @@ def test_it_serves_and_stops_and_its_port_is_free_again() -> None:
     asyncio.run(scenario())
 
 
+def test_a_websocket_upgrade_is_answered_as_plain_http() -> None:
+    """Nothing speaks WebSocket: the upgrade is ignored and the app answers the request."""
+
+    async def scenario() -> bytes:
+        server = WebServer(hello, ApiConfig(listen=Endpoint("127.0.0.1", 0)))
+        await server.start()
+        try:
+            host, port = server.address.removeprefix("http://").rsplit(":", 1)
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                         b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+            await writer.drain()
+            answer = b""
+            while not answer.endswith(b"0\r\n\r\n") and (chunk := await asyncio.wait_for(reader.read(4096), 10)):
+                answer += chunk
+            writer.close()
+            return answer
+        finally:
+            await server.stop()
+
+    answer = asyncio.run(scenario())
+    assert answer.startswith(b"HTTP/1.1 200 ") and b"\r\n\r\n5\r\nhello\r\n" in answer, answer
+
+
 def test_a_port_in_use_is_one_clear_error() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
