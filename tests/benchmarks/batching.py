@@ -59,14 +59,16 @@ async def _one(runtime: object, model: object, messages: list, params: object) -
     raise RuntimeError("no GenerationDone")
 
 
-async def _side(side: str, round_: int, threads: int) -> dict:
+async def _side(side: str, round_: int, threads: int, gguf: Path | None = None) -> dict:
     """One side of one round in this process: N = 1..SLOTS parallel generations, batched (and
-    time to first token) or one at a time; tokens/s by N, texts, whether every one ran TOKENS."""
+    time to first token) or one at a time; tokens/s by N, texts, whether every one ran TOKENS.
+    `gguf`: another model file than the embedded default (tests.benchmarks.quantization)."""
     from orc.node.models.catalog import DEFAULT_MODEL_ID, Catalog
     from orc.node.models.runtimes.llama_batched import BatchedLlamaRuntime
 
     with tempfile.TemporaryDirectory() as home:
-        model = Catalog(Path(home) / "models").prepare(DEFAULT_MODEL_ID)
+        catalog = Catalog(Path(home) / "models")
+        model = catalog.add(gguf, "measured") if gguf else catalog.prepare(DEFAULT_MODEL_ID)
         runtime = BatchedLlamaRuntime(n_threads=threads, slots=SLOTS if side == "batched" else 1)
         for messages, params in _requests(SLOTS, -1):
             await _one(runtime, model, messages, params)
@@ -95,7 +97,7 @@ async def _side(side: str, round_: int, threads: int) -> dict:
     return out
 
 
-def _measure(rounds: int, threads: int) -> dict:
+def _measure(rounds: int, threads: int, gguf: Path | None = None) -> dict:
     """Every round runs each side in a fresh process of its own, the sides taking turns: two
     llama.cpp contexts in one process disturb each other (the idle one's OpenMP threads spin
     for a while after each of its steps), which made both sides slower by turns."""
@@ -106,7 +108,8 @@ def _measure(rounds: int, threads: int) -> dict:
         out = {}
         for side in sides:
             done = subprocess.run([sys.executable, "-m", "tests.benchmarks.batching", "--side", side,
-                                   "--round", str(round_), "--threads", str(threads)],
+                                   "--round", str(round_), "--threads", str(threads),
+                                   *(("--gguf", str(gguf)) if gguf else ())],
                                   cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
             if done.returncode != 0:
                 raise RuntimeError(f"the {side} side failed: {done.stderr[-800:]}")
@@ -159,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--side", choices=("batched", "single"), required=True)
         parser.add_argument("--round", type=int, required=True)
         parser.add_argument("--threads", type=int, default=THREADS)
+        parser.add_argument("--gguf", type=Path)
         side = parser.parse_args(args)
-        print(json.dumps(asyncio.run(_side(side.side, side.round, side.threads))))
+        print(json.dumps(asyncio.run(_side(side.side, side.round, side.threads, side.gguf))))
         return 0
     return rounds_main(args, __doc__, TITLE, section, "llama.cpp threads")
 

@@ -23,6 +23,9 @@ Measures, on this machine, in one process run so the ratios compare like with li
 5c. two models at once (tests/benchmarks/cpu_share.py): SmolLM2 and Gemma-3 generating at the
    same time in their runners, with the node's cores shared among the runners generating and
    without (--skip-cpu-share);
+5d. quantizations (tests/benchmarks/quantization.py): the embedded SmolLM2 requantized to Q4_0
+   and Q8_0, each file's perplexity and its 4 parallel generations batched vs one at a time
+   (--skip-quantization);
 5b. GGUF metadata (tests/benchmarks/gguf_reader.py): orc's header reader against ggml's
    `gguf.GGUFReader` on both embedded models, the values they read compared key by key;
 6. the mesh (tests/benchmarks/mesh.py): mTLS round trips and per-agent remote overhead between
@@ -514,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="leave out parallel generations batched vs one at a time")
     parser.add_argument("--skip-cpu-share", action="store_true",
                         help="leave out two models generating at once, cores shared or not")
+    parser.add_argument("--skip-quantization", action="store_true",
+                        help="leave out batching and perplexity by quantization")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--side", choices=("direct", "orc", "runtime-llama_cpp", "runtime-mlx"),
                         help=argparse.SUPPRESS)  # one side of a comparison, as JSON
@@ -573,6 +578,11 @@ def main(argv: list[str] | None = None) -> int:
         from tests.benchmarks.cpu_share import TITLE as CPU_SHARE_TITLE, bench_cpu_share
 
         sections.append((CPU_SHARE_TITLE, *bench_cpu_share()))
+    if not args.skip_quantization:
+        print("batching and perplexity by quantization ...", file=sys.stderr)
+        from tests.benchmarks.quantization import TITLE as QUANTIZATION_TITLE, bench_quantization
+
+        sections.append((QUANTIZATION_TITLE, *bench_quantization()))
     appendix = ""  # sections run on their own: the footprint, the mesh, placement
     if not args.skip_footprint:
         print("idle daemon footprint ...", file=sys.stderr)
