@@ -100,19 +100,28 @@ def models_remove(ctx: typer.Context, model_id: str = typer.Argument(..., help="
 
 @models_app.command("convert")
 def models_convert(ctx: typer.Context, model_id: str = typer.Argument(..., help="The GGUF model's catalog id."),
-                   to: str = typer.Option(..., "--to", help="The target format: mlx."),
-                   new_id: Optional[str] = typer.Option(None, "--id", help="Catalog id of the result "
-                                                        "(default: the same id, as a second variant)."),
+                   to: str = typer.Option(..., "--to", help="The target: mlx, q8_0 or q4_0."),
+                   new_id: Optional[str] = typer.Option(None, "--id", help="Catalog id of the result (default: "
+                                                        "for mlx the same id, as a second variant; for q8_0 and "
+                                                        "q4_0 the id with -q8_0 or -q4_0)."),
                    home: Optional[Path] = HomeOption, debug: bool = DebugOption) -> None:
-    """Convert a GGUF model of the catalog to an MLX model folder and register it.
+    """Convert a GGUF model of the catalog and register the result.
 
-    The folder goes to <home>/models/mlx/ID/ and becomes the model's mlx variant, so a Mac
-    serves the same model natively. Only llama-architecture GGUFs (Q4_0, Q4_1, Q8_0 or not
-    quantized) convert. Needs mlx-lm: orc's 'mlx' extra.
+    --to mlx: an MLX model folder in <home>/models/mlx/ID/; it becomes the model's mlx variant,
+    so a Mac serves the same model natively. Only llama-architecture GGUFs (Q4_0, Q4_1, Q8_0 or
+    not quantized) convert. Needs mlx-lm: orc's 'mlx' extra.
 
-    Example:
+    --to q8_0 or q4_0: the GGUF requantized by llama.cpp into <home>/models/gguf/NEW_ID.gguf, a
+    model of its own (ID-q8_0 or ID-q4_0). On CPUs without AMX, SmolLM2's Q8_0 decodes faster
+    than its Q4_1 at the same quality, and Q4_0 much faster at some loss of quality; see
+    docs/runtimes.md ("Which quantization") for the measurements. Name the new id in your
+    ensembles' model fields to use it.
+
+    Examples:
 
       orc models convert smollm2-135m-instruct --to mlx
+
+      orc models convert smollm2-135m-instruct --to q8_0
     """
     with guarded(debug):
         done = open_orc(_group_home(ctx, home)).catalog.convert(model_id, to=to, model_id=new_id)

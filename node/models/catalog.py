@@ -54,6 +54,7 @@ from orc.node.models.errors import (
 from orc.node.models.gguf import is_gguf, read_gguf_metadata
 from orc.node.models.mlx_convert import ConversionUnsupported, check_convertible, convert_gguf_to_mlx, read_provenance
 from orc.node.models.mlx_folder import check_mlx_folder, mlx_has_chat_template, mlx_weight_files
+from orc.node.models.requantize import GGUF_FOLDER, TARGETS, requantize_gguf
 from orc.scheduler.model_refs import MODEL_RUNTIMES, split_model_ref
 
 __all__ = [
@@ -85,7 +86,7 @@ _MLX_FOLDER = "mlx"  # converted MLX variants live in <models_dir>/mlx/<id>/
 
 @dataclass(frozen=True)
 class Converted:
-    """What `Catalog.convert` did: the MLX variant, and whether it had to be written now."""
+    """What `Catalog.convert` did: the new variant, and whether it had to be written now."""
 
     entry: ModelEntry
     created: bool
@@ -254,17 +255,20 @@ class Catalog:
         return entry
 
     def convert(self, model_ref: str, *, to: str = "mlx", model_id: str | None = None) -> Converted:
-        """Convert the GGUF variant of `model_ref` to an MLX variant and register it.
+        """Convert the GGUF variant of `model_ref` to `to` and register the result.
 
-        The folder is written to `<models_dir>/mlx/<id>/` and registered under `model_id`
-        (default: the same id, so it becomes a variant of the same model). Converting again
-        what is already converted from the same GGUF does nothing (`created` is False).
-        Raises `UnknownModel`, `ConversionUnsupported` (not a llama-architecture GGUF, or a
-        target other than mlx), `MlxNotInstalled`, `InvalidModelId` and `ModelIdTaken` (the
-        id has an MLX variant converted from something else).
+        `to` "mlx": an MLX folder written to `<models_dir>/mlx/<id>/` and registered under
+        `model_id` (default: the same id, so it becomes a variant of the same model). `to`
+        "q8_0" or "q4_0": the GGUF requantized by llama.cpp (orc.node.models.requantize) into
+        `<models_dir>/gguf/<id>.gguf`, registered as a model of its own (default id: the
+        source's with "-q8_0" or "-q4_0"). Converting again what is already converted from the
+        same GGUF does nothing (`created` is False). Raises `UnknownModel`,
+        `ConversionUnsupported` (an unknown target; for mlx, not a llama-architecture GGUF),
+        `MlxNotInstalled`, `RequantizeFailed`, `InvalidModelId` and `ModelIdTaken` (the id has
+        a variant of that runtime made from something else).
         """
-        if to != "mlx":
-            raise ConversionUnsupported(f"orc converts GGUF models to mlx only, not to {to!r}")
+        if to != "mlx" and to not in TARGETS:
+            raise ConversionUnsupported(f"orc converts GGUF models to mlx, {', '.join(TARGETS)}, not to {to!r}")
         try:
             source_id, runtime = split_model_ref(model_ref)
         except ValueError as exc:
@@ -277,32 +281,43 @@ class Catalog:
             raise UnknownModel(f"no GGUF model {source_id!r} in this node's catalog to convert"
                                + (f" (it has only these variants: {others})" if others else ""))
         source = self.prepare(f"{source_id}@llama_cpp")
-        try:
-            check_convertible(read_gguf_metadata(source.path), source_id)
-        except (OSError, ValueError) as exc:
-            raise ConversionUnsupported(f"cannot convert {source_id!r}: cannot read its GGUF header: {exc}") from None
-        chosen = source_id if model_id is None else model_id
+        if to == "mlx":
+            try:
+                check_convertible(read_gguf_metadata(source.path), source_id)
+            except (OSError, ValueError) as exc:
+                raise ConversionUnsupported(f"cannot convert {source_id!r}: cannot read its GGUF header: {exc}") from None
+        chosen = (source_id if to == "mlx" else f"{source_id}-{to}") if model_id is None else model_id
         if not MODEL_ID_PATTERN.fullmatch(chosen):
             raise InvalidModelId(
                 f"{chosen!r} is not a valid model id: use 1 to 64 characters from a-z, 0-9, '.', '_' and '-', "
-                "starting with a letter or digit"
+                "starting with a letter or digit" + ("; choose one with --id" if model_id is None else "")
             )
+        target_runtime = "mlx" if to == "mlx" else "llama_cpp"
+        description = (f"converted to MLX from {source.path.name}" if to == "mlx"
+                       else f"requantized to {TARGETS[to][1]} from {source.path.name}")
         records = self._read_user_records()
         for record in records:
-            if record.id == chosen and record.runtime == "mlx":
-                if record.converted_from == source.sha256 and record.path.is_dir():
+            if record.id == chosen and record.runtime == target_runtime:
+                same_kind = to == "mlx" or record.description.split(" from ")[0] == description.split(" from ")[0]
+                if record.converted_from == source.sha256 and record.path.exists() and same_kind:
                     return Converted(self._user_entry(record), created=False)
                 raise ModelIdTaken(
-                    f"{chosen!r} already has an mlx variant ({record.path}); remove it with "
-                    f"'orc models remove {chosen}@mlx' first, or pick another id with --id"
+                    f"{chosen!r} already has a {target_runtime} variant ({record.path}); remove it with "
+                    f"'orc models remove {chosen}@{target_runtime}' first, or pick another id with --id"
                 )
-        target = self._models_dir / _MLX_FOLDER / chosen
-        convert_gguf_to_mlx(source.path, target, model_id=source_id, source_sha256=source.sha256)
+        if (chosen, target_runtime) in {(entry.id, entry.runtime) for entry in self._embedded.entries()}:
+            raise ModelIdTaken(f"{chosen!r} is an embedded model's id; pick another id with --id")
+        if to == "mlx":
+            target = self._models_dir / _MLX_FOLDER / chosen
+            convert_gguf_to_mlx(source.path, target, model_id=source_id, source_sha256=source.sha256)
+        else:
+            target = self._models_dir / GGUF_FOLDER / f"{chosen}.gguf"
+            requantize_gguf(source.path, target, to)
         record = _UserRecord(
             id=ModelId(chosen),
             path=target,
-            runtime="mlx",
-            description=f"converted to MLX from {source.path.name}",
+            runtime=target_runtime,
+            description=description,
             chat=source.chat,
             converted_from=source.sha256,
         )

@@ -293,7 +293,7 @@ def test_convert_without_mlx_says_what_to_install(models_dir: Path, monkeypatch:
 
 def test_convert_refuses_other_targets_and_sources(models_dir: Path, mlx_folder: Path) -> None:
     catalog = Catalog(models_dir)
-    with pytest.raises(ConversionUnsupported, match="mlx only"):
+    with pytest.raises(ConversionUnsupported, match="to mlx, q8_0, q4_0, not to 'onnx'"):
         catalog.convert(DEFAULT_MODEL_ID, to="onnx")
     with pytest.raises(UnknownModel):
         catalog.convert("nope", to="mlx")
