@@ -17,6 +17,7 @@ from typing import Any, Optional
 import typer
 
 from orc.node.cli.errors import fail, guarded
+from orc.node.cli.help_text import reflow_help
 from orc.node.cli.options import DebugOption, HomeOption, JsonOption, open_orc, version_option
 from orc.node.cli.orc_ensembles import ensembles_app
 from orc.node.cli.orc_models import models_app
@@ -436,6 +437,10 @@ def runs_resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix 
         if quiet and not as_json:
             _report_failures(result)
         raise typer.Exit(result.exit_code)
+
+
+# Last, once every command is registered: docstrings wrap to the terminal in `--help`.
+reflow_help(app)
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from typing import Any, List, Optional
 import typer
 
 from orc.node.cli.errors import fail, guarded
+from orc.node.cli.help_text import reflow_help
 from orc.node.cli.options import version_option
 from orc.node.cli.orc_node_keys import api_key_app
 
@@ -440,6 +441,10 @@ def _model_text(model: dict[str, Any]) -> str:
         speed = model.get("decode_tokens_per_s")
         text += f" (loaded{f', {speed:.0f} tok/s' if speed else ''})"
     return text
+
+
+# Last, once every command is registered: docstrings wrap to the terminal in `--help`.
+reflow_help(app)
 
 
 def main() -> None:
