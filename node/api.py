@@ -114,7 +114,7 @@ class Orc:
 
             config = read_node_config(self.home.config_file)
             self._own_runtimes = build_runtimes(config.llama_cpp, self.home.config_file, n_threads=self._n_threads,
-                                                slots=config.admission.slots)
+                                                slots=config.admission.slots, state_dir=self.home.state_dir)
             self._runtimes = dict(self._own_runtimes)
         return self._runtimes
 

@@ -167,7 +167,7 @@ class Daemon:
         from orc.node.models.runtimes.factory import build_runtimes
 
         return build_runtimes(self.node_config.llama_cpp, self.home.config_file, n_threads=self.options.threads,
-                              slots=self.admission.slots)
+                              slots=self.admission.slots, state_dir=self.home.state_dir)
 
     def _interfaces(self) -> list[str] | None:
         return [self.options.interface] if self.options.interface else None

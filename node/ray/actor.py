@@ -70,7 +70,7 @@ class ModelActor:
         if runtimes is None:
             config = read_node_config(self._home.config_file)
             runtimes = dict(build_runtimes(config.llama_cpp, self._home.config_file, n_threads=threads,
-                                           slots=slots or config.admission.slots))
+                                           slots=slots or config.admission.slots, state_dir=self._home.state_dir))
         self._runtimes = runtimes
         self._entry: ModelEntry | None = None
         self._running = 0

@@ -8,6 +8,8 @@ inside the runner.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dataclasses import replace
 
 from orc.node.models.runners.protocol import RunnerSettings
@@ -25,7 +27,8 @@ def hosted_runtime(name: str, settings: RunnerSettings) -> ModelRuntime:
 
         # Up to `slots` generations of the model decoded together in one context.
         return BatchedLlamaRuntime(n_threads=settings.threads, n_ctx=settings.context_tokens,
-                                   extra_buffers=settings.extra_buffers, slots=settings.slots)
+                                   extra_buffers=settings.extra_buffers, slots=settings.slots,
+                                   probe_cache=Path(settings.probe_cache) if settings.probe_cache else None)
     if name == "mlx":
         from orc.node.models.runtimes.mlx import MlxRuntime
 

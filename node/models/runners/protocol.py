@@ -78,13 +78,15 @@ class ProtocolError(Exception):
 @dataclass(frozen=True)
 class RunnerSettings:
     """How a runner runs its model: `threads` CPU threads (None: every CPU), `context_tokens`
-    per sequence, `slots` sequences at once where the runtime batches, and llama.cpp's
-    `extra_buffers` (weight repacking, the AMX path)."""
+    per sequence, `slots` sequences at once where the runtime batches, llama.cpp's
+    `extra_buffers` (weight repacking, the AMX path), and `probe_cache`, the file that keeps
+    what llama.cpp's load probes found ("": none; orc.node.models.runtimes.probe_cache)."""
 
     threads: int | None = None
     context_tokens: int = 2048
     slots: int = 1
     extra_buffers: bool = True
+    probe_cache: str = ""
 
 
 @dataclass(frozen=True)
@@ -212,7 +214,7 @@ def encode(message: Request | Reply) -> bytes:
     match message:
         case Load(runtime=runtime, model=m, settings=s):
             fields: list[object] = [runtime, [m.id, m.runtime, m.path, m.size_bytes, m.sha256, m.chat],
-                                    [s.threads or 0, s.context_tokens, s.slots, s.extra_buffers]]
+                                    [s.threads or 0, s.context_tokens, s.slots, s.extra_buffers, s.probe_cache]]
         case Generate(request_id=rid, messages=messages, params=p):
             fields = [rid, [[m.role, m.content] for m in messages],
                       [p.temperature, p.max_tokens, p.seed, list(p.stop), p.top_p]]
@@ -336,9 +338,9 @@ def decode_request(body: bytes) -> Request:
             case 1:
                 runtime, model, settings = _fields(items, 3, "Load")
                 mid, mruntime, path, size, sha, chat = model  # type: ignore[misc]
-                threads, context, slots, extra = settings  # type: ignore[misc]
+                threads, context, slots, extra, probes = settings  # type: ignore[misc]
                 return Load(str(runtime), ModelFields(str(mid), str(mruntime), str(path), int(size), str(sha), bool(chat)),
-                            RunnerSettings(int(threads) or None, int(context), int(slots), bool(extra)))
+                            RunnerSettings(int(threads) or None, int(context), int(slots), bool(extra), str(probes)))
             case 2:
                 rid, messages, params = _fields(items, 3, "Generate")
                 temperature, max_tokens, seed, stop, top_p = params  # type: ignore[misc]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from pathlib import Path
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ from orc.node.models.runtimes.llama_cpp import LlamaCppRuntime, _chat_formatter
 from orc.node.models.runtimes.llama_load import extra_buffers_for_this_cpu
 from orc.node.models.runtimes.llama_memory import WORKING_BYTES_FIXED, instance_bytes
 from orc.node.models.runtimes.llama_steps import PROMPT_CHUNK, Request, StepLoop
+from orc.node.models.runtimes.probe_cache import ProbeCache
 
 if TYPE_CHECKING:
     from orc.node.models.entry import ModelEntry
@@ -64,7 +66,8 @@ class BatchedLlamaRuntime:
     `n_threads` defaults to the number of CPUs; `n_ctx` is the context window (prompt plus
     completion) of every sequence; `extra_buffers` as for `LlamaCppRuntime`; `slots` (1 to
     MAX_SLOTS) how many sequences of one model are decoded together. A request beyond the
-    slots waits for one to free up.
+    slots waits for one to free up. `probe_cache`: the file that keeps what the load's probes
+    found, for the next load of the same model here (orc.node.models.runtimes.probe_cache).
     """
 
     name = "llama_cpp"
@@ -76,6 +79,7 @@ class BatchedLlamaRuntime:
         n_ctx: int = 2048,
         extra_buffers: bool | None = None,
         slots: int = 4,
+        probe_cache: Path | None = None,
     ) -> None:
         if not 1 <= slots <= MAX_SLOTS:
             raise ValueError(f"slots must be between 1 and {MAX_SLOTS}, not {slots}")
@@ -85,6 +89,7 @@ class BatchedLlamaRuntime:
         self.slots = slots
         self._n_threads = n_threads or os.cpu_count() or 1
         self._n_ctx = n_ctx
+        self._probe_cache = ProbeCache(probe_cache) if probe_cache is not None else None
         self._models: dict[str, _LoadedModel] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -121,7 +126,8 @@ class BatchedLlamaRuntime:
     def _load(self, model: ModelEntry) -> _LoadedModel:
         """Blocking: the model's weights, then its batched context and step loop."""
         steps = StepLoop(lambda: self._loader._load_instance(model), name=model.id, slots=self.slots,
-                         n_ctx=self._n_ctx, n_threads=self._n_threads)
+                         n_ctx=self._n_ctx, n_threads=self._n_threads, probe_cache=self._probe_cache,
+                         identity={"model_sha256": model.sha256, "extra_buffers": self.extra_buffers})
         try:
             llm = steps.wait_ready()
         except ModelLoadError as exc:

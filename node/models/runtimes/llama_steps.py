@@ -25,7 +25,7 @@ import concurrent.futures
 import ctypes
 import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,7 @@ from orc.node.models.runtimes.llama_batch_plan import (
     generation_budget,
     prompt_chunks,
 )
+from orc.node.models.runtimes.probe_cache import ProbeCache, ProbeResult, machine_facts, probe_key
 
 __all__ = ["MAX_WAITING", "PROMPT_CHUNK", "Request", "StepLoop"]
 
@@ -110,7 +111,10 @@ class StepLoop:
     `close` are safe from any thread.
     """
 
-    def __init__(self, load: Callable[[], Any], *, name: str, slots: int, n_ctx: int, n_threads: int) -> None:
+    def __init__(self, load: Callable[[], Any], *, name: str, slots: int, n_ctx: int, n_threads: int,
+                 probe_cache: ProbeCache | None = None, identity: Mapping[str, object] | None = None) -> None:
+        """`probe_cache` and `identity` (what identifies the model and its load settings, JSON
+        values): with both, probe answers are looked up and kept (orc.node.models.runtimes.probe_cache)."""
         import llama_cpp.llama_cpp as native
 
         self._native = native
@@ -130,6 +134,9 @@ class StepLoop:
         self.min_tail: int | None = None
         self.exact_rows = slots  # sequences decoded together with bit-identical rows (`_probe_exact_rows`)
         self.thread_invariant = False  # the same logits with fewer threads (`_probe_threads`)
+        self.probed = False  # the probes ran at this load (False: their answers came from the cache)
+        self._probe_cache = probe_cache if identity is not None else None
+        self._identity = dict(identity or {})
         self._threads_now = n_threads
         self._threads_wanted = n_threads
         self._ready: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -163,9 +170,7 @@ class StepLoop:
         self._batch = native.llama_batch_init(self._capacity, 0, 1)
         self._n_vocab = native.llama_vocab_n_tokens(self._vocab)
         try:
-            self.min_tail = self._probe_min_tail()
-            self.exact_rows = self._probe_exact_rows()
-            self.thread_invariant = self._probe_threads()
+            self._probe()
         except BaseException:
             native.llama_batch_free(self._batch)
             native.llama_free(self._ctx)
@@ -378,6 +383,24 @@ class StepLoop:
         for link in links:
             native.llama_sampler_chain_add(chain, link)
         return chain
+
+    def _probe(self) -> None:
+        """Set min_tail, exact_rows and thread_invariant: from the probe cache when it has this
+        model, build, CPU and loop's answers, else by probing (and keeping the answers)."""
+        key = None
+        if self._probe_cache is not None:
+            key = probe_key(**self._identity, **machine_facts(self._native), slots=self._slots, n_ctx=self._n_ctx,
+                            n_threads=self._n_threads, chunk=self._chunk)
+            found = self._probe_cache.get(key, slots=self._slots, chunk=self._chunk)
+            if found is not None:
+                self.min_tail, self.exact_rows, self.thread_invariant = found.min_tail, found.exact_rows, found.thread_invariant
+                return
+        self.min_tail = self._probe_min_tail()
+        self.exact_rows = self._probe_exact_rows()
+        self.thread_invariant = self._probe_threads()
+        self.probed = True
+        if self._probe_cache is not None and key is not None:
+            self._probe_cache.put(key, ProbeResult(self.min_tail, self.exact_rows, self.thread_invariant))
 
     def _probe_exact_rows(self) -> int:
         """How many sequences can share a decode call with each row's logits bit-identical to

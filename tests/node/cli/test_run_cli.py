@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -273,3 +274,24 @@ def test_local_only_and_explain(orc):
     assert result.code == 0
     assert "  classify  (script)" in result.stderr and "  explain-code  [smollm2-135m-instruct]" in result.stderr
     assert "placement for triage (estimated finish from now; coordinator: local):" in result.stderr
+
+
+def test_the_second_run_finds_the_models_probes_kept(orc, home):
+    """The first load of a model probes its numbers on this CPU and keeps the answers in the
+    home; the next run's runner finds them under the same key instead of probing again."""
+    folder = orc.work
+    write(folder, "one.yaml", """\
+        name: one
+        agents:
+          - {name: a, model: smollm2-135m-instruct, temperature: 0, max_tokens: 4}
+        """)
+    first = orc("run", "one.yaml", "Name a color.", "--json", "--seed", "1")
+    assert first.code == 0, first.stderr
+    kept = json.loads((home / "llama-probes.json").read_text())
+    assert len(kept) == 1
+    (entry,) = kept.values()
+    assert 1 <= entry["exact_rows"] <= 16 and isinstance(entry["thread_invariant"], bool)
+    second = orc("run", "one.yaml", "Name a color.", "--json", "--seed", "1")
+    assert second.code == 0, second.stderr
+    assert json.loads((home / "llama-probes.json").read_text()) == kept  # found, not written again
+    assert second.json()["results"]["a"]["output"] == first.json()["results"]["a"]["output"]

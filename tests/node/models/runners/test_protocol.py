@@ -38,7 +38,8 @@ from orc.node.models.runtimes.base import ChatMessage, GenerationParams
 
 REQUESTS = [
     Load("llama_cpp", ModelFields("smollm2", "llama_cpp", "/m/s.gguf", 98_000_000, "ab" * 32, True),
-         RunnerSettings(threads=2, context_tokens=4096, slots=4, extra_buffers=False)),
+         RunnerSettings(threads=2, context_tokens=4096, slots=4, extra_buffers=False,
+                                   probe_cache="/home/u/.local/state/orc/llama-probes.json")),
     Load("mlx", ModelFields("gemma", "mlx", "/m/g", 1, "", False), RunnerSettings()),
     Generate(7, (ChatMessage("system", "Be brief."), ChatMessage("user", "Hi ✓")),
              GenerationParams(temperature=0.0, max_tokens=48, seed=3, stop=("\n\n", "END"), top_p=0.9)),
