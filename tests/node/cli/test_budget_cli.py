@@ -67,7 +67,7 @@ def test_a_run_budget_of_few_tokens_stops_a_three_agent_ensemble(orc):
 def test_a_run_out_of_time_cancels_its_generation_and_the_runner_stops_decoding(home: Path, tmp_path: Path) -> None:
     write(tmp_path, "timed.yaml", f"""\
         name: timed
-        budget: {{max_seconds: 1}}
+        budget: {{max_seconds: 0.4}}
         agents:
           - name: story
             model: {DEFAULT_MODEL_ID}
@@ -107,11 +107,13 @@ def test_a_run_out_of_time_cancels_its_generation_and_the_runner_stops_decoding(
     result = next(e for e in events if isinstance(e, RunFinished)).result
     records = dict(result.results)
     assert result.status == "completed_with_errors" and result.exit_code == 1
-    assert result.reason is not None and result.reason.startswith("budget: the run's max_seconds 1 ran out (")
+    # SmolLM2 answers this prompt with about 115 tokens, a second's work on an idle machine: the
+    # budget must end well before, or a fast machine finishes the story first.
+    assert result.reason is not None and result.reason.startswith("budget: the run's max_seconds 0.4 ran out (")
     assert records["story"].error == result.reason and records["moral"].error == result.reason
     assert records["moral"].status.value == "failed"  # never started, failed rather than skipped
     assert took < 11  # stopped at its budget, not after thousands of tokens
     streamed = sum(1 for e in events if isinstance(e, TokenStreamed) and e.agent == "story")
     assert stopped_after is not None, "the runner kept decoding the cancelled generation"
-    assert result.budget is not None and result.budget.used_seconds >= 1
+    assert result.budget is not None and result.budget.used_seconds >= 0.4
     assert result.usage is not None and result.usage.completion_tokens == streamed  # what it streamed counts
