@@ -8,11 +8,10 @@ from typing_extensions import assert_never
 
 from orc.node.cli.phrasing import cut, date, duration
 from orc.node.cli.render import render_deliverable
-from orc.node.coordinator.budget import PREFIX, spent_before, tokens
+from orc.node.coordinator.budget import agent_budget_report, run_budget_report, spent_before
 from orc.node.protocol.events import BudgetReport, detail_json, usage_json
 from orc.scheduler.ensemble import (
     AgentSpec,
-    Budget,
     CascadeTask,
     DispatchTask,
     EnsembleSpec,
@@ -128,23 +127,6 @@ def _status(record: AgentRecord, interrupted: bool) -> str:
     return record.status.value
 
 
-def _run_budget(contents: JournalContents, state: RunState) -> BudgetReport | None:
-    """The run's budget as its journal shows it (seconds: from the run's start to its end)."""
-    budget = state.spec.budget
-    if budget is None:
-        return None
-    end = contents.finished
-    seconds = (end.at if end else contents.header.started_at) - contents.header.started_at
-    return BudgetReport(budget.max_tokens, budget.max_seconds, tokens(spent_before(contents)), seconds,
-                        end.reason if end and end.reason and end.reason.startswith(PREFIX + "the run's") else None)
-
-
-def _agent_budget(budget: Budget, record: AgentRecord) -> BudgetReport:
-    seconds = record.finished_at - record.started_at if record.finished_at and record.started_at else 0.0
-    mine = record.error if record.error and record.error.startswith(PREFIX + "agent") else None
-    return BudgetReport(budget.max_tokens, budget.max_seconds, tokens(record.usage), seconds, mine)
-
-
 def _budget_text(report: BudgetReport) -> str:
     caps = [f"{report.used_tokens}/{report.max_tokens} tok" if report.max_tokens is not None else "",
             f"{report.used_seconds:.1f}/{report.max_seconds:g} s" if report.max_seconds is not None else ""]
@@ -166,7 +148,7 @@ def describe_run(contents: JournalContents, state: RunState, *, interrupted: boo
                                                        f"({duration(end.at - header.started_at)})" if end else ""),
              f"  input: {cut(_flat(render_deliverable(header.input).strip()), 300)}"]
     usage = spent_before(contents)
-    budget = _run_budget(contents, state)
+    budget = run_budget_report(contents, state)
     lines.append(f"  usage: {usage.prompt_tokens}+{usage.completion_tokens} tok"
                  + (f" · {_budget_text(budget)}" if budget else ""))
     if end is not None and end.reason:
@@ -176,7 +158,7 @@ def describe_run(contents: JournalContents, state: RunState, *, interrupted: boo
         took = duration(record.finished_at - record.started_at) if record.finished_at and record.started_at else ""
         usage = f"{record.usage.prompt_tokens}+{record.usage.completion_tokens} tok" if record.usage.completion_tokens else ""
         spec_budget = state.spec.agent(name).budget if name in state.spec.names else None
-        mine = _budget_text(_agent_budget(spec_budget, record)) if spec_budget else ""
+        mine = _budget_text(agent_budget_report(spec_budget, record)) if spec_budget else ""
         meta = " · ".join(x for x in (_flat(record.node_id or ""), _flat(record.model or ""), took, usage, mine,
                                        f"{record.tries} attempts" if record.tries > 1 else "") if x)
         lines.append(f"  - {name}: {_status(record, interrupted)}  {meta}".rstrip())
@@ -218,8 +200,8 @@ def detail_lines(record: AgentRecord) -> list[str]:
 
 def run_json(contents: JournalContents, state: RunState, *, interrupted: bool = False) -> dict:
     end = contents.finished
-    budget = _run_budget(contents, state)
-    budgets = {a.name: _agent_budget(a.budget, state.agents[a.name]).to_json()
+    budget = run_budget_report(contents, state)
+    budgets = {a.name: agent_budget_report(a.budget, state.agents[a.name]).to_json()
                for a in state.spec.agents if a.budget is not None and a.name in state.agents}
     return {
         "run_id": contents.header.run_id,

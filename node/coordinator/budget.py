@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from orc.node.protocol.events import BudgetReport
 from orc.scheduler.ensemble import Budget
 from orc.scheduler.journal import JournalContents
-from orc.scheduler.run import AgentSucceeded, PartDone, Usage
+from orc.scheduler.run import AgentRecord, AgentSucceeded, PartDone, RunState, Usage
 
 RUN = ""  # the run's own scope; agents' scopes are their shown names, never empty
 PREFIX = "budget: "  # every message naming a budget starts so: an agent's error says a budget stopped it
@@ -237,3 +237,22 @@ def spent_before(contents: JournalContents) -> Usage:
     if ended and tokens(ended[-1]) > tokens(counted):
         return ended[-1]
     return counted
+
+
+def run_budget_report(contents: JournalContents, state: RunState) -> BudgetReport | None:
+    """The run's budget as its journal shows it (seconds: from the run's start to its end, or
+    to its start when it has not ended); None when the ensemble has none."""
+    budget = state.spec.budget
+    if budget is None:
+        return None
+    end = contents.finished
+    seconds = (end.at if end else contents.header.started_at) - contents.header.started_at
+    return BudgetReport(budget.max_tokens, budget.max_seconds, tokens(spent_before(contents)), seconds,
+                        end.reason if end and end.reason and end.reason.startswith(PREFIX + "the run's") else None)
+
+
+def agent_budget_report(budget: Budget, record: AgentRecord) -> BudgetReport:
+    """An agent's budget as its journaled record shows it."""
+    seconds = record.finished_at - record.started_at if record.finished_at and record.started_at else 0.0
+    mine = record.error if record.error and record.error.startswith(PREFIX + "agent") else None
+    return BudgetReport(budget.max_tokens, budget.max_seconds, tokens(record.usage), seconds, mine)

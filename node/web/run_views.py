@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from orc.node.coordinator.budget import agent_budget_report, run_budget_report, spent_before
 from orc.node.coordinator.journal_lock import journal_in_use
 from orc.node.coordinator.journal_replay import journal_state
 from orc.node.web.run_record import AgentSeen, Json, LiveRun, as_text, cut, usage_json
@@ -196,10 +197,20 @@ def run_json(contents: JournalContents | None, in_use: bool, spec: EnsembleSpec 
         status = _journal_status(end.status if end else None, in_use, run)
     else:
         status = run.status  # type: ignore[union-attr]
+    budgets = {a.name: a.budget for a in spec.agents if a.budget is not None} if spec is not None else {}
     if state is not None:
         for name, record in state.agents.items():
             seen = run.agents.get(name) if run is not None else None
             agents[name] = _journaled_agent(record, seen, interrupted=status == "interrupted")
+            if name in budgets:
+                agents[name]["budget"] = agent_budget_report(budgets[name], record).to_json()
+    # What the run spent, and of its budget: from the journal, as `orc runs show` says it.
+    spent: Json = {"usage": None, "budget": None}
+    if contents is not None and state is not None:
+        total = spent_before(contents)
+        report = run_budget_report(contents, state)
+        spent = {"usage": {"prompt_tokens": total.prompt_tokens, "completion_tokens": total.completion_tokens},
+                 "budget": report.to_json() if report is not None else None}
     for agent in agents.values():
         if agent["node_name"] is None and agent["node_id"]:
             agent["node_name"] = node_names(agent["node_id"])
@@ -217,7 +228,7 @@ def run_json(contents: JournalContents | None, in_use: bool, spec: EnsembleSpec 
     return {"run_id": run_id, "ensemble": ensemble, "status": status, "active": active,
             "input": as_text(run_input) or "", "started_at": started_at, "finished_at": finished_at,
             "graph": graph_json(spec) if spec is not None else None, "agents": agents, "deliverable": result,
-            "events": list(run.events) if run is not None else []}
+            **spent, "events": list(run.events) if run is not None else []}
 
 
 def _journaled_agent(record: AgentRecord, seen: AgentSeen | None, *, interrupted: bool) -> Json:

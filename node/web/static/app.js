@@ -596,7 +596,8 @@ async function refreshRun() {
   const theirs = snapshot.events ?? [];
   // A snapshot that has not seen the last event this page has is older than the page's state.
   const behind = theirs.length > 0 && run.events.length > 0 && theirs[theirs.length - 1].at < run.events[run.events.length - 1].at;
-  const fields = behind ? ["input", "graph"] : ["status", "active", "finished_at", "deliverable", "input", "graph"];
+  const fields = behind ? ["input", "graph"]
+    : ["status", "active", "finished_at", "deliverable", "input", "graph", "usage", "budget"];
   for (const field of fields) run[field] = snapshot[field];
   for (const [name, fresh] of Object.entries(snapshot.agents ?? {})) {
     const mine = run.agents[name];
@@ -740,6 +741,20 @@ function clearRunView(runId) {
   $("#resume-run").disabled = true;
 }
 
+/** "1234 tokens" spent by a run, from its journal (usage: prompt and completion tokens). */
+function spentText(usage) {
+  if (!usage || !isNum(usage.prompt_tokens) || !isNum(usage.completion_tokens)) return "";
+  return `${usage.prompt_tokens + usage.completion_tokens} tokens`;
+}
+
+/** "budget 120/200 tokens, 3.2/10 s (spent)" for a run's or an agent's budget report. */
+function budgetText(budget) {
+  if (!budget) return "";
+  const caps = [isNum(budget.max_tokens) ? `${budget.used_tokens}/${budget.max_tokens} tokens` : "",
+    isNum(budget.max_seconds) ? `${Number(budget.used_seconds).toFixed(1)}/${budget.max_seconds} s` : ""];
+  return `budget ${caps.filter(Boolean).join(", ")}${budget.exhausted ? " (spent)" : ""}`;
+}
+
 function renderRunHead(run) {
   const box = $("#run");
   box.dataset.runId = run.run_id;
@@ -752,7 +767,8 @@ function renderRunHead(run) {
   const agents = Object.values(run.agents);
   const done = agents.filter((a) => TERMINAL.has(a.status)).length;
   $("#run-meta").textContent = [`started ${fmtTime(run.started_at)}`, isNum(end) ? fmtDuration(end - run.started_at) : "",
-    `${done} of ${agents.length} agents done`, clip(run.run_id, 40)].filter(Boolean).join(" · ");
+    `${done} of ${agents.length} agents done`, spentText(run.usage), budgetText(run.budget),
+    clip(run.run_id, 40)].filter(Boolean).join(" · ");
   $("#run-input").textContent = run.input ?? "";
   $("#cancel-run").disabled = !run.active;
   $("#resume-run").disabled = run.active || run.status === "completed";
@@ -895,7 +911,7 @@ function renderAgent(run) {
   $("#agent-meta").textContent = agent ? [agent.status, agent.node_name && `on ${agent.node_name}`, agent.model,
     agent.attempts ? `attempt ${agent.attempts}` : "", moved.length ? `moved: ${moved.join("; ")}` : "",
     agent.usage ? `${agent.usage.prompt_tokens} prompt + ${agent.usage.completion_tokens} completion tokens` : "",
-    agent.error ? `error: ${agent.error}` : ""].filter(Boolean).join(" · ") : "not started";
+    budgetText(agent.budget), agent.error ? `error: ${agent.error}` : ""].filter(Boolean).join(" · ") : "not started";
   const text = run.tokens.get(name) || agent?.output || "";
   const tokens = $("#tokens");
   if (tokens.textContent !== text) tokens.textContent = text;

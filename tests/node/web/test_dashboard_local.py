@@ -48,6 +48,15 @@ agents:
     temperature: 0
     max_tokens: 6
 """
+BUDGETED = f"""name: budgeted
+budget: {{max_tokens: 4000, max_seconds: 300}}
+agents:
+  - name: answer
+    model: {SMOL}
+    temperature: 0
+    max_tokens: 6
+    budget: {{max_tokens: 2000}}
+"""
 # Waits until the file its input names exists: a run that lasts exactly as long as a test wants.
 GATED = f"""name: gated
 agents:
@@ -102,7 +111,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     home = Home(root / "config", root / "data", root / "state")
     home.prepare()
     home.ensembles_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in (("quick", QUICK), ("gated", GATED), ("broken", BROKEN)):
+    for name, text in (("quick", QUICK), ("gated", GATED), ("broken", BROKEN), ("budgeted", BUDGETED)):
         (home.ensembles_dir / f"{name}.yaml").write_text(text)
     (home.ensembles_dir / "gate.py").write_text(GATE_SCRIPT)
     keys = ApiKeys(home.api_keys_file)
@@ -391,6 +400,27 @@ def test_a_run_started_from_the_page_streams_its_events_and_completes(served: Se
     assert [e["type"] for e in run["events"]] == kinds
     listed = httpx.get(served.url + "/api/runs", headers=bearer(served)).json()["runs"]
     assert listed[0]["run_id"] == run_id and listed[0]["status"] == "completed" and listed[0]["active"] is False
+
+
+def test_a_run_says_what_it_spent_and_of_which_budget(served: Served) -> None:
+    with logged_in(served) as http:
+        ids = []
+        for ensemble in ("budgeted", "quick"):
+            started = http.post("/api/runs", headers=PAGE, json={"ensemble": ensemble, "input": "Name a colour."})
+            assert started.status_code == 201
+            ids.append(started.json()["run_id"])
+        runs = [wait_for(lambda run_id=run_id: (lambda r: r if r["status"] == "completed" and not r["active"] else None)(
+            run_of(served, run_id))) for run_id in ids]
+    budgeted, quick = runs
+    answer = budgeted["agents"]["answer"]
+    spent = answer["usage"]["prompt_tokens"] + answer["usage"]["completion_tokens"]
+    assert budgeted["usage"] == answer["usage"] and spent > 0
+    assert budgeted["budget"]["max_tokens"] == 4000 and budgeted["budget"]["max_seconds"] == 300
+    assert budgeted["budget"]["used_tokens"] == spent and budgeted["budget"]["exhausted"] is None
+    assert 0 < budgeted["budget"]["used_seconds"] < 300
+    assert answer["budget"] == {"max_tokens": 2000, "max_seconds": None, "used_tokens": spent,
+                                "used_seconds": answer["budget"]["used_seconds"], "exhausted": None}
+    assert quick["budget"] is None and "budget" not in quick["agents"]["answer"] and quick["usage"]["completion_tokens"] > 0
 
 
 def test_a_cancelled_run_is_interrupted_and_a_resume_finishes_it(served: Served) -> None:

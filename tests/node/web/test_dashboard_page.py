@@ -284,8 +284,10 @@ def test_a_run_known_from_its_journal_and_the_actions(page: WebDriver, node: tup
     widths = read_all(page, "#timeline .bar", lambda b: float(b.get_attribute("width")), "the bars' widths")
     assert widths[0] == pytest.approx(widths[1], rel=0.01)
     assert one(page, '#dag .dag-agent[data-agent="review"]').get_attribute("data-status") == "failed"
+    assert "120 tokens · budget 120/200 tokens, 20.3/60 s" in one(page, "#run-meta").text  # what it spent, of what
     one(page, '#dag .dag-agent[data-agent="draft"]').click()
     wait_for(lambda: one(page, "#tokens").text == "an old draft", "a finished agent's output")
+    assert "budget 100/100 tokens (spent)" in one(page, "#agent-meta").text
     assert "beta went away" in one(page, "#results").get_attribute("textContent")
 
     assert one(page, "button#cancel-run").get_attribute("disabled") is not None
