@@ -8,9 +8,8 @@ inside the runner.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from dataclasses import replace
+from pathlib import Path
 
 from orc.node.models.runners.protocol import RunnerSettings
 from orc.node.models.runtimes.base import ModelRuntime

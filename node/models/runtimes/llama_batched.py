@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from pathlib import Path
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orc.node.models.runtimes.base import (
