@@ -19,9 +19,6 @@ How a script runs:
   caller or a flood of output stops the whole group (SIGTERM, then SIGKILL after a grace
   period), and whatever the script left running in its group is killed when it exits, so no
   agent leaves processes behind or holds orc's pipes open.
-* On Linux the kernel also kills the script (SIGKILL, PR_SET_PDEATHSIG) when the process that
-  started it dies without stopping it (`orc run` killed with SIGKILL, or out of memory). What
-  the script itself started is not reached that way.
 """
 
 from __future__ import annotations
@@ -32,7 +29,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +47,6 @@ _READ_CHUNK = 64 << 10
 _KILL_GRACE_S = 2.0
 # Lines of the stderr tail quoted in a ScriptFailed message (all of it is on the exception).
 _MESSAGE_STDERR_LINES = 5
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True)
@@ -105,25 +101,6 @@ def _command(path: Path) -> list[str]:
     if not os.access(path, os.X_OK):
         raise ScriptFailed(f"script {path} cannot be run: it is not executable. Fix: chmod +x {path}")
     return [str(path)]
-
-
-def _die_with_starter() -> Callable[[], None] | None:
-    """A function for the child between fork and exec that has the kernel SIGKILL it when the
-    starting thread's process dies (Linux), and exits at once if that has already happened;
-    None elsewhere. prctl is looked up here, in the parent: the child only calls it."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    starter = os.getpid()
-
-    def arm() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != starter:  # the starter died before the call above
-            os._exit(1)
-
-    return arm
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -224,7 +201,6 @@ async def run_script(
             cwd=cwd,
             env=full_env,
             start_new_session=True,
-            preexec_fn=_die_with_starter(),
         )
     except OSError as exc:
         raise ScriptFailed(f"cannot start script {path}: {exc.strerror or exc}") from None

@@ -157,14 +157,6 @@ def test_journal_records_the_run_and_runs_show_renders_it(orc, home):
     assert as_json["results"]["polish"]["output"] == data["results"]["polish"]["output"]
 
 
-def _running(pid: int) -> bool:
-    """Whether `pid` is a live process (a zombie left to a parent that does not reap is not)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
 def test_killed_run_resumes_without_recomputing(orc, home):
     folder = orc.work
     write(folder, "count.py", """\
@@ -201,15 +193,9 @@ def test_killed_run_resumes_without_recomputing(orc, home):
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
-        script = int((folder / "long.pid").read_text())
-        # The kernel kills the script of a killed `orc run` (PR_SET_PDEATHSIG), on Linux.
-        deadline = time.monotonic() + 10
-        while _running(script) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        gone = not _running(script)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(script, signal.SIGKILL)  # whatever happened, nothing is left behind
-    assert gone, "the script agent outlived the `orc run` that was killed"
+        # A killed process cannot stop the script it started (in its own session): this test does.
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
+            os.kill(int((folder / "long.pid").read_text()), signal.SIGKILL)
     assert orc("runs", "list", "--json").json()[0]["status"] == "interrupted"
     shown = orc("runs", "show", run_id).stdout
     assert f"interrupted (resume with 'orc runs resume {run_id}')" in shown.splitlines()[0]
