@@ -54,7 +54,7 @@ from orc.node.models.errors import (
 from orc.node.models.gguf import is_gguf, read_gguf_metadata
 from orc.node.models.mlx_convert import ConversionUnsupported, check_convertible, convert_gguf_to_mlx, read_provenance
 from orc.node.models.mlx_folder import check_mlx_folder, mlx_has_chat_template, mlx_weight_files
-from orc.node.models.requantize import GGUF_FOLDER, TARGETS, requantize_gguf
+from orc.node.models.requantize import GGUF_FOLDER, TARGETS, is_requantized_to, requantize_gguf
 from orc.scheduler.model_refs import MODEL_RUNTIMES, split_model_ref
 
 __all__ = [
@@ -298,7 +298,7 @@ class Catalog:
         records = self._read_user_records()
         for record in records:
             if record.id == chosen and record.runtime == target_runtime:
-                same_kind = to == "mlx" or record.description.split(" from ")[0] == description.split(" from ")[0]
+                same_kind = to == "mlx" or is_requantized_to(record.path, to)
                 if record.converted_from == source.sha256 and record.path.exists() and same_kind:
                     return Converted(self._user_entry(record), created=False)
                 raise ModelIdTaken(

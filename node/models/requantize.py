@@ -26,7 +26,7 @@ from pathlib import Path
 
 from orc.node.models.errors import CatalogError
 
-__all__ = ["GGUF_FOLDER", "TARGETS", "RequantizeFailed", "requantize_gguf"]
+__all__ = ["GGUF_FOLDER", "TARGETS", "RequantizeFailed", "is_requantized_to", "requantize_gguf"]
 
 GGUF_FOLDER = "gguf"  # requantized variants live in <models_dir>/gguf/<id>.gguf
 # `--to` value: (llama.cpp's file type constant, how docs and messages name it).
@@ -34,10 +34,22 @@ TARGETS: dict[str, tuple[str, str]] = {
     "q8_0": ("LLAMA_FTYPE_MOSTLY_Q8_0", "Q8_0"),
     "q4_0": ("LLAMA_FTYPE_MOSTLY_Q4_0", "Q4_0"),
 }
+# The same types as a GGUF header's `general.file_type` states them (llama.cpp's enum llama_ftype).
+_FILE_TYPES = {"q8_0": 7, "q4_0": 2}
 
 
 class RequantizeFailed(CatalogError):
     """llama.cpp's quantizer could not write the new file (its reason is in `orc --debug`'s log)."""
+
+
+def is_requantized_to(path: Path, to: str) -> bool:
+    """Whether the GGUF at `path` says in its header that it is of type `to` (a key of TARGETS)."""
+    from orc.node.models.gguf import read_gguf_metadata
+
+    try:
+        return read_gguf_metadata(path).get("general.file_type") == _FILE_TYPES[to]
+    except (OSError, ValueError):
+        return False
 
 
 def requantize_gguf(source: Path, target: Path, to: str, *, threads: int | None = None) -> None:
